@@ -1,0 +1,23 @@
+//! # rota
+//!
+//! Task coordination for clusters. Several identical nodes share one store (SQLite,
+//! PostgreSQL, MySQL/MariaDB); every coordinated task runs on exactly one of them, each
+//! scheduled instant is started once, and when a node dies its tasks move to a survivor
+//! within about a second. See `CONTRACT.md` for the guarantees, and [`Node::builder`] to start.
+
+pub mod config;
+pub mod core;
+mod error;
+pub mod kinds;
+pub mod node;
+pub mod store;
+pub mod task;
+
+pub use crate::core::{
+    placement::{ActivePassive, Resolver},
+    schedule::Schedule,
+};
+pub use error::{Error, Result};
+pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, Timing};
+pub use task::{FireContext, Handler, MisfirePolicy, Outcome, RecoveryPolicy, TaskError, TaskSpec};
+pub use tokio_util::sync::CancellationToken;

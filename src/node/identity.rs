@@ -1,0 +1,87 @@
+//! Recognising one's own crashed predecessor (contract 10).
+//!
+//! A registration records `boot-id:pid:start-time` of the process that made it. A node
+//! restarting on the same host finds the id still alive in the store; if that process no
+//! longer exists (same boot, no process with that pid and start time), the registration is
+//! its own crashed predecessor's and is replaced at once. Otherwise it is a second node.
+
+/// This process's fingerprint, `boot-id:pid:start-time` (`unknown` parts off Linux).
+pub fn process_fingerprint() -> String {
+    let pid = std::process::id();
+    format!("{}:{pid}:{}", boot_id(), start_time(pid).unwrap_or_default())
+}
+
+/// The host name, for operators and predecessor checks.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Whether the registration `(host, fingerprint)` certainly belongs to a process of this host
+/// that no longer runs. Unknown cases answer `false`: the node is then refused, never doubled.
+pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
+    if host != host_name() {
+        return false;
+    }
+    let mut parts = fingerprint.splitn(3, ':');
+    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let my_boot = boot_id();
+    if my_boot == "unknown" || start.is_empty() {
+        return false;
+    }
+    if boot != my_boot {
+        return true; // the host rebooted since: that process is gone
+    }
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    match start_time(pid) {
+        None => true,                    // no such process
+        Some(current) => current != start, // the pid was reused by another process
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_is_not_a_dead_predecessor() {
+        assert!(!is_dead_predecessor(&host_name(), &process_fingerprint()));
+    }
+
+    #[test]
+    fn an_exited_process_is_a_dead_predecessor() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid);
+        let mut child = child;
+        child.wait().unwrap();
+        let fingerprint = format!("{}:{pid}:{}", boot_id(), start.unwrap_or_else(|| "1".into()));
+        assert!(is_dead_predecessor(&host_name(), &fingerprint));
+    }
+
+    #[test]
+    fn other_hosts_and_garbage_are_never_presumed_dead() {
+        assert!(!is_dead_predecessor("another-host", &process_fingerprint()));
+        assert!(!is_dead_predecessor(&host_name(), "garbage"));
+    }
+}

@@ -1,0 +1,272 @@
+//! A rota node: build it, start it, get a handle, shut it down.
+//!
+//! ```no_run
+//! # async fn demo() -> rota::Result<()> {
+//! use std::time::Duration;
+//! use rota::{Node, Schedule, TaskSpec};
+//! let node = Node::builder("node-1", "orders", "sqlite:///tmp/rota.db")
+//!     .task(TaskSpec::new("ftp-transfer", Schedule::every(Duration::from_secs(5)).unwrap(), |ctx: rota::FireContext| async move {
+//!         println!("{} fires {} with token {}", ctx.node, ctx.task, ctx.token);
+//!         Ok(())
+//!     }))
+//!     .start()
+//!     .await?;
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod clock;
+pub mod identity;
+mod runner;
+mod runtime;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    core::placement::{ActivePassive, Resolver},
+    store::{self, Store},
+    task::TaskSpec,
+    Error, Result,
+};
+
+/// Timing of membership and failover. Defaults give failover within about a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the node renews its registration.
+    pub heartbeat: Duration,
+    /// The store declares a node dead this long after its last renewal.
+    pub node_timeout: Duration,
+    /// The node stops starting work this long *before* the store could declare it dead.
+    pub fence_margin: Duration,
+    /// How often the node polls the cluster's generation for changes (the safety net where
+    /// the store cannot push).
+    pub watch_interval: Duration,
+    /// On a graceful stop, how long running fires may take to finish.
+    pub shutdown_grace: Duration,
+    /// On a graceful stop, how long to wait for other nodes to take over this node's tasks.
+    pub handover_timeout: Duration,
+    /// How long fire history is kept.
+    pub history_retention: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(200),
+            node_timeout: Duration::from_millis(1000),
+            fence_margin: Duration::from_millis(200),
+            watch_interval: Duration::from_millis(50),
+            shutdown_grace: Duration::from_secs(10),
+            handover_timeout: Duration::from_secs(5),
+            history_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Timing {
+    /// Checks the relations failover depends on; names the field and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let ms = |d: Duration| d.as_millis();
+        if self.heartbeat.is_zero() {
+            return Err(Error::config("timing.heartbeat", "must be more than 0; the default is 200ms"));
+        }
+        if self.watch_interval.is_zero() {
+            return Err(Error::config("timing.watch_interval", "must be more than 0; the default is 50ms"));
+        }
+        if self.fence_margin.is_zero() {
+            return Err(Error::config("timing.fence_margin", "must be more than 0; the default is 200ms"));
+        }
+        // At least two renewals must fit in the time the node may go without one.
+        if self.node_timeout < self.fence_margin + self.heartbeat * 2 {
+            return Err(Error::config(
+                "timing.node_timeout",
+                format!(
+                    "{}ms is too short for heartbeat {}ms and fence_margin {}ms; it must be at least \
+                     fence_margin + 2 x heartbeat ({}ms): raise node_timeout or lower heartbeat",
+                    ms(self.node_timeout),
+                    ms(self.heartbeat),
+                    ms(self.fence_margin),
+                    ms(self.fence_margin + self.heartbeat * 2)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a node. See [`Node::builder`].
+pub struct NodeBuilder {
+    id: String,
+    cluster: String,
+    store_url: String,
+    store: Option<Arc<dyn Store>>,
+    timing: Timing,
+    migrate: bool,
+    tasks: Vec<TaskSpec>,
+    resolver: Arc<dyn Resolver>,
+}
+
+/// Entry point of the library.
+pub struct Node;
+
+impl Node {
+    /// A node with id `id` (unique in its cluster) in `cluster`, coordinating through the
+    /// store at `store_url` (`sqlite://`, `postgres://`, `mysql://`).
+    pub fn builder(id: impl Into<String>, cluster: impl Into<String>, store_url: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            id: id.into(),
+            cluster: cluster.into(),
+            store_url: store_url.into(),
+            store: None,
+            timing: Timing::default(),
+            migrate: true,
+            tasks: Vec::new(),
+            resolver: Arc::new(ActivePassive),
+        }
+    }
+}
+
+/// Names are ids in the store and in logs: keep them plain.
+pub(crate) fn validate_name(field: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            field,
+            format!("`{value}` is not a valid name; use 1 to 128 letters, digits, `-`, `_` or `.`"),
+        ))
+    }
+}
+
+impl NodeBuilder {
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Use an already opened store instead of `store_url` (tests, shared pools).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Create or migrate the schema at start (default). With `false` the node refuses to
+    /// start unless the schema is present and current.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Declares a task this node can run.
+    pub fn task(mut self, task: TaskSpec) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// The placement policy when this node is the leader (default: active-passive).
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Checks everything that can be checked without the store.
+    pub fn validate(&self) -> Result<()> {
+        validate_name("node.id", &self.id)?;
+        validate_name("node.cluster", &self.cluster)?;
+        self.timing.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            validate_name(&format!("task[{i}].name"), &t.name)?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::config(
+                    format!("task[{i}].name"),
+                    format!("`{}` is declared twice; give each task its own name", t.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates, connects, prepares the schema, joins the cluster and starts working.
+    /// Fails with [`Error::DuplicateNode`] if a live node already uses this id.
+    pub async fn start(self) -> Result<NodeHandle> {
+        self.validate()?;
+        let store = match self.store {
+            Some(s) => s,
+            None => store::open(&self.store_url).await?,
+        };
+        store.prepare(self.migrate).await?;
+        let config = runtime::NodeConfig {
+            id: self.id,
+            cluster: self.cluster,
+            timing: self.timing,
+            tasks: self.tasks,
+            resolver: self.resolver,
+        };
+        runtime::start(config, store).await
+    }
+}
+
+/// What a running node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub incarnation: i64,
+    /// Holds a valid lease: may start work.
+    pub active: bool,
+    pub leader: bool,
+    /// Tasks this node owns now, with their tokens.
+    pub owned: Vec<(String, i64)>,
+    /// The last store error, while the store is unreachable.
+    pub store_error: Option<String>,
+}
+
+/// A running node. Dropping it does not stop the node; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    graceful: CancellationToken,
+    forced: CancellationToken,
+    status: watch::Receiver<NodeStatus>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl NodeHandle {
+    /// Graceful stop: stop taking new work, hand tasks over, let running fires finish within
+    /// the grace period, leave the cluster. Returns when done.
+    pub async fn shutdown(self) -> Result<()> {
+        self.graceful.cancel();
+        self.wait().await
+    }
+
+    /// Asks for a graceful stop without waiting.
+    pub fn begin_shutdown(&self) {
+        self.graceful.cancel();
+    }
+
+    /// Forced stop: cancel running fires at once and leave.
+    pub fn force_shutdown(&self) {
+        self.graceful.cancel();
+        self.forced.cancel();
+    }
+
+    /// Waits for the node to end (after a shutdown, or a fatal error).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Store(format!("node task panicked: {e}"))),
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+}

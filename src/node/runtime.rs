@@ -1,0 +1,570 @@
+//! The node's loops: membership (heartbeat and fence watchdog), observation and leadership,
+//! and the supervisor that keeps one runner per owned task.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Duration,
+};
+
+use tokio::{sync::watch, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, error, info, warn};
+
+use super::{clock::StoreClock, identity, runner, NodeHandle, NodeStatus, Timing};
+use crate::{
+    core::{
+        lease::Lease,
+        placement::{self, NodeInfo, Owner, Resolver},
+    },
+    store::{
+        Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest, LeaderWrite, Member, Store,
+    },
+    task::TaskSpec,
+    Error, Result,
+};
+
+pub(crate) struct NodeConfig {
+    pub id: String,
+    pub cluster: String,
+    pub timing: Timing,
+    pub tasks: Vec<TaskSpec>,
+    pub resolver: Arc<dyn Resolver>,
+}
+
+/// State shared by the node's loops and its runners.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub timing: Timing,
+    pub tasks: HashMap<String, TaskSpec>,
+    member: RwLock<Member>,
+    lease: Mutex<Lease>,
+    pub clock: StoreClock,
+    /// Cancelled when the lease is lost: every runner and running fire of this term stops.
+    work: Mutex<CancellationToken>,
+    /// Set by the heartbeat when the store refused a renewal: the registration is gone.
+    expired: AtomicBool,
+    store_error: Mutex<Option<String>>,
+    /// Every running fire, so a graceful stop can wait for them.
+    pub fires: TaskTracker,
+}
+
+impl Shared {
+    pub fn member(&self) -> Member {
+        self.member.read().unwrap().clone()
+    }
+
+    /// May this node start work now? Checked right before every claim (contract 4).
+    pub fn lease_valid(&self) -> bool {
+        self.lease.lock().unwrap().is_valid(Instant::now())
+    }
+
+    pub fn work_token(&self) -> CancellationToken {
+        self.work.lock().unwrap().clone()
+    }
+
+    fn set_store_error(&self, error: Option<String>) {
+        *self.store_error.lock().unwrap() = error;
+    }
+}
+
+pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<NodeHandle> {
+    let NodeConfig { id, cluster, timing, tasks, resolver } = config;
+    let declared: Vec<Declaration> = tasks
+        .iter()
+        .map(|t| Declaration { name: t.name.clone(), hash: t.definition_hash(), schedule: t.schedule.describe() })
+        .collect();
+    let member = Member { cluster, node: id, incarnation: new_incarnation() };
+    let sent = Instant::now();
+    let now_ms = join(store.as_ref(), &member, &timing, &declared).await?;
+    let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
+    lease.renewed(sent);
+    let shared = Arc::new(Shared {
+        store,
+        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        member: RwLock::new(member.clone()),
+        lease: Mutex::new(lease),
+        clock: StoreClock::new(now_ms, sent),
+        work: Mutex::new(CancellationToken::new()),
+        expired: AtomicBool::new(false),
+        store_error: Mutex::new(None),
+        fires: TaskTracker::new(),
+        timing,
+    });
+    info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
+    let initial = NodeStatus { incarnation: member.incarnation, active: true, leader: false, owned: vec![], store_error: None };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let graceful = CancellationToken::new();
+    let forced = CancellationToken::new();
+    let runtime = Runtime {
+        shared,
+        declared,
+        resolver,
+        status: status_tx,
+        runners: HashMap::new(),
+        view: None,
+        view_at: None,
+        generation: -1,
+        assignments: Vec::new(),
+        epoch: None,
+        reported: String::new(),
+        last_purge: Instant::now(),
+    };
+    let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
+    Ok(NodeHandle { graceful, forced, status: status_rx, task })
+}
+
+fn new_incarnation() -> i64 {
+    // Positive and never 0 (0 marks a vacant leadership).
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+/// Joins, replacing the registration of our own crashed predecessor if that is what holds
+/// the id; refuses if a live, different process holds it (contract 10).
+async fn join(store: &dyn Store, member: &Member, timing: &Timing, declared: &[Declaration]) -> Result<i64> {
+    let mut req = JoinRequest {
+        member: member.clone(),
+        timeout_ms: timing.node_timeout.as_millis() as i64,
+        host: identity::host_name(),
+        process: identity::process_fingerprint(),
+        declared: declared.to_vec(),
+        replaces: None,
+    };
+    loop {
+        match store.join(&req).await? {
+            JoinOutcome::Joined { now_ms } => return Ok(now_ms),
+            JoinOutcome::Occupied(existing)
+                if req.replaces.is_none() && identity::is_dead_predecessor(&existing.host, &existing.process) =>
+            {
+                info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
+                req.replaces = Some(existing.incarnation);
+            }
+            JoinOutcome::Occupied(existing) => {
+                let pid = existing.process.split(':').nth(1).unwrap_or("?").to_string();
+                return Err(Error::DuplicateNode {
+                    cluster: member.cluster.clone(),
+                    node: member.node.clone(),
+                    detail: format!(
+                        "registered by pid {pid} on host {}, incarnation {}, heartbeating within its {} ms timeout",
+                        existing.host, existing.incarnation, existing.timeout_ms
+                    ),
+                });
+            }
+        }
+    }
+}
+
+struct RunnerHandle {
+    token: i64,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Runtime {
+    shared: Arc<Shared>,
+    declared: Vec<Declaration>,
+    resolver: Arc<dyn Resolver>,
+    status: watch::Sender<NodeStatus>,
+    runners: HashMap<String, RunnerHandle>,
+    view: Option<ClusterView>,
+    view_at: Option<Instant>,
+    generation: i64,
+    assignments: Vec<Assignment>,
+    /// Our leadership epoch, while we lead.
+    epoch: Option<i64>,
+    /// The last placement problems logged, so each is logged once.
+    reported: String,
+    last_purge: Instant,
+}
+
+impl Runtime {
+    async fn run(mut self, graceful: CancellationToken, forced: CancellationToken) -> Result<()> {
+        let stop_background = CancellationToken::new();
+        tokio::spawn(heartbeat_loop(self.shared.clone(), stop_background.clone()));
+        tokio::spawn(fence_watchdog(self.shared.clone(), stop_background.clone()));
+        let result = self.main_loop(&graceful, &forced).await;
+        stop_background.cancel();
+        result
+    }
+
+    async fn main_loop(&mut self, graceful: &CancellationToken, forced: &CancellationToken) -> Result<()> {
+        let watch = self.shared.timing.watch_interval;
+        let mut leaving_since: Option<Instant> = None;
+        loop {
+            if forced.is_cancelled() {
+                return self.finish(true).await;
+            }
+            if graceful.is_cancelled() && leaving_since.is_none() {
+                info!("graceful stop: handing tasks over");
+                leaving_since = Some(Instant::now());
+                if let Err(e) = self.shared.store.mark_leaving(&self.shared.member()).await {
+                    warn!(error = %e, "could not mark the node as leaving; others will take over on expiry");
+                }
+                self.view_at = None; // observe at once
+            }
+            self.tick(leaving_since.is_some()).await;
+            if let Some(since) = leaving_since {
+                if self.handover_done(since) {
+                    return self.finish(false).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(watch) => {}
+                _ = graceful.cancelled(), if leaving_since.is_none() => {}
+                _ = forced.cancelled() => {}
+            }
+        }
+    }
+
+    /// One round: keep membership, observe, lead, supervise.
+    async fn tick(&mut self, leaving: bool) {
+        if !self.shared.lease_valid() {
+            self.fence();
+            if self.shared.expired.load(Ordering::SeqCst) && !leaving {
+                self.rejoin().await;
+            }
+        } else if self.shared.work_token().is_cancelled() {
+            // A late renewal restored the lease before the store expired it: a new term.
+            *self.shared.work.lock().unwrap() = CancellationToken::new();
+        }
+        match self.observe().await {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, "observation failed");
+                self.shared.set_store_error(Some(e.to_string()));
+            }
+        }
+        if self.shared.lease_valid() {
+            if let Err(e) = self.lead(leaving).await {
+                warn!(error = %e, "placement round failed");
+            }
+        }
+        self.supervise();
+        self.publish_status();
+    }
+
+    /// Lost the lease: stop starting work and cancel running work now (contract 4).
+    fn fence(&mut self) {
+        let work = self.shared.work_token();
+        if !work.is_cancelled() {
+            warn!("lease lost: stopping all work");
+            work.cancel();
+        }
+        for (_, runner) in self.runners.drain() {
+            runner.stop.cancel();
+        }
+        self.epoch = None;
+    }
+
+    /// Our registration expired in the store: come back as a new incarnation.
+    async fn rejoin(&mut self) {
+        let old = self.shared.member();
+        let member = Member { incarnation: new_incarnation(), ..old.clone() };
+        let sent = Instant::now();
+        match join(self.shared.store.as_ref(), &member, &self.shared.timing, &self.declared).await {
+            Ok(now_ms) => {
+                *self.shared.member.write().unwrap() = member.clone();
+                *self.shared.work.lock().unwrap() = CancellationToken::new();
+                self.shared.lease.lock().unwrap().renewed(sent);
+                self.shared.clock.observe(now_ms, sent, Instant::now());
+                self.shared.expired.store(false, Ordering::SeqCst);
+                self.shared.set_store_error(None);
+                self.view_at = None;
+                info!(old_incarnation = old.incarnation, incarnation = member.incarnation, "rejoined after losing the lease");
+            }
+            Err(e) => debug!(error = %e, "rejoin failed; retrying"),
+        }
+    }
+
+    async fn observe(&mut self) -> Result<()> {
+        let store = &self.shared.store;
+        let cluster = self.shared.member().cluster;
+        let generation = store.generation(&cluster).await?;
+        let stale = self.view_at.is_none_or(|at| at.elapsed() >= self.shared.timing.heartbeat);
+        if generation != self.generation || stale {
+            let sent = Instant::now();
+            let view = store.view(&cluster).await?;
+            self.shared.clock.observe(view.now_ms, sent, Instant::now());
+            if view.generation != self.generation {
+                self.assignments = store.assignments(&cluster).await?;
+                self.generation = view.generation;
+            }
+            self.view = Some(view);
+            self.view_at = Some(Instant::now());
+        }
+        self.shared.set_store_error(None);
+        Ok(())
+    }
+
+    /// Leadership and placement (contract 6). The leader writes only differences.
+    async fn lead(&mut self, leaving: bool) -> Result<()> {
+        let Some(view) = &self.view else { return Ok(()) };
+        let me = self.shared.member();
+        let leader_alive = view.leader.as_ref().is_some_and(|l| {
+            view.nodes.iter().any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive)
+        });
+        let mine = view.leader.as_ref().filter(|l| l.node == me.node && l.incarnation == me.incarnation);
+        self.epoch = mine.map(|l| l.epoch);
+        if !leader_alive && !leaving {
+            if let Some(l) = self.shared.store.acquire_leadership(&me).await? {
+                if l.node == me.node && l.incarnation == me.incarnation && self.epoch != Some(l.epoch) {
+                    info!(epoch = l.epoch, "became leader");
+                    self.epoch = Some(l.epoch);
+                    self.view_at = None;
+                    return Ok(()); // place on fresh observations
+                }
+            }
+        }
+        let Some(epoch) = self.epoch else { return Ok(()) };
+        let view = self.view.as_ref().expect("checked above");
+        let live: Vec<NodeInfo> = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| NodeInfo {
+                id: n.node.clone(),
+                incarnation: n.incarnation,
+                joined_at_ms: n.joined_at_ms,
+                leaving: n.leaving,
+                declared: n.declared.iter().map(|d| (d.name.clone(), d.hash.clone())).collect(),
+            })
+            .collect();
+        let current: BTreeMap<String, Owner> = self
+            .assignments
+            .iter()
+            .filter_map(|a| a.owner.clone().map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation })))
+            .collect();
+        let placement = placement::place(self.resolver.as_ref(), &live, &current);
+        self.report(&placement);
+        let changes = diff(&self.assignments, &placement);
+        if !changes.is_empty() {
+            match self.shared.store.write_assignments(&me, epoch, &changes).await? {
+                LeaderWrite::Written => {
+                    for c in &changes {
+                        match &c.owner {
+                            Some((node, _)) => info!(task = %c.task, owner = %node, "assigned"),
+                            None => warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced"),
+                        }
+                    }
+                    self.assignments = self.shared.store.assignments(&me.cluster).await?;
+                }
+                LeaderWrite::Deposed => {
+                    warn!(epoch, "deposed: placement refused by the store");
+                    self.epoch = None;
+                }
+                LeaderWrite::Stale => self.view_at = None,
+            }
+        }
+        if leaving && self.owned().is_empty() {
+            self.shared.store.release_leadership(&me).await?;
+            self.epoch = None;
+        }
+        if self.last_purge.elapsed() >= Duration::from_secs(60) {
+            self.last_purge = Instant::now();
+            let before = self.shared.clock.now_ms() - self.shared.timing.history_retention.as_millis() as i64;
+            let purged = self.shared.store.purge_history(&me.cluster, before).await?;
+            debug!(purged, "history purged");
+        }
+        Ok(())
+    }
+
+    /// Logs placement problems once each time they change.
+    fn report(&mut self, placement: &placement::Placement) {
+        let text = format!("{:?}{:?}", placement.unplaced, placement.conflicts);
+        if text == self.reported {
+            return;
+        }
+        self.reported = text;
+        for c in &placement.conflicts {
+            error!(
+                task = %c.task,
+                definition_in_force = %c.reference_hash,
+                dissenters = ?c.dissenters,
+                "nodes declare different definitions of this task; the dissenting nodes are not eligible for it until their config agrees"
+            );
+        }
+    }
+
+    fn owned(&self) -> Vec<(String, i64)> {
+        let me = self.shared.member();
+        self.assignments
+            .iter()
+            .filter(|a| a.owner.as_ref().is_some_and(|(n, i)| *n == me.node && *i == me.incarnation))
+            .map(|a| (a.task.clone(), a.token))
+            .collect()
+    }
+
+    /// One runner per owned task and token; runners of lost tasks stop scheduling.
+    fn supervise(&mut self) {
+        let owned: HashMap<String, i64> =
+            if self.shared.lease_valid() { self.owned().into_iter().collect() } else { HashMap::new() };
+        self.runners.retain(|task, runner| {
+            let keep = owned.get(task) == Some(&runner.token) && !runner.task.is_finished();
+            if !keep {
+                runner.stop.cancel();
+            }
+            keep
+        });
+        for (task, token) in owned {
+            if self.runners.contains_key(&task) {
+                continue;
+            }
+            let Some(spec) = self.shared.tasks.get(&task).cloned() else { continue };
+            let stop = self.shared.work_token().child_token();
+            let handle = tokio::spawn(runner::run(self.shared.clone(), spec, token, stop.clone()));
+            self.runners.insert(task, RunnerHandle { token, stop, task: handle });
+        }
+    }
+
+    fn publish_status(&self) {
+        let me = self.shared.member();
+        let status = NodeStatus {
+            incarnation: me.incarnation,
+            active: self.shared.lease_valid(),
+            leader: self.epoch.is_some(),
+            owned: self.owned(),
+            store_error: self.shared.store_error.lock().unwrap().clone(),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    fn handover_done(&self, since: Instant) -> bool {
+        if self.owned().is_empty() || since.elapsed() >= self.shared.timing.handover_timeout {
+            return true;
+        }
+        let me = self.shared.member();
+        // Nobody else can take over: no reason to wait.
+        self.view.as_ref().is_some_and(|v| !v.nodes.iter().any(|n| n.alive && !n.leaving && n.node != me.node))
+    }
+
+    /// Stops runners, waits for running fires (or cancels them when forced), leaves.
+    async fn finish(&mut self, forced: bool) -> Result<()> {
+        for (_, runner) in self.runners.drain() {
+            runner.stop.cancel();
+        }
+        self.shared.fires.close();
+        if forced {
+            self.shared.work_token().cancel();
+        } else if tokio::time::timeout(self.shared.timing.shutdown_grace, self.shared.fires.wait()).await.is_err() {
+            warn!("running fires did not finish within the grace period; cancelling them");
+            self.shared.work_token().cancel();
+        }
+        // Cancelled fires record their outcome quickly; give them a moment.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.fires.wait()).await;
+        let me = self.shared.member();
+        match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
+            Ok(Ok(())) => info!("left the cluster"),
+            Ok(Err(e)) => warn!(error = %e, "could not leave cleanly; the registration will expire"),
+            Err(_) => warn!("leaving timed out; the registration will expire"),
+        }
+        Ok(())
+    }
+}
+
+/// The assignment changes that turn `current` into `placement`.
+fn diff(current: &[Assignment], placement: &placement::Placement) -> Vec<AssignmentChange> {
+    let by_task: HashMap<&str, &Assignment> = current.iter().map(|a| (a.task.as_str(), a)).collect();
+    let mut changes = Vec::new();
+    let mut want = |task: &str, owner: Option<(String, i64)>, reason: Option<String>| {
+        let existing = by_task.get(task);
+        let same = existing.is_some_and(|a| a.owner == owner && a.reason == reason);
+        if !same {
+            changes.push(AssignmentChange {
+                task: task.to_string(),
+                owner,
+                reason,
+                expected_token: existing.map(|a| a.token),
+            });
+        }
+    };
+    for (task, o) in &placement.owners {
+        want(task, Some((o.node.clone(), o.incarnation)), None);
+    }
+    for (task, reason) in &placement.unplaced {
+        want(task, None, Some(reason.clone()));
+    }
+    for a in current {
+        if !placement.owners.contains_key(&a.task) && !placement.unplaced.contains_key(&a.task) && a.owner.is_some() {
+            want(&a.task, None, Some("declared by no live node".to_string()));
+        }
+    }
+    changes
+}
+
+/// Renews the registration every heartbeat; a refusal means the registration is gone.
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let timing = shared.timing.clone();
+    let mut failures = 0u32;
+    loop {
+        let sent = Instant::now();
+        let member = shared.member();
+        let budget = timing.node_timeout - timing.fence_margin;
+        match tokio::time::timeout(budget, shared.store.heartbeat(&member)).await {
+            Ok(Ok(true)) => {
+                // Only renew the lease of the incarnation the heartbeat was for.
+                if shared.member().incarnation == member.incarnation {
+                    shared.lease.lock().unwrap().renewed(sent);
+                }
+                if failures > 0 {
+                    info!(failures, "store reachable again");
+                }
+                failures = 0;
+            }
+            Ok(Ok(false)) => {
+                if shared.member().incarnation == member.incarnation && !shared.expired.swap(true, Ordering::SeqCst) {
+                    warn!(incarnation = member.incarnation, "the store expired this node's registration");
+                    shared.lease.lock().unwrap().revoke();
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures == 1 || failures % 25 == 0 {
+                    warn!(error = %e, failures, "heartbeat failed; the store is unreachable");
+                }
+                shared.set_store_error(Some(e.to_string()));
+            }
+            Err(_) => {
+                failures += 1;
+                if failures == 1 || failures % 25 == 0 {
+                    warn!(failures, "heartbeat timed out");
+                }
+                shared.set_store_error(Some("heartbeat timed out".into()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(sent + timing.heartbeat) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Cancels all work the moment the local lease deadline passes, whatever the other loops
+/// are waiting on (contract 4).
+async fn fence_watchdog(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let deadline = shared.lease.lock().unwrap().valid_until();
+        let wake = deadline.unwrap_or_else(|| Instant::now() + shared.timing.heartbeat);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = stop.cancelled() => return,
+        }
+        if !shared.lease_valid() {
+            let work = shared.work_token();
+            if !work.is_cancelled() {
+                warn!("lease deadline passed without renewal: cancelling all work");
+                work.cancel();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(shared.timing.heartbeat) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The coordination store: the one place where nodes meet. Nodes never talk to each other.
+//!
+//! Every implementation must give the guarantees written on each method of [`Store`]; they
+//! are the contract of `CONTRACT.md` broken down to single calls, and the conformance suite
+//! (`tests/conformance.rs`) checks each of them on every store. All times are store times in
+//! Unix milliseconds, read from the store itself (`now()`), never from the caller's clock.
+
+pub mod sql;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+
+use crate::{task::Outcome, Error, Result};
+
+/// Who a node is in the store: its id and the incarnation of this start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub cluster: String,
+    pub node: String,
+    pub incarnation: i64,
+}
+
+/// One task as a node declares it (stored with the node's registration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Declaration {
+    pub name: String,
+    /// Digest of the definition: two nodes declaring one name with different hashes conflict.
+    pub hash: String,
+    /// Human description of the schedule, for `rota status`.
+    pub schedule: String,
+}
+
+/// What a node asks for when it joins.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member: Member,
+    /// The store considers the node dead this long after its last renewal.
+    pub timeout_ms: i64,
+    /// Host name, for operators and for recognising one's own crashed predecessor.
+    pub host: String,
+    /// Identifies the process (`boot-id:pid:start-time`), see [`crate::node::identity`].
+    pub process: String,
+    pub declared: Vec<Declaration>,
+    /// Replace this live incarnation of the same id (it is our own crashed predecessor).
+    pub replaces: Option<i64>,
+}
+
+/// A registered node as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node: String,
+    pub incarnation: i64,
+    pub joined_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    pub timeout_ms: i64,
+    pub leaving: bool,
+    /// Judged by the store: its last renewal is no older than its timeout.
+    pub alive: bool,
+    pub host: String,
+    pub process: String,
+    pub declared: Vec<Declaration>,
+}
+
+/// Answer to a join.
+#[derive(Debug, Clone)]
+pub enum JoinOutcome {
+    Joined { now_ms: i64 },
+    /// A live node holds this id; the caller decides whether it is its own predecessor.
+    Occupied(NodeRecord),
+}
+
+/// The elected leader of a cluster and its epoch (contract 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub node: String,
+    pub incarnation: i64,
+    pub epoch: i64,
+}
+
+/// A consistent-enough picture of the cluster, read in one go.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub now_ms: i64,
+    pub generation: i64,
+    pub nodes: Vec<NodeRecord>,
+    pub leader: Option<Leadership>,
+}
+
+/// The current owner of a task and its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub task: String,
+    /// `None` while unplaced.
+    pub owner: Option<(String, i64)>,
+    pub token: i64,
+    /// Why the task is unplaced, when it is.
+    pub reason: Option<String>,
+}
+
+/// One change the leader writes: give `task` to `owner` (or to nobody, with a reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentChange {
+    pub task: String,
+    pub owner: Option<(String, i64)>,
+    pub reason: Option<String>,
+    /// The token the leader saw; `None` if the task had no assignment row yet.
+    pub expected_token: Option<i64>,
+}
+
+/// Answer to a fenced leader write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderWrite {
+    Written,
+    /// The epoch is no longer current: nothing was written.
+    Deposed,
+    /// An assignment changed since the leader read it: nothing was written; read and retry.
+    Stale,
+}
+
+/// A fire to claim (contract 2).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub member: Member,
+    pub task: String,
+    pub instant_ms: i64,
+    pub token: i64,
+    /// `Running` to start the fire; `Skipped` or `Misfired` to record an instant not started.
+    pub outcome: Outcome,
+    pub message: Option<String>,
+}
+
+/// Answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed,
+    /// This instant already has a record (claimed by this or another owner).
+    AlreadyClaimed,
+    /// The token is not the task's current one, or the claimant's registration is dead.
+    Fenced,
+}
+
+/// A fire recorded as running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningFire {
+    pub instant_ms: i64,
+    pub node: String,
+    pub incarnation: i64,
+    pub token: i64,
+    pub attempt: i64,
+    /// The node that runs it is still alive (by store time).
+    pub node_alive: bool,
+}
+
+/// One fire's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FireRecord {
+    pub task: String,
+    pub instant_ms: i64,
+    pub node: String,
+    pub token: i64,
+    pub attempt: i64,
+    pub outcome: Outcome,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub message: Option<String>,
+}
+
+/// How a running fire ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub task: String,
+    pub instant_ms: i64,
+    pub token: i64,
+    pub attempt: i64,
+    pub outcome: Outcome,
+    pub message: Option<String>,
+}
+
+/// The coordination store. Each method is one short transaction (or one statement).
+///
+/// Errors: [`Error::StoreUnavailable`] for anything a retry may fix (connection lost,
+/// timeout, busy); other variants are not retryable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name of the backend (`sqlite`, `postgres`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Creates or migrates the schema to this build's version when `migrate` is true;
+    /// otherwise fails with [`Error::Schema`] unless the schema is present and current.
+    async fn prepare(&self, migrate: bool) -> Result<()>;
+
+    /// The store's clock, Unix ms.
+    async fn now_ms(&self) -> Result<i64>;
+
+    /// Registers the node (contract 10). If a *live* registration holds the id and is not
+    /// `req.replaces`, nothing is written and [`JoinOutcome::Occupied`] describes it. Otherwise
+    /// the registration is replaced atomically by the new incarnation, whose join and
+    /// heartbeat times are the store's now; the tokens of a replaced incarnation are dead,
+    /// since claims require the claimant's current incarnation.
+    async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome>;
+
+    /// Renews the node's registration, judged by store time. Returns `false`, writing nothing,
+    /// if the registration is gone, belongs to another incarnation, or has already expired:
+    /// an expired node can never renew back to life; it must join again.
+    async fn heartbeat(&self, member: &Member) -> Result<bool>;
+
+    /// Marks the node as leaving (graceful stop): placement gives it nothing more.
+    async fn mark_leaving(&self, member: &Member) -> Result<()>;
+
+    /// Removes the node's registration and any leadership it holds, at once.
+    async fn leave(&self, member: &Member) -> Result<()>;
+
+    /// Nodes with liveness judged by store time, the leader, and the cluster's generation.
+    /// The generation increases with every change of membership, leadership, declarations or
+    /// assignments (not with heartbeats or fires), so a poll of it is cheap.
+    async fn view(&self, cluster: &str) -> Result<ClusterView>;
+
+    /// The cluster's generation alone (see [`Store::view`]).
+    async fn generation(&self, cluster: &str) -> Result<i64>;
+
+    /// Becomes leader if there is none, or if the recorded leader's registration is dead,
+    /// gone, or of another incarnation; the epoch then increases by one. Returns the
+    /// leadership in force after the call (ours or another's). At most one node holds a
+    /// given epoch, and epochs only increase (contract 6).
+    async fn acquire_leadership(&self, member: &Member) -> Result<Option<Leadership>>;
+
+    /// Gives up leadership if `member` holds it; others may acquire at once.
+    async fn release_leadership(&self, member: &Member) -> Result<()>;
+
+    /// Every task's assignment in the cluster.
+    async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>>;
+
+    /// Writes placement changes as the leader of `epoch`, all or nothing. Refused
+    /// ([`LeaderWrite::Deposed`]) unless `leader` holds `epoch` and is alive, judged inside
+    /// the same transaction. Every change of owner increases the task's token by one
+    /// (fencing tokens strictly increase per task, and never repeat).
+    async fn write_assignments(&self, leader: &Member, epoch: i64, changes: &[AssignmentChange]) -> Result<LeaderWrite>;
+
+    /// Claims one instant in one write (contract 2): accepted only if `claim.token` is the
+    /// task's current token, the assignment names the claimant's incarnation, the claimant's
+    /// registration is alive by store time, and the instant has no record yet.
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome>;
+
+    /// Records misfired instants (not started) under the same fencing rule as `claim`.
+    /// Returns how many were recorded.
+    async fn record_misfires(&self, member: &Member, task: &str, token: i64, instants: &[i64], message: &str) -> Result<u64>;
+
+    /// Records how a running fire ended. Only the row with this token and attempt changes.
+    async fn finish(&self, cluster: &str, finish: &Finish) -> Result<()>;
+
+    /// The latest instant of `task` with any record: where a new owner resumes.
+    async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>>;
+
+    /// Fires of `task` recorded as running, with the liveness of their node.
+    async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>>;
+
+    /// Takes over a fire whose node died mid-run (contract 9), fenced like `claim`: with
+    /// `retry` it runs again under the new token (attempt + 1) and `Claimed` is returned; else
+    /// it is recorded as abandoned. Only one caller can take over a given attempt.
+    async fn recover_fire(&self, member: &Member, task: &str, token: i64, fire: &RunningFire, retry: bool) -> Result<ClaimOutcome>;
+
+    /// Recent fires, newest first, of one task or all.
+    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>>;
+
+    /// Deletes finished fires with instants before `before_ms`. Returns the number deleted.
+    async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
+}
+
+/// Opens the store named by `url`; the scheme picks the backend: `sqlite://`, `postgres://`,
+/// `mysql://`. Backends are compiled in by cargo features.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => Ok(Arc::new(sql::SqlStore::connect(url).await?)),
+        _ => Err(Error::config(
+            "store.url",
+            format!(
+                "`{}` has an unknown scheme `{scheme}`; use sqlite:///path/to/rota.db, postgres://user@host/db or mysql://user@host/db",
+                redact_url(url)
+            ),
+        )),
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Per-task last outcome, for status displays.
+pub type LastOutcomes = BTreeMap<String, FireRecord>;
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_leave_redaction() {
+        assert_eq!(redact_url("postgres://rota:s3cret@db:5432/rota"), "postgres://rota:***@db:5432/rota");
+        assert_eq!(redact_url("sqlite:///var/lib/rota.db"), "sqlite:///var/lib/rota.db");
+        assert_eq!(redact_url("mysql://rota@db/rota"), "mysql://rota@db/rota");
+    }
+}

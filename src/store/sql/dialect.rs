@@ -1,0 +1,115 @@
+//! Everything that differs between SQL databases, in one place. Statements elsewhere are
+//! written once, with `?` placeholders and `{name}` fragments that [`Dialect::prepare`] fills.
+
+/// A supported SQL database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Dialect {
+    pub fn from_scheme(scheme: &str) -> Option<Dialect> {
+        match scheme {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::Mysql),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+            Dialect::Mysql => "mysql",
+        }
+    }
+
+    /// The store's clock in Unix milliseconds, as an SQL expression (contract 5).
+    fn now(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Dialect::Mysql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+        }
+    }
+
+    /// `INSERT` that silently does nothing when the primary key exists: prefix and suffix.
+    fn insert_ignore(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("INSERT OR IGNORE INTO", ""),
+            Dialect::Postgres => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+            Dialect::Mysql => ("INSERT IGNORE INTO", ""),
+        }
+    }
+
+    /// Row lock for read-then-write inside a transaction (SQLite locks the whole database
+    /// with `BEGIN IMMEDIATE` instead).
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres | Dialect::Mysql => " FOR UPDATE",
+        }
+    }
+
+    /// The statement that opens a write transaction.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres | Dialect::Mysql => "BEGIN",
+        }
+    }
+
+    /// Column types for the schema: key text, big integer, long text, table options.
+    pub fn types(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("TEXT", "INTEGER", "TEXT", ""),
+            Dialect::Postgres => ("VARCHAR(255)", "BIGINT", "TEXT", ""),
+            Dialect::Mysql => ("VARCHAR(255)", "BIGINT", "TEXT", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"),
+        }
+    }
+
+    /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}` and turns `?`
+    /// into `$1, $2, ...` for PostgreSQL. Statements never contain `?` inside literals.
+    pub fn prepare(self, sql: &str) -> String {
+        let (ins, conflict) = self.insert_ignore();
+        let filled = sql
+            .replace("{now}", self.now())
+            .replace("{insert_ignore}", ins)
+            .replace("{on_conflict_nothing}", conflict)
+            .replace("{for_update}", self.for_update());
+        if self != Dialect::Postgres {
+            return filled;
+        }
+        let mut out = String::with_capacity(filled.len() + 16);
+        let mut n = 0;
+        for c in filled.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dialect;
+
+    #[test]
+    fn placeholders_and_fragments() {
+        let sql = "{insert_ignore} t (a, b) VALUES (?, {now}){on_conflict_nothing}";
+        assert_eq!(
+            Dialect::Postgres.prepare(sql),
+            "INSERT INTO t (a, b) VALUES ($1, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)) ON CONFLICT DO NOTHING"
+        );
+        assert!(Dialect::Sqlite.prepare(sql).starts_with("INSERT OR IGNORE INTO t (a, b) VALUES (?, CAST(julianday"));
+        assert!(Dialect::Mysql.prepare(sql).starts_with("INSERT IGNORE INTO t (a, b) VALUES (?, CAST(UNIX_TIMESTAMP"));
+    }
+}

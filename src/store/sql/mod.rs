@@ -1,0 +1,692 @@
+//! SQL stores (SQLite, PostgreSQL, MySQL/MariaDB) over one implementation. Dialect
+//! differences live in [`dialect`]; the schema in [`schema`].
+
+pub mod dialect;
+pub mod schema;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{
+    any::{AnyPoolOptions, AnyRow},
+    AnyPool, Executor, Row,
+};
+
+use self::dialect::Dialect;
+use super::*;
+use crate::task::Outcome;
+
+/// Connections per node: one for the heartbeat, one for the watcher, the rest for claims.
+pub const POOL_SIZE: u32 = 4;
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn unavailable(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::Database(db) => {
+            let msg = db.message().to_string();
+            // SQLite's "database is locked"/"busy" and lock timeouts are transient.
+            if msg.contains("locked") || msg.contains("busy") || msg.contains("timeout") || msg.contains("deadlock") {
+                Error::StoreUnavailable(msg)
+            } else {
+                Error::Store(msg)
+            }
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) | sqlx::Error::TypeNotFound { .. } => {
+            Error::Store(e.to_string())
+        }
+        other => Error::StoreUnavailable(other.to_string()),
+    }
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split("://").next().unwrap_or("");
+        let dialect = Dialect::from_scheme(scheme)
+            .ok_or_else(|| Error::config("store.url", format!("unknown scheme `{scheme}`")))?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            Dialect::Postgres => url.replacen("postgresql://", "postgres://", 1),
+            Dialect::Mysql => url.replacen("mariadb://", "mysql://", 1),
+            _ => url.to_string(),
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let setup: &[&str] = match dialect {
+                        // WAL lets readers run beside the writer; FULL makes every claim durable
+                        // before it counts; the busy timeout waits out other processes' writes.
+                        Dialect::Sqlite => &[
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                        ],
+                        Dialect::Postgres => &["SET statement_timeout = 5000"],
+                        Dialect::Mysql => &["SET SESSION innodb_lock_wait_timeout = 5"],
+                    };
+                    for stmt in setup {
+                        conn.execute(*stmt).await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await.map_err(|e| match e {
+            sqlx::Error::Configuration(c) => {
+                Error::config("store.url", format!("`{}` is not a valid URL: {c}", redact_url(&url)))
+            }
+            other => Error::StoreUnavailable(format!("cannot connect to {}: {other}", redact_url(&url))),
+        })?;
+        Ok(SqlStore { pool, dialect })
+    }
+
+    fn sql(&self, statement: &str) -> String {
+        self.dialect.prepare(statement)
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.pool.begin_with(self.dialect.begin_write()).await.map_err(unavailable)
+    }
+
+    async fn bump_generation(&self, tx: &mut sqlx::AnyConnection, cluster: &str) -> Result<()> {
+        let sql = self.sql("UPDATE rota_clusters SET generation = generation + 1 WHERE cluster = ?");
+        sqlx::query(&sql).bind(cluster).execute(&mut *tx).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<Option<i64>> {
+        let probe = match self.dialect {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rota_meta'",
+            Dialect::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'",
+            Dialect::Mysql => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'",
+        };
+        let exists: i64 = sqlx::query_scalar(probe).fetch_one(&self.pool).await.map_err(unavailable)?;
+        if exists == 0 {
+            return Ok(None);
+        }
+        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM rota_meta WHERE name = 'schema_version'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(v.unwrap_or(0)))
+    }
+
+    fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
+        let declared: String = row.try_get("declared").map_err(unavailable)?;
+        Ok(NodeRecord {
+            node: row.try_get("node_id").map_err(unavailable)?,
+            incarnation: row.try_get("incarnation").map_err(unavailable)?,
+            joined_at_ms: row.try_get("joined_at").map_err(unavailable)?,
+            heartbeat_at_ms: row.try_get("heartbeat_at").map_err(unavailable)?,
+            timeout_ms: row.try_get("timeout_ms").map_err(unavailable)?,
+            leaving: row.try_get::<i64, _>("leaving").map_err(unavailable)? != 0,
+            alive: row.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+            host: row.try_get("host").map_err(unavailable)?,
+            process: row.try_get("process").map_err(unavailable)?,
+            declared: serde_json::from_str(&declared)
+                .map_err(|e| Error::Store(format!("rota_nodes.declared is not valid JSON: {e}")))?,
+        })
+    }
+
+    /// The fence every claim-like write checks: the assignment names the claimant's
+    /// incarnation with this token, and the claimant's registration is alive by store time.
+    const FENCE: &'static str = "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+        ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
+        WHERE a.cluster = ? AND a.task = ? AND a.token = ? AND a.node_id = ? AND a.incarnation = ? \
+        AND n.heartbeat_at + n.timeout_ms >= {now})";
+}
+
+/// Leadership is given up by vacating the row, never deleting it: epochs keep increasing.
+const VACATE_LEADER: &str =
+    "UPDATE rota_leader SET node_id = '', incarnation = 0 WHERE cluster = ? AND node_id = ? AND incarnation = ?";
+
+const NODE_COLUMNS: &str = "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared, \
+     CASE WHEN heartbeat_at + timeout_ms >= {now} THEN 1 ELSE 0 END AS alive";
+
+#[async_trait]
+impl Store for SqlStore {
+    fn kind(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    async fn prepare(&self, migrate: bool) -> Result<()> {
+        match self.schema_version().await? {
+            Some(v) if v == schema::VERSION => return Ok(()),
+            Some(v) if v > schema::VERSION => {
+                return Err(Error::Schema(format!(
+                    "the store has schema version {v}, newer than this rota's {}; upgrade rota",
+                    schema::VERSION
+                )))
+            }
+            found if !migrate => {
+                let what = match found {
+                    None => "no rota schema".to_string(),
+                    Some(v) => format!("schema version {v}"),
+                };
+                return Err(Error::Schema(format!(
+                    "the store has {what} and `[store] migrate = false`; run `rota schema --db {}` and apply it \
+                     (it creates version {}), or set `migrate = true`",
+                    self.dialect.name(),
+                    schema::VERSION
+                )));
+            }
+            _ => {}
+        }
+        // Several nodes may start at once: create under a write transaction and re-check.
+        let mut tx = self.begin().await?;
+        let exists = match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master WHERE name = 'rota_meta'")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    > 0
+            }
+            _ => false,
+        };
+        if !exists {
+            for stmt in schema::create_statements(self.dialect) {
+                if let Err(e) = tx.execute(stmt.as_str()).await {
+                    let msg = e.to_string();
+                    // Another node created it first (PostgreSQL/MySQL): fine.
+                    if msg.contains("already exists") {
+                        return Ok(());
+                    }
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn now_ms(&self) -> Result<i64> {
+        let sql = self.sql("SELECT {now}");
+        sqlx::query_scalar(&sql).fetch_one(&self.pool).await.map_err(unavailable)
+    }
+
+    async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
+        let m = &req.member;
+        let declared = serde_json::to_string(&req.declared).expect("declarations serialize");
+        let mut tx = self.begin().await?;
+        let sql = self.sql("{insert_ignore} rota_clusters (cluster, generation) VALUES (?, 0){on_conflict_nothing}");
+        sqlx::query(&sql).bind(&m.cluster).execute(&mut *tx).await.map_err(unavailable)?;
+        let sql = self.sql(&format!("SELECT {NODE_COLUMNS} FROM rota_nodes WHERE cluster = ? AND node_id = ?{{for_update}}"));
+        let existing = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if let Some(row) = existing {
+            let record = Self::node_from_row(&row)?;
+            if record.alive && req.replaces != Some(record.incarnation) {
+                return Ok(JoinOutcome::Occupied(record));
+            }
+            let sql = self.sql("DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ?");
+            sqlx::query(&sql).bind(&m.cluster).bind(&m.node).execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        let sql = self.sql(
+            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
+             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .bind(req.timeout_ms)
+            .bind(&req.host)
+            .bind(&req.process)
+            .bind(declared)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        self.bump_generation(&mut tx, &m.cluster).await?;
+        let now: i64 = sqlx::query_scalar(&self.sql("SELECT {now}")).fetch_one(&mut *tx).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(JoinOutcome::Joined { now_ms: now })
+    }
+
+    async fn heartbeat(&self, m: &Member) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE rota_nodes SET heartbeat_at = {now} \
+             WHERE cluster = ? AND node_id = ? AND incarnation = ? AND heartbeat_at + timeout_ms >= {now}",
+        );
+        let done = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_leaving(&self, m: &Member) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let sql = self.sql("UPDATE rota_nodes SET leaving = 1 WHERE cluster = ? AND node_id = ? AND incarnation = ?");
+        sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        self.bump_generation(&mut tx, &m.cluster).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn leave(&self, m: &Member) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for statement in [VACATE_LEADER, "DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"] {
+            let sql = self.sql(statement);
+            sqlx::query(&sql)
+                .bind(&m.cluster)
+                .bind(&m.node)
+                .bind(m.incarnation)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        self.bump_generation(&mut tx, &m.cluster).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn view(&self, cluster: &str) -> Result<ClusterView> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let sql = self.sql(&format!("SELECT {NODE_COLUMNS}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id"));
+        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&mut *conn).await.map_err(unavailable)?;
+        let mut nodes = Vec::with_capacity(rows.len());
+        let mut now_ms = None;
+        for row in &rows {
+            nodes.push(Self::node_from_row(row)?);
+            now_ms = Some(row.try_get::<i64, _>("now_ms").map_err(unavailable)?);
+        }
+        let now_ms = match now_ms {
+            Some(n) => n,
+            None => sqlx::query_scalar(&self.sql("SELECT {now}")).fetch_one(&mut *conn).await.map_err(unavailable)?,
+        };
+        let sql = self.sql("SELECT node_id, incarnation, epoch FROM rota_leader WHERE cluster = ?");
+        let leader = sqlx::query(&sql)
+            .bind(cluster)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?
+            .map(|r| -> Result<Leadership> {
+                Ok(Leadership {
+                    node: r.try_get("node_id").map_err(unavailable)?,
+                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
+                    epoch: r.try_get("epoch").map_err(unavailable)?,
+                })
+            })
+            .transpose()?;
+        let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
+        let generation: Option<i64> =
+            sqlx::query_scalar(&sql).bind(cluster).fetch_optional(&mut *conn).await.map_err(unavailable)?;
+        Ok(ClusterView { now_ms, generation: generation.unwrap_or(0), nodes, leader })
+    }
+
+    async fn generation(&self, cluster: &str) -> Result<i64> {
+        let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
+        let g: Option<i64> = sqlx::query_scalar(&sql).bind(cluster).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        Ok(g.unwrap_or(0))
+    }
+
+    async fn acquire_leadership(&self, m: &Member) -> Result<Option<Leadership>> {
+        let mut tx = self.begin().await?;
+        let sql = self.sql(
+            "SELECT l.node_id, l.incarnation, l.epoch, \
+             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
+             FROM rota_leader l LEFT JOIN rota_nodes n \
+             ON n.cluster = l.cluster AND n.node_id = l.node_id AND n.incarnation = l.incarnation \
+             WHERE l.cluster = ?{for_update}",
+        );
+        let current = sqlx::query(&sql).bind(&m.cluster).fetch_optional(&mut *tx).await.map_err(unavailable)?;
+        // Only a live, non-leaving candidate may take over.
+        let sql = self.sql(
+            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
+             AND leaving = 0 AND heartbeat_at + timeout_ms >= {now}",
+        );
+        let eligible: i64 = sqlx::query_scalar(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mine = |epoch| Leadership { node: m.node.clone(), incarnation: m.incarnation, epoch };
+        let result = match current {
+            None if eligible == 1 => {
+                let sql = self.sql("INSERT INTO rota_leader (cluster, node_id, incarnation, epoch, since) VALUES (?, ?, ?, 1, {now})");
+                sqlx::query(&sql)
+                    .bind(&m.cluster)
+                    .bind(&m.node)
+                    .bind(m.incarnation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                self.bump_generation(&mut tx, &m.cluster).await?;
+                Some(mine(1))
+            }
+            None => None,
+            Some(row) => {
+                let leader = Leadership {
+                    node: row.try_get("node_id").map_err(unavailable)?,
+                    incarnation: row.try_get("incarnation").map_err(unavailable)?,
+                    epoch: row.try_get("epoch").map_err(unavailable)?,
+                };
+                let alive = row.try_get::<i64, _>("alive").map_err(unavailable)? != 0;
+                if alive || eligible == 0 {
+                    Some(leader)
+                } else {
+                    let sql = self.sql(
+                        "UPDATE rota_leader SET node_id = ?, incarnation = ?, epoch = epoch + 1, since = {now} \
+                         WHERE cluster = ? AND epoch = ?",
+                    );
+                    sqlx::query(&sql)
+                        .bind(&m.node)
+                        .bind(m.incarnation)
+                        .bind(&m.cluster)
+                        .bind(leader.epoch)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    self.bump_generation(&mut tx, &m.cluster).await?;
+                    Some(mine(leader.epoch + 1))
+                }
+            }
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(result)
+    }
+
+    async fn release_leadership(&self, m: &Member) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // The row stays (vacant) so the next epoch continues from this one.
+        let sql = self.sql(VACATE_LEADER);
+        let done = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() > 0 {
+            self.bump_generation(&mut tx, &m.cluster).await?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
+        let sql = self.sql("SELECT task, node_id, incarnation, token, reason FROM rota_assignments WHERE cluster = ? ORDER BY task");
+        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let node: Option<String> = r.try_get("node_id").map_err(unavailable)?;
+                let inc: Option<i64> = r.try_get("incarnation").map_err(unavailable)?;
+                Ok(Assignment {
+                    task: r.try_get("task").map_err(unavailable)?,
+                    owner: node.zip(inc),
+                    token: r.try_get("token").map_err(unavailable)?,
+                    reason: r.try_get("reason").map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn write_assignments(&self, leader: &Member, epoch: i64, changes: &[AssignmentChange]) -> Result<LeaderWrite> {
+        let mut tx = self.begin().await?;
+        let sql = self.sql(
+            "SELECT COUNT(*) FROM rota_leader l JOIN rota_nodes n \
+             ON n.cluster = l.cluster AND n.node_id = l.node_id AND n.incarnation = l.incarnation \
+             WHERE l.cluster = ? AND l.node_id = ? AND l.incarnation = ? AND l.epoch = ? \
+             AND n.heartbeat_at + n.timeout_ms >= {now}",
+        );
+        let holds: i64 = sqlx::query_scalar(&sql)
+            .bind(&leader.cluster)
+            .bind(&leader.node)
+            .bind(leader.incarnation)
+            .bind(epoch)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if holds != 1 {
+            return Ok(LeaderWrite::Deposed);
+        }
+        let update = self.sql(
+            "UPDATE rota_assignments SET node_id = ?, incarnation = ?, token = token + 1, epoch = ?, \
+             assigned_at = {now}, reason = ? WHERE cluster = ? AND task = ? AND token = ?",
+        );
+        let insert = self.sql(
+            "{insert_ignore} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, reason) \
+             VALUES (?, ?, ?, ?, 1, ?, {now}, ?){on_conflict_nothing}",
+        );
+        for c in changes {
+            let (node, inc) = match &c.owner {
+                Some((n, i)) => (Some(n.clone()), Some(*i)),
+                None => (None, None),
+            };
+            let done = match c.expected_token {
+                Some(token) => sqlx::query(&update)
+                    .bind(node)
+                    .bind(inc)
+                    .bind(epoch)
+                    .bind(c.reason.clone())
+                    .bind(&leader.cluster)
+                    .bind(&c.task)
+                    .bind(token),
+                None => sqlx::query(&insert)
+                    .bind(&leader.cluster)
+                    .bind(&c.task)
+                    .bind(node)
+                    .bind(inc)
+                    .bind(epoch)
+                    .bind(c.reason.clone()),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if done.rows_affected() != 1 {
+                return Ok(LeaderWrite::Stale); // dropped transaction rolls back
+            }
+        }
+        self.bump_generation(&mut tx, &leader.cluster).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LeaderWrite::Written)
+    }
+
+    async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
+        let m = &c.member;
+        let finished = if c.outcome == Outcome::Running { "NULL" } else { "{now}" };
+        let sql = self.sql(&format!(
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {{now}}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
+            Self::FENCE
+        ));
+        let done = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.instant_ms)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .bind(c.token)
+            .bind(c.outcome.as_str())
+            .bind(c.message.clone())
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.token)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() == 1 {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        // Rare path: tell a taken instant from a fenced claimant.
+        let sql = self.sql("SELECT COUNT(*) FROM rota_fires WHERE cluster = ? AND task = ? AND instant = ? AND slot = ''");
+        let taken: i64 = sqlx::query_scalar(&sql)
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.instant_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(if taken > 0 { ClaimOutcome::AlreadyClaimed } else { ClaimOutcome::Fenced })
+    }
+
+    async fn record_misfires(&self, m: &Member, task: &str, token: i64, instants: &[i64], message: &str) -> Result<u64> {
+        let mut recorded = 0;
+        let mut tx = self.begin().await?;
+        let sql = self.sql(&format!(
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, ?, ?, '', ?, ?, ?, 1, 'misfired', NULL, {{now}}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
+            Self::FENCE
+        ));
+        for instant in instants {
+            let done = sqlx::query(&sql)
+                .bind(&m.cluster)
+                .bind(task)
+                .bind(*instant)
+                .bind(&m.node)
+                .bind(m.incarnation)
+                .bind(token)
+                .bind(message)
+                .bind(&m.cluster)
+                .bind(task)
+                .bind(token)
+                .bind(&m.node)
+                .bind(m.incarnation)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            recorded += done.rows_affected();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(recorded)
+    }
+
+    async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {
+        let sql = self.sql(
+            "UPDATE rota_fires SET outcome = ?, finished_at = {now}, message = ? \
+             WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' AND token = ? AND attempt = ? AND outcome = 'running'",
+        );
+        sqlx::query(&sql)
+            .bind(f.outcome.as_str())
+            .bind(f.message.clone())
+            .bind(cluster)
+            .bind(&f.task)
+            .bind(f.instant_ms)
+            .bind(f.token)
+            .bind(f.attempt)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
+        let sql = self.sql("SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ?");
+        sqlx::query_scalar(&sql).bind(cluster).bind(task).fetch_one(&self.pool).await.map_err(unavailable)
+    }
+
+    async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
+        let sql = self.sql(
+            "SELECT f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
+             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
+             FROM rota_fires f LEFT JOIN rota_nodes n \
+             ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
+             WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? ORDER BY f.instant",
+        );
+        let rows = sqlx::query(&sql).bind(cluster).bind(task).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunningFire {
+                    instant_ms: r.try_get("instant").map_err(unavailable)?,
+                    node: r.try_get("node_id").map_err(unavailable)?,
+                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
+                    token: r.try_get("token").map_err(unavailable)?,
+                    attempt: r.try_get("attempt").map_err(unavailable)?,
+                    node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn recover_fire(&self, m: &Member, task: &str, token: i64, fire: &RunningFire, retry: bool) -> Result<ClaimOutcome> {
+        let set = if retry {
+            "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {now}, \
+             message = 'retried: its node died mid-run'"
+        } else {
+            "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
+        };
+        let sql = self.sql(&format!(
+            "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' \
+             AND outcome = 'running' AND token = ? AND attempt = ? AND {}",
+            Self::FENCE
+        ));
+        let mut query = sqlx::query(&sql);
+        if retry {
+            query = query.bind(&m.node).bind(m.incarnation).bind(token);
+        }
+        let done = query
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(fire.instant_ms)
+            .bind(fire.token)
+            .bind(fire.attempt)
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(token)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(if done.rows_affected() == 1 { ClaimOutcome::Claimed } else { ClaimOutcome::Fenced })
+    }
+
+    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>> {
+        let filter = if task.is_some() { " AND task = ?" } else { "" };
+        let sql = self.sql(&format!(
+            "SELECT task, instant, node_id, token, attempt, outcome, started_at, finished_at, message \
+             FROM rota_fires WHERE cluster = ?{filter} ORDER BY instant DESC, task LIMIT ?"
+        ));
+        let mut q = sqlx::query(&sql).bind(cluster);
+        if let Some(t) = task {
+            q = q.bind(t);
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let outcome: String = r.try_get("outcome").map_err(unavailable)?;
+                Ok(FireRecord {
+                    task: r.try_get("task").map_err(unavailable)?,
+                    instant_ms: r.try_get("instant").map_err(unavailable)?,
+                    node: r.try_get("node_id").map_err(unavailable)?,
+                    token: r.try_get("token").map_err(unavailable)?,
+                    attempt: r.try_get("attempt").map_err(unavailable)?,
+                    outcome: Outcome::parse(&outcome)
+                        .ok_or_else(|| Error::Store(format!("unknown outcome `{outcome}` in rota_fires")))?,
+                    started_at_ms: r.try_get("started_at").map_err(unavailable)?,
+                    finished_at_ms: r.try_get("finished_at").map_err(unavailable)?,
+                    message: r.try_get("message").map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
+        let sql = self.sql("DELETE FROM rota_fires WHERE cluster = ? AND instant < ? AND outcome <> 'running'");
+        let done = sqlx::query(&sql).bind(cluster).bind(before_ms).execute(&self.pool).await.map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,211 @@
+//! What a task is: its name, schedule, policies and the handler that runs one fire.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::core::schedule::Schedule;
+
+/// What to do with instants that passed while no eligible node could start them
+/// (or that are later than `misfire_threshold` for any other reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MisfirePolicy {
+    /// Record the missed instants as misfired and start the most recent one once, late.
+    RunOnce,
+    /// Record the missed instants as misfired and start none of them.
+    Skip,
+}
+
+/// What to do with a fire whose node died while running it (contract 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryPolicy {
+    /// Run the instant again on the new owner.
+    Retry,
+    /// Record the fire as abandoned.
+    Abandon,
+}
+
+/// Everything a handler learns about the fire it runs.
+#[derive(Debug, Clone)]
+pub struct FireContext {
+    pub cluster: String,
+    pub task: String,
+    pub node: String,
+    /// The scheduled instant, Unix milliseconds (store time).
+    pub instant_ms: i64,
+    /// The fencing token under which this fire was claimed.
+    pub token: i64,
+    /// 1 for the first start of this instant, 2 for a retry after its node died mid-run, ...
+    pub attempt: i64,
+    /// Cancelled when the fire must stop: timeout, lost lease, or forced shutdown.
+    pub cancel: CancellationToken,
+}
+
+/// The error a handler returns; its text is kept in the fire's history.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TaskError(pub String);
+
+impl TaskError {
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskError(message.into())
+    }
+}
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+
+/// Runs one fire. Implemented for every `Fn(FireContext) -> impl Future<Output = Result<(), TaskError>>`.
+pub trait Handler: Send + Sync + 'static {
+    fn run(&self, ctx: FireContext) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(FireContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    fn run(&self, ctx: FireContext) -> HandlerFuture {
+        Box::pin(self(ctx))
+    }
+}
+
+/// A coordinated task as a node declares it.
+#[derive(Clone)]
+pub struct TaskSpec {
+    pub name: String,
+    pub schedule: Schedule,
+    pub misfire: MisfirePolicy,
+    /// A fire later than this is a misfire and follows `misfire`.
+    pub misfire_threshold: Duration,
+    pub recovery: RecoveryPolicy,
+    /// A fire running longer is cancelled and recorded as timed out.
+    pub timeout: Option<Duration>,
+    /// Describes the work (for example the command line) so that two nodes declaring one name
+    /// with different definitions can be told apart. Part of the definition hash.
+    pub description: String,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .field("misfire", &self.misfire)
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskSpec {
+    pub const DEFAULT_MISFIRE_THRESHOLD: Duration = Duration::from_secs(5);
+
+    /// A task with default policies: misfire `run-once` past 5 s, recovery `retry`, no timeout.
+    pub fn new(name: impl Into<String>, schedule: Schedule, handler: impl Handler) -> Self {
+        TaskSpec {
+            name: name.into(),
+            schedule,
+            misfire: MisfirePolicy::RunOnce,
+            misfire_threshold: Self::DEFAULT_MISFIRE_THRESHOLD,
+            recovery: RecoveryPolicy::Retry,
+            timeout: None,
+            description: String::new(),
+            handler: Arc::new(handler),
+        }
+    }
+
+    pub fn misfire(mut self, policy: MisfirePolicy, threshold: Duration) -> Self {
+        self.misfire = policy;
+        self.misfire_threshold = threshold;
+        self
+    }
+
+    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = policy;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Stable digest of everything that defines the task (not the handler's code), used to
+    /// detect two nodes declaring one name differently.
+    pub fn definition_hash(&self) -> String {
+        let text = format!(
+            "{}|{}|{:?}|{}|{:?}|{:?}|{}",
+            self.name,
+            self.schedule.describe(),
+            self.misfire,
+            self.misfire_threshold.as_millis(),
+            self.recovery,
+            self.timeout.map(|t| t.as_millis()),
+            self.description
+        );
+        format!("{:016x}", fnv1a64(text.as_bytes()))
+    }
+}
+
+/// FNV-1a: a small, stable (across builds and platforms) hash for definition digests.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Outcome of one fire, as kept in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Running,
+    Ok,
+    Failed,
+    TimedOut,
+    Skipped,
+    Misfired,
+    Abandoned,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Skipped => "skipped",
+            Outcome::Misfired => "misfired",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "running" => Outcome::Running,
+            "ok" => Outcome::Ok,
+            "failed" => Outcome::Failed,
+            "timed-out" => Outcome::TimedOut,
+            "skipped" => Outcome::Skipped,
+            "misfired" => Outcome::Misfired,
+            "abandoned" => Outcome::Abandoned,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
