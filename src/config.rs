@@ -1,1 +1,879 @@
-pub mod placeholder {}
+//! The TOML configuration of the `rota node` daemon, one file per node.
+//!
+//! [`load`] reads and parses a file (syntax, types and unknown keys), [`Config::validate`]
+//! then reports every remaining problem at once, each naming the field, its value and the
+//! fix. `examples/rota.toml` documents every key.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    core::schedule::{parse_duration, Schedule, ScheduleError},
+    kinds::{http, CommandTask, HttpTask, Kind, LogTask},
+    node::{validate_name, NodeBuilder, Timing},
+    store::redact_url,
+    task::{MisfirePolicy, RecoveryPolicy, TaskSpec},
+    Error, Node,
+};
+
+/// Environment variable that replaces `[store] url`, so passwords can stay out of files.
+pub const STORE_URL_ENV: &str = "ROTA_STORE_URL";
+
+const STORE_SCHEMES: [&str; 5] = ["sqlite", "postgres", "postgresql", "mysql", "mariadb"];
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub timing: TimingSection,
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[[task]]` tables, in file order.
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskSection>,
+}
+
+/// `[node]`: who this node is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique in the cluster: a second live node with this id is refused.
+    #[serde(default)]
+    pub id: String,
+    /// The clustering domain; several clusters may share one store.
+    #[serde(default)]
+    pub cluster: String,
+}
+
+/// `[store]`: where the nodes meet.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite:///path`, `postgres://user:pass@host/db`, `mysql://...`; `ROTA_STORE_URL` overrides.
+    #[serde(default)]
+    pub url: String,
+    /// Create or upgrade the schema at start (default true).
+    #[serde(default = "yes")]
+    pub migrate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { url: String::new(), migrate: true }
+    }
+}
+
+// The URL may hold a password.
+impl fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSection").field("url", &redact_url(&self.url)).field("migrate", &self.migrate).finish()
+    }
+}
+
+/// `[timing]`: durations such as `"200ms"` or `"1s"`; unset keys keep [`Timing::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSection {
+    pub heartbeat: Option<String>,
+    pub node_timeout: Option<String>,
+    pub fence_margin: Option<String>,
+    pub watch_interval: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub handover_timeout: Option<String>,
+    pub history_retention: Option<String>,
+}
+
+/// `[log]`: how the daemon logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `human` (default) or `json`.
+    #[serde(default = "human")]
+    pub format: String,
+    /// `trace`, `debug`, `info` (default), `warn`, `error` or `off`.
+    #[serde(default = "info")]
+    pub level: String,
+}
+
+fn human() -> String {
+    "human".into()
+}
+
+fn info() -> String {
+    "info".into()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { format: human(), level: info() }
+    }
+}
+
+/// One `[[task]]`: a schedule, policies and exactly one kind (`command`, `http` or `log`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    #[serde(default)]
+    pub name: String,
+    /// Cron with seconds (`"0 0 12 * * *"`) or five fields; exclusive with `every`.
+    pub cron: Option<String>,
+    /// A fixed interval such as `"5s"`; exclusive with `cron`.
+    pub every: Option<String>,
+    /// IANA time zone of `cron` (default UTC).
+    pub time_zone: Option<String>,
+    /// `run-once` (default) or `skip`.
+    pub misfire: Option<String>,
+    /// A fire later than this is a misfire (default 5s).
+    pub misfire_threshold: Option<String>,
+    /// `retry` (default) or `abandon`: what to do with a fire whose node died mid-run.
+    pub recovery: Option<String>,
+    /// A fire running longer is cancelled (its process group killed) and recorded as timed out.
+    pub timeout: Option<String>,
+    /// Program and arguments.
+    pub command: Option<Vec<String>>,
+    /// Extra environment of `command`.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory of `command`.
+    pub workdir: Option<String>,
+    pub http: Option<HttpSection>,
+    pub log: Option<LogKindSection>,
+}
+
+/// `http = { ... }` of a task.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Default `GET`.
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default)]
+    pub url: String,
+    /// Header values may hold secrets: they are never logged nor shown in problems.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+impl fmt::Debug for HttpSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSection")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &self.body.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+/// `log = { ... }` of a task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogKindSection {
+    /// Default `"fire"`.
+    pub message: Option<String>,
+    /// Appends `"{task} {instant_ms} {node} {token}"` per fire to this file.
+    pub append_to: Option<String>,
+}
+
+/// One thing wrong with a config: where, what, why and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `node.id`, `task[2].cron`, ... (`config` when the place is unknown).
+    pub field: String,
+    /// The offending value, passwords redacted; empty when the key is missing.
+    pub value: String,
+    pub reason: String,
+    pub fix: String,
+}
+
+impl ConfigProblem {
+    fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigProblem { field: field.into(), value: value.into(), reason: reason.into(), fix: fix.into() }
+    }
+
+    /// Splits messages written as `"<reason>; <fix>"` (as the library's errors are).
+    fn from_message(field: impl Into<String>, value: impl Into<String>, message: &str, default_fix: &str) -> Self {
+        match message.split_once("; ") {
+            Some((reason, fix)) => Self::new(field, value, reason, fix),
+            None => Self::new(field, value, message, default_fix),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}; fix: {}", self.field, self.reason, self.fix)
+        } else {
+            write!(f, "{} = {:?}: {}; fix: {}", self.field, self.value, self.reason, self.fix)
+        }
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// Parses a config: TOML syntax, types and unknown keys. See [`Config::validate`] for the rest.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+    toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])
+}
+
+/// Reads and parses `path`, then applies `ROTA_STORE_URL` if set.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigProblem::new("config", path.display().to_string(), format!("cannot read the file: {e}"), "check the path and its permissions")]
+    })?;
+    let mut config = parse(&text)?;
+    config.apply_store_url_override(std::env::var(STORE_URL_ENV).ok());
+    Ok(config)
+}
+
+impl Config {
+    /// A non-empty `url` (the value of `ROTA_STORE_URL`) replaces `[store] url`.
+    pub fn apply_store_url_override(&mut self, url: Option<String>) {
+        if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+            self.store.url = url;
+        }
+    }
+
+    /// Every problem of the config, in file order; empty when it is valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = self.check_settings();
+        problems.extend(self.compile_tasks().1);
+        problems
+    }
+
+    /// The timing, with defaults for unset (or invalid) durations.
+    pub fn timing(&self) -> Timing {
+        self.timing.resolve(&mut Vec::new())
+    }
+
+    /// The tasks with their handlers, or the problems of the `[[task]]` tables.
+    pub fn task_specs(&self) -> Result<Vec<TaskSpec>, Vec<ConfigProblem>> {
+        match self.compile_tasks() {
+            (specs, problems) if problems.is_empty() => Ok(specs),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// A node builder with this node's identity, store, timing and tasks; all problems if invalid.
+    pub fn builder(&self) -> Result<NodeBuilder, Vec<ConfigProblem>> {
+        let mut problems = self.check_settings();
+        let (specs, task_problems) = self.compile_tasks();
+        problems.extend(task_problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let builder = Node::builder(&self.node.id, &self.node.cluster, &self.store.url)
+            .timing(self.timing())
+            .migrate(self.store.migrate);
+        Ok(specs.into_iter().fold(builder, NodeBuilder::task))
+    }
+
+    /// Everything but the tasks.
+    fn check_settings(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        check_name(&mut p, "node.id", &self.node.id, "id = \"node-1\"");
+        check_name(&mut p, "node.cluster", &self.node.cluster, "cluster = \"orders\"");
+
+        let url = &self.store.url;
+        let scheme_fix = "use sqlite:///path/to/rota.db, postgres://user@host/db or mysql://user@host/db";
+        if url.trim().is_empty() {
+            p.push(ConfigProblem::new(
+                "store.url",
+                "",
+                "is missing",
+                format!("set url = \"sqlite:///var/lib/rota/rota.db\" in [store], or the {STORE_URL_ENV} environment variable"),
+            ));
+        } else {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !scheme.is_some_and(|s| STORE_SCHEMES.contains(&s)) {
+                let reason = match scheme {
+                    Some(s) => format!("unknown scheme `{s}`"),
+                    None => "not a URL (no `scheme://`)".to_string(),
+                };
+                p.push(ConfigProblem::new("store.url", safe_url(url), reason, scheme_fix));
+            }
+        }
+
+        let before = p.len();
+        let timing = self.timing.resolve(&mut p);
+        // The relations only make sense once every duration parsed.
+        if p.len() == before {
+            if let Err(Error::Config { field, message }) = timing.validate() {
+                let value = timing_value(&timing, &field);
+                p.push(ConfigProblem::from_message(field, value, &message, "adjust [timing]"));
+            }
+        }
+
+        if !["human", "json"].contains(&self.log.format.as_str()) {
+            p.push(ConfigProblem::new("log.format", &self.log.format, "unknown log format", "use \"human\" or \"json\""));
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            p.push(ConfigProblem::new("log.level", &self.log.level, "unknown log level", format!("use one of {}", LOG_LEVELS.join(", "))));
+        }
+        p
+    }
+
+    /// Builds every task; a task with any problem yields problems and no spec.
+    fn compile_tasks(&self) -> (Vec<TaskSpec>, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let mut specs = Vec::new();
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let before = problems.len();
+            if let Some(j) = first_index.get(task.name.as_str()).filter(|_| !task.name.is_empty()) {
+                problems.push(ConfigProblem::new(
+                    format!("task[{i}].name"),
+                    &task.name,
+                    format!("task[{j}] has this name too"),
+                    "give each task its own name",
+                ));
+            } else {
+                first_index.insert(&task.name, i);
+            }
+            let spec = compile_task(i, task, &mut problems);
+            if problems.len() == before {
+                specs.extend(spec);
+            }
+        }
+        (specs, problems)
+    }
+}
+
+impl TimingSection {
+    /// The timing, defaults for unset keys; a problem per unparsable duration.
+    fn resolve(&self, problems: &mut Vec<ConfigProblem>) -> Timing {
+        let mut t = Timing::default();
+        let fields: [(&str, &Option<String>, &mut Duration); 7] = [
+            ("heartbeat", &self.heartbeat, &mut t.heartbeat),
+            ("node_timeout", &self.node_timeout, &mut t.node_timeout),
+            ("fence_margin", &self.fence_margin, &mut t.fence_margin),
+            ("watch_interval", &self.watch_interval, &mut t.watch_interval),
+            ("shutdown_grace", &self.shutdown_grace, &mut t.shutdown_grace),
+            ("handover_timeout", &self.handover_timeout, &mut t.handover_timeout),
+            ("history_retention", &self.history_retention, &mut t.history_retention),
+        ];
+        for (name, text, slot) in fields {
+            if let Some(d) = text.as_deref().and_then(|text| duration(problems, &format!("timing.{name}"), text)) {
+                *slot = d;
+            }
+        }
+        t
+    }
+}
+
+/// The value of a `timing.*` field, for a problem found by [`Timing::validate`].
+fn timing_value(t: &Timing, field: &str) -> String {
+    let d = match field.strip_prefix("timing.") {
+        Some("heartbeat") => t.heartbeat,
+        Some("node_timeout") => t.node_timeout,
+        Some("fence_margin") => t.fence_margin,
+        Some("watch_interval") => t.watch_interval,
+        _ => return String::new(),
+    };
+    crate::core::schedule::format_duration(d)
+}
+
+fn check_name(p: &mut Vec<ConfigProblem>, field: &str, value: &str, example: &str) {
+    if value.is_empty() {
+        p.push(ConfigProblem::new(field, "", "is missing", format!("set {example}")));
+    } else if let Err(Error::Config { message, .. }) = validate_name(field, value) {
+        p.push(ConfigProblem::from_message(field, value, &message, "use 1 to 128 letters, digits, `-`, `_` or `.`"));
+    }
+}
+
+/// Parses a duration, or records why not.
+fn duration(p: &mut Vec<ConfigProblem>, field: &str, text: &str) -> Option<Duration> {
+    match parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(message) => {
+            p.push(ConfigProblem::from_message(field, text, &message, "write 250ms, 5s, 2m, 1h or 1d"));
+            None
+        }
+    }
+}
+
+/// The URL with its password hidden, even when it is too malformed for `redact_url`.
+fn safe_url(url: &str) -> String {
+    match (url.contains("://"), url.rsplit_once('@')) {
+        (false, Some((_, host))) => format!("***@{host}"),
+        _ => redact_url(url),
+    }
+}
+
+/// Checks one `[[task]]` and builds it when it has no problem.
+fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option<TaskSpec> {
+    let f = |key: &str| format!("task[{i}].{key}");
+    let before = p.len();
+    check_name(p, &f("name"), &t.name, "name = \"nightly-backup\"");
+
+    let schedule = match (&t.cron, &t.every) {
+        (Some(_), Some(every)) => {
+            p.push(ConfigProblem::new(f("every"), every, "a task has `cron` or `every`, not both", "remove one of them"));
+            None
+        }
+        (None, None) => {
+            p.push(ConfigProblem::new(f("cron"), "", "the task has no schedule", "add cron = \"0 0 12 * * *\" or every = \"5s\""));
+            None
+        }
+        (Some(expr), None) => {
+            let tz = t.time_zone.as_deref();
+            match Schedule::cron(expr, tz) {
+                Ok(s) => Some(s),
+                Err(ScheduleError::TimeZone(name)) => {
+                    p.push(ConfigProblem::new(f("time_zone"), name, "unknown time zone", "use an IANA name such as \"Europe/Paris\" or \"UTC\""));
+                    // Still check the expression itself.
+                    if let Err(e) = Schedule::cron(expr, None) {
+                        p.push(cron_problem(f("cron"), expr, e));
+                    }
+                    None
+                }
+                Err(e) => {
+                    p.push(cron_problem(f("cron"), expr, e));
+                    None
+                }
+            }
+        }
+        (None, Some(every)) => {
+            if let Some(tz) = &t.time_zone {
+                p.push(ConfigProblem::new(f("time_zone"), tz, "a time zone only applies to `cron`", "remove time_zone, or use cron"));
+            }
+            duration(p, &f("every"), every).and_then(|d| match Schedule::every(d) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    p.push(ConfigProblem::new(f("every"), every, e.to_string(), "use an interval of at least 1ms, e.g. \"5s\""));
+                    None
+                }
+            })
+        }
+    };
+
+    let misfire = match t.misfire.as_deref() {
+        None | Some("run-once") => MisfirePolicy::RunOnce,
+        Some("skip") => MisfirePolicy::Skip,
+        Some(other) => {
+            p.push(ConfigProblem::new(f("misfire"), other, "unknown misfire policy", "use \"run-once\" or \"skip\""));
+            MisfirePolicy::RunOnce
+        }
+    };
+    let threshold = match &t.misfire_threshold {
+        Some(text) => duration(p, &f("misfire_threshold"), text).unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD),
+        None => TaskSpec::DEFAULT_MISFIRE_THRESHOLD,
+    };
+    let recovery = match t.recovery.as_deref() {
+        None | Some("retry") => RecoveryPolicy::Retry,
+        Some("abandon") => RecoveryPolicy::Abandon,
+        Some(other) => {
+            p.push(ConfigProblem::new(f("recovery"), other, "unknown recovery policy", "use \"retry\" or \"abandon\""));
+            RecoveryPolicy::Retry
+        }
+    };
+    let timeout = t.timeout.as_deref().and_then(|text| match duration(p, &f("timeout"), text) {
+        Some(d) if d.is_zero() => {
+            p.push(ConfigProblem::new(f("timeout"), text, "must be more than 0", "remove timeout for no limit, or give e.g. \"30s\""));
+            None
+        }
+        d => d,
+    });
+
+    let kind = compile_kind(i, t, p);
+    if p.len() != before {
+        return None;
+    }
+    let mut spec = kind?.into_spec(&t.name, schedule?).misfire(misfire, threshold).recovery(recovery);
+    if let Some(timeout) = timeout {
+        spec = spec.timeout(timeout);
+    }
+    Some(spec)
+}
+
+fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
+    let reason = match e {
+        // The cron crate repeats the expression with a caret line under it: keep the words.
+        ScheduleError::Cron { reason, .. } => {
+            let words: Vec<&str> = reason
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^'))
+                .collect();
+            format!("invalid cron expression: {}", words.join(" "))
+        }
+        other => other.to_string(),
+    };
+    ConfigProblem::new(
+        field,
+        expr,
+        reason,
+        "write 6 fields `sec min hour day-of-month month day-of-week` (or 5 without seconds), e.g. \"0 0 12 * * *\"",
+    )
+}
+
+fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option<Kind> {
+    let f = |key: &str| format!("task[{i}].{key}");
+    let kinds: Vec<&str> = [("command", t.command.is_some()), ("http", t.http.is_some()), ("log", t.log.is_some())]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+    if t.command.is_none() {
+        if let Some(env) = &t.env {
+            let names: Vec<&str> = env.keys().map(String::as_str).collect();
+            p.push(ConfigProblem::new(f("env"), names.join(","), "`env` only applies to `command`", "remove env, or make this a command task"));
+        }
+        if let Some(dir) = &t.workdir {
+            p.push(ConfigProblem::new(f("workdir"), dir, "`workdir` only applies to `command`", "remove workdir, or make this a command task"));
+        }
+    }
+    match kinds.len() {
+        0 => {
+            p.push(ConfigProblem::new(
+                format!("task[{i}]"),
+                &t.name,
+                "the task has no kind",
+                "add one of command = [\"/path/to/program\", \"arg\"], http = { method = \"POST\", url = \"https://...\" } or log = { message = \"...\" }",
+            ));
+            return None;
+        }
+        1 => {}
+        _ => {
+            p.push(ConfigProblem::new(
+                format!("task[{i}]"),
+                kinds.join(" + "),
+                "a task has exactly one kind",
+                "keep one of command, http or log and move the others to tasks of their own",
+            ));
+            return None;
+        }
+    }
+    if let Some(argv) = &t.command {
+        let env = t.env.clone().unwrap_or_default();
+        return match CommandTask::new(argv.clone(), env, t.workdir.as_ref().map(PathBuf::from)) {
+            Ok(k) => Some(k.into()),
+            Err(message) => {
+                p.push(ConfigProblem::from_message(f("command"), format!("{argv:?}"), &message, "give the program and its arguments"));
+                None
+            }
+        };
+    }
+    if let Some(h) = &t.http {
+        let before = p.len();
+        if let Err(message) = http::parse_method(&h.method) {
+            p.push(ConfigProblem::from_message(f("http.method"), &h.method, &message, "use GET or POST"));
+        }
+        if let Err(message) = http::parse_url(&h.url) {
+            p.push(ConfigProblem::new(f("http.url"), redact_url(&h.url), message, "write an absolute URL such as \"https://example.com/hook\""));
+        }
+        for (name, value) in &h.headers {
+            if let Err(message) = http::parse_header(name, value) {
+                // Never echo the value: it may be a secret.
+                p.push(ConfigProblem::from_message(f(&format!("http.headers.{name}")), "", &message, "fix the header"));
+            }
+        }
+        if p.len() != before {
+            return None;
+        }
+        return match HttpTask::new(&h.method, &h.url, &h.headers, h.body.clone()) {
+            Ok(k) => Some(k.into()),
+            Err(message) => {
+                p.push(ConfigProblem::new(f("http"), "", message, "check the http settings"));
+                None
+            }
+        };
+    }
+    let log = t.log.as_ref()?;
+    let message = log.message.clone().unwrap_or_else(|| "fire".into());
+    Some(LogTask::new(message, log.append_to.as_ref().map(PathBuf::from)).into())
+}
+
+/// One problem from a TOML error, located as precisely as the error allows.
+fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span().filter(|s| s.start <= text.len() && s.end <= text.len()) else {
+        return ConfigProblem::new("config", "", message, "correct the TOML");
+    };
+    let line_start = text[..span.start].rfind('\n').map_or(0, |n| n + 1);
+    let line_no = text[..span.start].matches('\n').count() + 1;
+    let column = text[line_start..span.start].chars().count() + 1;
+    let prefix = &text[line_start..span.start];
+
+    // The key: named by the message for unknown or duplicate keys, else the one before `=`.
+    let named = ["unknown field `", "duplicate key `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start))
+        .and_then(|rest| rest.split('`').next());
+    let key_before = |s: &str| -> Option<String> {
+        let k = s.trim_end().trim_end_matches('=').trim_end();
+        let k = k.rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',').next()?;
+        (!k.is_empty()).then(|| k.trim_matches('"').to_string())
+    };
+    let mut keys = Vec::new();
+    // Inside an inline table (`http = { ... }`), the table's key comes first.
+    if let Some(brace) = prefix.find('{') {
+        keys.extend(key_before(&prefix[..brace]));
+    }
+    match named {
+        Some(k) => keys.push(k.to_string()),
+        None => {
+            if let Some(eq) = prefix.rfind('=') {
+                keys.extend(key_before(&prefix[..=eq]));
+            }
+        }
+    }
+    keys.dedup();
+    let mut path: Vec<String> = section_at(text, line_start).into_iter().collect();
+    path.extend(keys);
+    let field = if path.is_empty() { "config".to_string() } else { path.join(".") };
+
+    // A key named by the message is already in `field`.
+    let value: String = if named.is_some() { String::new() } else { text[span.clone()].chars().take(80).collect() };
+    let fix = if named.is_some_and(|_| message.starts_with("unknown field")) {
+        "correct or remove the key; the allowed keys are listed above"
+    } else {
+        "correct the TOML at that place"
+    };
+    ConfigProblem::new(field, safe_url(value.trim()), format!("line {line_no}, column {column}: {message}"), fix)
+}
+
+/// The table a position is in (`store`, `task[1]`, `task[1].http`), from the headers before it.
+fn section_at(text: &str, pos: usize) -> Option<String> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut current = None;
+    for line in text[..pos].lines() {
+        let l = line.trim();
+        let (name, array) = if let Some(rest) = l.strip_prefix("[[") {
+            (rest.split("]]").next().unwrap_or("").trim(), true)
+        } else if let Some(rest) = l.strip_prefix('[') {
+            (rest.split(']').next().unwrap_or("").trim(), false)
+        } else {
+            continue;
+        };
+        if array {
+            *counts.entry(name.to_string()).or_default() += 1;
+        }
+        // Index array tables by their occurrence: `[[task]]` -> `task[n]`, `[task.http]` -> `task[n].http`.
+        let (head, tail) = name.split_once('.').map_or((name, None), |(h, t)| (h, Some(t)));
+        let head = match counts.get(head) {
+            Some(n) => format!("{head}[{}]", n - 1),
+            None => head.to_string(),
+        };
+        current = Some(match tail {
+            Some(t) => format!("{head}.{t}"),
+            None => head,
+        });
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/rota.toml");
+
+    fn fields(problems: &[ConfigProblem]) -> Vec<&str> {
+        problems.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn shipped_example_is_valid_and_builds() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config.validate(), vec![]);
+        assert_eq!(config.node.id, "node-1");
+        assert!(config.tasks.len() >= 3, "the example shows every kind");
+        let specs = config.task_specs().unwrap();
+        assert_eq!(specs.len(), config.tasks.len());
+        assert!(specs.iter().all(|s| !s.description.is_empty()));
+        config.builder().unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn full_config_maps_onto_specs_and_timing() {
+        let text = r#"
+            [node]
+            id = "node-1"
+            cluster = "orders"
+            [store]
+            url = "sqlite:///tmp/rota.db"
+            migrate = false
+            [timing]
+            heartbeat = "100ms"
+            node_timeout = "2s"
+            history_retention = "1d"
+            [log]
+            format = "json"
+            level = "debug"
+            [[task]]
+            name = "ftp-transfer"
+            cron = "0 0 12 * * *"
+            time_zone = "Europe/Paris"
+            misfire = "skip"
+            misfire_threshold = "10s"
+            recovery = "abandon"
+            timeout = "30s"
+            command = ["/usr/local/bin/transfer.sh", "--today"]
+            env = { FOO = "bar" }
+            workdir = "/tmp"
+            [[task]]
+            name = "ping"
+            every = "5s"
+            http = { method = "POST", url = "https://example.com/hook", headers = { Authorization = "Bearer x" }, body = "{}" }
+            [[task]]
+            name = "seed"
+            every = "1s"
+            log = { message = "hello", append_to = "/tmp/fires.log" }
+        "#;
+        let config = parse(text).unwrap();
+        assert_eq!(config.validate(), vec![]);
+        let t = config.timing();
+        assert_eq!(t.heartbeat, Duration::from_millis(100));
+        assert_eq!(t.node_timeout, Duration::from_secs(2));
+        assert_eq!(t.history_retention, Duration::from_secs(86_400));
+        assert_eq!(t.fence_margin, Timing::default().fence_margin);
+        assert!(!config.store.migrate);
+        let specs = config.task_specs().unwrap();
+        let ftp = &specs[0];
+        assert_eq!(ftp.schedule.describe(), "cron \"0 0 12 * * *\" Europe/Paris");
+        assert_eq!((ftp.misfire, ftp.misfire_threshold), (MisfirePolicy::Skip, Duration::from_secs(10)));
+        assert_eq!(ftp.recovery, RecoveryPolicy::Abandon);
+        assert_eq!(ftp.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(ftp.description, "/usr/local/bin/transfer.sh --today (in /tmp) (env FOO)");
+        assert!(specs[1].description.starts_with("POST https://example.com/hook"));
+        assert_eq!(specs[2].schedule.describe(), "every 1s");
+        assert_eq!(specs[2].recovery, RecoveryPolicy::Retry);
+        assert!(config.builder().is_ok());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let text = r#"
+            [node]
+            id = "node 1"
+            cluster = "orders"
+            [store]
+            url = "redis://rota:hunter2@cache/0"
+            [timing]
+            heartbeat = "fast"
+            [log]
+            format = "xml"
+            [[task]]
+            name = "a"
+            cron = "0 0 25 * * *"
+            command = []
+            [[task]]
+            name = "a"
+            every = "5s"
+            time_zone = "Europe/Paris"
+            env = { X = "1" }
+            http = { method = "FETCH", url = "ftp://files" }
+            [[task]]
+            name = "b"
+            cron = "0 0 12 * * *"
+            every = "1m"
+            log = {}
+            command = ["true"]
+        "#;
+        let problems = parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec![
+                "node.id",
+                "store.url",
+                "timing.heartbeat",
+                "log.format",
+                "task[0].cron",
+                "task[0].command",
+                "task[1].name",
+                "task[1].time_zone",
+                "task[1].env",
+                "task[1].http.method",
+                "task[1].http.url",
+                "task[2].every",
+                "task[2]",
+            ],
+            "{problems:#?}"
+        );
+        let cron = &problems[4];
+        assert_eq!(cron.value, "0 0 25 * * *");
+        assert!(cron.to_string().starts_with("task[0].cron = \"0 0 25 * * *\": invalid cron expression"), "{cron}");
+        assert!(cron.reason.contains("Hours") && !cron.reason.contains('\n'), "{cron}");
+        assert!(problems.iter().all(|p| !p.to_string().contains("hunter2")), "{problems:#?}");
+        assert_eq!(problems[1].value, "redis://rota:***@cache/0");
+        assert!(parse(text).unwrap().builder().is_err());
+    }
+
+    #[test]
+    fn timing_relations_and_missing_keys() {
+        let config = parse("[timing]\nheartbeat = \"500ms\"\nnode_timeout = \"1s\"\n[[task]]\nname = \"x\"\n").unwrap();
+        let problems = config.validate();
+        assert_eq!(
+            fields(&problems),
+            vec!["node.id", "node.cluster", "store.url", "timing.node_timeout", "task[0].cron", "task[0]"],
+            "{problems:#?}"
+        );
+        assert_eq!(problems[3].value, "1s");
+        assert!(problems[3].fix.contains("raise node_timeout"), "{}", problems[3]);
+        assert_eq!(problems[0].to_string(), "node.id: is missing; fix: set id = \"node-1\"");
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_place() {
+        let text = "[node]\nid = \"n\"\ncluster = \"c\"\n[[task]]\nname = \"a\"\nevery = \"1s\"\nlog = {}\n[[task]]\nname = \"b\"\ncrn = \"0 * * * * *\"\n";
+        let problems = parse(text).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        let p = &problems[0];
+        assert_eq!(p.field, "task[1].crn", "{p}");
+        assert!(p.reason.contains("line 10") && p.reason.contains("crn"), "{p}");
+        let inline = parse("[[task]]\nname = \"a\"\nhttp = { methd = \"GET\" }\n").unwrap_err();
+        assert_eq!(inline[0].field, "task[0].http.methd", "{}", inline[0]);
+        let typed = parse("[timing]\nheartbeat = 200\n").unwrap_err();
+        assert_eq!(typed[0].field, "timing.heartbeat", "{}", typed[0]);
+        let syntax = parse("[store]\nurl = \"postgres://u:pw@db/x\n").unwrap_err();
+        assert!(!syntax[0].to_string().contains("pw@"), "{}", syntax[0]);
+    }
+
+    #[test]
+    fn store_url_override_and_redaction() {
+        let mut config = parse("[store]\nurl = \"sqlite:///from/file.db\"\n").unwrap();
+        config.apply_store_url_override(None);
+        assert_eq!(config.store.url, "sqlite:///from/file.db");
+        config.apply_store_url_override(Some(String::new()));
+        assert_eq!(config.store.url, "sqlite:///from/file.db");
+        config.apply_store_url_override(Some("postgres://rota:s3cret@db/rota".into()));
+        assert_eq!(config.store.url, "postgres://rota:s3cret@db/rota");
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        config.store.url = "postgress://rota:s3cret@db/rota".into();
+        let problem = config.validate().into_iter().find(|p| p.field == "store.url").unwrap();
+        assert_eq!(problem.value, "postgress://rota:***@db/rota");
+        config.store.url = "rota:s3cret@db".into();
+        let problem = config.validate().into_iter().find(|p| p.field == "store.url").unwrap();
+        assert!(!problem.to_string().contains("s3cret"), "{problem}");
+    }
+
+    #[test]
+    fn header_values_never_appear_in_problems() {
+        let text = "[[task]]\nname = \"h\"\nevery = \"1s\"\nhttp = { url = \"https://x\", headers = { \"X-Key\" = \"sec\\nret\" } }\n";
+        let problems = parse(text).unwrap().validate();
+        let p = problems.iter().find(|p| p.field == "task[0].http.headers.X-Key").unwrap();
+        assert!(!p.to_string().contains("sec"), "{p}");
+    }
+}

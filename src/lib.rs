@@ -7,9 +7,12 @@
 
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod harness;
 mod error;
 pub mod kinds;
 pub mod node;
+pub mod status;
 pub mod store;
 pub mod task;
 

@@ -1,1 +1,83 @@
-fn main(){}
+//! The `rota` binary: node daemon, status, config check, schema, demo and benchmarks. A thin
+//! layer over the library's public API.
+
+mod cli;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rota", version, about = "Task coordination for clusters: every coordinated task runs on exactly one node")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with the given config file.
+    Node {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a cluster's nodes, tasks and recent fires, read from its store.
+    Status {
+        /// Store URL (default: $ROTA_STORE_URL).
+        #[arg(long, env = "ROTA_STORE_URL", hide_env_values = true)]
+        store: String,
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// How many recent fires to show.
+        #[arg(long, default_value_t = 15)]
+        history: i64,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the SQL schema script for a database (for DBAs who create it by hand).
+    Schema {
+        /// sqlite, postgres or mysql
+        #[arg(long)]
+        db: String,
+    },
+    /// Start a 3-node cluster on a temporary SQLite file, kill the owner, show the failover.
+    Demo {
+        /// Seconds to run before the kill, and after it.
+        #[arg(long, default_value_t = 6)]
+        phase: u64,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: cli::bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and name every problem (field, value, fix).
+    Check { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Node { config } => cli::node::run(&config).await,
+        Command::Status { store, cluster, history } => cli::status(&store, &cluster, history).await,
+        Command::Config { command: ConfigCommand::Check { file } } => cli::config_check(&file),
+        Command::Schema { db } => cli::schema(&db),
+        Command::Demo { phase } => cli::demo::run(phase).await,
+        Command::Bench { command } => cli::bench::run(command).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -62,31 +62,29 @@ impl Resolver for ActivePassive {
     }
 
     fn resolve(&self, input: &ResolveInput<'_>) -> BTreeMap<String, String> {
-        let mut load: BTreeMap<&str, usize> = input.nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
-        for owner in input.current.values() {
-            if let Some(count) = load.get_mut(owner.as_str()) {
-                *count += 1;
-            }
-        }
-        // Nodes are in join order: max_by_key keeps the last maximum, so reverse to prefer the earliest.
-        let rank = |id: &str| input.nodes.iter().position(|n| n.id == id).unwrap_or(usize::MAX);
-        let mut out = BTreeMap::new();
-        for task in input.tasks {
-            if let Some(owner) = input.current.get(&task.name).filter(|o| task.eligible.contains(o)) {
-                out.insert(task.name.clone(), owner.clone());
-                continue;
-            }
-            let best = task
-                .eligible
-                .iter()
-                .min_by_key(|id| (std::cmp::Reverse(load.get(id.as_str()).copied().unwrap_or(0)), rank(id)))
-                .cloned();
-            if let Some(node) = best {
-                *load.entry(input.nodes[rank(&node)].id.as_str()).or_default() += 1;
-                out.insert(task.name.clone(), node);
-            }
-        }
-        out
+        // Rank nodes once: the one already running most tasks, then the one able to run the
+        // most, then the first to have joined. Every unowned task goes to its best-ranked
+        // eligible node, so the work concentrates on one node whatever the task names.
+        let count = |id: &str, iter: &mut dyn Iterator<Item = &String>| iter.filter(|n| n.as_str() == id).count();
+        let rank: BTreeMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> = input
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(order, n)| {
+                let load = count(&n.id, &mut input.current.values());
+                let able = count(&n.id, &mut input.tasks.iter().flat_map(|t| t.eligible.iter()));
+                (n.id.as_str(), (std::cmp::Reverse(load), std::cmp::Reverse(able), order))
+            })
+            .collect();
+        input
+            .tasks
+            .iter()
+            .filter_map(|task| {
+                let keep = input.current.get(&task.name).filter(|o| task.eligible.contains(o));
+                let node = keep.or_else(|| task.eligible.iter().min_by_key(|id| rank.get(id.as_str())))?;
+                Some((task.name.clone(), node.clone()))
+            })
+            .collect()
     }
 }
 
@@ -243,10 +241,13 @@ mod tests {
     }
 
     #[test]
-    fn task_goes_only_to_nodes_that_declare_it() {
-        let nodes = [node("a", 1, &[("t1", "h")]), node("b", 2, &[("t1", "h"), ("only-b", "h")])];
+    fn task_goes_only_to_nodes_that_declare_it_and_work_stays_together() {
+        let nodes = [node("a", 1, &[("t1", "h")]), node("b", 2, &[("t1", "h"), ("zz-only-b", "h")])];
         let p = place(&ActivePassive, &nodes, &BTreeMap::new());
-        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "a"), ("only-b", "b")]));
+        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "b"), ("zz-only-b", "b")]), "b can run everything");
+        let nodes = [node("a", 1, &[("t1", "h"), ("t2", "h")]), node("b", 2, &[("t1", "h"), ("only-b", "h")])];
+        let p = place(&ActivePassive, &nodes, &BTreeMap::new());
+        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "a"), ("t2", "a"), ("only-b", "b")]));
     }
 
     #[test]

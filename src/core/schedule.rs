@@ -86,6 +86,22 @@ impl Schedule {
     }
 }
 
+impl FromStr for Schedule {
+    type Err = String;
+
+    /// Parses what [`Schedule::describe`] writes (`every 5s`, `cron "0 0 12 * * *" Europe/Paris`),
+    /// so tools can compute next fires from the declarations in the store.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(period) = text.strip_prefix("every ") {
+            return Schedule::every(parse_duration(period)?).map_err(|e| e.to_string());
+        }
+        let rest = text.strip_prefix("cron \"").ok_or_else(|| format!("`{text}` is not a schedule"))?;
+        let (expr, tz) = rest.split_once('"').ok_or_else(|| format!("`{text}` has no closing quote"))?;
+        let tz = tz.trim();
+        Schedule::cron(expr, (!tz.is_empty()).then_some(tz)).map_err(|e| e.to_string())
+    }
+}
+
 /// Formats a duration the way config accepts it: `250ms`, `5s`, `2m`, `1h`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -225,6 +241,19 @@ mod tests {
         let err = Schedule::cron("* *", None).unwrap_err().to_string();
         assert!(err.contains("2 fields"), "{err}");
         assert!(Schedule::every(Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn descriptions_parse_back() {
+        for s in [
+            Schedule::every(Duration::from_millis(1500)).unwrap(),
+            Schedule::cron("0 0 12 * * *", None).unwrap(),
+            Schedule::cron("0 30 9 * * Mon-Fri", Some("Europe/Paris")).unwrap(),
+        ] {
+            let back: Schedule = s.describe().parse().unwrap();
+            assert_eq!(back.describe(), s.describe());
+            assert_eq!(back.next_after(0), s.next_after(0));
+        }
     }
 
     #[test]

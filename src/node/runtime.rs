@@ -109,6 +109,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         view_at: None,
         generation: -1,
         assignments: Vec::new(),
+        declarations: HashMap::new(),
         epoch: None,
         reported: String::new(),
         last_purge: Instant::now(),
@@ -173,6 +174,8 @@ struct Runtime {
     view_at: Option<Instant>,
     generation: i64,
     assignments: Vec<Assignment>,
+    /// Declared task hashes of each registration, re-read when the generation changes.
+    declarations: HashMap<(String, i64), BTreeMap<String, String>>,
     /// Our leadership epoch, while we lead.
     epoch: Option<i64>,
     /// The last placement problems logged, so each is logged once.
@@ -290,6 +293,12 @@ impl Runtime {
             self.shared.clock.observe(view.now_ms, sent, Instant::now());
             if view.generation != self.generation {
                 self.assignments = store.assignments(&cluster).await?;
+                self.declarations = store
+                    .declarations(&cluster)
+                    .await?
+                    .into_iter()
+                    .map(|d| ((d.node, d.incarnation), d.declared.into_iter().map(|t| (t.name, t.hash)).collect()))
+                    .collect();
                 self.generation = view.generation;
             }
             self.view = Some(view);
@@ -329,7 +338,7 @@ impl Runtime {
                 incarnation: n.incarnation,
                 joined_at_ms: n.joined_at_ms,
                 leaving: n.leaving,
-                declared: n.declared.iter().map(|d| (d.name.clone(), d.hash.clone())).collect(),
+                declared: self.declarations.get(&(n.node.clone(), n.incarnation)).cloned().unwrap_or_default(),
             })
             .collect();
         let current: BTreeMap<String, Owner> = self

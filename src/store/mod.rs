@@ -59,6 +59,13 @@ pub struct NodeRecord {
     pub alive: bool,
     pub host: String,
     pub process: String,
+}
+
+/// The tasks one registration declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDeclarations {
+    pub node: String,
+    pub incarnation: i64,
     pub declared: Vec<Declaration>,
 }
 
@@ -186,6 +193,11 @@ pub trait Store: Send + Sync + 'static {
     /// Short name of the backend (`sqlite`, `postgres`, ...).
     fn kind(&self) -> &'static str;
 
+    /// Statements sent so far by this store handle (for load measurements and metrics).
+    fn statements(&self) -> StatementCounts {
+        StatementCounts::default()
+    }
+
     /// Creates or migrates the schema to this build's version when `migrate` is true;
     /// otherwise fails with [`Error::Schema`] unless the schema is present and current.
     async fn prepare(&self, migrate: bool) -> Result<()>;
@@ -215,6 +227,10 @@ pub trait Store: Send + Sync + 'static {
     /// The generation increases with every change of membership, leadership, declarations or
     /// assignments (not with heartbeats or fires), so a poll of it is cheap.
     async fn view(&self, cluster: &str) -> Result<ClusterView>;
+
+    /// What each registered node declared. Declarations change only with registrations, so
+    /// callers re-read them when the generation changes, never at heartbeat rate.
+    async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>>;
 
     /// The cluster's generation alone (see [`Store::view`]).
     async fn generation(&self, cluster: &str) -> Result<i64>;
@@ -265,6 +281,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished fires with instants before `before_ms`. Returns the number deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
+}
+
+/// Statements sent by one store handle since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatementCounts {
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// Opens the store named by `url`; the scheme picks the backend: `sqlite://`, `postgres://`,

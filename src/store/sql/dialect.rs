@@ -109,7 +109,7 @@ mod tests {
             Dialect::Postgres.prepare(sql),
             "INSERT INTO t (a, b) VALUES ($1, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)) ON CONFLICT DO NOTHING"
         );
-        assert!(Dialect::Sqlite.prepare(sql).starts_with("INSERT OR IGNORE INTO t (a, b) VALUES (?, CAST(julianday"));
+        assert!(Dialect::Sqlite.prepare(sql).starts_with("INSERT OR IGNORE INTO t (a, b) VALUES (?, CAST((julianday"));
         assert!(Dialect::Mysql.prepare(sql).starts_with("INSERT IGNORE INTO t (a, b) VALUES (?, CAST(UNIX_TIMESTAMP"));
     }
 }

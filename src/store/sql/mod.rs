@@ -4,7 +4,10 @@
 pub mod dialect;
 pub mod schema;
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -22,6 +25,8 @@ pub const POOL_SIZE: u32 = 4;
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 fn unavailable(e: sqlx::Error) -> Error {
@@ -85,10 +90,13 @@ impl SqlStore {
             }
             other => Error::StoreUnavailable(format!("cannot connect to {}: {other}", redact_url(&url))),
         })?;
-        Ok(SqlStore { pool, dialect })
+        Ok(SqlStore { pool, dialect, reads: AtomicU64::new(0), writes: AtomicU64::new(0) })
     }
 
+    /// Every statement goes through here: prepared for the dialect, and counted.
     fn sql(&self, statement: &str) -> String {
+        let counter = if statement.starts_with("SELECT") { &self.reads } else { &self.writes };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.dialect.prepare(statement)
     }
 
@@ -120,7 +128,6 @@ impl SqlStore {
     }
 
     fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
-        let declared: String = row.try_get("declared").map_err(unavailable)?;
         Ok(NodeRecord {
             node: row.try_get("node_id").map_err(unavailable)?,
             incarnation: row.try_get("incarnation").map_err(unavailable)?,
@@ -131,8 +138,6 @@ impl SqlStore {
             alive: row.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
             host: row.try_get("host").map_err(unavailable)?,
             process: row.try_get("process").map_err(unavailable)?,
-            declared: serde_json::from_str(&declared)
-                .map_err(|e| Error::Store(format!("rota_nodes.declared is not valid JSON: {e}")))?,
         })
     }
 
@@ -148,13 +153,17 @@ impl SqlStore {
 const VACATE_LEADER: &str =
     "UPDATE rota_leader SET node_id = '', incarnation = 0 WHERE cluster = ? AND node_id = ? AND incarnation = ?";
 
-const NODE_COLUMNS: &str = "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared, \
+const NODE_COLUMNS: &str = "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
      CASE WHEN heartbeat_at + timeout_ms >= {now} THEN 1 ELSE 0 END AS alive";
 
 #[async_trait]
 impl Store for SqlStore {
     fn kind(&self) -> &'static str {
         self.dialect.name()
+    }
+
+    fn statements(&self) -> StatementCounts {
+        StatementCounts { reads: self.reads.load(Ordering::Relaxed), writes: self.writes.load(Ordering::Relaxed) }
     }
 
     async fn prepare(&self, migrate: bool) -> Result<()> {
@@ -332,6 +341,22 @@ impl Store for SqlStore {
         let generation: Option<i64> =
             sqlx::query_scalar(&sql).bind(cluster).fetch_optional(&mut *conn).await.map_err(unavailable)?;
         Ok(ClusterView { now_ms, generation: generation.unwrap_or(0), nodes, leader })
+    }
+
+    async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>> {
+        let sql = self.sql("SELECT node_id, incarnation, declared FROM rota_nodes WHERE cluster = ? ORDER BY node_id");
+        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let declared: String = r.try_get("declared").map_err(unavailable)?;
+                Ok(NodeDeclarations {
+                    node: r.try_get("node_id").map_err(unavailable)?,
+                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
+                    declared: serde_json::from_str(&declared)
+                        .map_err(|e| Error::Store(format!("rota_nodes.declared is not valid JSON: {e}")))?,
+                })
+            })
+            .collect()
     }
 
     async fn generation(&self, cluster: &str) -> Result<i64> {

@@ -1,0 +1,281 @@
+//! The `command` kind: runs a program, no shell unless the argv asks for one.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::process::ExitStatusExt,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{io::AsyncReadExt, process::Command};
+
+use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
+
+/// How much of the end of stderr a failure keeps.
+const STDERR_TAIL: usize = 500;
+/// After the program exits, how long to wait for its pipes to close (a backgrounded
+/// grandchild may hold them open forever).
+const PIPE_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs `argv` with extra environment and an optional working directory.
+///
+/// The child runs in its own process group; when the fire is cancelled (timeout, lost lease,
+/// forced shutdown) the whole group is killed, so `sh -c` grandchildren die too.
+#[derive(Debug, Clone)]
+pub struct CommandTask {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    workdir: Option<PathBuf>,
+}
+
+impl CommandTask {
+    /// `argv[0]` is the program (looked up in `PATH` when it has no `/`).
+    pub fn new(argv: Vec<String>, env: BTreeMap<String, String>, workdir: Option<PathBuf>) -> Result<Self, String> {
+        match argv.first() {
+            None => return Err("the command is empty; give the program and its arguments, e.g. [\"/usr/bin/backup\", \"--today\"]".into()),
+            Some(p) if p.is_empty() => return Err("the program name is empty".into()),
+            Some(_) => {}
+        }
+        Ok(CommandTask { inner: Arc::new(Inner { argv, env, workdir }) })
+    }
+
+    pub fn argv(&self) -> &[String] {
+        &self.inner.argv
+    }
+
+    /// The argv, shell-quoted where needed, then the working directory and the names (not
+    /// the values) of the extra environment variables.
+    pub fn description(&self) -> String {
+        let mut text = self.inner.argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+        if let Some(dir) = &self.inner.workdir {
+            text.push_str(&format!(" (in {})", dir.display()));
+        }
+        if !self.inner.env.is_empty() {
+            let names: Vec<&str> = self.inner.env.keys().map(String::as_str).collect();
+            text.push_str(&format!(" (env {})", names.join(",")));
+        }
+        text
+    }
+}
+
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+impl Handler for CommandTask {
+    fn run(&self, ctx: FireContext) -> HandlerFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { run(&inner, ctx).await })
+    }
+}
+
+/// Kills the child's process group if the fire's future is dropped while the child runs.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: plain syscall; the leader is not reaped yet, so its pid (= pgid) cannot
+            // have been reused.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
+    let program = &inner.argv[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&inner.argv[1..])
+        // The daemon's store URL may hold a password: children do not inherit it.
+        .env_remove("ROTA_STORE_URL")
+        .envs(&inner.env)
+        .env("ROTA_CLUSTER", &ctx.cluster)
+        .env("ROTA_NODE", &ctx.node)
+        .env("ROTA_TASK", &ctx.task)
+        .env("ROTA_FIRE_TIME_MS", ctx.instant_ms.to_string())
+        .env("ROTA_FENCING_TOKEN", ctx.token.to_string())
+        .env("ROTA_ATTEMPT", ctx.attempt.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some(dir) = &inner.workdir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| TaskError::new(format!("cannot start `{program}`: {e}")))?;
+    let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
+
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stdout", None)));
+    let stderr = child.stderr.take().map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stderr", Some(tail.clone()))));
+
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = ctx.cancel.cancelled() => {
+            guard.kill();
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(TaskError::new(format!("cancelled: killed `{program}` and its process group")));
+        }
+    };
+    // Reaped: the pid may be reused from here on, so never signal the group again.
+    guard.0 = None;
+    let status = status.map_err(|e| TaskError::new(format!("waiting for `{program}`: {e}")))?;
+
+    // Let the readers collect the last output; they keep draining in the background if a
+    // grandchild still holds the pipes.
+    for reader in [stdout, stderr].into_iter().flatten() {
+        let _ = tokio::time::timeout(PIPE_GRACE, reader).await;
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let what = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "failed".to_string(),
+    };
+    let tail = tail.lock().map(|t| String::from_utf8_lossy(&t).trim().to_string()).unwrap_or_default();
+    if tail.is_empty() {
+        Err(TaskError::new(format!("`{program}`: {what}")))
+    } else {
+        Err(TaskError::new(format!("`{program}`: {what}; stderr: {tail}")))
+    }
+}
+
+/// Reads a pipe to its end, logging at debug and keeping the last bytes in `tail`.
+async fn drain(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    task: String,
+    stream: &'static str,
+    tail: Option<Arc<Mutex<Vec<u8>>>>,
+) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        tracing::debug!(task = %task, stream, "{}", String::from_utf8_lossy(chunk).trim_end());
+        if let Some(tail) = &tail {
+            if let Ok(mut t) = tail.lock() {
+                t.extend_from_slice(chunk);
+                if t.len() > STDERR_TAIL {
+                    let excess = t.len() - STDERR_TAIL;
+                    t.drain(..excess);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::kinds::test_context;
+
+    fn sh(script: &str) -> CommandTask {
+        CommandTask::new(vec!["sh".into(), "-c".into(), script.into()], BTreeMap::new(), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn success_sets_the_fire_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let task = CommandTask::new(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_FENCING_TOKEN $ROTA_NODE $ROTA_ATTEMPT $FOO $(pwd) > out".into(),
+            ],
+            BTreeMap::from([("FOO".to_string(), "bar".to_string())]),
+            Some(dir.path().to_path_buf()),
+        )
+        .unwrap();
+        task.run(test_context("t1")).await.unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let cwd = dir.path().canonicalize().unwrap();
+        assert_eq!(text.trim(), format!("t1 1700000000000 42 node-1 1 bar {}", cwd.display()));
+    }
+
+    #[tokio::test]
+    async fn failure_reports_exit_status_and_stderr_tail() {
+        let err = sh("echo something broke >&2; exit 3").run(test_context("t")).await.unwrap_err();
+        assert!(err.0.contains("exit status 3"), "{err}");
+        assert!(err.0.contains("something broke"), "{err}");
+        let long = sh("head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1").run(test_context("t")).await.unwrap_err();
+        assert!(long.0.ends_with("END"), "{long}");
+        assert!(long.0.len() < 600, "only the tail of stderr is kept");
+    }
+
+    #[tokio::test]
+    async fn spawn_failure_names_the_program() {
+        let task = CommandTask::new(vec!["/nonexistent/prog".into()], BTreeMap::new(), None).unwrap();
+        let err = task.run(test_context("t")).await.unwrap_err();
+        assert!(err.0.contains("/nonexistent/prog"), "{err}");
+        assert!(CommandTask::new(vec![], BTreeMap::new(), None).is_err());
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_process_group_promptly() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The shell backgrounds a grandchild and waits: both must die.
+        let task = sh(&format!("sleep 30 & echo $! > {}; wait", pidfile.display()));
+        let ctx = test_context("t");
+        let cancel = ctx.cancel.clone();
+        let started = Instant::now();
+        let run = tokio::spawn(task.run(ctx));
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        let err = run.await.unwrap().unwrap_err();
+        assert!(err.0.contains("cancelled"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // The grandchild was reparented and reaped by init, or is a zombie at worst.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state.split(") ").nth(1).is_some_and(|rest| !rest.starts_with('Z'));
+        assert!(!alive, "grandchild sleep {pid} survived: {state}");
+    }
+
+    #[test]
+    fn description_quotes_arguments_and_hides_env_values() {
+        let task = CommandTask::new(
+            vec!["/bin/transfer.sh".into(), "--today".into(), "a b".into()],
+            BTreeMap::from([("TOKEN".to_string(), "secret".to_string())]),
+            Some("/tmp".into()),
+        )
+        .unwrap();
+        assert_eq!(task.description(), "/bin/transfer.sh --today 'a b' (in /tmp) (env TOKEN)");
+    }
+}

@@ -1,0 +1,277 @@
+//! Multi-process tests: real `rota node` processes on one store, killed, frozen, stopped.
+//! They run one at a time (a lock) so a busy 2-core machine does not starve their leases;
+//! timing bounds are generous: the tight numbers live in `rota bench failover`.
+
+mod common;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use common::{eventually, owner, TestStore};
+use rota::{
+    harness::{self, ProcessCluster},
+    store::Store,
+};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TASKS: [&str; 3] = ["alpha", "beta", "gamma"];
+const LONG: Duration = Duration::from_secs(20);
+
+/// Two `log` tasks and one `command` task, every second, all recording to `record`.
+fn tasks_toml(record: &Path) -> String {
+    let mut toml: String = TASKS[..2].iter().map(|t| harness::log_task_toml(t, "1s", record)).collect();
+    toml.push_str(&format!(
+        "[[task]]\nname = \"{}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN >> {}\"]\n",
+        TASKS[2],
+        record.display()
+    ));
+    toml
+}
+
+/// Starts node-1..3 (node-1 first, so it leads and owns) and waits until every task fired.
+async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::path::PathBuf) {
+    let mut cluster = s.cluster(name);
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+        eventually(&format!("{id} registered"), LONG, Some(&cluster), || async {
+            let v = s.store.view(name).await.ok()?;
+            v.nodes.iter().any(|n| n.node == id && n.alive).then_some(())
+        })
+        .await;
+    }
+    let since = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, since, None).await;
+    (cluster, record)
+}
+
+/// Waits until every task started a fire with an instant after `since` (on `on`, if given).
+async fn wait_fired_after(store: &Arc<dyn Store>, cluster: &ProcessCluster, since: i64, on: Option<&str>) -> Vec<rota::store::FireRecord> {
+    let name = cluster.cluster().to_string();
+    eventually(&format!("every task fired after {since} on {on:?}"), LONG, Some(cluster), || async {
+        let h = store.history(&name, None, 200).await.ok()?;
+        let firsts: Vec<_> = TASKS
+            .iter()
+            .filter_map(|t| {
+                h.iter()
+                    .filter(|f| f.task == *t && f.instant_ms > since && f.started_at_ms.is_some())
+                    .filter(|f| on.is_none_or(|n| f.node == n))
+                    .min_by_key(|f| f.instant_ms)
+                    .cloned()
+            })
+            .collect();
+        (firsts.len() == TASKS.len()).then_some(firsts)
+    })
+    .await
+}
+
+fn assert_no_duplicates(record: &Path) {
+    let lines = harness::read_fire_lines(record);
+    assert!(!lines.is_empty(), "the tasks recorded their fires");
+    let dups = harness::duplicates(&lines);
+    assert!(dups.is_empty(), "instants started twice: {dups:?}");
+}
+
+/// Every instant of every task between `from` and `to` has a record (started, or visibly
+/// skipped/misfired): nothing is missed silently.
+async fn assert_nothing_silently_missed(store: &Arc<dyn Store>, cluster: &str, from: i64, to: i64) {
+    let h = store.history(cluster, None, 10_000).await.unwrap();
+    for task in TASKS {
+        let mut t = (from / 1000 + 1) * 1000;
+        while t <= to {
+            assert!(h.iter().any(|f| f.task == task && f.instant_ms == t), "{task} at {t} has no record");
+            t += 1000;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_the_owner_moves_every_task_within_the_bound() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let (mut cluster, record) = three_nodes(&s, "kill-owner").await;
+    let (victim, token) = owner(&s.store, "kill-owner", "alpha").await.expect("alpha has an owner");
+    let from = s.store.now_ms().await.unwrap();
+    cluster.kill(&victim);
+    let killed_at = s.store.now_ms().await.unwrap();
+    let firsts = wait_fired_after(&s.store, &cluster, killed_at, None).await;
+    for f in &firsts {
+        assert_ne!(f.node, victim, "{} fired on the killed node", f.task);
+        assert!(f.token > token, "new owner fires under a newer token");
+        let late = f.started_at_ms.unwrap() - f.instant_ms;
+        assert!(late < 5_000, "{} resumed {late} ms late", f.task);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = s.store.now_ms().await.unwrap() - 1500;
+    assert_nothing_silently_missed(&s.store, "kill-owner", from, to).await;
+    assert_no_duplicates(&record);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_the_leader_elects_another_and_failover_still_works() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("kill-leader");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    // node-1 declares no task: it leads (first up) while others run the tasks.
+    cluster.spawn("node-1", "").unwrap();
+    eventually("node-1 leads", LONG, Some(&cluster), || async {
+        s.store.view("kill-leader").await.ok()?.leader.filter(|l| l.node == "node-1")
+    })
+    .await;
+    for id in ["node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+    }
+    let t0 = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, t0, None).await;
+    let (owner_before, _) = owner(&s.store, "kill-leader", "alpha").await.unwrap();
+
+    cluster.kill("node-1");
+    let killed_at = s.store.now_ms().await.unwrap();
+    let leader = eventually("a new leader", LONG, Some(&cluster), || async {
+        let v = s.store.view("kill-leader").await.ok()?;
+        let l = v.leader?;
+        (l.node != "node-1" && v.nodes.iter().any(|n| n.node == l.node && n.alive)).then_some(l)
+    })
+    .await;
+    assert!(leader.epoch > 1);
+    // The tasks never stopped: the owner did not change.
+    wait_fired_after(&s.store, &cluster, killed_at, Some(&owner_before)).await;
+
+    // Failover still works under the new leader.
+    cluster.kill(&owner_before);
+    let killed_at = s.store.now_ms().await.unwrap();
+    let survivor = if owner_before == "node-2" { "node-3" } else { "node-2" };
+    wait_fired_after(&s.store, &cluster, killed_at, Some(survivor)).await;
+    assert_no_duplicates(&record);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_owner_starts_nothing_after_it_wakes() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let (mut cluster, record) = three_nodes(&s, "freeze").await;
+    let (zombie, _) = owner(&s.store, "freeze", "alpha").await.unwrap();
+    assert!(cluster.signal(&zombie, libc::SIGSTOP));
+    let frozen_at = s.store.now_ms().await.unwrap();
+    // Frozen well past its lease: the others take over.
+    let firsts = wait_fired_after(&s.store, &cluster, frozen_at, None).await;
+    assert!(firsts.iter().all(|f| f.node != zombie));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cluster.signal(&zombie, libc::SIGCONT));
+    let thawed_at = s.store.now_ms().await.unwrap();
+    // It wakes believing it owns its tasks; its lease says otherwise.
+    eventually("the zombie rejoins as a new incarnation", LONG, Some(&cluster), || async {
+        let v = s.store.view("freeze").await.ok()?;
+        v.nodes.iter().any(|n| n.node == zombie && n.alive).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing was started by the zombie for any instant after it froze: not in the store ...
+    let h = s.store.history("freeze", None, 1000).await.unwrap();
+    let late: Vec<_> = h.iter().filter(|f| f.node == zombie && f.instant_ms > frozen_at).collect();
+    assert!(late.is_empty(), "the zombie recorded fires after it froze: {late:?}");
+    // ... nor in the tasks' own record.
+    let lines = harness::read_fire_lines(&record);
+    let zombie_lines: Vec<_> = lines.iter().filter(|l| l.node == zombie && l.instant_ms > frozen_at).collect();
+    assert!(zombie_lines.is_empty(), "the zombie ran tasks after it froze: {zombie_lines:?}");
+    assert_no_duplicates(&record);
+    assert_nothing_silently_missed(&s.store, "freeze", frozen_at, thawed_at).await;
+    assert!(cluster.log(&zombie).contains("lease"), "the zombie logged its lost lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_hands_over_without_a_late_fire() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let (mut cluster, record) = three_nodes(&s, "graceful").await;
+    let (leaving, _) = owner(&s.store, "graceful", "alpha").await.unwrap();
+    let stop_at = s.store.now_ms().await.unwrap();
+    let status = cluster.stop(&leaving, LONG).await.expect("exits");
+    assert!(status.success(), "graceful stop exits 0, got {status:?}");
+    let firsts = wait_fired_after(&s.store, &cluster, stop_at + 1000, None).await;
+    for f in &firsts {
+        assert_ne!(f.node, leaving);
+        let late = f.started_at_ms.unwrap() - f.instant_ms;
+        assert!(late < 1_000, "{} was {late} ms late after a graceful stop", f.task);
+    }
+    let v = s.store.view("graceful").await.unwrap();
+    assert!(v.nodes.iter().all(|n| n.node != leaving), "the stopped node left the cluster at once");
+    assert_nothing_silently_missed(&s.store, "graceful", stop_at, s.store.now_ms().await.unwrap() - 1500).await;
+    assert_no_duplicates(&record);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_live_id_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("dup");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    cluster.spawn("node-1", &tasks_toml(&record)).unwrap();
+    let first = eventually("node-1 alive", LONG, Some(&cluster), || async {
+        let v = s.store.view("dup").await.ok()?;
+        v.nodes.iter().find(|n| n.node == "node-1" && n.alive).map(|n| n.incarnation)
+    })
+    .await;
+    // Same id, another process.
+    let config = cluster.config_path("node-1");
+    let out = tokio::process::Command::new(common::BIN).arg("node").arg("--config").arg(&config).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "refused with the documented exit code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node id `node-1` is already alive in cluster `dup`"), "{stderr}");
+    let v = s.store.view("dup").await.unwrap();
+    assert_eq!(v.nodes.len(), 1);
+    assert_eq!(v.nodes[0].incarnation, first, "the live node was not disturbed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_restarted_at_once_rejoins_without_waiting() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let (mut cluster, record) = three_nodes(&s, "restart").await;
+    let (owner_node, _) = owner(&s.store, "restart", "alpha").await.unwrap();
+    let other = ["node-1", "node-2", "node-3"].into_iter().find(|n| *n != owner_node).unwrap();
+    let old = s.store.view("restart").await.unwrap().nodes.into_iter().find(|n| n.node == other).unwrap();
+    cluster.kill(other);
+    cluster.spawn_with_config(other, &cluster.config_path(other)).unwrap();
+    let new = eventually("the restarted node is registered again", LONG, Some(&cluster), || async {
+        let v = s.store.view("restart").await.ok()?;
+        v.nodes.into_iter().find(|n| n.node == other && n.alive && n.incarnation != old.incarnation)
+    })
+    .await;
+    assert_ne!(new.incarnation, old.incarnation);
+    assert!(
+        cluster.log(other).contains("crashed predecessor"),
+        "it replaced its own live-looking registration instead of waiting for it to expire"
+    );
+    assert_no_duplicates(&record);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_is_refused_before_joining_with_every_problem_named() {
+    let s = TestStore::sqlite().await;
+    let dir = s.dir.path();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[node]\nid = \"node 1\"\ncluster = \"c\"\n[store]\nurl = \"{}\"\n[timing]\nheartbeat = \"fast\"\n\
+             [[task]]\nname = \"a\"\ncron = \"0 0 25 * * *\"\ncommand = [\"true\"]\n\
+             [[task]]\nname = \"b\"\nevery = \"5s\"\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let check = tokio::process::Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().await.unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&check.stderr);
+    for field in ["node.id", "timing.heartbeat", "task[0].cron", "task[1]"] {
+        assert!(text.contains(field), "`{field}` not named in:\n{text}");
+    }
+    let node = tokio::process::Command::new(common::BIN).arg("node").arg("--config").arg(&bad).output().await.unwrap();
+    assert_eq!(node.status.code(), Some(2));
+    assert!(s.store.view("c").await.unwrap().nodes.is_empty(), "nothing joined");
+}
