@@ -75,14 +75,20 @@ fn yes() -> bool {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { url: String::new(), migrate: true }
+        StoreSection {
+            url: String::new(),
+            migrate: true,
+        }
     }
 }
 
 // The URL may hold a password.
 impl fmt::Debug for StoreSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreSection").field("url", &redact_url(&self.url)).field("migrate", &self.migrate).finish()
+        f.debug_struct("StoreSection")
+            .field("url", &redact_url(&self.url))
+            .field("migrate", &self.migrate)
+            .finish()
     }
 }
 
@@ -121,7 +127,10 @@ fn info() -> String {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { format: human(), level: info() }
+        LogSection {
+            format: human(),
+            level: info(),
+        }
     }
 }
 
@@ -207,12 +216,27 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigProblem { field: field.into(), value: value.into(), reason: reason.into(), fix: fix.into() }
+    fn new(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigProblem {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+            fix: fix.into(),
+        }
     }
 
     /// Splits messages written as `"<reason>; <fix>"` (as the library's errors are).
-    fn from_message(field: impl Into<String>, value: impl Into<String>, message: &str, default_fix: &str) -> Self {
+    fn from_message(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        message: &str,
+        default_fix: &str,
+    ) -> Self {
         match message.split_once("; ") {
             Some((reason, fix)) => Self::new(field, value, reason, fix),
             None => Self::new(field, value, message, default_fix),
@@ -225,7 +249,11 @@ impl fmt::Display for ConfigProblem {
         if self.value.is_empty() {
             write!(f, "{}: {}; fix: {}", self.field, self.reason, self.fix)
         } else {
-            write!(f, "{} = {:?}: {}; fix: {}", self.field, self.value, self.reason, self.fix)
+            write!(
+                f,
+                "{} = {:?}: {}; fix: {}",
+                self.field, self.value, self.reason, self.fix
+            )
         }
     }
 }
@@ -240,7 +268,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
 /// Reads and parses `path`, then applies `ROTA_STORE_URL` if set.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigProblem::new("config", path.display().to_string(), format!("cannot read the file: {e}"), "check the path and its permissions")]
+        vec![ConfigProblem::new(
+            "config",
+            path.display().to_string(),
+            format!("cannot read the file: {e}"),
+            "check the path and its permissions",
+        )]
     })?;
     let mut config = parse(&text)?;
     config.apply_store_url_override(std::env::var(STORE_URL_ENV).ok());
@@ -293,10 +326,16 @@ impl Config {
     fn check_settings(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         check_name(&mut p, "node.id", &self.node.id, "id = \"node-1\"");
-        check_name(&mut p, "node.cluster", &self.node.cluster, "cluster = \"orders\"");
+        check_name(
+            &mut p,
+            "node.cluster",
+            &self.node.cluster,
+            "cluster = \"orders\"",
+        );
 
         let url = &self.store.url;
-        let scheme_fix = "use sqlite:///path/to/rota.db, postgres://user@host/db or mysql://user@host/db";
+        let scheme_fix =
+            "use sqlite:///path/to/rota.db, postgres://user@host/db or mysql://user@host/db";
         if url.trim().is_empty() {
             p.push(ConfigProblem::new(
                 "store.url",
@@ -311,7 +350,12 @@ impl Config {
                     Some(s) => format!("unknown scheme `{s}`"),
                     None => "not a URL (no `scheme://`)".to_string(),
                 };
-                p.push(ConfigProblem::new("store.url", safe_url(url), reason, scheme_fix));
+                p.push(ConfigProblem::new(
+                    "store.url",
+                    safe_url(url),
+                    reason,
+                    scheme_fix,
+                ));
             }
         }
 
@@ -321,15 +365,30 @@ impl Config {
         if p.len() == before {
             if let Err(Error::Config { field, message }) = timing.validate() {
                 let value = timing_value(&timing, &field);
-                p.push(ConfigProblem::from_message(field, value, &message, "adjust [timing]"));
+                p.push(ConfigProblem::from_message(
+                    field,
+                    value,
+                    &message,
+                    "adjust [timing]",
+                ));
             }
         }
 
         if !["human", "json"].contains(&self.log.format.as_str()) {
-            p.push(ConfigProblem::new("log.format", &self.log.format, "unknown log format", "use \"human\" or \"json\""));
+            p.push(ConfigProblem::new(
+                "log.format",
+                &self.log.format,
+                "unknown log format",
+                "use \"human\" or \"json\"",
+            ));
         }
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
-            p.push(ConfigProblem::new("log.level", &self.log.level, "unknown log level", format!("use one of {}", LOG_LEVELS.join(", "))));
+            p.push(ConfigProblem::new(
+                "log.level",
+                &self.log.level,
+                "unknown log level",
+                format!("use one of {}", LOG_LEVELS.join(", ")),
+            ));
         }
         p
     }
@@ -341,7 +400,10 @@ impl Config {
         let mut first_index: HashMap<&str, usize> = HashMap::new();
         for (i, task) in self.tasks.iter().enumerate() {
             let before = problems.len();
-            if let Some(j) = first_index.get(task.name.as_str()).filter(|_| !task.name.is_empty()) {
+            if let Some(j) = first_index
+                .get(task.name.as_str())
+                .filter(|_| !task.name.is_empty())
+            {
                 problems.push(ConfigProblem::new(
                     format!("task[{i}].name"),
                     &task.name,
@@ -368,13 +430,32 @@ impl TimingSection {
             ("heartbeat", &self.heartbeat, &mut t.heartbeat),
             ("node_timeout", &self.node_timeout, &mut t.node_timeout),
             ("fence_margin", &self.fence_margin, &mut t.fence_margin),
-            ("watch_interval", &self.watch_interval, &mut t.watch_interval),
-            ("shutdown_grace", &self.shutdown_grace, &mut t.shutdown_grace),
-            ("handover_timeout", &self.handover_timeout, &mut t.handover_timeout),
-            ("history_retention", &self.history_retention, &mut t.history_retention),
+            (
+                "watch_interval",
+                &self.watch_interval,
+                &mut t.watch_interval,
+            ),
+            (
+                "shutdown_grace",
+                &self.shutdown_grace,
+                &mut t.shutdown_grace,
+            ),
+            (
+                "handover_timeout",
+                &self.handover_timeout,
+                &mut t.handover_timeout,
+            ),
+            (
+                "history_retention",
+                &self.history_retention,
+                &mut t.history_retention,
+            ),
         ];
         for (name, text, slot) in fields {
-            if let Some(d) = text.as_deref().and_then(|text| duration(problems, &format!("timing.{name}"), text)) {
+            if let Some(d) = text
+                .as_deref()
+                .and_then(|text| duration(problems, &format!("timing.{name}"), text))
+            {
                 *slot = d;
             }
         }
@@ -396,9 +477,19 @@ fn timing_value(t: &Timing, field: &str) -> String {
 
 fn check_name(p: &mut Vec<ConfigProblem>, field: &str, value: &str, example: &str) {
     if value.is_empty() {
-        p.push(ConfigProblem::new(field, "", "is missing", format!("set {example}")));
+        p.push(ConfigProblem::new(
+            field,
+            "",
+            "is missing",
+            format!("set {example}"),
+        ));
     } else if let Err(Error::Config { message, .. }) = validate_name(field, value) {
-        p.push(ConfigProblem::from_message(field, value, &message, "use 1 to 128 letters, digits, `-`, `_` or `.`"));
+        p.push(ConfigProblem::from_message(
+            field,
+            value,
+            &message,
+            "use 1 to 128 letters, digits, `-`, `_` or `.`",
+        ));
     }
 }
 
@@ -407,7 +498,12 @@ fn duration(p: &mut Vec<ConfigProblem>, field: &str, text: &str) -> Option<Durat
     match parse_duration(text) {
         Ok(d) => Some(d),
         Err(message) => {
-            p.push(ConfigProblem::from_message(field, text, &message, "write 250ms, 5s, 2m, 1h or 1d"));
+            p.push(ConfigProblem::from_message(
+                field,
+                text,
+                &message,
+                "write 250ms, 5s, 2m, 1h or 1d",
+            ));
             None
         }
     }
@@ -429,11 +525,21 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
 
     let schedule = match (&t.cron, &t.every) {
         (Some(_), Some(every)) => {
-            p.push(ConfigProblem::new(f("every"), every, "a task has `cron` or `every`, not both", "remove one of them"));
+            p.push(ConfigProblem::new(
+                f("every"),
+                every,
+                "a task has `cron` or `every`, not both",
+                "remove one of them",
+            ));
             None
         }
         (None, None) => {
-            p.push(ConfigProblem::new(f("cron"), "", "the task has no schedule", "add cron = \"0 0 12 * * *\" or every = \"5s\""));
+            p.push(ConfigProblem::new(
+                f("cron"),
+                "",
+                "the task has no schedule",
+                "add cron = \"0 0 12 * * *\" or every = \"5s\"",
+            ));
             None
         }
         (Some(expr), None) => {
@@ -441,7 +547,12 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
             match Schedule::cron(expr, tz) {
                 Ok(s) => Some(s),
                 Err(ScheduleError::TimeZone(name)) => {
-                    p.push(ConfigProblem::new(f("time_zone"), name, "unknown time zone", "use an IANA name such as \"Europe/Paris\" or \"UTC\""));
+                    p.push(ConfigProblem::new(
+                        f("time_zone"),
+                        name,
+                        "unknown time zone",
+                        "use an IANA name such as \"Europe/Paris\" or \"UTC\"",
+                    ));
                     // Still check the expression itself.
                     if let Err(e) = Schedule::cron(expr, None) {
                         p.push(cron_problem(f("cron"), expr, e));
@@ -456,12 +567,22 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         }
         (None, Some(every)) => {
             if let Some(tz) = &t.time_zone {
-                p.push(ConfigProblem::new(f("time_zone"), tz, "a time zone only applies to `cron`", "remove time_zone, or use cron"));
+                p.push(ConfigProblem::new(
+                    f("time_zone"),
+                    tz,
+                    "a time zone only applies to `cron`",
+                    "remove time_zone, or use cron",
+                ));
             }
             duration(p, &f("every"), every).and_then(|d| match Schedule::every(d) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    p.push(ConfigProblem::new(f("every"), every, e.to_string(), "use an interval of at least 1ms, e.g. \"5s\""));
+                    p.push(ConfigProblem::new(
+                        f("every"),
+                        every,
+                        e.to_string(),
+                        "use an interval of at least 1ms, e.g. \"5s\"",
+                    ));
                     None
                 }
             })
@@ -472,35 +593,57 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         None | Some("run-once") => MisfirePolicy::RunOnce,
         Some("skip") => MisfirePolicy::Skip,
         Some(other) => {
-            p.push(ConfigProblem::new(f("misfire"), other, "unknown misfire policy", "use \"run-once\" or \"skip\""));
+            p.push(ConfigProblem::new(
+                f("misfire"),
+                other,
+                "unknown misfire policy",
+                "use \"run-once\" or \"skip\"",
+            ));
             MisfirePolicy::RunOnce
         }
     };
     let threshold = match &t.misfire_threshold {
-        Some(text) => duration(p, &f("misfire_threshold"), text).unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD),
+        Some(text) => duration(p, &f("misfire_threshold"), text)
+            .unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD),
         None => TaskSpec::DEFAULT_MISFIRE_THRESHOLD,
     };
     let recovery = match t.recovery.as_deref() {
         None | Some("retry") => RecoveryPolicy::Retry,
         Some("abandon") => RecoveryPolicy::Abandon,
         Some(other) => {
-            p.push(ConfigProblem::new(f("recovery"), other, "unknown recovery policy", "use \"retry\" or \"abandon\""));
+            p.push(ConfigProblem::new(
+                f("recovery"),
+                other,
+                "unknown recovery policy",
+                "use \"retry\" or \"abandon\"",
+            ));
             RecoveryPolicy::Retry
         }
     };
-    let timeout = t.timeout.as_deref().and_then(|text| match duration(p, &f("timeout"), text) {
-        Some(d) if d.is_zero() => {
-            p.push(ConfigProblem::new(f("timeout"), text, "must be more than 0", "remove timeout for no limit, or give e.g. \"30s\""));
-            None
-        }
-        d => d,
-    });
+    let timeout = t
+        .timeout
+        .as_deref()
+        .and_then(|text| match duration(p, &f("timeout"), text) {
+            Some(d) if d.is_zero() => {
+                p.push(ConfigProblem::new(
+                    f("timeout"),
+                    text,
+                    "must be more than 0",
+                    "remove timeout for no limit, or give e.g. \"30s\"",
+                ));
+                None
+            }
+            d => d,
+        });
 
     let kind = compile_kind(i, t, p);
     if p.len() != before {
         return None;
     }
-    let mut spec = kind?.into_spec(&t.name, schedule?).misfire(misfire, threshold).recovery(recovery);
+    let mut spec = kind?
+        .into_spec(&t.name, schedule?)
+        .misfire(misfire, threshold)
+        .recovery(recovery);
     if let Some(timeout) = timeout {
         spec = spec.timeout(timeout);
     }
@@ -530,17 +673,31 @@ fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
 
 fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option<Kind> {
     let f = |key: &str| format!("task[{i}].{key}");
-    let kinds: Vec<&str> = [("command", t.command.is_some()), ("http", t.http.is_some()), ("log", t.log.is_some())]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect();
+    let kinds: Vec<&str> = [
+        ("command", t.command.is_some()),
+        ("http", t.http.is_some()),
+        ("log", t.log.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
     if t.command.is_none() {
         if let Some(env) = &t.env {
             let names: Vec<&str> = env.keys().map(String::as_str).collect();
-            p.push(ConfigProblem::new(f("env"), names.join(","), "`env` only applies to `command`", "remove env, or make this a command task"));
+            p.push(ConfigProblem::new(
+                f("env"),
+                names.join(","),
+                "`env` only applies to `command`",
+                "remove env, or make this a command task",
+            ));
         }
         if let Some(dir) = &t.workdir {
-            p.push(ConfigProblem::new(f("workdir"), dir, "`workdir` only applies to `command`", "remove workdir, or make this a command task"));
+            p.push(ConfigProblem::new(
+                f("workdir"),
+                dir,
+                "`workdir` only applies to `command`",
+                "remove workdir, or make this a command task",
+            ));
         }
     }
     match kinds.len() {
@@ -569,7 +726,12 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         return match CommandTask::new(argv.clone(), env, t.workdir.as_ref().map(PathBuf::from)) {
             Ok(k) => Some(k.into()),
             Err(message) => {
-                p.push(ConfigProblem::from_message(f("command"), format!("{argv:?}"), &message, "give the program and its arguments"));
+                p.push(ConfigProblem::from_message(
+                    f("command"),
+                    format!("{argv:?}"),
+                    &message,
+                    "give the program and its arguments",
+                ));
                 None
             }
         };
@@ -577,15 +739,30 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
     if let Some(h) = &t.http {
         let before = p.len();
         if let Err(message) = http::parse_method(&h.method) {
-            p.push(ConfigProblem::from_message(f("http.method"), &h.method, &message, "use GET or POST"));
+            p.push(ConfigProblem::from_message(
+                f("http.method"),
+                &h.method,
+                &message,
+                "use GET or POST",
+            ));
         }
         if let Err(message) = http::parse_url(&h.url) {
-            p.push(ConfigProblem::new(f("http.url"), redact_url(&h.url), message, "write an absolute URL such as \"https://example.com/hook\""));
+            p.push(ConfigProblem::new(
+                f("http.url"),
+                redact_url(&h.url),
+                message,
+                "write an absolute URL such as \"https://example.com/hook\"",
+            ));
         }
         for (name, value) in &h.headers {
             if let Err(message) = http::parse_header(name, value) {
                 // Never echo the value: it may be a secret.
-                p.push(ConfigProblem::from_message(f(&format!("http.headers.{name}")), "", &message, "fix the header"));
+                p.push(ConfigProblem::from_message(
+                    f(&format!("http.headers.{name}")),
+                    "",
+                    &message,
+                    "fix the header",
+                ));
             }
         }
         if p.len() != before {
@@ -594,7 +771,12 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         return match HttpTask::new(&h.method, &h.url, &h.headers, h.body.clone()) {
             Ok(k) => Some(k.into()),
             Err(message) => {
-                p.push(ConfigProblem::new(f("http"), "", message, "check the http settings"));
+                p.push(ConfigProblem::new(
+                    f("http"),
+                    "",
+                    message,
+                    "check the http settings",
+                ));
                 None
             }
         };
@@ -607,7 +789,10 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
 /// One problem from a TOML error, located as precisely as the error allows.
 fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
     let message = e.message().trim().to_string();
-    let Some(span) = e.span().filter(|s| s.start <= text.len() && s.end <= text.len()) else {
+    let Some(span) = e
+        .span()
+        .filter(|s| s.start <= text.len() && s.end <= text.len())
+    else {
         return ConfigProblem::new("config", "", message, "correct the TOML");
     };
     let line_start = text[..span.start].rfind('\n').map_or(0, |n| n + 1);
@@ -622,7 +807,9 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
         .and_then(|rest| rest.split('`').next());
     let key_before = |s: &str| -> Option<String> {
         let k = s.trim_end().trim_end_matches('=').trim_end();
-        let k = k.rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',').next()?;
+        let k = k
+            .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+            .next()?;
         (!k.is_empty()).then(|| k.trim_matches('"').to_string())
     };
     let mut keys = Vec::new();
@@ -641,16 +828,29 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
     keys.dedup();
     let mut path: Vec<String> = section_at(text, line_start).into_iter().collect();
     path.extend(keys);
-    let field = if path.is_empty() { "config".to_string() } else { path.join(".") };
+    let field = if path.is_empty() {
+        "config".to_string()
+    } else {
+        path.join(".")
+    };
 
     // A key named by the message is already in `field`.
-    let value: String = if named.is_some() { String::new() } else { text[span.clone()].chars().take(80).collect() };
+    let value: String = if named.is_some() {
+        String::new()
+    } else {
+        text[span.clone()].chars().take(80).collect()
+    };
     let fix = if named.is_some_and(|_| message.starts_with("unknown field")) {
         "correct or remove the key; the allowed keys are listed above"
     } else {
         "correct the TOML at that place"
     };
-    ConfigProblem::new(field, safe_url(value.trim()), format!("line {line_no}, column {column}: {message}"), fix)
+    ConfigProblem::new(
+        field,
+        safe_url(value.trim()),
+        format!("line {line_no}, column {column}: {message}"),
+        fix,
+    )
 }
 
 /// The table a position is in (`store`, `task[1]`, `task[1].http`), from the headers before it.
@@ -670,7 +870,9 @@ fn section_at(text: &str, pos: usize) -> Option<String> {
             *counts.entry(name.to_string()).or_default() += 1;
         }
         // Index array tables by their occurrence: `[[task]]` -> `task[n]`, `[task.http]` -> `task[n].http`.
-        let (head, tail) = name.split_once('.').map_or((name, None), |(h, t)| (h, Some(t)));
+        let (head, tail) = name
+            .split_once('.')
+            .map_or((name, None), |(h, t)| (h, Some(t)));
         let head = match counts.get(head) {
             Some(n) => format!("{head}[{}]", n - 1),
             None => head.to_string(),
@@ -751,12 +953,23 @@ mod tests {
         assert!(!config.store.migrate);
         let specs = config.task_specs().unwrap();
         let ftp = &specs[0];
-        assert_eq!(ftp.schedule.describe(), "cron \"0 0 12 * * *\" Europe/Paris");
-        assert_eq!((ftp.misfire, ftp.misfire_threshold), (MisfirePolicy::Skip, Duration::from_secs(10)));
+        assert_eq!(
+            ftp.schedule.describe(),
+            "cron \"0 0 12 * * *\" Europe/Paris"
+        );
+        assert_eq!(
+            (ftp.misfire, ftp.misfire_threshold),
+            (MisfirePolicy::Skip, Duration::from_secs(10))
+        );
         assert_eq!(ftp.recovery, RecoveryPolicy::Abandon);
         assert_eq!(ftp.timeout, Some(Duration::from_secs(30)));
-        assert_eq!(ftp.description, "/usr/local/bin/transfer.sh --today (in /tmp) (env FOO)");
-        assert!(specs[1].description.starts_with("POST https://example.com/hook"));
+        assert_eq!(
+            ftp.description,
+            "/usr/local/bin/transfer.sh --today (in /tmp) (env FOO)"
+        );
+        assert!(specs[1]
+            .description
+            .starts_with("POST https://example.com/hook"));
         assert_eq!(specs[2].schedule.describe(), "every 1s");
         assert_eq!(specs[2].recovery, RecoveryPolicy::Retry);
         assert!(config.builder().is_ok());
@@ -813,25 +1026,52 @@ mod tests {
         );
         let cron = &problems[4];
         assert_eq!(cron.value, "0 0 25 * * *");
-        assert!(cron.to_string().starts_with("task[0].cron = \"0 0 25 * * *\": invalid cron expression"), "{cron}");
-        assert!(cron.reason.contains("Hours") && !cron.reason.contains('\n'), "{cron}");
-        assert!(problems.iter().all(|p| !p.to_string().contains("hunter2")), "{problems:#?}");
+        assert!(
+            cron.to_string()
+                .starts_with("task[0].cron = \"0 0 25 * * *\": invalid cron expression"),
+            "{cron}"
+        );
+        assert!(
+            cron.reason.contains("Hours") && !cron.reason.contains('\n'),
+            "{cron}"
+        );
+        assert!(
+            problems.iter().all(|p| !p.to_string().contains("hunter2")),
+            "{problems:#?}"
+        );
         assert_eq!(problems[1].value, "redis://rota:***@cache/0");
         assert!(parse(text).unwrap().builder().is_err());
     }
 
     #[test]
     fn timing_relations_and_missing_keys() {
-        let config = parse("[timing]\nheartbeat = \"500ms\"\nnode_timeout = \"1s\"\n[[task]]\nname = \"x\"\n").unwrap();
+        let config = parse(
+            "[timing]\nheartbeat = \"500ms\"\nnode_timeout = \"1s\"\n[[task]]\nname = \"x\"\n",
+        )
+        .unwrap();
         let problems = config.validate();
         assert_eq!(
             fields(&problems),
-            vec!["node.id", "node.cluster", "store.url", "timing.node_timeout", "task[0].cron", "task[0]"],
+            vec![
+                "node.id",
+                "node.cluster",
+                "store.url",
+                "timing.node_timeout",
+                "task[0].cron",
+                "task[0]"
+            ],
             "{problems:#?}"
         );
         assert_eq!(problems[3].value, "1s");
-        assert!(problems[3].fix.contains("raise node_timeout"), "{}", problems[3]);
-        assert_eq!(problems[0].to_string(), "node.id: is missing; fix: set id = \"node-1\"");
+        assert!(
+            problems[3].fix.contains("raise node_timeout"),
+            "{}",
+            problems[3]
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "node.id: is missing; fix: set id = \"node-1\""
+        );
     }
 
     #[test]
@@ -841,7 +1081,10 @@ mod tests {
         assert_eq!(problems.len(), 1);
         let p = &problems[0];
         assert_eq!(p.field, "task[1].crn", "{p}");
-        assert!(p.reason.contains("line 10") && p.reason.contains("crn"), "{p}");
+        assert!(
+            p.reason.contains("line 10") && p.reason.contains("crn"),
+            "{p}"
+        );
         let inline = parse("[[task]]\nname = \"a\"\nhttp = { methd = \"GET\" }\n").unwrap_err();
         assert_eq!(inline[0].field, "task[0].http.methd", "{}", inline[0]);
         let typed = parse("[timing]\nheartbeat = 200\n").unwrap_err();
@@ -862,10 +1105,18 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cret"));
 
         config.store.url = "postgress://rota:s3cret@db/rota".into();
-        let problem = config.validate().into_iter().find(|p| p.field == "store.url").unwrap();
+        let problem = config
+            .validate()
+            .into_iter()
+            .find(|p| p.field == "store.url")
+            .unwrap();
         assert_eq!(problem.value, "postgress://rota:***@db/rota");
         config.store.url = "rota:s3cret@db".into();
-        let problem = config.validate().into_iter().find(|p| p.field == "store.url").unwrap();
+        let problem = config
+            .validate()
+            .into_iter()
+            .find(|p| p.field == "store.url")
+            .unwrap();
         assert!(!problem.to_string().contains("s3cret"), "{problem}");
     }
 
@@ -873,7 +1124,10 @@ mod tests {
     fn header_values_never_appear_in_problems() {
         let text = "[[task]]\nname = \"h\"\nevery = \"1s\"\nhttp = { url = \"https://x\", headers = { \"X-Key\" = \"sec\\nret\" } }\n";
         let problems = parse(text).unwrap().validate();
-        let p = problems.iter().find(|p| p.field == "task[0].http.headers.X-Key").unwrap();
+        let p = problems
+            .iter()
+            .find(|p| p.field == "task[0].http.headers.X-Key")
+            .unwrap();
         assert!(!p.to_string().contains("sec"), "{p}");
     }
 }

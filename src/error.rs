@@ -23,7 +23,11 @@ pub enum Error {
         "node id `{node}` is already alive in cluster `{cluster}` ({detail}); \
          give this node another `[node] id`, or stop the other node first"
     )]
-    DuplicateNode { cluster: String, node: String, detail: String },
+    DuplicateNode {
+        cluster: String,
+        node: String,
+        detail: String,
+    },
 
     /// Invalid configuration or builder input: names the field, the value and the fix.
     #[error("{field}: {message}")]
@@ -45,7 +49,10 @@ impl Error {
     }
 
     pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { field: field.into(), message: message.into() }
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

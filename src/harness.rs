@@ -33,7 +33,12 @@ pub struct FireLine {
 }
 
 impl ProcessCluster {
-    pub fn new(exe: impl Into<PathBuf>, dir: impl Into<PathBuf>, store_url: impl Into<String>, cluster: impl Into<String>) -> Self {
+    pub fn new(
+        exe: impl Into<PathBuf>,
+        dir: impl Into<PathBuf>,
+        store_url: impl Into<String>,
+        cluster: impl Into<String>,
+    ) -> Self {
         ProcessCluster {
             exe: exe.into(),
             dir: dir.into(),
@@ -88,7 +93,10 @@ impl ProcessCluster {
             let _ = old.kill();
             let _ = old.wait();
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path(node))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))?;
         let child = Command::new(&self.exe)
             .arg("node")
             .arg("--config")
@@ -159,7 +167,11 @@ impl ProcessCluster {
 
     /// Appends a marker line to a node's log (helps reading failures).
     pub fn note(&self, node: &str, text: &str) {
-        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(self.log_path(node)) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))
+        {
             let _ = writeln!(f, "### harness: {text}");
         }
     }

@@ -7,9 +7,9 @@
 
 pub mod config;
 pub mod core;
+mod error;
 #[doc(hidden)]
 pub mod harness;
-mod error;
 pub mod kinds;
 pub mod node;
 pub mod status;

@@ -8,7 +8,11 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rota", version, about = "Task coordination for clusters: every coordinated task runs on exactly one node")]
+#[command(
+    name = "rota",
+    version,
+    about = "Task coordination for clusters: every coordinated task runs on exactly one node"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -67,8 +71,14 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Node { config } => cli::node::run(&config).await,
-        Command::Status { store, cluster, history } => cli::status(&store, &cluster, history).await,
-        Command::Config { command: ConfigCommand::Check { file } } => cli::config_check(&file),
+        Command::Status {
+            store,
+            cluster,
+            history,
+        } => cli::status(&store, &cluster, history).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => cli::config_check(&file),
         Command::Schema { db } => cli::schema(&db),
         Command::Demo { phase } => cli::demo::run(phase).await,
         Command::Bench { command } => cli::bench::run(command).await,

@@ -53,11 +53,23 @@ impl Snapshot {
         for name in names {
             let a = assignments.iter().find(|a| a.task == name);
             let schedule = schedules.get(&name).cloned();
-            let last = store.history(cluster, Some(&name), 1).await?.into_iter().next();
-            let from = last.as_ref().map_or(view.now_ms, |l| l.instant_ms.max(view.now_ms));
-            let next_fire_ms = schedule.as_deref().and_then(|s| Schedule::from_str(s).ok()).and_then(|s| s.next_after(from));
+            let last = store
+                .history(cluster, Some(&name), 1)
+                .await?
+                .into_iter()
+                .next();
+            let from = last
+                .as_ref()
+                .map_or(view.now_ms, |l| l.instant_ms.max(view.now_ms));
+            let next_fire_ms = schedule
+                .as_deref()
+                .and_then(|s| Schedule::from_str(s).ok())
+                .and_then(|s| s.next_after(from));
             let owner = a.and_then(|a| a.owner.clone()).map(|(node, inc)| {
-                let alive = view.nodes.iter().any(|n| n.node == node && n.incarnation == inc && n.alive);
+                let alive = view
+                    .nodes
+                    .iter()
+                    .any(|n| n.node == node && n.incarnation == inc && n.alive);
                 (node, alive)
             });
             tasks.push(TaskRow {
@@ -73,7 +85,11 @@ impl Snapshot {
         let history = store.history(cluster, None, history).await?;
         let leader = view
             .leader
-            .filter(|l| view.nodes.iter().any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive))
+            .filter(|l| {
+                view.nodes
+                    .iter()
+                    .any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive)
+            })
             .map(|l| (l.node, l.epoch));
         Ok(Snapshot {
             cluster: cluster.to_string(),
@@ -90,9 +106,19 @@ impl Snapshot {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "cluster {} on {} (store time {})", self.cluster, self.store_kind, fmt_time(self.now_ms));
+        let _ = writeln!(
+            out,
+            "cluster {} on {} (store time {})",
+            self.cluster,
+            self.store_kind,
+            fmt_time(self.now_ms)
+        );
         let _ = writeln!(out, "\nNODES");
-        let _ = writeln!(out, "  {:<16} {:<8} {:<7} {:<20} {:>10}  {}", "ID", "STATE", "LEADER", "INCARNATION", "HEARTBEAT", "HOST");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<8} {:<7} {:<20} {:>10}  HOST",
+            "ID", "STATE", "LEADER", "INCARNATION", "HEARTBEAT"
+        );
         for n in &self.nodes {
             let state = match (n.alive, n.leaving) {
                 (true, false) => "alive",
@@ -118,7 +144,11 @@ impl Snapshot {
             let _ = writeln!(out, "  (none)");
         }
         let _ = writeln!(out, "\nTASKS");
-        let _ = writeln!(out, "  {:<20} {:<16} {:>6}  {:<24} {:<12} {}", "NAME", "OWNER", "TOKEN", "SCHEDULE", "NEXT FIRE", "LAST");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<16} {:>6}  {:<24} {:<12} LAST",
+            "NAME", "OWNER", "TOKEN", "SCHEDULE", "NEXT FIRE"
+        );
         for t in &self.tasks {
             let owner = match (&t.owner, &t.unplaced_reason) {
                 (Some((n, true)), _) => n.clone(),
@@ -157,7 +187,10 @@ impl Snapshot {
                 f.token,
                 f.attempt,
                 lateness(f),
-                f.message.as_deref().map(|m| format!("  {m}")).unwrap_or_default()
+                f.message
+                    .as_deref()
+                    .map(|m| format!("  {m}"))
+                    .unwrap_or_default()
             );
         }
         if self.history.is_empty() {
@@ -177,5 +210,6 @@ fn lateness(f: &FireRecord) -> String {
 
 /// `HH:MM:SS.mmm` UTC.
 pub fn fmt_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S%.3f").to_string())
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S%.3f").to_string())
 }

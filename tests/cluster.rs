@@ -19,7 +19,10 @@ const LONG: Duration = Duration::from_secs(20);
 
 /// Two `log` tasks and one `command` task, every second, all recording to `record`.
 fn tasks_toml(record: &Path) -> String {
-    let mut toml: String = TASKS[..2].iter().map(|t| harness::log_task_toml(t, "1s", record)).collect();
+    let mut toml: String = TASKS[..2]
+        .iter()
+        .map(|t| harness::log_task_toml(t, "1s", record))
+        .collect();
     toml.push_str(&format!(
         "[[task]]\nname = \"{}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN >> {}\"]\n",
         TASKS[2],
@@ -35,10 +38,18 @@ async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::path::P
     std::fs::create_dir_all(cluster.dir()).unwrap();
     for id in ["node-1", "node-2", "node-3"] {
         cluster.spawn(id, &tasks_toml(&record)).unwrap();
-        eventually(&format!("{id} registered"), LONG, Some(&cluster), || async {
-            let v = s.store.view(name).await.ok()?;
-            v.nodes.iter().any(|n| n.node == id && n.alive).then_some(())
-        })
+        eventually(
+            &format!("{id} registered"),
+            LONG,
+            Some(&cluster),
+            || async {
+                let v = s.store.view(name).await.ok()?;
+                v.nodes
+                    .iter()
+                    .any(|n| n.node == id && n.alive)
+                    .then_some(())
+            },
+        )
         .await;
     }
     let since = s.store.now_ms().await.unwrap();
@@ -47,22 +58,34 @@ async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::path::P
 }
 
 /// Waits until every task started a fire with an instant after `since` (on `on`, if given).
-async fn wait_fired_after(store: &Arc<dyn Store>, cluster: &ProcessCluster, since: i64, on: Option<&str>) -> Vec<rota::store::FireRecord> {
+async fn wait_fired_after(
+    store: &Arc<dyn Store>,
+    cluster: &ProcessCluster,
+    since: i64,
+    on: Option<&str>,
+) -> Vec<rota::store::FireRecord> {
     let name = cluster.cluster().to_string();
-    eventually(&format!("every task fired after {since} on {on:?}"), LONG, Some(cluster), || async {
-        let h = store.history(&name, None, 200).await.ok()?;
-        let firsts: Vec<_> = TASKS
-            .iter()
-            .filter_map(|t| {
-                h.iter()
-                    .filter(|f| f.task == *t && f.instant_ms > since && f.started_at_ms.is_some())
-                    .filter(|f| on.is_none_or(|n| f.node == n))
-                    .min_by_key(|f| f.instant_ms)
-                    .cloned()
-            })
-            .collect();
-        (firsts.len() == TASKS.len()).then_some(firsts)
-    })
+    eventually(
+        &format!("every task fired after {since} on {on:?}"),
+        LONG,
+        Some(cluster),
+        || async {
+            let h = store.history(&name, None, 200).await.ok()?;
+            let firsts: Vec<_> = TASKS
+                .iter()
+                .filter_map(|t| {
+                    h.iter()
+                        .filter(|f| {
+                            f.task == *t && f.instant_ms > since && f.started_at_ms.is_some()
+                        })
+                        .filter(|f| on.is_none_or(|n| f.node == n))
+                        .min_by_key(|f| f.instant_ms)
+                        .cloned()
+                })
+                .collect();
+            (firsts.len() == TASKS.len()).then_some(firsts)
+        },
+    )
     .await
 }
 
@@ -80,7 +103,10 @@ async fn assert_nothing_silently_missed(store: &Arc<dyn Store>, cluster: &str, f
     for task in TASKS {
         let mut t = (from / 1000 + 1) * 1000;
         while t <= to {
-            assert!(h.iter().any(|f| f.task == task && f.instant_ms == t), "{task} at {t} has no record");
+            assert!(
+                h.iter().any(|f| f.task == task && f.instant_ms == t),
+                "{task} at {t} has no record"
+            );
             t += 1000;
         }
     }
@@ -91,7 +117,9 @@ async fn kill_of_the_owner_moves_every_task_within_the_bound() {
     let _serial = SERIAL.lock().await;
     let s = TestStore::sqlite().await;
     let (mut cluster, record) = three_nodes(&s, "kill-owner").await;
-    let (victim, token) = owner(&s.store, "kill-owner", "alpha").await.expect("alpha has an owner");
+    let (victim, token) = owner(&s.store, "kill-owner", "alpha")
+        .await
+        .expect("alpha has an owner");
     let from = s.store.now_ms().await.unwrap();
     cluster.kill(&victim);
     let killed_at = s.store.now_ms().await.unwrap();
@@ -118,7 +146,12 @@ async fn kill_of_the_leader_elects_another_and_failover_still_works() {
     // node-1 declares no task: it leads (first up) while others run the tasks.
     cluster.spawn("node-1", "").unwrap();
     eventually("node-1 leads", LONG, Some(&cluster), || async {
-        s.store.view("kill-leader").await.ok()?.leader.filter(|l| l.node == "node-1")
+        s.store
+            .view("kill-leader")
+            .await
+            .ok()?
+            .leader
+            .filter(|l| l.node == "node-1")
     })
     .await;
     for id in ["node-2", "node-3"] {
@@ -143,7 +176,11 @@ async fn kill_of_the_leader_elects_another_and_failover_still_works() {
     // Failover still works under the new leader.
     cluster.kill(&owner_before);
     let killed_at = s.store.now_ms().await.unwrap();
-    let survivor = if owner_before == "node-2" { "node-3" } else { "node-2" };
+    let survivor = if owner_before == "node-2" {
+        "node-3"
+    } else {
+        "node-2"
+    };
     wait_fired_after(&s.store, &cluster, killed_at, Some(survivor)).await;
     assert_no_duplicates(&record);
 }
@@ -152,7 +189,7 @@ async fn kill_of_the_leader_elects_another_and_failover_still_works() {
 async fn frozen_owner_starts_nothing_after_it_wakes() {
     let _serial = SERIAL.lock().await;
     let s = TestStore::sqlite().await;
-    let (mut cluster, record) = three_nodes(&s, "freeze").await;
+    let (cluster, record) = three_nodes(&s, "freeze").await;
     let (zombie, _) = owner(&s.store, "freeze", "alpha").await.unwrap();
     assert!(cluster.signal(&zombie, libc::SIGSTOP));
     let frozen_at = s.store.now_ms().await.unwrap();
@@ -163,23 +200,46 @@ async fn frozen_owner_starts_nothing_after_it_wakes() {
     assert!(cluster.signal(&zombie, libc::SIGCONT));
     let thawed_at = s.store.now_ms().await.unwrap();
     // It wakes believing it owns its tasks; its lease says otherwise.
-    eventually("the zombie rejoins as a new incarnation", LONG, Some(&cluster), || async {
-        let v = s.store.view("freeze").await.ok()?;
-        v.nodes.iter().any(|n| n.node == zombie && n.alive).then_some(())
-    })
+    eventually(
+        "the zombie rejoins as a new incarnation",
+        LONG,
+        Some(&cluster),
+        || async {
+            let v = s.store.view("freeze").await.ok()?;
+            v.nodes
+                .iter()
+                .any(|n| n.node == zombie && n.alive)
+                .then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Nothing was started by the zombie for any instant after it froze: not in the store ...
     let h = s.store.history("freeze", None, 1000).await.unwrap();
-    let late: Vec<_> = h.iter().filter(|f| f.node == zombie && f.instant_ms > frozen_at).collect();
-    assert!(late.is_empty(), "the zombie recorded fires after it froze: {late:?}");
+    let late: Vec<_> = h
+        .iter()
+        .filter(|f| f.node == zombie && f.instant_ms > frozen_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the zombie recorded fires after it froze: {late:?}"
+    );
     // ... nor in the tasks' own record.
     let lines = harness::read_fire_lines(&record);
-    let zombie_lines: Vec<_> = lines.iter().filter(|l| l.node == zombie && l.instant_ms > frozen_at).collect();
-    assert!(zombie_lines.is_empty(), "the zombie ran tasks after it froze: {zombie_lines:?}");
+    let zombie_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l.node == zombie && l.instant_ms > frozen_at)
+        .collect();
+    assert!(
+        zombie_lines.is_empty(),
+        "the zombie ran tasks after it froze: {zombie_lines:?}"
+    );
     assert_no_duplicates(&record);
     assert_nothing_silently_missed(&s.store, "freeze", frozen_at, thawed_at).await;
-    assert!(cluster.log(&zombie).contains("lease"), "the zombie logged its lost lease");
+    assert!(
+        cluster.log(&zombie).contains("lease"),
+        "the zombie logged its lost lease"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,11 +255,24 @@ async fn graceful_stop_hands_over_without_a_late_fire() {
     for f in &firsts {
         assert_ne!(f.node, leaving);
         let late = f.started_at_ms.unwrap() - f.instant_ms;
-        assert!(late < 1_000, "{} was {late} ms late after a graceful stop", f.task);
+        assert!(
+            late < 1_000,
+            "{} was {late} ms late after a graceful stop",
+            f.task
+        );
     }
     let v = s.store.view("graceful").await.unwrap();
-    assert!(v.nodes.iter().all(|n| n.node != leaving), "the stopped node left the cluster at once");
-    assert_nothing_silently_missed(&s.store, "graceful", stop_at, s.store.now_ms().await.unwrap() - 1500).await;
+    assert!(
+        v.nodes.iter().all(|n| n.node != leaving),
+        "the stopped node left the cluster at once"
+    );
+    assert_nothing_silently_missed(
+        &s.store,
+        "graceful",
+        stop_at,
+        s.store.now_ms().await.unwrap() - 1500,
+    )
+    .await;
     assert_no_duplicates(&record);
 }
 
@@ -213,18 +286,37 @@ async fn a_second_node_with_a_live_id_is_refused() {
     cluster.spawn("node-1", &tasks_toml(&record)).unwrap();
     let first = eventually("node-1 alive", LONG, Some(&cluster), || async {
         let v = s.store.view("dup").await.ok()?;
-        v.nodes.iter().find(|n| n.node == "node-1" && n.alive).map(|n| n.incarnation)
+        v.nodes
+            .iter()
+            .find(|n| n.node == "node-1" && n.alive)
+            .map(|n| n.incarnation)
     })
     .await;
     // Same id, another process.
     let config = cluster.config_path("node-1");
-    let out = tokio::process::Command::new(common::BIN).arg("node").arg("--config").arg(&config).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(3), "refused with the documented exit code");
+    let out = tokio::process::Command::new(common::BIN)
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "refused with the documented exit code"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("node id `node-1` is already alive in cluster `dup`"), "{stderr}");
+    assert!(
+        stderr.contains("node id `node-1` is already alive in cluster `dup`"),
+        "{stderr}"
+    );
     let v = s.store.view("dup").await.unwrap();
     assert_eq!(v.nodes.len(), 1);
-    assert_eq!(v.nodes[0].incarnation, first, "the live node was not disturbed");
+    assert_eq!(
+        v.nodes[0].incarnation, first,
+        "the live node was not disturbed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,14 +325,34 @@ async fn a_crashed_node_restarted_at_once_rejoins_without_waiting() {
     let s = TestStore::sqlite().await;
     let (mut cluster, record) = three_nodes(&s, "restart").await;
     let (owner_node, _) = owner(&s.store, "restart", "alpha").await.unwrap();
-    let other = ["node-1", "node-2", "node-3"].into_iter().find(|n| *n != owner_node).unwrap();
-    let old = s.store.view("restart").await.unwrap().nodes.into_iter().find(|n| n.node == other).unwrap();
+    let other = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .find(|n| *n != owner_node)
+        .unwrap();
+    let old = s
+        .store
+        .view("restart")
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.node == other)
+        .unwrap();
     cluster.kill(other);
-    cluster.spawn_with_config(other, &cluster.config_path(other)).unwrap();
-    let new = eventually("the restarted node is registered again", LONG, Some(&cluster), || async {
-        let v = s.store.view("restart").await.ok()?;
-        v.nodes.into_iter().find(|n| n.node == other && n.alive && n.incarnation != old.incarnation)
-    })
+    cluster
+        .spawn_with_config(other, &cluster.config_path(other))
+        .unwrap();
+    let new = eventually(
+        "the restarted node is registered again",
+        LONG,
+        Some(&cluster),
+        || async {
+            let v = s.store.view("restart").await.ok()?;
+            v.nodes
+                .into_iter()
+                .find(|n| n.node == other && n.alive && n.incarnation != old.incarnation)
+        },
+    )
     .await;
     assert_ne!(new.incarnation, old.incarnation);
     assert!(
@@ -265,13 +377,27 @@ async fn bad_config_is_refused_before_joining_with_every_problem_named() {
         ),
     )
     .unwrap();
-    let check = tokio::process::Command::new(common::BIN).args(["config", "check"]).arg(&bad).output().await.unwrap();
+    let check = tokio::process::Command::new(common::BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(check.status.code(), Some(2));
     let text = String::from_utf8_lossy(&check.stderr);
     for field in ["node.id", "timing.heartbeat", "task[0].cron", "task[1]"] {
         assert!(text.contains(field), "`{field}` not named in:\n{text}");
     }
-    let node = tokio::process::Command::new(common::BIN).arg("node").arg("--config").arg(&bad).output().await.unwrap();
+    let node = tokio::process::Command::new(common::BIN)
+        .arg("node")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(node.status.code(), Some(2));
-    assert!(s.store.view("c").await.unwrap().nodes.is_empty(), "nothing joined");
+    assert!(
+        s.store.view("c").await.unwrap().nodes.is_empty(),
+        "nothing joined"
+    );
 }

@@ -8,13 +8,18 @@ use std::sync::Arc;
 use common::TestStore;
 use rota::{
     store::{
-        AssignmentChange, Claim, ClaimOutcome, Declaration, JoinOutcome, JoinRequest, LeaderWrite, Member, Store,
+        AssignmentChange, Claim, ClaimOutcome, Declaration, JoinOutcome, JoinRequest, LeaderWrite,
+        Member, Store,
     },
     Outcome,
 };
 
 fn member(cluster: &str, node: &str, incarnation: i64) -> Member {
-    Member { cluster: cluster.into(), node: node.into(), incarnation }
+    Member {
+        cluster: cluster.into(),
+        node: node.into(),
+        incarnation,
+    }
 }
 
 fn join_req(m: &Member, timeout_ms: i64) -> JoinRequest {
@@ -23,7 +28,11 @@ fn join_req(m: &Member, timeout_ms: i64) -> JoinRequest {
         timeout_ms,
         host: "test-host".into(),
         process: "test".into(),
-        declared: vec![Declaration { name: "t".into(), hash: "h".into(), schedule: "every 1s".into() }],
+        declared: vec![Declaration {
+            name: "t".into(),
+            hash: "h".into(),
+            schedule: "every 1s".into(),
+        }],
         replaces: None,
     }
 }
@@ -35,19 +44,40 @@ async fn join(store: &Arc<dyn Store>, m: &Member, timeout_ms: i64) {
     }
 }
 
-async fn assign(store: &Arc<dyn Store>, leader: &Member, epoch: i64, task: &str, to: &Member) -> LeaderWrite {
-    let current = store.assignments(&leader.cluster).await.unwrap().into_iter().find(|a| a.task == task);
+async fn assign(
+    store: &Arc<dyn Store>,
+    leader: &Member,
+    epoch: i64,
+    task: &str,
+    to: &Member,
+) -> LeaderWrite {
+    let current = store
+        .assignments(&leader.cluster)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.task == task);
     let change = AssignmentChange {
         task: task.into(),
         owner: Some((to.node.clone(), to.incarnation)),
         reason: None,
         expected_token: current.map(|a| a.token),
     };
-    store.write_assignments(leader, epoch, &[change]).await.unwrap()
+    store
+        .write_assignments(leader, epoch, &[change])
+        .await
+        .unwrap()
 }
 
 fn claim(m: &Member, task: &str, instant: i64, token: i64) -> Claim {
-    Claim { member: m.clone(), task: task.into(), instant_ms: instant, token, outcome: Outcome::Running, message: None }
+    Claim {
+        member: m.clone(),
+        task: task.into(),
+        instant_ms: instant,
+        token,
+        outcome: Outcome::Running,
+        message: None,
+    }
 }
 
 /// Runs every conformance check against one store.
@@ -71,13 +101,22 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
         JoinOutcome::Occupied(r) => assert_eq!(r.incarnation, 1),
         other => panic!("second live node admitted: {other:?}"),
     }
-    assert!(store.heartbeat(&a).await.unwrap(), "the first registration is untouched");
+    assert!(
+        store.heartbeat(&a).await.unwrap(),
+        "the first registration is untouched"
+    );
     // The same id replacing its own (crashed) predecessor is admitted at once; the old
     // incarnation can no longer renew.
     let mut req = join_req(&b, 60_000);
     req.replaces = Some(1);
-    assert!(matches!(store.join(&req).await.unwrap(), JoinOutcome::Joined { .. }));
-    assert!(!store.heartbeat(&a).await.unwrap(), "the replaced incarnation is dead");
+    assert!(matches!(
+        store.join(&req).await.unwrap(),
+        JoinOutcome::Joined { .. }
+    ));
+    assert!(
+        !store.heartbeat(&a).await.unwrap(),
+        "the replaced incarnation is dead"
+    );
     assert!(store.heartbeat(&b).await.unwrap());
     let view = store.view("m").await.unwrap();
     assert_eq!(view.nodes.len(), 1);
@@ -100,7 +139,10 @@ async fn clusters_are_isolated(store: &Arc<dyn Store>) {
     let lx = store.acquire_leadership(&x).await.unwrap().unwrap();
     let ly = store.acquire_leadership(&y).await.unwrap().unwrap();
     assert_eq!((lx.node.as_str(), ly.node.as_str()), ("n1", "n1"));
-    assert_eq!(assign(store, &x, lx.epoch, "t", &x).await, LeaderWrite::Written);
+    assert_eq!(
+        assign(store, &x, lx.epoch, "t", &x).await,
+        LeaderWrite::Written
+    );
     assert!(store.assignments("iso-y").await.unwrap().is_empty());
 }
 
@@ -112,17 +154,38 @@ async fn leadership_is_fenced_by_epoch(store: &Arc<dyn Store>) {
     let la = store.acquire_leadership(&a).await.unwrap().unwrap();
     assert_eq!(la.node, "a");
     // While a is alive, b cannot take over.
-    assert_eq!(store.acquire_leadership(&b).await.unwrap().unwrap().node, "a");
-    assert_eq!(assign(store, &a, la.epoch, "t", &b).await, LeaderWrite::Written);
+    assert_eq!(
+        store.acquire_leadership(&b).await.unwrap().unwrap().node,
+        "a"
+    );
+    assert_eq!(
+        assign(store, &a, la.epoch, "t", &b).await,
+        LeaderWrite::Written
+    );
     // a stops renewing; after its timeout (store time) b takes over with a higher epoch.
-    let lb = common::eventually("b becomes leader", std::time::Duration::from_secs(10), None, || async {
-        store.acquire_leadership(&b).await.unwrap().filter(|l| l.node == "b")
-    })
+    let lb = common::eventually(
+        "b becomes leader",
+        std::time::Duration::from_secs(10),
+        None,
+        || async {
+            store
+                .acquire_leadership(&b)
+                .await
+                .unwrap()
+                .filter(|l| l.node == "b")
+        },
+    )
     .await;
     assert!(lb.epoch > la.epoch);
     // The deposed leader's writes are refused by the store.
-    assert_eq!(assign(store, &a, la.epoch, "t", &a).await, LeaderWrite::Deposed);
-    assert_eq!(assign(store, &b, lb.epoch, "t", &b).await, LeaderWrite::Written);
+    assert_eq!(
+        assign(store, &a, la.epoch, "t", &a).await,
+        LeaderWrite::Deposed
+    );
+    assert_eq!(
+        assign(store, &b, lb.epoch, "t", &b).await,
+        LeaderWrite::Written
+    );
     // A released leadership is taken at once, and epochs keep increasing.
     store.release_leadership(&b).await.unwrap();
     let c = member("lead", "c", 1);
@@ -138,38 +201,96 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
     join(store, &a, 60_000).await;
     join(store, &b, 60_000).await;
     let l = store.acquire_leadership(&a).await.unwrap().unwrap();
-    assert_eq!(assign(store, &a, l.epoch, "t", &a).await, LeaderWrite::Written);
+    assert_eq!(
+        assign(store, &a, l.epoch, "t", &a).await,
+        LeaderWrite::Written
+    );
     let t1 = store.assignments("tok").await.unwrap()[0].token;
-    assert_eq!(store.claim(&claim(&a, "t", 1000, t1)).await.unwrap(), ClaimOutcome::Claimed);
-    assert_eq!(store.claim(&claim(&a, "t", 1000, t1)).await.unwrap(), ClaimOutcome::AlreadyClaimed);
+    assert_eq!(
+        store.claim(&claim(&a, "t", 1000, t1)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.claim(&claim(&a, "t", 1000, t1)).await.unwrap(),
+        ClaimOutcome::AlreadyClaimed
+    );
     // Not the owner: fenced even with the right token.
-    assert_eq!(store.claim(&claim(&b, "t", 2000, t1)).await.unwrap(), ClaimOutcome::Fenced);
-    assert_eq!(assign(store, &a, l.epoch, "t", &b).await, LeaderWrite::Written);
+    assert_eq!(
+        store.claim(&claim(&b, "t", 2000, t1)).await.unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        assign(store, &a, l.epoch, "t", &b).await,
+        LeaderWrite::Written
+    );
     let t2 = store.assignments("tok").await.unwrap()[0].token;
-    assert!(t2 > t1, "the token strictly increases when the task changes hands");
+    assert!(
+        t2 > t1,
+        "the token strictly increases when the task changes hands"
+    );
     // The old owner's token is stale: it cannot start anything.
-    assert_eq!(store.claim(&claim(&a, "t", 2000, t1)).await.unwrap(), ClaimOutcome::Fenced);
-    assert_eq!(store.claim(&claim(&b, "t", 2000, t2)).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim(&claim(&a, "t", 2000, t1)).await.unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        store.claim(&claim(&b, "t", 2000, t2)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
     assert_eq!(store.last_instant("tok", "t").await.unwrap(), Some(2000));
     // A leader write based on a stale read is refused as a whole.
-    let stale = AssignmentChange { task: "t".into(), owner: Some(("a".into(), 1)), reason: None, expected_token: Some(t1) };
-    assert_eq!(store.write_assignments(&a, l.epoch, &[stale]).await.unwrap(), LeaderWrite::Stale);
+    let stale = AssignmentChange {
+        task: "t".into(),
+        owner: Some(("a".into(), 1)),
+        reason: None,
+        expected_token: Some(t1),
+    };
+    assert_eq!(
+        store
+            .write_assignments(&a, l.epoch, &[stale])
+            .await
+            .unwrap(),
+        LeaderWrite::Stale
+    );
     // Misfires follow the same fence.
-    assert_eq!(store.record_misfires(&a, "t", t1, &[3000], "m").await.unwrap(), 0);
-    assert_eq!(store.record_misfires(&b, "t", t2, &[3000, 4000], "m").await.unwrap(), 2);
+    assert_eq!(
+        store
+            .record_misfires(&a, "t", t1, &[3000], "m")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .record_misfires(&b, "t", t2, &[3000, 4000], "m")
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 async fn expiry_is_judged_by_store_time_and_final(store: &Arc<dyn Store>) {
     let a = member("exp", "a", 1);
     join(store, &a, 200).await;
     let before = store.now_ms().await.unwrap();
-    common::eventually("a expires", std::time::Duration::from_secs(10), None, || async {
-        let v = store.view("exp").await.unwrap();
-        (!v.nodes[0].alive).then_some(())
-    })
+    common::eventually(
+        "a expires",
+        std::time::Duration::from_secs(10),
+        None,
+        || async {
+            let v = store.view("exp").await.unwrap();
+            (!v.nodes[0].alive).then_some(())
+        },
+    )
     .await;
-    assert!(store.now_ms().await.unwrap() - before >= 200, "not expired before its timeout, by store time");
-    assert!(!store.heartbeat(&a).await.unwrap(), "an expired node cannot renew back to life");
+    assert!(
+        store.now_ms().await.unwrap() - before >= 200,
+        "not expired before its timeout, by store time"
+    );
+    assert!(
+        !store.heartbeat(&a).await.unwrap(),
+        "an expired node cannot renew back to life"
+    );
     // A fresh incarnation of the same id joins without waiting (the old one is dead).
     join(store, &member("exp", "a", 2), 60_000).await;
 }
@@ -184,20 +305,46 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     let l = store.acquire_leadership(&b).await.unwrap().unwrap();
     assign(store, &b, l.epoch, "t", &dead).await;
     let t1 = store.assignments("crash").await.unwrap()[0].token;
-    assert_eq!(store.claim(&claim(&dead, "t", 5000, t1)).await.unwrap(), ClaimOutcome::Claimed);
-    let fire = common::eventually("the runner's node is dead", std::time::Duration::from_secs(10), None, || async {
-        store.running_fires("crash", "t").await.unwrap().into_iter().find(|f| !f.node_alive)
-    })
+    assert_eq!(
+        store.claim(&claim(&dead, "t", 5000, t1)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let fire = common::eventually(
+        "the runner's node is dead",
+        std::time::Duration::from_secs(10),
+        None,
+        || async {
+            store
+                .running_fires("crash", "t")
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|f| !f.node_alive)
+        },
+    )
     .await;
     assert_eq!(fire.instant_ms, 5000);
     assign(store, &b, l.epoch, "t", &b).await;
     let t2 = store.assignments("crash").await.unwrap()[0].token;
     // Someone without the current token cannot take it over.
-    assert_eq!(store.recover_fire(&c, "t", t2, &fire, true).await.unwrap(), ClaimOutcome::Fenced);
-    assert_eq!(store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(), ClaimOutcome::Claimed);
-    assert_eq!(store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(), ClaimOutcome::Fenced, "only once");
+    assert_eq!(
+        store.recover_fire(&c, "t", t2, &fire, true).await.unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(),
+        ClaimOutcome::Fenced,
+        "only once"
+    );
     let running = store.running_fires("crash", "t").await.unwrap();
-    assert_eq!((running[0].attempt, running[0].token, running[0].node_alive), (2, t2, true));
+    assert_eq!(
+        (running[0].attempt, running[0].token, running[0].node_alive),
+        (2, t2, true)
+    );
 }
 
 async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
@@ -207,7 +354,10 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assign(store, &a, l.epoch, "t", &a).await;
     let token = store.assignments("hist").await.unwrap()[0].token;
     for instant in [1000, 2000, 3000] {
-        assert_eq!(store.claim(&claim(&a, "t", instant, token)).await.unwrap(), ClaimOutcome::Claimed);
+        assert_eq!(
+            store.claim(&claim(&a, "t", instant, token)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
         let finish = rota::store::Finish {
             task: "t".into(),
             instant_ms: instant,
@@ -219,8 +369,13 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
         store.finish("hist", &finish).await.unwrap();
     }
     let h = store.history("hist", Some("t"), 10).await.unwrap();
-    assert_eq!(h.iter().map(|f| f.instant_ms).collect::<Vec<_>>(), vec![3000, 2000, 1000]);
-    assert!(h.iter().all(|f| f.outcome == Outcome::Ok && f.finished_at_ms.is_some()));
+    assert_eq!(
+        h.iter().map(|f| f.instant_ms).collect::<Vec<_>>(),
+        vec![3000, 2000, 1000]
+    );
+    assert!(h
+        .iter()
+        .all(|f| f.outcome == Outcome::Ok && f.finished_at_ms.is_some()));
     assert_eq!(store.purge_history("hist", 2500).await.unwrap(), 2);
     assert_eq!(store.history("hist", None, 10).await.unwrap().len(), 1);
 }
@@ -237,7 +392,10 @@ async fn schema_is_versioned_and_migrate_false_refuses_an_empty_store() {
     let url = format!("sqlite://{}", dir.path().join("empty.db").display());
     let store = rota::store::open(&url).await.unwrap();
     let err = store.prepare(false).await.unwrap_err().to_string();
-    assert!(err.contains("migrate = false") && err.contains("rota schema --db sqlite"), "{err}");
+    assert!(
+        err.contains("migrate = false") && err.contains("rota schema --db sqlite"),
+        "{err}"
+    );
     store.prepare(true).await.unwrap();
     store.prepare(true).await.unwrap(); // idempotent
     store.prepare(false).await.unwrap();
@@ -246,9 +404,17 @@ async fn schema_is_versioned_and_migrate_false_refuses_an_empty_store() {
 #[test]
 fn dbscripts_match_the_migrations() {
     use rota::store::sql::{dialect::Dialect, schema};
-    for (dialect, file) in [(Dialect::Sqlite, "sqlite"), (Dialect::Postgres, "postgres"), (Dialect::Mysql, "mysql")] {
+    for (dialect, file) in [
+        (Dialect::Sqlite, "sqlite"),
+        (Dialect::Postgres, "postgres"),
+        (Dialect::Mysql, "mysql"),
+    ] {
         let path = format!("{}/dbscripts/{file}.sql", env!("CARGO_MANIFEST_DIR"));
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(on_disk, schema::script(dialect), "{path} is out of date: run `rota schema --db {file} > {path}`");
+        assert_eq!(
+            on_disk,
+            schema::script(dialect),
+            "{path} is out of date: run `rota schema --db {file} > {path}`"
+        );
     }
 }

@@ -41,6 +41,11 @@ pub struct FailoverArgs {
     /// Graceful stops (SIGTERM) of the owner, after the kills.
     #[arg(long, default_value_t = 3)]
     stops: usize,
+    /// Restart a killed node at once. Its restart proves the old process dead, so its tasks
+    /// move without waiting for the node timeout: the fast path. By default the node is
+    /// restarted only after its tasks resumed elsewhere, which measures detection by timeout.
+    #[arg(long)]
+    restart_immediately: bool,
     /// Seconds to measure idle store load per task count (0 skips it).
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
@@ -61,13 +66,18 @@ struct Event {
 }
 
 async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
-    let period = parse_duration(&args.period).map_err(anyhow::Error::msg).context("--period")?;
+    let period = parse_duration(&args.period)
+        .map_err(anyhow::Error::msg)
+        .context("--period")?;
     if args.nodes < 2 {
         bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
     }
     let dir = std::env::temp_dir().join(format!("rota-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let url = args.store.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("rota.db").display()));
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("rota.db").display()));
     let cluster_name = format!("bench-{}", std::process::id());
     let record = dir.join("fires.log");
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -75,11 +85,12 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&url).await?;
     store.prepare(true).await?;
     println!(
-        "bench failover: {} nodes, {} tasks every {}, {} kills, {} graceful stops, store {} (seed {seed})",
+        "bench failover: {} nodes, {} tasks every {}, {} kills (restart {}), {} graceful stops, store {} (seed {seed})",
         args.nodes,
         args.tasks,
         args.period,
         args.kills,
+        if args.restart_immediately { "at once" } else { "after failover" },
         args.stops,
         store::redact_url(&url)
     );
@@ -87,36 +98,82 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe, &dir, &url, &cluster_name);
     let names: Vec<String> = (0..args.tasks).map(|i| format!("task-{i:03}")).collect();
-    let tasks_toml: String = names.iter().map(|n| harness::log_task_toml(n, &args.period, &record)).collect();
+    let tasks_toml: String = names
+        .iter()
+        .map(|n| harness::log_task_toml(n, &args.period, &record))
+        .collect();
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
     for id in &ids {
         cluster.spawn(id, &tasks_toml)?;
     }
     let started_ms = store.now_ms().await?;
-    wait_all_fired(&store, &cluster_name, &names, started_ms, Duration::from_secs(30)).await.context("start-up")?;
+    wait_all_fired(
+        &store,
+        &cluster_name,
+        &names,
+        started_ms,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("start-up")?;
     let measured_from = store.now_ms().await?;
 
     let mut kills = Vec::new();
     for k in 0..args.kills + args.stops {
         let graceful = k >= args.kills;
         // A random point in the period, after at least a second of steady state.
-        let pause = Duration::from_millis(1000 + rng.random_range(0..period.as_millis().max(1) as u64 + 1000));
+        let pause = Duration::from_millis(
+            1000 + rng.random_range(0..period.as_millis().max(1) as u64 + 1000),
+        );
         tokio::time::sleep(pause).await;
         let owners = owners(&store, &cluster_name).await?;
-        let Some(victim) = owners.iter().map(|(_, n)| n.clone()).next() else { bail!("no task has a live owner") };
-        let victim_tasks: Vec<String> = owners.iter().filter(|(_, n)| *n == victim).map(|(t, _)| t.clone()).collect();
+        let Some(victim) = owners.iter().map(|(_, n)| n.clone()).next() else {
+            bail!("no task has a live owner")
+        };
+        let victim_tasks: Vec<String> = owners
+            .iter()
+            .filter(|(_, n)| *n == victim)
+            .map(|(t, _)| t.clone())
+            .collect();
         let at_ms = store.now_ms().await?;
         if graceful {
             cluster.stop(&victim, Duration::from_secs(30)).await;
         } else {
             cluster.kill(&victim);
         }
-        cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
-        wait_all_fired(&store, &cluster_name, &victim_tasks, at_ms, Duration::from_secs(30))
-            .await
-            .with_context(|| format!("recovery after {} of {victim}", if graceful { "SIGTERM" } else { "SIGKILL" }))?;
-        println!("  {} {victim} ({} tasks) done", if graceful { "SIGTERM" } else { "SIGKILL" }, victim_tasks.len());
-        kills.push((graceful, Event { at_ms, tasks: victim_tasks }));
+        let restart_first = graceful || args.restart_immediately;
+        if restart_first {
+            cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
+        }
+        wait_all_fired(
+            &store,
+            &cluster_name,
+            &victim_tasks,
+            at_ms,
+            Duration::from_secs(30),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "recovery after {} of {victim}",
+                if graceful { "SIGTERM" } else { "SIGKILL" }
+            )
+        })?;
+        if !restart_first {
+            cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
+        }
+        println!(
+            "  {} {victim} ({} tasks) done",
+            if graceful { "SIGTERM" } else { "SIGKILL" },
+            victim_tasks.len()
+        );
+        kills.push((
+            graceful,
+            Event {
+                at_ms,
+                tasks: victim_tasks,
+            },
+        ));
     }
     tokio::time::sleep(period * 2).await;
     let measured_to = store.now_ms().await? - 2 * period.as_millis() as i64;
@@ -129,15 +186,27 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let lines = harness::read_fire_lines(&record);
     let duplicates = harness::duplicates(&lines);
     let schedule = Schedule::every(period)?;
-    let find = |task: &str, instant: i64| history.iter().find(|f| f.task == task && f.instant_ms == instant);
+    let find = |task: &str, instant: i64| {
+        history
+            .iter()
+            .find(|f| f.task == task && f.instant_ms == instant)
+    };
     let mut kill_delays = Vec::new();
     let mut stop_delays = Vec::new();
     for (graceful, e) in &kills {
         for task in &e.tasks {
             let instant = schedule.next_after(e.at_ms).expect("intervals never end");
-            if let Some(FireRecord { started_at_ms: Some(s), .. }) = find(task, instant) {
+            if let Some(FireRecord {
+                started_at_ms: Some(s),
+                ..
+            }) = find(task, instant)
+            {
                 let delay = s - instant;
-                if *graceful { stop_delays.push(delay) } else { kill_delays.push(delay) }
+                if *graceful {
+                    stop_delays.push(delay)
+                } else {
+                    kill_delays.push(delay)
+                }
             }
         }
     }
@@ -148,7 +217,9 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     }
     let mut expected = 0;
     for task in &names {
-        let mut t = schedule.next_after(measured_from).expect("intervals never end");
+        let mut t = schedule
+            .next_after(measured_from)
+            .expect("intervals never end");
         while t <= measured_to {
             expected += 1;
             if !recorded.contains(&(task.clone(), t)) {
@@ -157,13 +228,27 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             t = schedule.next_after(t).expect("intervals never end");
         }
     }
-    let count = |o: Outcome| history.iter().filter(|f| f.outcome == o && f.instant_ms >= measured_from).count();
+    let count = |o: Outcome| {
+        history
+            .iter()
+            .filter(|f| f.outcome == o && f.instant_ms >= measured_from)
+            .count()
+    };
 
     println!("\nRESULTS (seed {seed})");
-    println!("  first fire after SIGKILL, past its instant: {}", stats(&mut kill_delays));
-    println!("  first fire after SIGTERM, past its instant: {}", stats(&mut stop_delays));
+    println!(
+        "  first fire after SIGKILL, past its instant: {}",
+        stats(&mut kill_delays)
+    );
+    println!(
+        "  first fire after SIGTERM, past its instant: {}",
+        stats(&mut stop_delays)
+    );
     println!("  instants in the measured window: {expected}");
-    println!("  duplicate fires (independent record): {}", duplicates.len());
+    println!(
+        "  duplicate fires (independent record): {}",
+        duplicates.len()
+    );
     println!("  silently missed instants: {silently_missed}");
     println!(
         "  recorded: ok {}, skipped {}, misfired {}, abandoned {}, failed {}",
@@ -174,15 +259,28 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         count(Outcome::Failed)
     );
     if args.idle_seconds > 0 {
-        println!("\nIDLE STORE LOAD (statements per second per node, {} nodes in-process)", args.nodes);
+        println!(
+            "\nIDLE STORE LOAD (statements per second per node, {} nodes in-process)",
+            args.nodes
+        );
         for tasks in [10usize, 1000, 10_000] {
-            let (reads, writes) = idle_load(&url, args.nodes, tasks, Duration::from_secs(args.idle_seconds)).await?;
+            let (reads, writes) = idle_load(
+                &url,
+                args.nodes,
+                tasks,
+                Duration::from_secs(args.idle_seconds),
+            )
+            .await?;
             println!("  {tasks:>6} tasks: writes {writes:.1}/s, reads {reads:.1}/s");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     let ok = duplicates.is_empty() && silently_missed == 0;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `median, p99, max` of a sample, in ms.
@@ -192,7 +290,13 @@ fn stats(samples: &mut [i64]) -> String {
     }
     samples.sort_unstable();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    format!("median {} ms, p99 {} ms, max {} ms (n = {})", pick(0.5), pick(0.99), samples[samples.len() - 1], samples.len())
+    format!(
+        "median {} ms, p99 {} ms, max {} ms (n = {})",
+        pick(0.5),
+        pick(0.99),
+        samples[samples.len() - 1],
+        samples.len()
+    )
 }
 
 /// (task, owner) for every task whose owner is alive.
@@ -204,23 +308,41 @@ async fn owners(store: &Arc<dyn Store>, cluster: &str) -> rota::Result<Vec<(Stri
         .into_iter()
         .filter_map(|a| {
             let (node, inc) = a.owner?;
-            view.nodes.iter().any(|n| n.node == node && n.incarnation == inc && n.alive).then_some((a.task, node))
+            view.nodes
+                .iter()
+                .any(|n| n.node == node && n.incarnation == inc && n.alive)
+                .then_some((a.task, node))
         })
         .collect())
 }
 
 /// Waits until every task in `tasks` has started a fire with an instant after `since_ms`.
-async fn wait_all_fired(store: &Arc<dyn Store>, cluster: &str, tasks: &[String], since_ms: i64, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_all_fired(
+    store: &Arc<dyn Store>,
+    cluster: &str,
+    tasks: &[String],
+    since_ms: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let recent = store.history(cluster, None, (tasks.len() * 8) as i64).await?;
-        let fired: BTreeSet<&str> =
-            recent.iter().filter(|f| f.instant_ms > since_ms && f.started_at_ms.is_some()).map(|f| f.task.as_str()).collect();
+        let recent = store
+            .history(cluster, None, (tasks.len() * 8) as i64)
+            .await?;
+        let fired: BTreeSet<&str> = recent
+            .iter()
+            .filter(|f| f.instant_ms > since_ms && f.started_at_ms.is_some())
+            .map(|f| f.task.as_str())
+            .collect();
         if tasks.iter().all(|t| fired.contains(t.as_str())) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("{} of {} tasks had not fired after {timeout:?}", tasks.len() - fired.len().min(tasks.len()), tasks.len());
+            bail!(
+                "{} of {} tasks had not fired after {timeout:?}",
+                tasks.len() - fired.len().min(tasks.len()),
+                tasks.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -228,16 +350,27 @@ async fn wait_all_fired(store: &Arc<dyn Store>, cluster: &str, tasks: &[String],
 
 /// Runs `nodes` idle nodes in this process (tasks that fire once a year) and counts the
 /// statements each sends per second.
-async fn idle_load(url: &str, nodes: usize, tasks: usize, span: Duration) -> anyhow::Result<(f64, f64)> {
+async fn idle_load(
+    url: &str,
+    nodes: usize,
+    tasks: usize,
+    span: Duration,
+) -> anyhow::Result<(f64, f64)> {
     let cluster = format!("idle-{}-{tasks}", std::process::id());
     let mut handles = Vec::new();
     let mut stores = Vec::new();
     for i in 0..nodes {
         let store = store::open(url).await?;
-        let mut builder = Node::builder(format!("idle-{i}"), &cluster, url).store(store.clone()).timing(Timing::default());
+        let mut builder = Node::builder(format!("idle-{i}"), &cluster, url)
+            .store(store.clone())
+            .timing(Timing::default());
         for t in 0..tasks {
             let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
-            builder = builder.task(TaskSpec::new(format!("t{t:05}"), yearly, |_ctx: rota::FireContext| async { Ok(()) }));
+            builder = builder.task(TaskSpec::new(
+                format!("t{t:05}"),
+                yearly,
+                |_ctx: rota::FireContext| async { Ok(()) },
+            ));
         }
         handles.push(builder.start().await?);
         stores.push(store);
@@ -251,7 +384,15 @@ async fn idle_load(url: &str, nodes: usize, tasks: usize, span: Duration) -> any
         h.shutdown().await?;
     }
     let secs = span.as_secs_f64() * nodes as f64;
-    let reads: u64 = after.iter().zip(&before).map(|(a, b)| a.reads - b.reads).sum();
-    let writes: u64 = after.iter().zip(&before).map(|(a, b)| a.writes - b.writes).sum();
+    let reads: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.reads - b.reads)
+        .sum();
+    let writes: u64 = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.writes - b.writes)
+        .sum();
     Ok((reads as f64 / secs, writes as f64 / secs))
 }

@@ -22,9 +22,15 @@ pub async fn run(phase: u64) -> anyhow::Result<ExitCode> {
     let record = dir.join("fires.log");
     let exe = std::env::current_exe().context("locating the rota binary")?;
     let mut cluster = ProcessCluster::new(exe, &dir, &url, "demo");
-    let tasks: String = TASKS.iter().map(|t| harness::log_task_toml(t, "1s", &record)).collect();
+    let tasks: String = TASKS
+        .iter()
+        .map(|t| harness::log_task_toml(t, "1s", &record))
+        .collect();
 
-    println!("rota demo: 3 nodes, store {url}, tasks {} (every 1s)", TASKS.join(", "));
+    println!(
+        "rota demo: 3 nodes, store {url}, tasks {} (every 1s)",
+        TASKS.join(", ")
+    );
     println!("logs and configs in {}\n", dir.display());
     let store = store::open(&url).await?;
     store.prepare(true).await?;
@@ -35,17 +41,29 @@ pub async fn run(phase: u64) -> anyhow::Result<ExitCode> {
     }
     show_for(&store, Duration::from_secs(phase)).await?;
 
-    let victim = owner_of(&store, TASKS[0]).await?.context("no owner after start-up")?;
+    let victim = owner_of(&store, TASKS[0])
+        .await?
+        .context("no owner after start-up")?;
     let killed_at = store.now_ms().await?;
-    println!("\n>>> kill -9 {victim} (owner of every task) at {}\n", fmt_time(killed_at));
+    println!(
+        "\n>>> kill -9 {victim} (owner of every task) at {}\n",
+        fmt_time(killed_at)
+    );
     cluster.kill(&victim);
     let started = Instant::now();
     let new_owner = harness::poll(Duration::from_secs(15), || async {
-        owner_of(&store, TASKS[0]).await.ok().flatten().filter(|o| *o != victim)
+        owner_of(&store, TASKS[0])
+            .await
+            .ok()
+            .flatten()
+            .filter(|o| *o != victim)
     })
     .await;
     let new_owner = new_owner.context("no survivor took over within 15 s")?;
-    println!(">>> {new_owner} took over after {} ms\n", started.elapsed().as_millis());
+    println!(
+        ">>> {new_owner} took over after {} ms\n",
+        started.elapsed().as_millis()
+    );
     show_for(&store, Duration::from_secs(phase)).await?;
 
     println!("\n>>> SIGTERM {new_owner} (graceful stop)\n");
@@ -67,7 +85,11 @@ async fn owner_of(store: &Arc<dyn Store>, task: &str) -> rota::Result<Option<Str
         .into_iter()
         .find(|a| a.task == task)
         .and_then(|a| a.owner)
-        .filter(|(n, i)| view.nodes.iter().any(|r| r.node == *n && r.incarnation == *i && r.alive))
+        .filter(|(n, i)| {
+            view.nodes
+                .iter()
+                .any(|r| r.node == *n && r.incarnation == *i && r.alive)
+        })
         .map(|(n, _)| n))
 }
 
@@ -76,19 +98,32 @@ async fn show_for(store: &Arc<dyn Store>, span: Duration) -> anyhow::Result<()> 
     let end = Instant::now() + span;
     while Instant::now() < end {
         let view = store.view("demo").await?;
-        let leader = view.leader.as_ref().map(|l| l.node.clone()).unwrap_or_default();
+        let leader = view
+            .leader
+            .as_ref()
+            .map(|l| l.node.clone())
+            .unwrap_or_default();
         let nodes: Vec<String> = view
             .nodes
             .iter()
             .map(|n| {
-                let state = if !n.alive { "dead" } else if n.leaving { "leaving" } else { "alive" };
+                let state = if !n.alive {
+                    "dead"
+                } else if n.leaving {
+                    "leaving"
+                } else {
+                    "alive"
+                };
                 let crown = if n.node == leader && n.alive { "*" } else { "" };
                 format!("{}{crown}:{state}", n.node)
             })
             .collect();
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in store.assignments("demo").await? {
-            owners.entry(a.owner.map(|o| o.0).unwrap_or_else(|| "-".into())).or_default().push(a.task);
+            owners
+                .entry(a.owner.map(|o| o.0).unwrap_or_else(|| "-".into()))
+                .or_default()
+                .push(a.task);
         }
         let latest: Vec<String> = store
             .history("demo", None, 3)
@@ -108,7 +143,13 @@ async fn show_for(store: &Arc<dyn Store>, span: Duration) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn summary(store: &Arc<dyn Store>, record: &std::path::Path, victim: &str, killed_at: i64, stop_at: i64) -> anyhow::Result<()> {
+async fn summary(
+    store: &Arc<dyn Store>,
+    record: &std::path::Path,
+    victim: &str,
+    killed_at: i64,
+    stop_at: i64,
+) -> anyhow::Result<()> {
     let history = store.history("demo", None, 100_000).await?;
     let lines = harness::read_fire_lines(record);
     let dups = harness::duplicates(&lines);
@@ -127,13 +168,22 @@ async fn summary(store: &Arc<dyn Store>, record: &std::path::Path, victim: &str,
     };
     println!("\nSUMMARY");
     println!("  fires started (independent record): {}", lines.len());
-    println!("  history: ok {}, failed {}, skipped {}, misfired {}, abandoned {}", count(Outcome::Ok), count(Outcome::Failed), count(Outcome::Skipped), count(Outcome::Misfired), count(Outcome::Abandoned));
+    println!(
+        "  history: ok {}, failed {}, skipped {}, misfired {}, abandoned {}",
+        count(Outcome::Ok),
+        count(Outcome::Failed),
+        count(Outcome::Skipped),
+        count(Outcome::Misfired),
+        count(Outcome::Abandoned)
+    );
     println!("  duplicate fires: {}", dups.len());
     if let Some(late) = first_after(killed_at) {
         println!("  failover after kill -9 of {victim}: first fire {late} ms after its scheduled instant");
     }
     if let Some(late) = first_after(stop_at) {
-        println!("  graceful stop: first fire on the survivor {late} ms after its scheduled instant");
+        println!(
+            "  graceful stop: first fire on the survivor {late} ms after its scheduled instant"
+        );
     }
     if dups.is_empty() {
         println!("  every instant was started at most once.");

@@ -71,7 +71,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn report(path: &Path, problems: Vec<rota::config::ConfigProblem>) -> ExitCode {
-    eprintln!("error: {}: {} problem(s); nothing was started", path.display(), problems.len());
+    eprintln!(
+        "error: {}: {} problem(s); nothing was started",
+        path.display(),
+        problems.len()
+    );
     for p in &problems {
         eprintln!("  {p}");
     }
@@ -83,9 +87,15 @@ fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ROTA_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("rota={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }

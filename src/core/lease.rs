@@ -20,7 +20,11 @@ impl Lease {
     /// `margin` must be smaller than `timeout`; the builder validates it.
     pub fn new(timeout: Duration, margin: Duration) -> Self {
         debug_assert!(margin < timeout);
-        Lease { timeout, margin, valid_until: None }
+        Lease {
+            timeout,
+            margin,
+            valid_until: None,
+        }
     }
 
     /// A renewal sent at `sent_at` was accepted by the store.

@@ -65,23 +65,36 @@ impl Resolver for ActivePassive {
         // Rank nodes once: the one already running most tasks, then the one able to run the
         // most, then the first to have joined. Every unowned task goes to its best-ranked
         // eligible node, so the work concentrates on one node whatever the task names.
-        let count = |id: &str, iter: &mut dyn Iterator<Item = &String>| iter.filter(|n| n.as_str() == id).count();
-        let rank: BTreeMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> = input
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(order, n)| {
-                let load = count(&n.id, &mut input.current.values());
-                let able = count(&n.id, &mut input.tasks.iter().flat_map(|t| t.eligible.iter()));
-                (n.id.as_str(), (std::cmp::Reverse(load), std::cmp::Reverse(able), order))
-            })
-            .collect();
+        let count = |id: &str, iter: &mut dyn Iterator<Item = &String>| {
+            iter.filter(|n| n.as_str() == id).count()
+        };
+        let rank: BTreeMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> =
+            input
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(order, n)| {
+                    let load = count(&n.id, &mut input.current.values());
+                    let able = count(
+                        &n.id,
+                        &mut input.tasks.iter().flat_map(|t| t.eligible.iter()),
+                    );
+                    (
+                        n.id.as_str(),
+                        (std::cmp::Reverse(load), std::cmp::Reverse(able), order),
+                    )
+                })
+                .collect();
         input
             .tasks
             .iter()
             .filter_map(|task| {
-                let keep = input.current.get(&task.name).filter(|o| task.eligible.contains(o));
-                let node = keep.or_else(|| task.eligible.iter().min_by_key(|id| rank.get(id.as_str())))?;
+                let keep = input
+                    .current
+                    .get(&task.name)
+                    .filter(|o| task.eligible.contains(o));
+                let node =
+                    keep.or_else(|| task.eligible.iter().min_by_key(|id| rank.get(id.as_str())))?;
                 Some((task.name.clone(), node.clone()))
             })
             .collect()
@@ -108,14 +121,21 @@ pub struct Placement {
 
 /// Computes the placement. `nodes` are the live nodes (any order); `current` maps each task
 /// to its recorded owner, which counts only if that node is live with the same incarnation.
-pub fn place(resolver: &dyn Resolver, nodes: &[NodeInfo], current: &BTreeMap<String, Owner>) -> Placement {
+pub fn place(
+    resolver: &dyn Resolver,
+    nodes: &[NodeInfo],
+    current: &BTreeMap<String, Owner>,
+) -> Placement {
     let mut ordered: Vec<&NodeInfo> = nodes.iter().collect();
     ordered.sort_by(|a, b| (a.joined_at_ms, &a.id).cmp(&(b.joined_at_ms, &b.id)));
     let candidates: Vec<&NodeInfo> = ordered.iter().copied().filter(|n| !n.leaving).collect();
 
     let valid_owner = |task: &str| -> Option<&NodeInfo> {
         let owner = current.get(task)?;
-        candidates.iter().copied().find(|n| n.id == owner.node && n.incarnation == owner.incarnation)
+        candidates
+            .iter()
+            .copied()
+            .find(|n| n.id == owner.node && n.incarnation == owner.incarnation)
     };
 
     let names: BTreeSet<&String> = ordered.iter().flat_map(|n| n.declared.keys()).collect();
@@ -123,10 +143,15 @@ pub fn place(resolver: &dyn Resolver, nodes: &[NodeInfo], current: &BTreeMap<Str
     let mut eligible_tasks = Vec::new();
     let mut current_valid = BTreeMap::new();
     for name in names {
-        let declaring: Vec<(&NodeInfo, &String)> =
-            candidates.iter().filter_map(|n| n.declared.get(name).map(|h| (*n, h))).collect();
+        let declaring: Vec<(&NodeInfo, &String)> = candidates
+            .iter()
+            .filter_map(|n| n.declared.get(name).map(|h| (*n, h)))
+            .collect();
         if declaring.is_empty() {
-            placement.unplaced.insert(name.clone(), "declared only by nodes that are leaving".into());
+            placement.unplaced.insert(
+                name.clone(),
+                "declared only by nodes that are leaving".into(),
+            );
             continue;
         }
         let owner = valid_owner(name);
@@ -134,36 +159,67 @@ pub fn place(resolver: &dyn Resolver, nodes: &[NodeInfo], current: &BTreeMap<Str
             Some(hash) => hash.clone(),
             None => most_declared(&declaring),
         };
-        let dissenters: Vec<(String, String)> =
-            declaring.iter().filter(|(_, h)| **h != reference).map(|(n, h)| (n.id.clone(), (*h).clone())).collect();
+        let dissenters: Vec<(String, String)> = declaring
+            .iter()
+            .filter(|(_, h)| **h != reference)
+            .map(|(n, h)| (n.id.clone(), (*h).clone()))
+            .collect();
         if !dissenters.is_empty() {
-            placement.conflicts.push(Conflict { task: name.clone(), reference_hash: reference.clone(), dissenters });
+            placement.conflicts.push(Conflict {
+                task: name.clone(),
+                reference_hash: reference.clone(),
+                dissenters,
+            });
         }
-        let eligible: Vec<String> =
-            declaring.iter().filter(|(_, h)| **h == reference).map(|(n, _)| n.id.clone()).collect();
+        let eligible: Vec<String> = declaring
+            .iter()
+            .filter(|(_, h)| **h == reference)
+            .map(|(n, _)| n.id.clone())
+            .collect();
         if let Some(o) = owner.filter(|o| eligible.contains(&o.id)) {
             current_valid.insert(name.clone(), o.id.clone());
         }
-        eligible_tasks.push(EligibleTask { name: name.clone(), eligible });
+        eligible_tasks.push(EligibleTask {
+            name: name.clone(),
+            eligible,
+        });
     }
 
-    let chosen = resolver.resolve(&ResolveInput { nodes: &candidates, tasks: &eligible_tasks, current: &current_valid });
+    let chosen = resolver.resolve(&ResolveInput {
+        nodes: &candidates,
+        tasks: &eligible_tasks,
+        current: &current_valid,
+    });
     for task in &eligible_tasks {
         match chosen.get(&task.name) {
             Some(node) if task.eligible.contains(node) => {
-                let incarnation = candidates.iter().find(|n| &n.id == node).map(|n| n.incarnation).unwrap_or(0);
-                placement.owners.insert(task.name.clone(), Owner { node: node.clone(), incarnation });
+                let incarnation = candidates
+                    .iter()
+                    .find(|n| &n.id == node)
+                    .map(|n| n.incarnation)
+                    .unwrap_or(0);
+                placement.owners.insert(
+                    task.name.clone(),
+                    Owner {
+                        node: node.clone(),
+                        incarnation,
+                    },
+                );
             }
             Some(node) => {
                 placement.unplaced.insert(
                     task.name.clone(),
-                    format!("resolver `{}` chose `{node}`, which is not eligible", resolver.name()),
+                    format!(
+                        "resolver `{}` chose `{node}`, which is not eligible",
+                        resolver.name()
+                    ),
                 );
             }
             None => {
-                placement
-                    .unplaced
-                    .insert(task.name.clone(), format!("resolver `{}` placed it nowhere", resolver.name()));
+                placement.unplaced.insert(
+                    task.name.clone(),
+                    format!("resolver `{}` placed it nowhere", resolver.name()),
+                );
             }
         }
     }
@@ -199,21 +255,33 @@ mod tests {
             incarnation: 1,
             joined_at_ms: joined,
             leaving: false,
-            declared: tasks.iter().map(|(t, h)| (t.to_string(), h.to_string())).collect(),
+            declared: tasks
+                .iter()
+                .map(|(t, h)| (t.to_string(), h.to_string()))
+                .collect(),
         }
     }
 
     fn owner(node: &str) -> Owner {
-        Owner { node: node.into(), incarnation: 1 }
+        Owner {
+            node: node.into(),
+            incarnation: 1,
+        }
     }
 
     fn owners_of(p: &Placement) -> BTreeMap<&str, &str> {
-        p.owners.iter().map(|(t, o)| (t.as_str(), o.node.as_str())).collect()
+        p.owners
+            .iter()
+            .map(|(t, o)| (t.as_str(), o.node.as_str()))
+            .collect()
     }
 
     #[test]
     fn active_passive_puts_everything_on_the_first_node() {
-        let nodes = [node("b", 2, &[("t1", "h"), ("t2", "h")]), node("a", 1, &[("t1", "h"), ("t2", "h")])];
+        let nodes = [
+            node("b", 2, &[("t1", "h"), ("t2", "h")]),
+            node("a", 1, &[("t1", "h"), ("t2", "h")]),
+        ];
         let p = place(&ActivePassive, &nodes, &BTreeMap::new());
         assert_eq!(owners_of(&p), BTreeMap::from([("t1", "a"), ("t2", "a")]));
         assert!(p.unplaced.is_empty() && p.conflicts.is_empty());
@@ -221,14 +289,31 @@ mod tests {
 
     #[test]
     fn active_passive_keeps_current_owner_and_moves_all_together_when_it_dies() {
-        let nodes = [node("a", 1, &[("t1", "h"), ("t2", "h")]), node("b", 2, &[("t1", "h"), ("t2", "h")])];
-        let current = BTreeMap::from([("t1".to_string(), owner("b")), ("t2".to_string(), owner("b"))]);
+        let nodes = [
+            node("a", 1, &[("t1", "h"), ("t2", "h")]),
+            node("b", 2, &[("t1", "h"), ("t2", "h")]),
+        ];
+        let current = BTreeMap::from([
+            ("t1".to_string(), owner("b")),
+            ("t2".to_string(), owner("b")),
+        ]);
         let p = place(&ActivePassive, &nodes, &current);
-        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "b"), ("t2", "b")]), "no move while the owner lives");
+        assert_eq!(
+            owners_of(&p),
+            BTreeMap::from([("t1", "b"), ("t2", "b")]),
+            "no move while the owner lives"
+        );
 
-        let survivors = [node("a", 1, &[("t1", "h"), ("t2", "h")]), node("c", 3, &[("t1", "h"), ("t2", "h")])];
+        let survivors = [
+            node("a", 1, &[("t1", "h"), ("t2", "h")]),
+            node("c", 3, &[("t1", "h"), ("t2", "h")]),
+        ];
         let p = place(&ActivePassive, &survivors, &current);
-        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "a"), ("t2", "a")]), "all move to one survivor");
+        assert_eq!(
+            owners_of(&p),
+            BTreeMap::from([("t1", "a"), ("t2", "a")]),
+            "all move to one survivor"
+        );
     }
 
     #[test]
@@ -237,17 +322,37 @@ mod tests {
         a.incarnation = 2;
         let current = BTreeMap::from([("t".to_string(), owner("a"))]);
         let p = place(&ActivePassive, &[a, node("b", 2, &[("t", "h")])], &current);
-        assert_eq!(p.owners["t"], Owner { node: "a".into(), incarnation: 2 }, "re-placed with the new incarnation");
+        assert_eq!(
+            p.owners["t"],
+            Owner {
+                node: "a".into(),
+                incarnation: 2
+            },
+            "re-placed with the new incarnation"
+        );
     }
 
     #[test]
     fn task_goes_only_to_nodes_that_declare_it_and_work_stays_together() {
-        let nodes = [node("a", 1, &[("t1", "h")]), node("b", 2, &[("t1", "h"), ("zz-only-b", "h")])];
+        let nodes = [
+            node("a", 1, &[("t1", "h")]),
+            node("b", 2, &[("t1", "h"), ("zz-only-b", "h")]),
+        ];
         let p = place(&ActivePassive, &nodes, &BTreeMap::new());
-        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "b"), ("zz-only-b", "b")]), "b can run everything");
-        let nodes = [node("a", 1, &[("t1", "h"), ("t2", "h")]), node("b", 2, &[("t1", "h"), ("only-b", "h")])];
+        assert_eq!(
+            owners_of(&p),
+            BTreeMap::from([("t1", "b"), ("zz-only-b", "b")]),
+            "b can run everything"
+        );
+        let nodes = [
+            node("a", 1, &[("t1", "h"), ("t2", "h")]),
+            node("b", 2, &[("t1", "h"), ("only-b", "h")]),
+        ];
         let p = place(&ActivePassive, &nodes, &BTreeMap::new());
-        assert_eq!(owners_of(&p), BTreeMap::from([("t1", "a"), ("t2", "a"), ("only-b", "b")]));
+        assert_eq!(
+            owners_of(&p),
+            BTreeMap::from([("t1", "a"), ("t2", "a"), ("only-b", "b")])
+        );
     }
 
     #[test]
@@ -262,7 +367,11 @@ mod tests {
 
     #[test]
     fn conflicting_definitions_are_reported_and_the_owner_definition_stays_in_force() {
-        let nodes = [node("a", 1, &[("t", "h1")]), node("b", 2, &[("t", "h2")]), node("c", 3, &[("t", "h2")])];
+        let nodes = [
+            node("a", 1, &[("t", "h1")]),
+            node("b", 2, &[("t", "h2")]),
+            node("c", 3, &[("t", "h2")]),
+        ];
         let current = BTreeMap::from([("t".to_string(), owner("a"))]);
         let p = place(&ActivePassive, &nodes, &current);
         assert_eq!(owners_of(&p), BTreeMap::from([("t", "a")]));
@@ -277,7 +386,10 @@ mod tests {
         // Without an owner, the most declared definition wins and its nodes are eligible.
         let p = place(&ActivePassive, &nodes, &BTreeMap::new());
         assert_eq!(owners_of(&p), BTreeMap::from([("t", "b")]));
-        assert_eq!(p.conflicts[0].dissenters, vec![("a".to_string(), "h1".to_string())]);
+        assert_eq!(
+            p.conflicts[0].dissenters,
+            vec![("a".to_string(), "h1".to_string())]
+        );
     }
 
     #[test]
@@ -288,7 +400,11 @@ mod tests {
                 "rogue"
             }
             fn resolve(&self, input: &ResolveInput<'_>) -> BTreeMap<String, String> {
-                input.tasks.iter().map(|t| (t.name.clone(), "nowhere".to_string())).collect()
+                input
+                    .tasks
+                    .iter()
+                    .map(|t| (t.name.clone(), "nowhere".to_string()))
+                    .collect()
             }
         }
         let p = place(&Rogue, &[node("a", 1, &[("t", "h")])], &BTreeMap::new());

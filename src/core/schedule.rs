@@ -24,8 +24,14 @@ pub enum ScheduleError {
 /// When a task fires.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron { expr: String, tz: Tz, compiled: Box<cron::Schedule> },
-    Every { period: Duration },
+    Cron {
+        expr: String,
+        tz: Tz,
+        compiled: Box<cron::Schedule>,
+    },
+    Every {
+        period: Duration,
+    },
 }
 
 impl Schedule {
@@ -34,19 +40,31 @@ impl Schedule {
     pub fn cron(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleError> {
         let tz = match tz {
             None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_string()))?,
+            Some(name) => {
+                Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_string()))?
+            }
         };
         let fields = expr.split_whitespace().count();
-        let normalized = if fields == 5 { format!("0 {expr}") } else { expr.to_string() };
+        let normalized = if fields == 5 {
+            format!("0 {expr}")
+        } else {
+            expr.to_string()
+        };
         if !(6..=7).contains(&normalized.split_whitespace().count()) {
             return Err(ScheduleError::Cron {
                 expr: expr.to_string(),
                 reason: format!("it has {fields} fields"),
             });
         }
-        let compiled = cron::Schedule::from_str(&normalized)
-            .map_err(|e| ScheduleError::Cron { expr: expr.to_string(), reason: e.to_string() })?;
-        Ok(Schedule::Cron { expr: expr.to_string(), tz, compiled: Box::new(compiled) })
+        let compiled = cron::Schedule::from_str(&normalized).map_err(|e| ScheduleError::Cron {
+            expr: expr.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Schedule::Cron {
+            expr: expr.to_string(),
+            tz,
+            compiled: Box::new(compiled),
+        })
     }
 
     /// Fires every `period`, at instants aligned to the Unix epoch.
@@ -95,8 +113,12 @@ impl FromStr for Schedule {
         if let Some(period) = text.strip_prefix("every ") {
             return Schedule::every(parse_duration(period)?).map_err(|e| e.to_string());
         }
-        let rest = text.strip_prefix("cron \"").ok_or_else(|| format!("`{text}` is not a schedule"))?;
-        let (expr, tz) = rest.split_once('"').ok_or_else(|| format!("`{text}` has no closing quote"))?;
+        let rest = text
+            .strip_prefix("cron \"")
+            .ok_or_else(|| format!("`{text}` is not a schedule"))?;
+        let (expr, tz) = rest
+            .split_once('"')
+            .ok_or_else(|| format!("`{text}` has no closing quote"))?;
         let tz = tz.trim();
         Schedule::cron(expr, (!tz.is_empty()).then_some(tz)).map_err(|e| e.to_string())
     }
@@ -121,16 +143,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write a whole number with a unit: 250ms, 5s, 2m, 1h, 1d"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!(
+            "`{text}` is not a duration; write a whole number with a unit: 250ms, 5s, 2m, 1h, 1d"
+        )
+    })?;
     let ms = match unit.trim() {
         "ms" => n,
         "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(format!("`{text}` has no known unit; write 250ms, 5s, 2m, 1h or 1d")),
+        _ => {
+            return Err(format!(
+                "`{text}` has no known unit; write 250ms, 5s, 2m, 1h or 1d"
+            ))
+        }
     };
     Ok(Duration::from_millis(ms))
 }
@@ -162,7 +190,10 @@ pub fn plan_due(
     cap: usize,
 ) -> DuePlan {
     let misfire_before = now - threshold.as_millis() as i64;
-    let mut plan = DuePlan { cursor, ..DuePlan::default() };
+    let mut plan = DuePlan {
+        cursor,
+        ..DuePlan::default()
+    };
     let mut newest_misfire = None;
     let mut t = cursor;
     while let Some(next) = schedule.next_after(t) {
@@ -191,7 +222,9 @@ pub fn plan_due(
         }
         plan.cursor = t;
     }
-    if let (MisfirePolicy::RunOnce, Some(newest), true) = (policy, newest_misfire, plan.start.is_empty()) {
+    if let (MisfirePolicy::RunOnce, Some(newest), true) =
+        (policy, newest_misfire, plan.start.is_empty())
+    {
         if plan.misfired.last() == Some(&newest) {
             plan.misfired.pop();
         }
@@ -231,12 +264,17 @@ mod tests {
         // Noon in Paris on 1970-01-01 is 11:00 UTC (CET, UTC+1).
         let s = Schedule::cron("0 0 12 * * *", Some("Europe/Paris")).unwrap();
         assert_eq!(s.next_after(0), Some(11 * 3600 * S));
-        assert!(matches!(Schedule::cron("0 0 12 * * *", Some("Mars/Base")), Err(ScheduleError::TimeZone(_))));
+        assert!(matches!(
+            Schedule::cron("0 0 12 * * *", Some("Mars/Base")),
+            Err(ScheduleError::TimeZone(_))
+        ));
     }
 
     #[test]
     fn bad_cron_is_explained() {
-        let err = Schedule::cron("0 0 25 * * *", None).unwrap_err().to_string();
+        let err = Schedule::cron("0 0 25 * * *", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0 0 25 * * *"), "{err}");
         let err = Schedule::cron("* *", None).unwrap_err().to_string();
         assert!(err.contains("2 fields"), "{err}");
@@ -263,7 +301,9 @@ mod tests {
         }
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert!(parse_duration("5").unwrap_err().contains("unit"));
-        assert!(parse_duration("fast").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("fast")
+            .unwrap_err()
+            .contains("not a duration"));
     }
 
     fn every_second() -> Schedule {
@@ -272,7 +312,14 @@ mod tests {
 
     #[test]
     fn on_time_and_slightly_late_instants_start() {
-        let plan = plan_due(&every_second(), 10 * S, 12 * S + 300, Duration::from_secs(5), MisfirePolicy::Skip, 100);
+        let plan = plan_due(
+            &every_second(),
+            10 * S,
+            12 * S + 300,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
         assert_eq!(plan.start, vec![11 * S, 12 * S]);
         assert!(plan.misfired.is_empty());
         assert_eq!(plan.cursor, 12 * S);
@@ -280,13 +327,33 @@ mod tests {
 
     #[test]
     fn nothing_due_keeps_cursor() {
-        let plan = plan_due(&every_second(), 10 * S, 10 * S + 999, Duration::from_secs(5), MisfirePolicy::Skip, 100);
-        assert_eq!(plan, DuePlan { cursor: 10 * S, ..DuePlan::default() });
+        let plan = plan_due(
+            &every_second(),
+            10 * S,
+            10 * S + 999,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
+        assert_eq!(
+            plan,
+            DuePlan {
+                cursor: 10 * S,
+                ..DuePlan::default()
+            }
+        );
     }
 
     #[test]
     fn skip_policy_records_every_old_instant_and_starts_recent_ones() {
-        let plan = plan_due(&every_second(), 0, 10 * S, Duration::from_secs(3), MisfirePolicy::Skip, 100);
+        let plan = plan_due(
+            &every_second(),
+            0,
+            10 * S,
+            Duration::from_secs(3),
+            MisfirePolicy::Skip,
+            100,
+        );
         assert_eq!(plan.misfired, (1..=6).map(|i| i * S).collect::<Vec<_>>());
         assert_eq!(plan.misfired_total, 6);
         assert_eq!(plan.start, vec![7 * S, 8 * S, 9 * S, 10 * S]);
@@ -297,20 +364,48 @@ mod tests {
     fn run_once_starts_newest_misfire_only_when_nothing_recent_is_due() {
         let daily = Schedule::every(Duration::from_secs(3600)).unwrap();
         let now = 3 * 3600 * S + 60 * S; // three instants missed by more than the threshold
-        let plan = plan_due(&daily, 0, now, Duration::from_secs(5), MisfirePolicy::RunOnce, 100);
+        let plan = plan_due(
+            &daily,
+            0,
+            now,
+            Duration::from_secs(5),
+            MisfirePolicy::RunOnce,
+            100,
+        );
         assert_eq!(plan.misfired, vec![3600 * S, 2 * 3600 * S]);
         assert_eq!(plan.start, vec![3 * 3600 * S]);
-        let skip = plan_due(&daily, 0, now, Duration::from_secs(5), MisfirePolicy::Skip, 100);
+        let skip = plan_due(
+            &daily,
+            0,
+            now,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
         assert_eq!(skip.misfired, vec![3600 * S, 2 * 3600 * S, 3 * 3600 * S]);
         assert!(skip.start.is_empty());
     }
 
     #[test]
     fn long_outage_is_counted_without_enumerating_every_instant() {
-        let plan = plan_due(&every_second(), 0, 86_400 * S, Duration::from_secs(5), MisfirePolicy::Skip, 10);
+        let plan = plan_due(
+            &every_second(),
+            0,
+            86_400 * S,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            10,
+        );
         assert_eq!(plan.misfired, (1..=10).map(|i| i * S).collect::<Vec<_>>());
-        assert_eq!(plan.misfired_total, 86_400 - 6, "every instant older than the threshold is counted");
-        assert_eq!(plan.start, ((86_400 - 5)..=86_400).map(|i| i * S).collect::<Vec<_>>());
+        assert_eq!(
+            plan.misfired_total,
+            86_400 - 6,
+            "every instant older than the threshold is counted"
+        );
+        assert_eq!(
+            plan.start,
+            ((86_400 - 5)..=86_400).map(|i| i * S).collect::<Vec<_>>()
+        );
         assert_eq!(plan.cursor, 86_400 * S);
     }
 }

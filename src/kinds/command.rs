@@ -37,13 +37,19 @@ struct Inner {
 
 impl CommandTask {
     /// `argv[0]` is the program (looked up in `PATH` when it has no `/`).
-    pub fn new(argv: Vec<String>, env: BTreeMap<String, String>, workdir: Option<PathBuf>) -> Result<Self, String> {
+    pub fn new(
+        argv: Vec<String>,
+        env: BTreeMap<String, String>,
+        workdir: Option<PathBuf>,
+    ) -> Result<Self, String> {
         match argv.first() {
             None => return Err("the command is empty; give the program and its arguments, e.g. [\"/usr/bin/backup\", \"--today\"]".into()),
             Some(p) if p.is_empty() => return Err("the program name is empty".into()),
             Some(_) => {}
         }
-        Ok(CommandTask { inner: Arc::new(Inner { argv, env, workdir }) })
+        Ok(CommandTask {
+            inner: Arc::new(Inner { argv, env, workdir }),
+        })
     }
 
     pub fn argv(&self) -> &[String] {
@@ -53,7 +59,13 @@ impl CommandTask {
     /// The argv, shell-quoted where needed, then the working directory and the names (not
     /// the values) of the extra environment variables.
     pub fn description(&self) -> String {
-        let mut text = self.inner.argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+        let mut text = self
+            .inner
+            .argv
+            .iter()
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
         if let Some(dir) = &self.inner.workdir {
             text.push_str(&format!(" (in {})", dir.display()));
         }
@@ -67,7 +79,9 @@ impl CommandTask {
 
 fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
-        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         arg.to_string()
     } else {
@@ -130,8 +144,14 @@ async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
     let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
 
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let stdout = child.stdout.take().map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stdout", None)));
-    let stderr = child.stderr.take().map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stderr", Some(tail.clone()))));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stdout", None)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stderr", Some(tail.clone()))));
 
     let status = tokio::select! {
         status = child.wait() => status,
@@ -159,11 +179,16 @@ async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => "failed".to_string(),
     };
-    let tail = tail.lock().map(|t| String::from_utf8_lossy(&t).trim().to_string()).unwrap_or_default();
+    let tail = tail
+        .lock()
+        .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+        .unwrap_or_default();
     if tail.is_empty() {
         Err(TaskError::new(format!("`{program}`: {what}")))
     } else {
-        Err(TaskError::new(format!("`{program}`: {what}; stderr: {tail}")))
+        Err(TaskError::new(format!(
+            "`{program}`: {what}; stderr: {tail}"
+        )))
     }
 }
 
@@ -202,7 +227,12 @@ mod tests {
     use crate::kinds::test_context;
 
     fn sh(script: &str) -> CommandTask {
-        CommandTask::new(vec!["sh".into(), "-c".into(), script.into()], BTreeMap::new(), None).unwrap()
+        CommandTask::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            BTreeMap::new(),
+            None,
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -222,22 +252,32 @@ mod tests {
         task.run(test_context("t1")).await.unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         let cwd = dir.path().canonicalize().unwrap();
-        assert_eq!(text.trim(), format!("t1 1700000000000 42 node-1 1 bar {}", cwd.display()));
+        assert_eq!(
+            text.trim(),
+            format!("t1 1700000000000 42 node-1 1 bar {}", cwd.display())
+        );
     }
 
     #[tokio::test]
     async fn failure_reports_exit_status_and_stderr_tail() {
-        let err = sh("echo something broke >&2; exit 3").run(test_context("t")).await.unwrap_err();
+        let err = sh("echo something broke >&2; exit 3")
+            .run(test_context("t"))
+            .await
+            .unwrap_err();
         assert!(err.0.contains("exit status 3"), "{err}");
         assert!(err.0.contains("something broke"), "{err}");
-        let long = sh("head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1").run(test_context("t")).await.unwrap_err();
+        let long = sh("head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1")
+            .run(test_context("t"))
+            .await
+            .unwrap_err();
         assert!(long.0.ends_with("END"), "{long}");
         assert!(long.0.len() < 600, "only the tail of stderr is kept");
     }
 
     #[tokio::test]
     async fn spawn_failure_names_the_program() {
-        let task = CommandTask::new(vec!["/nonexistent/prog".into()], BTreeMap::new(), None).unwrap();
+        let task =
+            CommandTask::new(vec!["/nonexistent/prog".into()], BTreeMap::new(), None).unwrap();
         let err = task.run(test_context("t")).await.unwrap_err();
         assert!(err.0.contains("/nonexistent/prog"), "{err}");
         assert!(CommandTask::new(vec![], BTreeMap::new(), None).is_err());
@@ -260,11 +300,18 @@ mod tests {
         let err = run.await.unwrap().unwrap_err();
         assert!(err.0.contains("cancelled"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild was reparented and reaped by init, or is a zombie at worst.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = state.split(") ").nth(1).is_some_and(|rest| !rest.starts_with('Z'));
+        let alive = state
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| !rest.starts_with('Z'));
         assert!(!alive, "grandchild sleep {pid} survived: {state}");
     }
 
@@ -276,6 +323,9 @@ mod tests {
             Some("/tmp".into()),
         )
         .unwrap();
-        assert_eq!(task.description(), "/bin/transfer.sh --today 'a b' (in /tmp) (env TOKEN)");
+        assert_eq!(
+            task.description(),
+            "/bin/transfer.sh --today 'a b' (in /tmp) (env TOKEN)"
+        );
     }
 }

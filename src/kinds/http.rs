@@ -39,7 +39,10 @@ struct Inner {
 pub fn parse_method(method: &str) -> Result<Method, String> {
     let upper = method.to_ascii_uppercase();
     if !METHODS.contains(&upper.as_str()) {
-        return Err(format!("`{method}` is not an HTTP method; use one of {}", METHODS.join(", ")));
+        return Err(format!(
+            "`{method}` is not an HTTP method; use one of {}",
+            METHODS.join(", ")
+        ));
     }
     Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
 }
@@ -64,7 +67,12 @@ pub fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue)
 }
 
 impl HttpTask {
-    pub fn new(method: &str, url: &str, headers: &BTreeMap<String, String>, body: Option<String>) -> Result<Self, String> {
+    pub fn new(
+        method: &str,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        body: Option<String>,
+    ) -> Result<Self, String> {
         let method = parse_method(method)?;
         let url = parse_url(url)?;
         let mut map = HeaderMap::new();
@@ -76,7 +84,15 @@ impl HttpTask {
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(HttpTask { inner: Arc::new(Inner { method, url, headers: map, body, client }) })
+        Ok(HttpTask {
+            inner: Arc::new(Inner {
+                method,
+                url,
+                headers: map,
+                body,
+                client,
+            }),
+        })
     }
 
     /// `POST https://host/path`, password redacted, then header names and body size.
@@ -143,9 +159,15 @@ async fn send(inner: &Inner, ctx: &FireContext) -> Result<(), TaskError> {
     let body = String::from_utf8_lossy(&prefix);
     let body = body.trim();
     if body.is_empty() {
-        Err(TaskError::new(format!("{} {target}: status {status}", inner.method)))
+        Err(TaskError::new(format!(
+            "{} {target}: status {status}",
+            inner.method
+        )))
     } else {
-        Err(TaskError::new(format!("{} {target}: status {status}; body: {body}", inner.method)))
+        Err(TaskError::new(format!(
+            "{} {target}: status {status}; body: {body}",
+            inner.method
+        )))
     }
 }
 
@@ -193,18 +215,39 @@ mod tests {
         task.run(test_context("hook")).await.unwrap();
         let request = server.await.unwrap().to_ascii_lowercase();
         assert!(request.starts_with("post /hook?x=1 "), "{request}");
-        for h in ["x-rota-task: hook", "x-rota-node: node-1", "x-rota-fire-time-ms: 1700000000000", "x-rota-fencing-token: 42", "authorization: bearer s3cret"] {
+        for h in [
+            "x-rota-task: hook",
+            "x-rota-node: node-1",
+            "x-rota-fire-time-ms: 1700000000000",
+            "x-rota-fencing-token: 42",
+            "authorization: bearer s3cret",
+        ] {
             assert!(request.contains(h), "missing {h} in {request}");
         }
-        assert!(!format!("{task:?}").contains("s3cret"), "header values stay out of Debug");
-        assert_eq!(task.description(), format!("POST {} (headers authorization) (body 4 bytes)", redact_url(&url)));
+        assert!(
+            !format!("{task:?}").contains("s3cret"),
+            "header values stay out of Debug"
+        );
+        assert_eq!(
+            task.description(),
+            format!(
+                "POST {} (headers authorization) (body 4 bytes)",
+                redact_url(&url)
+            )
+        );
         assert!(!task.description().contains(":pw@"));
     }
 
     #[tokio::test]
     async fn non_2xx_reports_status_and_body_prefix() {
-        let (url, server) = one_shot("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\noverload!").await;
-        let err = HttpTask::new("POST", &url, &BTreeMap::new(), Some("ping".into())).unwrap().run(test_context("t")).await.unwrap_err();
+        let (url, server) =
+            one_shot("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\noverload!")
+                .await;
+        let err = HttpTask::new("POST", &url, &BTreeMap::new(), Some("ping".into()))
+            .unwrap()
+            .run(test_context("t"))
+            .await
+            .unwrap_err();
         server.await.unwrap();
         assert!(err.0.contains("503"), "{err}");
         assert!(err.0.contains("overload!"), "{err}");
@@ -221,10 +264,18 @@ mod tests {
         });
         let ctx = test_context("t");
         let cancel = ctx.cancel.clone();
-        let run = tokio::spawn(HttpTask::new("GET", &url, &BTreeMap::new(), None).unwrap().run(ctx));
+        let run = tokio::spawn(
+            HttpTask::new("GET", &url, &BTreeMap::new(), None)
+                .unwrap()
+                .run(ctx),
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         cancel.cancel();
-        let err = tokio::time::timeout(Duration::from_secs(2), run).await.unwrap().unwrap().unwrap_err();
+        let err = tokio::time::timeout(Duration::from_secs(2), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
         assert!(err.0.contains("cancelled"), "{err}");
     }
 

@@ -20,7 +20,12 @@ struct Inner {
 
 impl LogTask {
     pub fn new(message: impl Into<String>, append_to: Option<PathBuf>) -> Self {
-        LogTask { inner: Arc::new(Inner { message: message.into(), append_to }) }
+        LogTask {
+            inner: Arc::new(Inner {
+                message: message.into(),
+                append_to,
+            }),
+        }
     }
 
     pub fn description(&self) -> String {
@@ -44,8 +49,13 @@ impl Handler for LogTask {
                 "{}",
                 inner.message
             );
-            let Some(path) = inner.append_to.clone() else { return Ok(()) };
-            let line = format!("{} {} {} {}\n", ctx.task, ctx.instant_ms, ctx.node, ctx.token);
+            let Some(path) = inner.append_to.clone() else {
+                return Ok(());
+            };
+            let line = format!(
+                "{} {} {} {}\n",
+                ctx.task, ctx.instant_ms, ctx.node, ctx.token
+            );
             tokio::task::spawn_blocking(move || append_line(&path, &line))
                 .await
                 .map_err(|e| TaskError::new(format!("appending to the fire log: {e}")))?
@@ -57,7 +67,11 @@ impl Handler for LogTask {
 /// host) never interleave, and a crash leaves at worst one torn line, never a merged one.
 fn append_line(path: &std::path::Path, line: &str) -> Result<(), TaskError> {
     let fail = |e: std::io::Error| TaskError::new(format!("appending to {}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(fail)?;
     let written = file.write(line.as_bytes()).map_err(fail)?;
     if written != line.len() {
         return Err(TaskError::new(format!(
@@ -85,14 +99,26 @@ mod tests {
         ctx.token = 43;
         task.run(ctx).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "seed 1700000000000 node-1 42\nseed 1700000001000 node-1 43\n");
-        assert_eq!(task.description(), format!("log \"hello\" >> {}", path.display()));
-        LogTask::new("no file", None).run(test_context("t")).await.unwrap();
+        assert_eq!(
+            text,
+            "seed 1700000000000 node-1 42\nseed 1700000001000 node-1 43\n"
+        );
+        assert_eq!(
+            task.description(),
+            format!("log \"hello\" >> {}", path.display())
+        );
+        LogTask::new("no file", None)
+            .run(test_context("t"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn unwritable_file_is_a_task_error() {
-        let err = LogTask::new("x", Some("/nonexistent/dir/f.log".into())).run(test_context("t")).await.unwrap_err();
+        let err = LogTask::new("x", Some("/nonexistent/dir/f.log".into()))
+            .run(test_context("t"))
+            .await
+            .unwrap_err();
         assert!(err.0.contains("/nonexistent/dir/f.log"), "{err}");
     }
 }

@@ -13,7 +13,9 @@ pub struct StoreClock {
 
 impl StoreClock {
     pub fn new(store_now_ms: i64, at: Instant) -> Self {
-        StoreClock { anchor: Mutex::new((store_now_ms, at)) }
+        StoreClock {
+            anchor: Mutex::new((store_now_ms, at)),
+        }
     }
 
     /// Re-anchors on a store reading taken between `sent` and `received` (midpoint).
@@ -34,7 +36,8 @@ impl StoreClock {
         if delta >= 0 {
             at + std::time::Duration::from_millis(delta as u64)
         } else {
-            at.checked_sub(std::time::Duration::from_millis((-delta) as u64)).unwrap_or(at)
+            at.checked_sub(std::time::Duration::from_millis((-delta) as u64))
+                .unwrap_or(at)
         }
     }
 }

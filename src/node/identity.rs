@@ -8,7 +8,11 @@
 /// This process's fingerprint, `boot-id:pid:start-time` (`unknown` parts off Linux).
 pub fn process_fingerprint() -> String {
     let pid = std::process::id();
-    format!("{}:{pid}:{}", boot_id(), start_time(pid).unwrap_or_default())
+    format!(
+        "{}:{pid}:{}",
+        boot_id(),
+        start_time(pid).unwrap_or_default()
+    )
 }
 
 /// The host name, for operators and predecessor checks.
@@ -52,9 +56,11 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
     if boot != my_boot {
         return true; // the host rebooted since: that process is gone
     }
-    let Ok(pid) = pid.parse::<u32>() else { return false };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
     match start_time(pid) {
-        None => true,                    // no such process
+        None => true,                      // no such process
         Some(current) => current != start, // the pid was reused by another process
     }
 }
@@ -75,7 +81,11 @@ mod tests {
         let start = start_time(pid);
         let mut child = child;
         child.wait().unwrap();
-        let fingerprint = format!("{}:{pid}:{}", boot_id(), start.unwrap_or_else(|| "1".into()));
+        let fingerprint = format!(
+            "{}:{pid}:{}",
+            boot_id(),
+            start.unwrap_or_else(|| "1".into())
+        );
         assert!(is_dead_predecessor(&host_name(), &fingerprint));
     }
 

@@ -71,13 +71,22 @@ impl Timing {
     pub fn validate(&self) -> Result<()> {
         let ms = |d: Duration| d.as_millis();
         if self.heartbeat.is_zero() {
-            return Err(Error::config("timing.heartbeat", "must be more than 0; the default is 200ms"));
+            return Err(Error::config(
+                "timing.heartbeat",
+                "must be more than 0; the default is 200ms",
+            ));
         }
         if self.watch_interval.is_zero() {
-            return Err(Error::config("timing.watch_interval", "must be more than 0; the default is 50ms"));
+            return Err(Error::config(
+                "timing.watch_interval",
+                "must be more than 0; the default is 50ms",
+            ));
         }
         if self.fence_margin.is_zero() {
-            return Err(Error::config("timing.fence_margin", "must be more than 0; the default is 200ms"));
+            return Err(Error::config(
+                "timing.fence_margin",
+                "must be more than 0; the default is 200ms",
+            ));
         }
         // At least two renewals must fit in the time the node may go without one.
         if self.node_timeout < self.fence_margin + self.heartbeat * 2 {
@@ -115,7 +124,11 @@ pub struct Node;
 impl Node {
     /// A node with id `id` (unique in its cluster) in `cluster`, coordinating through the
     /// store at `store_url` (`sqlite://`, `postgres://`, `mysql://`).
-    pub fn builder(id: impl Into<String>, cluster: impl Into<String>, store_url: impl Into<String>) -> NodeBuilder {
+    pub fn builder(
+        id: impl Into<String>,
+        cluster: impl Into<String>,
+        store_url: impl Into<String>,
+    ) -> NodeBuilder {
         NodeBuilder {
             id: id.into(),
             cluster: cluster.into(),
@@ -133,7 +146,9 @@ impl Node {
 pub(crate) fn validate_name(field: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -186,7 +201,10 @@ impl NodeBuilder {
             if !seen.insert(t.name.as_str()) {
                 return Err(Error::config(
                     format!("task[{i}].name"),
-                    format!("`{}` is declared twice; give each task its own name", t.name),
+                    format!(
+                        "`{}` is declared twice; give each task its own name",
+                        t.name
+                    ),
                 ));
             }
         }

@@ -28,10 +28,19 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: TaskSpec, token: i64, stop: C
     let member = shared.member();
     let span = tracing::info_span!("task", node = %member.node, task = %spec.name, token);
     async move {
-        let runner = Runner { shared, spec, token, member, stop, busy: Arc::new(AtomicBool::new(false)) };
+        let runner = Runner {
+            shared,
+            spec,
+            token,
+            member,
+            stop,
+            busy: Arc::new(AtomicBool::new(false)),
+        };
         match runner.schedule().await {
             Ok(()) => debug!("runner stopped"),
-            Err(e) => warn!(error = %e, "runner stopped on a store error; it restarts on the next round"),
+            Err(e) => {
+                warn!(error = %e, "runner stopped on a store error; it restarts on the next round")
+            }
         }
     }
     .instrument(span)
@@ -58,7 +67,8 @@ impl Runner {
         let mut elsewhere = false;
         for fire in &running {
             if fire.node_alive {
-                elsewhere |= fire.node != self.member.node || fire.incarnation != self.member.incarnation;
+                elsewhere |=
+                    fire.node != self.member.node || fire.incarnation != self.member.incarnation;
             } else {
                 self.recover(fire).await?;
             }
@@ -103,7 +113,15 @@ impl Runner {
                     self.spec.misfire
                 );
                 warn!(count = plan.misfired_total, "{message}");
-                store.record_misfires(&self.member, &self.spec.name, self.token, &plan.misfired, &message).await?;
+                store
+                    .record_misfires(
+                        &self.member,
+                        &self.spec.name,
+                        self.token,
+                        &plan.misfired,
+                        &message,
+                    )
+                    .await?;
             }
             for instant in plan.start {
                 if elsewhere {
@@ -112,7 +130,11 @@ impl Runner {
                         .running_fires(cluster, &self.spec.name)
                         .await?
                         .iter()
-                        .any(|f| f.node_alive && (f.node != self.member.node || f.incarnation != self.member.incarnation));
+                        .any(|f| {
+                            f.node_alive
+                                && (f.node != self.member.node
+                                    || f.incarnation != self.member.incarnation)
+                        });
                 }
                 if !self.claim_and_start(instant, elsewhere).await? {
                     return Ok(());
@@ -134,7 +156,11 @@ impl Runner {
             task: self.spec.name.clone(),
             instant_ms: instant,
             token: self.token,
-            outcome: if skip { Outcome::Skipped } else { Outcome::Running },
+            outcome: if skip {
+                Outcome::Skipped
+            } else {
+                Outcome::Running
+            },
             message: skip.then(|| "skipped: the previous run was still going".to_string()),
         };
         match self.shared.store.claim(&claim).await? {
@@ -159,7 +185,11 @@ impl Runner {
 
     async fn recover(&self, fire: &RunningFire) -> Result<()> {
         let retry = self.spec.recovery == RecoveryPolicy::Retry;
-        let outcome = self.shared.store.recover_fire(&self.member, &self.spec.name, self.token, fire, retry).await?;
+        let outcome = self
+            .shared
+            .store
+            .recover_fire(&self.member, &self.spec.name, self.token, fire, retry)
+            .await?;
         match (outcome, retry) {
             (ClaimOutcome::Claimed, true) => {
                 warn!(instant = fire.instant_ms, dead_node = %fire.node, "re-running a fire whose node died mid-run");
@@ -234,7 +264,10 @@ async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>)
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), &mut handler).await;
     let message = match ended_early {
-        Outcome::TimedOut => format!("timed out after {} ms", spec.timeout.unwrap_or_default().as_millis()),
+        Outcome::TimedOut => format!(
+            "timed out after {} ms",
+            spec.timeout.unwrap_or_default().as_millis()
+        ),
         _ => "cancelled: the node lost its lease or was forced to stop".to_string(),
     };
     (ended_early, Some(message))

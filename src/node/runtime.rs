@@ -21,7 +21,8 @@ use crate::{
         placement::{self, NodeInfo, Owner, Resolver},
     },
     store::{
-        Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest, LeaderWrite, Member, Store,
+        Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest,
+        LeaderWrite, Member, Store,
     },
     task::TaskSpec,
     Error, Result,
@@ -72,12 +73,26 @@ impl Shared {
 }
 
 pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<NodeHandle> {
-    let NodeConfig { id, cluster, timing, tasks, resolver } = config;
+    let NodeConfig {
+        id,
+        cluster,
+        timing,
+        tasks,
+        resolver,
+    } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
-        .map(|t| Declaration { name: t.name.clone(), hash: t.definition_hash(), schedule: t.schedule.describe() })
+        .map(|t| Declaration {
+            name: t.name.clone(),
+            hash: t.definition_hash(),
+            schedule: t.schedule.describe(),
+        })
         .collect();
-    let member = Member { cluster, node: id, incarnation: new_incarnation() };
+    let member = Member {
+        cluster,
+        node: id,
+        incarnation: new_incarnation(),
+    };
     let sent = Instant::now();
     let now_ms = join(store.as_ref(), &member, &timing, &declared).await?;
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
@@ -95,7 +110,13 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         timing,
     });
     info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
-    let initial = NodeStatus { incarnation: member.incarnation, active: true, leader: false, owned: vec![], store_error: None };
+    let initial = NodeStatus {
+        incarnation: member.incarnation,
+        active: true,
+        leader: false,
+        owned: vec![],
+        store_error: None,
+    };
     let (status_tx, status_rx) = watch::channel(initial);
     let graceful = CancellationToken::new();
     let forced = CancellationToken::new();
@@ -115,7 +136,12 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         last_purge: Instant::now(),
     };
     let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
-    Ok(NodeHandle { graceful, forced, status: status_rx, task })
+    Ok(NodeHandle {
+        graceful,
+        forced,
+        status: status_rx,
+        task,
+    })
 }
 
 fn new_incarnation() -> i64 {
@@ -125,7 +151,12 @@ fn new_incarnation() -> i64 {
 
 /// Joins, replacing the registration of our own crashed predecessor if that is what holds
 /// the id; refuses if a live, different process holds it (contract 10).
-async fn join(store: &dyn Store, member: &Member, timing: &Timing, declared: &[Declaration]) -> Result<i64> {
+async fn join(
+    store: &dyn Store,
+    member: &Member,
+    timing: &Timing,
+    declared: &[Declaration],
+) -> Result<i64> {
     let mut req = JoinRequest {
         member: member.clone(),
         timeout_ms: timing.node_timeout.as_millis() as i64,
@@ -138,13 +169,19 @@ async fn join(store: &dyn Store, member: &Member, timing: &Timing, declared: &[D
         match store.join(&req).await? {
             JoinOutcome::Joined { now_ms } => return Ok(now_ms),
             JoinOutcome::Occupied(existing)
-                if req.replaces.is_none() && identity::is_dead_predecessor(&existing.host, &existing.process) =>
+                if req.replaces.is_none()
+                    && identity::is_dead_predecessor(&existing.host, &existing.process) =>
             {
                 info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
                 req.replaces = Some(existing.incarnation);
             }
             JoinOutcome::Occupied(existing) => {
-                let pid = existing.process.split(':').nth(1).unwrap_or("?").to_string();
+                let pid = existing
+                    .process
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("?")
+                    .to_string();
                 return Err(Error::DuplicateNode {
                     cluster: member.cluster.clone(),
                     node: member.node.clone(),
@@ -193,7 +230,11 @@ impl Runtime {
         result
     }
 
-    async fn main_loop(&mut self, graceful: &CancellationToken, forced: &CancellationToken) -> Result<()> {
+    async fn main_loop(
+        &mut self,
+        graceful: &CancellationToken,
+        forced: &CancellationToken,
+    ) -> Result<()> {
         let watch = self.shared.timing.watch_interval;
         let mut leaving_since: Option<Instant> = None;
         loop {
@@ -265,9 +306,19 @@ impl Runtime {
     /// Our registration expired in the store: come back as a new incarnation.
     async fn rejoin(&mut self) {
         let old = self.shared.member();
-        let member = Member { incarnation: new_incarnation(), ..old.clone() };
+        let member = Member {
+            incarnation: new_incarnation(),
+            ..old.clone()
+        };
         let sent = Instant::now();
-        match join(self.shared.store.as_ref(), &member, &self.shared.timing, &self.declared).await {
+        match join(
+            self.shared.store.as_ref(),
+            &member,
+            &self.shared.timing,
+            &self.declared,
+        )
+        .await
+        {
             Ok(now_ms) => {
                 *self.shared.member.write().unwrap() = member.clone();
                 *self.shared.work.lock().unwrap() = CancellationToken::new();
@@ -276,7 +327,11 @@ impl Runtime {
                 self.shared.expired.store(false, Ordering::SeqCst);
                 self.shared.set_store_error(None);
                 self.view_at = None;
-                info!(old_incarnation = old.incarnation, incarnation = member.incarnation, "rejoined after losing the lease");
+                info!(
+                    old_incarnation = old.incarnation,
+                    incarnation = member.incarnation,
+                    "rejoined after losing the lease"
+                );
             }
             Err(e) => debug!(error = %e, "rejoin failed; retrying"),
         }
@@ -286,7 +341,9 @@ impl Runtime {
         let store = &self.shared.store;
         let cluster = self.shared.member().cluster;
         let generation = store.generation(&cluster).await?;
-        let stale = self.view_at.is_none_or(|at| at.elapsed() >= self.shared.timing.heartbeat);
+        let stale = self
+            .view_at
+            .is_none_or(|at| at.elapsed() >= self.shared.timing.heartbeat);
         if generation != self.generation || stale {
             let sent = Instant::now();
             let view = store.view(&cluster).await?;
@@ -297,7 +354,12 @@ impl Runtime {
                     .declarations(&cluster)
                     .await?
                     .into_iter()
-                    .map(|d| ((d.node, d.incarnation), d.declared.into_iter().map(|t| (t.name, t.hash)).collect()))
+                    .map(|d| {
+                        (
+                            (d.node, d.incarnation),
+                            d.declared.into_iter().map(|t| (t.name, t.hash)).collect(),
+                        )
+                    })
                     .collect();
                 self.generation = view.generation;
             }
@@ -310,16 +372,26 @@ impl Runtime {
 
     /// Leadership and placement (contract 6). The leader writes only differences.
     async fn lead(&mut self, leaving: bool) -> Result<()> {
-        let Some(view) = &self.view else { return Ok(()) };
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
         let me = self.shared.member();
         let leader_alive = view.leader.as_ref().is_some_and(|l| {
-            view.nodes.iter().any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive)
+            view.nodes
+                .iter()
+                .any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive)
         });
-        let mine = view.leader.as_ref().filter(|l| l.node == me.node && l.incarnation == me.incarnation);
+        let mine = view
+            .leader
+            .as_ref()
+            .filter(|l| l.node == me.node && l.incarnation == me.incarnation);
         self.epoch = mine.map(|l| l.epoch);
         if !leader_alive && !leaving {
             if let Some(l) = self.shared.store.acquire_leadership(&me).await? {
-                if l.node == me.node && l.incarnation == me.incarnation && self.epoch != Some(l.epoch) {
+                if l.node == me.node
+                    && l.incarnation == me.incarnation
+                    && self.epoch != Some(l.epoch)
+                {
                     info!(epoch = l.epoch, "became leader");
                     self.epoch = Some(l.epoch);
                     self.view_at = None;
@@ -327,7 +399,9 @@ impl Runtime {
                 }
             }
         }
-        let Some(epoch) = self.epoch else { return Ok(()) };
+        let Some(epoch) = self.epoch else {
+            return Ok(());
+        };
         let view = self.view.as_ref().expect("checked above");
         let live: Vec<NodeInfo> = view
             .nodes
@@ -338,24 +412,39 @@ impl Runtime {
                 incarnation: n.incarnation,
                 joined_at_ms: n.joined_at_ms,
                 leaving: n.leaving,
-                declared: self.declarations.get(&(n.node.clone(), n.incarnation)).cloned().unwrap_or_default(),
+                declared: self
+                    .declarations
+                    .get(&(n.node.clone(), n.incarnation))
+                    .cloned()
+                    .unwrap_or_default(),
             })
             .collect();
         let current: BTreeMap<String, Owner> = self
             .assignments
             .iter()
-            .filter_map(|a| a.owner.clone().map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation })))
+            .filter_map(|a| {
+                a.owner
+                    .clone()
+                    .map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation }))
+            })
             .collect();
         let placement = placement::place(self.resolver.as_ref(), &live, &current);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);
         if !changes.is_empty() {
-            match self.shared.store.write_assignments(&me, epoch, &changes).await? {
+            match self
+                .shared
+                .store
+                .write_assignments(&me, epoch, &changes)
+                .await?
+            {
                 LeaderWrite::Written => {
                     for c in &changes {
                         match &c.owner {
                             Some((node, _)) => info!(task = %c.task, owner = %node, "assigned"),
-                            None => warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced"),
+                            None => {
+                                warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
+                            }
                         }
                     }
                     self.assignments = self.shared.store.assignments(&me.cluster).await?;
@@ -373,7 +462,8 @@ impl Runtime {
         }
         if self.last_purge.elapsed() >= Duration::from_secs(60) {
             self.last_purge = Instant::now();
-            let before = self.shared.clock.now_ms() - self.shared.timing.history_retention.as_millis() as i64;
+            let before = self.shared.clock.now_ms()
+                - self.shared.timing.history_retention.as_millis() as i64;
             let purged = self.shared.store.purge_history(&me.cluster, before).await?;
             debug!(purged, "history purged");
         }
@@ -401,15 +491,22 @@ impl Runtime {
         let me = self.shared.member();
         self.assignments
             .iter()
-            .filter(|a| a.owner.as_ref().is_some_and(|(n, i)| *n == me.node && *i == me.incarnation))
+            .filter(|a| {
+                a.owner
+                    .as_ref()
+                    .is_some_and(|(n, i)| *n == me.node && *i == me.incarnation)
+            })
             .map(|a| (a.task.clone(), a.token))
             .collect()
     }
 
     /// One runner per owned task and token; runners of lost tasks stop scheduling.
     fn supervise(&mut self) {
-        let owned: HashMap<String, i64> =
-            if self.shared.lease_valid() { self.owned().into_iter().collect() } else { HashMap::new() };
+        let owned: HashMap<String, i64> = if self.shared.lease_valid() {
+            self.owned().into_iter().collect()
+        } else {
+            HashMap::new()
+        };
         self.runners.retain(|task, runner| {
             let keep = owned.get(task) == Some(&runner.token) && !runner.task.is_finished();
             if !keep {
@@ -421,10 +518,19 @@ impl Runtime {
             if self.runners.contains_key(&task) {
                 continue;
             }
-            let Some(spec) = self.shared.tasks.get(&task).cloned() else { continue };
+            let Some(spec) = self.shared.tasks.get(&task).cloned() else {
+                continue;
+            };
             let stop = self.shared.work_token().child_token();
             let handle = tokio::spawn(runner::run(self.shared.clone(), spec, token, stop.clone()));
-            self.runners.insert(task, RunnerHandle { token, stop, task: handle });
+            self.runners.insert(
+                task,
+                RunnerHandle {
+                    token,
+                    stop,
+                    task: handle,
+                },
+            );
         }
     }
 
@@ -450,7 +556,11 @@ impl Runtime {
         }
         let me = self.shared.member();
         // Nobody else can take over: no reason to wait.
-        self.view.as_ref().is_some_and(|v| !v.nodes.iter().any(|n| n.alive && !n.leaving && n.node != me.node))
+        self.view.as_ref().is_some_and(|v| {
+            !v.nodes
+                .iter()
+                .any(|n| n.alive && !n.leaving && n.node != me.node)
+        })
     }
 
     /// Stops runners, waits for running fires (or cancels them when forced), leaves.
@@ -461,7 +571,10 @@ impl Runtime {
         self.shared.fires.close();
         if forced {
             self.shared.work_token().cancel();
-        } else if tokio::time::timeout(self.shared.timing.shutdown_grace, self.shared.fires.wait()).await.is_err() {
+        } else if tokio::time::timeout(self.shared.timing.shutdown_grace, self.shared.fires.wait())
+            .await
+            .is_err()
+        {
             warn!("running fires did not finish within the grace period; cancelling them");
             self.shared.work_token().cancel();
         }
@@ -470,7 +583,9 @@ impl Runtime {
         let me = self.shared.member();
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
             Ok(Ok(())) => info!("left the cluster"),
-            Ok(Err(e)) => warn!(error = %e, "could not leave cleanly; the registration will expire"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not leave cleanly; the registration will expire")
+            }
             Err(_) => warn!("leaving timed out; the registration will expire"),
         }
         Ok(())
@@ -479,7 +594,8 @@ impl Runtime {
 
 /// The assignment changes that turn `current` into `placement`.
 fn diff(current: &[Assignment], placement: &placement::Placement) -> Vec<AssignmentChange> {
-    let by_task: HashMap<&str, &Assignment> = current.iter().map(|a| (a.task.as_str(), a)).collect();
+    let by_task: HashMap<&str, &Assignment> =
+        current.iter().map(|a| (a.task.as_str(), a)).collect();
     let mut changes = Vec::new();
     let mut want = |task: &str, owner: Option<(String, i64)>, reason: Option<String>| {
         let existing = by_task.get(task);
@@ -500,7 +616,10 @@ fn diff(current: &[Assignment], placement: &placement::Placement) -> Vec<Assignm
         want(task, None, Some(reason.clone()));
     }
     for a in current {
-        if !placement.owners.contains_key(&a.task) && !placement.unplaced.contains_key(&a.task) && a.owner.is_some() {
+        if !placement.owners.contains_key(&a.task)
+            && !placement.unplaced.contains_key(&a.task)
+            && a.owner.is_some()
+        {
             want(&a.task, None, Some("declared by no live node".to_string()));
         }
     }
@@ -527,8 +646,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 failures = 0;
             }
             Ok(Ok(false)) => {
-                if shared.member().incarnation == member.incarnation && !shared.expired.swap(true, Ordering::SeqCst) {
-                    warn!(incarnation = member.incarnation, "the store expired this node's registration");
+                if shared.member().incarnation == member.incarnation
+                    && !shared.expired.swap(true, Ordering::SeqCst)
+                {
+                    warn!(
+                        incarnation = member.incarnation,
+                        "the store expired this node's registration"
+                    );
                     shared.lease.lock().unwrap().revoke();
                 }
             }

@@ -72,7 +72,9 @@ pub struct NodeDeclarations {
 /// Answer to a join.
 #[derive(Debug, Clone)]
 pub enum JoinOutcome {
-    Joined { now_ms: i64 },
+    Joined {
+        now_ms: i64,
+    },
     /// A live node holds this id; the caller decides whether it is its own predecessor.
     Occupied(NodeRecord),
 }
@@ -251,7 +253,12 @@ pub trait Store: Send + Sync + 'static {
     /// ([`LeaderWrite::Deposed`]) unless `leader` holds `epoch` and is alive, judged inside
     /// the same transaction. Every change of owner increases the task's token by one
     /// (fencing tokens strictly increase per task, and never repeat).
-    async fn write_assignments(&self, leader: &Member, epoch: i64, changes: &[AssignmentChange]) -> Result<LeaderWrite>;
+    async fn write_assignments(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        changes: &[AssignmentChange],
+    ) -> Result<LeaderWrite>;
 
     /// Claims one instant in one write (contract 2): accepted only if `claim.token` is the
     /// task's current token, the assignment names the claimant's incarnation, the claimant's
@@ -260,7 +267,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records misfired instants (not started) under the same fencing rule as `claim`.
     /// Returns how many were recorded.
-    async fn record_misfires(&self, member: &Member, task: &str, token: i64, instants: &[i64], message: &str) -> Result<u64>;
+    async fn record_misfires(
+        &self,
+        member: &Member,
+        task: &str,
+        token: i64,
+        instants: &[i64],
+        message: &str,
+    ) -> Result<u64>;
 
     /// Records how a running fire ended. Only the row with this token and attempt changes.
     async fn finish(&self, cluster: &str, finish: &Finish) -> Result<()>;
@@ -274,10 +288,22 @@ pub trait Store: Send + Sync + 'static {
     /// Takes over a fire whose node died mid-run (contract 9), fenced like `claim`: with
     /// `retry` it runs again under the new token (attempt + 1) and `Claimed` is returned; else
     /// it is recorded as abandoned. Only one caller can take over a given attempt.
-    async fn recover_fire(&self, member: &Member, task: &str, token: i64, fire: &RunningFire, retry: bool) -> Result<ClaimOutcome>;
+    async fn recover_fire(
+        &self,
+        member: &Member,
+        task: &str,
+        token: i64,
+        fire: &RunningFire,
+        retry: bool,
+    ) -> Result<ClaimOutcome>;
 
     /// Recent fires, newest first, of one task or all.
-    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>>;
+    async fn history(
+        &self,
+        cluster: &str,
+        task: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FireRecord>>;
 
     /// Deletes finished fires with instants before `before_ms`. Returns the number deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
@@ -308,7 +334,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 
 /// The URL with any password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -331,8 +359,14 @@ mod tests {
 
     #[test]
     fn passwords_never_leave_redaction() {
-        assert_eq!(redact_url("postgres://rota:s3cret@db:5432/rota"), "postgres://rota:***@db:5432/rota");
-        assert_eq!(redact_url("sqlite:///var/lib/rota.db"), "sqlite:///var/lib/rota.db");
+        assert_eq!(
+            redact_url("postgres://rota:s3cret@db:5432/rota"),
+            "postgres://rota:***@db:5432/rota"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/rota.db"),
+            "sqlite:///var/lib/rota.db"
+        );
         assert_eq!(redact_url("mysql://rota@db/rota"), "mysql://rota@db/rota");
     }
 }

@@ -34,13 +34,26 @@ impl TestStore {
 /// Live owner of `task`, if any.
 pub async fn owner(store: &Arc<dyn Store>, cluster: &str, task: &str) -> Option<(String, i64)> {
     let view = store.view(cluster).await.ok()?;
-    let a = store.assignments(cluster).await.ok()?.into_iter().find(|a| a.task == task)?;
+    let a = store
+        .assignments(cluster)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|a| a.task == task)?;
     let (node, inc) = a.owner?;
-    view.nodes.iter().any(|n| n.node == node && n.incarnation == inc && n.alive).then_some((node, a.token))
+    view.nodes
+        .iter()
+        .any(|n| n.node == node && n.incarnation == inc && n.alive)
+        .then_some((node, a.token))
 }
 
 /// Polls until `check` holds or the deadline passes; panics with `what` and the logs.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, cluster: Option<&ProcessCluster>, check: F) -> T
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    cluster: Option<&ProcessCluster>,
+    check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -67,7 +67,12 @@ impl Dialect {
         match self {
             Dialect::Sqlite => ("TEXT", "INTEGER", "TEXT", ""),
             Dialect::Postgres => ("VARCHAR(255)", "BIGINT", "TEXT", ""),
-            Dialect::Mysql => ("VARCHAR(255)", "BIGINT", "TEXT", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"),
+            Dialect::Mysql => (
+                "VARCHAR(255)",
+                "BIGINT",
+                "TEXT",
+                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            ),
         }
     }
 
@@ -109,7 +114,11 @@ mod tests {
             Dialect::Postgres.prepare(sql),
             "INSERT INTO t (a, b) VALUES ($1, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)) ON CONFLICT DO NOTHING"
         );
-        assert!(Dialect::Sqlite.prepare(sql).starts_with("INSERT OR IGNORE INTO t (a, b) VALUES (?, CAST((julianday"));
-        assert!(Dialect::Mysql.prepare(sql).starts_with("INSERT IGNORE INTO t (a, b) VALUES (?, CAST(UNIX_TIMESTAMP"));
+        assert!(Dialect::Sqlite
+            .prepare(sql)
+            .starts_with("INSERT OR IGNORE INTO t (a, b) VALUES (?, CAST((julianday"));
+        assert!(Dialect::Mysql
+            .prepare(sql)
+            .starts_with("INSERT IGNORE INTO t (a, b) VALUES (?, CAST(UNIX_TIMESTAMP"));
     }
 }

@@ -34,15 +34,19 @@ fn unavailable(e: sqlx::Error) -> Error {
         sqlx::Error::Database(db) => {
             let msg = db.message().to_string();
             // SQLite's "database is locked"/"busy" and lock timeouts are transient.
-            if msg.contains("locked") || msg.contains("busy") || msg.contains("timeout") || msg.contains("deadlock") {
+            if msg.contains("locked")
+                || msg.contains("busy")
+                || msg.contains("timeout")
+                || msg.contains("deadlock")
+            {
                 Error::StoreUnavailable(msg)
             } else {
                 Error::Store(msg)
             }
         }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) | sqlx::Error::TypeNotFound { .. } => {
-            Error::Store(e.to_string())
-        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => Error::Store(e.to_string()),
         other => Error::StoreUnavailable(other.to_string()),
     }
 }
@@ -85,28 +89,48 @@ impl SqlStore {
                 })
             });
         let pool = options.connect(&url).await.map_err(|e| match e {
-            sqlx::Error::Configuration(c) => {
-                Error::config("store.url", format!("`{}` is not a valid URL: {c}", redact_url(&url)))
+            sqlx::Error::Configuration(c) => Error::config(
+                "store.url",
+                format!("`{}` is not a valid URL: {c}", redact_url(&url)),
+            ),
+            other => {
+                Error::StoreUnavailable(format!("cannot connect to {}: {other}", redact_url(&url)))
             }
-            other => Error::StoreUnavailable(format!("cannot connect to {}: {other}", redact_url(&url))),
         })?;
-        Ok(SqlStore { pool, dialect, reads: AtomicU64::new(0), writes: AtomicU64::new(0) })
+        Ok(SqlStore {
+            pool,
+            dialect,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        })
     }
 
     /// Every statement goes through here: prepared for the dialect, and counted.
     fn sql(&self, statement: &str) -> String {
-        let counter = if statement.starts_with("SELECT") { &self.reads } else { &self.writes };
+        let counter = if statement.starts_with("SELECT") {
+            &self.reads
+        } else {
+            &self.writes
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         self.dialect.prepare(statement)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        self.pool.begin_with(self.dialect.begin_write()).await.map_err(unavailable)
+        self.pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(unavailable)
     }
 
     async fn bump_generation(&self, tx: &mut sqlx::AnyConnection, cluster: &str) -> Result<()> {
-        let sql = self.sql("UPDATE rota_clusters SET generation = generation + 1 WHERE cluster = ?");
-        sqlx::query(&sql).bind(cluster).execute(&mut *tx).await.map_err(unavailable)?;
+        let sql =
+            self.sql("UPDATE rota_clusters SET generation = generation + 1 WHERE cluster = ?");
+        sqlx::query(&sql)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -116,14 +140,18 @@ impl SqlStore {
             Dialect::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'",
             Dialect::Mysql => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'",
         };
-        let exists: i64 = sqlx::query_scalar(probe).fetch_one(&self.pool).await.map_err(unavailable)?;
+        let exists: i64 = sqlx::query_scalar(probe)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         if exists == 0 {
             return Ok(None);
         }
-        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM rota_meta WHERE name = 'schema_version'")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM rota_meta WHERE name = 'schema_version'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
         Ok(Some(v.unwrap_or(0)))
     }
 
@@ -153,7 +181,8 @@ impl SqlStore {
 const VACATE_LEADER: &str =
     "UPDATE rota_leader SET node_id = '', incarnation = 0 WHERE cluster = ? AND node_id = ? AND incarnation = ?";
 
-const NODE_COLUMNS: &str = "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
+const NODE_COLUMNS: &str =
+    "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
      CASE WHEN heartbeat_at + timeout_ms >= {now} THEN 1 ELSE 0 END AS alive";
 
 #[async_trait]
@@ -163,7 +192,10 @@ impl Store for SqlStore {
     }
 
     fn statements(&self) -> StatementCounts {
-        StatementCounts { reads: self.reads.load(Ordering::Relaxed), writes: self.writes.load(Ordering::Relaxed) }
+        StatementCounts {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
     }
 
     async fn prepare(&self, migrate: bool) -> Result<()> {
@@ -193,10 +225,12 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let exists = match self.dialect {
             Dialect::Sqlite => {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master WHERE name = 'rota_meta'")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rota_meta'",
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?
                     > 0
             }
             _ => false,
@@ -219,7 +253,10 @@ impl Store for SqlStore {
 
     async fn now_ms(&self) -> Result<i64> {
         let sql = self.sql("SELECT {now}");
-        sqlx::query_scalar(&sql).fetch_one(&self.pool).await.map_err(unavailable)
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
@@ -227,8 +264,14 @@ impl Store for SqlStore {
         let declared = serde_json::to_string(&req.declared).expect("declarations serialize");
         let mut tx = self.begin().await?;
         let sql = self.sql("{insert_ignore} rota_clusters (cluster, generation) VALUES (?, 0){on_conflict_nothing}");
-        sqlx::query(&sql).bind(&m.cluster).execute(&mut *tx).await.map_err(unavailable)?;
-        let sql = self.sql(&format!("SELECT {NODE_COLUMNS} FROM rota_nodes WHERE cluster = ? AND node_id = ?{{for_update}}"));
+        sqlx::query(&sql)
+            .bind(&m.cluster)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let sql = self.sql(&format!(
+            "SELECT {NODE_COLUMNS} FROM rota_nodes WHERE cluster = ? AND node_id = ?{{for_update}}"
+        ));
         let existing = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
@@ -241,7 +284,12 @@ impl Store for SqlStore {
                 return Ok(JoinOutcome::Occupied(record));
             }
             let sql = self.sql("DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ?");
-            sqlx::query(&sql).bind(&m.cluster).bind(&m.node).execute(&mut *tx).await.map_err(unavailable)?;
+            sqlx::query(&sql)
+                .bind(&m.cluster)
+                .bind(&m.node)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         let sql = self.sql(
             "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
@@ -259,7 +307,10 @@ impl Store for SqlStore {
             .await
             .map_err(unavailable)?;
         self.bump_generation(&mut tx, &m.cluster).await?;
-        let now: i64 = sqlx::query_scalar(&self.sql("SELECT {now}")).fetch_one(&mut *tx).await.map_err(unavailable)?;
+        let now: i64 = sqlx::query_scalar(&self.sql("SELECT {now}"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(JoinOutcome::Joined { now_ms: now })
     }
@@ -295,7 +346,10 @@ impl Store for SqlStore {
 
     async fn leave(&self, m: &Member) -> Result<()> {
         let mut tx = self.begin().await?;
-        for statement in [VACATE_LEADER, "DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"] {
+        for statement in [
+            VACATE_LEADER,
+            "DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+        ] {
             let sql = self.sql(statement);
             sqlx::query(&sql)
                 .bind(&m.cluster)
@@ -312,7 +366,11 @@ impl Store for SqlStore {
     async fn view(&self, cluster: &str) -> Result<ClusterView> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let sql = self.sql(&format!("SELECT {NODE_COLUMNS}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id"));
-        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&mut *conn).await.map_err(unavailable)?;
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
         let mut nodes = Vec::with_capacity(rows.len());
         let mut now_ms = None;
         for row in &rows {
@@ -321,7 +379,10 @@ impl Store for SqlStore {
         }
         let now_ms = match now_ms {
             Some(n) => n,
-            None => sqlx::query_scalar(&self.sql("SELECT {now}")).fetch_one(&mut *conn).await.map_err(unavailable)?,
+            None => sqlx::query_scalar(&self.sql("SELECT {now}"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unavailable)?,
         };
         let sql = self.sql("SELECT node_id, incarnation, epoch FROM rota_leader WHERE cluster = ?");
         let leader = sqlx::query(&sql)
@@ -338,22 +399,35 @@ impl Store for SqlStore {
             })
             .transpose()?;
         let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
-        let generation: Option<i64> =
-            sqlx::query_scalar(&sql).bind(cluster).fetch_optional(&mut *conn).await.map_err(unavailable)?;
-        Ok(ClusterView { now_ms, generation: generation.unwrap_or(0), nodes, leader })
+        let generation: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(ClusterView {
+            now_ms,
+            generation: generation.unwrap_or(0),
+            nodes,
+            leader,
+        })
     }
 
     async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>> {
         let sql = self.sql("SELECT node_id, incarnation, declared FROM rota_nodes WHERE cluster = ? ORDER BY node_id");
-        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 let declared: String = r.try_get("declared").map_err(unavailable)?;
                 Ok(NodeDeclarations {
                     node: r.try_get("node_id").map_err(unavailable)?,
                     incarnation: r.try_get("incarnation").map_err(unavailable)?,
-                    declared: serde_json::from_str(&declared)
-                        .map_err(|e| Error::Store(format!("rota_nodes.declared is not valid JSON: {e}")))?,
+                    declared: serde_json::from_str(&declared).map_err(|e| {
+                        Error::Store(format!("rota_nodes.declared is not valid JSON: {e}"))
+                    })?,
                 })
             })
             .collect()
@@ -361,7 +435,11 @@ impl Store for SqlStore {
 
     async fn generation(&self, cluster: &str) -> Result<i64> {
         let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
-        let g: Option<i64> = sqlx::query_scalar(&sql).bind(cluster).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        let g: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(g.unwrap_or(0))
     }
 
@@ -374,7 +452,11 @@ impl Store for SqlStore {
              ON n.cluster = l.cluster AND n.node_id = l.node_id AND n.incarnation = l.incarnation \
              WHERE l.cluster = ?{for_update}",
         );
-        let current = sqlx::query(&sql).bind(&m.cluster).fetch_optional(&mut *tx).await.map_err(unavailable)?;
+        let current = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         // Only a live, non-leaving candidate may take over.
         let sql = self.sql(
             "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
@@ -387,7 +469,11 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let mine = |epoch| Leadership { node: m.node.clone(), incarnation: m.incarnation, epoch };
+        let mine = |epoch| Leadership {
+            node: m.node.clone(),
+            incarnation: m.incarnation,
+            epoch,
+        };
         let result = match current {
             None if eligible == 1 => {
                 let sql = self.sql("INSERT INTO rota_leader (cluster, node_id, incarnation, epoch, since) VALUES (?, ?, ?, 1, {now})");
@@ -452,7 +538,11 @@ impl Store for SqlStore {
 
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
         let sql = self.sql("SELECT task, node_id, incarnation, token, reason FROM rota_assignments WHERE cluster = ? ORDER BY task");
-        let rows = sqlx::query(&sql).bind(cluster).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 let node: Option<String> = r.try_get("node_id").map_err(unavailable)?;
@@ -467,7 +557,12 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn write_assignments(&self, leader: &Member, epoch: i64, changes: &[AssignmentChange]) -> Result<LeaderWrite> {
+    async fn write_assignments(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        changes: &[AssignmentChange],
+    ) -> Result<LeaderWrite> {
         let mut tx = self.begin().await?;
         let sql = self.sql(
             "SELECT COUNT(*) FROM rota_leader l JOIN rota_nodes n \
@@ -530,10 +625,15 @@ impl Store for SqlStore {
 
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
         let m = &c.member;
-        let finished = if c.outcome == Outcome::Running { "NULL" } else { "{now}" };
+        // A started fire has a start time; an instant recorded as not started has an end.
+        let (started, finished) = if c.outcome == Outcome::Running {
+            ("{now}", "NULL")
+        } else {
+            ("NULL", "{now}")
+        };
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
-             SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {{now}}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
+             SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {started}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
             Self::FENCE
         ));
         let done = sqlx::query(&sql)
@@ -565,10 +665,21 @@ impl Store for SqlStore {
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(if taken > 0 { ClaimOutcome::AlreadyClaimed } else { ClaimOutcome::Fenced })
+        Ok(if taken > 0 {
+            ClaimOutcome::AlreadyClaimed
+        } else {
+            ClaimOutcome::Fenced
+        })
     }
 
-    async fn record_misfires(&self, m: &Member, task: &str, token: i64, instants: &[i64], message: &str) -> Result<u64> {
+    async fn record_misfires(
+        &self,
+        m: &Member,
+        task: &str,
+        token: i64,
+        instants: &[i64],
+        message: &str,
+    ) -> Result<u64> {
         let mut recorded = 0;
         let mut tx = self.begin().await?;
         let sql = self.sql(&format!(
@@ -620,7 +731,12 @@ impl Store for SqlStore {
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         let sql = self.sql("SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ?");
-        sqlx::query_scalar(&sql).bind(cluster).bind(task).fetch_one(&self.pool).await.map_err(unavailable)
+        sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .bind(task)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
@@ -631,7 +747,12 @@ impl Store for SqlStore {
              ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
              WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? ORDER BY f.instant",
         );
-        let rows = sqlx::query(&sql).bind(cluster).bind(task).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(task)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok(RunningFire {
@@ -646,7 +767,14 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn recover_fire(&self, m: &Member, task: &str, token: i64, fire: &RunningFire, retry: bool) -> Result<ClaimOutcome> {
+    async fn recover_fire(
+        &self,
+        m: &Member,
+        task: &str,
+        token: i64,
+        fire: &RunningFire,
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
         let set = if retry {
             "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {now}, \
              message = 'retried: its node died mid-run'"
@@ -676,10 +804,19 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(if done.rows_affected() == 1 { ClaimOutcome::Claimed } else { ClaimOutcome::Fenced })
+        Ok(if done.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::Fenced
+        })
     }
 
-    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>> {
+    async fn history(
+        &self,
+        cluster: &str,
+        task: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FireRecord>> {
         let filter = if task.is_some() { " AND task = ?" } else { "" };
         let sql = self.sql(&format!(
             "SELECT task, instant, node_id, token, attempt, outcome, started_at, finished_at, message \
@@ -689,7 +826,11 @@ impl Store for SqlStore {
         if let Some(t) = task {
             q = q.bind(t);
         }
-        let rows = q.bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = q
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 let outcome: String = r.try_get("outcome").map_err(unavailable)?;
@@ -699,8 +840,9 @@ impl Store for SqlStore {
                     node: r.try_get("node_id").map_err(unavailable)?,
                     token: r.try_get("token").map_err(unavailable)?,
                     attempt: r.try_get("attempt").map_err(unavailable)?,
-                    outcome: Outcome::parse(&outcome)
-                        .ok_or_else(|| Error::Store(format!("unknown outcome `{outcome}` in rota_fires")))?,
+                    outcome: Outcome::parse(&outcome).ok_or_else(|| {
+                        Error::Store(format!("unknown outcome `{outcome}` in rota_fires"))
+                    })?,
                     started_at_ms: r.try_get("started_at").map_err(unavailable)?,
                     finished_at_ms: r.try_get("finished_at").map_err(unavailable)?,
                     message: r.try_get("message").map_err(unavailable)?,
@@ -710,8 +852,15 @@ impl Store for SqlStore {
     }
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
-        let sql = self.sql("DELETE FROM rota_fires WHERE cluster = ? AND instant < ? AND outcome <> 'running'");
-        let done = sqlx::query(&sql).bind(cluster).bind(before_ms).execute(&self.pool).await.map_err(unavailable)?;
+        let sql = self.sql(
+            "DELETE FROM rota_fires WHERE cluster = ? AND instant < ? AND outcome <> 'running'",
+        );
+        let done = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(done.rows_affected())
     }
 }
