@@ -19,6 +19,8 @@ pub struct TaskRow {
     pub next_fire_ms: Option<i64>,
     pub last: Option<FireRecord>,
     pub unplaced_reason: Option<String>,
+    /// Live nodes declare this task with different definitions.
+    pub conflict: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +39,22 @@ impl Snapshot {
         let view = store.view(cluster).await?;
         let assignments = store.assignments(cluster).await?;
         let mut schedules: BTreeMap<String, String> = BTreeMap::new();
+        // task -> definition hash -> live nodes declaring it
+        let mut definitions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for n in store.declarations(cluster).await? {
+            let alive = view
+                .nodes
+                .iter()
+                .any(|r| r.node == n.node && r.incarnation == n.incarnation && r.alive);
             for d in n.declared {
+                if alive {
+                    definitions
+                        .entry(d.name.clone())
+                        .or_default()
+                        .entry(d.hash)
+                        .or_default()
+                        .push(n.node.clone());
+                }
                 schedules.entry(d.name).or_insert(d.schedule);
             }
         }
@@ -72,7 +88,18 @@ impl Snapshot {
                     .any(|n| n.node == node && n.incarnation == inc && n.alive);
                 (node, alive)
             });
+            let conflict = definitions
+                .get(&name)
+                .filter(|defs| defs.len() > 1)
+                .map(|defs| {
+                    let groups: Vec<String> = defs
+                        .iter()
+                        .map(|(hash, nodes)| format!("{} declare {hash}", nodes.join(", ")))
+                        .collect();
+                    format!("definitions differ: {}", groups.join("; "))
+                });
             tasks.push(TaskRow {
+                conflict,
                 name,
                 owner,
                 token: a.map(|a| a.token),
@@ -170,6 +197,13 @@ impl Snapshot {
             );
             if let Some(reason) = &t.unplaced_reason {
                 let _ = writeln!(out, "  {:<20} reason: {reason}", "");
+            }
+            if let Some(conflict) = &t.conflict {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} CONFLICT: {conflict}; the owner's definition stays in force",
+                    ""
+                );
             }
         }
         if self.tasks.is_empty() {
