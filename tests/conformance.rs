@@ -380,11 +380,13 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assert_eq!(store.history("hist", None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn sqlite_keeps_the_contract() {
-    let s = TestStore::sqlite().await;
+async fn keeps_the_contract(kind: common::Kind) {
+    let s = TestStore::new(kind).await;
     suite(s.store.clone()).await;
 }
+
+use common::Kind;
+on_every_store!(keeps_the_contract);
 
 #[tokio::test]
 async fn schema_is_versioned_and_migrate_false_refuses_an_empty_store() {

@@ -135,12 +135,7 @@ impl SqlStore {
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
-        let probe = match self.dialect {
-            Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rota_meta'",
-            Dialect::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'",
-            Dialect::Mysql => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'",
-        };
-        let exists: i64 = sqlx::query_scalar(probe)
+        let exists: i64 = sqlx::query_scalar(self.meta_probe())
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -153,6 +148,34 @@ impl SqlStore {
                 .await
                 .map_err(unavailable)?;
         Ok(Some(v.unwrap_or(0)))
+    }
+
+    /// Counts the `rota_meta` table (0 or 1).
+    fn meta_probe(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rota_meta'",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'"
+            }
+            Dialect::Mysql => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'"
+            }
+        }
+    }
+
+    /// Creates the schema unless it exists; the caller holds the schema lock.
+    async fn create_schema(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        let exists: i64 = sqlx::query_scalar(self.meta_probe())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        if exists > 0 {
+            return Ok(());
+        }
+        for stmt in schema::create_statements(self.dialect) {
+            conn.execute(stmt.as_str()).await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
@@ -180,6 +203,22 @@ impl SqlStore {
 /// Leadership is given up by vacating the row, never deleting it: epochs keep increasing.
 const VACATE_LEADER: &str =
     "UPDATE rota_leader SET node_id = '', incarnation = 0 WHERE cluster = ? AND node_id = ? AND incarnation = ?";
+
+/// Reads a TEXT column. MySQL reports TEXT as a BLOB type, so bytes are accepted too.
+fn text(row: &AnyRow, column: &str) -> Result<Option<String>> {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let bytes: Option<Vec<u8>> = row.try_get(column).map_err(unavailable)?;
+            bytes
+                .map(|b| {
+                    String::from_utf8(b)
+                        .map_err(|e| Error::Store(format!("column {column} is not UTF-8: {e}")))
+                })
+                .transpose()
+        }
+    }
+}
 
 const NODE_COLUMNS: &str =
     "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
@@ -221,34 +260,29 @@ impl Store for SqlStore {
             }
             _ => {}
         }
-        // Several nodes may start at once: create under a write transaction and re-check.
-        let mut tx = self.begin().await?;
-        let exists = match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rota_meta'",
-                )
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                    > 0
-            }
-            _ => false,
+        // Several nodes may start at once: create under a lock, re-checking inside it.
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let (lock, unlock) = match self.dialect {
+            Dialect::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
+            Dialect::Postgres => (
+                "SELECT pg_advisory_lock(7250104716)",
+                "SELECT pg_advisory_unlock(7250104716)",
+            ),
+            Dialect::Mysql => (
+                "SELECT GET_LOCK('rota_schema', 60)",
+                "SELECT RELEASE_LOCK('rota_schema')",
+            ),
         };
-        if !exists {
-            for stmt in schema::create_statements(self.dialect) {
-                if let Err(e) = tx.execute(stmt.as_str()).await {
-                    let msg = e.to_string();
-                    // Another node created it first (PostgreSQL/MySQL): fine.
-                    if msg.contains("already exists") {
-                        return Ok(());
-                    }
-                    return Err(unavailable(e));
-                }
-            }
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(())
+        conn.execute(lock).await.map_err(unavailable)?;
+        let created = self.create_schema(&mut conn).await;
+        // SQLite's lock is a transaction: never commit half a schema.
+        let unlock = if created.is_err() && self.dialect == Dialect::Sqlite {
+            "ROLLBACK"
+        } else {
+            unlock
+        };
+        let released = conn.execute(unlock).await.map(|_| ()).map_err(unavailable);
+        created.and(released)
     }
 
     async fn now_ms(&self) -> Result<i64> {
@@ -421,7 +455,7 @@ impl Store for SqlStore {
             .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
-                let declared: String = r.try_get("declared").map_err(unavailable)?;
+                let declared = text(r, "declared")?.unwrap_or_default();
                 Ok(NodeDeclarations {
                     node: r.try_get("node_id").map_err(unavailable)?,
                     incarnation: r.try_get("incarnation").map_err(unavailable)?,
@@ -445,12 +479,9 @@ impl Store for SqlStore {
 
     async fn acquire_leadership(&self, m: &Member) -> Result<Option<Leadership>> {
         let mut tx = self.begin().await?;
+        // Lock the leader row alone (PostgreSQL cannot lock the nullable side of a join).
         let sql = self.sql(
-            "SELECT l.node_id, l.incarnation, l.epoch, \
-             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
-             FROM rota_leader l LEFT JOIN rota_nodes n \
-             ON n.cluster = l.cluster AND n.node_id = l.node_id AND n.incarnation = l.incarnation \
-             WHERE l.cluster = ?{for_update}",
+            "SELECT node_id, incarnation, epoch FROM rota_leader WHERE cluster = ?{for_update}",
         );
         let current = sqlx::query(&sql)
             .bind(&m.cluster)
@@ -494,8 +525,18 @@ impl Store for SqlStore {
                     incarnation: row.try_get("incarnation").map_err(unavailable)?,
                     epoch: row.try_get("epoch").map_err(unavailable)?,
                 };
-                let alive = row.try_get::<i64, _>("alive").map_err(unavailable)? != 0;
-                if alive || eligible == 0 {
+                let sql = self.sql(
+                    "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
+                     AND heartbeat_at + timeout_ms >= {now}",
+                );
+                let alive: i64 = sqlx::query_scalar(&sql)
+                    .bind(&m.cluster)
+                    .bind(&leader.node)
+                    .bind(leader.incarnation)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if alive > 0 || eligible == 0 {
                     Some(leader)
                 } else {
                     let sql = self.sql(
@@ -551,7 +592,7 @@ impl Store for SqlStore {
                     task: r.try_get("task").map_err(unavailable)?,
                     owner: node.zip(inc),
                     token: r.try_get("token").map_err(unavailable)?,
-                    reason: r.try_get("reason").map_err(unavailable)?,
+                    reason: text(r, "reason")?,
                 })
             })
             .collect()
@@ -845,7 +886,7 @@ impl Store for SqlStore {
                     })?,
                     started_at_ms: r.try_get("started_at").map_err(unavailable)?,
                     finished_at_ms: r.try_get("finished_at").map_err(unavailable)?,
-                    message: r.try_get("message").map_err(unavailable)?,
+                    message: text(r, "message")?,
                 })
             })
             .collect()

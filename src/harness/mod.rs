@@ -1,6 +1,10 @@
 //! Runs a cluster of `rota node` processes on one machine: the engine of `rota demo`,
 //! `rota bench`, and the multi-process tests. Each node gets its own config file and log in
-//! a working directory; every child is killed when the cluster is dropped.
+//! a working directory; every child is killed when the cluster is dropped. [`servers`] starts
+//! private database servers and [`proxy`] cuts a node off from one.
+
+pub mod proxy;
+pub mod servers;
 
 use std::{
     collections::BTreeMap,
