@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use common::{eventually, owner, TestStore};
+use common::{eventually, owner, Kind, TestStore};
 use rota::{
     harness::{self, ProcessCluster},
     store::Store,
@@ -112,10 +112,9 @@ async fn assert_nothing_silently_missed(store: &Arc<dyn Store>, cluster: &str, f
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_of_the_owner_moves_every_task_within_the_bound() {
+async fn kill_of_the_owner_moves_every_task_within_the_bound(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "kill-owner").await;
     let (victim, token) = owner(&s.store, "kill-owner", "alpha")
         .await
@@ -136,10 +135,9 @@ async fn kill_of_the_owner_moves_every_task_within_the_bound() {
     assert_no_duplicates(&record);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_of_the_leader_elects_another_and_failover_still_works() {
+async fn kill_of_the_leader_elects_another_and_failover_still_works(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("kill-leader");
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -185,10 +183,9 @@ async fn kill_of_the_leader_elects_another_and_failover_still_works() {
     assert_no_duplicates(&record);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_owner_starts_nothing_after_it_wakes() {
+async fn frozen_owner_starts_nothing_after_it_wakes(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let (cluster, record) = three_nodes(&s, "freeze").await;
     let (zombie, _) = owner(&s.store, "freeze", "alpha").await.unwrap();
     assert!(cluster.signal(&zombie, libc::SIGSTOP));
@@ -242,10 +239,9 @@ async fn frozen_owner_starts_nothing_after_it_wakes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_stop_hands_over_without_a_late_fire() {
+async fn graceful_stop_hands_over_without_a_late_fire(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "graceful").await;
     let (leaving, _) = owner(&s.store, "graceful", "alpha").await.unwrap();
     let stop_at = s.store.now_ms().await.unwrap();
@@ -276,10 +272,9 @@ async fn graceful_stop_hands_over_without_a_late_fire() {
     assert_no_duplicates(&record);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_node_with_a_live_id_is_refused() {
+async fn a_second_node_with_a_live_id_is_refused(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("dup");
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -319,10 +314,9 @@ async fn a_second_node_with_a_live_id_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_node_restarted_at_once_rejoins_without_waiting() {
+async fn a_crashed_node_restarted_at_once_rejoins_without_waiting(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "restart").await;
     let (owner_node, _) = owner(&s.store, "restart", "alpha").await.unwrap();
     let other = ["node-1", "node-2", "node-3"]
@@ -402,10 +396,9 @@ async fn bad_config_is_refused_before_joining_with_every_problem_named() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured() {
+async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("midrun");
     let record = cluster.dir().join("starts.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -489,10 +482,9 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured() 
     assert_eq!(of("slow-abandon"), 1, "never started again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instants_missed_while_no_node_runs_are_recorded_as_misfired() {
+async fn instants_missed_while_no_node_runs_are_recorded_as_misfired(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let s = TestStore::sqlite().await;
+    let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("misfire");
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -567,3 +559,14 @@ async fn instants_missed_while_no_node_runs_are_recorded_as_misfired() {
     }
     assert_no_duplicates(&record);
 }
+
+on_every_store!(
+    kill_of_the_owner_moves_every_task_within_the_bound,
+    kill_of_the_leader_elects_another_and_failover_still_works,
+    frozen_owner_starts_nothing_after_it_wakes,
+    graceful_stop_hands_over_without_a_late_fire,
+    a_second_node_with_a_live_id_is_refused,
+    a_crashed_node_restarted_at_once_rejoins_without_waiting,
+    a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured,
+    instants_missed_while_no_node_runs_are_recorded_as_misfired,
+);
