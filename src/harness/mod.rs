@@ -24,6 +24,10 @@ pub struct ProcessCluster {
     /// `[timing]` section written into every node's config (may be empty).
     pub timing_toml: String,
     children: BTreeMap<String, Child>,
+    /// Per-node store URL (for example through a [`proxy::CutProxy`]).
+    pub store_url_of: BTreeMap<String, String>,
+    /// Per-node extra environment (for example libfaketime's `LD_PRELOAD` and `FAKETIME`).
+    pub env_of: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// One line of an `append_to` record file: an independent record of a fire, written by the
@@ -50,6 +54,8 @@ impl ProcessCluster {
             cluster: cluster.into(),
             timing_toml: String::new(),
             children: BTreeMap::new(),
+            store_url_of: BTreeMap::new(),
+            env_of: BTreeMap::new(),
         }
     }
 
@@ -70,7 +76,7 @@ impl ProcessCluster {
         format!(
             "[node]\nid = \"{node}\"\ncluster = \"{}\"\n\n[store]\nurl = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{}\n\n{tasks_toml}\n",
             self.cluster,
-            self.store_url,
+            self.store_url_of.get(node).unwrap_or(&self.store_url),
             if self.timing_toml.is_empty() { String::new() } else { format!("[timing]\n{}", self.timing_toml) }
         )
     }
@@ -101,7 +107,15 @@ impl ProcessCluster {
             .create(true)
             .append(true)
             .open(self.log_path(node))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command.envs(
+            self.env_of
+                .get(node)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k, v)),
+        );
+        let child = command
             .arg("node")
             .arg("--config")
             .arg(config)
@@ -113,6 +127,14 @@ impl ProcessCluster {
         let pid = child.id();
         self.children.insert(node.to_string(), child);
         Ok(pid)
+    }
+
+    /// Whether `node` is still running (reaps it if it exited).
+    pub fn running(&mut self, node: &str) -> bool {
+        match self.children.get_mut(node) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
     }
 
     pub fn pid(&self, node: &str) -> Option<u32> {

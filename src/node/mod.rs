@@ -219,7 +219,8 @@ impl NodeBuilder {
             Some(s) => s,
             None => store::open(&self.store_url).await?,
         };
-        store.prepare(self.migrate).await?;
+        let migrate = self.migrate;
+        runtime::retry_transient("preparing the schema", || store.prepare(migrate)).await?;
         let config = runtime::NodeConfig {
             id: self.id,
             cluster: self.cluster,

@@ -94,7 +94,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         incarnation: new_incarnation(),
     };
     let sent = Instant::now();
-    let now_ms = join(store.as_ref(), &member, &timing, &declared).await?;
+    let now_ms = retry_transient("joining", || {
+        join(store.as_ref(), &member, &timing, &declared)
+    })
+    .await?;
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
     lease.renewed(sent);
     let shared = Arc::new(Shared {
@@ -134,6 +137,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         epoch: None,
         reported: String::new(),
         last_purge: Instant::now(),
+        failures: 0,
     };
     let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
     Ok(NodeHandle {
@@ -142,6 +146,33 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         status: status_rx,
         task,
     })
+}
+
+/// How long start-up keeps retrying a store that is briefly unavailable (a deadlock between
+/// nodes starting together, a database restarting) before giving up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Retries `step` while it fails with a retryable error, with backoff and jitter, for up to
+/// [`STARTUP_PATIENCE`]. Fatal errors (schema, duplicate id, configuration) return at once.
+pub(crate) async fn retry_transient<T, F, Fut>(what: &str, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match step().await {
+            Err(e) if e.is_retryable() && started.elapsed() < STARTUP_PATIENCE => {
+                warn!(error = %e, "{what} failed; retrying");
+                let jitter =
+                    Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 + 1));
+                tokio::time::sleep(delay + jitter).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn new_incarnation() -> i64 {
@@ -218,6 +249,8 @@ struct Runtime {
     /// The last placement problems logged, so each is logged once.
     reported: String,
     last_purge: Instant,
+    /// Consecutive failed observations (store unreachable).
+    failures: u32,
 }
 
 impl Runtime {
@@ -237,6 +270,12 @@ impl Runtime {
     ) -> Result<()> {
         let watch = self.shared.timing.watch_interval;
         let mut leaving_since: Option<Instant> = None;
+        // Pushed changes where the store offers them; polling remains the safety net.
+        let mut pushed = self
+            .shared
+            .store
+            .subscribe(&self.shared.member().cluster)
+            .await;
         loop {
             if forced.is_cancelled() {
                 return self.finish(true).await;
@@ -255,8 +294,28 @@ impl Runtime {
                     return self.finish(false).await;
                 }
             }
+            let pause = match self.failures {
+                0 => watch,
+                // Back off while the store is unreachable, with jitter so that nodes do not
+                // hammer a recovering database in step.
+                n => {
+                    let base = (watch * 2u32.saturating_pow(n.min(5))).min(Duration::from_secs(1));
+                    let jitter = rand::random::<u64>() % (base.as_millis() as u64 / 2 + 1);
+                    base + Duration::from_millis(jitter)
+                }
+            };
+            let push = async {
+                let closed = match pushed.as_mut() {
+                    Some(rx) => rx.changed().await.is_err(),
+                    None => true,
+                };
+                if closed {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(watch) => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = push => self.view_at = None,
                 _ = graceful.cancelled(), if leaving_since.is_none() => {}
                 _ = forced.cancelled() => {}
             }
@@ -274,20 +333,31 @@ impl Runtime {
             // A late renewal restored the lease before the store expired it: a new term.
             *self.shared.work.lock().unwrap() = CancellationToken::new();
         }
-        match self.observe().await {
-            Ok(()) => {}
-            Err(e) => {
-                debug!(error = %e, "observation failed");
-                self.shared.set_store_error(Some(e.to_string()));
-            }
+        // Bounded: a store that does not answer must not stall the loop (the fence watchdog
+        // acts on its own regardless).
+        let bound = self.shared.timing.node_timeout.max(Duration::from_secs(2));
+        match tokio::time::timeout(bound, self.observe()).await {
+            Ok(Ok(())) => self.failures = 0,
+            Ok(Err(e)) => self.observation_failed(e.to_string()),
+            Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
         }
-        if self.shared.lease_valid() {
-            if let Err(e) = self.lead(leaving).await {
-                warn!(error = %e, "placement round failed");
+        if self.shared.lease_valid() && self.failures == 0 {
+            match tokio::time::timeout(bound, self.lead(leaving)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "placement round failed"),
+                Err(_) => warn!("placement round timed out"),
             }
         }
         self.supervise();
         self.publish_status();
+    }
+
+    fn observation_failed(&mut self, error: String) {
+        self.failures += 1;
+        if self.failures == 1 || self.failures % 50 == 0 {
+            warn!(error = %error, failures = self.failures, "cannot read the cluster from the store; retrying with backoff");
+        }
+        self.shared.set_store_error(Some(error));
     }
 
     /// Lost the lease: stop starting work and cancel running work now (contract 4).

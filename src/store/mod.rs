@@ -234,6 +234,13 @@ pub trait Store: Send + Sync + 'static {
     /// callers re-read them when the generation changes, never at heartbeat rate.
     async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>>;
 
+    /// Where the store can push (PostgreSQL LISTEN/NOTIFY), a counter that increases soon
+    /// after every generation change of `cluster`, so nodes react at once. `None` where it
+    /// cannot: nodes then rely on polling [`Store::generation`], which stays the safety net.
+    async fn subscribe(&self, _cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// The cluster's generation alone (see [`Store::view`]).
     async fn generation(&self, cluster: &str) -> Result<i64>;
 

@@ -2,17 +2,23 @@
 #![allow(dead_code)]
 
 use std::{
+    path::Path,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use rota::{
     harness::{
+        self,
         servers::{DbKind, DbServer},
         ProcessCluster,
     },
     store::{self, Store},
 };
+
+/// Multi-process scenarios run one at a time, so a busy 2-core machine does not starve
+/// their leases.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rota");
 
@@ -160,4 +166,109 @@ macro_rules! on_every_store {
             }
         }
     )*};
+}
+
+// Scenario helpers shared by the multi-process tests.
+
+pub const TASKS: [&str; 3] = ["alpha", "beta", "gamma"];
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// Two `log` tasks and one `command` task, every second, all recording to `record`.
+pub fn tasks_toml(record: &Path) -> String {
+    let mut toml: String = TASKS[..2]
+        .iter()
+        .map(|t| harness::log_task_toml(t, "1s", record))
+        .collect();
+    toml.push_str(&format!(
+        "[[task]]\nname = \"{}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN >> {}\"]\n",
+        TASKS[2],
+        record.display()
+    ));
+    toml
+}
+
+/// Starts node-1..3 (node-1 first, so it leads and owns) and waits until every task fired.
+pub async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::path::PathBuf) {
+    let mut cluster = s.cluster(name);
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+        eventually(
+            &format!("{id} registered"),
+            LONG,
+            Some(&cluster),
+            || async {
+                let v = s.store.view(name).await.ok()?;
+                v.nodes
+                    .iter()
+                    .any(|n| n.node == id && n.alive)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let since = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, since, None).await;
+    (cluster, record)
+}
+
+/// Waits until every task started a fire with an instant after `since` (on `on`, if given).
+pub async fn wait_fired_after(
+    store: &Arc<dyn Store>,
+    cluster: &ProcessCluster,
+    since: i64,
+    on: Option<&str>,
+) -> Vec<rota::store::FireRecord> {
+    let name = cluster.cluster().to_string();
+    eventually(
+        &format!("every task fired after {since} on {on:?}"),
+        LONG,
+        Some(cluster),
+        || async {
+            let h = store.history(&name, None, 200).await.ok()?;
+            let firsts: Vec<_> = TASKS
+                .iter()
+                .filter_map(|t| {
+                    h.iter()
+                        .filter(|f| {
+                            f.task == *t && f.instant_ms > since && f.started_at_ms.is_some()
+                        })
+                        .filter(|f| on.is_none_or(|n| f.node == n))
+                        .min_by_key(|f| f.instant_ms)
+                        .cloned()
+                })
+                .collect();
+            (firsts.len() == TASKS.len()).then_some(firsts)
+        },
+    )
+    .await
+}
+
+pub fn assert_no_duplicates(record: &Path) {
+    let lines = harness::read_fire_lines(record);
+    assert!(!lines.is_empty(), "the tasks recorded their fires");
+    let dups = harness::duplicates(&lines);
+    assert!(dups.is_empty(), "instants started twice: {dups:?}");
+}
+
+/// Every instant of every task between `from` and `to` has a record (started, or visibly
+/// skipped/misfired): nothing is missed silently.
+pub async fn assert_nothing_silently_missed(
+    store: &Arc<dyn Store>,
+    cluster: &str,
+    from: i64,
+    to: i64,
+) {
+    let h = store.history(cluster, None, 10_000).await.unwrap();
+    for task in TASKS {
+        let mut t = (from / 1000 + 1) * 1000;
+        while t <= to {
+            assert!(
+                h.iter().any(|f| f.task == task && f.instant_ms == t),
+                "{task} at {t} has no record"
+            );
+            t += 1000;
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! differences live in [`dialect`]; the schema in [`schema`].
 
 pub mod dialect;
+#[cfg(feature = "postgres")]
+mod listen;
 pub mod schema;
 
 use std::{
@@ -25,20 +27,29 @@ pub const POOL_SIZE: u32 = 4;
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    url: String,
     reads: AtomicU64,
     writes: AtomicU64,
 }
 
+/// Maps a database error: transient ones (lock contention, deadlocks, serialization
+/// failures, timeouts, lost connections) are retryable; the rest are not.
 fn unavailable(e: sqlx::Error) -> Error {
+    const TRANSIENT: [&str; 8] = [
+        "locked",                     // SQLite: database is locked
+        "busy",                       // SQLite: busy
+        "timeout",                    // lock wait / statement timeouts
+        "deadlock",                   // InnoDB, PostgreSQL
+        "try restarting transaction", // MySQL/MariaDB
+        "could not serialize",        // PostgreSQL serialization failure
+        "terminating connection",     // PostgreSQL shutting down
+        "shutdown",                   // server going away
+    ];
     match e {
         sqlx::Error::Database(db) => {
             let msg = db.message().to_string();
-            // SQLite's "database is locked"/"busy" and lock timeouts are transient.
-            if msg.contains("locked")
-                || msg.contains("busy")
-                || msg.contains("timeout")
-                || msg.contains("deadlock")
-            {
+            let lower = msg.to_lowercase();
+            if TRANSIENT.iter().any(|t| lower.contains(t)) {
                 Error::StoreUnavailable(msg)
             } else {
                 Error::Store(msg)
@@ -100,6 +111,7 @@ impl SqlStore {
         Ok(SqlStore {
             pool,
             dialect,
+            url,
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         })
@@ -465,6 +477,15 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        #[cfg(feature = "postgres")]
+        if self.dialect == Dialect::Postgres {
+            return Some(listen::spawn(self.url.clone(), cluster.to_string()));
+        }
+        let _ = cluster;
+        None
     }
 
     async fn generation(&self, cluster: &str) -> Result<i64> {

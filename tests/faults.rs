@@ -1,0 +1,260 @@
+//! Store faults under a running cluster, on the database servers: the server restarted, one
+//! node cut off from it, and nodes whose wall clocks are minutes off.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rota::harness::{
+    self,
+    proxy::CutProxy,
+    servers::{DbKind, DbServer},
+    ProcessCluster,
+};
+
+fn db_kind(kind: Kind) -> DbKind {
+    match kind {
+        Kind::Postgres => DbKind::Postgres,
+        Kind::MariaDb => DbKind::MariaDb,
+        Kind::Sqlite => unreachable!("server stores only"),
+    }
+}
+
+async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let db = db_kind(kind);
+    // Its own server: restarting the shared one would disturb other tests.
+    let server = tokio::task::spawn_blocking(move || DbServer::start(db))
+        .await
+        .unwrap()
+        .expect("start server");
+    let url = server.create_database("rota_restart").await.unwrap();
+    let store = rota::store::open(&url).await.unwrap();
+    store.prepare(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ProcessCluster::new(BIN, dir.path(), &url, "restart-db");
+    let record = dir.path().join("fires.log");
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+    }
+    let t0 = store.now_ms().await.unwrap();
+    wait_fired_after(&store, &cluster, t0, None).await;
+    let before = store.now_ms().await.unwrap();
+
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.restart().expect("restart");
+        server
+    })
+    .await
+    .unwrap();
+    let restarted = eventually("the store answers again", LONG, Some(&cluster), || async {
+        store.now_ms().await.ok()
+    })
+    .await;
+    wait_fired_after(&store, &cluster, restarted, None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in ["node-1", "node-2", "node-3"] {
+        let exited = cluster.wait_exit(id, Duration::ZERO).await;
+        assert!(
+            exited.is_none(),
+            "{id} exited ({exited:?}) after the database restart:\n{}",
+            cluster.log(id)
+        );
+    }
+    let to = store.now_ms().await.unwrap() - 1500;
+    assert_nothing_silently_missed(&store, "restart-db", before, to).await;
+    assert_no_duplicates(&record);
+    drop(server);
+}
+
+async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let port = server(db_kind(kind)).port();
+    let proxy = CutProxy::start(port).await.unwrap();
+    let mut cluster = s.cluster("cut");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let via_proxy = s
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    cluster.store_url_of.insert("node-1".into(), via_proxy);
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+        eventually(
+            &format!("{id} registered"),
+            LONG,
+            Some(&cluster),
+            || async {
+                let v = s.store.view("cut").await.ok()?;
+                v.nodes
+                    .iter()
+                    .any(|n| n.node == id && n.alive)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let t0 = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, t0, None).await;
+    let (owner_before, _) = owner(&s.store, "cut", "alpha").await.unwrap();
+    assert_eq!(owner_before, "node-1", "the first node up owns the tasks");
+    let incarnation = s
+        .store
+        .view("cut")
+        .await
+        .unwrap()
+        .nodes
+        .iter()
+        .find(|n| n.node == "node-1")
+        .unwrap()
+        .incarnation;
+
+    proxy.cut();
+    let cut_at = s.store.now_ms().await.unwrap();
+    let firsts = wait_fired_after(&s.store, &cluster, cut_at, None).await;
+    assert!(
+        firsts.iter().all(|f| f.node != "node-1"),
+        "the others took the cut node's tasks"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // cut for well over the lease
+    proxy.heal();
+    let healed_at = s.store.now_ms().await.unwrap();
+    eventually(
+        "the cut node rejoins as a new incarnation",
+        LONG,
+        Some(&cluster),
+        || async {
+            let v = s.store.view("cut").await.ok()?;
+            v.nodes
+                .iter()
+                .any(|n| n.node == "node-1" && n.alive && n.incarnation != incarnation)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cluster.running("node-1"), "the cut node kept running");
+    let lines = harness::read_fire_lines(&record);
+    let started_while_cut: Vec<_> = lines
+        .iter()
+        .filter(|l| l.node == "node-1" && l.instant_ms > cut_at && l.instant_ms <= healed_at)
+        .collect();
+    assert!(
+        started_while_cut.is_empty(),
+        "the cut node started work: {started_while_cut:?}"
+    );
+    assert_no_duplicates(&record);
+    assert_nothing_silently_missed(&s.store, "cut", cut_at, healed_at).await;
+    assert!(
+        cluster.log("node-1").contains("lease"),
+        "the cut node logged that it fenced itself"
+    );
+}
+
+async fn nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("skew");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    // libfaketime preloaded into the node itself (the `faketime` tool would fork it, and a
+    // kill would hit the wrapper).
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is not installed: apt-get install faketime (./scripts/test does it)");
+    let faketime = |offset: &str| {
+        vec![
+            ("LD_PRELOAD".to_string(), lib.clone()),
+            ("FAKETIME".to_string(), offset.to_string()),
+        ]
+    };
+    cluster.env_of.insert("node-1".into(), faketime("-5m"));
+    cluster.env_of.insert("node-2".into(), faketime("+5m"));
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+        eventually(
+            &format!("{id} registered"),
+            LONG,
+            Some(&cluster),
+            || async {
+                let v = s.store.view("skew").await.ok()?;
+                v.nodes
+                    .iter()
+                    .any(|n| n.node == id && n.alive)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let t0 = s.store.now_ms().await.unwrap();
+    let firsts = wait_fired_after(&s.store, &cluster, t0 + 1000, Some("node-1")).await;
+    let node_clock = first_log_time(&cluster.log("node-1"));
+    assert!(
+        t0 - node_clock > 4 * 60_000,
+        "node-1's own clock is about 5 minutes slow ({node_clock} vs {t0})"
+    );
+
+    for f in &firsts {
+        let late = f.started_at_ms.unwrap() - f.instant_ms;
+        assert!(
+            (0..1_000).contains(&late),
+            "node-1 (5 min slow) fired {} {late} ms off store time",
+            f.task
+        );
+    }
+    cluster.kill("node-1");
+    let killed_at = s.store.now_ms().await.unwrap();
+    let firsts = wait_fired_after(&s.store, &cluster, killed_at + 2000, Some("node-2")).await;
+    for f in &firsts {
+        let late = f.started_at_ms.unwrap() - f.instant_ms;
+        assert!(
+            (0..1_000).contains(&late),
+            "node-2 (5 min fast) fired {} {late} ms off store time",
+            f.task
+        );
+    }
+    let to = s.store.now_ms().await.unwrap() - 1500;
+    assert_nothing_silently_missed(&s.store, "skew", t0, to).await;
+    assert_no_duplicates(&record);
+}
+
+/// The wall-clock time of a node's first log line, Unix ms.
+fn first_log_time(log: &str) -> i64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"timestamp\""))
+        .expect("a log line");
+    let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
+    let text = value["timestamp"].as_str().expect("timestamp");
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("rfc3339")
+        .timestamp_millis()
+}
+
+/// One test per database server store (SQLite's clock and reachability are the host's own).
+macro_rules! on_server_stores {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(Kind::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$scenario(Kind::MariaDb).await
+            }
+        }
+    )*};
+}
+
+on_server_stores!(
+    the_database_restarting_under_a_running_cluster_loses_nothing,
+    a_node_cut_off_from_the_database_starts_nothing_and_rejoins,
+    nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time,
+);
