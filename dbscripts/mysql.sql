@@ -41,6 +41,7 @@ CREATE TABLE rota_assignments (
   token BIGINT NOT NULL,
   epoch BIGINT NOT NULL,
   assigned_at BIGINT NOT NULL,
+  placed_at BIGINT NOT NULL,
   reason TEXT,
   PRIMARY KEY (cluster, task)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -41,6 +41,7 @@ CREATE TABLE rota_assignments (
   token INTEGER NOT NULL,
   epoch INTEGER NOT NULL,
   assigned_at INTEGER NOT NULL,
+  placed_at INTEGER NOT NULL,
   reason TEXT,
   PRIMARY KEY (cluster, task)
 );

@@ -14,7 +14,10 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    core::schedule::{parse_duration, Schedule, ScheduleError},
+    core::{
+        placement::{label_problems, PlacementSpec, ResolverSpec, SpecProblem},
+        schedule::{parse_duration, Schedule, ScheduleError},
+    },
     kinds::{http, CommandTask, HttpTask, Kind, LogTask},
     node::{validate_name, NodeBuilder, Timing},
     store::redact_url,
@@ -40,6 +43,9 @@ pub struct Config {
     pub timing: TimingSection,
     #[serde(default)]
     pub log: LogSection,
+    /// `[placement]`: the cluster-wide default of every task without its own `resolver`.
+    #[serde(default)]
+    pub placement: PlacementSection,
     /// `[[task]]` tables, in file order.
     #[serde(default, rename = "task")]
     pub tasks: Vec<TaskSection>,
@@ -55,6 +61,29 @@ pub struct NodeSection {
     /// The clustering domain; several clusters may share one store.
     #[serde(default)]
     pub cluster: String,
+    /// `labels = { zone = "eu" }`: matched by tasks' `node_selector`, seen by custom resolvers.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where tasks run: `[placement]` (the default of every task) or the same keys in a `[[task]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSection {
+    /// `active-passive` (default), `round-robin`, `nodes`, `failover` or `custom`.
+    pub resolver: Option<String>,
+    /// `round-robin`: nodes to wait for before placing anything (default 1).
+    pub task_server_count: Option<i64>,
+    /// `nodes`: the only nodes that may run the task.
+    pub task_nodes: Option<Vec<String>>,
+    /// `failover`: the node that runs the task whenever it is live.
+    pub primary: Option<String>,
+    /// `failover`: who takes over, in order.
+    pub backups: Option<Vec<String>>,
+    /// `custom`: the name the resolver is registered under in the embedding program.
+    pub custom: Option<String>,
+    /// Only nodes with all these labels may run the task.
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// `[store]`: where the nodes meet.
@@ -162,6 +191,29 @@ pub struct TaskSection {
     pub workdir: Option<String>,
     pub http: Option<HttpSection>,
     pub log: Option<LogKindSection>,
+    /// Placement of this task; without `resolver`, `[placement]`'s resolver applies, and
+    /// without `node_selector`, `[placement]`'s selector. See [`PlacementSection`].
+    pub resolver: Option<String>,
+    pub task_server_count: Option<i64>,
+    pub task_nodes: Option<Vec<String>>,
+    pub primary: Option<String>,
+    pub backups: Option<Vec<String>>,
+    pub custom: Option<String>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+impl TaskSection {
+    fn placement_keys(&self) -> PlacementSection {
+        PlacementSection {
+            resolver: self.resolver.clone(),
+            task_server_count: self.task_server_count,
+            task_nodes: self.task_nodes.clone(),
+            primary: self.primary.clone(),
+            backups: self.backups.clone(),
+            custom: self.custom.clone(),
+            node_selector: self.node_selector.clone(),
+        }
+    }
 }
 
 /// `http = { ... }` of a task.
@@ -318,7 +370,8 @@ impl Config {
         }
         let builder = Node::builder(&self.node.id, &self.node.cluster, &self.store.url)
             .timing(self.timing())
-            .migrate(self.store.migrate);
+            .migrate(self.store.migrate)
+            .labels(self.node.labels.clone());
         Ok(specs.into_iter().fold(builder, NodeBuilder::task))
     }
 
@@ -359,6 +412,11 @@ impl Config {
             }
         }
 
+        for problem in label_problems("node.labels", &self.node.labels) {
+            p.push(spec_problem("", problem));
+        }
+        self.placement.compile("placement", None, &mut p);
+
         let before = p.len();
         let timing = self.timing.resolve(&mut p);
         // The relations only make sense once every duration parsed.
@@ -398,6 +456,11 @@ impl Config {
         let mut problems = Vec::new();
         let mut specs = Vec::new();
         let mut first_index: HashMap<&str, usize> = HashMap::new();
+        // Its problems are reported under `placement.*` by `check_settings`.
+        let default_placement = self
+            .placement
+            .compile("placement", None, &mut Vec::new())
+            .unwrap_or_default();
         for (i, task) in self.tasks.iter().enumerate() {
             let before = problems.len();
             if let Some(j) = first_index
@@ -413,7 +476,7 @@ impl Config {
             } else {
                 first_index.insert(&task.name, i);
             }
-            let spec = compile_task(i, task, &mut problems);
+            let spec = compile_task(i, task, &default_placement, &mut problems);
             if problems.len() == before {
                 specs.extend(spec);
             }
@@ -461,6 +524,177 @@ impl TimingSection {
         }
         t
     }
+}
+
+const RESOLVERS: [&str; 5] = [
+    "active-passive",
+    "round-robin",
+    "nodes",
+    "failover",
+    "custom",
+];
+
+impl PlacementSection {
+    /// The placement these keys give, the keys they leave unset taken from `default` (a
+    /// task's keys over `[placement]`), or nothing and problems under `prefix`.
+    fn compile(
+        &self,
+        prefix: &str,
+        default: Option<&PlacementSpec>,
+        p: &mut Vec<ConfigProblem>,
+    ) -> Option<PlacementSpec> {
+        let f = |key: &str| format!("{prefix}.{key}");
+        let before = p.len();
+        let list = |v: &Option<Vec<String>>| v.as_ref().map(|v| format!("{v:?}"));
+        // Each parameter key, its value, and the resolver it belongs to.
+        let params: [(&str, Option<String>, &str); 5] = [
+            (
+                "task_server_count",
+                self.task_server_count.map(|c| c.to_string()),
+                "round-robin",
+            ),
+            ("task_nodes", list(&self.task_nodes), "nodes"),
+            ("primary", self.primary.clone(), "failover"),
+            ("backups", list(&self.backups), "failover"),
+            ("custom", self.custom.clone(), "custom"),
+        ];
+        let resolver = match self.resolver.as_deref() {
+            None => {
+                for (key, value, owner) in &params {
+                    if let Some(value) = value {
+                        p.push(ConfigProblem::new(
+                            f(key),
+                            value,
+                            format!("`{key}` needs resolver = \"{owner}\" in the same table"),
+                            format!("add resolver = \"{owner}\", or remove {key}"),
+                        ));
+                    }
+                }
+                Some(default.map(|d| d.resolver.clone()).unwrap_or_default())
+            }
+            Some(name) if !RESOLVERS.contains(&name) => {
+                p.push(ConfigProblem::new(
+                    f("resolver"),
+                    name,
+                    "unknown resolver",
+                    format!("use one of {}", RESOLVERS.join(", ")),
+                ));
+                None
+            }
+            Some(name) => {
+                for (key, value, owner) in &params {
+                    if let Some(value) = value.as_ref().filter(|_| *owner != name) {
+                        p.push(ConfigProblem::new(
+                            f(key),
+                            value,
+                            format!("`{key}` only applies to resolver = \"{owner}\""),
+                            format!("remove {key}, or set resolver = \"{owner}\""),
+                        ));
+                    }
+                }
+                self.resolver_spec(name, &f, p)
+            }
+        };
+        let node_selector = match &self.node_selector {
+            Some(selector) => {
+                for problem in label_problems("node_selector", selector) {
+                    p.push(spec_problem(prefix, problem));
+                }
+                selector.clone()
+            }
+            None => default.map(|d| d.node_selector.clone()).unwrap_or_default(),
+        };
+        let spec = PlacementSpec {
+            resolver: resolver?,
+            node_selector,
+        };
+        if self.resolver.is_some() {
+            // Checks of the values (the selector's are done above).
+            let own = PlacementSpec::from(spec.resolver.clone());
+            for problem in own.problems() {
+                p.push(spec_problem(prefix, problem));
+            }
+        }
+        (p.len() == before).then_some(spec)
+    }
+
+    /// The resolver named `name` with its keys; problems for missing ones.
+    fn resolver_spec(
+        &self,
+        name: &str,
+        f: &dyn Fn(&str) -> String,
+        p: &mut Vec<ConfigProblem>,
+    ) -> Option<ResolverSpec> {
+        let mut missing = |key: &str, example: &str| {
+            p.push(ConfigProblem::new(
+                f(key),
+                "",
+                format!("resolver = \"{name}\" needs `{key}`"),
+                format!("add {key} = {example}"),
+            ));
+        };
+        match name {
+            "active-passive" => Some(ResolverSpec::ActivePassive),
+            "round-robin" => match self.task_server_count.unwrap_or(1) {
+                count if count < 1 => {
+                    p.push(ConfigProblem::new(
+                        f("task_server_count"),
+                        count.to_string(),
+                        "must be at least 1",
+                        "give the number of nodes to wait for before spreading tasks, e.g. task_server_count = 2 (1 starts at once)",
+                    ));
+                    None
+                }
+                count => Some(ResolverSpec::RoundRobin {
+                    task_server_count: usize::try_from(count).unwrap_or(usize::MAX),
+                }),
+            },
+            "nodes" => match &self.task_nodes {
+                Some(task_nodes) => Some(ResolverSpec::Nodes {
+                    task_nodes: task_nodes.clone(),
+                }),
+                None => {
+                    missing("task_nodes", "[\"node-1\", \"node-2\"]");
+                    None
+                }
+            },
+            "failover" => {
+                if self.primary.is_none() {
+                    missing("primary", "\"node-1\"");
+                }
+                if self.backups.is_none() {
+                    missing("backups", "[\"node-2\", \"node-3\"]");
+                }
+                Some(ResolverSpec::Failover {
+                    primary: self.primary.clone()?,
+                    backups: self.backups.clone()?,
+                })
+            }
+            "custom" => match &self.custom {
+                Some(custom) => Some(ResolverSpec::Custom {
+                    name: custom.clone(),
+                }),
+                None => {
+                    missing(
+                        "custom",
+                        "\"my-resolver\" (the name given to NodeBuilder::resolver_named)",
+                    );
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A placement problem as a config problem, its field under `prefix`.
+fn spec_problem(prefix: &str, problem: SpecProblem) -> ConfigProblem {
+    let field = if prefix.is_empty() {
+        problem.field
+    } else {
+        format!("{prefix}.{}", problem.field)
+    };
+    ConfigProblem::new(field, problem.value, problem.reason, problem.fix)
 }
 
 /// The value of a `timing.*` field, for a problem found by [`Timing::validate`].
@@ -518,7 +752,12 @@ fn safe_url(url: &str) -> String {
 }
 
 /// Checks one `[[task]]` and builds it when it has no problem.
-fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option<TaskSpec> {
+fn compile_task(
+    i: usize,
+    t: &TaskSection,
+    default_placement: &PlacementSpec,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<TaskSpec> {
     let f = |key: &str| format!("task[{i}].{key}");
     let before = p.len();
     check_name(p, &f("name"), &t.name, "name = \"nightly-backup\"");
@@ -636,6 +875,10 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
             d => d,
         });
 
+    let placement = t
+        .placement_keys()
+        .compile(&format!("task[{i}]"), Some(default_placement), p);
+
     let kind = compile_kind(i, t, p);
     if p.len() != before {
         return None;
@@ -643,7 +886,8 @@ fn compile_task(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
     let mut spec = kind?
         .into_spec(&t.name, schedule?)
         .misfire(misfire, threshold)
-        .recovery(recovery);
+        .recovery(recovery)
+        .placement(placement?);
     if let Some(timeout) = timeout {
         spec = spec.timeout(timeout);
     }
@@ -1118,6 +1362,178 @@ mod tests {
             .find(|p| p.field == "store.url")
             .unwrap();
         assert!(!problem.to_string().contains("s3cret"), "{problem}");
+    }
+
+    #[test]
+    fn placement_defaults_apply_to_tasks_without_their_own() {
+        let text = r#"
+            [node]
+            id = "node-1"
+            cluster = "orders"
+            labels = { zone = "eu", tier = "gold" }
+            [store]
+            url = "sqlite:///tmp/rota.db"
+            [placement]
+            resolver = "round-robin"
+            task_server_count = 2
+            [[task]]
+            name = "spread"
+            every = "1s"
+            log = {}
+            [[task]]
+            name = "pinned"
+            every = "1s"
+            log = {}
+            resolver = "failover"
+            primary = "node-1"
+            backups = ["node-2", "node-3"]
+            node_selector = { zone = "eu" }
+            [[task]]
+            name = "eu-spread"
+            every = "1s"
+            log = {}
+            node_selector = { zone = "eu" }
+            [[task]]
+            name = "only-some"
+            every = "1s"
+            log = {}
+            resolver = "nodes"
+            task_nodes = ["node-1", "node-x"]
+            [[task]]
+            name = "mine"
+            every = "1s"
+            log = {}
+            resolver = "custom"
+            custom = "eu-first"
+            [[task]]
+            name = "classic"
+            every = "1s"
+            log = {}
+            resolver = "active-passive"
+        "#;
+        let config = parse(text).unwrap();
+        assert_eq!(config.validate(), vec![]);
+        let specs = config.task_specs().unwrap();
+        let eu = |s: PlacementSpec| s.on_label("zone", "eu");
+        assert_eq!(specs[0].placement, PlacementSpec::round_robin(2));
+        assert_eq!(
+            specs[1].placement,
+            eu(PlacementSpec::failover("node-1", ["node-2", "node-3"]))
+        );
+        assert_eq!(specs[2].placement, eu(PlacementSpec::round_robin(2)));
+        assert_eq!(
+            specs[3].placement,
+            PlacementSpec::nodes(["node-1", "node-x"])
+        );
+        assert_eq!(specs[4].placement, PlacementSpec::custom("eu-first"));
+        assert_eq!(specs[5].placement, PlacementSpec::active_passive());
+        assert_eq!(config.node.labels["tier"], "gold");
+        config.builder().unwrap().validate().unwrap();
+
+        // Without [placement], tasks are active-passive, as before.
+        let plain = parse("[[task]]\nname = \"a\"\nevery = \"1s\"\nlog = {}\n").unwrap();
+        assert_eq!(
+            plain.task_specs().unwrap()[0].placement,
+            PlacementSpec::default()
+        );
+    }
+
+    #[test]
+    fn placement_mistakes_are_named_with_the_fix() {
+        let text = r#"
+            [node]
+            id = "node-1"
+            cluster = "orders"
+            labels = { zone = "e u" }
+            [store]
+            url = "sqlite:///tmp/rota.db"
+            [placement]
+            resolver = "round-robin"
+            task_server_count = 0
+            [[task]]
+            name = "a"
+            every = "1s"
+            log = {}
+            resolver = "random"
+            [[task]]
+            name = "b"
+            every = "1s"
+            log = {}
+            resolver = "nodes"
+            task_nodes = []
+            [[task]]
+            name = "c"
+            every = "1s"
+            log = {}
+            resolver = "failover"
+            primary = "node-1"
+            backups = ["node-2", "node-1"]
+            [[task]]
+            name = "d"
+            every = "1s"
+            log = {}
+            resolver = "failover"
+            primary = "node-1"
+            task_nodes = ["node-2"]
+            [[task]]
+            name = "e"
+            every = "1s"
+            log = {}
+            task_server_count = 3
+            [[task]]
+            name = "f"
+            every = "1s"
+            log = {}
+            resolver = "round-robin"
+            task_server_count = -2
+            [[task]]
+            name = "g"
+            every = "1s"
+            log = {}
+            resolver = "custom"
+            node_selector = { "zone" = "" }
+        "#;
+        let problems = parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec![
+                "node.labels.zone",
+                "placement.task_server_count",
+                "task[0].resolver",
+                "task[1].task_nodes",
+                "task[2].backups[1]",
+                "task[3].task_nodes",
+                "task[3].backups",
+                "task[4].task_server_count",
+                "task[5].task_server_count",
+                "task[6].custom",
+                "task[6].node_selector.zone",
+            ],
+            "{problems:#?}"
+        );
+        let by_field = |f: &str| problems.iter().find(|p| p.field == f).unwrap();
+        let zero = by_field("placement.task_server_count");
+        assert_eq!(zero.value, "0");
+        assert!(zero.fix.contains("task_server_count = 2"), "{zero}");
+        assert!(by_field("task[0].resolver").fix.contains("round-robin"));
+        assert!(by_field("task[1].task_nodes").reason.contains("empty"));
+        let dup = by_field("task[2].backups[1]");
+        assert_eq!(dup.value, "node-1");
+        assert!(dup.reason.contains("primary"), "{dup}");
+        assert!(by_field("task[3].task_nodes")
+            .reason
+            .contains("only applies to resolver = \"nodes\""));
+        assert!(by_field("task[3].backups")
+            .reason
+            .contains("needs `backups`"));
+        assert!(by_field("task[4].task_server_count")
+            .fix
+            .contains("add resolver = \"round-robin\""));
+        assert_eq!(by_field("task[5].task_server_count").value, "-2");
+        // Unknown node names are fine: nodes may join later.
+        assert!(!problems.iter().any(|p| p.value.contains("node-x")));
+        let unknown = parse("[placement]\nresolvr = \"nodes\"\n").unwrap_err();
+        assert_eq!(unknown[0].field, "placement.resolvr", "{}", unknown[0]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
 use crate::{
-    core::schedule::Schedule,
+    core::{placement::is_reserved, schedule::Schedule},
     store::{FireRecord, NodeRecord, Store},
     Result,
 };
@@ -46,7 +46,8 @@ impl Snapshot {
                 .nodes
                 .iter()
                 .any(|r| r.node == n.node && r.incarnation == n.incarnation && r.alive);
-            for d in n.declared {
+            // Reserved declarations (a node's labels and placement specs) are not tasks.
+            for d in n.declared.into_iter().filter(|d| !is_reserved(&d.name)) {
                 if alive {
                     definitions
                         .entry(d.name.clone())

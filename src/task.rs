@@ -4,7 +4,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::core::schedule::Schedule;
+use crate::core::{placement::PlacementSpec, schedule::Schedule};
 
 /// What to do with instants that passed while no eligible node could start them
 /// (or that are later than `misfire_threshold` for any other reason).
@@ -85,6 +85,9 @@ pub struct TaskSpec {
     /// Describes the work (for example the command line) so that two nodes declaring one name
     /// with different definitions can be told apart. Part of the definition hash.
     pub description: String,
+    /// Where the task may run and how its node is chosen (default: active-passive). Part of
+    /// the definition hash: nodes declaring different specs for one task conflict.
+    pub placement: PlacementSpec,
     pub handler: Arc<dyn Handler>,
 }
 
@@ -95,6 +98,7 @@ impl std::fmt::Debug for TaskSpec {
             .field("schedule", &self.schedule)
             .field("misfire", &self.misfire)
             .field("recovery", &self.recovery)
+            .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +116,7 @@ impl TaskSpec {
             recovery: RecoveryPolicy::Retry,
             timeout: None,
             description: String::new(),
+            placement: PlacementSpec::default(),
             handler: Arc::new(handler),
         }
     }
@@ -137,10 +142,16 @@ impl TaskSpec {
         self
     }
 
+    /// Where the task may run and how its node is chosen. See [`PlacementSpec`].
+    pub fn placement(mut self, spec: PlacementSpec) -> Self {
+        self.placement = spec;
+        self
+    }
+
     /// Stable digest of everything that defines the task (not the handler's code), used to
     /// detect two nodes declaring one name differently.
     pub fn definition_hash(&self) -> String {
-        let text = format!(
+        let mut text = format!(
             "{}|{}|{:?}|{}|{:?}|{:?}|{}",
             self.name,
             self.schedule.describe(),
@@ -150,6 +161,12 @@ impl TaskSpec {
             self.timeout.map(|t| t.as_millis()),
             self.description
         );
+        // Only a non-default spec is part of the text, so that tasks without one keep the
+        // hash they had before placement specs existed (no conflict in a rolling upgrade).
+        if !self.placement.is_default() {
+            text.push_str("|placement=");
+            text.push_str(&self.placement.canonical());
+        }
         format!("{:016x}", fnv1a64(text.as_bytes()))
     }
 }
@@ -207,5 +224,40 @@ impl Outcome {
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskSpec {
+        TaskSpec::new(
+            "t",
+            Schedule::every(Duration::from_secs(5)).unwrap(),
+            |_ctx: FireContext| async { Ok(()) },
+        )
+    }
+
+    #[test]
+    fn placement_is_part_of_the_definition_only_when_set() {
+        let plain = spec();
+        assert_eq!(
+            plain.definition_hash(),
+            spec().placement(PlacementSpec::default()).definition_hash(),
+            "the default spec leaves the hash as it was"
+        );
+        let rr2 = spec().placement(PlacementSpec::round_robin(2));
+        let rr3 = spec().placement(PlacementSpec::round_robin(3));
+        assert_ne!(plain.definition_hash(), rr2.definition_hash());
+        assert_ne!(rr2.definition_hash(), rr3.definition_hash());
+        assert_eq!(
+            rr2.definition_hash(),
+            spec()
+                .placement(PlacementSpec::round_robin(2))
+                .definition_hash()
+        );
+        let eu = spec().placement(PlacementSpec::round_robin(2).on_label("zone", "eu"));
+        assert_ne!(rr2.definition_hash(), eu.definition_hash());
     }
 }

@@ -94,7 +94,7 @@ async fn suite(store: Arc<dyn Store>) {
 async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
     let a = member("m", "n1", 1);
     join(store, &a, 60_000).await;
-    assert!(store.heartbeat(&a).await.unwrap());
+    assert!(store.heartbeat(&a, i64::MAX).await.unwrap());
     // Another incarnation with the same id, while the first is alive: refused, nothing written.
     let b = member("m", "n1", 2);
     match store.join(&join_req(&b, 60_000)).await.unwrap() {
@@ -102,7 +102,7 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
         other => panic!("second live node admitted: {other:?}"),
     }
     assert!(
-        store.heartbeat(&a).await.unwrap(),
+        store.heartbeat(&a, i64::MAX).await.unwrap(),
         "the first registration is untouched"
     );
     // The same id replacing its own (crashed) predecessor is admitted at once; the old
@@ -114,10 +114,13 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
         JoinOutcome::Joined { .. }
     ));
     assert!(
-        !store.heartbeat(&a).await.unwrap(),
+        !store.heartbeat(&a, i64::MAX).await.unwrap(),
         "the replaced incarnation is dead"
     );
-    assert!(store.heartbeat(&b).await.unwrap());
+    assert!(store.heartbeat(&b, i64::MAX).await.unwrap());
+    // A renewal that reaches the store after its sender's deadline changes nothing.
+    let past = store.now_ms().await.unwrap() - 1;
+    assert!(!store.heartbeat(&b, past).await.unwrap());
     let view = store.view("m").await.unwrap();
     assert_eq!(view.nodes.len(), 1);
     assert!(view.nodes[0].alive && view.nodes[0].incarnation == 2);
@@ -252,6 +255,43 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
             .unwrap(),
         LeaderWrite::Stale
     );
+    // A batch gives each claim its own answer, under the same rules.
+    let batch = [
+        claim(&b, "t", 2000, t2),
+        claim(&b, "t", 5000, t2),
+        claim(&b, "t", 6000, t1),
+        claim(&b, "t", 7000, t2),
+    ];
+    assert_eq!(
+        store.claim_batch(&batch).await.unwrap(),
+        vec![
+            ClaimOutcome::AlreadyClaimed,
+            ClaimOutcome::Claimed,
+            ClaimOutcome::Fenced,
+            ClaimOutcome::Claimed
+        ]
+    );
+    let finish = |instant: i64, outcome: Outcome| rota::store::Finish {
+        task: "t".into(),
+        instant_ms: instant,
+        token: t2,
+        attempt: 1,
+        outcome,
+        message: None,
+    };
+    store
+        .finish_batch(
+            "tok",
+            &[finish(5000, Outcome::Ok), finish(7000, Outcome::Failed)],
+        )
+        .await
+        .unwrap();
+    let h = store.history("tok", Some("t"), 10).await.unwrap();
+    let outcome_of = |i: i64| h.iter().find(|f| f.instant_ms == i).map(|f| f.outcome);
+    assert_eq!(
+        (outcome_of(5000), outcome_of(7000), outcome_of(6000)),
+        (Some(Outcome::Ok), Some(Outcome::Failed), None)
+    );
     // Misfires follow the same fence.
     assert_eq!(
         store
@@ -288,7 +328,7 @@ async fn expiry_is_judged_by_store_time_and_final(store: &Arc<dyn Store>) {
         "not expired before its timeout, by store time"
     );
     assert!(
-        !store.heartbeat(&a).await.unwrap(),
+        !store.heartbeat(&a, i64::MAX).await.unwrap(),
         "an expired node cannot renew back to life"
     );
     // A fresh incarnation of the same id joins without waiting (the old one is dead).
@@ -378,6 +418,9 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
         .all(|f| f.outcome == Outcome::Ok && f.finished_at_ms.is_some()));
     assert_eq!(store.purge_history("hist", 2500).await.unwrap(), 2);
     assert_eq!(store.history("hist", None, 10).await.unwrap().len(), 1);
+    // The newest record of each task stays, however old: a new owner resumes after it.
+    assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);
+    assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
 }
 
 async fn keeps_the_contract(kind: common::Kind) {

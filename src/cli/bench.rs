@@ -21,13 +21,37 @@ use tokio::time::Instant;
 pub enum BenchCommand {
     /// Kill task owners repeatedly; measure failover delay, duplicates, missed fires, idle load.
     Failover(FailoverArgs),
+    /// Many tasks at a short period: claimed fires per second and fire lateness.
+    Throughput(ThroughputArgs),
+}
+
+#[derive(Args)]
+pub struct ThroughputArgs {
+    /// Store URL (default: a new temporary SQLite file).
+    #[arg(long, conflicts_with = "server")]
+    store: Option<String>,
+    /// Start a private database server for the run: postgres or mariadb.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 5000)]
+    tasks: usize,
+    #[arg(long, default_value = "1s")]
+    period: String,
+    /// Seconds measured (after a warm-up of 3 periods).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(Args)]
 pub struct FailoverArgs {
     /// Store URL (default: a new temporary SQLite file).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     store: Option<String>,
+    /// Start a private database server for the run: postgres or mariadb.
+    #[arg(long)]
+    server: Option<String>,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     #[arg(long, default_value_t = 20)]
@@ -57,6 +81,7 @@ pub struct FailoverArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Failover(args) => failover(args).await,
+        BenchCommand::Throughput(args) => throughput(args).await,
     }
 }
 
@@ -395,4 +420,97 @@ async fn idle_load(
         .map(|(a, b)| a.writes - b.writes)
         .sum();
     Ok((reads as f64 / secs, writes as f64 / secs))
+}
+
+/// In-process nodes (one store handle each) run `tasks` no-op tasks every `period`; the
+/// store's history gives the claimed fires and their lateness (start minus instant).
+async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
+    let period = parse_duration(&args.period)
+        .map_err(anyhow::Error::msg)
+        .context("--period")?;
+    let dir = std::env::temp_dir().join(format!("rota-throughput-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
+    let cluster = format!("throughput-{}", std::process::id());
+    println!(
+        "bench throughput: {} nodes, {} tasks every {}, {} s measured, store {}",
+        args.nodes,
+        args.tasks,
+        args.period,
+        args.seconds,
+        store::redact_url(&url)
+    );
+    let probe = store::open(&url).await?;
+    probe.prepare(true).await?;
+    let mut handles = Vec::new();
+    for i in 0..args.nodes {
+        let store = store::open(&url).await?;
+        let mut builder = Node::builder(format!("node-{i}"), &cluster, &url).store(store);
+        for t in 0..args.tasks {
+            let spec = TaskSpec::new(
+                format!("t{t:05}"),
+                Schedule::every(period)?,
+                |_ctx: rota::FireContext| async { Ok(()) },
+            );
+            builder = builder.task(spec);
+        }
+        handles.push(builder.start().await?);
+    }
+    tokio::time::sleep(period * 3).await;
+    let from = probe.now_ms().await?;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let to = probe.now_ms().await?;
+    tokio::time::sleep(period * 2).await;
+    for h in handles {
+        h.shutdown().await?;
+    }
+    let history = probe.history(&cluster, None, i64::MAX / 2).await?;
+    let window: Vec<&FireRecord> = history
+        .iter()
+        .filter(|f| f.instant_ms > from && f.instant_ms <= to)
+        .collect();
+    let mut lateness: Vec<i64> = window
+        .iter()
+        .filter_map(|f| f.started_at_ms.map(|s| s - f.instant_ms))
+        .collect();
+    let started = lateness.len();
+    let expected = args.tasks as u64 * ((to - from) as u64 / period.as_millis() as u64);
+    println!("\nRESULTS");
+    println!(
+        "  claimed fires: {started} in {:.1} s = {:.0} fires/s (expected about {expected})",
+        (to - from) as f64 / 1000.0,
+        started as f64 * 1000.0 / (to - from) as f64
+    );
+    println!("  lateness (start - instant): {}", stats(&mut lateness));
+    println!(
+        "  other records in the window: {} (skipped, misfired)",
+        window.len() - started
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store of a run: `--store`, a private `--server`, or a temporary SQLite file. The
+/// server (if any) lives as long as the returned guard.
+async fn store_for(
+    url: Option<String>,
+    server: Option<&str>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, Option<rota::harness::servers::DbServer>)> {
+    use rota::harness::servers::{DbKind, DbServer};
+    let kind = match server {
+        None => {
+            return Ok((
+                url.unwrap_or_else(|| format!("sqlite://{}", dir.join("rota.db").display())),
+                None,
+            ))
+        }
+        Some("postgres") => DbKind::Postgres,
+        Some("mariadb") | Some("mysql") => DbKind::MariaDb,
+        Some(other) => bail!("--server `{other}` is not known; use postgres or mariadb"),
+    };
+    let server = tokio::task::spawn_blocking(move || DbServer::start(kind)).await??;
+    let url = server.create_database("rota_bench").await?;
+    println!("private {kind:?} server on 127.0.0.1:{}", server.port());
+    Ok((url, Some(server)))
 }

@@ -1,18 +1,34 @@
 //! Recognising one's own crashed predecessor (contract 10).
 //!
-//! A registration records `boot-id:pid:start-time` of the process that made it. A node
-//! restarting on the same host finds the id still alive in the store; if that process no
-//! longer exists (same boot, no process with that pid and start time), the registration is
-//! its own crashed predecessor's and is replaced at once. Otherwise it is a second node.
+//! A registration records `boot-id:pid-namespace:pid:start-time` of the process that made
+//! it. A node restarting on the same host finds the id still alive in the store; if that
+//! process no longer exists (same boot and pid namespace, no process with that pid and start
+//! time), the registration is its own crashed predecessor's and is replaced at once.
+//! Otherwise it is a second node. The pid namespace tells apart containers that share a
+//! host name and boot (`--net=host`), where pids mean nothing across containers.
 
-/// This process's fingerprint, `boot-id:pid:start-time` (`unknown` parts off Linux).
+/// This process's fingerprint, `boot-id:pid-namespace:pid:start-time` (`unknown` parts off
+/// Linux).
 pub fn process_fingerprint() -> String {
     let pid = std::process::id();
     format!(
-        "{}:{pid}:{}",
+        "{}:{}:{pid}:{}",
         boot_id(),
+        pid_namespace(),
         start_time(pid).unwrap_or_default()
     )
+}
+
+/// The inode of this process's pid namespace, e.g. `4026531836`.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|p| {
+            p.to_str()
+                .and_then(|s| s.strip_prefix("pid:["))
+                .map(|s| s.trim_end_matches(']').to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// The host name, for operators and predecessor checks.
@@ -45,8 +61,10 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
     if host != host_name() {
         return false;
     }
-    let mut parts = fingerprint.splitn(3, ':');
-    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut parts = fingerprint.splitn(4, ':');
+    let (Some(boot), Some(namespace), Some(pid), Some(start)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let my_boot = boot_id();
@@ -55,6 +73,9 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
     }
     if boot != my_boot {
         return true; // the host rebooted since: that process is gone
+    }
+    if namespace != pid_namespace() || namespace == "unknown" {
+        return false; // another container: its pids mean nothing here
     }
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
@@ -82,8 +103,9 @@ mod tests {
         let mut child = child;
         child.wait().unwrap();
         let fingerprint = format!(
-            "{}:{pid}:{}",
+            "{}:{}:{pid}:{}",
             boot_id(),
+            pid_namespace(),
             start.unwrap_or_else(|| "1".into())
         );
         assert!(is_dead_predecessor(&host_name(), &fingerprint));
@@ -93,5 +115,10 @@ mod tests {
     fn other_hosts_and_garbage_are_never_presumed_dead() {
         assert!(!is_dead_predecessor("another-host", &process_fingerprint()));
         assert!(!is_dead_predecessor(&host_name(), "garbage"));
+        let other_container = format!("{}:1:1:1", boot_id());
+        assert!(
+            !is_dead_predecessor(&host_name(), &other_container),
+            "another pid namespace's pid 1"
+        );
     }
 }

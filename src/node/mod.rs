@@ -15,12 +15,13 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod clock;
 pub mod identity;
 mod runner;
 mod runtime;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,8 @@ pub struct NodeBuilder {
     migrate: bool,
     tasks: Vec<TaskSpec>,
     resolver: Arc<dyn Resolver>,
+    resolvers: BTreeMap<String, Arc<dyn Resolver>>,
+    labels: BTreeMap<String, String>,
 }
 
 /// Entry point of the library.
@@ -138,6 +141,8 @@ impl Node {
             migrate: true,
             tasks: Vec::new(),
             resolver: Arc::new(ActivePassive),
+            resolvers: BTreeMap::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -184,9 +189,31 @@ impl NodeBuilder {
         self
     }
 
-    /// The placement policy when this node is the leader (default: active-passive).
+    /// The placement policy, when this node is the leader, of the tasks whose placement spec
+    /// is the default (active-passive): [`ActivePassive`] unless replaced here. Tasks with
+    /// another spec follow it (see [`crate::core::placement`]).
     pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
+        self
+    }
+
+    /// Registers a custom resolver under `name`, for tasks whose placement spec is
+    /// [`PlacementSpec::custom(name)`](crate::core::placement::PlacementSpec::custom). Register
+    /// it on every node that may lead: while the leader lacks it, those tasks stay unplaced
+    /// with a reason saying so.
+    pub fn resolver_named(mut self, name: impl Into<String>, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolvers.insert(name.into(), resolver);
+        self
+    }
+
+    /// This node's labels (`[node] labels`), which tasks select with a `node_selector` and
+    /// custom resolvers see.
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.labels
+            .extend(labels.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -195,9 +222,24 @@ impl NodeBuilder {
         validate_name("node.id", &self.id)?;
         validate_name("node.cluster", &self.cluster)?;
         self.timing.validate()?;
+        let spec_error = |prefix: &str, p: &crate::core::placement::SpecProblem| {
+            Error::config(
+                format!("{prefix}.{}", p.field),
+                format!("`{}`: {}; {}", p.value, p.reason, p.fix),
+            )
+        };
+        if let Some(p) = crate::core::placement::label_problems("labels", &self.labels).first() {
+            return Err(spec_error("node", p));
+        }
+        for name in self.resolvers.keys() {
+            validate_name("resolver_named", name)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.tasks.iter().enumerate() {
             validate_name(&format!("task[{i}].name"), &t.name)?;
+            if let Some(p) = t.placement.problems().first() {
+                return Err(spec_error(&format!("task[{i}].placement"), p));
+            }
             if !seen.insert(t.name.as_str()) {
                 return Err(Error::config(
                     format!("task[{i}].name"),
@@ -227,6 +269,8 @@ impl NodeBuilder {
             timing: self.timing,
             tasks: self.tasks,
             resolver: self.resolver,
+            resolvers: self.resolvers,
+            labels: self.labels,
         };
         runtime::start(config, store).await
     }

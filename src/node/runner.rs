@@ -24,16 +24,27 @@ use crate::{
 /// Misfired instants listed one by one in history before they are only counted.
 const MISFIRE_LIST_CAP: usize = 1000;
 
-pub(crate) async fn run(shared: Arc<Shared>, spec: TaskSpec, token: i64, stop: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    spec: TaskSpec,
+    token: i64,
+    placed_at: i64,
+    stop: CancellationToken,
+) {
     let member = shared.member();
     let span = tracing::info_span!("task", node = %member.node, task = %spec.name, token);
     async move {
+        // The term this runner belongs to: its fires stop when that term ends (lost lease),
+        // even if a later term has begun by the time they would start.
+        let term = shared.work_token();
         let runner = Runner {
             shared,
             spec,
             token,
             member,
             stop,
+            term,
+            placed_at,
             busy: Arc::new(AtomicBool::new(false)),
         };
         match runner.schedule().await {
@@ -53,6 +64,9 @@ struct Runner {
     token: i64,
     member: Member,
     stop: CancellationToken,
+    term: CancellationToken,
+    /// Store time of the task's first placement (see `Assignment::placed_at_ms`).
+    placed_at: i64,
     /// A fire of this task runs on this node.
     busy: Arc<AtomicBool>,
 }
@@ -66,16 +80,25 @@ impl Runner {
         let running = store.running_fires(cluster, &self.spec.name).await?;
         let mut elsewhere = false;
         for fire in &running {
-            if fire.node_alive {
-                elsewhere |=
-                    fire.node != self.member.node || fire.incarnation != self.member.incarnation;
-            } else {
+            let mine = fire.node == self.member.node && fire.incarnation == self.member.incarnation;
+            let started_here = self
+                .shared
+                .running
+                .lock()
+                .unwrap()
+                .contains(&(self.spec.name.clone(), fire.instant_ms));
+            if !fire.node_alive || (mine && !started_here) {
+                // Its node died mid-run, or this node claimed it but never learned so.
                 self.recover(fire).await?;
+            } else if !mine {
+                elsewhere = true;
             }
         }
-        // Resume after the last instant with a record; a task never run starts from now.
+        // Resume after the last instant with a record; a task with none from its first
+        // placement (its first owner may have died before recording anything).
         let mut cursor = match store.last_instant(cluster, &self.spec.name).await? {
             Some(last) => last,
+            None if self.placed_at > 0 => self.placed_at,
             None => self.shared.clock.now_ms(),
         };
         loop {
@@ -126,15 +149,16 @@ impl Runner {
             for instant in plan.start {
                 if elsewhere {
                     // A previous owner (leaving gracefully) may still run a fire of this task.
-                    elsewhere = store
-                        .running_fires(cluster, &self.spec.name)
-                        .await?
-                        .iter()
-                        .any(|f| {
-                            f.node_alive
-                                && (f.node != self.member.node
-                                    || f.incarnation != self.member.incarnation)
-                        });
+                    elsewhere = false;
+                    for f in store.running_fires(cluster, &self.spec.name).await? {
+                        let mine =
+                            f.node == self.member.node && f.incarnation == self.member.incarnation;
+                        if !f.node_alive {
+                            self.recover(&f).await?; // it left or died before finishing
+                        } else if !mine {
+                            elsewhere = true;
+                        }
+                    }
                 }
                 if !self.claim_and_start(instant, elsewhere).await? {
                     return Ok(());
@@ -163,7 +187,7 @@ impl Runner {
             },
             message: skip.then(|| "skipped: the previous run was still going".to_string()),
         };
-        match self.shared.store.claim(&claim).await? {
+        match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed if skip => {
                 warn!(instant, "skipped: the previous run is still going");
                 Ok(true)
@@ -205,6 +229,16 @@ impl Runner {
 
     /// Runs the handler of a claimed fire in the background and records its outcome.
     fn start(&self, instant: i64, attempt: i64) {
+        // The claim may have taken long: if this runner's term ended meanwhile (lease lost,
+        // perhaps regained since), the fire must not start. Its record stays `running`, and
+        // the next owner re-runs or abandons it as the task's recovery policy says.
+        if self.term.is_cancelled() || self.shared.member().incarnation != self.member.incarnation {
+            warn!(
+                instant,
+                "claimed, but the lease was lost meanwhile: not starting"
+            );
+            return;
+        }
         let shared = self.shared.clone();
         let spec = self.spec.clone();
         let busy = self.busy.clone();
@@ -216,10 +250,12 @@ impl Runner {
             instant_ms: instant,
             token: self.token,
             attempt,
-            cancel: shared.work_token().child_token(),
+            cancel: self.term.child_token(),
         };
         let lateness = shared.clock.now_ms() - instant;
         info!(instant, attempt, lateness_ms = lateness, "fire started");
+        let key = (spec.name.clone(), instant);
+        shared.running.lock().unwrap().insert(key.clone());
         let fires = shared.fires.clone();
         fires.spawn(
             async move {
@@ -233,7 +269,8 @@ impl Runner {
                 }
                 let finish =
                     Finish { task: spec.name.clone(), instant_ms: instant, token: ctx.token, attempt, outcome, message };
-                record_finish(&shared, &ctx.cluster, &finish).await;
+                record_finish(&shared, &finish).await;
+                shared.running.lock().unwrap().remove(&key);
             }
             .in_current_span(),
         );
@@ -275,10 +312,10 @@ async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>)
 
 /// Records a fire's outcome, retrying while the store is unreachable: a fire left as
 /// `running` would be re-run by the next owner once this node is gone.
-async fn record_finish(shared: &Shared, cluster: &str, finish: &Finish) {
+async fn record_finish(shared: &Shared, finish: &Finish) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=40 {
-        match shared.store.finish(cluster, finish).await {
+        match shared.batcher.finish(finish.clone()).await {
             Ok(()) => return,
             Err(e) if attempt == 40 => {
                 warn!(error = %e, instant = finish.instant_ms, "could not record the outcome; the fire stays `running` in history")

@@ -18,7 +18,10 @@ use super::{clock::StoreClock, identity, runner, NodeHandle, NodeStatus, Timing}
 use crate::{
     core::{
         lease::Lease,
-        placement::{self, NodeInfo, Owner, Resolver},
+        placement::{
+            self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver,
+            NODE_META_DECLARATION,
+        },
     },
     store::{
         Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest,
@@ -34,6 +37,10 @@ pub(crate) struct NodeConfig {
     pub timing: Timing,
     pub tasks: Vec<TaskSpec>,
     pub resolver: Arc<dyn Resolver>,
+    /// Custom resolvers by name, used while this node leads.
+    pub resolvers: BTreeMap<String, Arc<dyn Resolver>>,
+    /// This node's labels, published with its declarations.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// State shared by the node's loops and its runners.
@@ -51,6 +58,11 @@ pub(crate) struct Shared {
     store_error: Mutex<Option<String>>,
     /// Every running fire, so a graceful stop can wait for them.
     pub fires: TaskTracker,
+    /// The fires this process runs now, `(task, instant)`: a `running` record of this
+    /// incarnation that is not here was claimed but never started (its reply was lost).
+    pub running: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// Claims and outcomes go to the store in batches.
+    pub batcher: super::batch::Batcher,
 }
 
 impl Shared {
@@ -79,8 +91,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         timing,
         tasks,
         resolver,
+        resolvers,
+        labels,
     } = config;
-    let declared: Vec<Declaration> = tasks
+    let mut declared: Vec<Declaration> = tasks
         .iter()
         .map(|t| Declaration {
             name: t.name.clone(),
@@ -88,6 +102,21 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
             schedule: t.schedule.describe(),
         })
         .collect();
+    // Labels and placement specs ride in one reserved declaration (see `NodeMeta`), present
+    // only when there is something to say.
+    let meta = NodeMeta {
+        labels,
+        placement: DeclaredPlacement::from_tasks(
+            tasks.iter().map(|t| (t.name.as_str(), &t.placement)),
+        ),
+    };
+    if !meta.is_empty() {
+        declared.push(Declaration {
+            name: NODE_META_DECLARATION.to_string(),
+            hash: meta.encode(),
+            schedule: "(node labels and placement)".to_string(),
+        });
+    }
     let member = Member {
         cluster,
         node: id,
@@ -101,7 +130,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
     lease.renewed(sent);
     let shared = Arc::new(Shared {
-        store,
+        store: store.clone(),
         tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
         member: RwLock::new(member.clone()),
         lease: Mutex::new(lease),
@@ -110,6 +139,8 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         expired: AtomicBool::new(false),
         store_error: Mutex::new(None),
         fires: TaskTracker::new(),
+        running: Mutex::default(),
+        batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         timing,
     });
     info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
@@ -127,8 +158,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         shared,
         declared,
         resolver,
+        resolvers,
         status: status_tx,
         runners: HashMap::new(),
+        stopping: HashMap::new(),
         view: None,
         view_at: None,
         generation: -1,
@@ -147,6 +180,9 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         task,
     })
 }
+
+/// Longest wait for one store call of the main loop (join, leave, mark leaving).
+const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
 
 /// How long start-up keeps retrying a store that is briefly unavailable (a deadlock between
 /// nodes starting together, a database restarting) before giving up.
@@ -236,8 +272,11 @@ struct Runtime {
     shared: Arc<Shared>,
     declared: Vec<Declaration>,
     resolver: Arc<dyn Resolver>,
+    resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     status: watch::Sender<NodeStatus>,
     runners: HashMap<String, RunnerHandle>,
+    /// Runners told to stop that have not ended yet, by task.
+    stopping: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     view: Option<ClusterView>,
     view_at: Option<Instant>,
     generation: i64,
@@ -283,8 +322,12 @@ impl Runtime {
             if graceful.is_cancelled() && leaving_since.is_none() {
                 info!("graceful stop: handing tasks over");
                 leaving_since = Some(Instant::now());
-                if let Err(e) = self.shared.store.mark_leaving(&self.shared.member()).await {
-                    warn!(error = %e, "could not mark the node as leaving; others will take over on expiry");
+                let member = self.shared.member();
+                let marked =
+                    tokio::time::timeout(STORE_CALL_BOUND, self.shared.store.mark_leaving(&member))
+                        .await;
+                if !matches!(marked, Ok(Ok(()))) {
+                    warn!("could not mark the node as leaving; others will take over on expiry");
                 }
                 self.view_at = None; // observe at once
             }
@@ -324,6 +367,7 @@ impl Runtime {
 
     /// One round: keep membership, observe, lead, supervise.
     async fn tick(&mut self, leaving: bool) {
+        let tick_started = Instant::now();
         if !self.shared.lease_valid() {
             self.fence();
             if self.shared.expired.load(Ordering::SeqCst) && !leaving {
@@ -341,8 +385,13 @@ impl Runtime {
             Ok(Err(e)) => self.observation_failed(e.to_string()),
             Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
         }
-        if self.shared.lease_valid() && self.failures == 0 {
-            match tokio::time::timeout(bound, self.lead(leaving)).await {
+        // Place only on fresh observations: nothing else can change the decision.
+        if self.shared.lease_valid()
+            && self.failures == 0
+            && self.view_at.is_some_and(|at| at >= tick_started)
+        {
+            // Placing thousands of tasks takes one long transaction: a wider bound.
+            match tokio::time::timeout(bound * 15, self.lead(leaving)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(error = %e, "placement round failed"),
                 Err(_) => warn!("placement round timed out"),
@@ -367,8 +416,9 @@ impl Runtime {
             warn!("lease lost: stopping all work");
             work.cancel();
         }
-        for (_, runner) in self.runners.drain() {
-            runner.stop.cancel();
+        let tasks: Vec<String> = self.runners.keys().cloned().collect();
+        for task in tasks {
+            self.retire(&task);
         }
         self.epoch = None;
     }
@@ -381,14 +431,18 @@ impl Runtime {
             ..old.clone()
         };
         let sent = Instant::now();
-        match join(
-            self.shared.store.as_ref(),
-            &member,
-            &self.shared.timing,
-            &self.declared,
+        let joined = tokio::time::timeout(
+            STORE_CALL_BOUND,
+            join(
+                self.shared.store.as_ref(),
+                &member,
+                &self.shared.timing,
+                &self.declared,
+            ),
         )
         .await
-        {
+        .unwrap_or_else(|_| Err(Error::StoreUnavailable("join timed out".into())));
+        match joined {
             Ok(now_ms) => {
                 *self.shared.member.write().unwrap() = member.clone();
                 *self.shared.work.lock().unwrap() = CancellationToken::new();
@@ -477,16 +531,31 @@ impl Runtime {
             .nodes
             .iter()
             .filter(|n| n.alive)
-            .map(|n| NodeInfo {
-                id: n.node.clone(),
-                incarnation: n.incarnation,
-                joined_at_ms: n.joined_at_ms,
-                leaving: n.leaving,
-                declared: self
+            .map(|n| {
+                let mut declared = self
                     .declarations
                     .get(&(n.node.clone(), n.incarnation))
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default();
+                // The reserved declaration carries labels and placement specs, not a task.
+                let meta = declared
+                    .remove(NODE_META_DECLARATION)
+                    .map(|text| {
+                        NodeMeta::decode(&text).unwrap_or_else(|e| {
+                            debug!(node = %n.node, error = %e, "ignoring the node's metadata");
+                            NodeMeta::default()
+                        })
+                    })
+                    .unwrap_or_default();
+                NodeInfo {
+                    id: n.node.clone(),
+                    incarnation: n.incarnation,
+                    joined_at_ms: n.joined_at_ms,
+                    leaving: n.leaving,
+                    declared,
+                    labels: meta.labels,
+                    placement: meta.placement,
+                }
             })
             .collect();
         let current: BTreeMap<String, Owner> = self
@@ -498,7 +567,13 @@ impl Runtime {
                     .map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation }))
             })
             .collect();
-        let placement = placement::place(self.resolver.as_ref(), &live, &current);
+        // Nobody acts as another node until the operator command exists.
+        let acting_as = BTreeMap::new();
+        let context = PlaceContext::new(self.resolver.as_ref())
+            .custom(&self.resolvers)
+            .leader(&me.node)
+            .acting_as(&acting_as);
+        let placement = placement::place_with(&context, &live, &current);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);
         if !changes.is_empty() {
@@ -511,7 +586,12 @@ impl Runtime {
                 LeaderWrite::Written => {
                     for c in &changes {
                         match &c.owner {
-                            Some((node, _)) => info!(task = %c.task, owner = %node, "assigned"),
+                            Some((node, _)) => match placement.acting.get(&c.task) {
+                                Some(primary) => {
+                                    info!(task = %c.task, owner = %node, acting_for = %primary, "assigned")
+                                }
+                                None => info!(task = %c.task, owner = %node, "assigned"),
+                            },
                             None => {
                                 warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
                             }
@@ -571,28 +651,60 @@ impl Runtime {
     }
 
     /// One runner per owned task and token; runners of lost tasks stop scheduling.
+    /// Stops the runner of `task` and keeps its handle until it has ended.
+    fn retire(&mut self, task: &str) {
+        if let Some(runner) = self.runners.remove(task) {
+            runner.stop.cancel();
+            self.stopping
+                .entry(task.to_string())
+                .or_default()
+                .push(runner.task);
+        }
+    }
+
     fn supervise(&mut self) {
         let owned: HashMap<String, i64> = if self.shared.lease_valid() {
             self.owned().into_iter().collect()
         } else {
             HashMap::new()
         };
+        let mut stopped = Vec::new();
         self.runners.retain(|task, runner| {
             let keep = owned.get(task) == Some(&runner.token) && !runner.task.is_finished();
             if !keep {
                 runner.stop.cancel();
+                stopped.push(task.clone());
             }
             keep
         });
+        for task in stopped {
+            self.retire(&task);
+        }
+        self.stopping.retain(|_, handles| {
+            handles.retain(|h| !h.is_finished());
+            !handles.is_empty()
+        });
         for (task, token) in owned {
-            if self.runners.contains_key(&task) {
+            // Never two runners of one task: a new one waits until the old one has ended.
+            if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
                 continue;
             }
             let Some(spec) = self.shared.tasks.get(&task).cloned() else {
                 continue;
             };
             let stop = self.shared.work_token().child_token();
-            let handle = tokio::spawn(runner::run(self.shared.clone(), spec, token, stop.clone()));
+            let placed_at = self
+                .assignments
+                .iter()
+                .find(|a| a.task == task)
+                .map_or(0, |a| a.placed_at_ms);
+            let handle = tokio::spawn(runner::run(
+                self.shared.clone(),
+                spec,
+                token,
+                placed_at,
+                stop.clone(),
+            ));
             self.runners.insert(
                 task,
                 RunnerHandle {
@@ -648,8 +760,9 @@ impl Runtime {
             warn!("running fires did not finish within the grace period; cancelling them");
             self.shared.work_token().cancel();
         }
-        // Cancelled fires record their outcome quickly; give them a moment.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.fires.wait()).await;
+        // Cancelled handlers get 5 s to stop (see runner::execute), then their outcome is
+        // recorded: wait for both, so no fire of ours is left `running` behind us.
+        let _ = tokio::time::timeout(Duration::from_secs(8), self.shared.fires.wait()).await;
         let me = self.shared.member();
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
             Ok(Ok(())) => info!("left the cluster"),
@@ -704,7 +817,8 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
         let sent = Instant::now();
         let member = shared.member();
         let budget = timing.node_timeout - timing.fence_margin;
-        match tokio::time::timeout(budget, shared.store.heartbeat(&member)).await {
+        let not_after = shared.clock.now_ms() + budget.as_millis() as i64;
+        match tokio::time::timeout(budget, shared.store.heartbeat(&member, not_after)).await {
             Ok(Ok(true)) => {
                 // Only renew the lease of the incarnation the heartbeat was for.
                 if shared.member().incarnation == member.incarnation {

@@ -105,6 +105,9 @@ pub struct Assignment {
     pub token: i64,
     /// Why the task is unplaced, when it is.
     pub reason: Option<String>,
+    /// Store time of the task's first placement: a new owner of a task with no recorded
+    /// fire resumes from here, so an instant due before the first owner died is not lost.
+    pub placed_at_ms: i64,
 }
 
 /// One change the leader writes: give `task` to `owner` (or to nobody, with a reason).
@@ -216,8 +219,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Renews the node's registration, judged by store time. Returns `false`, writing nothing,
     /// if the registration is gone, belongs to another incarnation, or has already expired:
-    /// an expired node can never renew back to life; it must join again.
-    async fn heartbeat(&self, member: &Member) -> Result<bool>;
+    /// an expired node can never renew back to life; it must join again. Also `false` if the
+    /// store's clock has passed `not_after_ms`: a renewal that arrives after the sender gave
+    /// up on it (and fenced itself) must not keep a fenced node looking alive.
+    async fn heartbeat(&self, member: &Member, not_after_ms: i64) -> Result<bool>;
 
     /// Marks the node as leaving (graceful stop): placement gives it nothing more.
     async fn mark_leaving(&self, member: &Member) -> Result<()>;
@@ -271,6 +276,25 @@ pub trait Store: Send + Sync + 'static {
     /// task's current token, the assignment names the claimant's incarnation, the claimant's
     /// registration is alive by store time, and the instant has no record yet.
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome>;
+
+    /// Claims several instants of one claimant at once, each under the rule of
+    /// [`Store::claim`]; returns one outcome per claim, in order. Stores override it to
+    /// use one statement (instants of many tasks often coincide).
+    async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for c in claims {
+            out.push(self.claim(c).await?);
+        }
+        Ok(out)
+    }
+
+    /// Records several outcomes at once, each under the rule of [`Store::finish`].
+    async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
+        for f in finishes {
+            self.finish(cluster, f).await?;
+        }
+        Ok(())
+    }
 
     /// Records misfired instants (not started) under the same fencing rule as `claim`.
     /// Returns how many were recorded.

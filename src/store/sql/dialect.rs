@@ -76,6 +76,40 @@ impl Dialect {
         }
     }
 
+    /// A derived table of `rows` rows of `?` placeholders, with the given column names:
+    /// VALUES where the database plans it well, UNION ALL where VALUES cannot name columns.
+    pub fn rows_table(self, rows: usize, columns: &[&str]) -> String {
+        let row = format!("({})", vec!["?"; columns.len()].join(", "));
+        match self {
+            Dialect::Postgres => {
+                format!(
+                    "(VALUES {}) AS c({})",
+                    vec![row.as_str(); rows].join(", "),
+                    columns.join(", ")
+                )
+            }
+            // SQLite names VALUES columns column1, column2, ...
+            Dialect::Sqlite => {
+                let names: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("column{} AS {c}", i + 1))
+                    .collect();
+                format!(
+                    "(SELECT {} FROM (VALUES {})) c",
+                    names.join(", "),
+                    vec![row.as_str(); rows].join(", ")
+                )
+            }
+            // MariaDB cannot alias VALUES columns; MySQL spells VALUES rows differently.
+            Dialect::Mysql => {
+                let first: Vec<String> = columns.iter().map(|c| format!("? AS {c}")).collect();
+                let rest = format!(" UNION ALL SELECT {}", vec!["?"; columns.len()].join(", "));
+                format!("(SELECT {}{}) c", first.join(", "), rest.repeat(rows - 1))
+            }
+        }
+    }
+
     /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}` and turns `?`
     /// into `$1, $2, ...` for PostgreSQL. Statements never contain `?` inside literals.
     pub fn prepare(self, sql: &str) -> String {
@@ -106,6 +140,22 @@ impl Dialect {
 #[cfg(test)]
 mod tests {
     use super::Dialect;
+
+    #[test]
+    fn derived_tables_of_rows() {
+        assert_eq!(
+            Dialect::Postgres.rows_table(2, &["a", "b"]),
+            "(VALUES (?, ?), (?, ?)) AS c(a, b)"
+        );
+        assert_eq!(
+            Dialect::Sqlite.rows_table(2, &["a", "b"]),
+            "(SELECT column1 AS a, column2 AS b FROM (VALUES (?, ?), (?, ?))) c"
+        );
+        assert_eq!(
+            Dialect::Mysql.rows_table(2, &["a", "b"]),
+            "(SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?) c"
+        );
+    }
 
     #[test]
     fn placeholders_and_fragments() {

@@ -7,6 +7,7 @@ mod listen;
 pub mod schema;
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -20,6 +21,10 @@ use sqlx::{
 use self::dialect::Dialect;
 use super::*;
 use crate::task::Outcome;
+
+/// Most rows one batched statement handles (keeps bind parameters well under every
+/// database's limit).
+const BATCH_LIMIT: usize = 1000;
 
 /// Connections per node: one for the heartbeat, one for the watcher, the rest for claims.
 pub const POOL_SIZE: u32 = 4;
@@ -90,8 +95,17 @@ impl SqlStore {
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = FULL",
                         ],
-                        Dialect::Postgres => &["SET statement_timeout = 5000"],
-                        Dialect::Mysql => &["SET SESSION innodb_lock_wait_timeout = 5"],
+                        // A frozen or cut-off node must not hold locks that block everyone.
+                        Dialect::Postgres => &[
+                            "SET statement_timeout = 5000",
+                            "SET idle_in_transaction_session_timeout = 5000",
+                        ],
+                        // UNIX_TIMESTAMP(NOW(3)) depends on the session time zone: pin it
+                        // to UTC so store time never jumps at daylight-saving changes.
+                        Dialect::Mysql => &[
+                            "SET SESSION innodb_lock_wait_timeout = 5",
+                            "SET time_zone = '+00:00'",
+                        ],
                     };
                     for stmt in setup {
                         conn.execute(*stmt).await?;
@@ -160,6 +174,125 @@ impl SqlStore {
                 .await
                 .map_err(unavailable)?;
         Ok(Some(v.unwrap_or(0)))
+    }
+
+    /// Claims every instant of `chunk` that passes the fence in one statement. PostgreSQL and
+    /// SQLite return the rows they inserted; MySQL has no `RETURNING`, so the instants
+    /// already recorded are read before. Only rows inserted here count as claimed.
+    async fn claim_chunk(&self, m: &Member, chunk: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        let returning = self.dialect != Dialect::Mysql;
+        let existing_before = if returning {
+            Default::default()
+        } else {
+            self.recorded(&m.cluster, chunk).await?
+        };
+        let rows = self.dialect.rows_table(
+            chunk.len(),
+            &["task", "instant", "token", "outcome", "message"],
+        );
+        let sql = self.sql(&format!(
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, c.task, c.instant, '', ?, ?, c.token, 1, c.outcome, \
+             CASE WHEN c.outcome = 'running' THEN {{now}} ELSE NULL END, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
+             FROM {rows} \
+             WHERE EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+             ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
+             WHERE a.cluster = ? AND a.task = c.task AND a.token = c.token AND a.node_id = ? AND a.incarnation = ? \
+             AND n.heartbeat_at + n.timeout_ms >= {{now}}){{on_conflict_nothing}}{}",
+            if returning { " RETURNING task, instant" } else { "" }
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation);
+        for c in chunk {
+            q = q
+                .bind(&c.task)
+                .bind(c.instant_ms)
+                .bind(c.token)
+                .bind(c.outcome.as_str())
+                .bind(c.message.clone());
+        }
+        let q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
+        // `taken`: every instant of the chunk with a record now (read only when needed).
+        let (claimed, taken): (HashSet<(String, i64)>, _) = if returning {
+            let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+            let claimed: HashSet<(String, i64)> = rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("task").map_err(unavailable)?,
+                        r.try_get("instant").map_err(unavailable)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let taken = if claimed.len() == chunk.len() {
+                HashMap::new()
+            } else {
+                self.recorded(&m.cluster, chunk).await?
+            };
+            (claimed, taken)
+        } else {
+            q.execute(&self.pool).await.map_err(unavailable)?;
+            let after = self.recorded(&m.cluster, chunk).await?;
+            let claimed = chunk
+                .iter()
+                .filter(|c| {
+                    let key = (c.task.clone(), c.instant_ms);
+                    !existing_before.contains_key(&key)
+                        && after.get(&key) == Some(&(m.node.clone(), m.incarnation, c.token))
+                })
+                .map(|c| (c.task.clone(), c.instant_ms))
+                .collect();
+            (claimed, after)
+        };
+        Ok(chunk
+            .iter()
+            .map(|c| {
+                let key = (c.task.clone(), c.instant_ms);
+                if claimed.contains(&key) {
+                    ClaimOutcome::Claimed
+                } else if taken.contains_key(&key) {
+                    ClaimOutcome::AlreadyClaimed
+                } else {
+                    ClaimOutcome::Fenced
+                }
+            })
+            .collect())
+    }
+
+    /// Which of the claims' instants have a record, and whose: `(task, instant)` ->
+    /// `(node, incarnation, token)`.
+    async fn recorded(
+        &self,
+        cluster: &str,
+        chunk: &[Claim],
+    ) -> Result<HashMap<(String, i64), (String, i64, i64)>> {
+        let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+        let sql = self.sql(&format!(
+            "SELECT task, instant, node_id, incarnation, token FROM rota_fires \
+             WHERE cluster = ? AND slot = '' AND (task, instant) IN ({pairs})"
+        ));
+        let mut q = sqlx::query(&sql).bind(cluster);
+        for c in chunk {
+            q = q.bind(&c.task).bind(c.instant_ms);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    (
+                        r.try_get("task").map_err(unavailable)?,
+                        r.try_get("instant").map_err(unavailable)?,
+                    ),
+                    (
+                        r.try_get("node_id").map_err(unavailable)?,
+                        r.try_get("incarnation").map_err(unavailable)?,
+                        r.try_get("token").map_err(unavailable)?,
+                    ),
+                ))
+            })
+            .collect()
     }
 
     /// Counts the `rota_meta` table (0 or 1).
@@ -361,15 +494,16 @@ impl Store for SqlStore {
         Ok(JoinOutcome::Joined { now_ms: now })
     }
 
-    async fn heartbeat(&self, m: &Member) -> Result<bool> {
+    async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
         let sql = self.sql(
             "UPDATE rota_nodes SET heartbeat_at = {now} \
-             WHERE cluster = ? AND node_id = ? AND incarnation = ? AND heartbeat_at + timeout_ms >= {now}",
+             WHERE cluster = ? AND node_id = ? AND incarnation = ? AND heartbeat_at + timeout_ms >= {now} AND {now} <= ?",
         );
         let done = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation)
+            .bind(not_after_ms)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -599,7 +733,9 @@ impl Store for SqlStore {
     }
 
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
-        let sql = self.sql("SELECT task, node_id, incarnation, token, reason FROM rota_assignments WHERE cluster = ? ORDER BY task");
+        let sql = self.sql(
+            "SELECT task, node_id, incarnation, token, reason, placed_at FROM rota_assignments WHERE cluster = ? ORDER BY task",
+        );
         let rows = sqlx::query(&sql)
             .bind(cluster)
             .fetch_all(&self.pool)
@@ -614,6 +750,7 @@ impl Store for SqlStore {
                     owner: node.zip(inc),
                     token: r.try_get("token").map_err(unavailable)?,
                     reason: text(r, "reason")?,
+                    placed_at_ms: r.try_get("placed_at").map_err(unavailable)?,
                 })
             })
             .collect()
@@ -626,20 +763,31 @@ impl Store for SqlStore {
         changes: &[AssignmentChange],
     ) -> Result<LeaderWrite> {
         let mut tx = self.begin().await?;
+        // Lock the leader row: a concurrent takeover waits for this transaction, or this
+        // check waits for the takeover and then fails (plain reads would not see it).
         let sql = self.sql(
-            "SELECT COUNT(*) FROM rota_leader l JOIN rota_nodes n \
-             ON n.cluster = l.cluster AND n.node_id = l.node_id AND n.incarnation = l.incarnation \
-             WHERE l.cluster = ? AND l.node_id = ? AND l.incarnation = ? AND l.epoch = ? \
-             AND n.heartbeat_at + n.timeout_ms >= {now}",
+            "SELECT epoch FROM rota_leader WHERE cluster = ? AND node_id = ? AND incarnation = ? AND epoch = ?{for_update}",
         );
-        let holds: i64 = sqlx::query_scalar(&sql)
+        let leads: Option<i64> = sqlx::query_scalar(&sql)
             .bind(&leader.cluster)
             .bind(&leader.node)
             .bind(leader.incarnation)
             .bind(epoch)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let sql = self.sql(
+            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
+             AND heartbeat_at + timeout_ms >= {now}",
+        );
+        let alive: i64 = sqlx::query_scalar(&sql)
+            .bind(&leader.cluster)
+            .bind(&leader.node)
+            .bind(leader.incarnation)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
+        let holds = i64::from(leads.is_some()) * alive;
         if holds != 1 {
             return Ok(LeaderWrite::Deposed);
         }
@@ -648,8 +796,8 @@ impl Store for SqlStore {
              assigned_at = {now}, reason = ? WHERE cluster = ? AND task = ? AND token = ?",
         );
         let insert = self.sql(
-            "{insert_ignore} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, reason) \
-             VALUES (?, ?, ?, ?, 1, ?, {now}, ?){on_conflict_nothing}",
+            "{insert_ignore} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
+             VALUES (?, ?, ?, ?, 1, ?, {now}, {now}, ?){on_conflict_nothing}",
         );
         for c in changes {
             let (node, inc) = match &c.owner {
@@ -732,6 +880,58 @@ impl Store for SqlStore {
         } else {
             ClaimOutcome::Fenced
         })
+    }
+
+    async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for chunk in claims.chunks(BATCH_LIMIT) {
+            // A batch is one claimant's; claims of another incarnation go on their own.
+            let m = &chunk[0].member;
+            if chunk.iter().any(|c| c.member != *m) || chunk.len() == 1 {
+                for c in chunk {
+                    out.push(self.claim(c).await?);
+                }
+                continue;
+            }
+            out.extend(self.claim_chunk(m, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
+        // One statement per (outcome, message): in steady state, all are `ok` without one.
+        let mut groups: Vec<(Outcome, Option<&str>, Vec<&Finish>)> = Vec::new();
+        for f in finishes {
+            match groups
+                .iter_mut()
+                .find(|(o, m, _)| *o == f.outcome && *m == f.message.as_deref())
+            {
+                Some((_, _, list)) => list.push(f),
+                None => groups.push((f.outcome, f.message.as_deref(), vec![f])),
+            }
+        }
+        for (outcome, message, list) in groups {
+            for chunk in list.chunks(BATCH_LIMIT) {
+                let tuples = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+                let sql = self.sql(&format!(
+                    "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ? \
+                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND (task, instant, token, attempt) IN ({tuples})"
+                ));
+                let mut q = sqlx::query(&sql)
+                    .bind(outcome.as_str())
+                    .bind(message.map(str::to_string))
+                    .bind(cluster);
+                for f in chunk {
+                    q = q
+                        .bind(&f.task)
+                        .bind(f.instant_ms)
+                        .bind(f.token)
+                        .bind(f.attempt);
+                }
+                q.execute(&self.pool).await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     async fn record_misfires(
@@ -914,10 +1114,22 @@ impl Store for SqlStore {
     }
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
-        let sql = self.sql(
-            "DELETE FROM rota_fires WHERE cluster = ? AND instant < ? AND outcome <> 'running'",
-        );
+        // Each task's newest record stays, whatever its age: a new owner resumes after it.
+        let statement = match self.dialect {
+            // MySQL cannot read the table it deletes from in a subquery: join a derived table.
+            Dialect::Mysql => {
+                "DELETE f FROM rota_fires f JOIN (SELECT task, MAX(instant) AS newest FROM rota_fires \
+                 WHERE cluster = ? GROUP BY task) x ON x.task = f.task \
+                 WHERE f.cluster = ? AND f.instant < ? AND f.instant < x.newest AND f.outcome <> 'running'"
+            }
+            _ => {
+                "DELETE FROM rota_fires WHERE cluster = ? AND cluster = ? AND instant < ? AND outcome <> 'running' \
+                 AND instant < (SELECT MAX(f2.instant) FROM rota_fires f2 WHERE f2.cluster = rota_fires.cluster AND f2.task = rota_fires.task)"
+            }
+        };
+        let sql = self.sql(statement);
         let done = sqlx::query(&sql)
+            .bind(cluster)
             .bind(cluster)
             .bind(before_ms)
             .execute(&self.pool)

@@ -26,7 +26,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE rota_assignments (\n  cluster {key} NOT NULL,\n  task {key} NOT NULL,\n  node_id {key},\n  \
-             incarnation {int},\n  token {int} NOT NULL,\n  epoch {int} NOT NULL,\n  assigned_at {int} NOT NULL,\n  \
+             incarnation {int},\n  token {int} NOT NULL,\n  epoch {int} NOT NULL,\n  assigned_at {int} NOT NULL,\n  placed_at {int} NOT NULL,\n  \
              reason {text},\n  PRIMARY KEY (cluster, task)\n){opts}"
         ),
         format!(
