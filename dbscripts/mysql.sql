@@ -21,7 +21,7 @@ CREATE TABLE rota_nodes (
   leaving BIGINT NOT NULL,
   host VARCHAR(255) NOT NULL,
   process VARCHAR(255) NOT NULL,
-  declared TEXT NOT NULL,
+  declared MEDIUMTEXT NOT NULL,
   PRIMARY KEY (cluster, node_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -42,7 +42,7 @@ CREATE TABLE rota_assignments (
   epoch BIGINT NOT NULL,
   assigned_at BIGINT NOT NULL,
   placed_at BIGINT NOT NULL,
-  reason TEXT,
+  reason MEDIUMTEXT,
   PRIMARY KEY (cluster, task)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -58,7 +58,7 @@ CREATE TABLE rota_fires (
   outcome VARCHAR(255) NOT NULL,
   started_at BIGINT,
   finished_at BIGINT,
-  message TEXT,
+  message MEDIUMTEXT,
   PRIMARY KEY (cluster, task, instant, slot)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 

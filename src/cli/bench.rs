@@ -99,10 +99,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = std::env::temp_dir().join(format!("rota-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.join("rota.db").display()));
+    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
     let cluster_name = format!("bench-{}", std::process::id());
     let record = dir.join("fires.log");
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -400,8 +397,26 @@ async fn idle_load(
         handles.push(builder.start().await?);
         stores.push(store);
     }
-    // Let placement settle before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Count only the steady state: every task placed and its runner started.
+    let probe = &stores[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let placed = probe
+            .assignments(&cluster)
+            .await?
+            .iter()
+            .filter(|a| a.owner.is_some())
+            .count();
+        if placed == tasks {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("only {placed} of {tasks} idle tasks were placed after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Runners take over their tasks two reads at a time: allow for that before counting.
+    tokio::time::sleep(Duration::from_secs(3 + tasks as u64 / 1000)).await;
     let before: Vec<_> = stores.iter().map(|s| s.statements()).collect();
     tokio::time::sleep(span).await;
     let after: Vec<_> = stores.iter().map(|s| s.statements()).collect();

@@ -50,7 +50,12 @@ pub(crate) async fn run(
         match runner.schedule().await {
             Ok(()) => debug!("runner stopped"),
             Err(e) => {
-                warn!(error = %e, "runner stopped on a store error; it restarts on the next round")
+                warn!(error = %e, "runner stopped on a store error; it restarts shortly");
+                // Do not spin against a failing store: the supervisor restarts it after this.
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = runner.stop.cancelled() => {}
+                }
             }
         }
     }
@@ -76,7 +81,10 @@ impl Runner {
         let store = &self.shared.store;
         let cluster = &self.member.cluster;
         info!("owner now");
-        // Taking over: settle fires whose node died mid-run (contract 9).
+        // Taking over reads the store twice per task: after a failover of thousands of tasks,
+        // queue these reads instead of exhausting the connection pool.
+        let permit = self.shared.startups.acquire().await.expect("never closed");
+        // Settle fires whose node died mid-run (contract 9).
         let running = store.running_fires(cluster, &self.spec.name).await?;
         let mut elsewhere = false;
         for fire in &running {
@@ -101,6 +109,7 @@ impl Runner {
             None if self.placed_at > 0 => self.placed_at,
             None => self.shared.clock.now_ms(),
         };
+        drop(permit);
         loop {
             let Some(next) = self.spec.schedule.next_after(cursor) else {
                 info!("the schedule has no more instants");

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     /// The fires this process runs now, `(task, instant)`: a `running` record of this
     /// incarnation that is not here was claimed but never started (its reply was lost).
     pub running: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// Runners reading the store as they take over a task, at most two at once.
+    pub startups: tokio::sync::Semaphore,
     /// Claims and outcomes go to the store in batches.
     pub batcher: super::batch::Batcher,
 }
@@ -140,6 +142,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         store_error: Mutex::new(None),
         fires: TaskTracker::new(),
         running: Mutex::default(),
+        startups: tokio::sync::Semaphore::new(2),
         batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         timing,
     });

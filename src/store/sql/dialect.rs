@@ -70,7 +70,8 @@ impl Dialect {
             Dialect::Mysql => (
                 "VARCHAR(255)",
                 "BIGINT",
-                "TEXT",
+                // TEXT holds 64 KB: too little for the declarations of thousands of tasks.
+                "MEDIUMTEXT",
                 " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
             ),
         }
@@ -110,6 +111,25 @@ impl Dialect {
         }
     }
 
+    /// `(a, b) IN ((?, ?), ...)` for `rows` tuples. MySQL/MariaDB do not use an index for
+    /// row-value IN lists, but do for OR'ed equality groups.
+    pub fn tuples_in(self, columns: &[&str], rows: usize) -> String {
+        match self {
+            Dialect::Mysql => {
+                let group: Vec<String> = columns.iter().map(|c| format!("{c} = ?")).collect();
+                format!("(({}))", vec![group.join(" AND "); rows].join(") OR ("))
+            }
+            _ => {
+                let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
+                format!(
+                    "({}) IN ({})",
+                    columns.join(", "),
+                    vec![tuple.as_str(); rows].join(", ")
+                )
+            }
+        }
+    }
+
     /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}` and turns `?`
     /// into `$1, $2, ...` for PostgreSQL. Statements never contain `?` inside literals.
     pub fn prepare(self, sql: &str) -> String {
@@ -140,6 +160,18 @@ impl Dialect {
 #[cfg(test)]
 mod tests {
     use super::Dialect;
+
+    #[test]
+    fn tuple_lists() {
+        assert_eq!(
+            Dialect::Postgres.tuples_in(&["a", "b"], 2),
+            "(a, b) IN ((?, ?), (?, ?))"
+        );
+        assert_eq!(
+            Dialect::Mysql.tuples_in(&["a", "b"], 2),
+            "((a = ? AND b = ?) OR (a = ? AND b = ?))"
+        );
+    }
 
     #[test]
     fn derived_tables_of_rows() {

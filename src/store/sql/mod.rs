@@ -26,7 +26,9 @@ use crate::task::Outcome;
 /// database's limit).
 const BATCH_LIMIT: usize = 1000;
 
-/// Connections per node: one for the heartbeat, one for the watcher, the rest for claims.
+/// Connections per node, shared by the heartbeat, the main loop, and batched claims and
+/// outcomes (at most two batches in flight). Each node also holds one LISTEN connection on
+/// PostgreSQL.
 pub const POOL_SIZE: u32 = 4;
 
 pub struct SqlStore {
@@ -268,10 +270,10 @@ impl SqlStore {
         cluster: &str,
         chunk: &[Claim],
     ) -> Result<HashMap<(String, i64), (String, i64, i64)>> {
-        let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
         let sql = self.sql(&format!(
             "SELECT task, instant, node_id, incarnation, token FROM rota_fires \
-             WHERE cluster = ? AND slot = '' AND (task, instant) IN ({pairs})"
+             WHERE cluster = ? AND slot = '' AND {pairs}"
         ));
         let mut q = sqlx::query(&sql).bind(cluster);
         for c in chunk {
@@ -912,10 +914,12 @@ impl Store for SqlStore {
         }
         for (outcome, message, list) in groups {
             for chunk in list.chunks(BATCH_LIMIT) {
-                let tuples = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+                let tuples = self
+                    .dialect
+                    .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
                 let sql = self.sql(&format!(
                     "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ? \
-                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND (task, instant, token, attempt) IN ({tuples})"
+                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}"
                 ));
                 let mut q = sqlx::query(&sql)
                     .bind(outcome.as_str())
