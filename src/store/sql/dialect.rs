@@ -77,6 +77,102 @@ impl Dialect {
         }
     }
 
+    /// Adds what the driver needs to the user's URL (SQLite: create the file if missing).
+    pub fn normalize_url(self, url: &str) -> String {
+        match self {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            Dialect::Sqlite => url.to_string(),
+            Dialect::Postgres => url.replacen("postgresql://", "postgres://", 1),
+            Dialect::Mysql => url.replacen("mariadb://", "mysql://", 1),
+        }
+    }
+
+    /// Statements run on every new connection.
+    pub fn session_setup(self) -> &'static [&'static str] {
+        match self {
+            // WAL lets readers run beside the writer; FULL makes every claim durable before it
+            // counts; the busy timeout waits out other processes' writes.
+            Dialect::Sqlite => &[
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+            ],
+            // A frozen or cut-off node must not hold locks that block everyone.
+            Dialect::Postgres => &[
+                "SET statement_timeout = 5000",
+                "SET idle_in_transaction_session_timeout = 5000",
+            ],
+            // UNIX_TIMESTAMP(NOW(3)) depends on the session time zone: pin it to UTC so store
+            // time never jumps at daylight-saving changes.
+            Dialect::Mysql => &[
+                "SET SESSION innodb_lock_wait_timeout = 5",
+                "SET time_zone = '+00:00'",
+            ],
+        }
+    }
+
+    /// Counts the `rota_meta` table (0 or 1).
+    pub fn meta_probe(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rota_meta'",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'"
+            }
+            Dialect::Mysql => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'"
+            }
+        }
+    }
+
+    /// Statements that take and release the lock under which the schema is created, so that
+    /// nodes starting together do not race (on SQLite, a write transaction).
+    pub fn schema_lock(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
+            Dialect::Postgres => (
+                "SELECT pg_advisory_lock(7250104716)",
+                "SELECT pg_advisory_unlock(7250104716)",
+            ),
+            Dialect::Mysql => (
+                "SELECT GET_LOCK('rota_schema', 60)",
+                "SELECT RELEASE_LOCK('rota_schema')",
+            ),
+        }
+    }
+
+    /// `INSERT ... RETURNING` is available (MySQL has none).
+    pub fn has_returning(self) -> bool {
+        self != Dialect::Mysql
+    }
+
+    /// The statement that pushes a cluster's change to listeners, where the database can.
+    pub fn notify(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some("SELECT pg_notify('rota_changes', ?)"),
+            _ => None,
+        }
+    }
+
+    /// Deletes a cluster's finished fires before an instant, keeping each task's newest
+    /// record (a new owner resumes after it). Binds: cluster, cluster, before.
+    pub fn purge_history(self) -> &'static str {
+        match self {
+            // MySQL cannot read the table it deletes from in a subquery: join a derived table.
+            Dialect::Mysql => {
+                "DELETE f FROM rota_fires f JOIN (SELECT task, MAX(instant) AS newest FROM rota_fires \
+                 WHERE cluster = ? GROUP BY task) x ON x.task = f.task \
+                 WHERE f.cluster = ? AND f.instant < ? AND f.instant < x.newest AND f.outcome <> 'running'"
+            }
+            _ => {
+                "DELETE FROM rota_fires WHERE cluster = ? AND cluster = ? AND instant < ? AND outcome <> 'running' \
+                 AND instant < (SELECT MAX(f2.instant) FROM rota_fires f2 \
+                 WHERE f2.cluster = rota_fires.cluster AND f2.task = rota_fires.task)"
+            }
+        }
+    }
+
     /// A derived table of `rows` rows of `?` placeholders, with the given column names:
     /// VALUES where the database plans it well, UNION ALL where VALUES cannot name columns.
     pub fn rows_table(self, rows: usize, columns: &[&str]) -> String {

@@ -75,40 +75,14 @@ impl SqlStore {
         let scheme = url.split("://").next().unwrap_or("");
         let dialect = Dialect::from_scheme(scheme)
             .ok_or_else(|| Error::config("store.url", format!("unknown scheme `{scheme}`")))?;
-        let url = match dialect {
-            Dialect::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            }
-            Dialect::Postgres => url.replacen("postgresql://", "postgres://", 1),
-            Dialect::Mysql => url.replacen("mariadb://", "mysql://", 1),
-            _ => url.to_string(),
-        };
+        let url = dialect.normalize_url(url);
         let options = AnyPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    let setup: &[&str] = match dialect {
-                        // WAL lets readers run beside the writer; FULL makes every claim durable
-                        // before it counts; the busy timeout waits out other processes' writes.
-                        Dialect::Sqlite => &[
-                            "PRAGMA busy_timeout = 5000",
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
-                        ],
-                        // A frozen or cut-off node must not hold locks that block everyone.
-                        Dialect::Postgres => &[
-                            "SET statement_timeout = 5000",
-                            "SET idle_in_transaction_session_timeout = 5000",
-                        ],
-                        // UNIX_TIMESTAMP(NOW(3)) depends on the session time zone: pin it
-                        // to UTC so store time never jumps at daylight-saving changes.
-                        Dialect::Mysql => &[
-                            "SET SESSION innodb_lock_wait_timeout = 5",
-                            "SET time_zone = '+00:00'",
-                        ],
-                    };
+                    let setup = dialect.session_setup();
                     for stmt in setup {
                         conn.execute(*stmt).await?;
                     }
@@ -163,7 +137,7 @@ impl SqlStore {
     }
 
     async fn schema_version(&self) -> Result<Option<i64>> {
-        let exists: i64 = sqlx::query_scalar(self.meta_probe())
+        let exists: i64 = sqlx::query_scalar(self.dialect.meta_probe())
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -182,7 +156,7 @@ impl SqlStore {
     /// SQLite return the rows they inserted; MySQL has no `RETURNING`, so the instants
     /// already recorded are read before. Only rows inserted here count as claimed.
     async fn claim_chunk(&self, m: &Member, chunk: &[Claim]) -> Result<Vec<ClaimOutcome>> {
-        let returning = self.dialect != Dialect::Mysql;
+        let returning = self.dialect.has_returning();
         let existing_before = if returning {
             Default::default()
         } else {
@@ -297,22 +271,9 @@ impl SqlStore {
             .collect()
     }
 
-    /// Counts the `rota_meta` table (0 or 1).
-    fn meta_probe(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rota_meta'",
-            Dialect::Postgres => {
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'rota_meta'"
-            }
-            Dialect::Mysql => {
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'rota_meta'"
-            }
-        }
-    }
-
     /// Creates the schema unless it exists; the caller holds the schema lock.
     async fn create_schema(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
-        let exists: i64 = sqlx::query_scalar(self.meta_probe())
+        let exists: i64 = sqlx::query_scalar(self.dialect.meta_probe())
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
@@ -409,17 +370,7 @@ impl Store for SqlStore {
         }
         // Several nodes may start at once: create under a lock, re-checking inside it.
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        let (lock, unlock) = match self.dialect {
-            Dialect::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
-            Dialect::Postgres => (
-                "SELECT pg_advisory_lock(7250104716)",
-                "SELECT pg_advisory_unlock(7250104716)",
-            ),
-            Dialect::Mysql => (
-                "SELECT GET_LOCK('rota_schema', 60)",
-                "SELECT RELEASE_LOCK('rota_schema')",
-            ),
-        };
+        let (lock, unlock) = self.dialect.schema_lock();
         conn.execute(lock).await.map_err(unavailable)?;
         let created = self.create_schema(&mut conn).await;
         // SQLite's lock is a transaction: never commit half a schema.
@@ -1119,18 +1070,7 @@ impl Store for SqlStore {
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
         // Each task's newest record stays, whatever its age: a new owner resumes after it.
-        let statement = match self.dialect {
-            // MySQL cannot read the table it deletes from in a subquery: join a derived table.
-            Dialect::Mysql => {
-                "DELETE f FROM rota_fires f JOIN (SELECT task, MAX(instant) AS newest FROM rota_fires \
-                 WHERE cluster = ? GROUP BY task) x ON x.task = f.task \
-                 WHERE f.cluster = ? AND f.instant < ? AND f.instant < x.newest AND f.outcome <> 'running'"
-            }
-            _ => {
-                "DELETE FROM rota_fires WHERE cluster = ? AND cluster = ? AND instant < ? AND outcome <> 'running' \
-                 AND instant < (SELECT MAX(f2.instant) FROM rota_fires f2 WHERE f2.cluster = rota_fires.cluster AND f2.task = rota_fires.task)"
-            }
-        };
+        let statement = self.dialect.purge_history();
         let sql = self.sql(statement);
         let done = sqlx::query(&sql)
             .bind(cluster)
