@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
 use crate::{
-    core::{placement::is_reserved, schedule::Schedule},
+    core::schedule::Schedule,
     store::{FireRecord, NodeRecord, Store},
     Result,
 };
@@ -47,7 +47,7 @@ impl Snapshot {
                 .iter()
                 .any(|r| r.node == n.node && r.incarnation == n.incarnation && r.alive);
             // Reserved declarations (a node's labels and placement specs) are not tasks.
-            for d in n.declared.into_iter().filter(|d| !is_reserved(&d.name)) {
+            for d in n.declared {
                 if alive {
                     definitions
                         .entry(d.name.clone())

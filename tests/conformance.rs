@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::TestStore;
 use rota::{
+    core::placement::NodeMeta,
     store::{
         AssignmentChange, Claim, ClaimOutcome, Declaration, JoinOutcome, JoinRequest, LeaderWrite,
         Member, Store,
@@ -33,6 +34,10 @@ fn join_req(m: &Member, timeout_ms: i64) -> JoinRequest {
             hash: "h".into(),
             schedule: "every 1s".into(),
         }],
+        meta: NodeMeta {
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            ..NodeMeta::default()
+        },
         replaces: None,
     }
 }
@@ -126,6 +131,10 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
     assert!(view.nodes[0].alive && view.nodes[0].incarnation == 2);
     let decl = store.declarations("m").await.unwrap();
     assert_eq!(decl[0].declared[0].name, "t");
+    assert_eq!(
+        decl[0].meta.labels["zone"], "a",
+        "labels are registered with the declarations"
+    );
     // Leaving removes the registration at once and bumps the generation.
     let g = store.generation("m").await.unwrap();
     store.leave(&b).await.unwrap();

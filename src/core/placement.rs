@@ -358,19 +358,8 @@ impl DeclaredPlacement {
     }
 }
 
-/// Name of the reserved declaration through which a node publishes its [`NodeMeta`]: the
-/// registration stores only a list of declarations, and no task can have this name (task
-/// names are plain names, without `@`).
-pub const NODE_META_DECLARATION: &str = "@node";
-
-/// Declarations whose name starts with `@` are reserved by rota, not tasks.
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with('@')
-}
-
-/// What a node publishes besides its tasks: its labels and its tasks' placement specs.
-/// Carried as JSON in the `hash` of the [`NODE_META_DECLARATION`] declaration, present only
-/// when not empty (so nodes that use neither look exactly as before).
+/// What a node registers besides its tasks: its labels and its tasks' placement specs.
+/// Stored with the node's registration (see [`crate::store::JoinRequest`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMeta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -382,15 +371,6 @@ pub struct NodeMeta {
 impl NodeMeta {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.placement.is_default()
-    }
-
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("node metadata serializes")
-    }
-
-    /// Unknown fields are ignored, so newer nodes may publish more.
-    pub fn decode(text: &str) -> Result<NodeMeta, String> {
-        serde_json::from_str(text).map_err(|e| format!("invalid node metadata: {e}"))
     }
 }
 
@@ -633,11 +613,7 @@ pub fn place_with(
             .find(|n| n.id == owner.node && n.incarnation == owner.incarnation)
     };
 
-    let names: BTreeSet<&String> = ordered
-        .iter()
-        .flat_map(|n| n.declared.keys())
-        .filter(|name| !is_reserved(name))
-        .collect();
+    let names: BTreeSet<&String> = ordered.iter().flat_map(|n| n.declared.keys()).collect();
     let mut placement = Placement::default();
     // Tasks grouped by spec; each group goes to one resolver.
     let mut groups: BTreeMap<PlacementSpec, Vec<EligibleTask>> = BTreeMap::new();
@@ -1256,14 +1232,6 @@ mod tests {
     }
 
     #[test]
-    fn reserved_declarations_are_not_tasks() {
-        let nodes = [node("a", 1, &[("t", "h"), (NODE_META_DECLARATION, "{}")])];
-        let p = place(&ActivePassive, &nodes, &BTreeMap::new());
-        assert_eq!(owners_of(&p), BTreeMap::from([("t", "a")]));
-        assert!(p.unplaced.is_empty());
-    }
-
-    #[test]
     fn specs_serialize_like_the_config_keys() {
         let spec = PlacementSpec::failover("node-1", ["node-2", "node-3"]).on_label("zone", "eu");
         let json = serde_json::to_string(&spec).unwrap();
@@ -1307,7 +1275,8 @@ mod tests {
             placement,
         };
         assert!(!meta.is_empty());
-        assert_eq!(NodeMeta::decode(&meta.encode()).unwrap(), meta);
+        let json = serde_json::to_string(&meta).unwrap();
+        assert_eq!(serde_json::from_str::<NodeMeta>(&json).unwrap(), meta);
         // Defaults everywhere: nothing to publish.
         let ap = PlacementSpec::default();
         let plain = NodeMeta {
@@ -1315,11 +1284,11 @@ mod tests {
             placement: DeclaredPlacement::from_tasks([("t", &ap)]),
         };
         assert!(plain.is_empty());
-        assert_eq!(plain.encode(), "{}");
+        assert_eq!(serde_json::to_string(&plain).unwrap(), "{}");
         // Newer nodes may publish more.
-        let newer = NodeMeta::decode(r#"{"labels":{"zone":"a"},"future":1}"#).unwrap();
+        let newer: NodeMeta =
+            serde_json::from_str(r#"{"labels":{"zone":"a"},"future":1}"#).unwrap();
         assert_eq!(newer.labels["zone"], "a");
-        assert!(NodeMeta::decode("not json").is_err());
     }
 
     #[test]

@@ -18,10 +18,7 @@ use super::{clock::StoreClock, identity, runner, NodeHandle, NodeStatus, Timing}
 use crate::{
     core::{
         lease::Lease,
-        placement::{
-            self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver,
-            NODE_META_DECLARATION,
-        },
+        placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
     },
     store::{
         Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest,
@@ -96,7 +93,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         resolvers,
         labels,
     } = config;
-    let mut declared: Vec<Declaration> = tasks
+    let declared: Vec<Declaration> = tasks
         .iter()
         .map(|t| Declaration {
             name: t.name.clone(),
@@ -104,21 +101,12 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
             schedule: t.schedule.describe(),
         })
         .collect();
-    // Labels and placement specs ride in one reserved declaration (see `NodeMeta`), present
-    // only when there is something to say.
     let meta = NodeMeta {
         labels,
         placement: DeclaredPlacement::from_tasks(
             tasks.iter().map(|t| (t.name.as_str(), &t.placement)),
         ),
     };
-    if !meta.is_empty() {
-        declared.push(Declaration {
-            name: NODE_META_DECLARATION.to_string(),
-            hash: meta.encode(),
-            schedule: "(node labels and placement)".to_string(),
-        });
-    }
     let member = Member {
         cluster,
         node: id,
@@ -126,7 +114,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     };
     let sent = Instant::now();
     let now_ms = retry_transient("joining", || {
-        join(store.as_ref(), &member, &timing, &declared)
+        join(store.as_ref(), &member, &timing, &declared, &meta)
     })
     .await?;
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
@@ -160,6 +148,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     let runtime = Runtime {
         shared,
         declared,
+        meta,
         resolver,
         resolvers,
         status: status_tx,
@@ -226,6 +215,7 @@ async fn join(
     member: &Member,
     timing: &Timing,
     declared: &[Declaration],
+    meta: &NodeMeta,
 ) -> Result<i64> {
     let mut req = JoinRequest {
         member: member.clone(),
@@ -233,6 +223,7 @@ async fn join(
         host: identity::host_name(),
         process: identity::process_fingerprint(),
         declared: declared.to_vec(),
+        meta: meta.clone(),
         replaces: None,
     };
     loop {
@@ -274,6 +265,8 @@ struct RunnerHandle {
 struct Runtime {
     shared: Arc<Shared>,
     declared: Vec<Declaration>,
+    /// Labels and placement specs, registered with the declarations.
+    meta: NodeMeta,
     resolver: Arc<dyn Resolver>,
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     status: watch::Sender<NodeStatus>,
@@ -285,7 +278,7 @@ struct Runtime {
     generation: i64,
     assignments: Vec<Assignment>,
     /// Declared task hashes of each registration, re-read when the generation changes.
-    declarations: HashMap<(String, i64), BTreeMap<String, String>>,
+    declarations: HashMap<(String, i64), (BTreeMap<String, String>, NodeMeta)>,
     /// Our leadership epoch, while we lead.
     epoch: Option<i64>,
     /// The last placement problems logged, so each is logged once.
@@ -441,6 +434,7 @@ impl Runtime {
                 &member,
                 &self.shared.timing,
                 &self.declared,
+                &self.meta,
             ),
         )
         .await
@@ -482,10 +476,8 @@ impl Runtime {
                     .await?
                     .into_iter()
                     .map(|d| {
-                        (
-                            (d.node, d.incarnation),
-                            d.declared.into_iter().map(|t| (t.name, t.hash)).collect(),
-                        )
+                        let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
+                        ((d.node, d.incarnation), (hashes, d.meta))
                     })
                     .collect();
                 self.generation = view.generation;
@@ -535,20 +527,10 @@ impl Runtime {
             .iter()
             .filter(|n| n.alive)
             .map(|n| {
-                let mut declared = self
+                let (declared, meta) = self
                     .declarations
                     .get(&(n.node.clone(), n.incarnation))
                     .cloned()
-                    .unwrap_or_default();
-                // The reserved declaration carries labels and placement specs, not a task.
-                let meta = declared
-                    .remove(NODE_META_DECLARATION)
-                    .map(|text| {
-                        NodeMeta::decode(&text).unwrap_or_else(|e| {
-                            debug!(node = %n.node, error = %e, "ignoring the node's metadata");
-                            NodeMeta::default()
-                        })
-                    })
                     .unwrap_or_default();
                 NodeInfo {
                     id: n.node.clone(),

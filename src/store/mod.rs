@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{task::Outcome, Error, Result};
+use crate::{core::placement::NodeMeta, task::Outcome, Error, Result};
 
 /// Who a node is in the store: its id and the incarnation of this start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +42,8 @@ pub struct JoinRequest {
     /// Identifies the process (`boot-id:pid:start-time`), see [`crate::node::identity`].
     pub process: String,
     pub declared: Vec<Declaration>,
+    /// Labels and placement specs, for the leader's placement.
+    pub meta: NodeMeta,
     /// Replace this live incarnation of the same id (it is our own crashed predecessor).
     pub replaces: Option<i64>,
 }
@@ -61,12 +63,21 @@ pub struct NodeRecord {
     pub process: String,
 }
 
-/// The tasks one registration declared.
+/// The tasks one registration declared, with its labels and placement specs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeDeclarations {
     pub node: String,
     pub incarnation: i64,
     pub declared: Vec<Declaration>,
+    pub meta: NodeMeta,
+}
+
+/// How a registration's declarations are kept in the store (one JSON document).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Registration {
+    pub tasks: Vec<Declaration>,
+    #[serde(default, skip_serializing_if = "NodeMeta::is_empty")]
+    pub meta: NodeMeta,
 }
 
 /// Answer to a join.

@@ -393,7 +393,11 @@ impl Store for SqlStore {
 
     async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
         let m = &req.member;
-        let declared = serde_json::to_string(&req.declared).expect("declarations serialize");
+        let registration = Registration {
+            tasks: req.declared.clone(),
+            meta: req.meta.clone(),
+        };
+        let declared = serde_json::to_string(&registration).expect("declarations serialize");
         let mut tx = self.begin().await?;
         let sql = self.sql("{insert_ignore} rota_clusters (cluster, generation) VALUES (?, 0){on_conflict_nothing}");
         sqlx::query(&sql)
@@ -555,12 +559,14 @@ impl Store for SqlStore {
         rows.iter()
             .map(|r| {
                 let declared = text(r, "declared")?.unwrap_or_default();
+                let registration: Registration = serde_json::from_str(&declared).map_err(|e| {
+                    Error::Store(format!("rota_nodes.declared is not valid JSON: {e}"))
+                })?;
                 Ok(NodeDeclarations {
                     node: r.try_get("node_id").map_err(unavailable)?,
                     incarnation: r.try_get("incarnation").map_err(unavailable)?,
-                    declared: serde_json::from_str(&declared).map_err(|e| {
-                        Error::Store(format!("rota_nodes.declared is not valid JSON: {e}"))
-                    })?,
+                    declared: registration.tasks,
+                    meta: registration.meta,
                 })
             })
             .collect()
