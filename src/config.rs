@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     core::{
-        placement::{label_problems, PlacementSpec, ResolverSpec, SpecProblem},
+        placement::{label_problems, PlacementSpec, ResolverSpec},
         schedule::{parse_duration, Schedule, ScheduleError},
     },
     kinds::{http, CommandTask, HttpTask, Kind, LogTask},
@@ -257,60 +257,7 @@ pub struct LogKindSection {
 }
 
 /// One thing wrong with a config: where, what, why and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// `node.id`, `task[2].cron`, ... (`config` when the place is unknown).
-    pub field: String,
-    /// The offending value, passwords redacted; empty when the key is missing.
-    pub value: String,
-    pub reason: String,
-    pub fix: String,
-}
-
-impl ConfigProblem {
-    fn new(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        ConfigProblem {
-            field: field.into(),
-            value: value.into(),
-            reason: reason.into(),
-            fix: fix.into(),
-        }
-    }
-
-    /// Splits messages written as `"<reason>; <fix>"` (as the library's errors are).
-    fn from_message(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        message: &str,
-        default_fix: &str,
-    ) -> Self {
-        match message.split_once("; ") {
-            Some((reason, fix)) => Self::new(field, value, reason, fix),
-            None => Self::new(field, value, message, default_fix),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.value.is_empty() {
-            write!(f, "{}: {}; fix: {}", self.field, self.reason, self.fix)
-        } else {
-            write!(
-                f,
-                "{} = {:?}: {}; fix: {}",
-                self.field, self.value, self.reason, self.fix
-            )
-        }
-    }
-}
-
-impl std::error::Error for ConfigProblem {}
+pub type ConfigProblem = crate::Problem;
 
 /// Parses a config: TOML syntax, types and unknown keys. See [`Config::validate`] for the rest.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
@@ -413,7 +360,7 @@ impl Config {
         }
 
         for problem in label_problems("node.labels", &self.node.labels) {
-            p.push(spec_problem("", problem));
+            p.push(problem.under(""));
         }
         self.placement.compile("placement", None, &mut p);
 
@@ -598,7 +545,7 @@ impl PlacementSection {
         let node_selector = match &self.node_selector {
             Some(selector) => {
                 for problem in label_problems("node_selector", selector) {
-                    p.push(spec_problem(prefix, problem));
+                    p.push(problem.under(prefix));
                 }
                 selector.clone()
             }
@@ -612,7 +559,7 @@ impl PlacementSection {
             // Checks of the values (the selector's are done above).
             let own = PlacementSpec::from(spec.resolver.clone());
             for problem in own.problems() {
-                p.push(spec_problem(prefix, problem));
+                p.push(problem.under(prefix));
             }
         }
         (p.len() == before).then_some(spec)
@@ -685,16 +632,6 @@ impl PlacementSection {
             _ => None,
         }
     }
-}
-
-/// A placement problem as a config problem, its field under `prefix`.
-fn spec_problem(prefix: &str, problem: SpecProblem) -> ConfigProblem {
-    let field = if prefix.is_empty() {
-        problem.field
-    } else {
-        format!("{prefix}.{}", problem.field)
-    };
-    ConfigProblem::new(field, problem.value, problem.reason, problem.fix)
 }
 
 /// The value of a `timing.*` field, for a problem found by [`Timing::validate`].

@@ -20,7 +20,7 @@ pub use crate::core::{
     placement::{ActivePassive, Resolver},
     schedule::Schedule,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Problem, Result};
 pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, Timing};
 pub use task::{FireContext, Handler, MisfirePolicy, Outcome, RecoveryPolicy, TaskError, TaskSpec};
 pub use tokio_util::sync::CancellationToken;

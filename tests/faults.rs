@@ -82,20 +82,7 @@ async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind)
         .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
     cluster.store_url_of.insert("node-1".into(), via_proxy);
     for id in ["node-1", "node-2", "node-3"] {
-        cluster.spawn(id, &tasks_toml(&record)).unwrap();
-        eventually(
-            &format!("{id} registered"),
-            LONG,
-            Some(&cluster),
-            || async {
-                let v = s.store.view("cut").await.ok()?;
-                v.nodes
-                    .iter()
-                    .any(|n| n.node == id && n.alive)
-                    .then_some(())
-            },
-        )
-        .await;
+        spawn_registered(&mut cluster, &s.store, id, &tasks_toml(&record)).await;
     }
     let t0 = s.store.now_ms().await.unwrap();
     wait_fired_after(&s.store, &cluster, t0, None).await;
@@ -176,20 +163,7 @@ async fn nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time(kind: Kind) 
     cluster.env_of.insert("node-1".into(), faketime("-5m"));
     cluster.env_of.insert("node-2".into(), faketime("+5m"));
     for id in ["node-1", "node-2", "node-3"] {
-        cluster.spawn(id, &tasks_toml(&record)).unwrap();
-        eventually(
-            &format!("{id} registered"),
-            LONG,
-            Some(&cluster),
-            || async {
-                let v = s.store.view("skew").await.ok()?;
-                v.nodes
-                    .iter()
-                    .any(|n| n.node == id && n.alive)
-                    .then_some(())
-            },
-        )
-        .await;
+        spawn_registered(&mut cluster, &s.store, id, &tasks_toml(&record)).await;
     }
     let t0 = s.store.now_ms().await.unwrap();
     let firsts = wait_fired_after(&s.store, &cluster, t0 + 1000, Some("node-1")).await;

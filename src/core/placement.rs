@@ -29,6 +29,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::Problem;
+
 /// Which resolver places a task, with its parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "resolver", rename_all = "kebab-case")]
@@ -123,13 +125,13 @@ impl PlacementSpec {
 
     /// Everything wrong with the spec, each naming the field (relative to the spec, e.g.
     /// `backups[1]`), the value and the fix. Unknown node names are fine: they may join later.
-    pub fn problems(&self) -> Vec<SpecProblem> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         match &self.resolver {
             ResolverSpec::ActivePassive => {}
             ResolverSpec::RoundRobin { task_server_count } => {
                 if *task_server_count == 0 {
-                    p.push(SpecProblem::new(
+                    p.push(Problem::new(
                         "task_server_count",
                         "0",
                         "must be at least 1",
@@ -139,7 +141,7 @@ impl PlacementSpec {
             }
             ResolverSpec::Nodes { task_nodes } => {
                 if task_nodes.is_empty() {
-                    p.push(SpecProblem::new(
+                    p.push(Problem::new(
                         "task_nodes",
                         "[]",
                         "the list is empty, so no node could run the task",
@@ -151,7 +153,7 @@ impl PlacementSpec {
             ResolverSpec::Failover { primary, backups } => {
                 node_name(&mut p, "primary", primary);
                 if backups.is_empty() {
-                    p.push(SpecProblem::new(
+                    p.push(Problem::new(
                         "backups",
                         "[]",
                         "a failover task needs at least one backup",
@@ -160,7 +162,7 @@ impl PlacementSpec {
                 }
                 node_list(&mut p, "backups", backups);
                 if let Some(i) = backups.iter().position(|b| b == primary) {
-                    p.push(SpecProblem::new(
+                    p.push(Problem::new(
                         format!("backups[{i}]"),
                         primary.as_str(),
                         "the primary is listed among its own backups",
@@ -170,7 +172,12 @@ impl PlacementSpec {
             }
             ResolverSpec::Custom { name } => {
                 if let Err(message) = plain_name(name) {
-                    p.push(SpecProblem::from_message("custom", name, &message));
+                    p.push(Problem::from_message(
+                        "custom",
+                        name,
+                        &message,
+                        "correct it",
+                    ));
                 }
             }
         }
@@ -208,47 +215,6 @@ impl fmt::Display for PlacementSpec {
     }
 }
 
-/// One problem of a [`PlacementSpec`] or of node labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecProblem {
-    /// Relative to the spec: `task_server_count`, `backups[1]`, `node_selector.zone`, ...
-    pub field: String,
-    pub value: String,
-    pub reason: String,
-    pub fix: String,
-}
-
-impl SpecProblem {
-    fn new(
-        field: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        SpecProblem {
-            field: field.into(),
-            value: value.into(),
-            reason: reason.into(),
-            fix: fix.into(),
-        }
-    }
-
-    fn from_message(field: impl Into<String>, value: &str, message: &str) -> Self {
-        let (reason, fix) = message.split_once("; ").unwrap_or((message, "correct it"));
-        Self::new(field, value, reason, fix)
-    }
-}
-
-impl fmt::Display for SpecProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} = {:?}: {}; {}",
-            self.field, self.value, self.reason, self.fix
-        )
-    }
-}
-
 /// Node ids, resolver names, label keys and values follow the rules of node ids.
 fn plain_name(value: &str) -> Result<(), String> {
     match crate::node::validate_name("", value) {
@@ -258,17 +224,17 @@ fn plain_name(value: &str) -> Result<(), String> {
     }
 }
 
-fn node_name(p: &mut Vec<SpecProblem>, field: &str, value: &str) {
+fn node_name(p: &mut Vec<Problem>, field: &str, value: &str) {
     if let Err(message) = plain_name(value) {
-        p.push(SpecProblem::from_message(field, value, &message));
+        p.push(Problem::from_message(field, value, &message, "correct it"));
     }
 }
 
-fn node_list(p: &mut Vec<SpecProblem>, field: &str, names: &[String]) {
+fn node_list(p: &mut Vec<Problem>, field: &str, names: &[String]) {
     for (i, name) in names.iter().enumerate() {
         node_name(p, &format!("{field}[{i}]"), name);
         if let Some(j) = names[..i].iter().position(|n| n == name) {
-            p.push(SpecProblem::new(
+            p.push(Problem::new(
                 format!("{field}[{i}]"),
                 name.as_str(),
                 format!("listed twice (also {field}[{j}])"),
@@ -279,21 +245,23 @@ fn node_list(p: &mut Vec<SpecProblem>, field: &str, names: &[String]) {
 }
 
 /// Problems of a label map (`[node] labels` or a `node_selector`), fields under `prefix`.
-pub fn label_problems(prefix: &str, labels: &BTreeMap<String, String>) -> Vec<SpecProblem> {
+pub fn label_problems(prefix: &str, labels: &BTreeMap<String, String>) -> Vec<Problem> {
     let mut p = Vec::new();
     for (key, value) in labels {
         if let Err(message) = plain_name(key) {
-            p.push(SpecProblem::from_message(
+            p.push(Problem::from_message(
                 format!("{prefix}.{key}"),
                 key,
                 &message.replace("a valid name", "a valid label name"),
+                "correct it",
             ));
         }
         if let Err(message) = plain_name(value) {
-            p.push(SpecProblem::from_message(
+            p.push(Problem::from_message(
                 format!("{prefix}.{key}"),
                 value,
                 &message.replace("a valid name", "a valid label value"),
+                "correct it",
             ));
         }
     }

@@ -222,7 +222,7 @@ impl NodeBuilder {
         validate_name("node.id", &self.id)?;
         validate_name("node.cluster", &self.cluster)?;
         self.timing.validate()?;
-        let spec_error = |prefix: &str, p: &crate::core::placement::SpecProblem| {
+        let spec_error = |prefix: &str, p: &crate::Problem| {
             Error::config(
                 format!("{prefix}.{}", p.field),
                 format!("`{}`: {}; {}", p.value, p.reason, p.fix),

@@ -193,24 +193,30 @@ pub async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::pat
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
     for id in ["node-1", "node-2", "node-3"] {
-        cluster.spawn(id, &tasks_toml(&record)).unwrap();
-        eventually(
-            &format!("{id} registered"),
-            LONG,
-            Some(&cluster),
-            || async {
-                let v = s.store.view(name).await.ok()?;
-                v.nodes
-                    .iter()
-                    .any(|n| n.node == id && n.alive)
-                    .then_some(())
-            },
-        )
-        .await;
+        spawn_registered(&mut cluster, &s.store, id, &tasks_toml(&record)).await;
     }
     let since = s.store.now_ms().await.unwrap();
     wait_fired_after(&s.store, &cluster, since, None).await;
     (cluster, record)
+}
+
+/// Starts `id` and waits until it is registered and alive, so that nodes join in order.
+pub async fn spawn_registered(
+    cluster: &mut ProcessCluster,
+    store: &Arc<dyn Store>,
+    id: &str,
+    tasks_toml: &str,
+) {
+    cluster.spawn(id, tasks_toml).unwrap();
+    let name = cluster.cluster().to_string();
+    eventually(&format!("{id} registered"), LONG, Some(cluster), || async {
+        let v = store.view(&name).await.ok()?;
+        v.nodes
+            .iter()
+            .any(|n| n.node == id && n.alive)
+            .then_some(())
+    })
+    .await;
 }
 
 /// Waits until every task started a fire with an instant after `since` (on `on`, if given).

@@ -271,6 +271,28 @@ impl SqlStore {
             .collect()
     }
 
+    /// Whether the registration `(node, incarnation)` is alive by store time.
+    async fn registration_alive(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        cluster: &str,
+        node: &str,
+        incarnation: i64,
+    ) -> Result<bool> {
+        let sql = self.sql(
+            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
+             AND heartbeat_at + timeout_ms >= {now}",
+        );
+        let alive: i64 = sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .bind(node)
+            .bind(incarnation)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(alive > 0)
+    }
+
     /// Creates the schema unless it exists; the caller holds the schema lock.
     async fn create_schema(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
         let exists: i64 = sqlx::query_scalar(self.dialect.meta_probe())
@@ -639,18 +661,10 @@ impl Store for SqlStore {
                     incarnation: row.try_get("incarnation").map_err(unavailable)?,
                     epoch: row.try_get("epoch").map_err(unavailable)?,
                 };
-                let sql = self.sql(
-                    "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
-                     AND heartbeat_at + timeout_ms >= {now}",
-                );
-                let alive: i64 = sqlx::query_scalar(&sql)
-                    .bind(&m.cluster)
-                    .bind(&leader.node)
-                    .bind(leader.incarnation)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                if alive > 0 || eligible == 0 {
+                let alive = self
+                    .registration_alive(&mut tx, &m.cluster, &leader.node, leader.incarnation)
+                    .await?;
+                if alive || eligible == 0 {
                     Some(leader)
                 } else {
                     let sql = self.sql(
@@ -735,19 +749,10 @@ impl Store for SqlStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let sql = self.sql(
-            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
-             AND heartbeat_at + timeout_ms >= {now}",
-        );
-        let alive: i64 = sqlx::query_scalar(&sql)
-            .bind(&leader.cluster)
-            .bind(&leader.node)
-            .bind(leader.incarnation)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let holds = i64::from(leads.is_some()) * alive;
-        if holds != 1 {
+        let alive = self
+            .registration_alive(&mut tx, &leader.cluster, &leader.node, leader.incarnation)
+            .await?;
+        if leads.is_none() || !alive {
             return Ok(LeaderWrite::Deposed);
         }
         let update = self.sql(
