@@ -302,7 +302,7 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
     let slow = |name: &str, recovery: &str| {
         format!(
             "[[task]]\nname = \"{name}\"\nevery = \"10s\"\nrecovery = \"{recovery}\"\n\
-             command = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN >> {}; sleep 4\"]\n",
+             command = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}; sleep 4\"]\n",
             record.display()
         )
     };

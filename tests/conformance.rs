@@ -250,6 +250,54 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
         ClaimOutcome::Claimed
     );
     assert_eq!(store.last_instant("tok", "t").await.unwrap(), Some(2000));
+    // Many changes at once: moves to one owner, a move to nobody with a reason, new tasks.
+    let before: std::collections::HashMap<String, i64> = store
+        .assignments("tok")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.task, a.token))
+        .collect();
+    let to = |task: &str, owner: Option<&Member>, reason: Option<&str>| AssignmentChange {
+        task: task.into(),
+        owner: owner.map(|m| (m.node.clone(), m.incarnation)),
+        reason: reason.map(str::to_string),
+        expected_token: before.get(task).copied(),
+    };
+    let batch = vec![
+        to("t", Some(&a), None),
+        to("u1", Some(&a), None),
+        to("u2", None, Some("why")),
+        to("u3", Some(&a), None),
+    ];
+    assert_eq!(
+        store.write_assignments(&a, l.epoch, &batch).await.unwrap(),
+        LeaderWrite::Written
+    );
+    let after = store.assignments("tok").await.unwrap();
+    let find = |t: &str| after.iter().find(|x| x.task == t).unwrap().clone();
+    assert_eq!(
+        (find("t").token, find("t").owner.unwrap().0.as_str()),
+        (t2 + 1, "a")
+    );
+    assert_eq!(
+        (
+            find("u2").owner.clone(),
+            find("u2").reason.as_deref(),
+            find("u2").token
+        ),
+        (None, Some("why"), 1)
+    );
+    assert_eq!(find("u3").owner.unwrap().0, "a");
+    let back = vec![AssignmentChange {
+        expected_token: Some(t2 + 1),
+        ..to("t", Some(&b), None)
+    }];
+    assert_eq!(
+        store.write_assignments(&a, l.epoch, &back).await.unwrap(),
+        LeaderWrite::Written
+    );
+    let t2 = t2 + 2;
     // A leader write based on a stale read is refused as a whole.
     let stale = AssignmentChange {
         task: "t".into(),

@@ -38,6 +38,8 @@ pub struct FireLine {
     pub instant_ms: i64,
     pub node: String,
     pub token: i64,
+    /// 1 for a first start; more for a re-run after its node died mid-run (recovery `retry`).
+    pub attempt: i64,
 }
 
 impl ProcessCluster {
@@ -226,16 +228,20 @@ pub fn read_fire_lines(path: &Path) -> Vec<FireLine> {
                 instant_ms: p.next()?.parse().ok()?,
                 node: p.next()?.to_string(),
                 token: p.next()?.parse().ok()?,
+                attempt: p.next().map_or(Some(1), |a| a.parse().ok())?,
             })
         })
         .collect()
 }
 
-/// `(task, instant)` pairs that were started more than once, with their count.
-pub fn duplicates(lines: &[FireLine]) -> Vec<((String, i64), usize)> {
-    let mut counts: BTreeMap<(String, i64), usize> = BTreeMap::new();
+/// Fires started more than once as the same attempt, `(task, instant, attempt)`, with their
+/// count. A re-run after a crash mid-run (recovery `retry`) is a new attempt, not a duplicate.
+pub fn duplicates(lines: &[FireLine]) -> Vec<((String, i64, i64), usize)> {
+    let mut counts: BTreeMap<(String, i64, i64), usize> = BTreeMap::new();
     for l in lines {
-        *counts.entry((l.task.clone(), l.instant_ms)).or_default() += 1;
+        *counts
+            .entry((l.task.clone(), l.instant_ms, l.attempt))
+            .or_default() += 1;
     }
     counts.into_iter().filter(|(_, c)| *c > 1).collect()
 }

@@ -6,7 +6,7 @@ use std::{io::Write, path::PathBuf, sync::Arc};
 use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
 
 /// Logs `message` with the fire's task, node, instant and token; appends
-/// `"{task} {instant_ms} {node} {token}\n"` to `append_to` if set.
+/// `"{task} {instant_ms} {node} {token} {attempt}\n"` to `append_to` if set.
 #[derive(Debug, Clone)]
 pub struct LogTask {
     inner: Arc<Inner>,
@@ -53,8 +53,8 @@ impl Handler for LogTask {
                 return Ok(());
             };
             let line = format!(
-                "{} {} {} {}\n",
-                ctx.task, ctx.instant_ms, ctx.node, ctx.token
+                "{} {} {} {} {}\n",
+                ctx.task, ctx.instant_ms, ctx.node, ctx.token, ctx.attempt
             );
             tokio::task::spawn_blocking(move || append_line(&path, &line))
                 .await

@@ -180,7 +180,7 @@ pub fn tasks_toml(record: &Path) -> String {
         .map(|t| harness::log_task_toml(t, "1s", record))
         .collect();
     toml.push_str(&format!(
-        "[[task]]\nname = \"{}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN >> {}\"]\n",
+        "[[task]]\nname = \"{}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}\"]\n",
         TASKS[2],
         record.display()
     ));

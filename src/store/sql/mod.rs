@@ -755,41 +755,65 @@ impl Store for SqlStore {
         if leads.is_none() || !alive {
             return Ok(LeaderWrite::Deposed);
         }
-        let update = self.sql(
-            "UPDATE rota_assignments SET node_id = ?, incarnation = ?, token = token + 1, epoch = ?, \
-             assigned_at = {now}, reason = ? WHERE cluster = ? AND task = ? AND token = ?",
-        );
-        let insert = self.sql(
-            "{insert_ignore} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
-             VALUES (?, ?, ?, ?, 1, ?, {now}, {now}, ?){on_conflict_nothing}",
-        );
+        // Few statements for many changes: one UPDATE per target (an owner, or "unplaced
+        // for this reason") over the tasks moving there, one multi-row INSERT for new tasks.
+        // Each checks the token the leader saw; any mismatch rolls everything back.
+        type Target<'a> = (Option<&'a (String, i64)>, Option<&'a str>);
+        let mut moves: Vec<(Target<'_>, Vec<(&str, i64)>)> = Vec::new();
+        let mut inserts: Vec<&AssignmentChange> = Vec::new();
         for c in changes {
-            let (node, inc) = match &c.owner {
-                Some((n, i)) => (Some(n.clone()), Some(*i)),
-                None => (None, None),
-            };
-            let done = match c.expected_token {
-                Some(token) => sqlx::query(&update)
-                    .bind(node)
-                    .bind(inc)
-                    .bind(epoch)
-                    .bind(c.reason.clone())
-                    .bind(&leader.cluster)
-                    .bind(&c.task)
-                    .bind(token),
-                None => sqlx::query(&insert)
-                    .bind(&leader.cluster)
-                    .bind(&c.task)
-                    .bind(node)
-                    .bind(inc)
-                    .bind(epoch)
-                    .bind(c.reason.clone()),
+            match c.expected_token {
+                Some(token) => {
+                    let target = (c.owner.as_ref(), c.reason.as_deref());
+                    match moves.iter_mut().find(|(t, _)| *t == target) {
+                        Some((_, tasks)) => tasks.push((&c.task, token)),
+                        None => moves.push((target, vec![(&c.task, token)])),
+                    }
+                }
+                None => inserts.push(c),
             }
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if done.rows_affected() != 1 {
-                return Ok(LeaderWrite::Stale); // dropped transaction rolls back
+        }
+        for ((owner, reason), tasks) in &moves {
+            for chunk in tasks.chunks(BATCH_LIMIT) {
+                let tuples = self.dialect.tuples_in(&["task", "token"], chunk.len());
+                let sql = self.sql(&format!(
+                    "UPDATE rota_assignments SET node_id = ?, incarnation = ?, token = token + 1, epoch = ?, \
+                     assigned_at = {{now}}, reason = ? WHERE cluster = ? AND {tuples}"
+                ));
+                let mut q = sqlx::query(&sql)
+                    .bind(owner.map(|(n, _)| n.clone()))
+                    .bind(owner.map(|(_, i)| *i))
+                    .bind(epoch)
+                    .bind(reason.map(str::to_string))
+                    .bind(&leader.cluster);
+                for (task, token) in chunk {
+                    q = q.bind(*task).bind(*token);
+                }
+                let done = q.execute(&mut *tx).await.map_err(unavailable)?;
+                if done.rows_affected() != chunk.len() as u64 {
+                    return Ok(LeaderWrite::Stale); // the dropped transaction rolls back
+                }
+            }
+        }
+        for chunk in inserts.chunks(BATCH_LIMIT) {
+            let rows = vec!["(?, ?, ?, ?, 1, ?, {now}, {now}, ?)"; chunk.len()].join(", ");
+            let sql = self.sql(&format!(
+                "{{insert_ignore}} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
+                 VALUES {rows}{{on_conflict_nothing}}"
+            ));
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q
+                    .bind(&leader.cluster)
+                    .bind(&c.task)
+                    .bind(c.owner.as_ref().map(|(n, _)| n.clone()))
+                    .bind(c.owner.as_ref().map(|(_, i)| *i))
+                    .bind(epoch)
+                    .bind(c.reason.clone());
+            }
+            let done = q.execute(&mut *tx).await.map_err(unavailable)?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Ok(LeaderWrite::Stale);
             }
         }
         self.bump_generation(&mut tx, &leader.cluster).await?;
