@@ -41,7 +41,7 @@ impl Snapshot {
         let mut schedules: BTreeMap<String, String> = BTreeMap::new();
         // task -> definition hash -> live nodes declaring it
         let mut definitions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-        for n in store.declarations(cluster).await? {
+        for n in store.declarations(cluster, None).await? {
             let alive = view
                 .nodes
                 .iter()

@@ -129,7 +129,20 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
     let view = store.view("m").await.unwrap();
     assert_eq!(view.nodes.len(), 1);
     assert!(view.nodes[0].alive && view.nodes[0].incarnation == 2);
-    let decl = store.declarations("m").await.unwrap();
+    let decl = store.declarations("m", None).await.unwrap();
+    let only = store
+        .declarations("m", Some(&[("n1".to_string(), 2)]))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert!(
+        store
+            .declarations("m", Some(&[("n1".to_string(), 1)]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a replaced registration"
+    );
     assert_eq!(decl[0].declared[0].name, "t");
     assert_eq!(
         decl[0].meta.labels["zone"], "a",

@@ -23,6 +23,23 @@ pub enum BenchCommand {
     Failover(FailoverArgs),
     /// Many tasks at a short period: claimed fires per second and fire lateness.
     Throughput(ThroughputArgs),
+    /// Round-robin over many tasks: how long a join or a leave takes to be placed and written,
+    /// and how many tasks it moves compared with the ideal share.
+    Rebalance(RebalanceArgs),
+}
+
+#[derive(Args)]
+pub struct RebalanceArgs {
+    /// Store URL (default: a new temporary SQLite file).
+    #[arg(long, conflicts_with = "server")]
+    store: Option<String>,
+    /// Start a private database server for the run: postgres or mariadb.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
 }
 
 #[derive(Args)]
@@ -82,6 +99,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Failover(args) => failover(args).await,
         BenchCommand::Throughput(args) => throughput(args).await,
+        BenchCommand::Rebalance(args) => rebalance(args).await,
     }
 }
 
@@ -528,4 +546,130 @@ async fn store_for(
     let url = server.create_database("rota_bench").await?;
     println!("private {kind:?} server on 127.0.0.1:{}", server.port());
     Ok((url, Some(server)))
+}
+
+/// In-process nodes with `tasks` round-robin tasks (that fire once a year). Starts
+/// `nodes - 1` nodes, waits for the spread, then measures one join and one leave: the time
+/// from the event until every task has its new owner written, and how many tasks moved.
+async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
+    use rota::core::placement::PlacementSpec;
+    if args.nodes < 2 {
+        bail!("--nodes {} cannot show a join; use 2 or more", args.nodes);
+    }
+    let dir = std::env::temp_dir().join(format!("rota-rebalance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
+    let cluster = format!("rebalance-{}", std::process::id());
+    println!(
+        "bench rebalance: {} tasks round-robin over {} nodes, store {}",
+        args.tasks,
+        args.nodes,
+        store::redact_url(&url)
+    );
+    let probe = store::open(&url).await?;
+    probe.prepare(true).await?;
+    let start = |i: usize| {
+        let url = url.clone();
+        let cluster = cluster.clone();
+        let tasks = args.tasks;
+        async move {
+            let store = store::open(&url).await?;
+            let mut builder = Node::builder(format!("node-{i:02}"), &cluster, &url).store(store);
+            for t in 0..tasks {
+                let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
+                let spec = TaskSpec::new(
+                    format!("t{t:05}"),
+                    yearly,
+                    |_ctx: rota::FireContext| async { Ok(()) },
+                )
+                .placement(PlacementSpec::round_robin(1));
+                builder = builder.task(spec);
+            }
+            anyhow::Ok(builder.start().await?)
+        }
+    };
+    let owners = |probe: Arc<dyn Store>, cluster: String| async move {
+        let view = probe.view(&cluster).await?;
+        let map: std::collections::HashMap<String, String> = probe
+            .assignments(&cluster)
+            .await?
+            .into_iter()
+            .filter_map(|a| {
+                let (node, inc) = a.owner?;
+                view.nodes
+                    .iter()
+                    .any(|n| n.node == node && n.incarnation == inc && n.alive)
+                    .then_some((a.task, node))
+            })
+            .collect();
+        anyhow::Ok(map)
+    };
+    let mut handles = Vec::new();
+    for i in 0..args.nodes - 1 {
+        handles.push(start(i).await?);
+    }
+    let spread = |map: &std::collections::HashMap<String, String>, n: usize| {
+        let mut load: std::collections::HashMap<&String, usize> = std::collections::HashMap::new();
+        for node in map.values() {
+            *load.entry(node).or_default() += 1;
+        }
+        map.len() == args.tasks
+            && load.len() == n
+            && load.values().max().unwrap_or(&0) - load.values().min().unwrap_or(&0) <= 1
+    };
+    let wait_spread = |n: usize| {
+        let probe = probe.clone();
+        let cluster = cluster.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let map = owners(probe.clone(), cluster.clone()).await?;
+                if spread(&map, n) {
+                    return anyhow::Ok(map);
+                }
+                if Instant::now() >= deadline {
+                    bail!("the tasks were not spread over {n} nodes after 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let before = wait_spread(args.nodes - 1).await?;
+    // `start` returns once the join is committed: time the placement from there.
+    let joining = start(args.nodes - 1).await?;
+    let began = Instant::now();
+    handles.push(joining);
+    let after_join = wait_spread(args.nodes).await?;
+    let join_time = began.elapsed();
+    let moved_join = after_join
+        .iter()
+        .filter(|(t, n)| before.get(*t) != Some(n))
+        .count();
+    let ideal_join = args.tasks / args.nodes;
+
+    let began = Instant::now();
+    let leaver = handles.remove(0);
+    leaver.shutdown().await?;
+    let after_leave = wait_spread(args.nodes - 1).await?;
+    let leave_time = began.elapsed();
+    let moved_leave = after_leave
+        .iter()
+        .filter(|(t, n)| after_join.get(*t) != Some(n))
+        .count();
+    for h in handles {
+        h.shutdown().await?;
+    }
+    println!("\nRESULTS");
+    println!(
+        "  join of a {}th node: placed and written in {} ms (as seen by a reader polling every 20 ms); {moved_join} tasks moved, ideal {ideal_join} ({:.2} x)",
+        args.nodes,
+        join_time.as_millis(),
+        moved_join as f64 / ideal_join.max(1) as f64
+    );
+    println!(
+        "  graceful leave of a node: all its tasks on others in {} ms; {moved_leave} tasks moved (its share)",
+        leave_time.as_millis()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
 }

@@ -97,11 +97,12 @@ mod tests {
         task.run(ctx.clone()).await.unwrap();
         ctx.instant_ms += 1000;
         ctx.token = 43;
+        ctx.attempt = 2;
         task.run(ctx).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            "seed 1700000000000 node-1 42\nseed 1700000001000 node-1 43\n"
+            "seed 1700000000000 node-1 42 1\nseed 1700000001000 node-1 43 2\n"
         );
         assert_eq!(
             task.description(),

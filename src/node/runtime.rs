@@ -2,7 +2,7 @@
 //! and the supervisor that keeps one runner per owned task.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
@@ -471,15 +471,22 @@ impl Runtime {
             self.shared.clock.observe(view.now_ms, sent, Instant::now());
             if view.generation != self.generation {
                 self.assignments = store.assignments(&cluster).await?;
-                self.declarations = store
-                    .declarations(&cluster)
-                    .await?
-                    .into_iter()
-                    .map(|d| {
-                        let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
-                        ((d.node, d.incarnation), (hashes, d.meta))
-                    })
+                // A registration's declarations never change: read only new registrations.
+                let registered: HashSet<(String, i64)> = view
+                    .nodes
+                    .iter()
+                    .map(|n| (n.node.clone(), n.incarnation))
                     .collect();
+                self.declarations.retain(|key, _| registered.contains(key));
+                let unseen: Vec<(String, i64)> = registered
+                    .into_iter()
+                    .filter(|key| !self.declarations.contains_key(key))
+                    .collect();
+                for d in store.declarations(&cluster, Some(&unseen)).await? {
+                    let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
+                    self.declarations
+                        .insert((d.node, d.incarnation), (hashes, d.meta));
+                }
                 self.generation = view.generation;
             }
             self.view = Some(view);

@@ -248,7 +248,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// What each registered node declared. Declarations change only with registrations, so
     /// callers re-read them when the generation changes, never at heartbeat rate.
-    async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>>;
+    /// `only`: just these registrations `(node, incarnation)`; `None`: all of the cluster.
+    async fn declarations(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<NodeDeclarations>>;
 
     /// Where the store can push (PostgreSQL LISTEN/NOTIFY), a counter that increases soon
     /// after every generation change of `cluster`, so nodes react at once. `None` where it

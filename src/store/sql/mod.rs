@@ -571,13 +571,29 @@ impl Store for SqlStore {
         })
     }
 
-    async fn declarations(&self, cluster: &str) -> Result<Vec<NodeDeclarations>> {
-        let sql = self.sql("SELECT node_id, incarnation, declared FROM rota_nodes WHERE cluster = ? ORDER BY node_id");
-        let rows = sqlx::query(&sql)
-            .bind(cluster)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    async fn declarations(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<NodeDeclarations>> {
+        if only.is_some_and(|o| o.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let filter = match only {
+            Some(o) => format!(
+                " AND {}",
+                self.dialect.tuples_in(&["node_id", "incarnation"], o.len())
+            ),
+            None => String::new(),
+        };
+        let sql = self.sql(&format!(
+            "SELECT node_id, incarnation, declared FROM rota_nodes WHERE cluster = ?{filter} ORDER BY node_id"
+        ));
+        let mut q = sqlx::query(&sql).bind(cluster);
+        for (node, incarnation) in only.unwrap_or_default() {
+            q = q.bind(node).bind(*incarnation);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 let declared = text(r, "declared")?.unwrap_or_default();
