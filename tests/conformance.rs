@@ -302,6 +302,37 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
         (None, Some("why"), 1)
     );
     assert_eq!(find("u3").owner.unwrap().0, "a");
+    assert!(
+        find("u3").placed_at_ms > 0,
+        "placed when first given an owner"
+    );
+    assert_eq!(
+        find("u2").placed_at_ms,
+        0,
+        "never placed while it has no owner"
+    );
+    let place_u2 = vec![AssignmentChange {
+        expected_token: Some(1),
+        ..to("u2", Some(&a), None)
+    }];
+    assert_eq!(
+        store
+            .write_assignments(&a, l.epoch, &place_u2)
+            .await
+            .unwrap(),
+        LeaderWrite::Written
+    );
+    let u2 = store
+        .assignments("tok")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.task == "u2")
+        .unwrap();
+    assert!(
+        u2.placed_at_ms > 0 && u2.owner.is_some(),
+        "placed when it first gets an owner"
+    );
     let back = vec![AssignmentChange {
         expected_token: Some(t2 + 1),
         ..to("t", Some(&b), None)

@@ -214,7 +214,22 @@ async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
         "a task ran while unplaced"
     );
 
-    // The second server: everything is placed at once, 3 and 3.
+    // Stay unplaced across two instants (1 s tasks), then the second server: everything is
+    // placed at once, 3 and 3.
+    let waited_from = s.store.now_ms().await.unwrap();
+    let unplaced_until = eventually(
+        "two instants pass while unplaced",
+        LONG,
+        Some(&cluster),
+        || async {
+            s.store
+                .now_ms()
+                .await
+                .ok()
+                .filter(|now| *now >= waited_from + 2_100)
+        },
+    )
+    .await;
     cluster.spawn("node-2", &tasks).unwrap();
     let two = eventually(
         "every task placed, 3 on node-1 and 3 on node-2",
@@ -235,6 +250,17 @@ async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
     );
     let since = s.store.now_ms().await.unwrap();
     wait_fired_on_owners(&s, &cluster, &two, since).await;
+    // Waiting for servers is not an outage: no instant from before the tasks had owners is
+    // started late, skipped or recorded as misfired.
+    let history = s.store.history(name, None, 1000).await.unwrap();
+    let early: Vec<_> = history
+        .iter()
+        .filter(|f| f.instant_ms <= unplaced_until)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "time spent unplaced was counted as missed: {early:?}"
+    );
 
     // A third: it takes its share (2), and nothing else moves.
     cluster.spawn("node-3", &tasks).unwrap();

@@ -116,8 +116,9 @@ pub struct Assignment {
     pub token: i64,
     /// Why the task is unplaced, when it is.
     pub reason: Option<String>,
-    /// Store time of the task's first placement: a new owner of a task with no recorded
-    /// fire resumes from here, so an instant due before the first owner died is not lost.
+    /// Store time of the task's first placement on an owner (0 while it never had one): a
+    /// new owner of a task with no recorded fire resumes from here, so an instant due before
+    /// the first owner died is not lost, and time spent unplaced is not counted as missed.
     pub placed_at_ms: i64,
 }
 

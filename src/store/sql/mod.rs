@@ -792,9 +792,15 @@ impl Store for SqlStore {
         for ((owner, reason), tasks) in &moves {
             for chunk in tasks.chunks(BATCH_LIMIT) {
                 let tuples = self.dialect.tuples_in(&["task", "token"], chunk.len());
+                // The first time a task gets an owner is its placement (see `placed_at_ms`).
+                let placed = if owner.is_some() {
+                    ", placed_at = CASE WHEN placed_at = 0 THEN {now} ELSE placed_at END"
+                } else {
+                    ""
+                };
                 let sql = self.sql(&format!(
                     "UPDATE rota_assignments SET node_id = ?, incarnation = ?, token = token + 1, epoch = ?, \
-                     assigned_at = {{now}}, reason = ? WHERE cluster = ? AND {tuples}"
+                     assigned_at = {{now}}, reason = ?{placed} WHERE cluster = ? AND {tuples}"
                 ));
                 let mut q = sqlx::query(&sql)
                     .bind(owner.map(|(n, _)| n.clone()))
@@ -812,7 +818,18 @@ impl Store for SqlStore {
             }
         }
         for chunk in inserts.chunks(BATCH_LIMIT) {
-            let rows = vec!["(?, ?, ?, ?, 1, ?, {now}, {now}, ?)"; chunk.len()].join(", ");
+            // `placed_at` stays 0 until the task first gets an owner.
+            let rows: Vec<&str> = chunk
+                .iter()
+                .map(|c| {
+                    if c.owner.is_some() {
+                        "(?, ?, ?, ?, 1, ?, {now}, {now}, ?)"
+                    } else {
+                        "(?, ?, ?, ?, 1, ?, {now}, 0, ?)"
+                    }
+                })
+                .collect();
+            let rows = rows.join(", ");
             let sql = self.sql(&format!(
                 "{{insert_ignore}} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
                  VALUES {rows}{{on_conflict_nothing}}"
