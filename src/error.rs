@@ -1,8 +1,6 @@
 //! Library errors, split into retryable (the store or network may come back) and fatal
 //! (configuration or identity problems that a retry cannot fix).
 
-use std::time::Duration;
-
 /// Errors of the rota library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,10 +31,6 @@ pub enum Error {
     #[error("{field}: {message}")]
     Config { field: String, message: String },
 
-    /// The node's lease was lost (it could not renew in time); it stopped starting work.
-    #[error("lease lost: no successful renewal for {0:?}")]
-    LeaseLost(Duration),
-
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -45,7 +39,7 @@ pub enum Error {
 impl Error {
     /// True when retrying later may succeed (the store or network may come back).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::StoreUnavailable(_) | Error::LeaseLost(_))
+        matches!(self, Error::StoreUnavailable(_))
     }
 
     pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {

@@ -7,7 +7,7 @@
 
 pub mod sql;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -397,9 +397,6 @@ pub fn redact_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
-
-/// Per-task last outcome, for status displays.
-pub type LastOutcomes = BTreeMap<String, FireRecord>;
 
 #[cfg(test)]
 mod tests {
