@@ -241,7 +241,12 @@ impl Runner {
         // The claim may have taken long: if this runner's term ended meanwhile (lease lost,
         // perhaps regained since), the fire must not start. Its record stays `running`, and
         // the next owner re-runs or abandons it as the task's recovery policy says.
-        if self.term.is_cancelled() || self.shared.member().incarnation != self.member.incarnation {
+        // The lease itself too: after a freeze, the claim's reply can arrive before the fence
+        // watchdog has woken up to end the term.
+        if self.term.is_cancelled()
+            || !self.shared.lease_valid()
+            || self.shared.member().incarnation != self.member.incarnation
+        {
             warn!(
                 instant,
                 "claimed, but the lease was lost meanwhile: not starting"

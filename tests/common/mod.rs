@@ -231,24 +231,30 @@ pub async fn wait_fired_after(
         &format!("every task fired after {since} on {on:?}"),
         LONG,
         Some(cluster),
-        || async {
-            let h = store.history(&name, None, 200).await.ok()?;
-            let firsts: Vec<_> = TASKS
-                .iter()
-                .filter_map(|t| {
-                    h.iter()
-                        .filter(|f| {
-                            f.task == *t && f.instant_ms > since && f.started_at_ms.is_some()
-                        })
-                        .filter(|f| on.is_none_or(|n| f.node == n))
-                        .min_by_key(|f| f.instant_ms)
-                        .cloned()
-                })
-                .collect();
-            (firsts.len() == TASKS.len()).then_some(firsts)
-        },
+        || fired_after(store, &name, since, on),
     )
     .await
+}
+
+/// The first fire of every task started after `since` (on `on`, if given), once all have one.
+pub async fn fired_after(
+    store: &Arc<dyn Store>,
+    cluster: &str,
+    since: i64,
+    on: Option<&str>,
+) -> Option<Vec<rota::store::FireRecord>> {
+    let h = store.history(cluster, None, 200).await.ok()?;
+    let firsts: Vec<_> = TASKS
+        .iter()
+        .filter_map(|t| {
+            h.iter()
+                .filter(|f| f.task == *t && f.instant_ms > since && f.started_at_ms.is_some())
+                .filter(|f| on.is_none_or(|n| f.node == n))
+                .min_by_key(|f| f.instant_ms)
+                .cloned()
+        })
+        .collect();
+    (firsts.len() == TASKS.len()).then_some(firsts)
 }
 
 pub fn assert_no_duplicates(record: &Path) {
