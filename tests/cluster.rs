@@ -342,8 +342,10 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
     })
     .await;
     cluster.spawn("node-2", &tasks).unwrap();
-    // Wait until both tasks are mid-run on node-1, then kill it.
-    let running = eventually(
+    // Wait until both tasks are mid-run on node-1, then kill it. The store records a fire as
+    // running when it is claimed, before the command starts: wait for the commands' own start
+    // lines too, or the kill can land before node-1's line is written.
+    let instant = eventually(
         "both tasks running on node-1",
         Duration::from_secs(30),
         Some(&cluster),
@@ -353,12 +355,19 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
                 .into_iter()
                 .filter(|f| f.outcome == rota::Outcome::Running && f.node == "node-1")
                 .collect();
-            (r.len() == 2 && r[0].instant_ms == r[1].instant_ms).then_some(r)
+            if r.len() != 2 || r[0].instant_ms != r[1].instant_ms {
+                return None;
+            }
+            let instant = r[0].instant_ms;
+            let started = harness::read_fire_lines(&record)
+                .iter()
+                .filter(|l| l.node == "node-1" && l.instant_ms == instant)
+                .count();
+            (started == 2).then_some(instant)
         },
     )
     .await;
     cluster.kill("node-1");
-    let instant = running[0].instant_ms;
     let settled = eventually(
         "node-2 settles the crashed fires",
         LONG,
