@@ -16,10 +16,14 @@ use serde::Deserialize;
 use crate::{
     core::{
         placement::{label_problems, PlacementSpec, ResolverSpec},
-        schedule::{parse_duration, Schedule, ScheduleError},
+        schedule::{format_duration, parse_duration, Schedule, ScheduleError},
     },
-    kinds::{http, CommandTask, HttpTask, Kind, LogTask},
+    kinds::{
+        file_inbound::FileHandler, http, CommandTask, FileInbound, HttpTask, Kind, LogTask,
+        ServiceKind,
+    },
     node::{validate_name, NodeBuilder, Timing},
+    service::ServiceSpec,
     store::redact_url,
     task::{MisfirePolicy, RecoveryPolicy, TaskSpec},
     Error, Node,
@@ -49,6 +53,9 @@ pub struct Config {
     /// `[[task]]` tables, in file order.
     #[serde(default, rename = "task")]
     pub tasks: Vec<TaskSection>,
+    /// `[[service]]` tables, in file order.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSection>,
 }
 
 /// `[node]`: who this node is.
@@ -216,6 +223,70 @@ impl TaskSection {
     }
 }
 
+/// One `[[service]]`: a long-running service of one kind (`command` or `file_inbound`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    #[serde(default)]
+    pub name: String,
+    /// A supervised process: program and arguments.
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub workdir: Option<String>,
+    pub file_inbound: Option<FileInboundSection>,
+    /// How long the service has to stop when it moves or the node stops (default 10s).
+    pub grace: Option<String>,
+    /// First restart delay after the service exits or fails (default 1s), doubling up to
+    /// `restart_backoff_max` (default 60s).
+    pub restart_backoff: Option<String>,
+    pub restart_backoff_max: Option<String>,
+    /// `retry` (default) or `abandon`: an item (file) whose node died while handling it.
+    pub recovery: Option<String>,
+    /// Placement, as for a task.
+    pub resolver: Option<String>,
+    pub task_server_count: Option<i64>,
+    pub task_nodes: Option<Vec<String>>,
+    pub primary: Option<String>,
+    pub backups: Option<Vec<String>>,
+    pub custom: Option<String>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+impl ServiceSection {
+    fn placement_keys(&self) -> PlacementSection {
+        PlacementSection {
+            resolver: self.resolver.clone(),
+            task_server_count: self.task_server_count,
+            task_nodes: self.task_nodes.clone(),
+            primary: self.primary.clone(),
+            backups: self.backups.clone(),
+            custom: self.custom.clone(),
+            node_selector: self.node_selector.clone(),
+        }
+    }
+}
+
+/// `file_inbound = { ... }` of a service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInboundSection {
+    /// The directory to poll, shared by the nodes that may run the service.
+    #[serde(default)]
+    pub dir: String,
+    /// Where handled files go (default `<dir>/done`); on the same file system as `dir`.
+    pub done: Option<String>,
+    /// Where failed files go (default `<dir>/failed`).
+    pub failed: Option<String>,
+    /// How often `dir` is listed (default 1s).
+    pub poll: Option<String>,
+    /// Each file is handed to this command (`ROTA_FILE` holds its path) ...
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub workdir: Option<String>,
+    /// ... or sent as the body of this request.
+    pub http: Option<HttpSection>,
+}
+
 /// `http = { ... }` of a task.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +362,7 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = self.check_settings();
         problems.extend(self.compile_tasks().1);
+        problems.extend(self.compile_services().1);
         problems
     }
 
@@ -312,6 +384,8 @@ impl Config {
         let mut problems = self.check_settings();
         let (specs, task_problems) = self.compile_tasks();
         problems.extend(task_problems);
+        let (services, service_problems) = self.compile_services();
+        problems.extend(service_problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -319,7 +393,8 @@ impl Config {
             .timing(self.timing())
             .migrate(self.store.migrate)
             .labels(self.node.labels.clone());
-        Ok(specs.into_iter().fold(builder, NodeBuilder::task))
+        let builder = specs.into_iter().fold(builder, NodeBuilder::task);
+        Ok(services.into_iter().fold(builder, NodeBuilder::service))
     }
 
     /// Everything but the tasks.
@@ -424,6 +499,51 @@ impl Config {
                 first_index.insert(&task.name, i);
             }
             let spec = compile_task(i, task, &default_placement, &mut problems);
+            if problems.len() == before {
+                specs.extend(spec);
+            }
+        }
+        (specs, problems)
+    }
+}
+
+impl Config {
+    /// Builds every service; a service with any problem yields problems and no spec.
+    fn compile_services(&self) -> (Vec<ServiceSpec>, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let mut specs = Vec::new();
+        let tasks: HashMap<&str, usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        let default_placement = self
+            .placement
+            .compile("placement", None, &mut Vec::new())
+            .unwrap_or_default();
+        for (i, service) in self.services.iter().enumerate() {
+            let before = problems.len();
+            let name = service.name.as_str();
+            if let Some(j) = tasks.get(name).filter(|_| !name.is_empty()) {
+                problems.push(ConfigProblem::new(
+                    format!("service[{i}].name"),
+                    name,
+                    format!("task[{j}] has this name; tasks and services share one namespace"),
+                    "give the service its own name",
+                ));
+            } else if let Some(j) = first_index.get(name).filter(|_| !name.is_empty()) {
+                problems.push(ConfigProblem::new(
+                    format!("service[{i}].name"),
+                    name,
+                    format!("service[{j}] has this name too"),
+                    "give each service its own name",
+                ));
+            } else {
+                first_index.insert(name, i);
+            }
+            let spec = compile_service(i, service, &default_placement, &mut problems);
             if problems.len() == before {
                 specs.extend(spec);
             }
@@ -831,6 +951,218 @@ fn compile_task(
     Some(spec)
 }
 
+/// Checks one `[[service]]` and builds it when it has no problem.
+fn compile_service(
+    i: usize,
+    s: &ServiceSection,
+    default_placement: &PlacementSpec,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<ServiceSpec> {
+    let f = |key: &str| format!("service[{i}].{key}");
+    let before = p.len();
+    check_name(p, &f("name"), &s.name, "name = \"orders-listener\"");
+    let positive =
+        |p: &mut Vec<ConfigProblem>, key: &str, text: &Option<String>, default: Duration| {
+            let Some(text) = text else {
+                return default;
+            };
+            match duration(p, &f(key), text) {
+                Some(d) if d.is_zero() => {
+                    p.push(ConfigProblem::new(
+                        f(key),
+                        text,
+                        "must be more than 0",
+                        format!(
+                            "give e.g. \"{}\", or remove it for the default",
+                            format_duration(default)
+                        ),
+                    ));
+                    default
+                }
+                Some(d) => d,
+                None => default,
+            }
+        };
+    let grace = positive(p, "grace", &s.grace, ServiceSpec::DEFAULT_GRACE);
+    let backoff = positive(
+        p,
+        "restart_backoff",
+        &s.restart_backoff,
+        ServiceSpec::DEFAULT_RESTART_BACKOFF,
+    );
+    let backoff_max = positive(
+        p,
+        "restart_backoff_max",
+        &s.restart_backoff_max,
+        ServiceSpec::DEFAULT_RESTART_BACKOFF_MAX,
+    );
+    if backoff_max < backoff {
+        p.push(ConfigProblem::new(
+            f("restart_backoff_max"),
+            format_duration(backoff_max),
+            format!(
+                "is less than restart_backoff ({})",
+                format_duration(backoff)
+            ),
+            "make restart_backoff_max at least restart_backoff",
+        ));
+    }
+    let recovery = match s.recovery.as_deref() {
+        None | Some("retry") => RecoveryPolicy::Retry,
+        Some("abandon") => RecoveryPolicy::Abandon,
+        Some(other) => {
+            p.push(ConfigProblem::new(
+                f("recovery"),
+                other,
+                "unknown recovery policy",
+                "use \"retry\" or \"abandon\"",
+            ));
+            RecoveryPolicy::Retry
+        }
+    };
+    let placement =
+        s.placement_keys()
+            .compile(&format!("service[{i}]"), Some(default_placement), p);
+    let kind = match (&s.command, &s.file_inbound) {
+        (Some(_), Some(_)) => {
+            p.push(ConfigProblem::new(
+                format!("service[{i}]"),
+                "command + file_inbound",
+                "a service has exactly one kind",
+                "keep one of command or file_inbound",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(ConfigProblem::new(
+                format!("service[{i}]"),
+                &s.name,
+                "the service has no kind",
+                "add command = [\"/path/to/listener\"] or file_inbound = { dir = \"/data/in\", command = [\"/path/to/import\"] }",
+            ));
+            None
+        }
+        (Some(argv), None) => {
+            compile_command(p, &f("command"), argv, &s.env, &s.workdir).map(ServiceKind::Command)
+        }
+        (None, Some(fi)) => {
+            for (key, set) in [("env", s.env.is_some()), ("workdir", s.workdir.is_some())] {
+                if set {
+                    p.push(ConfigProblem::new(
+                        f(key),
+                        "",
+                        format!("`{key}` of a file_inbound service goes inside file_inbound"),
+                        format!("write file_inbound = {{ ..., {key} = ... }}"),
+                    ));
+                }
+            }
+            compile_file_inbound(p, &f("file_inbound"), fi).map(ServiceKind::FileInbound)
+        }
+    };
+    if p.len() != before {
+        return None;
+    }
+    Some(
+        kind?
+            .into_spec(&s.name)
+            .placement(placement?)
+            .grace(grace)
+            .restart_backoff(backoff, backoff_max)
+            .recovery(recovery),
+    )
+}
+
+fn compile_file_inbound(
+    p: &mut Vec<ConfigProblem>,
+    field: &str,
+    fi: &FileInboundSection,
+) -> Option<FileInbound> {
+    let f = |key: &str| format!("{field}.{key}");
+    let before = p.len();
+    if fi.dir.trim().is_empty() {
+        p.push(ConfigProblem::new(
+            f("dir"),
+            "",
+            "the directory to poll is missing",
+            "add dir = \"/data/inbound\" (a directory every node of the service can reach)",
+        ));
+    }
+    let dir = PathBuf::from(&fi.dir);
+    let done = fi
+        .done
+        .as_ref()
+        .map_or_else(|| dir.join("done"), PathBuf::from);
+    let failed = fi
+        .failed
+        .as_ref()
+        .map_or_else(|| dir.join("failed"), PathBuf::from);
+    if done == failed {
+        p.push(ConfigProblem::new(
+            f("failed"),
+            failed.display().to_string(),
+            "is the same directory as `done`",
+            "give handled and failed files their own directories",
+        ));
+    }
+    if done == dir || failed == dir {
+        p.push(ConfigProblem::new(
+            f(if done == dir { "done" } else { "failed" }),
+            dir.display().to_string(),
+            "is the polled directory itself: files would be handled again",
+            "use another directory, e.g. the default <dir>/done",
+        ));
+    }
+    let poll = match &fi.poll {
+        Some(text) => match duration(p, &f("poll"), text) {
+            Some(d) if d.is_zero() => {
+                p.push(ConfigProblem::new(
+                    f("poll"),
+                    text,
+                    "must be more than 0",
+                    "give e.g. \"1s\"",
+                ));
+                None
+            }
+            d => d,
+        },
+        None => Some(Duration::from_secs(1)),
+    };
+    let handler = match (&fi.command, &fi.http) {
+        (Some(argv), None) => {
+            compile_command(p, &f("command"), argv, &fi.env, &fi.workdir).map(FileHandler::Command)
+        }
+        (None, Some(h)) => compile_http(p, &f("http"), h).map(FileHandler::Http),
+        (Some(_), Some(_)) => {
+            p.push(ConfigProblem::new(
+                field,
+                "command + http",
+                "files go to one command or one endpoint",
+                "keep one of command or http",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(ConfigProblem::new(
+                field,
+                &fi.dir,
+                "files have nowhere to go",
+                "add command = [\"/path/to/import\"] (the file's path is in ROTA_FILE) or http = { method = \"POST\", url = \"https://...\" }",
+            ));
+            None
+        }
+    };
+    if p.len() != before {
+        return None;
+    }
+    Some(FileInbound {
+        dir,
+        done,
+        failed,
+        poll: poll?,
+        handler: handler?,
+    })
+}
+
 fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
     let reason = match e {
         // The cron crate repeats the expression with a caret line under it: keep the words.
@@ -903,25 +1235,46 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         }
     }
     if let Some(argv) = &t.command {
-        let env = t.env.clone().unwrap_or_default();
-        return match CommandTask::new(argv.clone(), env, t.workdir.as_ref().map(PathBuf::from)) {
-            Ok(k) => Some(k.into()),
-            Err(message) => {
-                p.push(ConfigProblem::from_message(
-                    f("command"),
-                    format!("{argv:?}"),
-                    &message,
-                    "give the program and its arguments",
-                ));
-                None
-            }
-        };
+        return compile_command(p, &f("command"), argv, &t.env, &t.workdir).map(Kind::from);
     }
     if let Some(h) = &t.http {
+        return compile_http(p, &f("http"), h).map(Kind::from);
+    }
+    let log = t.log.as_ref()?;
+    let message = log.message.clone().unwrap_or_else(|| "fire".into());
+    Some(LogTask::new(message, log.append_to.as_ref().map(PathBuf::from)).into())
+}
+
+fn compile_command(
+    p: &mut Vec<ConfigProblem>,
+    field: &str,
+    argv: &[String],
+    env: &Option<BTreeMap<String, String>>,
+    workdir: &Option<String>,
+) -> Option<CommandTask> {
+    let env = env.clone().unwrap_or_default();
+    match CommandTask::new(argv.to_vec(), env, workdir.as_ref().map(PathBuf::from)) {
+        Ok(k) => Some(k),
+        Err(message) => {
+            p.push(ConfigProblem::from_message(
+                field,
+                format!("{argv:?}"),
+                &message,
+                "give the program and its arguments",
+            ));
+            None
+        }
+    }
+}
+
+/// `field` is the `http` table's place, e.g. `task[2].http`.
+fn compile_http(p: &mut Vec<ConfigProblem>, field: &str, h: &HttpSection) -> Option<HttpTask> {
+    let f = |key: &str| format!("{field}.{key}");
+    {
         let before = p.len();
         if let Err(message) = http::parse_method(&h.method) {
             p.push(ConfigProblem::from_message(
-                f("http.method"),
+                f("method"),
                 &h.method,
                 &message,
                 "use GET or POST",
@@ -929,7 +1282,7 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         }
         if let Err(message) = http::parse_url(&h.url) {
             p.push(ConfigProblem::new(
-                f("http.url"),
+                f("url"),
                 redact_url(&h.url),
                 message,
                 "write an absolute URL such as \"https://example.com/hook\"",
@@ -939,7 +1292,7 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
             if let Err(message) = http::parse_header(name, value) {
                 // Never echo the value: it may be a secret.
                 p.push(ConfigProblem::from_message(
-                    f(&format!("http.headers.{name}")),
+                    f(&format!("headers.{name}")),
                     "",
                     &message,
                     "fix the header",
@@ -949,22 +1302,19 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         if p.len() != before {
             return None;
         }
-        return match HttpTask::new(&h.method, &h.url, &h.headers, h.body.clone()) {
-            Ok(k) => Some(k.into()),
+        match HttpTask::new(&h.method, &h.url, &h.headers, h.body.clone()) {
+            Ok(k) => Some(k),
             Err(message) => {
                 p.push(ConfigProblem::new(
-                    f("http"),
+                    field,
                     "",
                     message,
                     "check the http settings",
                 ));
                 None
             }
-        };
+        }
     }
-    let log = t.log.as_ref()?;
-    let message = log.message.clone().unwrap_or_else(|| "fire".into());
-    Some(LogTask::new(message, log.append_to.as_ref().map(PathBuf::from)).into())
 }
 
 /// One problem from a TOML error, located as precisely as the error allows.

@@ -12,6 +12,7 @@ mod error;
 pub mod harness;
 pub mod kinds;
 pub mod node;
+pub mod service;
 pub mod status;
 pub mod store;
 pub mod task;
@@ -22,5 +23,6 @@ pub use crate::core::{
 };
 pub use error::{Error, Problem, Result};
 pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, Timing};
+pub use service::{ItemStart, ServiceContext, ServiceHandler, ServiceSpec};
 pub use task::{FireContext, Handler, MisfirePolicy, Outcome, RecoveryPolicy, TaskError, TaskSpec};
 pub use tokio_util::sync::CancellationToken;

@@ -167,8 +167,13 @@ impl TaskSpec {
             text.push_str("|placement=");
             text.push_str(&self.placement.canonical());
         }
-        format!("{:016x}", fnv1a64(text.as_bytes()))
+        definition_digest(&text)
     }
+}
+
+/// The digest of a definition's canonical text (tasks and services).
+pub(crate) fn definition_digest(text: &str) -> String {
+    format!("{:016x}", fnv1a64(text.as_bytes()))
 }
 
 /// FNV-1a: a small, stable (across builds and platforms) hash for definition digests.

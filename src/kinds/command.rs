@@ -11,6 +11,7 @@ use std::{
 
 use tokio::{io::AsyncReadExt, process::Command};
 
+use super::Invocation;
 use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
 
 /// How much of the end of stderr a failure keeps.
@@ -92,7 +93,14 @@ fn quote(arg: &str) -> String {
 impl Handler for CommandTask {
     fn run(&self, ctx: FireContext) -> HandlerFuture {
         let inner = self.inner.clone();
-        Box::pin(async move { run(&inner, ctx).await })
+        Box::pin(async move { run(&inner, Invocation::of_fire(&ctx)).await })
+    }
+}
+
+impl CommandTask {
+    /// Runs the program once for `call`, until it exits or `call.cancel` fires.
+    pub(crate) async fn invoke(&self, call: Invocation) -> Result<(), TaskError> {
+        run(&self.inner, call).await
     }
 }
 
@@ -117,19 +125,14 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
+async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     let program = &inner.argv[0];
     let mut cmd = Command::new(program);
     cmd.args(&inner.argv[1..])
         // The daemon's store URL may hold a password: children do not inherit it.
         .env_remove("ROTA_STORE_URL")
         .envs(&inner.env)
-        .env("ROTA_CLUSTER", &ctx.cluster)
-        .env("ROTA_NODE", &ctx.node)
-        .env("ROTA_TASK", &ctx.task)
-        .env("ROTA_FIRE_TIME_MS", ctx.instant_ms.to_string())
-        .env("ROTA_FENCING_TOKEN", ctx.token.to_string())
-        .env("ROTA_ATTEMPT", ctx.attempt.to_string())
+        .envs(call.vars.iter().map(|(k, v)| (format!("ROTA_{k}"), v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -138,6 +141,7 @@ async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
     if let Some(dir) = &inner.workdir {
         cmd.current_dir(dir);
     }
+    die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| TaskError::new(format!("cannot start `{program}`: {e}")))?;
@@ -147,15 +151,28 @@ async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
     let stdout = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stdout", None)));
+        .map(|s| tokio::spawn(drain(s, call.label.clone(), "stdout", None)));
     let stderr = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(drain(s, ctx.task.clone(), "stderr", Some(tail.clone()))));
+        .map(|s| tokio::spawn(drain(s, call.label.clone(), "stderr", Some(tail.clone()))));
 
     let status = tokio::select! {
         status = child.wait() => status,
-        _ = ctx.cancel.cancelled() => {
+        _ = call.cancel.cancelled() => {
+            if let (Some(grace), Some(pgid)) = (call.term_grace, guard.0) {
+                // SAFETY: plain syscall; the leader is not reaped yet (see GroupGuard).
+                unsafe {
+                    libc::kill(-pgid, libc::SIGTERM);
+                }
+                if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+                    guard.0 = None;
+                    return Err(TaskError::new(format!(
+                        "cancelled: `{program}` stopped on SIGTERM ({})",
+                        status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+                    )));
+                }
+            }
             guard.kill();
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -189,6 +206,25 @@ async fn run(inner: &Inner, ctx: FireContext) -> Result<(), TaskError> {
         Err(TaskError::new(format!(
             "`{program}`: {what}; stderr: {tail}"
         )))
+    }
+}
+
+/// The child gets SIGKILL if the node dies (even by SIGKILL): a task or service must not
+/// outlive the node that owns it, or it would run beside its next owner.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: nobody would send the signal.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
     }
 }
 

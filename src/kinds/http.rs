@@ -7,6 +7,7 @@ use reqwest::{
     Method, Url,
 };
 
+use super::Invocation;
 use crate::{
     store::redact_url,
     task::{FireContext, Handler, HandlerFuture, TaskError},
@@ -114,28 +115,38 @@ impl HttpTask {
 impl Handler for HttpTask {
     fn run(&self, ctx: FireContext) -> HandlerFuture {
         let inner = self.inner.clone();
-        Box::pin(async move {
-            let cancel = ctx.cancel.clone();
-            tokio::select! {
-                result = send(&inner, &ctx) => result,
-                // Dropping the request future aborts the request.
-                _ = cancel.cancelled() => Err(TaskError::new(format!("cancelled: {} request abandoned", inner.method))),
-            }
-        })
+        Box::pin(async move { invoke(&inner, Invocation::of_fire(&ctx)).await })
     }
 }
 
-async fn send(inner: &Inner, ctx: &FireContext) -> Result<(), TaskError> {
+impl HttpTask {
+    /// Sends the request once for `call`, until it is answered or `call.cancel` fires.
+    pub(crate) async fn invoke(&self, call: Invocation) -> Result<(), TaskError> {
+        invoke(&self.inner, call).await
+    }
+}
+
+async fn invoke(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
+    let cancel = call.cancel.clone();
+    tokio::select! {
+        result = send(inner, call) => result,
+        // Dropping the request future aborts the request.
+        _ = cancel.cancelled() => Err(TaskError::new(format!("cancelled: {} request abandoned", inner.method))),
+    }
+}
+
+async fn send(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     let target = redact_url(inner.url.as_str());
     let mut request = inner
         .client
         .request(inner.method.clone(), inner.url.clone())
-        .headers(inner.headers.clone())
-        .header("X-Rota-Task", ctx.task.as_str())
-        .header("X-Rota-Node", ctx.node.as_str())
-        .header("X-Rota-Fire-Time-Ms", ctx.instant_ms.to_string())
-        .header("X-Rota-Fencing-Token", ctx.token.to_string());
-    if let Some(body) = &inner.body {
+        .headers(inner.headers.clone());
+    for (var, value) in &call.vars {
+        request = request.header(Invocation::header_name(var), value.as_str());
+    }
+    if let Some(body) = call.body {
+        request = request.body(body);
+    } else if let Some(body) = &inner.body {
         request = request.body(body.clone());
     }
     // reqwest errors may print the URL; strip it, ours is redacted.
@@ -144,7 +155,7 @@ async fn send(inner: &Inner, ctx: &FireContext) -> Result<(), TaskError> {
         .await
         .map_err(|e| TaskError::new(format!("{} {target}: {}", inner.method, e.without_url())))?;
     let status = response.status();
-    tracing::debug!(task = %ctx.task, %status, "{} {target}", inner.method);
+    tracing::debug!(task = %call.label, %status, "{} {target}", inner.method);
     if status.is_success() {
         return Ok(());
     }

@@ -5,15 +5,18 @@
 //! the runtime enforces task timeouts, lost leases and forced shutdowns through it.
 
 pub mod command;
+pub mod file_inbound;
 pub mod http;
 pub mod log;
 
 use crate::{
     core::schedule::Schedule,
+    service::{ServiceContext, ServiceFuture, ServiceHandler, ServiceSpec},
     task::{FireContext, Handler, HandlerFuture, TaskSpec},
 };
 
 pub use command::CommandTask;
+pub use file_inbound::FileInbound;
 pub use http::HttpTask;
 pub use log::LogTask;
 
@@ -52,6 +55,58 @@ impl Handler for Kind {
     }
 }
 
+/// One configured service kind.
+#[derive(Debug, Clone)]
+pub enum ServiceKind {
+    /// A supervised long-running process: started on the owner, sent SIGTERM (then SIGKILL
+    /// after the grace period) when the service moves, restarted with backoff when it exits.
+    Command(CommandTask),
+    FileInbound(FileInbound),
+}
+
+impl ServiceKind {
+    /// One line describing the work; part of the service's definition hash. Holds no secrets.
+    pub fn description(&self) -> String {
+        match self {
+            ServiceKind::Command(k) => format!("service {}", k.description()),
+            ServiceKind::FileInbound(k) => k.description(),
+        }
+    }
+
+    /// A service with default policies running this kind, its description already set.
+    pub fn into_spec(self, name: impl Into<String>) -> ServiceSpec {
+        let description = self.description();
+        ServiceSpec::new(name, self).description(description)
+    }
+}
+
+impl ServiceHandler for ServiceKind {
+    fn run(&self, ctx: ServiceContext) -> ServiceFuture {
+        let kind = self.clone();
+        Box::pin(async move {
+            match kind {
+                ServiceKind::Command(c) => {
+                    let call = Invocation {
+                        label: ctx.service.clone(),
+                        vars: vec![
+                            ("CLUSTER", ctx.cluster.clone()),
+                            ("NODE", ctx.node.clone()),
+                            ("SERVICE", ctx.service.clone()),
+                            ("FENCING_TOKEN", ctx.token.to_string()),
+                            ("RESTARTS", ctx.restarts.to_string()),
+                        ],
+                        body: None,
+                        cancel: ctx.cancel.clone(),
+                        term_grace: Some(ctx.grace),
+                    };
+                    c.invoke(call).await
+                }
+                ServiceKind::FileInbound(f) => f.run(ctx).await,
+            }
+        })
+    }
+}
+
 impl From<CommandTask> for Kind {
     fn from(k: CommandTask) -> Self {
         Kind::Command(k)
@@ -70,6 +125,55 @@ impl From<LogTask> for Kind {
     }
 }
 
+/// What one run of a command or an HTTP request is told about itself: each `(NAME, value)`
+/// becomes `ROTA_NAME` in a command's environment and an `X-Rota-Name` header of a request.
+pub(crate) struct Invocation {
+    /// The task or service, for logs.
+    pub label: String,
+    pub vars: Vec<(&'static str, String)>,
+    /// Replaces the configured request body (a file handed to an endpoint).
+    pub body: Option<Vec<u8>>,
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// On cancel, a command gets SIGTERM and this long to exit before SIGKILL; `None`:
+    /// SIGKILL at once (a fire whose lease is lost must stop now).
+    pub term_grace: Option<std::time::Duration>,
+}
+
+impl Invocation {
+    pub fn of_fire(ctx: &FireContext) -> Invocation {
+        Invocation {
+            label: ctx.task.clone(),
+            vars: vec![
+                ("CLUSTER", ctx.cluster.clone()),
+                ("NODE", ctx.node.clone()),
+                ("TASK", ctx.task.clone()),
+                ("FIRE_TIME_MS", ctx.instant_ms.to_string()),
+                ("FENCING_TOKEN", ctx.token.to_string()),
+                ("ATTEMPT", ctx.attempt.to_string()),
+            ],
+            body: None,
+            cancel: ctx.cancel.clone(),
+            term_grace: None,
+        }
+    }
+
+    /// `FIRE_TIME_MS` -> `X-Rota-Fire-Time-Ms`.
+    pub fn header_name(var: &str) -> String {
+        let words: Vec<String> = var
+            .split('_')
+            .map(|w| {
+                let lower = w.to_ascii_lowercase();
+                let mut chars = lower.chars();
+                match chars.next() {
+                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                    None => String::new(),
+                }
+            })
+            .collect();
+        format!("X-Rota-{}", words.join("-"))
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_context(task: &str) -> FireContext {
     FireContext {
@@ -80,5 +184,19 @@ pub(crate) fn test_context(task: &str) -> FireContext {
         token: 42,
         attempt: 1,
         cancel: tokio_util::sync::CancellationToken::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invocation;
+
+    #[test]
+    fn variables_become_header_names() {
+        assert_eq!(
+            Invocation::header_name("FIRE_TIME_MS"),
+            "X-Rota-Fire-Time-Ms"
+        );
+        assert_eq!(Invocation::header_name("TASK"), "X-Rota-Task");
     }
 }

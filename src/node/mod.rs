@@ -20,6 +20,7 @@ mod clock;
 pub mod identity;
 mod runner;
 mod runtime;
+mod service_runner;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     core::placement::{ActivePassive, Resolver},
+    service::ServiceSpec,
     store::{self, Store},
     task::TaskSpec,
     Error, Result,
@@ -116,6 +118,7 @@ pub struct NodeBuilder {
     timing: Timing,
     migrate: bool,
     tasks: Vec<TaskSpec>,
+    services: Vec<ServiceSpec>,
     resolver: Arc<dyn Resolver>,
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     labels: BTreeMap<String, String>,
@@ -140,6 +143,7 @@ impl Node {
             timing: Timing::default(),
             migrate: true,
             tasks: Vec::new(),
+            services: Vec::new(),
             resolver: Arc::new(ActivePassive),
             resolvers: BTreeMap::new(),
             labels: BTreeMap::new(),
@@ -189,6 +193,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Declares a long-running service this node can run (see [`crate::service`]).
+    pub fn service(mut self, service: ServiceSpec) -> Self {
+        self.services.push(service);
+        self
+    }
+
     /// The placement policy, when this node is the leader, of the tasks whose placement spec
     /// is the default (active-passive): [`ActivePassive`] unless replaced here. Tasks with
     /// another spec follow it (see [`crate::core::placement`]).
@@ -235,6 +245,27 @@ impl NodeBuilder {
             validate_name("resolver_named", name)?;
         }
         let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            validate_name(&format!("service[{i}].name"), &s.name)?;
+            if let Some(p) = s.placement.problems().first() {
+                return Err(spec_error(&format!("service[{i}].placement"), p));
+            }
+            if s.grace.is_zero() || s.restart_backoff.is_zero() {
+                return Err(Error::config(
+                    format!("service[{i}]"),
+                    "grace and restart_backoff must be more than 0",
+                ));
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(Error::config(
+                    format!("service[{i}].name"),
+                    format!(
+                        "`{}` is declared twice; give each service its own name",
+                        s.name
+                    ),
+                ));
+            }
+        }
         for (i, t) in self.tasks.iter().enumerate() {
             validate_name(&format!("task[{i}].name"), &t.name)?;
             if let Some(p) = t.placement.problems().first() {
@@ -244,7 +275,7 @@ impl NodeBuilder {
                 return Err(Error::config(
                     format!("task[{i}].name"),
                     format!(
-                        "`{}` is declared twice; give each task its own name",
+                        "`{}` is declared twice (tasks and services share one namespace); give each task its own name",
                         t.name
                     ),
                 ));
@@ -268,6 +299,7 @@ impl NodeBuilder {
             cluster: self.cluster,
             timing: self.timing,
             tasks: self.tasks,
+            services: self.services,
             resolver: self.resolver,
             resolvers: self.resolvers,
             labels: self.labels,

@@ -326,7 +326,7 @@ async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>)
 
 /// Records a fire's outcome, retrying while the store is unreachable: a fire left as
 /// `running` would be re-run by the next owner once this node is gone.
-async fn record_finish(shared: &Shared, finish: &Finish) {
+pub(crate) async fn record_finish(shared: &Shared, finish: &Finish) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=40 {
         match shared.batcher.finish(finish.clone()).await {

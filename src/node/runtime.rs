@@ -20,6 +20,7 @@ use crate::{
         lease::Lease,
         placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
     },
+    service::ServiceSpec,
     store::{
         Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest,
         LeaderWrite, Member, Store,
@@ -28,11 +29,15 @@ use crate::{
     Error, Result,
 };
 
+/// What a service declares in place of a schedule (shown by `rota status`).
+pub(crate) const SERVICE_SCHEDULE: &str = "service";
+
 pub(crate) struct NodeConfig {
     pub id: String,
     pub cluster: String,
     pub timing: Timing,
     pub tasks: Vec<TaskSpec>,
+    pub services: Vec<ServiceSpec>,
     pub resolver: Arc<dyn Resolver>,
     /// Custom resolvers by name, used while this node leads.
     pub resolvers: BTreeMap<String, Arc<dyn Resolver>>,
@@ -45,6 +50,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub timing: Timing,
     pub tasks: HashMap<String, TaskSpec>,
+    pub services: HashMap<String, ServiceSpec>,
     member: RwLock<Member>,
     lease: Mutex<Lease>,
     pub clock: StoreClock,
@@ -89,6 +95,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         cluster,
         timing,
         tasks,
+        services,
         resolver,
         resolvers,
         labels,
@@ -100,11 +107,19 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
             hash: t.definition_hash(),
             schedule: t.schedule.describe(),
         })
+        .chain(services.iter().map(|s| Declaration {
+            name: s.name.clone(),
+            hash: s.definition_hash(),
+            schedule: SERVICE_SCHEDULE.to_string(),
+        }))
         .collect();
     let meta = NodeMeta {
         labels,
         placement: DeclaredPlacement::from_tasks(
-            tasks.iter().map(|t| (t.name.as_str(), &t.placement)),
+            tasks
+                .iter()
+                .map(|t| (t.name.as_str(), &t.placement))
+                .chain(services.iter().map(|s| (s.name.as_str(), &s.placement))),
         ),
     };
     let member = Member {
@@ -122,6 +137,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     let shared = Arc::new(Shared {
         store: store.clone(),
         tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         member: RwLock::new(member.clone()),
         lease: Mutex::new(lease),
         clock: StoreClock::new(now_ms, sent),
@@ -681,22 +697,30 @@ impl Runtime {
             if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
                 continue;
             }
-            let Some(spec) = self.shared.tasks.get(&task).cloned() else {
+            let stop = self.shared.work_token().child_token();
+            let handle = if let Some(spec) = self.shared.tasks.get(&task).cloned() {
+                let placed_at = self
+                    .assignments
+                    .iter()
+                    .find(|a| a.task == task)
+                    .map_or(0, |a| a.placed_at_ms);
+                tokio::spawn(runner::run(
+                    self.shared.clone(),
+                    spec,
+                    token,
+                    placed_at,
+                    stop.clone(),
+                ))
+            } else if let Some(spec) = self.shared.services.get(&task).cloned() {
+                tokio::spawn(super::service_runner::run(
+                    self.shared.clone(),
+                    spec,
+                    token,
+                    stop.clone(),
+                ))
+            } else {
                 continue;
             };
-            let stop = self.shared.work_token().child_token();
-            let placed_at = self
-                .assignments
-                .iter()
-                .find(|a| a.task == task)
-                .map_or(0, |a| a.placed_at_ms);
-            let handle = tokio::spawn(runner::run(
-                self.shared.clone(),
-                spec,
-                token,
-                placed_at,
-                stop.clone(),
-            ));
             self.runners.insert(
                 task,
                 RunnerHandle {

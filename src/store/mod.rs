@@ -201,6 +201,29 @@ pub struct Finish {
     pub message: Option<String>,
 }
 
+/// A unit of a service's work (a file, a message) as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    pub node: String,
+    pub incarnation: i64,
+    pub token: i64,
+    pub attempt: i64,
+    pub outcome: Outcome,
+    /// The node that recorded it is still alive (by store time).
+    pub node_alive: bool,
+}
+
+/// Answer to [`Store::claim_item`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemClaim {
+    /// Recorded as running, attempt 1, under the caller's token.
+    Claimed,
+    /// The item already has a record: handled, being handled, or left by a dead node.
+    Recorded(ItemRecord),
+    /// The token is not the service's current one, or the claimant's registration is dead.
+    Fenced,
+}
+
 /// The coordination store. Each method is one short transaction (or one statement).
 ///
 /// Errors: [`Error::StoreUnavailable`] for anything a retry may fix (connection lost,
@@ -345,6 +368,45 @@ pub trait Store: Send + Sync + 'static {
         retry: bool,
     ) -> Result<ClaimOutcome>;
 
+    /// Claims a unit of a long-running service's work (`item`: at most 255 bytes) in one
+    /// write, fenced like [`Store::claim`] by the service's assignment: accepted only under
+    /// the current token of a live owner, and only if the item has no record yet. A
+    /// recorded item is never claimed again; its record is returned instead.
+    async fn claim_item(
+        &self,
+        member: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+    ) -> Result<ItemClaim>;
+
+    /// Takes over an item recorded as running by a dead node (or by the caller's own
+    /// incarnation, which lost track of it), fenced like `claim_item`: with `retry` it is
+    /// handled again under the new token (attempt + 1) and `Claimed` is returned; else it is
+    /// recorded as abandoned. Only one caller can take over a given attempt.
+    async fn recover_item(
+        &self,
+        member: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+        record: &ItemRecord,
+        retry: bool,
+    ) -> Result<ClaimOutcome>;
+
+    /// Records how the handling of an item ended. Only the row with this token and attempt
+    /// changes, and only while it is running.
+    async fn finish_item(
+        &self,
+        cluster: &str,
+        service: &str,
+        item: &str,
+        token: i64,
+        attempt: i64,
+        outcome: Outcome,
+        message: Option<&str>,
+    ) -> Result<()>;
+
     /// Recent fires, newest first, of one task or all.
     async fn history(
         &self,
@@ -353,7 +415,8 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<FireRecord>>;
 
-    /// Deletes finished fires with instants before `before_ms`. Returns the number deleted.
+    /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
+    /// and item records finished before it. Returns the number deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
 }
 

@@ -163,10 +163,10 @@ impl Dialect {
             Dialect::Mysql => {
                 "DELETE f FROM rota_fires f JOIN (SELECT task, MAX(instant) AS newest FROM rota_fires \
                  WHERE cluster = ? GROUP BY task) x ON x.task = f.task \
-                 WHERE f.cluster = ? AND f.instant < ? AND f.instant < x.newest AND f.outcome <> 'running'"
+                 WHERE f.cluster = ? AND f.instant < ? AND f.instant < x.newest AND f.outcome <> 'running' AND f.slot = ''"
             }
             _ => {
-                "DELETE FROM rota_fires WHERE cluster = ? AND cluster = ? AND instant < ? AND outcome <> 'running' \
+                "DELETE FROM rota_fires WHERE cluster = ? AND cluster = ? AND instant < ? AND outcome <> 'running' AND slot = '' \
                  AND instant < (SELECT MAX(f2.instant) FROM rota_fires f2 \
                  WHERE f2.cluster = rota_fires.cluster AND f2.task = rota_fires.task)"
             }

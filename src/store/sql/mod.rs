@@ -30,6 +30,9 @@ const BATCH_LIMIT: usize = 1000;
 /// outcomes (at most two batches in flight). Each node also holds one LISTEN connection on
 /// PostgreSQL.
 pub const POOL_SIZE: u32 = 4;
+/// Items of services are kept in `rota_fires` at this instant, keyed by their `slot`;
+/// fires have real instants and an empty slot.
+const ITEM_INSTANT: i64 = 0;
 
 pub struct SqlStore {
     pool: AnyPool,
@@ -319,6 +322,56 @@ impl SqlStore {
             alive: row.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
             host: row.try_get("host").map_err(unavailable)?,
             process: row.try_get("process").map_err(unavailable)?,
+        })
+    }
+
+    /// Takes over the running record `(task, instant, slot)` at `(token, attempt)` =
+    /// `record`, under the fence: re-run under `token` (attempt + 1) or abandoned.
+    #[allow(clippy::too_many_arguments)]
+    async fn recover_record(
+        &self,
+        m: &Member,
+        task: &str,
+        instant: i64,
+        slot: &str,
+        token: i64,
+        record: (i64, i64),
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        let set = if retry {
+            "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {now}, \
+             message = 'retried: its node died mid-run'"
+        } else {
+            "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
+        };
+        let sql = self.sql(&format!(
+            "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
+             AND outcome = 'running' AND token = ? AND attempt = ? AND {}",
+            Self::FENCE
+        ));
+        let mut query = sqlx::query(&sql);
+        if retry {
+            query = query.bind(&m.node).bind(m.incarnation).bind(token);
+        }
+        let done = query
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(instant)
+            .bind(slot)
+            .bind(record.0)
+            .bind(record.1)
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(token)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(if done.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::Fenced
         })
     }
 
@@ -1015,7 +1068,9 @@ impl Store for SqlStore {
     }
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
-        let sql = self.sql("SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ?");
+        let sql = self.sql(
+            "SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ? AND slot = ''",
+        );
         sqlx::query_scalar(&sql)
             .bind(cluster)
             .bind(task)
@@ -1030,7 +1085,7 @@ impl Store for SqlStore {
              CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
              FROM rota_fires f LEFT JOIN rota_nodes n \
              ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
-             WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? ORDER BY f.instant",
+             WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? AND f.slot = '' ORDER BY f.instant",
         );
         let rows = sqlx::query(&sql)
             .bind(cluster)
@@ -1060,40 +1115,111 @@ impl Store for SqlStore {
         fire: &RunningFire,
         retry: bool,
     ) -> Result<ClaimOutcome> {
-        let set = if retry {
-            "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {now}, \
-             message = 'retried: its node died mid-run'"
-        } else {
-            "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
-        };
+        let record = (fire.token, fire.attempt);
+        self.recover_record(m, task, fire.instant_ms, "", token, record, retry)
+            .await
+    }
+
+    async fn claim_item(
+        &self,
+        m: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+    ) -> Result<ItemClaim> {
         let sql = self.sql(&format!(
-            "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' \
-             AND outcome = 'running' AND token = ? AND attempt = ? AND {}",
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, ?, {ITEM_INSTANT}, ?, ?, ?, ?, 1, 'running', {{now}}, NULL, NULL FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
             Self::FENCE
         ));
-        let mut query = sqlx::query(&sql);
-        if retry {
-            query = query.bind(&m.node).bind(m.incarnation).bind(token);
-        }
-        let done = query
+        let done = sqlx::query(&sql)
             .bind(&m.cluster)
-            .bind(task)
-            .bind(fire.instant_ms)
-            .bind(fire.token)
-            .bind(fire.attempt)
+            .bind(service)
+            .bind(item)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .bind(token)
             .bind(&m.cluster)
-            .bind(task)
+            .bind(service)
             .bind(token)
             .bind(&m.node)
             .bind(m.incarnation)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(if done.rows_affected() == 1 {
-            ClaimOutcome::Claimed
-        } else {
-            ClaimOutcome::Fenced
-        })
+        if done.rows_affected() == 1 {
+            return Ok(ItemClaim::Claimed);
+        }
+        let sql = self.sql(&format!(
+            "SELECT f.node_id, f.incarnation, f.token, f.attempt, f.outcome, \
+             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {{now}} THEN 1 ELSE 0 END AS alive \
+             FROM rota_fires f LEFT JOIN rota_nodes n \
+             ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
+             WHERE f.cluster = ? AND f.task = ? AND f.instant = {ITEM_INSTANT} AND f.slot = ?"
+        ));
+        let row = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(service)
+            .bind(item)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(r) = row else {
+            return Ok(ItemClaim::Fenced);
+        };
+        let outcome: String = r.try_get("outcome").map_err(unavailable)?;
+        Ok(ItemClaim::Recorded(ItemRecord {
+            node: r.try_get("node_id").map_err(unavailable)?,
+            incarnation: r.try_get("incarnation").map_err(unavailable)?,
+            token: r.try_get("token").map_err(unavailable)?,
+            attempt: r.try_get("attempt").map_err(unavailable)?,
+            outcome: Outcome::parse(&outcome).ok_or_else(|| {
+                Error::Store(format!("unknown outcome `{outcome}` in rota_fires"))
+            })?,
+            node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+        }))
+    }
+
+    async fn recover_item(
+        &self,
+        m: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+        record: &ItemRecord,
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        let record = (record.token, record.attempt);
+        self.recover_record(m, service, ITEM_INSTANT, item, token, record, retry)
+            .await
+    }
+
+    async fn finish_item(
+        &self,
+        cluster: &str,
+        service: &str,
+        item: &str,
+        token: i64,
+        attempt: i64,
+        outcome: Outcome,
+        message: Option<&str>,
+    ) -> Result<()> {
+        let sql = self.sql(&format!(
+            "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ? \
+             WHERE cluster = ? AND task = ? AND instant = {ITEM_INSTANT} AND slot = ? AND token = ? AND attempt = ? AND outcome = 'running'"
+        ));
+        sqlx::query(&sql)
+            .bind(outcome.as_str())
+            .bind(message.map(str::to_string))
+            .bind(cluster)
+            .bind(service)
+            .bind(item)
+            .bind(token)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn history(
@@ -1105,7 +1231,7 @@ impl Store for SqlStore {
         let filter = if task.is_some() { " AND task = ?" } else { "" };
         let sql = self.sql(&format!(
             "SELECT task, instant, node_id, token, attempt, outcome, started_at, finished_at, message \
-             FROM rota_fires WHERE cluster = ?{filter} ORDER BY instant DESC, task LIMIT ?"
+             FROM rota_fires WHERE cluster = ? AND slot = ''{filter} ORDER BY instant DESC, task LIMIT ?"
         ));
         let mut q = sqlx::query(&sql).bind(cluster);
         if let Some(t) = task {
@@ -1140,13 +1266,23 @@ impl Store for SqlStore {
         // Each task's newest record stays, whatever its age: a new owner resumes after it.
         let statement = self.dialect.purge_history();
         let sql = self.sql(statement);
-        let done = sqlx::query(&sql)
+        let fires = sqlx::query(&sql)
             .bind(cluster)
             .bind(cluster)
             .bind(before_ms)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(done.rows_affected())
+        let sql = self.sql(&format!(
+            "DELETE FROM rota_fires WHERE cluster = ? AND instant = {ITEM_INSTANT} AND slot <> '' \
+             AND outcome <> 'running' AND finished_at < ?"
+        ));
+        let items = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(fires.rows_affected() + items.rows_affected())
     }
 }

@@ -1,0 +1,306 @@
+//! The `file-inbound` service: polls a directory and hands each file to a command or an
+//! HTTP endpoint, then moves it to a done or a failed directory.
+//!
+//! Each file is an item of the service ([`ServiceContext::begin_item`]), claimed in the store
+//! under the service's fencing token before it is handed over: a node that lost the service
+//! cannot take a file, and no file is handed over twice, except once more after its node
+//! died while handling it (recovery `retry`; with `abandon` it goes to the failed directory).
+//! The outcome is recorded before the file is moved, so a node dying between the two leaves
+//! the move to the next owner, without handling the file again.
+//!
+//! Files whose name starts with `.` are ignored: write a file under such a name, then rename
+//! it into place, so that it is never picked up half-written. The three directories must be
+//! on one file system (a move is a rename), shared by every node that may run the service.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tracing::{debug, info, warn};
+
+use super::{CommandTask, HttpTask, Invocation};
+use crate::{
+    service::{ItemStart, ServiceContext, MAX_ITEM_KEY},
+    task::{Outcome, TaskError},
+};
+
+/// Where a file goes.
+#[derive(Debug, Clone)]
+pub enum FileHandler {
+    /// Runs the command with `ROTA_FILE` (the path), `ROTA_FILE_NAME`, `ROTA_SERVICE`,
+    /// `ROTA_NODE`, `ROTA_FENCING_TOKEN` and `ROTA_ATTEMPT` set; exit status 0 is success.
+    Command(CommandTask),
+    /// Sends the file as the request body with `X-Rota-File-Name`, `X-Rota-Fencing-Token`,
+    /// ... headers; any 2xx answer is success.
+    Http(HttpTask),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileInbound {
+    pub dir: PathBuf,
+    pub done: PathBuf,
+    pub failed: PathBuf,
+    /// How often the directory is listed.
+    pub poll: Duration,
+    pub handler: FileHandler,
+}
+
+impl FileInbound {
+    /// One line describing the service; part of its definition hash.
+    pub fn description(&self) -> String {
+        let to = match &self.handler {
+            FileHandler::Command(c) => c.description(),
+            FileHandler::Http(h) => h.description(),
+        };
+        format!(
+            "file-inbound {} -> {} (done {}, failed {})",
+            self.dir.display(),
+            to,
+            self.done.display(),
+            self.failed.display()
+        )
+    }
+
+    /// Polls until the service is cancelled or this node no longer owns it.
+    pub async fn run(&self, ctx: ServiceContext) -> Result<(), TaskError> {
+        for dir in [&self.done, &self.failed] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TaskError::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        info!(dir = %self.dir.display(), "watching for files");
+        loop {
+            if !ctx.still_owner() {
+                return Ok(());
+            }
+            match self.sweep(&ctx).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()), // no longer the owner
+                Err(e) => warn!(error = %e, "file sweep interrupted; retrying at the next poll"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = ctx.cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// Handles every file present now, oldest name first. `Ok(false)`: ownership was lost.
+    async fn sweep(&self, ctx: &ServiceContext) -> Result<bool, String> {
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                if meta.is_file() {
+                    files.push((name, meta));
+                }
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, meta) in files {
+            if !ctx.still_owner() {
+                return Ok(false);
+            }
+            let path = self.dir.join(&name);
+            let key = item_key(&name, &meta);
+            let start = ctx.begin_item(&key).await.map_err(|e| e.to_string())?;
+            match start {
+                ItemStart::Handle { attempt } => {
+                    let result = self.hand_over(ctx, &path, &name, attempt).await;
+                    if let Err(e) = &result {
+                        warn!(file = %name, attempt, error = %e, "file failed");
+                    } else {
+                        debug!(file = %name, attempt, "file handled");
+                    }
+                    // Recorded first: if this node dies before the move, the next owner
+                    // moves the file without handing it over again.
+                    self.record(ctx, &key, attempt, &result).await?;
+                    let target = if result.is_ok() {
+                        &self.done
+                    } else {
+                        &self.failed
+                    };
+                    move_into(&path, target)?;
+                }
+                ItemStart::Done(outcome) => {
+                    // Handled before; its node stopped before moving it.
+                    let target = if outcome == Outcome::Ok {
+                        &self.done
+                    } else {
+                        &self.failed
+                    };
+                    move_into(&path, target)?;
+                }
+                ItemStart::Abandoned => {
+                    warn!(file = %name, "its node died while handling it; recovery is `abandon`: moved to the failed directory");
+                    move_into(&path, &self.failed)?;
+                }
+                ItemStart::Busy => debug!(file = %name, "another node is handling it"),
+                ItemStart::NotOwner => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn hand_over(
+        &self,
+        ctx: &ServiceContext,
+        path: &Path,
+        name: &str,
+        attempt: i64,
+    ) -> Result<(), TaskError> {
+        let vars = vec![
+            ("CLUSTER", ctx.cluster.clone()),
+            ("NODE", ctx.node.clone()),
+            ("SERVICE", ctx.service.clone()),
+            ("FENCING_TOKEN", ctx.token.to_string()),
+            ("ATTEMPT", attempt.to_string()),
+            ("FILE", path.display().to_string()),
+            ("FILE_NAME", name.to_string()),
+        ];
+        let call = |body| Invocation {
+            label: ctx.service.clone(),
+            vars: vars.clone(),
+            body,
+            cancel: ctx.cancel.clone(),
+            term_grace: None,
+        };
+        match &self.handler {
+            FileHandler::Command(c) => c.invoke(call(None)).await,
+            FileHandler::Http(h) => {
+                let body = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| TaskError::new(format!("cannot read {}: {e}", path.display())))?;
+                h.invoke(call(Some(body))).await
+            }
+        }
+    }
+
+    /// Records an outcome, retrying while the store is unreachable and the node owns the
+    /// service. Without a record the file stays where it is (and `running` in the store).
+    async fn record(
+        &self,
+        ctx: &ServiceContext,
+        key: &str,
+        attempt: i64,
+        result: &Result<(), TaskError>,
+    ) -> Result<(), String> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match ctx.end_item(key, attempt, result).await {
+                Ok(()) => return Ok(()),
+                Err(e) if !ctx.still_owner() => {
+                    return Err(format!("could not record the outcome: {e}"));
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// The file's item key: its name, modification time, size and inode, so that a new file
+/// arriving later under a handled file's name is a new item.
+fn item_key(name: &str, meta: &std::fs::Metadata) -> String {
+    let suffix = format!(
+        "|{}.{:09}|{}|{}",
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.size(),
+        meta.ino()
+    );
+    let mut key = name.to_string();
+    if key.len() + suffix.len() > MAX_ITEM_KEY {
+        // Long names: keep a prefix and a digest of the whole name.
+        let digest = crate::task::definition_digest(name);
+        let mut cut = MAX_ITEM_KEY - suffix.len() - digest.len() - 1;
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        key.truncate(cut);
+        key.push('~');
+        key.push_str(&digest);
+    }
+    key + &suffix
+}
+
+/// Moves `path` into `dir`, keeping its name unless a file there has it already.
+fn move_into(path: &Path, dir: &Path) -> Result<(), String> {
+    let name = path.file_name().unwrap_or_default();
+    let mut target = dir.join(name);
+    if target.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        target = dir.join(format!("{}.{stamp}", name.to_string_lossy()));
+    }
+    match std::fs::rename(path, &target) {
+        Ok(()) => Ok(()),
+        // Moved already (by a previous owner finishing its move).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot move {} to {}: {e} (the directories must be on one file system)",
+            path.display(),
+            target.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_keys_fit_the_store_and_tell_files_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        std::fs::write(&a, "1").unwrap();
+        let meta = std::fs::metadata(&a).unwrap();
+        let key = item_key("a.csv", &meta);
+        assert!(key.starts_with("a.csv|"), "{key}");
+        let long = "x".repeat(400);
+        let long_key = item_key(&long, &meta);
+        assert!(long_key.len() <= MAX_ITEM_KEY, "{}", long_key.len());
+        let other = item_key(&format!("{long}y"), &meta);
+        assert_ne!(
+            long_key, other,
+            "names differing past the cut differ by digest"
+        );
+        // A new file under the same name is a new item.
+        std::fs::remove_file(&a).unwrap();
+        std::fs::write(&a, "22").unwrap();
+        let again = item_key("a.csv", &std::fs::metadata(&a).unwrap());
+        assert_ne!(key, again);
+    }
+
+    #[test]
+    fn moves_keep_names_and_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        std::fs::create_dir(&done).unwrap();
+        for content in ["first", "second"] {
+            let f = dir.path().join("report.csv");
+            std::fs::write(&f, content).unwrap();
+            move_into(&f, &done).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&done)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[0], "report.csv");
+        assert!(names[1].starts_with("report.csv."));
+        // A file moved already by someone else is not an error.
+        move_into(&dir.path().join("gone.csv"), &done).unwrap();
+    }
+}

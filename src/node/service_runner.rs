@@ -1,0 +1,303 @@
+//! One owned service under one fencing token: waits until no other node runs it, records
+//! the instance, runs the handler and restarts it with backoff, cancels it with a grace
+//! period when the service moves.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::runtime::Shared;
+use crate::{
+    service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
+    store::{Claim, ClaimOutcome, Finish, ItemClaim, Member},
+    task::{Outcome, RecoveryPolicy},
+    Result,
+};
+
+/// How often a new owner looks whether the previous owner's instance has ended.
+const HANDOVER_POLL: Duration = Duration::from_millis(100);
+/// A run this long resets the restart backoff.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    spec: ServiceSpec,
+    token: i64,
+    stop: CancellationToken,
+) {
+    let member = shared.member();
+    let span = tracing::info_span!("service", node = %member.node, service = %spec.name, token);
+    async move {
+        let Some(instant) = start_instance(&shared, &spec, &member, token, &stop).await else {
+            return;
+        };
+        let ownership = Arc::new(NodeOwnership {
+            shared: shared.clone(),
+            member: member.clone(),
+            service: spec.name.clone(),
+            token,
+            recovery: spec.recovery,
+            term: shared.work_token(),
+            in_progress: Mutex::default(),
+        });
+        let (outcome, message) = supervise(&shared, &spec, &member, token, &stop, ownership).await;
+        let finish = Finish {
+            task: spec.name.clone(),
+            instant_ms: instant,
+            token,
+            attempt: 1,
+            outcome,
+            message: Some(message),
+        };
+        super::runner::record_finish(&shared, &finish).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Waits until no other live node runs the service (a previous owner within its grace
+/// period), settles instances of dead nodes, and records this one as running. `None` when
+/// stopped or fenced meanwhile.
+async fn start_instance(
+    shared: &Shared,
+    spec: &ServiceSpec,
+    member: &Member,
+    token: i64,
+    stop: &CancellationToken,
+) -> Option<i64> {
+    let store = &shared.store;
+    let mut waiting_logged = false;
+    loop {
+        if stop.is_cancelled() || !shared.lease_valid() {
+            return None;
+        }
+        let attempt: Result<Option<i64>> = async {
+            let mut elsewhere = false;
+            for f in store.running_fires(&member.cluster, &spec.name).await? {
+                let mine = f.node == member.node && f.incarnation == member.incarnation;
+                // One runner per service in this process: a running record of ours is a
+                // previous runner's that could not record its end.
+                if !f.node_alive || mine {
+                    store
+                        .recover_fire(member, &spec.name, token, &f, false)
+                        .await?;
+                } else {
+                    elsewhere = true;
+                }
+            }
+            if elsewhere {
+                return Ok(None);
+            }
+            let instant = shared.clock.now_ms();
+            let claim = Claim {
+                member: member.clone(),
+                task: spec.name.clone(),
+                instant_ms: instant,
+                token,
+                outcome: Outcome::Running,
+                message: None,
+            };
+            match shared.batcher.claim(claim).await? {
+                ClaimOutcome::Claimed => Ok(Some(instant)),
+                ClaimOutcome::AlreadyClaimed => Ok(None),
+                ClaimOutcome::Fenced => Ok(Some(-1)),
+            }
+        }
+        .await;
+        match attempt {
+            Ok(Some(-1)) => {
+                debug!("instance refused: this token is no longer current");
+                return None;
+            }
+            Ok(Some(instant)) => return Some(instant),
+            Ok(None) if !waiting_logged => {
+                info!("waiting for the previous owner's instance to stop");
+                waiting_logged = true;
+            }
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "cannot start the instance yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HANDOVER_POLL) => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Runs the handler until stopped, restarting it with backoff. Returns how the instance ended.
+async fn supervise(
+    shared: &Shared,
+    spec: &ServiceSpec,
+    member: &Member,
+    token: i64,
+    stop: &CancellationToken,
+    ownership: Arc<NodeOwnership>,
+) -> (Outcome, String) {
+    let mut restarts = 0u32;
+    loop {
+        let cancel = stop.child_token();
+        let ctx = ServiceContext {
+            cluster: member.cluster.clone(),
+            service: spec.name.clone(),
+            node: member.node.clone(),
+            token,
+            restarts,
+            grace: spec.grace,
+            cancel: cancel.clone(),
+            ownership: ownership.clone(),
+        };
+        info!(restarts, "service started");
+        let began = Instant::now();
+        // Tracked with the fires, so that a graceful stop waits for it.
+        let mut handle = shared.fires.spawn(spec.handler.run(ctx).in_current_span());
+        let ended = tokio::select! {
+            ended = &mut handle => Some(ended),
+            _ = stop.cancelled() => None,
+        };
+        let Some(ended) = ended else {
+            // Moved, lease lost or stopping: ask the handler to stop, give it its grace.
+            cancel.cancel();
+            let message = match tokio::time::timeout(spec.grace, &mut handle).await {
+                Ok(_) => "stopped".to_string(),
+                Err(_) => {
+                    handle.abort();
+                    let _ = handle.await;
+                    warn!(
+                        grace_ms = spec.grace.as_millis(),
+                        "the service did not stop within its grace period; dropped"
+                    );
+                    format!(
+                        "stopped: dropped after its grace period of {} ms",
+                        spec.grace.as_millis()
+                    )
+                }
+            };
+            info!("service stopped");
+            return (Outcome::Ok, message);
+        };
+        let why = match ended {
+            Ok(Ok(())) => "returned".to_string(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) => format!("panicked: {e}"),
+        };
+        restarts = if began.elapsed() >= STABLE_RUN {
+            1
+        } else {
+            restarts + 1
+        };
+        let delay = spec.backoff(restarts);
+        warn!(
+            restarts,
+            delay_ms = delay.as_millis(),
+            "service {why}; restarting after the backoff"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return (Outcome::Failed, format!("stopped while waiting to restart; last run {why}")),
+        }
+    }
+}
+
+/// A service's ownership as its node knows it, and its items in the store.
+struct NodeOwnership {
+    shared: Arc<Shared>,
+    member: Member,
+    service: String,
+    token: i64,
+    recovery: RecoveryPolicy,
+    /// The lease term the service started in: it ends when the lease is lost.
+    term: CancellationToken,
+    /// Items this instance is handling now.
+    in_progress: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl Ownership for NodeOwnership {
+    fn still_owner(&self) -> bool {
+        !self.term.is_cancelled()
+            && self.shared.lease_valid()
+            && self.shared.member().incarnation == self.member.incarnation
+    }
+
+    async fn begin_item(&self, item: &str) -> Result<ItemStart> {
+        let store = &self.shared.store;
+        if !self.still_owner() {
+            return Ok(ItemStart::NotOwner);
+        }
+        let record = match store
+            .claim_item(&self.member, &self.service, self.token, item)
+            .await?
+        {
+            ItemClaim::Claimed => {
+                self.in_progress.lock().unwrap().insert(item.to_string());
+                return Ok(ItemStart::Handle { attempt: 1 });
+            }
+            ItemClaim::Fenced => return Ok(ItemStart::NotOwner),
+            ItemClaim::Recorded(record) => record,
+        };
+        if record.outcome != Outcome::Running {
+            return Ok(ItemStart::Done(record.outcome));
+        }
+        let mine = record.node == self.member.node && record.incarnation == self.member.incarnation;
+        if mine && self.in_progress.lock().unwrap().contains(item) {
+            return Ok(ItemStart::Busy);
+        }
+        if record.node_alive && !mine {
+            return Ok(ItemStart::Busy);
+        }
+        // Its node died mid-handling, or this incarnation claimed it and lost track.
+        let retry = self.recovery == RecoveryPolicy::Retry;
+        let outcome = store
+            .recover_item(
+                &self.member,
+                &self.service,
+                self.token,
+                item,
+                &record,
+                retry,
+            )
+            .await?;
+        Ok(match (outcome, retry) {
+            (ClaimOutcome::Claimed, true) => {
+                warn!(item, dead_node = %record.node, "handling again an item whose node died mid-handling");
+                self.in_progress.lock().unwrap().insert(item.to_string());
+                ItemStart::Handle {
+                    attempt: record.attempt + 1,
+                }
+            }
+            (ClaimOutcome::Claimed, false) => ItemStart::Abandoned,
+            _ if self.still_owner() => ItemStart::Busy,
+            _ => ItemStart::NotOwner,
+        })
+    }
+
+    async fn end_item(
+        &self,
+        item: &str,
+        attempt: i64,
+        outcome: Outcome,
+        message: Option<&str>,
+    ) -> Result<()> {
+        self.shared
+            .store
+            .finish_item(
+                &self.member.cluster,
+                &self.service,
+                item,
+                self.token,
+                attempt,
+                outcome,
+                message,
+            )
+            .await?;
+        self.in_progress.lock().unwrap().remove(item);
+        Ok(())
+    }
+}
