@@ -9,8 +9,8 @@ use common::TestStore;
 use rota::{
     core::placement::NodeMeta,
     store::{
-        AssignmentChange, Claim, ClaimOutcome, Declaration, JoinOutcome, JoinRequest, LeaderWrite,
-        Member, Store,
+        AssignmentChange, Claim, ClaimOutcome, Declaration, ItemClaim, JoinOutcome, JoinRequest,
+        LeaderWrite, Member, Store,
     },
     Outcome,
 };
@@ -94,6 +94,7 @@ async fn suite(store: Arc<dyn Store>) {
     expiry_is_judged_by_store_time_and_final(&store).await;
     crashed_run_is_settled_once(&store).await;
     history_is_kept_and_purged(&store).await;
+    items_are_claimed_once_under_the_current_token(&store).await;
 }
 
 async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
@@ -522,6 +523,162 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     // The newest record of each task stays, however old: a new owner resumes after it.
     assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);
     assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
+}
+
+async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) {
+    let dead = member("items", "dead", 1);
+    let b = member("items", "b", 1);
+    let c = member("items", "c", 1);
+    join(store, &dead, 1500).await;
+    join(store, &b, 60_000).await;
+    join(store, &c, 60_000).await;
+    let l = store.acquire_leadership(&b).await.unwrap().unwrap();
+    assign(store, &b, l.epoch, "svc", &dead).await;
+    let t1 = store.assignments("items").await.unwrap()[0].token;
+    // A service's items live beside its fires without touching them.
+    assert_eq!(
+        store.claim_item(&dead, "svc", t1, "a.csv").await.unwrap(),
+        ItemClaim::Claimed
+    );
+    assert_eq!(
+        store.claim_item(&c, "svc", t1, "b.csv").await.unwrap(),
+        ItemClaim::Fenced,
+        "not the owner"
+    );
+    assert_eq!(
+        store
+            .claim_item(&dead, "svc", t1 + 1, "b.csv")
+            .await
+            .unwrap(),
+        ItemClaim::Fenced,
+        "not the current token"
+    );
+    let long = "x".repeat(rota::service::MAX_ITEM_KEY);
+    assert_eq!(
+        store.claim_item(&dead, "svc", t1, &long).await.unwrap(),
+        ItemClaim::Claimed,
+        "keys of the documented maximum length fit"
+    );
+    assert!(store
+        .running_fires("items", "svc")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.last_instant("items", "svc").await.unwrap(), None);
+    assert!(store
+        .history("items", Some("svc"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let record = match store.claim_item(&dead, "svc", t1, "a.csv").await.unwrap() {
+        ItemClaim::Recorded(r) => r,
+        other => panic!("a recorded item is never claimed again: {other:?}"),
+    };
+    assert_eq!(
+        (
+            record.outcome,
+            record.attempt,
+            record.token,
+            record.node.as_str()
+        ),
+        (Outcome::Running, 1, t1, "dead")
+    );
+    // Its node dies mid-handling; the new owner takes it over, once.
+    let record = common::eventually(
+        "the item's node is dead",
+        std::time::Duration::from_secs(10),
+        None,
+        || async {
+            match store.claim_item(&b, "svc", t1, "a.csv").await.unwrap() {
+                ItemClaim::Recorded(r) if !r.node_alive => Some(r),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assign(store, &b, l.epoch, "svc", &b).await;
+    let t2 = store.assignments("items").await.unwrap()[0].token;
+    assert_eq!(
+        store
+            .recover_item(&c, "svc", t2, "a.csv", &record, true)
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        store
+            .recover_item(&b, "svc", t2, "a.csv", &record, true)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store
+            .recover_item(&b, "svc", t2, "a.csv", &record, true)
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced,
+        "only once"
+    );
+    // The stale attempt cannot record an outcome; the current one can.
+    store
+        .finish_item("items", "svc", "a.csv", t1, 1, Outcome::Ok, None)
+        .await
+        .unwrap();
+    match store.claim_item(&b, "svc", t2, "a.csv").await.unwrap() {
+        ItemClaim::Recorded(r) => {
+            assert_eq!((r.outcome, r.attempt, r.token), (Outcome::Running, 2, t2))
+        }
+        other => panic!("{other:?}"),
+    }
+    store
+        .finish_item(
+            "items",
+            "svc",
+            "a.csv",
+            t2,
+            2,
+            Outcome::Failed,
+            Some("bad header"),
+        )
+        .await
+        .unwrap();
+    match store.claim_item(&b, "svc", t2, "a.csv").await.unwrap() {
+        ItemClaim::Recorded(r) => assert_eq!(r.outcome, Outcome::Failed),
+        other => panic!("{other:?}"),
+    }
+    // Abandon: the long-keyed item, left by the dead node.
+    let record = match store.claim_item(&b, "svc", t2, &long).await.unwrap() {
+        ItemClaim::Recorded(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        store
+            .recover_item(&b, "svc", t2, &long, &record, false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    match store.claim_item(&b, "svc", t2, &long).await.unwrap() {
+        ItemClaim::Recorded(r) => assert_eq!(r.outcome, Outcome::Abandoned),
+        other => panic!("{other:?}"),
+    }
+    // Finished items are purged by age; running ones never.
+    assert_eq!(
+        store.claim_item(&b, "svc", t2, "c.csv").await.unwrap(),
+        ItemClaim::Claimed
+    );
+    let now = store.now_ms().await.unwrap();
+    assert_eq!(store.purge_history("items", now + 60_000).await.unwrap(), 2);
+    assert_eq!(
+        store.claim_item(&b, "svc", t2, "a.csv").await.unwrap(),
+        ItemClaim::Claimed,
+        "purged, so claimable again"
+    );
+    assert!(matches!(
+        store.claim_item(&b, "svc", t2, "c.csv").await.unwrap(),
+        ItemClaim::Recorded(_)
+    ));
 }
 
 async fn keeps_the_contract(kind: common::Kind) {

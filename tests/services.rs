@@ -1,0 +1,260 @@
+//! Long-running services across real `rota node` processes, on every store: a file-inbound
+//! service keeps handling files through repeated kills of its owner, and a command service
+//! moves with its owner, never running on two nodes at once.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
+
+use common::*;
+use rota::harness::ProcessCluster;
+
+const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+const FILES: usize = 1000;
+const KILLS: usize = 4;
+
+/// `(file, node, token, attempt)` lines written by the file handler.
+fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                p.next()?.to_string(),
+                p.next()?.to_string(),
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let name = "inbound";
+    let mut cluster = s.cluster(name);
+    let inbox = cluster.dir().join("in");
+    let record = cluster.dir().join("handled.log");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let service = format!(
+        "[[service]]\nname = \"inbound\"\n\
+         file_inbound = {{ dir = \"{}\", poll = \"50ms\", command = [\"sh\", \"-c\", \
+         \"echo $ROTA_FILE_NAME $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}\"] }}\n",
+        inbox.display(),
+        record.display()
+    );
+    for n in NODES {
+        spawn_registered(&mut cluster, &s.store, n, &service).await;
+    }
+    // Files are written under a dot name, then renamed into place, as the docs ask.
+    for i in 0..FILES {
+        let tmp = inbox.join(format!(".f-{i:04}.tmp"));
+        std::fs::write(&tmp, format!("payload {i}\n")).unwrap();
+        std::fs::rename(&tmp, inbox.join(format!("f-{i:04}.csv"))).unwrap();
+    }
+
+    // Kill the owner each time another tenth of the files has been handled, then bring it back.
+    let mut killed_tokens = BTreeSet::new();
+    for round in 1..=KILLS {
+        let target = round * FILES / (KILLS + 2);
+        let (owner, token) = eventually(
+            &format!("{target} files handled, with a live owner"),
+            Duration::from_secs(120),
+            Some(&cluster),
+            || async {
+                let o = owner(&s.store, name, "inbound").await?;
+                (handled(&record).len() >= target).then_some(o)
+            },
+        )
+        .await;
+        cluster.kill(&owner);
+        killed_tokens.insert(token);
+        cluster
+            .spawn_with_config(&owner, &cluster.config_path(&owner))
+            .unwrap();
+    }
+
+    let done = inbox.join("done");
+    eventually(
+        "every file moved to done",
+        Duration::from_secs(240),
+        Some(&cluster),
+        || async { (names_in(&done).len() == FILES && names_in(&inbox).is_empty()).then_some(()) },
+    )
+    .await;
+
+    let done_names: BTreeSet<String> = names_in(&done).into_iter().collect();
+    let expected: BTreeSet<String> = (0..FILES).map(|i| format!("f-{i:04}.csv")).collect();
+    assert_eq!(
+        done_names, expected,
+        "every file in done, once, under its own name"
+    );
+    assert!(names_in(&inbox.join("failed")).is_empty(), "no file failed");
+
+    let lines = handled(&record);
+    let mut per_file: BTreeMap<&str, Vec<(&str, i64, i64)>> = BTreeMap::new();
+    for (file, node, token, attempt) in &lines {
+        per_file
+            .entry(file.as_str())
+            .or_default()
+            .push((node.as_str(), *token, *attempt));
+    }
+    assert_eq!(per_file.len(), FILES, "every file was handed over");
+    let mut again = Vec::new();
+    for (file, handlings) in &per_file {
+        let attempts: BTreeSet<i64> = handlings.iter().map(|h| h.2).collect();
+        assert_eq!(
+            attempts.len(),
+            handlings.len(),
+            "{file} handed over twice as the same attempt: {handlings:?}"
+        );
+        if handlings.len() > 1 {
+            // Only a file whose owner was killed while handling it is handed over again,
+            // once, by the next owner.
+            assert_eq!(handlings.len(), 2, "{file}: {handlings:?}");
+            assert!(
+                killed_tokens.contains(&handlings[0].1),
+                "{file} was handed over again though its first owner was not killed: {handlings:?}"
+            );
+            again.push(*file);
+        }
+    }
+    assert!(
+        again.len() <= KILLS,
+        "at most one file in flight per kill was handed over again: {again:?}"
+    );
+    eprintln!(
+        "{kind:?}: {FILES} files, {KILLS} owner kills, {} handed over again after a kill",
+        again.len()
+    );
+}
+
+/// `start`/`stop` lines of the command service: `(event, node, token, pid)`.
+fn service_events(record: &Path) -> Vec<(String, String, i64, i32)> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                p.next()?.to_string(),
+                p.next()?.to_string(),
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.split(") ")
+        .nth(1)
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Waits for a `start` by a live owner other than `not_on` and returns it.
+async fn started_elsewhere(
+    s: &TestStore,
+    cluster: &ProcessCluster,
+    record: &Path,
+    not_on: &str,
+) -> (String, String, i64, i32) {
+    eventually(
+        &format!("the service started on a node other than {not_on}"),
+        LONG,
+        Some(cluster),
+        || async {
+            let (node, token) = owner(&s.store, cluster.cluster(), "listener").await?;
+            service_events(record)
+                .into_iter()
+                .rfind(|e| e.0 == "start" && e.1 == node && e.2 == token && node != not_on)
+        },
+    )
+    .await
+}
+
+async fn command_service_moves_with_its_owner_and_never_runs_twice(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("svc");
+    let record = cluster.dir().join("service.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    // Records its start and (on SIGTERM) its stop, with its pid; runs until told to stop.
+    let script = format!(
+        "trap 'echo stop $ROTA_NODE $ROTA_FENCING_TOKEN $$ >> {0}; exit 0' TERM; \
+         echo start $ROTA_NODE $ROTA_FENCING_TOKEN $$ >> {0}; \
+         while true; do sleep 0.05; done",
+        record.display()
+    );
+    let service = format!(
+        "[[service]]\nname = \"listener\"\ngrace = \"5s\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n"
+    );
+    for n in NODES {
+        spawn_registered(&mut cluster, &s.store, n, &service).await;
+    }
+    let first = started_elsewhere(&s, &cluster, &record, "").await;
+
+    // Killed owner: its process dies with it, and a survivor starts the service.
+    cluster.kill(&first.1);
+    let second = started_elsewhere(&s, &cluster, &record, &first.1).await;
+    assert!(second.2 > first.2, "a newer token");
+    eventually(
+        "the killed node's service process is gone",
+        LONG,
+        None,
+        || async { (!alive(first.3)).then_some(()) },
+    )
+    .await;
+
+    // Graceful stop of the owner: its process is asked to stop, and the next owner starts
+    // only after it did.
+    let stopped = cluster.stop(&second.1, Duration::from_secs(30)).await;
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "graceful stop exits 0"
+    );
+    let third = started_elsewhere(&s, &cluster, &record, &second.1).await;
+    let events = service_events(&record);
+    let stop_at = events
+        .iter()
+        .position(|e| e.0 == "stop" && e.3 == second.3)
+        .unwrap_or_else(|| panic!("the moved service got SIGTERM and stopped: {events:?}"));
+    let start_at = events
+        .iter()
+        .position(|e| e.0 == "start" && e.3 == third.3)
+        .unwrap();
+    assert!(
+        stop_at < start_at,
+        "the new owner started only after the old one stopped: {events:?}"
+    );
+    // At most one live service process at any time now.
+    let live: Vec<_> = events
+        .iter()
+        .filter(|e| e.0 == "start" && alive(e.3))
+        .collect();
+    assert_eq!(live.len(), 1, "{events:?}");
+}
+
+on_every_store!(
+    file_inbound_handles_every_file_once_across_owner_kills,
+    command_service_moves_with_its_owner_and_never_runs_twice,
+);
