@@ -1436,6 +1436,64 @@ mod tests {
         assert_eq!(specs.len(), config.tasks.len());
         assert!(specs.iter().all(|s| !s.description.is_empty()));
         config.builder().unwrap().validate().unwrap();
+        assert!(config.services.len() >= 2, "the example shows every service kind");
+        let (services, problems) = config.compile_services();
+        assert_eq!(problems, vec![]);
+        assert_eq!(services.len(), config.services.len());
+        assert!(services[1].description.starts_with("file-inbound /srv/inbound/invoices"));
+        assert_eq!(services[1].placement, PlacementSpec::failover("node-2", ["node-1", "node-3"]));
+    }
+
+    #[test]
+    fn service_mistakes_are_named_with_the_fix() {
+        let text = r#"
+            [node]
+            id = "n"
+            cluster = "c"
+            [store]
+            url = "sqlite:///tmp/x.db"
+            [[task]]
+            name = "shared"
+            every = "1s"
+            log = {}
+            [[service]]
+            name = "shared"
+            command = ["x"]
+            [[service]]
+            name = "both"
+            command = ["x"]
+            file_inbound = { dir = "/in", command = ["y"] }
+            [[service]]
+            name = "none"
+            [[service]]
+            name = "files"
+            grace = "0s"
+            restart_backoff = "10s"
+            restart_backoff_max = "1s"
+            recovery = "maybe"
+            env = { A = "b" }
+            file_inbound = { dir = "/in", done = "/in", poll = "soon" }
+        "#;
+        let problems = parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec![
+                "service[0].name",
+                "service[1]",
+                "service[2]",
+                "service[3].grace",
+                "service[3].restart_backoff_max",
+                "service[3].recovery",
+                "service[3].env",
+                "service[3].file_inbound.done",
+                "service[3].file_inbound.poll",
+                "service[3].file_inbound",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[0].reason.contains("task[0]"), "{}", problems[0]);
+        assert!(problems[2].fix.contains("file_inbound = {"), "{}", problems[2]);
+        assert!(problems[9].fix.contains("ROTA_FILE"), "{}", problems[9]);
     }
 
     #[test]
