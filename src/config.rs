@@ -593,8 +593,9 @@ impl TimingSection {
     }
 }
 
-const RESOLVERS: [&str; 5] = [
+const RESOLVERS: [&str; 6] = [
     "active-passive",
+    "all",
     "round-robin",
     "nodes",
     "failover",
@@ -702,6 +703,7 @@ impl PlacementSection {
         };
         match name {
             "active-passive" => Some(ResolverSpec::ActivePassive),
+            "all" => Some(ResolverSpec::All),
             "round-robin" => match self.task_server_count.unwrap_or(1) {
                 count if count < 1 => {
                     p.push(ConfigProblem::new(
@@ -1059,6 +1061,16 @@ fn compile_service(
             compile_file_inbound(p, &f("file_inbound"), fi).map(ServiceKind::FileInbound)
         }
     };
+    if let (Some(ServiceKind::FileInbound(_)), Some(spec)) = (&kind, &placement) {
+        if spec.resolver == ResolverSpec::All {
+            p.push(ConfigProblem::new(
+                f("resolver"),
+                "all",
+                "a file_inbound service hands each file to one node; on every node at once, nodes would race for the same files",
+                "use one node at a time (active-passive, failover, ...) or give each node its own directory and service",
+            ));
+        }
+    }
     if p.len() != before {
         return None;
     }
@@ -1436,12 +1448,20 @@ mod tests {
         assert_eq!(specs.len(), config.tasks.len());
         assert!(specs.iter().all(|s| !s.description.is_empty()));
         config.builder().unwrap().validate().unwrap();
-        assert!(config.services.len() >= 2, "the example shows every service kind");
+        assert!(
+            config.services.len() >= 2,
+            "the example shows every service kind"
+        );
         let (services, problems) = config.compile_services();
         assert_eq!(problems, vec![]);
         assert_eq!(services.len(), config.services.len());
-        assert!(services[1].description.starts_with("file-inbound /srv/inbound/invoices"));
-        assert_eq!(services[1].placement, PlacementSpec::failover("node-2", ["node-1", "node-3"]));
+        assert!(services[1]
+            .description
+            .starts_with("file-inbound /srv/inbound/invoices"));
+        assert_eq!(
+            services[1].placement,
+            PlacementSpec::failover("node-2", ["node-1", "node-3"])
+        );
     }
 
     #[test]
@@ -1492,7 +1512,11 @@ mod tests {
             "{problems:#?}"
         );
         assert!(problems[0].reason.contains("task[0]"), "{}", problems[0]);
-        assert!(problems[2].fix.contains("file_inbound = {"), "{}", problems[2]);
+        assert!(
+            problems[2].fix.contains("file_inbound = {"),
+            "{}",
+            problems[2]
+        );
         assert!(problems[9].fix.contains("ROTA_FILE"), "{}", problems[9]);
     }
 

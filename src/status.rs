@@ -181,6 +181,9 @@ impl Snapshot {
             let owner = match (&t.owner, &t.unplaced_reason) {
                 (Some((n, true)), _) => n.clone(),
                 (Some((n, false)), _) => format!("{n} (dead)"),
+                (None, Some(r)) if r.starts_with(crate::core::placement::EVERYWHERE_REASON) => {
+                    "(every node)".to_string()
+                }
                 (None, _) => "UNPLACED".to_string(),
             };
             let last = t.last.as_ref().map_or(String::from("-"), |l| {

@@ -366,7 +366,70 @@ async fn failover_matrix_moves_pinned_work_and_fails_back(kind: Kind) {
     assert_no_duplicates_in(&record, &cluster);
 }
 
+async fn all_runs_a_share_on_every_node_and_a_dead_node_stops_only_its_own(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let name = "all";
+    let mut cluster = s.cluster(name);
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let tasks = tasks_with(&["consumer"], &record, "resolver = \"all\"\n");
+    for n in NODES {
+        spawn_registered(&mut cluster, &s.store, n, &tasks).await;
+    }
+    let shares: Vec<String> = NODES.iter().map(|n| format!("consumer@{n}")).collect();
+    let share_names: Vec<&str> = shares.iter().map(String::as_str).collect();
+    // Every node runs its own share, under its own token.
+    let owners = eventually("a share on every node", LONG, Some(&cluster), || {
+        live_owners(&s, name, &share_names)
+    })
+    .await;
+    for (share, (node, _)) in &owners {
+        assert_eq!(share, &format!("consumer@{node}"));
+    }
+    let since = s.store.now_ms().await.unwrap();
+    wait_fired_on_owners(&s, &cluster, &owners, since).await;
+    // The shared instant is started once per node: three starts, on three nodes.
+    let lines = harness::read_fire_lines(&record);
+    let last_common = lines
+        .iter()
+        .filter(|l| l.node == "node-1")
+        .map(|l| l.instant_ms)
+        .filter(|i| {
+            NODES
+                .iter()
+                .all(|n| lines.iter().any(|l| l.node == *n && l.instant_ms == *i))
+        })
+        .max()
+        .expect("an instant every node started");
+    let at: Vec<_> = lines
+        .iter()
+        .filter(|l| l.instant_ms == last_common)
+        .collect();
+    assert_eq!(at.len(), 3, "{at:?}");
+
+    // node-3 dies: its share stops (unplaced, with the reason); the others keep theirs.
+    cluster.kill("node-3");
+    eventually("node-3's share unplaced", LONG, Some(&cluster), || async {
+        let rows = s.store.assignments(name).await.ok()?;
+        let row = rows.iter().find(|a| a.task == "consumer@node-3")?;
+        (row.owner.is_none() && row.reason.as_deref()?.contains("not live")).then_some(())
+    })
+    .await;
+    let after = s.store.now_ms().await.unwrap();
+    let kept = live_owners(&s, name, &share_names[..2])
+        .await
+        .expect("node-1 and node-2 keep their shares");
+    assert_eq!(
+        kept["consumer@node-1"], owners["consumer@node-1"],
+        "untouched by the death of another node"
+    );
+    wait_fired_on_owners(&s, &cluster, &kept, after).await;
+    assert_no_duplicates_in(&record, &cluster);
+}
+
 on_every_store!(
     round_robin_waits_for_task_server_count_then_spreads,
     failover_matrix_moves_pinned_work_and_fails_back,
+    all_runs_a_share_on_every_node_and_a_dead_node_stops_only_its_own,
 );

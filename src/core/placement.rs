@@ -50,6 +50,24 @@ pub enum ResolverSpec {
     /// A resolver registered on the leader under this name
     /// ([`crate::NodeBuilder::resolver_named`]).
     Custom { name: String },
+    /// On every live eligible node at once (active-active, e.g. competing consumers). Each
+    /// node's share is placed as its own task, named [`per_node_name`], with its own token,
+    /// claims and history.
+    All,
+}
+
+/// The name under which `node`'s share of an `all` task is placed, claimed and recorded:
+/// `task@node` (names cannot hold `@`, so it never collides with a declared task).
+pub fn per_node_name(task: &str, node: &str) -> String {
+    format!("{task}@{node}")
+}
+
+/// How the assignment row of an `all` task itself starts its reason (it has no one owner).
+pub const EVERYWHERE_REASON: &str = "resolver `all`: runs on every eligible node";
+
+/// The declared task of a per-node name (`task@node` -> `(task, node)`).
+pub fn split_per_node_name(name: &str) -> Option<(&str, &str)> {
+    name.split_once('@')
 }
 
 /// Where a task may run and how its node is chosen: a resolver and an optional label filter.
@@ -96,6 +114,11 @@ impl PlacementSpec {
         .into()
     }
 
+    /// On every live eligible node at once.
+    pub fn all() -> Self {
+        ResolverSpec::All.into()
+    }
+
     /// A resolver registered on the leader under `name`.
     pub fn custom(name: impl Into<String>) -> Self {
         ResolverSpec::Custom { name: name.into() }.into()
@@ -128,7 +151,7 @@ impl PlacementSpec {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         match &self.resolver {
-            ResolverSpec::ActivePassive => {}
+            ResolverSpec::ActivePassive | ResolverSpec::All => {}
             ResolverSpec::RoundRobin { task_server_count } => {
                 if *task_server_count == 0 {
                     p.push(Problem::new(
@@ -207,6 +230,7 @@ impl fmt::Display for PlacementSpec {
                 write!(f, "failover {primary} => {}", backups.join(", "))?
             }
             ResolverSpec::Custom { name } => write!(f, "custom `{name}`")?,
+            ResolverSpec::All => f.write_str("all")?,
         }
         if !self.node_selector.is_empty() {
             write!(f, " on {}", fmt_labels(&self.node_selector))?;
@@ -493,6 +517,9 @@ pub struct Placement {
     /// Task -> the primary its owner acts for: failover tasks running on another node than
     /// their primary (a backup, or a node acting as the primary).
     pub acting: BTreeMap<String, String>,
+    /// Tasks with the `all` resolver -> the nodes running them, in join order. Each node's
+    /// share is in `owners` under [`per_node_name`].
+    pub everywhere: BTreeMap<String, Vec<String>>,
 }
 
 static NO_RESOLVERS: BTreeMap<String, Arc<dyn Resolver>> = BTreeMap::new();
@@ -674,6 +701,7 @@ pub fn place_with(
             }
             ResolverSpec::Nodes { task_nodes } => pinned_to(task_nodes, &input),
             ResolverSpec::Failover { primary, backups } => failover(primary, backups, &input),
+            ResolverSpec::All => everywhere(tasks, &candidates, &mut placement),
             ResolverSpec::Custom { name } => match ctx.custom.get(name) {
                 Some(resolver) => run_resolver(resolver.as_ref(), &input),
                 None => Decision::none(
@@ -696,7 +724,47 @@ pub fn place_with(
         placement.unplaced.extend(decision.unplaced);
         placement.acting.extend(decision.acting);
     }
+    // Shares of `all` tasks held by nodes that no longer run them.
+    for name in current.keys() {
+        if let Some((task, node)) = split_per_node_name(name) {
+            if !placement.owners.contains_key(name) {
+                let why = if placement.everywhere.contains_key(task) {
+                    format!("`{node}` is not live, or not eligible for `{task}`")
+                } else {
+                    format!("`{task}` no longer runs on every node")
+                };
+                placement.unplaced.insert(name.clone(), why);
+            }
+        }
+    }
     placement
+}
+
+/// The `all` resolver: every eligible node gets its own share of each task.
+fn everywhere(
+    tasks: &[EligibleTask],
+    candidates: &[&NodeInfo],
+    placement: &mut Placement,
+) -> Decision {
+    for task in tasks {
+        for node in &task.eligible {
+            let incarnation = candidates
+                .iter()
+                .find(|n| n.id == *node)
+                .map_or(0, |n| n.incarnation);
+            placement.owners.insert(
+                per_node_name(&task.name, node),
+                Owner {
+                    node: node.clone(),
+                    incarnation,
+                },
+            );
+        }
+        placement
+            .everywhere
+            .insert(task.name.clone(), task.eligible.clone());
+    }
+    Decision::default()
 }
 
 /// What one group's resolver decided.
@@ -1061,6 +1129,41 @@ mod tests {
             *l.entry(o.node.as_str()).or_default() += 1;
         }
         l
+    }
+
+    #[test]
+    fn all_runs_a_share_on_every_eligible_node() {
+        let all = PlacementSpec::all();
+        let mut nodes = vec![
+            spec_node("a", 1, &["t"], &all),
+            spec_node("b", 2, &["t"], &all),
+            spec_node("c", 3, &["t"], &all.clone().on_label("zone", "eu")),
+        ];
+        nodes[2].labels = BTreeMap::from([("zone".to_string(), "eu".to_string())]);
+        // c declares another spec (a node_selector), so another definition hash in real
+        // life; here the same hash: its own spec still applies to its eligibility.
+        let p = place(&ActivePassive, &nodes, &BTreeMap::new());
+        assert_eq!(
+            owners_of(&p),
+            BTreeMap::from([("t@a", "a"), ("t@b", "b"), ("t@c", "c")])
+        );
+        assert_eq!(p.everywhere["t"], vec!["a", "b", "c"]);
+        assert!(p.unplaced.is_empty());
+        // b leaves, c dies: their shares are unplaced with the reason; a keeps its share.
+        nodes[1].leaving = true;
+        let after = place(&ActivePassive, &nodes[..2], &as_current(&p));
+        assert_eq!(owners_of(&after), BTreeMap::from([("t@a", "a")]));
+        assert!(
+            after.unplaced["t@b"].contains("not live"),
+            "{:?}",
+            after.unplaced
+        );
+        assert!(
+            after.unplaced["t@c"].contains("not live"),
+            "{:?}",
+            after.unplaced
+        );
+        assert_eq!(after.everywhere["t"], vec!["a"]);
     }
 
     #[test]
@@ -1634,6 +1737,7 @@ mod properties {
             prop_oneof![Just("first"), Just("missing")].prop_map(|n| ResolverSpec::Custom {
                 name: n.to_string()
             }),
+            Just(ResolverSpec::All),
         ];
         (resolver, 0u8..6).prop_map(|(resolver, zone)| PlacementSpec {
             resolver,
@@ -1752,20 +1856,71 @@ mod properties {
         for task in &declared {
             let placed = p.owners.contains_key(*task);
             let unplaced = p.unplaced.get(*task);
+            let everywhere = p.everywhere.contains_key(*task);
             prop_assert!(
-                placed != unplaced.is_some(),
-                "{task}: placed and unplaced, or neither"
+                usize::from(placed) + usize::from(unplaced.is_some()) + usize::from(everywhere)
+                    == 1,
+                "{task}: placed, unplaced or everywhere: exactly one"
             );
             if let Some(reason) = unplaced {
                 prop_assert!(!reason.trim().is_empty(), "{task}: empty reason");
+            }
+        }
+        // `all`: a share on every eligible node (declaring the definition in force), and
+        // nowhere else.
+        for (task, on) in &p.everywhere {
+            let dissenters: Vec<&str> = p
+                .conflicts
+                .iter()
+                .filter(|cf| &cf.task == task)
+                .flat_map(|cf| cf.dissenters.iter().map(|(d, _)| d.as_str()))
+                .collect();
+            let should: Vec<&str> = c
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.declared.get(task).is_some_and(|h| {
+                        eligible(n, task, h, n.placement.of(task))
+                            && n.placement.of(task).resolver == ResolverSpec::All
+                    }) && !dissenters.contains(&n.id.as_str())
+                })
+                .map(|n| n.id.as_str())
+                .collect();
+            let mut on_sorted: Vec<&str> = on.iter().map(String::as_str).collect();
+            on_sorted.sort_unstable();
+            let mut should = should;
+            should.sort_unstable();
+            prop_assert_eq!(&on_sorted, &should, "{} runs on every eligible node", task);
+            for n in on {
+                let share = per_node_name(task, n);
+                prop_assert_eq!(
+                    p.owners.get(&share).map(|o| o.node.as_str()),
+                    Some(n.as_str())
+                );
+            }
+        }
+        for (name, o) in &p.owners {
+            if let Some((task, node)) = split_per_node_name(name) {
+                prop_assert_eq!(node, o.node.as_str());
+                prop_assert!(
+                    p.everywhere
+                        .get(task)
+                        .is_some_and(|on| on.contains(&o.node)),
+                    "{} has a share on {} but does not run there",
+                    task,
+                    node
+                );
             }
         }
         prop_assert!(p
             .owners
             .keys()
             .chain(p.unplaced.keys())
-            .all(|t| declared.contains(t)));
+            .all(|t| declared.contains(t) || split_per_node_name(t).is_some()));
         for (task, o) in &p.owners {
+            if split_per_node_name(task).is_some() {
+                continue;
+            }
             let n = c.nodes.iter().find(|n| n.id == o.node);
             prop_assert!(n.is_some(), "{task} on unknown node {}", o.node);
             let n = n.unwrap();

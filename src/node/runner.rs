@@ -15,7 +15,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::runtime::Shared;
 use crate::{
-    core::schedule::plan_due,
+    core::{placement::ResolverSpec, schedule::plan_due},
     store::{Claim, ClaimOutcome, Finish, Member, RunningFire},
     task::{FireContext, Outcome, RecoveryPolicy, TaskSpec},
     Result,
@@ -104,9 +104,13 @@ impl Runner {
         }
         // Resume after the last instant with a record; a task with none from its first
         // placement (its first owner may have died before recording anything).
+        // A node's share of an `all` task starts afresh: while the node was away, the other
+        // nodes ran theirs, so nothing was missed.
+        let per_node = self.spec.placement.resolver == ResolverSpec::All;
         let mut cursor = match store.last_instant(cluster, &self.spec.name).await? {
+            Some(last) if per_node => last.max(self.shared.clock.now_ms()),
             Some(last) => last,
-            None if self.placed_at > 0 => self.placed_at,
+            None if self.placed_at > 0 && !per_node => self.placed_at,
             None => self.shared.clock.now_ms(),
         };
         drop(permit);

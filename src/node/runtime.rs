@@ -698,7 +698,7 @@ impl Runtime {
                 continue;
             }
             let stop = self.shared.work_token().child_token();
-            let handle = if let Some(spec) = self.shared.tasks.get(&task).cloned() {
+            let handle = if let Some(spec) = self.task_spec(&task) {
                 let placed_at = self
                     .assignments
                     .iter()
@@ -711,7 +711,7 @@ impl Runtime {
                     placed_at,
                     stop.clone(),
                 ))
-            } else if let Some(spec) = self.shared.services.get(&task).cloned() {
+            } else if let Some(spec) = self.service_spec(&task) {
                 tokio::spawn(super::service_runner::run(
                     self.shared.clone(),
                     spec,
@@ -730,6 +730,28 @@ impl Runtime {
                 },
             );
         }
+    }
+
+    /// The spec of an owned task: a declared one, or this node's share of an `all` task
+    /// (named `task@node`, under which it is claimed and recorded).
+    fn task_spec(&self, owned: &str) -> Option<TaskSpec> {
+        if let Some(spec) = self.shared.tasks.get(owned) {
+            return Some(spec.clone());
+        }
+        let (task, _) = placement::split_per_node_name(owned)?;
+        let mut spec = self.shared.tasks.get(task)?.clone();
+        spec.name = owned.to_string();
+        Some(spec)
+    }
+
+    fn service_spec(&self, owned: &str) -> Option<ServiceSpec> {
+        if let Some(spec) = self.shared.services.get(owned) {
+            return Some(spec.clone());
+        }
+        let (service, _) = placement::split_per_node_name(owned)?;
+        let mut spec = self.shared.services.get(service)?.clone();
+        spec.name = owned.to_string();
+        Some(spec)
     }
 
     fn publish_status(&self) {
@@ -814,9 +836,22 @@ fn diff(current: &[Assignment], placement: &placement::Placement) -> Vec<Assignm
     for (task, reason) in &placement.unplaced {
         want(task, None, Some(reason.clone()));
     }
+    for (task, nodes) in &placement.everywhere {
+        let on = if nodes.is_empty() {
+            "none".to_string()
+        } else {
+            nodes.join(", ")
+        };
+        let reason = format!(
+            "{}, as {task}@<node> (now on {on})",
+            placement::EVERYWHERE_REASON
+        );
+        want(task, None, Some(reason));
+    }
     for a in current {
         if !placement.owners.contains_key(&a.task)
             && !placement.unplaced.contains_key(&a.task)
+            && !placement.everywhere.contains_key(&a.task)
             && a.owner.is_some()
         {
             want(&a.task, None, Some("declared by no live node".to_string()));
