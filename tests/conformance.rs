@@ -95,6 +95,46 @@ async fn suite(store: Arc<dyn Store>) {
     crashed_run_is_settled_once(&store).await;
     history_is_kept_and_purged(&store).await;
     items_are_claimed_once_under_the_current_token(&store).await;
+    changed_assignments_are_read_by_generation(&store).await;
+}
+
+async fn changed_assignments_are_read_by_generation(store: &Arc<dyn Store>) {
+    let a = member("gen", "a", 1);
+    let b = member("gen", "b", 1);
+    join(store, &a, 60_000).await;
+    join(store, &b, 60_000).await;
+    let l = store.acquire_leadership(&a).await.unwrap().unwrap();
+    for t in ["t1", "t2", "t3"] {
+        assign(store, &a, l.epoch, t, &a).await;
+    }
+    let seen = store.generation("gen").await.unwrap();
+    let all = store.assignments_since("gen", -1).await.unwrap();
+    assert_eq!(all, store.assignments("gen").await.unwrap());
+    assert_eq!(all.len(), 3);
+    assert!(store
+        .assignments_since("gen", seen)
+        .await
+        .unwrap()
+        .is_empty());
+    // A membership change bumps the generation without changing assignments.
+    join(store, &member("gen", "c", 1), 60_000).await;
+    assert!(store
+        .assignments_since("gen", seen)
+        .await
+        .unwrap()
+        .is_empty());
+    assign(store, &a, l.epoch, "t2", &b).await;
+    let changed = store.assignments_since("gen", seen).await.unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].task, "t2");
+    assert_eq!(changed[0].owner, Some(("b".to_string(), 1)));
+    let now = store.generation("gen").await.unwrap();
+    assert!(now > seen);
+    assert!(store
+        .assignments_since("gen", now)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
@@ -702,6 +742,37 @@ async fn schema_is_versioned_and_migrate_false_refuses_an_empty_store() {
     store.prepare(true).await.unwrap();
     store.prepare(true).await.unwrap(); // idempotent
     store.prepare(false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_schema_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = rota::store::open(&url).await.unwrap();
+    // The schema as version 1 created it, with a row in it.
+    let v1 = include_str!("fixtures/schema-v1-sqlite.sql");
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(v1).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
+             VALUES ('c', 'old', NULL, NULL, 7, 1, 0, 0, 'kept')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let err = store.prepare(false).await.unwrap_err().to_string();
+    assert!(err.contains("schema version 1"), "{err}");
+    store.prepare(true).await.unwrap();
+    store.prepare(false).await.unwrap();
+    let rows = store.assignments_since("c", -1).await.unwrap();
+    assert_eq!(rows.len(), 1, "rows survive the upgrade");
+    assert_eq!((rows[0].task.as_str(), rows[0].token), ("old", 7));
 }
 
 #[test]

@@ -486,7 +486,9 @@ impl Runtime {
             let view = store.view(&cluster).await?;
             self.shared.clock.observe(view.now_ms, sent, Instant::now());
             if view.generation != self.generation {
-                self.assignments = store.assignments(&cluster).await?;
+                // Only the rows changed since the generation we hold (all at the start).
+                let changed = store.assignments_since(&cluster, self.generation).await?;
+                merge_assignments(&mut self.assignments, changed);
                 // A registration's declarations never change: read only new registrations.
                 let registered: HashSet<(String, i64)> = view
                     .nodes
@@ -605,7 +607,12 @@ impl Runtime {
                             }
                         }
                     }
-                    self.assignments = self.shared.store.assignments(&me.cluster).await?;
+                    let changed = self
+                        .shared
+                        .store
+                        .assignments_since(&me.cluster, self.generation)
+                        .await?;
+                    merge_assignments(&mut self.assignments, changed);
                 }
                 LeaderWrite::Deposed => {
                     warn!(epoch, "deposed: placement refused by the store");
@@ -810,6 +817,24 @@ impl Runtime {
             Err(_) => warn!("leaving timed out; the registration will expire"),
         }
         Ok(())
+    }
+}
+
+/// Applies changed rows to the assignments held (rows are never deleted).
+fn merge_assignments(held: &mut Vec<Assignment>, changed: Vec<Assignment>) {
+    if changed.is_empty() {
+        return;
+    }
+    let index: HashMap<String, usize> = held
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.task.clone(), i))
+        .collect();
+    for a in changed {
+        match index.get(&a.task) {
+            Some(&i) => held[i] = a,
+            None => held.push(a),
+        }
     }
 }
 

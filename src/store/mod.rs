@@ -301,6 +301,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every task's assignment in the cluster.
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>>;
 
+    /// The assignments changed by generations after `generation` (a generation read before
+    /// from [`Store::generation`] or [`Store::view`]): with what was read up to it, the
+    /// whole table as of any later generation read. A row may come back although it did
+    /// not change. Stores without change tracking return every row (the default).
+    async fn assignments_since(&self, cluster: &str, _generation: i64) -> Result<Vec<Assignment>> {
+        self.assignments(cluster).await
+    }
+
     /// Writes placement changes as the leader of `epoch`, all or nothing. Refused
     /// ([`LeaderWrite::Deposed`]) unless `leader` holds `epoch` and is alive, judged inside
     /// the same transaction. Every change of owner increases the task's token by one

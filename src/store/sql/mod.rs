@@ -139,6 +139,18 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Bumps the generation and returns the new value. The row stays locked until the
+    /// transaction ends, so no other change can take a generation in between.
+    async fn next_generation(&self, tx: &mut sqlx::AnyConnection, cluster: &str) -> Result<i64> {
+        self.bump_generation(tx, cluster).await?;
+        let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
+        sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn schema_version(&self) -> Result<Option<i64>> {
         let exists: i64 = sqlx::query_scalar(self.dialect.meta_probe())
             .fetch_one(&self.pool)
@@ -303,6 +315,14 @@ impl SqlStore {
             .await
             .map_err(unavailable)?;
         if exists > 0 {
+            let version: i64 =
+                sqlx::query_scalar("SELECT value FROM rota_meta WHERE name = 'schema_version'")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+            for stmt in schema::upgrade_statements(self.dialect, version) {
+                conn.execute(stmt.as_str()).await.map_err(unavailable)?;
+            }
             return Ok(());
         }
         for stmt in schema::create_statements(self.dialect) {
@@ -775,11 +795,17 @@ impl Store for SqlStore {
     }
 
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
+        self.assignments_since(cluster, -1).await
+    }
+
+    async fn assignments_since(&self, cluster: &str, generation: i64) -> Result<Vec<Assignment>> {
         let sql = self.sql(
-            "SELECT task, node_id, incarnation, token, reason, placed_at FROM rota_assignments WHERE cluster = ? ORDER BY task",
+            "SELECT task, node_id, incarnation, token, reason, placed_at FROM rota_assignments \
+             WHERE cluster = ? AND version > ? ORDER BY task",
         );
         let rows = sqlx::query(&sql)
             .bind(cluster)
+            .bind(generation)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -824,6 +850,8 @@ impl Store for SqlStore {
         if leads.is_none() || !alive {
             return Ok(LeaderWrite::Deposed);
         }
+        // Every row written here carries the generation this write creates.
+        let version = self.next_generation(&mut tx, &leader.cluster).await?;
         // Few statements for many changes: one UPDATE per target (an owner, or "unplaced
         // for this reason") over the tasks moving there, one multi-row INSERT for new tasks.
         // Each checks the token the leader saw; any mismatch rolls everything back.
@@ -853,13 +881,14 @@ impl Store for SqlStore {
                 };
                 let sql = self.sql(&format!(
                     "UPDATE rota_assignments SET node_id = ?, incarnation = ?, token = token + 1, epoch = ?, \
-                     assigned_at = {{now}}, reason = ?{placed} WHERE cluster = ? AND {tuples}"
+                     assigned_at = {{now}}, reason = ?, version = ?{placed} WHERE cluster = ? AND {tuples}"
                 ));
                 let mut q = sqlx::query(&sql)
                     .bind(owner.map(|(n, _)| n.clone()))
                     .bind(owner.map(|(_, i)| *i))
                     .bind(epoch)
                     .bind(reason.map(str::to_string))
+                    .bind(version)
                     .bind(&leader.cluster);
                 for (task, token) in chunk {
                     q = q.bind(*task).bind(*token);
@@ -876,15 +905,15 @@ impl Store for SqlStore {
                 .iter()
                 .map(|c| {
                     if c.owner.is_some() {
-                        "(?, ?, ?, ?, 1, ?, {now}, {now}, ?)"
+                        "(?, ?, ?, ?, 1, ?, {now}, {now}, ?, ?)"
                     } else {
-                        "(?, ?, ?, ?, 1, ?, {now}, 0, ?)"
+                        "(?, ?, ?, ?, 1, ?, {now}, 0, ?, ?)"
                     }
                 })
                 .collect();
             let rows = rows.join(", ");
             let sql = self.sql(&format!(
-                "{{insert_ignore}} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
+                "{{insert_ignore}} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason, version) \
                  VALUES {rows}{{on_conflict_nothing}}"
             ));
             let mut q = sqlx::query(&sql);
@@ -895,14 +924,14 @@ impl Store for SqlStore {
                     .bind(c.owner.as_ref().map(|(n, _)| n.clone()))
                     .bind(c.owner.as_ref().map(|(_, i)| *i))
                     .bind(epoch)
-                    .bind(c.reason.clone());
+                    .bind(c.reason.clone())
+                    .bind(version);
             }
             let done = q.execute(&mut *tx).await.map_err(unavailable)?;
             if done.rows_affected() != chunk.len() as u64 {
                 return Ok(LeaderWrite::Stale);
             }
         }
-        self.bump_generation(&mut tx, &leader.cluster).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(LeaderWrite::Written)
     }

@@ -4,7 +4,10 @@
 use super::dialect::Dialect;
 
 /// The schema version this build writes and expects.
-pub const VERSION: i64 = 1;
+///
+/// 2: `rota_assignments.version`, the generation that last changed a row, so that nodes
+/// re-read only the rows changed since the generation they have seen.
+pub const VERSION: i64 = 2;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
 pub fn create_statements(dialect: Dialect) -> Vec<String> {
@@ -27,7 +30,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         format!(
             "CREATE TABLE rota_assignments (\n  cluster {key} NOT NULL,\n  task {key} NOT NULL,\n  node_id {key},\n  \
              incarnation {int},\n  token {int} NOT NULL,\n  epoch {int} NOT NULL,\n  assigned_at {int} NOT NULL,\n  placed_at {int} NOT NULL,\n  \
-             reason {text},\n  PRIMARY KEY (cluster, task)\n){opts}"
+             reason {text},\n  version {int} NOT NULL DEFAULT 0,\n  PRIMARY KEY (cluster, task)\n){opts}"
         ),
         format!(
             "CREATE TABLE rota_fires (\n  cluster {key} NOT NULL,\n  task {key} NOT NULL,\n  instant {int} NOT NULL,\n  \
@@ -37,9 +40,28 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         ),
         "CREATE INDEX rota_fires_by_outcome ON rota_fires (cluster, outcome, task)".to_string(),
         "CREATE INDEX rota_fires_by_instant ON rota_fires (cluster, instant)".to_string(),
+        ASSIGNMENTS_BY_VERSION.to_string(),
         format!("INSERT INTO rota_meta (name, value) VALUES ('schema_version', {VERSION})"),
     ];
     tables.into_iter().collect()
+}
+
+const ASSIGNMENTS_BY_VERSION: &str =
+    "CREATE INDEX rota_assignments_by_version ON rota_assignments (cluster, version)";
+
+/// The statements that bring schema version `from` to [`VERSION`], in order (empty when
+/// `from` is current). Each step ends by recording its version.
+pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
+    let (_, int, _, _) = dialect.types();
+    let mut out = Vec::new();
+    if from < 2 {
+        out.push(format!(
+            "ALTER TABLE rota_assignments ADD COLUMN version {int} NOT NULL DEFAULT 0"
+        ));
+        out.push(ASSIGNMENTS_BY_VERSION.to_string());
+        out.push("UPDATE rota_meta SET value = 2 WHERE name = 'schema_version'".to_string());
+    }
+    out
 }
 
 /// The DBA script: the same statements, `;`-terminated, with a header.
