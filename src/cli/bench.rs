@@ -588,22 +588,6 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
             anyhow::Ok(builder.start().await?)
         }
     };
-    let owners = |probe: Arc<dyn Store>, cluster: String| async move {
-        let view = probe.view(&cluster).await?;
-        let map: std::collections::HashMap<String, String> = probe
-            .assignments(&cluster)
-            .await?
-            .into_iter()
-            .filter_map(|a| {
-                let (node, inc) = a.owner?;
-                view.nodes
-                    .iter()
-                    .any(|n| n.node == node && n.incarnation == inc && n.alive)
-                    .then_some((a.task, node))
-            })
-            .collect();
-        anyhow::Ok(map)
-    };
     let mut handles = Vec::new();
     for i in 0..args.nodes - 1 {
         handles.push(start(i).await?);
@@ -617,13 +601,36 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
             && load.len() == n
             && load.values().max().unwrap_or(&0) - load.values().min().unwrap_or(&0) <= 1
     };
+    // The reader follows changes as the nodes do: the generation, then the changed rows.
+    let held = std::sync::Mutex::new((-1i64, Vec::new()));
     let wait_spread = |n: usize| {
         let probe = probe.clone();
         let cluster = cluster.clone();
+        let held = &held;
         async move {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                let map = owners(probe.clone(), cluster.clone()).await?;
+                let view = probe.view(&cluster).await?;
+                let seen = held.lock().unwrap().0;
+                if view.generation != seen {
+                    let changed = probe.assignments_since(&cluster, seen).await?;
+                    let mut held = held.lock().unwrap();
+                    store::merge_assignments(&mut held.1, changed);
+                    held.0 = view.generation;
+                }
+                let map: std::collections::HashMap<String, String> = held
+                    .lock()
+                    .unwrap()
+                    .1
+                    .iter()
+                    .filter_map(|a| {
+                        let (node, inc) = a.owner.clone()?;
+                        view.nodes
+                            .iter()
+                            .any(|n| n.node == node && n.incarnation == inc && n.alive)
+                            .then(|| (a.task.clone(), node))
+                    })
+                    .collect();
                 if spread(&map, n) {
                     return anyhow::Ok(map);
                 }

@@ -176,6 +176,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         assignments: Vec::new(),
         declarations: HashMap::new(),
         epoch: None,
+        settled: None,
         reported: String::new(),
         last_purge: Instant::now(),
         failures: 0,
@@ -272,6 +273,10 @@ async fn join(
     }
 }
 
+/// What a placement depends on, besides the assignments and declarations that the
+/// generation covers: the generation and each live node's id, incarnation and leaving flag.
+type PlacementInputs = (i64, Vec<(String, i64, bool)>);
+
 struct RunnerHandle {
     token: i64,
     stop: CancellationToken,
@@ -297,6 +302,8 @@ struct Runtime {
     declarations: HashMap<(String, i64), (BTreeMap<String, String>, NodeMeta)>,
     /// Our leadership epoch, while we lead.
     epoch: Option<i64>,
+    /// The inputs of the last placement round that changed nothing.
+    settled: Option<PlacementInputs>,
     /// The last placement problems logged, so each is logged once.
     reported: String,
     last_purge: Instant,
@@ -488,7 +495,7 @@ impl Runtime {
             if view.generation != self.generation {
                 // Only the rows changed since the generation we hold (all at the start).
                 let changed = store.assignments_since(&cluster, self.generation).await?;
-                merge_assignments(&mut self.assignments, changed);
+                crate::store::merge_assignments(&mut self.assignments, changed);
                 // A registration's declarations never change: read only new registrations.
                 let registered: HashSet<(String, i64)> = view
                     .nodes
@@ -568,6 +575,17 @@ impl Runtime {
                 }
             })
             .collect();
+        // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
+        // that found nothing to change (same generation, same live nodes and states).
+        let inputs: PlacementInputs = (
+            self.generation,
+            live.iter()
+                .map(|n| (n.id.clone(), n.incarnation, n.leaving))
+                .collect(),
+        );
+        if self.settled.as_ref() == Some(&inputs) {
+            return self.after_placement(leaving).await;
+        }
         let current: BTreeMap<String, Owner> = self
             .assignments
             .iter()
@@ -583,10 +601,16 @@ impl Runtime {
             .custom(&self.resolvers)
             .leader(&me.node)
             .acting_as(&acting_as);
+        let placing = Instant::now();
         let placement = placement::place_with(&context, &live, &current);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);
         if !changes.is_empty() {
+            debug!(
+                changes = changes.len(),
+                placed_in_ms = placing.elapsed().as_millis() as u64,
+                "writing placement"
+            );
             match self
                 .shared
                 .store
@@ -612,7 +636,7 @@ impl Runtime {
                         .store
                         .assignments_since(&me.cluster, self.generation)
                         .await?;
-                    merge_assignments(&mut self.assignments, changed);
+                    crate::store::merge_assignments(&mut self.assignments, changed);
                 }
                 LeaderWrite::Deposed => {
                     warn!(epoch, "deposed: placement refused by the store");
@@ -620,7 +644,15 @@ impl Runtime {
                 }
                 LeaderWrite::Stale => self.view_at = None,
             }
+        } else {
+            self.settled = Some(inputs);
         }
+        self.after_placement(leaving).await
+    }
+
+    /// A leaving leader gives up once it owns nothing; the leader purges old history.
+    async fn after_placement(&mut self, leaving: bool) -> Result<()> {
+        let me = self.shared.member();
         if leaving && self.owned().is_empty() {
             self.shared.store.release_leadership(&me).await?;
             self.epoch = None;
@@ -817,24 +849,6 @@ impl Runtime {
             Err(_) => warn!("leaving timed out; the registration will expire"),
         }
         Ok(())
-    }
-}
-
-/// Applies changed rows to the assignments held (rows are never deleted).
-fn merge_assignments(held: &mut Vec<Assignment>, changed: Vec<Assignment>) {
-    if changed.is_empty() {
-        return;
-    }
-    let index: HashMap<String, usize> = held
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.task.clone(), i))
-        .collect();
-    for a in changed {
-        match index.get(&a.task) {
-            Some(&i) => held[i] = a,
-            None => held.push(a),
-        }
     }
 }
 

@@ -428,6 +428,24 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
 }
 
+/// Applies changed rows to the assignments held (rows are never deleted).
+pub fn merge_assignments(held: &mut Vec<Assignment>, changed: Vec<Assignment>) {
+    if changed.is_empty() {
+        return;
+    }
+    let index: std::collections::HashMap<String, usize> = held
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.task.clone(), i))
+        .collect();
+    for a in changed {
+        match index.get(&a.task) {
+            Some(&i) => held[i] = a,
+            None => held.push(a),
+        }
+    }
+}
+
 /// Statements sent by one store handle since it opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatementCounts {
