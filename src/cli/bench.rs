@@ -40,6 +40,9 @@ pub struct RebalanceArgs {
     nodes: usize,
     #[arg(long, default_value_t = 10_000)]
     tasks: usize,
+    /// Join-and-leave rounds to measure.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -96,6 +99,10 @@ pub struct FailoverArgs {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    // In-process nodes log only when asked (`ROTA_LOG=rota=debug`), to stderr.
+    if std::env::var_os("ROTA_LOG").is_some() {
+        super::node::init_logging("human", "warn");
+    }
     match command {
         BenchCommand::Failover(args) => failover(args).await,
         BenchCommand::Throughput(args) => throughput(args).await,
@@ -568,12 +575,16 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     );
     let probe = store::open(&url).await?;
     probe.prepare(true).await?;
+    // Every node's store handle, to tell when the cluster's traffic is back to idle.
+    let stores: std::sync::Mutex<Vec<Arc<dyn Store>>> = std::sync::Mutex::default();
     let start = |i: usize| {
         let url = url.clone();
         let cluster = cluster.clone();
         let tasks = args.tasks;
+        let stores = &stores;
         async move {
             let store = store::open(&url).await?;
+            stores.lock().unwrap().push(store.clone());
             let mut builder = Node::builder(format!("node-{i:02}"), &cluster, &url).store(store);
             for t in 0..tasks {
                 let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
@@ -641,41 +652,89 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let before = wait_spread(args.nodes - 1).await?;
-    // `start` returns once the join is committed: time the placement from there.
-    let joining = start(args.nodes - 1).await?;
-    let began = Instant::now();
-    handles.push(joining);
-    let after_join = wait_spread(args.nodes).await?;
-    let join_time = began.elapsed();
-    let moved_join = after_join
-        .iter()
-        .filter(|(t, n)| before.get(*t) != Some(n))
-        .count();
-    let ideal_join = args.tasks / args.nodes;
-
-    let began = Instant::now();
-    let leaver = handles.remove(0);
-    leaver.shutdown().await?;
-    let after_leave = wait_spread(args.nodes - 1).await?;
-    let leave_time = began.elapsed();
-    let moved_leave = after_leave
-        .iter()
-        .filter(|(t, n)| after_join.get(*t) != Some(n))
-        .count();
+    // Each event is measured on a settled cluster: new owners take over their tasks (two
+    // reads each) after a rebalance, and a leave timed during that would measure both.
+    let settle = || async {
+        let total = || -> u64 {
+            stores
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let c = s.statements();
+                    c.reads + c.writes
+                })
+                .sum()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (before, nodes) = (total(), stores.lock().unwrap().len() as u64);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Idle is about 9 statements per node per 250 ms (heartbeats, polls).
+            if total() - before <= nodes * 15 || Instant::now() >= deadline {
+                return;
+            }
+        }
+    };
+    let ideal = args.tasks / args.nodes;
+    let mut spread_before = wait_spread(args.nodes - 1).await?;
+    let (mut join_ms, mut leave_ms, mut moved_join, mut moved_leave) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        settle().await;
+        // `start` returns once the join is committed: time the placement from there.
+        let joining = start(args.nodes - 1).await?;
+        let began = Instant::now();
+        let after_join = wait_spread(args.nodes).await?;
+        join_ms.push(began.elapsed().as_millis() as i64);
+        moved_join.push(
+            after_join
+                .iter()
+                .filter(|(t, n)| spread_before.get(*t) != Some(n))
+                .count() as i64,
+        );
+        // The newcomer leaves gracefully: timed until its tasks are written to others (its
+        // own stop then waits for that and leaves the cluster).
+        settle().await;
+        let began = Instant::now();
+        joining.begin_shutdown();
+        let after_leave = wait_spread(args.nodes - 1).await?;
+        leave_ms.push(began.elapsed().as_millis() as i64);
+        joining.wait().await?;
+        stores.lock().unwrap().pop(); // the newcomer's
+        moved_leave.push(
+            after_leave
+                .iter()
+                .filter(|(t, n)| after_join.get(*t) != Some(n))
+                .count() as i64,
+        );
+        println!(
+            "  round {round}: join {} ms ({} moved), leave {} ms ({} moved)",
+            join_ms[round - 1],
+            moved_join[round - 1],
+            leave_ms[round - 1],
+            moved_leave[round - 1]
+        );
+        spread_before = after_leave;
+    }
     for h in handles {
         h.shutdown().await?;
     }
-    println!("\nRESULTS");
+    let worst_moves = moved_join.iter().copied().max().unwrap_or(0);
+    println!("\nRESULTS ({} rounds)", args.rounds);
     println!(
-        "  join of a {}th node: placed and written in {} ms (as seen by a reader polling every 20 ms); {moved_join} tasks moved, ideal {ideal_join} ({:.2} x)",
+        "  join of a {}th node, placed and written (as seen by a reader polling every 20 ms): {}",
         args.nodes,
-        join_time.as_millis(),
-        moved_join as f64 / ideal_join.max(1) as f64
+        stats(&mut join_ms)
     );
     println!(
-        "  graceful leave of a node: all its tasks on others in {} ms; {moved_leave} tasks moved (its share)",
-        leave_time.as_millis()
+        "  tasks moved by a join: at most {worst_moves}, ideal {ideal} ({:.2} x)",
+        worst_moves as f64 / ideal.max(1) as f64
+    );
+    println!(
+        "  graceful leave, all its tasks on others: {}; moved {} (its share)",
+        stats(&mut leave_ms),
+        moved_leave.iter().copied().max().unwrap_or(0)
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)

@@ -83,7 +83,7 @@ fn report(path: &Path, problems: Vec<rota::config::ConfigProblem>) -> ExitCode {
 }
 
 /// Human logs by default, JSON with `[log] format = "json"`; `ROTA_LOG` overrides the level.
-fn init_logging(format: &str, level: &str) {
+pub(crate) fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ROTA_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("rota={level},warn")));

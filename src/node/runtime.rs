@@ -618,6 +618,11 @@ impl Runtime {
                 .await?
             {
                 LeaderWrite::Written => {
+                    debug!(
+                        changes = changes.len(),
+                        written_in_ms = placing.elapsed().as_millis() as u64,
+                        "placement written"
+                    );
                     for c in &changes {
                         match &c.owner {
                             Some((node, _)) => match placement.acting.get(&c.task) {
