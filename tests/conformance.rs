@@ -565,6 +565,23 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
 }
 
+fn item_end<'a>(
+    item: &'a str,
+    token: i64,
+    attempt: i64,
+    outcome: Outcome,
+    message: Option<&'a str>,
+) -> rota::store::ItemEnd<'a> {
+    rota::store::ItemEnd {
+        service: "svc",
+        item,
+        token,
+        attempt,
+        outcome,
+        message,
+    }
+}
+
 async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) {
     let dead = member("items", "dead", 1);
     let b = member("items", "b", 1);
@@ -662,7 +679,7 @@ async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) 
     );
     // The stale attempt cannot record an outcome; the current one can.
     store
-        .finish_item("items", "svc", "a.csv", t1, 1, Outcome::Ok, None)
+        .finish_item("items", &item_end("a.csv", t1, 1, Outcome::Ok, None))
         .await
         .unwrap();
     match store.claim_item(&b, "svc", t2, "a.csv").await.unwrap() {
@@ -674,12 +691,7 @@ async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) 
     store
         .finish_item(
             "items",
-            "svc",
-            "a.csv",
-            t2,
-            2,
-            Outcome::Failed,
-            Some("bad header"),
+            &item_end("a.csv", t2, 2, Outcome::Failed, Some("bad header")),
         )
         .await
         .unwrap();

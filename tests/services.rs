@@ -7,6 +7,10 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -252,6 +256,183 @@ async fn command_service_moves_with_its_owner_and_never_runs_twice(kind: Kind) {
         .filter(|e| e.0 == "start" && alive(e.3))
         .collect();
     assert_eq!(live.len(), 1, "{events:?}");
+}
+
+/// A one-node cluster in this process, on a fresh SQLite store, running `service`.
+async fn one_node(s: &TestStore, service: rota::ServiceSpec) -> rota::NodeHandle {
+    rota::Node::builder("solo", "lib", &s.url)
+        .store(s.store.clone())
+        .service(service)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_service_is_restarted_with_a_growing_backoff() {
+    let s = TestStore::sqlite().await;
+    let starts = Arc::new(Mutex::new(Vec::<(tokio::time::Instant, u32)>::new()));
+    let seen = starts.clone();
+    let service = rota::ServiceSpec::new("flaky", move |ctx: rota::ServiceContext| {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), ctx.restarts));
+            Err(rota::TaskError::new("connection refused"))
+        }
+    })
+    .restart_backoff(Duration::from_millis(100), Duration::from_millis(400));
+    let node = one_node(&s, service).await;
+    let starts = eventually("five starts", LONG, None, || async {
+        let v = starts.lock().unwrap().clone();
+        (v.len() >= 5).then_some(v)
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    let restarts: Vec<u32> = starts.iter().map(|s| s.1).take(5).collect();
+    assert_eq!(
+        restarts,
+        [0, 1, 2, 3, 4],
+        "each start knows how many came before"
+    );
+    // The delays are at least the backoff: 100, 200, 400, then capped at 400 ms.
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1].0 - w[0].0).take(4).collect();
+    for (gap, least) in gaps.iter().zip([100u64, 200, 400, 400]) {
+        assert!(*gap >= Duration::from_millis(least), "{gaps:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_ignoring_its_cancel_is_dropped_after_its_grace_period() {
+    let s = TestStore::sqlite().await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let running = Arc::new(AtomicBool::new(false));
+    let up = running.clone();
+    let service = rota::ServiceSpec::new("stubborn", move |ctx: rota::ServiceContext| {
+        let (flag, up) = (flag.clone(), up.clone());
+        async move {
+            // Sets the flag when the future is dropped, not when it returns.
+            struct OnDrop(Arc<AtomicBool>);
+            impl Drop for OnDrop {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _guard = OnDrop(flag);
+            assert!(ctx.still_owner());
+            up.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    })
+    .grace(Duration::from_millis(300));
+    let node = one_node(&s, service).await;
+    eventually("the service runs", LONG, None, || async {
+        running.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    let began = tokio::time::Instant::now();
+    node.shutdown().await.unwrap();
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "dropped when the node stopped"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(300),
+        "after its grace period"
+    );
+    let h = s.store.history("lib", Some("stubborn"), 5).await.unwrap();
+    assert!(
+        h[0].message
+            .as_deref()
+            .unwrap_or("")
+            .contains("grace period"),
+        "the instance record says why: {h:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_inbound_sends_each_file_to_an_http_endpoint() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestStore::sqlite().await;
+    let inbox = s.dir.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.txt"), "alpha").unwrap();
+    std::fs::write(inbox.join("b.txt"), "refuse me").unwrap();
+    // Answers 200, or 500 to a body asking for it; keeps each request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/in", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kept = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let done = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        body.len() >= len
+                    });
+                    if n == 0 || done {
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let status = if text.ends_with("refuse me") {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                kept.lock().unwrap().push(text);
+                let reply =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let handler = rota::kinds::file_inbound::FileHandler::Http(
+        rota::kinds::HttpTask::new("POST", &url, &Default::default(), None).unwrap(),
+    );
+    let kind = rota::kinds::ServiceKind::FileInbound(rota::kinds::FileInbound {
+        dir: inbox.clone(),
+        done: inbox.join("done"),
+        failed: inbox.join("failed"),
+        poll: Duration::from_millis(50),
+        handler,
+    });
+    let node = one_node(&s, kind.into_spec("inbound")).await;
+    eventually("both files moved", LONG, None, || async {
+        (names_in(&inbox).is_empty() && names_in(&inbox.join("done")).len() == 1).then_some(())
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    assert_eq!(names_in(&inbox.join("done")), ["a.txt"]);
+    assert_eq!(names_in(&inbox.join("failed")), ["b.txt"]);
+    let requests = requests.lock().unwrap().clone();
+    let a = requests
+        .iter()
+        .find(|r| r.ends_with("alpha"))
+        .expect("a.txt was posted");
+    let lower = a.to_ascii_lowercase();
+    assert!(lower.starts_with("post /in "), "{a}");
+    assert!(lower.contains("x-rota-file-name: a.txt"), "{a}");
+    assert!(lower.contains("x-rota-fencing-token: "), "{a}");
+    assert_eq!(requests.len(), 2, "each file sent once: {requests:?}");
 }
 
 on_every_store!(

@@ -720,17 +720,16 @@ impl Runtime {
         } else {
             HashMap::new()
         };
-        let mut stopped = Vec::new();
-        self.runners.retain(|task, runner| {
-            let keep = owned.get(task) == Some(&runner.token) && !runner.task.is_finished();
-            if !keep {
-                runner.stop.cancel();
-                stopped.push(task.clone());
-            }
-            keep
-        });
-        for task in stopped {
-            self.retire(&task);
+        let lost: Vec<String> = self
+            .runners
+            .iter()
+            .filter(|(task, runner)| {
+                owned.get(*task) != Some(&runner.token) || runner.task.is_finished()
+            })
+            .map(|(task, _)| task.clone())
+            .collect();
+        for task in lost {
+            self.retire(&task); // kept in `stopping` until it has ended
         }
         self.stopping.retain(|_, handles| {
             handles.retain(|h| !h.is_finished());
@@ -829,9 +828,12 @@ impl Runtime {
 
     /// Stops runners, waits for running fires (or cancels them when forced), leaves.
     async fn finish(&mut self, forced: bool) -> Result<()> {
+        let mut runners = Vec::new();
         for (_, runner) in self.runners.drain() {
             runner.stop.cancel();
+            runners.push(runner.task);
         }
+        runners.extend(self.stopping.drain().flat_map(|(_, handles)| handles));
         self.shared.fires.close();
         if forced {
             self.shared.work_token().cancel();
@@ -845,6 +847,13 @@ impl Runtime {
         // Cancelled handlers get 5 s to stop (see runner::execute), then their outcome is
         // recorded: wait for both, so no fire of ours is left `running` behind us.
         let _ = tokio::time::timeout(Duration::from_secs(8), self.shared.fires.wait()).await;
+        // Runners record how their work ended (a service's instance) before we leave.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            for runner in runners {
+                let _ = runner.await;
+            }
+        })
+        .await;
         let me = self.shared.member();
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
             Ok(Ok(())) => info!("left the cluster"),

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::runtime::Shared;
 use crate::{
     service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
-    store::{Claim, ClaimOutcome, Finish, ItemClaim, Member},
+    store::{Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
     task::{Outcome, RecoveryPolicy},
     Result,
 };
@@ -289,12 +289,14 @@ impl Ownership for NodeOwnership {
             .store
             .finish_item(
                 &self.member.cluster,
-                &self.service,
-                item,
-                self.token,
-                attempt,
-                outcome,
-                message,
+                &ItemEnd {
+                    service: &self.service,
+                    item,
+                    token: self.token,
+                    attempt,
+                    outcome,
+                    message,
+                },
             )
             .await?;
         self.in_progress.lock().unwrap().remove(item);

@@ -224,6 +224,17 @@ pub enum ItemClaim {
     Fenced,
 }
 
+/// How the handling of an item ended (see [`Store::finish_item`]).
+#[derive(Debug, Clone)]
+pub struct ItemEnd<'a> {
+    pub service: &'a str,
+    pub item: &'a str,
+    pub token: i64,
+    pub attempt: i64,
+    pub outcome: Outcome,
+    pub message: Option<&'a str>,
+}
+
 /// The coordination store. Each method is one short transaction (or one statement).
 ///
 /// Errors: [`Error::StoreUnavailable`] for anything a retry may fix (connection lost,
@@ -404,16 +415,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records how the handling of an item ended. Only the row with this token and attempt
     /// changes, and only while it is running.
-    async fn finish_item(
-        &self,
-        cluster: &str,
-        service: &str,
-        item: &str,
-        token: i64,
-        attempt: i64,
-        outcome: Outcome,
-        message: Option<&str>,
-    ) -> Result<()>;
+    async fn finish_item(&self, cluster: &str, ended: &ItemEnd<'_>) -> Result<()>;
 
     /// Recent fires, newest first, of one task or all.
     async fn history(

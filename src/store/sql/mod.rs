@@ -1241,28 +1241,19 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn finish_item(
-        &self,
-        cluster: &str,
-        service: &str,
-        item: &str,
-        token: i64,
-        attempt: i64,
-        outcome: Outcome,
-        message: Option<&str>,
-    ) -> Result<()> {
+    async fn finish_item(&self, cluster: &str, ended: &ItemEnd<'_>) -> Result<()> {
         let sql = self.sql(&format!(
             "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ? \
              WHERE cluster = ? AND task = ? AND instant = {ITEM_INSTANT} AND slot = ? AND token = ? AND attempt = ? AND outcome = 'running'"
         ));
         sqlx::query(&sql)
-            .bind(outcome.as_str())
-            .bind(message.map(str::to_string))
+            .bind(ended.outcome.as_str())
+            .bind(ended.message.map(str::to_string))
             .bind(cluster)
-            .bind(service)
-            .bind(item)
-            .bind(token)
-            .bind(attempt)
+            .bind(ended.service)
+            .bind(ended.item)
+            .bind(ended.token)
+            .bind(ended.attempt)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
