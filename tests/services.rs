@@ -21,8 +21,10 @@ const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const FILES: usize = 1000;
 const KILLS: usize = 4;
 
-/// `(file, node, token, attempt)` lines written by the file handler.
-fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
+/// The complete `word word number number` lines of a record the handlers append to.
+fn record_lines<N: std::str::FromStr, M: std::str::FromStr>(
+    record: &Path,
+) -> Vec<(String, String, N, M)> {
     std::fs::read_to_string(record)
         .unwrap_or_default()
         .lines()
@@ -36,6 +38,11 @@ fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
             ))
         })
         .collect()
+}
+
+/// `(file, node, token, attempt)` lines written by the file handler.
+fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
+    record_lines(record)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -153,19 +160,7 @@ async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
 
 /// `start`/`stop` lines of the command service: `(event, node, token, pid)`.
 fn service_events(record: &Path) -> Vec<(String, String, i64, i32)> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            Some((
-                p.next()?.to_string(),
-                p.next()?.to_string(),
-                p.next()?.parse().ok()?,
-                p.next()?.parse().ok()?,
-            ))
-        })
-        .collect()
+    record_lines(record)
 }
 
 fn alive(pid: i32) -> bool {
