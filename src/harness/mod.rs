@@ -5,6 +5,7 @@
 
 pub mod proxy;
 pub mod servers;
+pub mod zookeeper;
 
 use std::{
     collections::BTreeMap,

@@ -40,7 +40,7 @@ impl std::fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-fn err(message: impl Into<String>) -> ServerError {
+pub(crate) fn err(message: impl Into<String>) -> ServerError {
     ServerError(message.into())
 }
 
@@ -90,7 +90,7 @@ fn is_root() -> bool {
 }
 
 /// Removes data directories left by crashed test processes.
-fn sweep_stale(prefix: &str) {
+pub(crate) fn sweep_stale(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -125,7 +125,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), ServerError> {
 
 /// Spawns `cmd` from a thread that lives as long as the process, so that the child's
 /// parent-death signal fires when the process dies, not when some test thread ends.
-fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, ServerError> {
+pub(crate) fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, ServerError> {
     // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

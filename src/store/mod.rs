@@ -6,6 +6,8 @@
 //! Unix milliseconds, read from the store itself (`now()`), never from the caller's clock.
 
 pub mod sql;
+#[cfg(feature = "zookeeper")]
+pub mod zk;
 
 use std::sync::Arc;
 
@@ -461,6 +463,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
         "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => Ok(Arc::new(sql::SqlStore::connect(url).await?)),
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => Ok(Arc::new(zk::ZkStore::connect(url).await?)),
         _ => Err(Error::config(
             "store.url",
             format!(

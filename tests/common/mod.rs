@@ -28,6 +28,7 @@ pub enum Kind {
     Sqlite,
     Postgres,
     MariaDb,
+    ZooKeeper,
 }
 
 /// One private server per kind and test binary, shared by its tests (each gets a fresh
@@ -42,6 +43,15 @@ pub fn server(kind: DbKind) -> &'static DbServer {
     match cell.get_or_init(|| DbServer::start(kind).map_err(|e| e.to_string())) {
         Ok(s) => s,
         Err(e) => panic!("cannot start the {kind:?} test server: {e}"),
+    }
+}
+
+/// One private ZooKeeper server per test binary, shared by its tests (each gets its own tree).
+pub fn zookeeper() -> &'static rota::harness::zookeeper::ZkEnsemble {
+    static ZK: OnceLock<Result<rota::harness::zookeeper::ZkEnsemble, String>> = OnceLock::new();
+    match ZK.get_or_init(|| rota::harness::zookeeper::ZkEnsemble::start(1).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the ZooKeeper test server: {e}"),
     }
 }
 
@@ -77,6 +87,12 @@ impl TestStore {
                     .create_database(&name)
                     .await
                     .expect("create database")
+            }
+            Kind::ZooKeeper => {
+                let zk = tokio::task::spawn_blocking(zookeeper)
+                    .await
+                    .expect("server thread");
+                zk.url(&format!("rota-{:016x}", rand_u64()))
             }
         };
         let store = store::open(&url).await.expect("open store");

@@ -1,0 +1,1170 @@
+//! The ZooKeeper store: `zookeeper://host:port[,host:port...]/chroot`.
+//!
+//! Layout under the chroot, per cluster (`/clusters/<cluster>`):
+//! - `generation`: its znode version is the cluster's generation; every change sets it.
+//! - `clock`: written to read the server's time (`mtime`): store time.
+//! - `nodes/<id>`: one ephemeral znode per registration (JSON), renewed by the heartbeat;
+//!   its `mtime` is the last renewal. Alive: `mtime + timeout >= now` by server time, and the
+//!   session that created it still open.
+//! - `leader`: the holder and its epoch; every leader write checks its version.
+//! - `assign/<task>`: the assignment (JSON with its token); claims check its version.
+//! - `fires/<task>/<instant>` and `fires/<task>/i-<hex key>` (items): one znode per record,
+//!   created in the claim's multi-op, so a second claim fails with `NodeExists`.
+//! - `running/<task>/<fire key>`: an index of records still running.
+//!
+//! Every conditional write is a multi-op whose version checks make ZooKeeper itself refuse a
+//! deposed leader or a stale owner.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use zookeeper_client as zk;
+
+use super::*;
+use crate::task::Outcome;
+
+/// Session timeout asked of the server (it clamps it to 2..20 × its tickTime).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Operations per multi-op: far below the server's 1 MB request limit.
+const MULTI_LIMIT: usize = 400;
+
+pub struct ZkStore {
+    hosts: String,
+    root: String,
+    client: Mutex<Option<zk::Client>>,
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeData {
+    incarnation: i64,
+    joined_at: i64,
+    timeout_ms: i64,
+    leaving: bool,
+    host: String,
+    process: String,
+    declared: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LeaderData {
+    node: String,
+    incarnation: i64,
+    epoch: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AssignData {
+    node: Option<String>,
+    incarnation: Option<i64>,
+    token: i64,
+    epoch: i64,
+    placed_at: i64,
+    reason: Option<String>,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FireData {
+    instant: i64,
+    node: String,
+    incarnation: i64,
+    token: i64,
+    attempt: i64,
+    outcome: String,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    message: Option<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::StoreUnavailable(format!("zookeeper: {e}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Store(format!("zookeeper: unreadable {what}: {e}"))
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain structs serialize")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
+}
+
+fn fire_key(instant: i64) -> String {
+    format!("{instant:020}")
+}
+
+fn item_key(item: &str) -> String {
+    let hex: String = item.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("i-{hex}")
+}
+
+fn is_item(key: &str) -> bool {
+    key.starts_with("i-")
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn ephemeral() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+}
+
+/// Did a multi-op fail on a condition (a version, a missing or existing node) rather than on
+/// the connection?
+fn condition_failed(e: &zk::MultiWriteError) -> Option<&zk::Error> {
+    match e {
+        zk::MultiWriteError::OperationFailed { source, .. } => Some(source),
+        zk::MultiWriteError::RequestFailed { .. } => None,
+    }
+}
+
+impl ZkStore {
+    /// `zookeeper://h1:2181,h2:2181/chroot` (chroot defaults to `/rota`).
+    pub async fn connect(url: &str) -> Result<ZkStore> {
+        let rest = url
+            .strip_prefix("zookeeper://")
+            .ok_or_else(|| Error::config("store.url", format!("`{url}` is not a zookeeper:// URL")))?;
+        let (hosts, root) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/rota"),
+        };
+        let root = root.trim_end_matches('/');
+        let root = if root.is_empty() { "/rota" } else { root };
+        if hosts.is_empty() {
+            return Err(Error::config(
+                "store.url",
+                format!("`{url}` names no server; write zookeeper://host:2181[,host:2181...]/rota"),
+            ));
+        }
+        let store = ZkStore {
+            hosts: hosts.to_string(),
+            root: root.to_string(),
+            client: Mutex::new(None),
+            reads: Default::default(),
+            writes: Default::default(),
+        };
+        store.zk().await?;
+        Ok(store)
+    }
+
+    /// The session's client, connecting (a new session) when there is none or it expired.
+    async fn zk(&self) -> Result<zk::Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.state().is_terminated() {
+                return Ok(c.clone());
+            }
+        }
+        let client = zk::Client::connector()
+            .with_session_timeout(SESSION_TIMEOUT)
+            .with_connection_timeout(Duration::from_secs(2))
+            .connect(&self.hosts)
+            .await
+            .map_err(unavailable)?;
+        // The chroot must exist before the client can be rooted in it.
+        match client.mkdir(&self.root, &persistent()).await {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let rooted = client
+            .chroot(self.root.clone())
+            .map_err(|_| Error::config("store.url", format!("`{}` is not a valid chroot", self.root)))?;
+        *slot = Some(rooted.clone());
+        Ok(rooted)
+    }
+
+    fn read(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn base(cluster: &str) -> String {
+        format!("/clusters/{cluster}")
+    }
+
+    /// Creates the cluster's fixed znodes if missing.
+    async fn ensure_cluster(&self, z: &zk::Client, cluster: &str) -> Result<()> {
+        let base = Self::base(cluster);
+        if z.check_stat(&format!("{base}/clock")).await.map_err(unavailable)?.is_some() {
+            return Ok(());
+        }
+        for path in [
+            base.clone(),
+            format!("{base}/generation"),
+            format!("{base}/clock"),
+            format!("{base}/nodes"),
+            format!("{base}/assign"),
+            format!("{base}/fires"),
+            format!("{base}/running"),
+        ] {
+            match z.mkdir(&path, &persistent()).await {
+                Ok(()) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        match z
+            .create(&format!("{base}/leader"), &json(&LeaderData::default()), &persistent())
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Server time, in Unix ms: the `mtime` of a write.
+    async fn server_now(&self, z: &zk::Client, cluster: &str) -> Result<i64> {
+        self.wrote();
+        let path = format!("{}/clock", Self::base(cluster));
+        match z.set_data(&path, b"", None).await {
+            Ok(stat) => Ok(stat.mtime),
+            Err(zk::Error::NoNode) => {
+                self.ensure_cluster(z, cluster).await?;
+                let stat = z.set_data(&path, b"", None).await.map_err(unavailable)?;
+                Ok(stat.mtime)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn node(&self, z: &zk::Client, cluster: &str, id: &str) -> Result<Option<(NodeData, zk::Stat)>> {
+        self.read();
+        match z.get_data(&format!("{}/nodes/{id}", Self::base(cluster))).await {
+            Ok((bytes, stat)) => Ok(Some((parse("node", &bytes)?, stat))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
+        stat.mtime + data.timeout_ms >= now
+    }
+
+    /// Is the registration `(node, incarnation)` alive by server time `now`?
+    async fn registration_alive(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        node: &str,
+        incarnation: i64,
+        now: i64,
+    ) -> Result<Option<zk::Stat>> {
+        Ok(self
+            .node(z, cluster, node)
+            .await?
+            .filter(|(d, s)| d.incarnation == incarnation && Self::alive(d, s, now))
+            .map(|(_, s)| s))
+    }
+
+    fn record(id: &str, d: &NodeData, s: &zk::Stat, now: i64) -> NodeRecord {
+        NodeRecord {
+            node: id.to_string(),
+            incarnation: d.incarnation,
+            joined_at_ms: d.joined_at,
+            heartbeat_at_ms: s.mtime,
+            timeout_ms: d.timeout_ms,
+            leaving: d.leaving,
+            alive: Self::alive(d, s, now),
+            host: d.host.clone(),
+            process: d.process.clone(),
+        }
+    }
+
+    async fn assignment(&self, z: &zk::Client, cluster: &str, task: &str) -> Result<Option<(AssignData, zk::Stat)>> {
+        self.read();
+        match z.get_data(&format!("{}/assign/{task}", Self::base(cluster))).await {
+            Ok((bytes, stat)) => Ok(Some((parse("assignment", &bytes)?, stat))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The fence of a claim-like write: the versions to check, if `(task, token)` names `m`.
+    async fn fence(&self, z: &zk::Client, m: &Member, task: &str, token: i64) -> Result<Option<(i32, i32)>> {
+        let Some((a, astat)) = self.assignment(z, &m.cluster, task).await? else {
+            return Ok(None);
+        };
+        if a.token != token || a.node.as_deref() != Some(m.node.as_str()) || a.incarnation != Some(m.incarnation) {
+            return Ok(None);
+        }
+        let now = self.server_now(z, &m.cluster).await?;
+        let Some(nstat) = self.registration_alive(z, &m.cluster, &m.node, m.incarnation, now).await? else {
+            return Ok(None);
+        };
+        Ok(Some((astat.version, nstat.version)))
+    }
+
+    async fn fire(&self, z: &zk::Client, cluster: &str, task: &str, key: &str) -> Result<Option<(FireData, zk::Stat)>> {
+        self.read();
+        match z.get_data(&format!("{}/fires/{task}/{key}", Self::base(cluster))).await {
+            Ok((bytes, stat)) => Ok(Some((parse("fire", &bytes)?, stat))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn mkdirs(&self, z: &zk::Client, paths: &[String]) -> Result<()> {
+        for p in paths {
+            match z.mkdir(p, &persistent()).await {
+                Ok(()) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a fire or item under the fence. `Ok(None)`: fenced; `Ok(Some(false))`: taken.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_record(
+        &self,
+        m: &Member,
+        task: &str,
+        key: &str,
+        token: i64,
+        data: &FireData,
+        running: bool,
+    ) -> Result<Option<bool>> {
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        self.mkdirs(&z, &[format!("{base}/fires/{task}"), format!("{base}/running/{task}")])
+            .await?;
+        let Some((aver, nver)) = self.fence(&z, m, task, token).await? else {
+            return Ok(None);
+        };
+        let mut w = z.new_multi_writer();
+        w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), nver).map_err(unavailable)?;
+        w.add_create(&format!("{base}/fires/{task}/{key}"), &json(data), &persistent())
+            .map_err(unavailable)?;
+        if running {
+            w.add_create(&format!("{base}/running/{task}/{key}"), b"", &persistent())
+                .map_err(unavailable)?;
+        }
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(Some(true)),
+            Err(e) => match condition_failed(&e) {
+                Some(zk::Error::NodeExists) => Ok(Some(false)),
+                // The assignment or the registration changed: retry once with fresh versions
+                // (a heartbeat moves the registration's version).
+                Some(zk::Error::BadVersion) | Some(zk::Error::NoNode) => Ok(None),
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    /// Updates a running record `(task, key)` at `(token, attempt)` under the fence.
+    #[allow(clippy::too_many_arguments)]
+    async fn recover_record(
+        &self,
+        m: &Member,
+        task: &str,
+        key: &str,
+        token: i64,
+        record: (i64, i64),
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        let Some((mut f, fstat)) = self.fire(&z, &m.cluster, task, key).await? else {
+            return Ok(ClaimOutcome::Fenced);
+        };
+        if f.outcome != "running" || (f.token, f.attempt) != record {
+            return Ok(ClaimOutcome::Fenced);
+        }
+        let Some((aver, nver)) = self.fence(&z, m, task, token).await? else {
+            return Ok(ClaimOutcome::Fenced);
+        };
+        let now = self.server_now(&z, &m.cluster).await?;
+        if retry {
+            f.node = m.node.clone();
+            f.incarnation = m.incarnation;
+            f.token = token;
+            f.attempt += 1;
+            f.started_at = Some(now);
+            f.message = Some("retried: its node died mid-run".into());
+        } else {
+            f.outcome = "abandoned".into();
+            f.finished_at = Some(now);
+            f.message = Some("abandoned: its node died mid-run".into());
+        }
+        let mut w = z.new_multi_writer();
+        w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), nver).map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/fires/{task}/{key}"), &json(&f), Some(fstat.version))
+            .map_err(unavailable)?;
+        if !retry {
+            w.add_delete(&format!("{base}/running/{task}/{key}"), None).map_err(unavailable)?;
+        }
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Err(e) if condition_failed(&e).is_some() => Ok(ClaimOutcome::Fenced),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Sets the outcome of a running record with this token and attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_record(
+        &self,
+        cluster: &str,
+        task: &str,
+        key: &str,
+        token: i64,
+        attempt: i64,
+        outcome: Outcome,
+        message: Option<&str>,
+    ) -> Result<()> {
+        let z = self.zk().await?;
+        let base = Self::base(cluster);
+        let Some((mut f, fstat)) = self.fire(&z, cluster, task, key).await? else {
+            return Ok(());
+        };
+        if f.outcome != "running" || f.token != token || f.attempt != attempt {
+            return Ok(());
+        }
+        let now = self.server_now(&z, cluster).await?;
+        f.outcome = outcome.as_str().to_string();
+        f.finished_at = Some(now);
+        f.message = message.map(str::to_string);
+        let mut w = z.new_multi_writer();
+        w.add_set_data(&format!("{base}/fires/{task}/{key}"), &json(&f), Some(fstat.version))
+            .map_err(unavailable)?;
+        w.add_delete(&format!("{base}/running/{task}/{key}"), None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            // Changed meanwhile (recovered by another node): not ours to finish.
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Children of `path`, or none if it does not exist.
+    async fn children(&self, z: &zk::Client, path: &str) -> Result<Vec<String>> {
+        self.read();
+        match z.list_children(path).await {
+            Ok(c) => Ok(c),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn fire_record(task: &str, f: FireData) -> Result<FireRecord> {
+        Ok(FireRecord {
+            task: task.to_string(),
+            instant_ms: f.instant,
+            node: f.node,
+            token: f.token,
+            attempt: f.attempt,
+            outcome: Outcome::parse(&f.outcome).ok_or_else(|| corrupt("fire", &f.outcome))?,
+            started_at_ms: f.started_at,
+            finished_at_ms: f.finished_at,
+            message: f.message,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for ZkStore {
+    fn kind(&self) -> &'static str {
+        "zookeeper"
+    }
+
+    fn statements(&self) -> StatementCounts {
+        StatementCounts {
+            reads: self.reads.load(std::sync::atomic::Ordering::Relaxed),
+            writes: self.writes.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    async fn prepare(&self, _migrate: bool) -> Result<()> {
+        // The layout is created per cluster on first use; nothing to migrate yet.
+        self.zk().await.map(|_| ())
+    }
+
+    async fn now_ms(&self) -> Result<i64> {
+        let z = self.zk().await?;
+        // Any cluster's clock will do; use a fixed one.
+        self.server_now(&z, "_time").await
+    }
+
+    async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
+        let m = &req.member;
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, &m.cluster).await?;
+        let base = Self::base(&m.cluster);
+        let path = format!("{base}/nodes/{}", m.node);
+        let now = self.server_now(&z, &m.cluster).await?;
+        let registration = Registration {
+            tasks: req.declared.clone(),
+            meta: req.meta.clone(),
+        };
+        let data = NodeData {
+            incarnation: m.incarnation,
+            joined_at: now,
+            timeout_ms: req.timeout_ms,
+            leaving: false,
+            host: req.host.clone(),
+            process: req.process.clone(),
+            declared: serde_json::to_string(&registration).expect("serializes"),
+        };
+        let mut w = z.new_multi_writer();
+        if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
+            let replaceable = !Self::alive(&old, &stat, now) || req.replaces == Some(old.incarnation);
+            if !replaceable {
+                return Ok(JoinOutcome::Occupied(Self::record(&m.node, &old, &stat, now)));
+            }
+            w.add_delete(&path, Some(stat.version)).map_err(unavailable)?;
+        }
+        w.add_create(&path, &json(&data), &ephemeral()).map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(JoinOutcome::Joined { now_ms: now }),
+            Err(e) => match condition_failed(&e) {
+                // Someone else registered this id meanwhile: report who.
+                Some(_) => match self.node(&z, &m.cluster, &m.node).await? {
+                    Some((d, s)) => Ok(JoinOutcome::Occupied(Self::record(&m.node, &d, &s, now))),
+                    None => Err(unavailable("the registration changed while joining; retry")),
+                },
+                None => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
+        let z = self.zk().await?;
+        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(false);
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(false);
+        }
+        let now = self.server_now(&z, &m.cluster).await?;
+        if !Self::alive(&data, &stat, now) || now > not_after_ms {
+            return Ok(false);
+        }
+        let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
+        self.wrote();
+        match z.set_data(&path, &json(&data), Some(stat.version)).await {
+            // Expiry is final: a renewal that came later than the timeout is taken back.
+            Ok(new) if new.mtime - stat.mtime > data.timeout_ms => {
+                let _ = z.delete(&path, Some(new.version)).await;
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn mark_leaving(&self, m: &Member) -> Result<()> {
+        let z = self.zk().await?;
+        let Some((mut data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(());
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(());
+        }
+        data.leaving = true;
+        let base = Self::base(&m.cluster);
+        let mut w = z.new_multi_writer();
+        w.add_set_data(&format!("{base}/nodes/{}", m.node), &json(&data), Some(stat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn leave(&self, m: &Member) -> Result<()> {
+        self.release_leadership(m).await?;
+        let z = self.zk().await?;
+        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(());
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(());
+        }
+        let base = Self::base(&m.cluster);
+        let mut w = z.new_multi_writer();
+        w.add_delete(&format!("{base}/nodes/{}", m.node), Some(stat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn view(&self, cluster: &str) -> Result<ClusterView> {
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, cluster).await?;
+        let base = Self::base(cluster);
+        let generation = self.generation(cluster).await?;
+        let now = self.server_now(&z, cluster).await?;
+        let mut ids = self.children(&z, &format!("{base}/nodes")).await?;
+        ids.sort();
+        let mut nodes = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((d, s)) = self.node(&z, cluster, &id).await? {
+                nodes.push(Self::record(&id, &d, &s, now));
+            }
+        }
+        self.read();
+        let (bytes, _) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let l: LeaderData = parse("leader", &bytes)?;
+        let leader = (!l.node.is_empty()).then_some(Leadership {
+            node: l.node,
+            incarnation: l.incarnation,
+            epoch: l.epoch,
+        });
+        Ok(ClusterView {
+            now_ms: now,
+            generation,
+            nodes,
+            leader,
+        })
+    }
+
+    async fn declarations(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<NodeDeclarations>> {
+        let z = self.zk().await?;
+        let ids: Vec<String> = match only {
+            Some(list) => list.iter().map(|(n, _)| n.clone()).collect(),
+            None => self.children(&z, &format!("{}/nodes", Self::base(cluster))).await?,
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let Some((d, _)) = self.node(&z, cluster, &id).await? else {
+                continue;
+            };
+            if only.is_some_and(|list| !list.iter().any(|(n, i)| *n == id && *i == d.incarnation)) {
+                continue;
+            }
+            let r: Registration = parse("declarations", d.declared.as_bytes())?;
+            out.push(NodeDeclarations {
+                node: id,
+                incarnation: d.incarnation,
+                declared: r.tasks,
+                meta: r.meta,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn generation(&self, cluster: &str) -> Result<i64> {
+        let z = self.zk().await?;
+        self.read();
+        match z.check_stat(&format!("{}/generation", Self::base(cluster))).await {
+            Ok(Some(stat)) => Ok(i64::from(stat.version)),
+            Ok(None) => Ok(0),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn acquire_leadership(&self, m: &Member) -> Result<Option<Leadership>> {
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, &m.cluster).await?;
+        let base = Self::base(&m.cluster);
+        self.read();
+        let (bytes, lstat) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let current: LeaderData = parse("leader", &bytes)?;
+        let now = self.server_now(&z, &m.cluster).await?;
+        let candidate = self
+            .node(&z, &m.cluster, &m.node)
+            .await?
+            .filter(|(d, s)| d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now));
+        let holder = (!current.node.is_empty()).then(|| Leadership {
+            node: current.node.clone(),
+            incarnation: current.incarnation,
+            epoch: current.epoch,
+        });
+        if let Some(h) = &holder {
+            let alive = self
+                .registration_alive(&z, &m.cluster, &h.node, h.incarnation, now)
+                .await?
+                .is_some();
+            if alive || candidate.is_none() {
+                return Ok(holder);
+            }
+        }
+        let Some((_, nstat)) = candidate else {
+            return Ok(None);
+        };
+        let next = LeaderData {
+            node: m.node.clone(),
+            incarnation: m.incarnation,
+            epoch: current.epoch + 1,
+        };
+        let mut w = z.new_multi_writer();
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/leader"), &json(&next), Some(lstat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(Some(Leadership {
+                node: next.node,
+                incarnation: next.incarnation,
+                epoch: next.epoch,
+            })),
+            // Another candidate won the race: report the current holder.
+            Err(e) if condition_failed(&e).is_some() => {
+                let (bytes, _) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+                let l: LeaderData = parse("leader", &bytes)?;
+                Ok((!l.node.is_empty()).then_some(Leadership {
+                    node: l.node,
+                    incarnation: l.incarnation,
+                    epoch: l.epoch,
+                }))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_leadership(&self, m: &Member) -> Result<()> {
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        self.read();
+        let (bytes, stat) = match z.get_data(&format!("{base}/leader")).await {
+            Ok(v) => v,
+            Err(zk::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let current: LeaderData = parse("leader", &bytes)?;
+        if current.node != m.node || current.incarnation != m.incarnation {
+            return Ok(());
+        }
+        // Vacant, keeping the epoch so the next one continues from it.
+        let vacant = LeaderData {
+            node: String::new(),
+            incarnation: 0,
+            epoch: current.epoch,
+        };
+        let mut w = z.new_multi_writer();
+        w.add_set_data(&format!("{base}/leader"), &json(&vacant), Some(stat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
+        self.assignments_since(cluster, -1).await
+    }
+
+    async fn assignments_since(&self, cluster: &str, generation: i64) -> Result<Vec<Assignment>> {
+        let z = self.zk().await?;
+        let mut tasks = self.children(&z, &format!("{}/assign", Self::base(cluster))).await?;
+        tasks.sort();
+        // Issued together: the client pipelines them on the session.
+        let reads: Vec<_> = tasks
+            .iter()
+            .map(|t| z.get_data(&format!("{}/assign/{t}", Self::base(cluster))))
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for (task, read) in tasks.into_iter().zip(reads) {
+            self.read();
+            let (bytes, _) = match read.await {
+                Ok(v) => v,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            let a: AssignData = parse("assignment", &bytes)?;
+            if a.version <= generation {
+                continue;
+            }
+            out.push(Assignment {
+                task,
+                owner: a.node.zip(a.incarnation),
+                token: a.token,
+                reason: a.reason,
+                placed_at_ms: a.placed_at,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn write_assignments(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        changes: &[AssignmentChange],
+    ) -> Result<LeaderWrite> {
+        let z = self.zk().await?;
+        let cluster = &leader.cluster;
+        let base = Self::base(cluster);
+        self.read();
+        let (bytes, lstat) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let l: LeaderData = parse("leader", &bytes)?;
+        let now = self.server_now(&z, cluster).await?;
+        let alive = self
+            .registration_alive(&z, cluster, &leader.node, leader.incarnation, now)
+            .await?;
+        if l.node != leader.node || l.incarnation != leader.incarnation || l.epoch != epoch || alive.is_none() {
+            return Ok(LeaderWrite::Deposed);
+        }
+        // Read every changed row (pipelined) to check the token the leader saw.
+        let reads: Vec<_> = changes
+            .iter()
+            .map(|c| z.get_data(&format!("{base}/assign/{}", c.task)))
+            .collect();
+        let mut current: HashMap<&str, (AssignData, i32)> = HashMap::new();
+        for (c, read) in changes.iter().zip(reads) {
+            self.read();
+            match read.await {
+                Ok((bytes, stat)) => {
+                    current.insert(c.task.as_str(), (parse("assignment", &bytes)?, stat.version));
+                }
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        for c in changes {
+            let seen = current.get(c.task.as_str()).map(|(a, _)| a.token);
+            if seen != c.expected_token {
+                return Ok(LeaderWrite::Stale);
+            }
+        }
+        self.read();
+        let gstat = z
+            .check_stat(&format!("{base}/generation"))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
+        let mut generation = i64::from(gstat.version);
+        let mut gversion = gstat.version;
+        for chunk in changes.chunks(MULTI_LIMIT) {
+            generation += 1;
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&format!("{base}/leader"), lstat.version).map_err(unavailable)?;
+            w.add_set_data(&format!("{base}/generation"), b"", Some(gversion))
+                .map_err(unavailable)?;
+            for c in chunk {
+                let path = format!("{base}/assign/{}", c.task);
+                match current.get(c.task.as_str()) {
+                    Some((old, version)) => {
+                        let placed_at = if c.owner.is_some() && old.placed_at == 0 { now } else { old.placed_at };
+                        let data = AssignData {
+                            node: c.owner.as_ref().map(|(n, _)| n.clone()),
+                            incarnation: c.owner.as_ref().map(|(_, i)| *i),
+                            token: old.token + 1,
+                            epoch,
+                            placed_at,
+                            reason: c.reason.clone(),
+                            version: generation,
+                        };
+                        w.add_set_data(&path, &json(&data), Some(*version)).map_err(unavailable)?;
+                    }
+                    None => {
+                        let data = AssignData {
+                            node: c.owner.as_ref().map(|(n, _)| n.clone()),
+                            incarnation: c.owner.as_ref().map(|(_, i)| *i),
+                            token: 1,
+                            epoch,
+                            placed_at: if c.owner.is_some() { now } else { 0 },
+                            reason: c.reason.clone(),
+                            version: generation,
+                        };
+                        w.add_create(&path, &json(&data), &persistent()).map_err(unavailable)?;
+                    }
+                }
+            }
+            self.wrote();
+            match w.commit().await {
+                Ok(_) => {}
+                Err(e) => match condition_failed(&e) {
+                    Some(_) => {
+                        // The leader row moved: deposed; else a row or the generation moved.
+                        self.read();
+                        let (bytes, _) =
+                            z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+                        let now_l: LeaderData = parse("leader", &bytes)?;
+                        return Ok(if now_l.epoch != epoch || now_l.node != leader.node {
+                            LeaderWrite::Deposed
+                        } else {
+                            LeaderWrite::Stale
+                        });
+                    }
+                    None => return Err(unavailable(e)),
+                },
+            }
+            gversion += 1;
+        }
+        Ok(LeaderWrite::Written)
+    }
+
+    async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
+        let z = self.zk().await?;
+        let now = self.server_now(&z, &c.member.cluster).await?;
+        let running = c.outcome == Outcome::Running;
+        let data = FireData {
+            instant: c.instant_ms,
+            node: c.member.node.clone(),
+            incarnation: c.member.incarnation,
+            token: c.token,
+            attempt: 1,
+            outcome: c.outcome.as_str().to_string(),
+            started_at: running.then_some(now),
+            finished_at: (!running).then_some(now),
+            message: c.message.clone(),
+        };
+        let key = fire_key(c.instant_ms);
+        Ok(
+            match self
+                .create_record(&c.member, &c.task, &key, c.token, &data, running)
+                .await?
+            {
+                Some(true) => ClaimOutcome::Claimed,
+                Some(false) => ClaimOutcome::AlreadyClaimed,
+                None => {
+                    // Fenced, unless the instant is taken anyway.
+                    if self.fire(&z, &c.member.cluster, &c.task, &key).await?.is_some() {
+                        ClaimOutcome::AlreadyClaimed
+                    } else {
+                        ClaimOutcome::Fenced
+                    }
+                }
+            },
+        )
+    }
+
+    async fn record_misfires(
+        &self,
+        m: &Member,
+        task: &str,
+        token: i64,
+        instants: &[i64],
+        message: &str,
+    ) -> Result<u64> {
+        let mut recorded = 0;
+        for &instant in instants {
+            let claim = Claim {
+                member: m.clone(),
+                task: task.to_string(),
+                instant_ms: instant,
+                token,
+                outcome: Outcome::Misfired,
+                message: Some(message.to_string()),
+            };
+            if self.claim(&claim).await? == ClaimOutcome::Claimed {
+                recorded += 1;
+            }
+        }
+        Ok(recorded)
+    }
+
+    async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {
+        self.finish_record(
+            cluster,
+            &f.task,
+            &fire_key(f.instant_ms),
+            f.token,
+            f.attempt,
+            f.outcome,
+            f.message.as_deref(),
+        )
+        .await
+    }
+
+    async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
+        let z = self.zk().await?;
+        let keys = self.children(&z, &format!("{}/fires/{task}", Self::base(cluster))).await?;
+        Ok(keys
+            .iter()
+            .filter(|k| !is_item(k))
+            .filter_map(|k| k.parse::<i64>().ok())
+            .max())
+    }
+
+    async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
+        let z = self.zk().await?;
+        let mut keys = self.children(&z, &format!("{}/running/{task}", Self::base(cluster))).await?;
+        keys.retain(|k| !is_item(k));
+        keys.sort();
+        let now = self.server_now(&z, cluster).await?;
+        let mut out = Vec::new();
+        for key in keys {
+            let Some((f, _)) = self.fire(&z, cluster, task, &key).await? else {
+                continue;
+            };
+            if f.outcome != "running" {
+                continue;
+            }
+            let alive = self
+                .registration_alive(&z, cluster, &f.node, f.incarnation, now)
+                .await?
+                .is_some();
+            out.push(RunningFire {
+                instant_ms: f.instant,
+                node: f.node,
+                incarnation: f.incarnation,
+                token: f.token,
+                attempt: f.attempt,
+                node_alive: alive,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn recover_fire(
+        &self,
+        m: &Member,
+        task: &str,
+        token: i64,
+        fire: &RunningFire,
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        let key = fire_key(fire.instant_ms);
+        self.recover_record(m, task, &key, token, (fire.token, fire.attempt), retry)
+            .await
+    }
+
+    async fn claim_item(&self, m: &Member, service: &str, token: i64, item: &str) -> Result<ItemClaim> {
+        let z = self.zk().await?;
+        let now = self.server_now(&z, &m.cluster).await?;
+        let key = item_key(item);
+        let data = FireData {
+            instant: 0,
+            node: m.node.clone(),
+            incarnation: m.incarnation,
+            token,
+            attempt: 1,
+            outcome: "running".into(),
+            started_at: Some(now),
+            finished_at: None,
+            message: None,
+        };
+        if self.create_record(m, service, &key, token, &data, true).await? == Some(true) {
+            return Ok(ItemClaim::Claimed);
+        }
+        let Some((f, _)) = self.fire(&z, &m.cluster, service, &key).await? else {
+            return Ok(ItemClaim::Fenced);
+        };
+        let alive = self
+            .registration_alive(&z, &m.cluster, &f.node, f.incarnation, now)
+            .await?
+            .is_some();
+        Ok(ItemClaim::Recorded(ItemRecord {
+            node: f.node,
+            incarnation: f.incarnation,
+            token: f.token,
+            attempt: f.attempt,
+            outcome: Outcome::parse(&f.outcome).ok_or_else(|| corrupt("item", &f.outcome))?,
+            node_alive: alive,
+        }))
+    }
+
+    async fn recover_item(
+        &self,
+        m: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+        record: &ItemRecord,
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        self.recover_record(m, service, &item_key(item), token, (record.token, record.attempt), retry)
+            .await
+    }
+
+    async fn finish_item(&self, cluster: &str, ended: &ItemEnd<'_>) -> Result<()> {
+        self.finish_record(
+            cluster,
+            ended.service,
+            &item_key(ended.item),
+            ended.token,
+            ended.attempt,
+            ended.outcome,
+            ended.message,
+        )
+        .await
+    }
+
+    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>> {
+        let z = self.zk().await?;
+        let base = Self::base(cluster);
+        let tasks = match task {
+            Some(t) => vec![t.to_string()],
+            None => self.children(&z, &format!("{base}/fires")).await?,
+        };
+        let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for t in tasks {
+            let mut keys: Vec<String> = self
+                .children(&z, &format!("{base}/fires/{t}"))
+                .await?
+                .into_iter()
+                .filter(|k| !is_item(k))
+                .collect();
+            keys.sort_unstable_by(|a, b| b.cmp(a));
+            keys.truncate(limit);
+            for key in keys {
+                if let Some((f, _)) = self.fire(&z, cluster, &t, &key).await? {
+                    out.push(Self::fire_record(&t, f)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.instant_ms.cmp(&a.instant_ms).then(a.task.cmp(&b.task)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
+        let z = self.zk().await?;
+        let base = Self::base(cluster);
+        let mut purged = 0;
+        for t in self.children(&z, &format!("{base}/fires")).await? {
+            let keys = self.children(&z, &format!("{base}/fires/{t}")).await?;
+            let newest = keys.iter().filter(|k| !is_item(k)).max().cloned();
+            for key in keys {
+                let old_fire = !is_item(&key)
+                    && Some(&key) != newest.as_ref()
+                    && key.parse::<i64>().is_ok_and(|i| i < before_ms);
+                if !old_fire && !is_item(&key) {
+                    continue;
+                }
+                let Some((f, stat)) = self.fire(&z, cluster, &t, &key).await? else {
+                    continue;
+                };
+                let done = f.outcome != "running";
+                let old_item = is_item(&key) && f.finished_at.is_some_and(|at| at < before_ms);
+                if done && (old_fire || old_item) {
+                    self.wrote();
+                    match z.delete(&format!("{base}/fires/{t}/{key}"), Some(stat.version)).await {
+                        Ok(()) => purged += 1,
+                        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
+}
