@@ -804,8 +804,3 @@ fn dbscripts_match_the_migrations() {
         );
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keeps_the_contract_on_zookeeper() {
-    keeps_the_contract(Kind::ZooKeeper).await
-}

@@ -33,7 +33,7 @@ pub struct RebalanceArgs {
     /// Store URL (default: a new temporary SQLite file).
     #[arg(long, conflicts_with = "server")]
     store: Option<String>,
-    /// Start a private database server for the run: postgres or mariadb.
+    /// Start a private server for the run: postgres, mariadb or zookeeper.
     #[arg(long)]
     server: Option<String>,
     #[arg(long, default_value_t = 10)]
@@ -50,7 +50,7 @@ pub struct ThroughputArgs {
     /// Store URL (default: a new temporary SQLite file).
     #[arg(long, conflicts_with = "server")]
     store: Option<String>,
-    /// Start a private database server for the run: postgres or mariadb.
+    /// Start a private server for the run: postgres, mariadb or zookeeper.
     #[arg(long)]
     server: Option<String>,
     #[arg(long, default_value_t = 3)]
@@ -69,7 +69,7 @@ pub struct FailoverArgs {
     /// Store URL (default: a new temporary SQLite file).
     #[arg(long, conflicts_with = "server")]
     store: Option<String>,
-    /// Start a private database server for the run: postgres or mariadb.
+    /// Start a private server for the run: postgres, mariadb or zookeeper.
     #[arg(long)]
     server: Option<String>,
     #[arg(long, default_value_t = 3)]
@@ -532,11 +532,18 @@ async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
 
 /// The store of a run: `--store`, a private `--server`, or a temporary SQLite file. The
 /// server (if any) lives as long as the returned guard.
+/// A server started for a benchmark run; held only to be dropped (stopped) at its end.
+#[allow(dead_code)]
+enum PrivateServer {
+    Db(rota::harness::servers::DbServer),
+    ZooKeeper(rota::harness::zookeeper::ZkEnsemble),
+}
+
 async fn store_for(
     url: Option<String>,
     server: Option<&str>,
     dir: &std::path::Path,
-) -> anyhow::Result<(String, Option<rota::harness::servers::DbServer>)> {
+) -> anyhow::Result<(String, Option<PrivateServer>)> {
     use rota::harness::servers::{DbKind, DbServer};
     let kind = match server {
         None => {
@@ -545,14 +552,20 @@ async fn store_for(
                 None,
             ))
         }
+        Some("zookeeper") => {
+            let zk = tokio::task::spawn_blocking(|| rota::harness::zookeeper::ZkEnsemble::start(1))
+                .await??;
+            println!("private ZooKeeper server on {}", zk.hosts());
+            return Ok((zk.url("rota-bench"), Some(PrivateServer::ZooKeeper(zk))));
+        }
         Some("postgres") => DbKind::Postgres,
         Some("mariadb") | Some("mysql") => DbKind::MariaDb,
-        Some(other) => bail!("--server `{other}` is not known; use postgres or mariadb"),
+        Some(other) => bail!("--server `{other}` is not known; use postgres, mariadb or zookeeper"),
     };
     let server = tokio::task::spawn_blocking(move || DbServer::start(kind)).await??;
     let url = server.create_database("rota_bench").await?;
     println!("private {kind:?} server on 127.0.0.1:{}", server.port());
-    Ok((url, Some(server)))
+    Ok((url, Some(PrivateServer::Db(server))))
 }
 
 /// In-process nodes with `tasks` round-robin tasks (that fire once a year). Starts

@@ -289,8 +289,9 @@ impl ZkStore {
         }
     }
 
-    /// The fence of a claim-like write: the versions to check, if `(task, token)` names `m`.
-    async fn fence(&self, z: &zk::Client, m: &Member, task: &str, token: i64) -> Result<Option<(i32, i32)>> {
+    /// The fence of a claim-like write: the assignment's version to check, if `(task, token)`
+    /// names `m` and `m`'s registration is alive by server time.
+    async fn fence(&self, z: &zk::Client, m: &Member, task: &str, token: i64) -> Result<Option<i32>> {
         let Some((a, astat)) = self.assignment(z, &m.cluster, task).await? else {
             return Ok(None);
         };
@@ -298,10 +299,10 @@ impl ZkStore {
             return Ok(None);
         }
         let now = self.server_now(z, &m.cluster).await?;
-        let Some(nstat) = self.registration_alive(z, &m.cluster, &m.node, m.incarnation, now).await? else {
+        if self.registration_alive(z, &m.cluster, &m.node, m.incarnation, now).await?.is_none() {
             return Ok(None);
-        };
-        Ok(Some((astat.version, nstat.version)))
+        }
+        Ok(Some(astat.version))
     }
 
     async fn fire(&self, z: &zk::Client, cluster: &str, task: &str, key: &str) -> Result<Option<(FireData, zk::Stat)>> {
@@ -338,12 +339,13 @@ impl ZkStore {
         let base = Self::base(&m.cluster);
         self.mkdirs(&z, &[format!("{base}/fires/{task}"), format!("{base}/running/{task}")])
             .await?;
-        let Some((aver, nver)) = self.fence(&z, m, task, token).await? else {
+        let Some(aver) = self.fence(&z, m, task, token).await? else {
             return Ok(None);
         };
         let mut w = z.new_multi_writer();
         w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
-        w.add_check_version(&format!("{base}/nodes/{}", m.node), nver).map_err(unavailable)?;
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1).map_err(unavailable)?;
         w.add_create(&format!("{base}/fires/{task}/{key}"), &json(data), &persistent())
             .map_err(unavailable)?;
         if running {
@@ -382,7 +384,7 @@ impl ZkStore {
         if f.outcome != "running" || (f.token, f.attempt) != record {
             return Ok(ClaimOutcome::Fenced);
         }
-        let Some((aver, nver)) = self.fence(&z, m, task, token).await? else {
+        let Some(aver) = self.fence(&z, m, task, token).await? else {
             return Ok(ClaimOutcome::Fenced);
         };
         let now = self.server_now(&z, &m.cluster).await?;
@@ -400,7 +402,8 @@ impl ZkStore {
         }
         let mut w = z.new_multi_writer();
         w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
-        w.add_check_version(&format!("{base}/nodes/{}", m.node), nver).map_err(unavailable)?;
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1).map_err(unavailable)?;
         w.add_set_data(&format!("{base}/fires/{task}/{key}"), &json(&f), Some(fstat.version))
             .map_err(unavailable)?;
         if !retry {
@@ -671,6 +674,34 @@ impl Store for ZkStore {
             });
         }
         Ok(out)
+    }
+
+    async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        // A watch on the generation znode wakes the node at every change; polling stays as
+        // the safety net (and the only path once this session has expired).
+        let z = self.zk().await.ok()?;
+        let path = format!("{}/generation", Self::base(cluster));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            loop {
+                match z.check_and_watch_stat(&path).await {
+                    Ok((_, watcher)) => {
+                        let event = watcher.changed().await;
+                        if event.event_type == zk::EventType::Session {
+                            return; // session expired or closed
+                        }
+                        changes += 1;
+                        if tx.send(changes).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) if tx.is_closed() || z.state().is_terminated() => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+        Some(rx)
     }
 
     async fn generation(&self, cluster: &str) -> Result<i64> {

@@ -180,6 +180,10 @@ macro_rules! on_every_store {
             async fn mariadb() {
                 super::$scenario(Kind::MariaDb).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn zookeeper() {
+                super::$scenario(Kind::ZooKeeper).await
+            }
         }
     )*};
 }
