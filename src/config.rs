@@ -32,7 +32,14 @@ use crate::{
 /// Environment variable that replaces `[store] url`, so passwords can stay out of files.
 pub const STORE_URL_ENV: &str = "ROTA_STORE_URL";
 
-const STORE_SCHEMES: [&str; 6] = ["sqlite", "postgres", "postgresql", "mysql", "mariadb", "zookeeper"];
+const STORE_SCHEMES: [&str; 6] = [
+    "sqlite",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mariadb",
+    "zookeeper",
+];
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// The whole file.

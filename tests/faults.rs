@@ -17,7 +17,7 @@ fn db_kind(kind: Kind) -> DbKind {
     match kind {
         Kind::Postgres => DbKind::Postgres,
         Kind::MariaDb => DbKind::MariaDb,
-        Kind::Sqlite => unreachable!("server stores only"),
+        Kind::Sqlite | Kind::ZooKeeper => unreachable!("database servers only"),
     }
 }
 
@@ -225,6 +225,54 @@ macro_rules! on_server_stores {
             }
         }
     )*};
+}
+
+/// A three-server ZooKeeper ensemble loses its leader under a running cluster: the quorum
+/// elects another, the nodes' sessions move to a surviving server, and the tasks keep
+/// running, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_server_killed_under_a_running_cluster_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut ensemble =
+        tokio::task::spawn_blocking(|| rota::harness::zookeeper::ZkEnsemble::start(3))
+            .await
+            .unwrap()
+            .expect("start a ZooKeeper ensemble");
+    let url = ensemble.url("rota-ensemble");
+    let store = rota::store::open(&url).await.unwrap();
+    store.prepare(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ProcessCluster::new(BIN, dir.path(), &url, "ensemble");
+    let record = dir.path().join("fires.log");
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+    }
+    let t0 = store.now_ms().await.unwrap();
+    wait_fired_after(&store, &cluster, t0, None).await;
+    let before = store.now_ms().await.unwrap();
+    let leader = (0..3)
+        .find(|&i| ensemble.mode(i).as_deref() == Some("leader"))
+        .expect("the ensemble has a leader");
+    ensemble.kill(leader);
+    let after = eventually(
+        "the ensemble serves again",
+        LONG,
+        Some(&cluster),
+        || async { store.now_ms().await.ok() },
+    )
+    .await;
+    wait_fired_after(&store, &cluster, after, None).await;
+    for id in ["node-1", "node-2", "node-3"] {
+        let exited = cluster.wait_exit(id, Duration::ZERO).await;
+        assert!(
+            exited.is_none(),
+            "{id} exited ({exited:?}):\n{}",
+            cluster.log(id)
+        );
+    }
+    let to = store.now_ms().await.unwrap() - 1500;
+    assert_nothing_silently_missed(&store, "ensemble", before, to).await;
+    assert_no_duplicates(&record);
 }
 
 on_server_stores!(

@@ -126,7 +126,14 @@ impl ZkEnsemble {
             if Instant::now() >= deadline {
                 let log = std::fs::read_to_string(self.member_dir(i).join("server.log"))
                     .unwrap_or_default();
-                let tail: String = log.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: String = log
+                    .chars()
+                    .rev()
+                    .take(2000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 return Err(err(format!(
                     "ZooKeeper server {} did not start within {timeout:?}: {tail}",
                     i + 1

@@ -129,9 +129,9 @@ fn condition_failed(e: &zk::MultiWriteError) -> Option<&zk::Error> {
 impl ZkStore {
     /// `zookeeper://h1:2181,h2:2181/chroot` (chroot defaults to `/rota`).
     pub async fn connect(url: &str) -> Result<ZkStore> {
-        let rest = url
-            .strip_prefix("zookeeper://")
-            .ok_or_else(|| Error::config("store.url", format!("`{url}` is not a zookeeper:// URL")))?;
+        let rest = url.strip_prefix("zookeeper://").ok_or_else(|| {
+            Error::config("store.url", format!("`{url}` is not a zookeeper:// URL"))
+        })?;
         let (hosts, root) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/rota"),
@@ -174,19 +174,24 @@ impl ZkStore {
             Ok(()) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(unavailable(e)),
         }
-        let rooted = client
-            .chroot(self.root.clone())
-            .map_err(|_| Error::config("store.url", format!("`{}` is not a valid chroot", self.root)))?;
+        let rooted = client.chroot(self.root.clone()).map_err(|_| {
+            Error::config(
+                "store.url",
+                format!("`{}` is not a valid chroot", self.root),
+            )
+        })?;
         *slot = Some(rooted.clone());
         Ok(rooted)
     }
 
     fn read(&self) {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn wrote(&self) {
-        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn base(cluster: &str) -> String {
@@ -196,7 +201,11 @@ impl ZkStore {
     /// Creates the cluster's fixed znodes if missing.
     async fn ensure_cluster(&self, z: &zk::Client, cluster: &str) -> Result<()> {
         let base = Self::base(cluster);
-        if z.check_stat(&format!("{base}/clock")).await.map_err(unavailable)?.is_some() {
+        if z.check_stat(&format!("{base}/clock"))
+            .await
+            .map_err(unavailable)?
+            .is_some()
+        {
             return Ok(());
         }
         for path in [
@@ -214,7 +223,11 @@ impl ZkStore {
             }
         }
         match z
-            .create(&format!("{base}/leader"), &json(&LeaderData::default()), &persistent())
+            .create(
+                &format!("{base}/leader"),
+                &json(&LeaderData::default()),
+                &persistent(),
+            )
             .await
         {
             Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
@@ -237,9 +250,17 @@ impl ZkStore {
         }
     }
 
-    async fn node(&self, z: &zk::Client, cluster: &str, id: &str) -> Result<Option<(NodeData, zk::Stat)>> {
+    async fn node(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<(NodeData, zk::Stat)>> {
         self.read();
-        match z.get_data(&format!("{}/nodes/{id}", Self::base(cluster))).await {
+        match z
+            .get_data(&format!("{}/nodes/{id}", Self::base(cluster)))
+            .await
+        {
             Ok((bytes, stat)) => Ok(Some((parse("node", &bytes)?, stat))),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(unavailable(e)),
@@ -280,9 +301,17 @@ impl ZkStore {
         }
     }
 
-    async fn assignment(&self, z: &zk::Client, cluster: &str, task: &str) -> Result<Option<(AssignData, zk::Stat)>> {
+    async fn assignment(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        task: &str,
+    ) -> Result<Option<(AssignData, zk::Stat)>> {
         self.read();
-        match z.get_data(&format!("{}/assign/{task}", Self::base(cluster))).await {
+        match z
+            .get_data(&format!("{}/assign/{task}", Self::base(cluster)))
+            .await
+        {
             Ok((bytes, stat)) => Ok(Some((parse("assignment", &bytes)?, stat))),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(unavailable(e)),
@@ -291,23 +320,45 @@ impl ZkStore {
 
     /// The fence of a claim-like write: the assignment's version to check, if `(task, token)`
     /// names `m` and `m`'s registration is alive by server time.
-    async fn fence(&self, z: &zk::Client, m: &Member, task: &str, token: i64) -> Result<Option<i32>> {
+    async fn fence(
+        &self,
+        z: &zk::Client,
+        m: &Member,
+        task: &str,
+        token: i64,
+    ) -> Result<Option<i32>> {
         let Some((a, astat)) = self.assignment(z, &m.cluster, task).await? else {
             return Ok(None);
         };
-        if a.token != token || a.node.as_deref() != Some(m.node.as_str()) || a.incarnation != Some(m.incarnation) {
+        if a.token != token
+            || a.node.as_deref() != Some(m.node.as_str())
+            || a.incarnation != Some(m.incarnation)
+        {
             return Ok(None);
         }
         let now = self.server_now(z, &m.cluster).await?;
-        if self.registration_alive(z, &m.cluster, &m.node, m.incarnation, now).await?.is_none() {
+        if self
+            .registration_alive(z, &m.cluster, &m.node, m.incarnation, now)
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         Ok(Some(astat.version))
     }
 
-    async fn fire(&self, z: &zk::Client, cluster: &str, task: &str, key: &str) -> Result<Option<(FireData, zk::Stat)>> {
+    async fn fire(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        task: &str,
+        key: &str,
+    ) -> Result<Option<(FireData, zk::Stat)>> {
         self.read();
-        match z.get_data(&format!("{}/fires/{task}/{key}", Self::base(cluster))).await {
+        match z
+            .get_data(&format!("{}/fires/{task}/{key}", Self::base(cluster)))
+            .await
+        {
             Ok((bytes, stat)) => Ok(Some((parse("fire", &bytes)?, stat))),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(unavailable(e)),
@@ -337,17 +388,29 @@ impl ZkStore {
     ) -> Result<Option<bool>> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
-        self.mkdirs(&z, &[format!("{base}/fires/{task}"), format!("{base}/running/{task}")])
-            .await?;
+        self.mkdirs(
+            &z,
+            &[
+                format!("{base}/fires/{task}"),
+                format!("{base}/running/{task}"),
+            ],
+        )
+        .await?;
         let Some(aver) = self.fence(&z, m, task, token).await? else {
             return Ok(None);
         };
         let mut w = z.new_multi_writer();
-        w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
-        // The registration still exists (any version: heartbeats move it).
-        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1).map_err(unavailable)?;
-        w.add_create(&format!("{base}/fires/{task}/{key}"), &json(data), &persistent())
+        w.add_check_version(&format!("{base}/assign/{task}"), aver)
             .map_err(unavailable)?;
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
+            .map_err(unavailable)?;
+        w.add_create(
+            &format!("{base}/fires/{task}/{key}"),
+            &json(data),
+            &persistent(),
+        )
+        .map_err(unavailable)?;
         if running {
             w.add_create(&format!("{base}/running/{task}/{key}"), b"", &persistent())
                 .map_err(unavailable)?;
@@ -401,13 +464,20 @@ impl ZkStore {
             f.message = Some("abandoned: its node died mid-run".into());
         }
         let mut w = z.new_multi_writer();
-        w.add_check_version(&format!("{base}/assign/{task}"), aver).map_err(unavailable)?;
-        // The registration still exists (any version: heartbeats move it).
-        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1).map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/fires/{task}/{key}"), &json(&f), Some(fstat.version))
+        w.add_check_version(&format!("{base}/assign/{task}"), aver)
             .map_err(unavailable)?;
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
+            .map_err(unavailable)?;
+        w.add_set_data(
+            &format!("{base}/fires/{task}/{key}"),
+            &json(&f),
+            Some(fstat.version),
+        )
+        .map_err(unavailable)?;
         if !retry {
-            w.add_delete(&format!("{base}/running/{task}/{key}"), None).map_err(unavailable)?;
+            w.add_delete(&format!("{base}/running/{task}/{key}"), None)
+                .map_err(unavailable)?;
         }
         self.wrote();
         match w.commit().await {
@@ -442,9 +512,14 @@ impl ZkStore {
         f.finished_at = Some(now);
         f.message = message.map(str::to_string);
         let mut w = z.new_multi_writer();
-        w.add_set_data(&format!("{base}/fires/{task}/{key}"), &json(&f), Some(fstat.version))
+        w.add_set_data(
+            &format!("{base}/fires/{task}/{key}"),
+            &json(&f),
+            Some(fstat.version),
+        )
+        .map_err(unavailable)?;
+        w.add_delete(&format!("{base}/running/{task}/{key}"), None)
             .map_err(unavailable)?;
-        w.add_delete(&format!("{base}/running/{task}/{key}"), None).map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(()),
@@ -525,14 +600,20 @@ impl Store for ZkStore {
         };
         let mut w = z.new_multi_writer();
         if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
-            let replaceable = !Self::alive(&old, &stat, now) || req.replaces == Some(old.incarnation);
+            let replaceable =
+                !Self::alive(&old, &stat, now) || req.replaces == Some(old.incarnation);
             if !replaceable {
-                return Ok(JoinOutcome::Occupied(Self::record(&m.node, &old, &stat, now)));
+                return Ok(JoinOutcome::Occupied(Self::record(
+                    &m.node, &old, &stat, now,
+                )));
             }
-            w.add_delete(&path, Some(stat.version)).map_err(unavailable)?;
+            w.add_delete(&path, Some(stat.version))
+                .map_err(unavailable)?;
         }
-        w.add_create(&path, &json(&data), &ephemeral()).map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        w.add_create(&path, &json(&data), &ephemeral())
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(JoinOutcome::Joined { now_ms: now }),
@@ -584,9 +665,14 @@ impl Store for ZkStore {
         data.leaving = true;
         let base = Self::base(&m.cluster);
         let mut w = z.new_multi_writer();
-        w.add_set_data(&format!("{base}/nodes/{}", m.node), &json(&data), Some(stat.version))
+        w.add_set_data(
+            &format!("{base}/nodes/{}", m.node),
+            &json(&data),
+            Some(stat.version),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
             .map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(()),
@@ -608,7 +694,8 @@ impl Store for ZkStore {
         let mut w = z.new_multi_writer();
         w.add_delete(&format!("{base}/nodes/{}", m.node), Some(stat.version))
             .map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(()),
@@ -632,7 +719,10 @@ impl Store for ZkStore {
             }
         }
         self.read();
-        let (bytes, _) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let (bytes, _) = z
+            .get_data(&format!("{base}/leader"))
+            .await
+            .map_err(unavailable)?;
         let l: LeaderData = parse("leader", &bytes)?;
         let leader = (!l.node.is_empty()).then_some(Leadership {
             node: l.node,
@@ -655,7 +745,10 @@ impl Store for ZkStore {
         let z = self.zk().await?;
         let ids: Vec<String> = match only {
             Some(list) => list.iter().map(|(n, _)| n.clone()).collect(),
-            None => self.children(&z, &format!("{}/nodes", Self::base(cluster))).await?,
+            None => {
+                self.children(&z, &format!("{}/nodes", Self::base(cluster)))
+                    .await?
+            }
         };
         let mut out = Vec::new();
         for id in ids {
@@ -707,7 +800,10 @@ impl Store for ZkStore {
     async fn generation(&self, cluster: &str) -> Result<i64> {
         let z = self.zk().await?;
         self.read();
-        match z.check_stat(&format!("{}/generation", Self::base(cluster))).await {
+        match z
+            .check_stat(&format!("{}/generation", Self::base(cluster)))
+            .await
+        {
             Ok(Some(stat)) => Ok(i64::from(stat.version)),
             Ok(None) => Ok(0),
             Err(e) => Err(unavailable(e)),
@@ -719,13 +815,15 @@ impl Store for ZkStore {
         self.ensure_cluster(&z, &m.cluster).await?;
         let base = Self::base(&m.cluster);
         self.read();
-        let (bytes, lstat) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let (bytes, lstat) = z
+            .get_data(&format!("{base}/leader"))
+            .await
+            .map_err(unavailable)?;
         let current: LeaderData = parse("leader", &bytes)?;
         let now = self.server_now(&z, &m.cluster).await?;
-        let candidate = self
-            .node(&z, &m.cluster, &m.node)
-            .await?
-            .filter(|(d, s)| d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now));
+        let candidate = self.node(&z, &m.cluster, &m.node).await?.filter(|(d, s)| {
+            d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now)
+        });
         let holder = (!current.node.is_empty()).then(|| Leadership {
             node: current.node.clone(),
             incarnation: current.incarnation,
@@ -753,7 +851,8 @@ impl Store for ZkStore {
             .map_err(unavailable)?;
         w.add_set_data(&format!("{base}/leader"), &json(&next), Some(lstat.version))
             .map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(Some(Leadership {
@@ -763,7 +862,10 @@ impl Store for ZkStore {
             })),
             // Another candidate won the race: report the current holder.
             Err(e) if condition_failed(&e).is_some() => {
-                let (bytes, _) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+                let (bytes, _) = z
+                    .get_data(&format!("{base}/leader"))
+                    .await
+                    .map_err(unavailable)?;
                 let l: LeaderData = parse("leader", &bytes)?;
                 Ok((!l.node.is_empty()).then_some(Leadership {
                     node: l.node,
@@ -795,9 +897,14 @@ impl Store for ZkStore {
             epoch: current.epoch,
         };
         let mut w = z.new_multi_writer();
-        w.add_set_data(&format!("{base}/leader"), &json(&vacant), Some(stat.version))
+        w.add_set_data(
+            &format!("{base}/leader"),
+            &json(&vacant),
+            Some(stat.version),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
             .map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None).map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
             Ok(_) => Ok(()),
@@ -812,7 +919,9 @@ impl Store for ZkStore {
 
     async fn assignments_since(&self, cluster: &str, generation: i64) -> Result<Vec<Assignment>> {
         let z = self.zk().await?;
-        let mut tasks = self.children(&z, &format!("{}/assign", Self::base(cluster))).await?;
+        let mut tasks = self
+            .children(&z, &format!("{}/assign", Self::base(cluster)))
+            .await?;
         tasks.sort();
         // Issued together: the client pipelines them on the session.
         let reads: Vec<_> = tasks
@@ -852,13 +961,20 @@ impl Store for ZkStore {
         let cluster = &leader.cluster;
         let base = Self::base(cluster);
         self.read();
-        let (bytes, lstat) = z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+        let (bytes, lstat) = z
+            .get_data(&format!("{base}/leader"))
+            .await
+            .map_err(unavailable)?;
         let l: LeaderData = parse("leader", &bytes)?;
         let now = self.server_now(&z, cluster).await?;
         let alive = self
             .registration_alive(&z, cluster, &leader.node, leader.incarnation, now)
             .await?;
-        if l.node != leader.node || l.incarnation != leader.incarnation || l.epoch != epoch || alive.is_none() {
+        if l.node != leader.node
+            || l.incarnation != leader.incarnation
+            || l.epoch != epoch
+            || alive.is_none()
+        {
             return Ok(LeaderWrite::Deposed);
         }
         // Read every changed row (pipelined) to check the token the leader saw.
@@ -871,7 +987,10 @@ impl Store for ZkStore {
             self.read();
             match read.await {
                 Ok((bytes, stat)) => {
-                    current.insert(c.task.as_str(), (parse("assignment", &bytes)?, stat.version));
+                    current.insert(
+                        c.task.as_str(),
+                        (parse("assignment", &bytes)?, stat.version),
+                    );
                 }
                 Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(unavailable(e)),
@@ -889,19 +1008,23 @@ impl Store for ZkStore {
             .await
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
-        let mut generation = i64::from(gstat.version);
-        let mut gversion = gstat.version;
-        for chunk in changes.chunks(MULTI_LIMIT) {
-            generation += 1;
+        // Each chunk is one multi-op that takes the next generation.
+        for (gversion, chunk) in (gstat.version..).zip(changes.chunks(MULTI_LIMIT)) {
+            let generation = i64::from(gversion) + 1;
             let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/leader"), lstat.version).map_err(unavailable)?;
+            w.add_check_version(&format!("{base}/leader"), lstat.version)
+                .map_err(unavailable)?;
             w.add_set_data(&format!("{base}/generation"), b"", Some(gversion))
                 .map_err(unavailable)?;
             for c in chunk {
                 let path = format!("{base}/assign/{}", c.task);
                 match current.get(c.task.as_str()) {
                     Some((old, version)) => {
-                        let placed_at = if c.owner.is_some() && old.placed_at == 0 { now } else { old.placed_at };
+                        let placed_at = if c.owner.is_some() && old.placed_at == 0 {
+                            now
+                        } else {
+                            old.placed_at
+                        };
                         let data = AssignData {
                             node: c.owner.as_ref().map(|(n, _)| n.clone()),
                             incarnation: c.owner.as_ref().map(|(_, i)| *i),
@@ -911,7 +1034,8 @@ impl Store for ZkStore {
                             reason: c.reason.clone(),
                             version: generation,
                         };
-                        w.add_set_data(&path, &json(&data), Some(*version)).map_err(unavailable)?;
+                        w.add_set_data(&path, &json(&data), Some(*version))
+                            .map_err(unavailable)?;
                     }
                     None => {
                         let data = AssignData {
@@ -923,7 +1047,8 @@ impl Store for ZkStore {
                             reason: c.reason.clone(),
                             version: generation,
                         };
-                        w.add_create(&path, &json(&data), &persistent()).map_err(unavailable)?;
+                        w.add_create(&path, &json(&data), &persistent())
+                            .map_err(unavailable)?;
                     }
                 }
             }
@@ -934,8 +1059,10 @@ impl Store for ZkStore {
                     Some(_) => {
                         // The leader row moved: deposed; else a row or the generation moved.
                         self.read();
-                        let (bytes, _) =
-                            z.get_data(&format!("{base}/leader")).await.map_err(unavailable)?;
+                        let (bytes, _) = z
+                            .get_data(&format!("{base}/leader"))
+                            .await
+                            .map_err(unavailable)?;
                         let now_l: LeaderData = parse("leader", &bytes)?;
                         return Ok(if now_l.epoch != epoch || now_l.node != leader.node {
                             LeaderWrite::Deposed
@@ -946,7 +1073,6 @@ impl Store for ZkStore {
                     None => return Err(unavailable(e)),
                 },
             }
-            gversion += 1;
         }
         Ok(LeaderWrite::Written)
     }
@@ -976,7 +1102,11 @@ impl Store for ZkStore {
                 Some(false) => ClaimOutcome::AlreadyClaimed,
                 None => {
                     // Fenced, unless the instant is taken anyway.
-                    if self.fire(&z, &c.member.cluster, &c.task, &key).await?.is_some() {
+                    if self
+                        .fire(&z, &c.member.cluster, &c.task, &key)
+                        .await?
+                        .is_some()
+                    {
                         ClaimOutcome::AlreadyClaimed
                     } else {
                         ClaimOutcome::Fenced
@@ -1026,7 +1156,9 @@ impl Store for ZkStore {
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         let z = self.zk().await?;
-        let keys = self.children(&z, &format!("{}/fires/{task}", Self::base(cluster))).await?;
+        let keys = self
+            .children(&z, &format!("{}/fires/{task}", Self::base(cluster)))
+            .await?;
         Ok(keys
             .iter()
             .filter(|k| !is_item(k))
@@ -1036,7 +1168,9 @@ impl Store for ZkStore {
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
         let z = self.zk().await?;
-        let mut keys = self.children(&z, &format!("{}/running/{task}", Self::base(cluster))).await?;
+        let mut keys = self
+            .children(&z, &format!("{}/running/{task}", Self::base(cluster)))
+            .await?;
         keys.retain(|k| !is_item(k));
         keys.sort();
         let now = self.server_now(&z, cluster).await?;
@@ -1077,7 +1211,13 @@ impl Store for ZkStore {
             .await
     }
 
-    async fn claim_item(&self, m: &Member, service: &str, token: i64, item: &str) -> Result<ItemClaim> {
+    async fn claim_item(
+        &self,
+        m: &Member,
+        service: &str,
+        token: i64,
+        item: &str,
+    ) -> Result<ItemClaim> {
         let z = self.zk().await?;
         let now = self.server_now(&z, &m.cluster).await?;
         let key = item_key(item);
@@ -1092,7 +1232,11 @@ impl Store for ZkStore {
             finished_at: None,
             message: None,
         };
-        if self.create_record(m, service, &key, token, &data, true).await? == Some(true) {
+        if self
+            .create_record(m, service, &key, token, &data, true)
+            .await?
+            == Some(true)
+        {
             return Ok(ItemClaim::Claimed);
         }
         let Some((f, _)) = self.fire(&z, &m.cluster, service, &key).await? else {
@@ -1121,8 +1265,15 @@ impl Store for ZkStore {
         record: &ItemRecord,
         retry: bool,
     ) -> Result<ClaimOutcome> {
-        self.recover_record(m, service, &item_key(item), token, (record.token, record.attempt), retry)
-            .await
+        self.recover_record(
+            m,
+            service,
+            &item_key(item),
+            token,
+            (record.token, record.attempt),
+            retry,
+        )
+        .await
     }
 
     async fn finish_item(&self, cluster: &str, ended: &ItemEnd<'_>) -> Result<()> {
@@ -1138,7 +1289,12 @@ impl Store for ZkStore {
         .await
     }
 
-    async fn history(&self, cluster: &str, task: Option<&str>, limit: i64) -> Result<Vec<FireRecord>> {
+    async fn history(
+        &self,
+        cluster: &str,
+        task: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FireRecord>> {
         let z = self.zk().await?;
         let base = Self::base(cluster);
         let tasks = match task {
@@ -1188,7 +1344,10 @@ impl Store for ZkStore {
                 let old_item = is_item(&key) && f.finished_at.is_some_and(|at| at < before_ms);
                 if done && (old_fire || old_item) {
                     self.wrote();
-                    match z.delete(&format!("{base}/fires/{t}/{key}"), Some(stat.version)).await {
+                    match z
+                        .delete(&format!("{base}/fires/{t}/{key}"), Some(stat.version))
+                        .await
+                    {
                         Ok(()) => purged += 1,
                         Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
                         Err(e) => return Err(unavailable(e)),

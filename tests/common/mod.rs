@@ -49,7 +49,9 @@ pub fn server(kind: DbKind) -> &'static DbServer {
 /// One private ZooKeeper server per test binary, shared by its tests (each gets its own tree).
 pub fn zookeeper() -> &'static rota::harness::zookeeper::ZkEnsemble {
     static ZK: OnceLock<Result<rota::harness::zookeeper::ZkEnsemble, String>> = OnceLock::new();
-    match ZK.get_or_init(|| rota::harness::zookeeper::ZkEnsemble::start(1).map_err(|e| e.to_string())) {
+    match ZK
+        .get_or_init(|| rota::harness::zookeeper::ZkEnsemble::start(1).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => panic!("cannot start the ZooKeeper test server: {e}"),
     }
