@@ -135,6 +135,29 @@ async fn changed_assignments_are_read_by_generation(store: &Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+    // Many changes later (a store may keep a bounded change log), an old generation still
+    // gets every row changed since, and a recent one only its own.
+    for i in 0..300 {
+        let owner = if i % 2 == 0 { &a } else { &b };
+        assign(store, &a, l.epoch, "t3", owner).await;
+    }
+    let recent = store.generation("gen").await.unwrap();
+    assign(store, &a, l.epoch, "t1", &b).await;
+    let mut old: Vec<String> = store
+        .assignments_since("gen", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.task)
+        .collect();
+    old.sort();
+    assert_eq!(old, ["t1", "t3"]);
+    let fresh = store.assignments_since("gen", recent).await.unwrap();
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(
+        (fresh[0].task.as_str(), fresh[0].owner.clone()),
+        ("t1", Some(("b".to_string(), 1)))
+    );
 }
 
 async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {

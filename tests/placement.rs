@@ -389,19 +389,28 @@ async fn all_runs_a_share_on_every_node_and_a_dead_node_stops_only_its_own(kind:
     }
     let since = s.store.now_ms().await.unwrap();
     wait_fired_on_owners(&s, &cluster, &owners, since).await;
-    // The shared instant is started once per node: three starts, on three nodes.
-    let lines = harness::read_fire_lines(&record);
-    let last_common = lines
-        .iter()
-        .filter(|l| l.node == "node-1")
-        .map(|l| l.instant_ms)
-        .filter(|i| {
-            NODES
+    // The shared instant is started once per node: three starts, on three nodes. The
+    // record is written by the tasks themselves, a moment after the store knows.
+    let (last_common, lines) = eventually(
+        "an instant every node started",
+        LONG,
+        Some(&cluster),
+        || async {
+            let lines = harness::read_fire_lines(&record);
+            let common = lines
                 .iter()
-                .all(|n| lines.iter().any(|l| l.node == *n && l.instant_ms == *i))
-        })
-        .max()
-        .expect("an instant every node started");
+                .filter(|l| l.node == "node-1")
+                .map(|l| l.instant_ms)
+                .filter(|i| {
+                    NODES
+                        .iter()
+                        .all(|n| lines.iter().any(|l| l.node == *n && l.instant_ms == *i))
+                })
+                .max()?;
+            Some((common, lines))
+        },
+    )
+    .await;
     let at: Vec<_> = lines
         .iter()
         .filter(|l| l.instant_ms == last_common)

@@ -29,6 +29,8 @@ use crate::task::Outcome;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// Operations per multi-op: far below the server's 1 MB request limit.
 const MULTI_LIMIT: usize = 400;
+/// Change-log entries kept before the oldest half is pruned.
+const CHANGE_LOG_KEEP: usize = 256;
 
 pub struct ZkStore {
     hosts: String,
@@ -174,6 +176,28 @@ impl ZkStore {
             Ok(()) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(unavailable(e)),
         }
+        // The session's life, explicitly: suspended (disconnected) is not "still owner" (the
+        // node fences itself when its local deadline passes), and an expired session is
+        // never resumed: the next call opens a new one, and the node rejoins.
+        let mut states = client.state_watcher();
+        tokio::spawn(async move {
+            loop {
+                let state = states.changed().await;
+                match state {
+                    zk::SessionState::Disconnected => {
+                        tracing::warn!("zookeeper session suspended (disconnected); reconnecting")
+                    }
+                    zk::SessionState::SyncConnected => {
+                        tracing::info!("zookeeper session connected")
+                    }
+                    other if other.is_terminated() => {
+                        tracing::warn!(state = ?other, "zookeeper session ended; a new one is opened on next use");
+                        return;
+                    }
+                    other => tracing::info!(state = ?other, "zookeeper session state"),
+                }
+            }
+        });
         let rooted = client.chroot(self.root.clone()).map_err(|_| {
             Error::config(
                 "store.url",
@@ -216,6 +240,7 @@ impl ZkStore {
             format!("{base}/assign"),
             format!("{base}/fires"),
             format!("{base}/running"),
+            format!("{base}/changes"),
         ] {
             match z.mkdir(&path, &persistent()).await {
                 Ok(()) | Err(zk::Error::NodeExists) => {}
@@ -537,6 +562,83 @@ impl ZkStore {
             Err(zk::Error::NoNode) => Ok(Vec::new()),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// The tasks whose assignments changed after `generation`, from the change log; `None`
+    /// when the log no longer reaches back that far (read everything then).
+    async fn changed_since(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        generation: i64,
+    ) -> Result<Option<Vec<String>>> {
+        if generation < 0 {
+            return Ok(None);
+        }
+        let path = format!("{}/changes", Self::base(cluster));
+        self.read();
+        let pruned_below: i64 = match z.get_data(&path).await {
+            Ok((bytes, _)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        if generation < pruned_below {
+            return Ok(None);
+        }
+        let entries: Vec<String> = self
+            .children(z, &path)
+            .await?
+            .into_iter()
+            .filter(|e| e.parse::<i64>().is_ok_and(|g| g > generation))
+            .collect();
+        let reads: Vec<_> = entries
+            .iter()
+            .map(|e| z.get_data(&format!("{path}/{e}")))
+            .collect();
+        let mut tasks = Vec::new();
+        for read in reads {
+            self.read();
+            match read.await {
+                Ok((bytes, _)) => tasks.extend(parse::<Vec<String>>("change log", &bytes)?),
+                // Pruned meanwhile: the log no longer covers this generation.
+                Err(zk::Error::NoNode) => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        // Pruned while we read: entries we needed may be gone.
+        self.read();
+        let (bytes, _) = z.get_data(&path).await.map_err(unavailable)?;
+        let now_below: i64 = String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0);
+        if generation < now_below {
+            return Ok(None);
+        }
+        Ok(Some(tasks))
+    }
+
+    /// Keeps the change log short: past `CHANGE_LOG_KEEP` entries, records how far it reaches
+    /// back (readers from before that read everything), then drops the oldest half.
+    async fn prune_changes(&self, z: &zk::Client, cluster: &str) -> Result<()> {
+        let path = format!("{}/changes", Self::base(cluster));
+        let mut gens: Vec<i64> = self
+            .children(z, &path)
+            .await?
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect();
+        if gens.len() <= CHANGE_LOG_KEEP {
+            return Ok(());
+        }
+        gens.sort_unstable();
+        let drop: Vec<i64> = gens[..gens.len() / 2].to_vec();
+        let below = drop.last().copied().unwrap_or(0) + 1;
+        self.wrote();
+        z.set_data(&path, below.to_string().as_bytes(), None)
+            .await
+            .map_err(unavailable)?;
+        for g in drop {
+            let _ = z.delete(&format!("{path}/{g:020}"), None).await;
+        }
+        Ok(())
     }
 
     fn fire_record(task: &str, f: FireData) -> Result<FireRecord> {
@@ -919,10 +1021,13 @@ impl Store for ZkStore {
 
     async fn assignments_since(&self, cluster: &str, generation: i64) -> Result<Vec<Assignment>> {
         let z = self.zk().await?;
-        let mut tasks = self
-            .children(&z, &format!("{}/assign", Self::base(cluster)))
-            .await?;
+        let base = Self::base(cluster);
+        let mut tasks = match self.changed_since(&z, cluster, generation).await? {
+            Some(changed) => changed,
+            None => self.children(&z, &format!("{base}/assign")).await?,
+        };
         tasks.sort();
+        tasks.dedup();
         // Issued together: the client pipelines them on the session.
         let reads: Vec<_> = tasks
             .iter()
@@ -1008,12 +1113,21 @@ impl Store for ZkStore {
             .await
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
+        self.mkdirs(&z, &[format!("{base}/changes")]).await?;
         // Each chunk is one multi-op that takes the next generation.
         for (gversion, chunk) in (gstat.version..).zip(changes.chunks(MULTI_LIMIT)) {
             let generation = i64::from(gversion) + 1;
             let mut w = z.new_multi_writer();
             w.add_check_version(&format!("{base}/leader"), lstat.version)
                 .map_err(unavailable)?;
+            // The change log: which tasks this generation changed, for `assignments_since`.
+            let names: Vec<&str> = chunk.iter().map(|c| c.task.as_str()).collect();
+            w.add_create(
+                &format!("{base}/changes/{generation:020}"),
+                &json(&names),
+                &persistent(),
+            )
+            .map_err(unavailable)?;
             w.add_set_data(&format!("{base}/generation"), b"", Some(gversion))
                 .map_err(unavailable)?;
             for c in chunk {
@@ -1074,6 +1188,7 @@ impl Store for ZkStore {
                 },
             }
         }
+        self.prune_changes(&z, cluster).await?;
         Ok(LeaderWrite::Written)
     }
 
