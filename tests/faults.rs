@@ -72,7 +72,10 @@ async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kin
 async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind) {
     let _serial = SERIAL.lock().await;
     let s = TestStore::new(kind).await;
-    let port = server(db_kind(kind)).port();
+    let port = match kind {
+        Kind::ZooKeeper => zookeeper().port(0),
+        _ => server(db_kind(kind)).port(),
+    };
     let proxy = CutProxy::start(port).await.unwrap();
     let mut cluster = s.cluster("cut");
     let record = cluster.dir().join("fires.log");
@@ -225,6 +228,11 @@ macro_rules! on_server_stores {
             }
         }
     )*};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_zookeeper_starts_nothing_and_rejoins() {
+    a_node_cut_off_from_the_database_starts_nothing_and_rejoins(Kind::ZooKeeper).await
 }
 
 /// A three-server ZooKeeper ensemble loses its leader under a running cluster: the quorum

@@ -155,6 +155,11 @@ impl ZkEnsemble {
             .map(|m| m.trim().to_string())
     }
 
+    /// The client port of server `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.members[i].client_port
+    }
+
     /// `host:port,...` of every server.
     pub fn hosts(&self) -> String {
         self.members

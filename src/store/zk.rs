@@ -641,6 +641,81 @@ impl ZkStore {
         Ok(())
     }
 
+    /// The election recipe: each candidate holds an ephemeral sequential znode under
+    /// `election/` (created on its first call); it is first in line when every candidate
+    /// before it is gone, dead by server time `now`, or leaving. Dead candidates' znodes (their
+    /// session may outlive their registration) are removed on the way. The `leader` znode,
+    /// version-checked, stays the fence: being first in line only allows the attempt.
+    async fn first_in_line(&self, z: &zk::Client, m: &Member, now: i64) -> Result<bool> {
+        let dir = format!("{}/election", Self::base(&m.cluster));
+        self.mkdirs(z, std::slice::from_ref(&dir)).await?;
+        let me = format!("{}:{}", m.node, m.incarnation);
+        let mut line: Vec<(i64, String, String)> = Vec::new();
+        for name in self.children(z, &dir).await? {
+            let Some(seq) = name.strip_prefix("n-").and_then(|s| s.parse::<i64>().ok()) else {
+                continue;
+            };
+            self.read();
+            match z.get_data(&format!("{dir}/{name}")).await {
+                Ok((bytes, _)) => {
+                    line.push((seq, name, String::from_utf8_lossy(&bytes).into_owned()))
+                }
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        if !line.iter().any(|(_, _, who)| *who == me) {
+            self.wrote();
+            let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+            let (_, seq) = z
+                .create(&format!("{dir}/n-"), me.as_bytes(), &options)
+                .await
+                .map_err(unavailable)?;
+            line.push((seq.into_i64(), format!("n-{seq}"), me.clone()));
+        }
+        line.sort();
+        for (_, name, who) in line {
+            if who == me {
+                return Ok(true);
+            }
+            let Some((node, incarnation)) = who
+                .rsplit_once(':')
+                .and_then(|(n, i)| Some((n.to_string(), i.parse::<i64>().ok()?)))
+            else {
+                continue;
+            };
+            let standing = self
+                .node(z, &m.cluster, &node)
+                .await?
+                .filter(|(d, s)| d.incarnation == incarnation && Self::alive(d, s, now));
+            match standing {
+                Some((d, _)) if !d.leaving => return Ok(false),
+                Some(_) => {} // leaving: it never takes over
+                None => {
+                    self.wrote();
+                    let _ = z.delete(&format!("{dir}/{name}"), None).await;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes `m`'s candidacy (a node leaving gracefully).
+    async fn leave_election(&self, z: &zk::Client, m: &Member) -> Result<()> {
+        let dir = format!("{}/election", Self::base(&m.cluster));
+        let me = format!("{}:{}", m.node, m.incarnation);
+        for name in self.children(z, &dir).await? {
+            self.read();
+            if let Ok((bytes, stat)) = z.get_data(&format!("{dir}/{name}")).await {
+                if bytes == me.as_bytes() {
+                    self.wrote();
+                    let _ = z.delete(&format!("{dir}/{name}"), Some(stat.version)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn fire_record(task: &str, f: FireData) -> Result<FireRecord> {
         Ok(FireRecord {
             task: task.to_string(),
@@ -940,16 +1015,21 @@ impl Store for ZkStore {
                 return Ok(holder);
             }
         }
-        let Some((_, nstat)) = candidate else {
+        if candidate.is_none() {
             return Ok(None);
-        };
+        }
+        // The election recipe: only the first live candidate in line may take over.
+        if !self.first_in_line(&z, m, now).await? {
+            return Ok(holder);
+        }
         let next = LeaderData {
             node: m.node.clone(),
             incarnation: m.incarnation,
             epoch: current.epoch + 1,
         };
         let mut w = z.new_multi_writer();
-        w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
             .map_err(unavailable)?;
         w.add_set_data(&format!("{base}/leader"), &json(&next), Some(lstat.version))
             .map_err(unavailable)?;
@@ -981,6 +1061,8 @@ impl Store for ZkStore {
 
     async fn release_leadership(&self, m: &Member) -> Result<()> {
         let z = self.zk().await?;
+        // Stepping down is leaving the line too: a later candidacy starts at its back.
+        self.leave_election(&z, m).await?;
         let base = Self::base(&m.cluster);
         self.read();
         let (bytes, stat) = match z.get_data(&format!("{base}/leader")).await {
