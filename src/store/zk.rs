@@ -27,6 +27,8 @@ use crate::task::Outcome;
 
 /// Session timeout asked of the server (it clamps it to 2..20 × its tickTime).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Bytes per declarations chunk: far below the server's 1 MB znode limit.
+const DECL_CHUNK: usize = 256 * 1024;
 /// Operations per multi-op: far below the server's 1 MB request limit.
 const MULTI_LIMIT: usize = 400;
 /// Change-log entries kept before the oldest half is pruned.
@@ -48,7 +50,9 @@ struct NodeData {
     leaving: bool,
     host: String,
     process: String,
-    declared: String,
+    /// The declarations live in `decl/<id>/<incarnation>-<i>` chunks (written once at join):
+    /// the registration itself stays small, since every heartbeat rewrites it.
+    declared_chunks: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -766,6 +770,21 @@ impl Store for ZkStore {
             tasks: req.declared.clone(),
             meta: req.meta.clone(),
         };
+        let declared = serde_json::to_vec(&registration).expect("serializes");
+        let chunks: Vec<&[u8]> = declared.chunks(DECL_CHUNK).collect();
+        let decl = format!("{base}/decl/{}", m.node);
+        self.mkdirs(&z, std::slice::from_ref(&decl)).await?;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.wrote();
+            let path = format!("{decl}/{}-{i}", m.incarnation);
+            match z.create(&path, chunk, &persistent()).await {
+                Ok(_) => {}
+                Err(zk::Error::NodeExists) => {
+                    z.set_data(&path, chunk, None).await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
         let data = NodeData {
             incarnation: m.incarnation,
             joined_at: now,
@@ -773,7 +792,7 @@ impl Store for ZkStore {
             leaving: false,
             host: req.host.clone(),
             process: req.process.clone(),
-            declared: serde_json::to_string(&registration).expect("serializes"),
+            declared_chunks: chunks.len() as u32,
         };
         let mut w = z.new_multi_writer();
         if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
@@ -793,7 +812,17 @@ impl Store for ZkStore {
             .map_err(unavailable)?;
         self.wrote();
         match w.commit().await {
-            Ok(_) => Ok(JoinOutcome::Joined { now_ms: now }),
+            Ok(_) => {
+                // Declarations of earlier incarnations of this id are no longer read.
+                let mine = format!("{}-", m.incarnation);
+                for name in self.children(&z, &decl).await? {
+                    if !name.starts_with(&mine) {
+                        self.wrote();
+                        let _ = z.delete(&format!("{decl}/{name}"), None).await;
+                    }
+                }
+                Ok(JoinOutcome::Joined { now_ms: now })
+            }
             Err(e) => match condition_failed(&e) {
                 // Someone else registered this id meanwhile: report who.
                 Some(_) => match self.node(&z, &m.cluster, &m.node).await? {
@@ -935,7 +964,16 @@ impl Store for ZkStore {
             if only.is_some_and(|list| !list.iter().any(|(n, i)| *n == id && *i == d.incarnation)) {
                 continue;
             }
-            let r: Registration = parse("declarations", d.declared.as_bytes())?;
+            let mut bytes = Vec::new();
+            let decl = format!("{}/decl/{id}", Self::base(cluster));
+            for i in 0..d.declared_chunks {
+                self.read();
+                match z.get_data(&format!("{decl}/{}-{i}", d.incarnation)).await {
+                    Ok((chunk, _)) => bytes.extend_from_slice(&chunk),
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            let r: Registration = parse("declarations", &bytes)?;
             out.push(NodeDeclarations {
                 node: id,
                 incarnation: d.incarnation,
@@ -1370,6 +1408,9 @@ impl Store for ZkStore {
             .await?;
         keys.retain(|k| !is_item(k));
         keys.sort();
+        if keys.is_empty() {
+            return Ok(Vec::new()); // the common case: no clock read (a write) needed
+        }
         let now = self.server_now(&z, cluster).await?;
         let mut out = Vec::new();
         for key in keys {
