@@ -38,6 +38,8 @@ pub struct ZkStore {
     hosts: String,
     root: String,
     client: Mutex<Option<zk::Client>>,
+    /// Per-task record directories known to exist (created once per process).
+    known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -154,6 +156,7 @@ impl ZkStore {
             hosts: hosts.to_string(),
             root: root.to_string(),
             client: Mutex::new(None),
+            known_dirs: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
         };
@@ -404,6 +407,25 @@ impl ZkStore {
         Ok(())
     }
 
+    /// Creates `fires/<task>` and `running/<task>` unless this process knows they exist.
+    async fn record_dirs(&self, z: &zk::Client, cluster: &str, task: &str) -> Result<()> {
+        let key = format!("{cluster}/{task}");
+        if self.known_dirs.lock().unwrap().contains(&key) {
+            return Ok(());
+        }
+        let base = Self::base(cluster);
+        self.mkdirs(
+            z,
+            &[
+                format!("{base}/fires/{task}"),
+                format!("{base}/running/{task}"),
+            ],
+        )
+        .await?;
+        self.known_dirs.lock().unwrap().insert(key);
+        Ok(())
+    }
+
     /// Records a fire or item under the fence. `Ok(None)`: fenced; `Ok(Some(false))`: taken.
     #[allow(clippy::too_many_arguments)]
     async fn create_record(
@@ -417,14 +439,7 @@ impl ZkStore {
     ) -> Result<Option<bool>> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
-        self.mkdirs(
-            &z,
-            &[
-                format!("{base}/fires/{task}"),
-                format!("{base}/running/{task}"),
-            ],
-        )
-        .await?;
+        self.record_dirs(&z, &m.cluster, task).await?;
         let Some(aver) = self.fence(&z, m, task, token).await? else {
             return Ok(None);
         };
@@ -718,6 +733,22 @@ impl ZkStore {
             }
         }
         Ok(())
+    }
+
+    /// A claim that did not pass: `AlreadyClaimed` if its instant has a record anyway.
+    async fn taken_or_fenced(&self, z: &zk::Client, c: &Claim) -> Result<ClaimOutcome> {
+        let key = fire_key(c.instant_ms);
+        Ok(
+            if self
+                .fire(z, &c.member.cluster, &c.task, &key)
+                .await?
+                .is_some()
+            {
+                ClaimOutcome::AlreadyClaimed
+            } else {
+                ClaimOutcome::Fenced
+            },
+        )
     }
 
     fn fire_record(task: &str, f: FireData) -> Result<FireRecord> {
@@ -1349,6 +1380,173 @@ impl Store for ZkStore {
                 }
             },
         )
+    }
+
+    async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        // One claimant per batch (a node's batcher): one clock read and one registration
+        // check for all, the assignments read and the multi-ops sent pipelined.
+        let Some(first) = claims.first() else {
+            return Ok(Vec::new());
+        };
+        if claims.len() == 1 || claims.iter().any(|c| c.member != first.member) {
+            let mut out = Vec::with_capacity(claims.len());
+            for c in claims {
+                out.push(self.claim(c).await?);
+            }
+            return Ok(out);
+        }
+        let m = &first.member;
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        for c in claims {
+            self.record_dirs(&z, &m.cluster, &c.task).await?;
+        }
+        let now = self.server_now(&z, &m.cluster).await?;
+        if self
+            .registration_alive(&z, &m.cluster, &m.node, m.incarnation, now)
+            .await?
+            .is_none()
+        {
+            return Ok(vec![ClaimOutcome::Fenced; claims.len()]);
+        }
+        let reads: Vec<_> = claims
+            .iter()
+            .map(|c| z.get_data(&format!("{base}/assign/{}", c.task)))
+            .collect();
+        let mut versions = Vec::with_capacity(claims.len());
+        for (c, read) in claims.iter().zip(reads) {
+            self.read();
+            versions.push(match read.await {
+                Ok((bytes, stat)) => {
+                    let a: AssignData = parse("assignment", &bytes)?;
+                    let named = a.token == c.token
+                        && a.node.as_deref() == Some(m.node.as_str())
+                        && a.incarnation == Some(m.incarnation);
+                    named.then_some(stat.version)
+                }
+                Err(zk::Error::NoNode) => None,
+                Err(e) => return Err(unavailable(e)),
+            });
+        }
+        let mut writers = Vec::new();
+        for (c, version) in claims.iter().zip(&versions) {
+            let Some(version) = version else {
+                writers.push(None);
+                continue;
+            };
+            let running = c.outcome == Outcome::Running;
+            let data = FireData {
+                instant: c.instant_ms,
+                node: m.node.clone(),
+                incarnation: m.incarnation,
+                token: c.token,
+                attempt: 1,
+                outcome: c.outcome.as_str().to_string(),
+                started_at: running.then_some(now),
+                finished_at: (!running).then_some(now),
+                message: c.message.clone(),
+            };
+            let key = fire_key(c.instant_ms);
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&format!("{base}/assign/{}", c.task), *version)
+                .map_err(unavailable)?;
+            w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
+                .map_err(unavailable)?;
+            w.add_create(
+                &format!("{base}/fires/{}/{key}", c.task),
+                &json(&data),
+                &persistent(),
+            )
+            .map_err(unavailable)?;
+            if running {
+                w.add_create(
+                    &format!("{base}/running/{}/{key}", c.task),
+                    b"",
+                    &persistent(),
+                )
+                .map_err(unavailable)?;
+            }
+            writers.push(Some(w));
+        }
+        // Every commit is sent before any answer is awaited.
+        let commits: Vec<_> = writers
+            .iter_mut()
+            .map(|w| w.as_mut().map(|w| w.commit()))
+            .collect();
+        let mut out = Vec::with_capacity(claims.len());
+        for (c, commit) in claims.iter().zip(commits) {
+            let Some(commit) = commit else {
+                out.push(self.taken_or_fenced(&z, c).await?);
+                continue;
+            };
+            self.wrote();
+            out.push(match commit.await {
+                Ok(_) => ClaimOutcome::Claimed,
+                Err(e) => match condition_failed(&e) {
+                    Some(zk::Error::NodeExists) => ClaimOutcome::AlreadyClaimed,
+                    Some(_) => self.taken_or_fenced(&z, c).await?,
+                    None => return Err(unavailable(e)),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
+        if finishes.len() == 1 {
+            return self.finish(cluster, &finishes[0]).await;
+        }
+        let z = self.zk().await?;
+        let base = Self::base(cluster);
+        let now = self.server_now(&z, cluster).await?;
+        let reads: Vec<_> = finishes
+            .iter()
+            .map(|f| {
+                z.get_data(&format!(
+                    "{base}/fires/{}/{}",
+                    f.task,
+                    fire_key(f.instant_ms)
+                ))
+            })
+            .collect();
+        let mut writers = Vec::new();
+        for (f, read) in finishes.iter().zip(reads) {
+            self.read();
+            let (bytes, stat) = match read.await {
+                Ok(v) => v,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut data: FireData = parse("fire", &bytes)?;
+            if data.outcome != "running" || data.token != f.token || data.attempt != f.attempt {
+                continue;
+            }
+            data.outcome = f.outcome.as_str().to_string();
+            data.finished_at = Some(now);
+            data.message = f.message.clone();
+            let key = fire_key(f.instant_ms);
+            let mut w = z.new_multi_writer();
+            w.add_set_data(
+                &format!("{base}/fires/{}/{key}", f.task),
+                &json(&data),
+                Some(stat.version),
+            )
+            .map_err(unavailable)?;
+            w.add_delete(&format!("{base}/running/{}/{key}", f.task), None)
+                .map_err(unavailable)?;
+            writers.push(w);
+        }
+        let commits: Vec<_> = writers.iter_mut().map(|w| w.commit()).collect();
+        for commit in commits {
+            self.wrote();
+            match commit.await {
+                Ok(_) => {}
+                // Changed meanwhile (recovered by another node): not ours to finish.
+                Err(e) if condition_failed(&e).is_some() => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
     }
 
     async fn record_misfires(
