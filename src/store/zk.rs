@@ -38,6 +38,10 @@ pub struct ZkStore {
     hosts: String,
     root: String,
     client: Mutex<Option<zk::Client>>,
+    /// A second session for heartbeats alone: ZooKeeper answers a session's requests in
+    /// order, so renewals must not queue behind bulk reads and writes (a placement of
+    /// thousands of tasks) on the main session, which owns the ephemeral registrations.
+    beat: Mutex<Option<zk::Client>>,
     /// Per-task record directories known to exist (created once per process).
     known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
     reads: std::sync::atomic::AtomicU64,
@@ -156,6 +160,7 @@ impl ZkStore {
             hosts: hosts.to_string(),
             root: root.to_string(),
             client: Mutex::new(None),
+            beat: Mutex::new(None),
             known_dirs: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
@@ -166,7 +171,16 @@ impl ZkStore {
 
     /// The session's client, connecting (a new session) when there is none or it expired.
     async fn zk(&self) -> Result<zk::Client> {
-        let mut slot = self.client.lock().await;
+        self.session(&self.client).await
+    }
+
+    /// The heartbeat's own session.
+    async fn zk_beat(&self) -> Result<zk::Client> {
+        self.session(&self.beat).await
+    }
+
+    async fn session(&self, slot: &Mutex<Option<zk::Client>>) -> Result<zk::Client> {
+        let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {
             if !c.state().is_terminated() {
                 return Ok(c.clone());
@@ -866,7 +880,18 @@ impl Store for ZkStore {
     }
 
     async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
-        let z = self.zk().await?;
+        // The main session must be alive: its end removed the registration anyway, but say
+        // so at once.
+        if self
+            .client
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.state().is_terminated())
+        {
+            return Ok(false);
+        }
+        let z = self.zk_beat().await?;
         let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
             return Ok(false);
         };
