@@ -42,7 +42,7 @@ pub struct ZkStore {
     /// order, so renewals must not queue behind bulk reads and writes (a placement of
     /// thousands of tasks) on the main session, which owns the ephemeral registrations.
     beat: Mutex<Option<zk::Client>>,
-    /// Per-task record directories known to exist (created once per process).
+    /// Cluster trees and per-task record directories known to exist (created once per process).
     known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
@@ -245,6 +245,17 @@ impl ZkStore {
 
     /// Creates the cluster's fixed znodes if missing.
     async fn ensure_cluster(&self, z: &zk::Client, cluster: &str) -> Result<()> {
+        // Checked once per process: views and joins come back here at every heartbeat.
+        let known = format!("cluster:{cluster}");
+        if self.known_dirs.lock().unwrap().contains(&known) {
+            return Ok(());
+        }
+        self.create_cluster(z, cluster).await?;
+        self.known_dirs.lock().unwrap().insert(known);
+        Ok(())
+    }
+
+    async fn create_cluster(&self, z: &zk::Client, cluster: &str) -> Result<()> {
         let base = Self::base(cluster);
         if z.check_stat(&format!("{base}/clock"))
             .await
@@ -288,10 +299,26 @@ impl ZkStore {
         match z.set_data(&path, b"", None).await {
             Ok(stat) => Ok(stat.mtime),
             Err(zk::Error::NoNode) => {
-                self.ensure_cluster(z, cluster).await?;
+                // The tree is gone (or never was): create it, whatever this process believed.
+                self.create_cluster(z, cluster).await?;
                 let stat = z.set_data(&path, b"", None).await.map_err(unavailable)?;
                 Ok(stat.mtime)
             }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// A znode's JSON and stat; `None` if it does not exist.
+    async fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        z: &zk::Client,
+        path: &str,
+        what: &str,
+    ) -> Result<Option<(T, zk::Stat)>> {
+        self.read();
+        match z.get_data(path).await {
+            Ok((bytes, stat)) => Ok(Some((parse(what, &bytes)?, stat))),
+            Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -302,15 +329,8 @@ impl ZkStore {
         cluster: &str,
         id: &str,
     ) -> Result<Option<(NodeData, zk::Stat)>> {
-        self.read();
-        match z
-            .get_data(&format!("{}/nodes/{id}", Self::base(cluster)))
-            .await
-        {
-            Ok((bytes, stat)) => Ok(Some((parse("node", &bytes)?, stat))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        let path = format!("{}/nodes/{id}", Self::base(cluster));
+        self.get_json(z, &path, "node").await
     }
 
     fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
@@ -353,15 +373,8 @@ impl ZkStore {
         cluster: &str,
         task: &str,
     ) -> Result<Option<(AssignData, zk::Stat)>> {
-        self.read();
-        match z
-            .get_data(&format!("{}/assign/{task}", Self::base(cluster)))
-            .await
-        {
-            Ok((bytes, stat)) => Ok(Some((parse("assignment", &bytes)?, stat))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        let path = format!("{}/assign/{task}", Self::base(cluster));
+        self.get_json(z, &path, "assignment").await
     }
 
     /// The fence of a claim-like write: the assignment's version to check, if `(task, token)`
@@ -372,6 +385,7 @@ impl ZkStore {
         m: &Member,
         task: &str,
         token: i64,
+        now: i64,
     ) -> Result<Option<i32>> {
         let Some((a, astat)) = self.assignment(z, &m.cluster, task).await? else {
             return Ok(None);
@@ -382,7 +396,6 @@ impl ZkStore {
         {
             return Ok(None);
         }
-        let now = self.server_now(z, &m.cluster).await?;
         if self
             .registration_alive(z, &m.cluster, &m.node, m.incarnation, now)
             .await?
@@ -400,15 +413,8 @@ impl ZkStore {
         task: &str,
         key: &str,
     ) -> Result<Option<(FireData, zk::Stat)>> {
-        self.read();
-        match z
-            .get_data(&format!("{}/fires/{task}/{key}", Self::base(cluster)))
-            .await
-        {
-            Ok((bytes, stat)) => Ok(Some((parse("fire", &bytes)?, stat))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        let path = format!("{}/fires/{task}/{key}", Self::base(cluster));
+        self.get_json(z, &path, "fire").await
     }
 
     async fn mkdirs(&self, z: &zk::Client, paths: &[String]) -> Result<()> {
@@ -450,11 +456,12 @@ impl ZkStore {
         token: i64,
         data: &FireData,
         running: bool,
+        now: i64,
     ) -> Result<Option<bool>> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
         self.record_dirs(&z, &m.cluster, task).await?;
-        let Some(aver) = self.fence(&z, m, task, token).await? else {
+        let Some(aver) = self.fence(&z, m, task, token, now).await? else {
             return Ok(None);
         };
         let mut w = z.new_multi_writer();
@@ -505,10 +512,11 @@ impl ZkStore {
         if f.outcome != "running" || (f.token, f.attempt) != record {
             return Ok(ClaimOutcome::Fenced);
         }
-        let Some(aver) = self.fence(&z, m, task, token).await? else {
+        let now = self.server_now(&z, &m.cluster).await?;
+        let Some(aver) = self.fence(&z, m, task, token, now).await? else {
             return Ok(ClaimOutcome::Fenced);
         };
-        let now = self.server_now(&z, &m.cluster).await?;
+
         if retry {
             f.node = m.node.clone();
             f.incarnation = m.incarnation;
@@ -1386,7 +1394,7 @@ impl Store for ZkStore {
         let key = fire_key(c.instant_ms);
         Ok(
             match self
-                .create_record(&c.member, &c.task, &key, c.token, &data, running)
+                .create_record(&c.member, &c.task, &key, c.token, &data, running, now)
                 .await?
             {
                 Some(true) => ClaimOutcome::Claimed,
@@ -1694,7 +1702,7 @@ impl Store for ZkStore {
             message: None,
         };
         if self
-            .create_record(m, service, &key, token, &data, true)
+            .create_record(m, service, &key, token, &data, true, now)
             .await?
             == Some(true)
         {
