@@ -62,6 +62,16 @@ pub(crate) async fn run(
     .await
 }
 
+/// One attempt to record a service's instance.
+enum InstanceStart {
+    /// Recorded as running at this instant (store time).
+    Started(i64),
+    /// Another live node still runs it: look again shortly.
+    Wait,
+    /// This token is no longer the service's.
+    Fenced,
+}
+
 /// Waits until no other live node runs the service (a previous owner within its grace
 /// period), settles instances of dead nodes, and records this one as running. `None` when
 /// stopped or fenced meanwhile.
@@ -78,7 +88,7 @@ async fn start_instance(
         if stop.is_cancelled() || !shared.lease_valid() {
             return None;
         }
-        let attempt: Result<Option<i64>> = async {
+        let attempt: Result<InstanceStart> = async {
             let mut elsewhere = false;
             for f in store.running_fires(&member.cluster, &spec.name).await? {
                 let mine = f.node == member.node && f.incarnation == member.incarnation;
@@ -93,7 +103,7 @@ async fn start_instance(
                 }
             }
             if elsewhere {
-                return Ok(None);
+                return Ok(InstanceStart::Wait);
             }
             let instant = shared.clock.now_ms();
             let claim = Claim {
@@ -105,23 +115,23 @@ async fn start_instance(
                 message: None,
             };
             match shared.batcher.claim(claim).await? {
-                ClaimOutcome::Claimed => Ok(Some(instant)),
-                ClaimOutcome::AlreadyClaimed => Ok(None),
-                ClaimOutcome::Fenced => Ok(Some(-1)),
+                ClaimOutcome::Claimed => Ok(InstanceStart::Started(instant)),
+                ClaimOutcome::AlreadyClaimed => Ok(InstanceStart::Wait),
+                ClaimOutcome::Fenced => Ok(InstanceStart::Fenced),
             }
         }
         .await;
         match attempt {
-            Ok(Some(-1)) => {
+            Ok(InstanceStart::Fenced) => {
                 debug!("instance refused: this token is no longer current");
                 return None;
             }
-            Ok(Some(instant)) => return Some(instant),
-            Ok(None) if !waiting_logged => {
+            Ok(InstanceStart::Started(instant)) => return Some(instant),
+            Ok(InstanceStart::Wait) if !waiting_logged => {
                 info!("waiting for the previous owner's instance to stop");
                 waiting_logged = true;
             }
-            Ok(None) => {}
+            Ok(InstanceStart::Wait) => {}
             Err(e) => debug!(error = %e, "cannot start the instance yet"),
         }
         tokio::select! {
