@@ -213,28 +213,6 @@ fn first_log_time(log: &str) -> i64 {
         .timestamp_millis()
 }
 
-/// One test per database server store (SQLite's clock and reachability are the host's own).
-macro_rules! on_server_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(Kind::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb() {
-                super::$scenario(Kind::MariaDb).await
-            }
-        }
-    )*};
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_from_zookeeper_starts_nothing_and_rejoins() {
-    a_node_cut_off_from_the_database_starts_nothing_and_rejoins(Kind::ZooKeeper).await
-}
-
 /// A three-server ZooKeeper ensemble loses its leader under a running cluster: the quorum
 /// elects another, the nodes' sessions move to a surviving server, and the tasks keep
 /// running, none twice.
@@ -283,8 +261,14 @@ async fn a_zookeeper_server_killed_under_a_running_cluster_loses_nothing() {
     assert_no_duplicates(&record);
 }
 
-on_server_stores!(
+// On the database servers (SQLite's clock and reachability are the host's own; the
+// ensemble test above is ZooKeeper's server fault).
+on_stores!(
+    [postgres => Postgres, mariadb => MariaDb];
     the_database_restarting_under_a_running_cluster_loses_nothing,
-    a_node_cut_off_from_the_database_starts_nothing_and_rejoins,
     nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time,
+);
+on_stores!(
+    [postgres => Postgres, mariadb => MariaDb, zookeeper => ZooKeeper];
+    a_node_cut_off_from_the_database_starts_nothing_and_rejoins,
 );

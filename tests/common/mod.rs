@@ -164,30 +164,35 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// Generates one test per store for a scenario `async fn name(kind: Kind)`.
+/// Generates, for each scenario `async fn name(kind: Kind)`, a module `name` with one test
+/// per listed store: `on_stores!([postgres => Postgres, ...]; scenario, ...)`.
 #[macro_export]
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {$(
+macro_rules! on_stores {
+    ($stores:tt; $($scenario:ident),* $(,)?) => {$(
+        on_stores!(@one $stores $scenario);
+    )*};
+    (@one [$($test:ident => $kind:ident),+ $(,)?] $scenario:ident) => {
         mod $scenario {
             use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(Kind::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(Kind::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb() {
-                super::$scenario(Kind::MariaDb).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn zookeeper() {
-                super::$scenario(Kind::ZooKeeper).await
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$scenario(Kind::$kind).await
+                }
+            )+
         }
-    )*};
+    };
+}
+
+/// One test per store for each scenario.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        on_stores!(
+            [sqlite => Sqlite, postgres => Postgres, mariadb => MariaDb, zookeeper => ZooKeeper];
+            $($scenario),*
+        );
+    };
 }
 
 // Scenario helpers shared by the multi-process tests.
