@@ -21,6 +21,47 @@ fn db_kind(kind: Kind) -> DbKind {
     }
 }
 
+/// Three nodes on `url`; once every task fires, `fault` strikes the store's servers (what it
+/// returns is kept alive to the end). The cluster must keep running: every task fires again,
+/// no node exits, nothing is started twice or missed silently.
+async fn a_store_fault_loses_nothing<F, Fut, Kept>(url: &str, name: &str, fault: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Kept>,
+{
+    let store = rota::store::open(url).await.unwrap();
+    store.prepare(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = ProcessCluster::new(BIN, dir.path(), url, name);
+    let record = dir.path().join("fires.log");
+    for id in ["node-1", "node-2", "node-3"] {
+        cluster.spawn(id, &tasks_toml(&record)).unwrap();
+    }
+    let t0 = store.now_ms().await.unwrap();
+    wait_fired_after(&store, &cluster, t0, None).await;
+    let before = store.now_ms().await.unwrap();
+
+    let kept = fault().await;
+    let back = eventually("the store answers again", LONG, Some(&cluster), || async {
+        store.now_ms().await.ok()
+    })
+    .await;
+    wait_fired_after(&store, &cluster, back, None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in ["node-1", "node-2", "node-3"] {
+        let exited = cluster.wait_exit(id, Duration::ZERO).await;
+        assert!(
+            exited.is_none(),
+            "{id} exited ({exited:?}) after the store fault:\n{}",
+            cluster.log(id)
+        );
+    }
+    let to = store.now_ms().await.unwrap() - 1500;
+    assert_nothing_silently_missed(&store, name, before, to).await;
+    assert_no_duplicates(&record);
+    drop(kept);
+}
+
 async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kind) {
     let _serial = SERIAL.lock().await;
     let db = db_kind(kind);
@@ -30,43 +71,16 @@ async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kin
         .unwrap()
         .expect("start server");
     let url = server.create_database("rota_restart").await.unwrap();
-    let store = rota::store::open(&url).await.unwrap();
-    store.prepare(true).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = ProcessCluster::new(BIN, dir.path(), &url, "restart-db");
-    let record = dir.path().join("fires.log");
-    for id in ["node-1", "node-2", "node-3"] {
-        cluster.spawn(id, &tasks_toml(&record)).unwrap();
-    }
-    let t0 = store.now_ms().await.unwrap();
-    wait_fired_after(&store, &cluster, t0, None).await;
-    let before = store.now_ms().await.unwrap();
-
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        server.restart().expect("restart");
-        server
-    })
-    .await
-    .unwrap();
-    let restarted = eventually("the store answers again", LONG, Some(&cluster), || async {
-        store.now_ms().await.ok()
+    a_store_fault_loses_nothing(&url, "restart-db", || async move {
+        tokio::task::spawn_blocking(move || {
+            let mut server = server;
+            server.restart().expect("restart");
+            server
+        })
+        .await
+        .unwrap()
     })
     .await;
-    wait_fired_after(&store, &cluster, restarted, None).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for id in ["node-1", "node-2", "node-3"] {
-        let exited = cluster.wait_exit(id, Duration::ZERO).await;
-        assert!(
-            exited.is_none(),
-            "{id} exited ({exited:?}) after the database restart:\n{}",
-            cluster.log(id)
-        );
-    }
-    let to = store.now_ms().await.unwrap() - 1500;
-    assert_nothing_silently_missed(&store, "restart-db", before, to).await;
-    assert_no_duplicates(&record);
-    drop(server);
 }
 
 async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind) {
@@ -219,46 +233,20 @@ fn first_log_time(log: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zookeeper_server_killed_under_a_running_cluster_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut ensemble =
-        tokio::task::spawn_blocking(|| rota::harness::zookeeper::ZkEnsemble::start(3))
-            .await
-            .unwrap()
-            .expect("start a ZooKeeper ensemble");
+    let ensemble = tokio::task::spawn_blocking(|| rota::harness::zookeeper::ZkEnsemble::start(3))
+        .await
+        .unwrap()
+        .expect("start a ZooKeeper ensemble");
     let url = ensemble.url("rota-ensemble");
-    let store = rota::store::open(&url).await.unwrap();
-    store.prepare(true).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = ProcessCluster::new(BIN, dir.path(), &url, "ensemble");
-    let record = dir.path().join("fires.log");
-    for id in ["node-1", "node-2", "node-3"] {
-        cluster.spawn(id, &tasks_toml(&record)).unwrap();
-    }
-    let t0 = store.now_ms().await.unwrap();
-    wait_fired_after(&store, &cluster, t0, None).await;
-    let before = store.now_ms().await.unwrap();
-    let leader = (0..3)
-        .find(|&i| ensemble.mode(i).as_deref() == Some("leader"))
-        .expect("the ensemble has a leader");
-    ensemble.kill(leader);
-    let after = eventually(
-        "the ensemble serves again",
-        LONG,
-        Some(&cluster),
-        || async { store.now_ms().await.ok() },
-    )
+    a_store_fault_loses_nothing(&url, "ensemble", || async move {
+        let mut ensemble = ensemble;
+        let leader = (0..3)
+            .find(|&i| ensemble.mode(i).as_deref() == Some("leader"))
+            .expect("the ensemble has a leader");
+        ensemble.kill(leader);
+        ensemble
+    })
     .await;
-    wait_fired_after(&store, &cluster, after, None).await;
-    for id in ["node-1", "node-2", "node-3"] {
-        let exited = cluster.wait_exit(id, Duration::ZERO).await;
-        assert!(
-            exited.is_none(),
-            "{id} exited ({exited:?}):\n{}",
-            cluster.log(id)
-        );
-    }
-    let to = store.now_ms().await.unwrap() - 1500;
-    assert_nothing_silently_missed(&store, "ensemble", before, to).await;
-    assert_no_duplicates(&record);
 }
 
 // On the database servers (SQLite's clock and reachability are the host's own; the
