@@ -529,6 +529,12 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     )
     .await;
     assert_eq!(fire.instant_ms, 5000);
+    // Contract 2: an expired registration starts nothing, even with the task's current token
+    // (the leader has not moved the task yet).
+    assert_eq!(
+        store.claim(&claim(&dead, "t", 6000, t1)).await.unwrap(),
+        ClaimOutcome::Fenced
+    );
     assign(store, &b, l.epoch, "t", &b).await;
     let t2 = store.assignments("crash").await.unwrap()[0].token;
     // Someone without the current token cannot take it over.
