@@ -96,6 +96,115 @@ async fn suite(store: Arc<dyn Store>) {
     history_is_kept_and_purged(&store).await;
     items_are_claimed_once_under_the_current_token(&store).await;
     changed_assignments_are_read_by_generation(&store).await;
+    commands_are_ordered_durable_and_acknowledged_per_node(&store).await;
+}
+
+/// Contract 8 at the store: one total order shared with the generation, bodies kept as
+/// given, acknowledgements replaced per (command, node) and stamped with store time.
+async fn commands_are_ordered_durable_and_acknowledged_per_node(store: &Arc<dyn Store>) {
+    use rota::store::{Ack, AckFilter, AckState};
+    let a = member("cmd", "a", 1);
+    join(store, &a, 10_000).await;
+    let before = store.generation("cmd").await.unwrap();
+    let now = store.now_ms().await.unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let body = format!(r#"{{"op":"drain","n":{i},"text":"é ' \" ;"}}"#);
+        let (seq, at) = store.append_command("cmd", &body).await.unwrap();
+        assert!(
+            at >= now - 1000 && at <= now + 60_000,
+            "issue time is store time: {at} vs {now}"
+        );
+        seqs.push(seq);
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {seqs:?}"
+    );
+    assert!(seqs[0] > before, "above the generation before");
+    assert_eq!(
+        store.generation("cmd").await.unwrap(),
+        seqs[4],
+        "each command takes a generation"
+    );
+    let all = store.commands("cmd", 0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), seqs);
+    assert!(
+        all[3].body.contains(r#""n":3"#) && all[3].body.contains("é ' \\\" ;"),
+        "{}",
+        all[3].body
+    );
+    let tail = store.commands("cmd", seqs[1], 2).await.unwrap();
+    assert_eq!(tail.iter().map(|c| c.seq).collect::<Vec<_>>(), seqs[2..4]);
+    assert!(store
+        .commands("other-cluster", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Two concurrent appends never share a number.
+    let (x, y) = tokio::join!(
+        store.append_command("cmd", "{}"),
+        store.append_command("cmd", "{}")
+    );
+    assert_ne!(x.unwrap().0, y.unwrap().0);
+
+    let ack = |seq, node: &str, state, message: &str| Ack {
+        seq,
+        node: node.into(),
+        incarnation: 1,
+        state,
+        message: message.into(),
+        at_ms: 0,
+    };
+    store
+        .ack_command("cmd", &ack(seqs[0], "a", AckState::InProgress, "draining"))
+        .await
+        .unwrap();
+    store
+        .ack_command("cmd", &ack(seqs[0], "a", AckState::Applied, "drained"))
+        .await
+        .unwrap();
+    store
+        .ack_command("cmd", &ack(seqs[0], "b", AckState::Failed, "no such task"))
+        .await
+        .unwrap();
+    store
+        .ack_command("cmd", &ack(seqs[2], "a", AckState::Applied, ""))
+        .await
+        .unwrap();
+    let by_command = store
+        .command_acks("cmd", AckFilter::Commands(&seqs[..2]))
+        .await
+        .unwrap();
+    let seen: Vec<(i64, &str, AckState, &str)> = by_command
+        .iter()
+        .map(|a| (a.seq, a.node.as_str(), a.state, a.message.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (seqs[0], "a", AckState::Applied, "drained"),
+            (seqs[0], "b", AckState::Failed, "no such task"),
+        ],
+        "replaced, not added"
+    );
+    assert!(
+        by_command.iter().all(|a| a.at_ms >= now - 1000),
+        "ack time is store time"
+    );
+    let of_a = store
+        .command_acks("cmd", AckFilter::Node("a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        of_a.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![seqs[0], seqs[2]]
+    );
+    assert!(store
+        .command_acks("cmd", AckFilter::Node("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn changed_assignments_are_read_by_generation(store: &Arc<dyn Store>) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use crate::core::control::{Ack, AckState, Command};
 use crate::{core::placement::NodeMeta, task::Outcome, Error, Result};
 
 /// Who a node is in the store: its id and the incarnation of this start.
@@ -430,6 +431,59 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
     /// and item records finished before it. Returns the number deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
+
+    /// Appends a command (its JSON `body`, opaque to the store) to the cluster's log and
+    /// returns `(seq, issued_at_ms)`. The sequence number is the cluster's next generation:
+    /// above every earlier command's, so the log is totally ordered, and nodes watching the
+    /// generation see the command at once. Durable when this returns; a failed call appends
+    /// nothing.
+    async fn append_command(&self, cluster: &str, body: &str) -> Result<(i64, i64)>;
+
+    /// The commands after `after`, in sequence order, at most `limit`. Never pruned.
+    async fn commands(&self, cluster: &str, after: i64, limit: i64) -> Result<Vec<CommandRecord>>;
+
+    /// Records `ack` (inserting or replacing the node's acknowledgement of that command),
+    /// stamped with store time (`ack.at_ms` is ignored). Durable when this returns.
+    async fn ack_command(&self, cluster: &str, ack: &Ack) -> Result<()>;
+
+    /// The acknowledgements of some commands (by every node), or of one node (of every
+    /// command), ordered by sequence number then node.
+    async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>>;
+}
+
+/// One entry of a cluster's command log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub seq: i64,
+    pub issued_at_ms: i64,
+    /// The command as JSON ([`crate::core::control::CommandBody`]).
+    pub body: String,
+}
+
+impl CommandRecord {
+    /// The command, or a store error naming the entry that cannot be read.
+    pub fn parse(&self) -> Result<Command> {
+        let body = serde_json::from_str(&self.body).map_err(|e| {
+            Error::Store(format!(
+                "command #{} in the log cannot be read: {e}",
+                self.seq
+            ))
+        })?;
+        Ok(Command {
+            seq: self.seq,
+            issued_at_ms: self.issued_at_ms,
+            body,
+        })
+    }
+}
+
+/// Which acknowledgements [`Store::command_acks`] returns.
+#[derive(Debug, Clone, Copy)]
+pub enum AckFilter<'a> {
+    /// Of these commands, by every node.
+    Commands(&'a [i64]),
+    /// Of this node, for every command.
+    Node(&'a str),
 }
 
 /// Applies changed rows to the assignments held (rows are never deleted).

@@ -11,6 +11,9 @@
 //! - `fires/<task>/<instant>` and `fires/<task>/i-<hex key>` (items): one znode per record,
 //!   created in the claim's multi-op, so a second claim fails with `NodeExists`.
 //! - `running/<task>/<fire key>`: an index of records still running.
+//! - `commands/<seq>`: the command log, one znode per command (its JSON body), created in
+//!   the multi-op that takes generation `seq`; its `ctime` is the issue time.
+//! - `acks/<seq>/<node>`: each node's acknowledgement (JSON); its `mtime` is the ack time.
 //!
 //! Every conditional write is a multi-op whose version checks make ZooKeeper itself refuse a
 //! deposed leader or a stale owner.
@@ -46,6 +49,14 @@ pub struct ZkStore {
     known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
+}
+
+/// `acks/<seq>/<node>`: the time is the znode's `mtime`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AckData {
+    incarnation: i64,
+    state: AckState,
+    message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,6 +284,8 @@ impl ZkStore {
             format!("{base}/fires"),
             format!("{base}/running"),
             format!("{base}/changes"),
+            format!("{base}/commands"),
+            format!("{base}/acks"),
         ] {
             match z.mkdir(&path, &persistent()).await {
                 Ok(()) | Err(zk::Error::NodeExists) => {}
@@ -1825,5 +1838,156 @@ impl Store for ZkStore {
             }
         }
         Ok(purged)
+    }
+
+    async fn append_command(&self, cluster: &str, body: &str) -> Result<(i64, i64)> {
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, cluster).await?;
+        let base = Self::base(cluster);
+        self.mkdirs(&z, &[format!("{base}/commands"), format!("{base}/acks")])
+            .await?;
+        loop {
+            self.read();
+            let gstat = z
+                .check_stat(&format!("{base}/generation"))
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
+            let seq = i64::from(gstat.version) + 1;
+            let mut w = z.new_multi_writer();
+            w.add_create(
+                &format!("{base}/commands/{seq:020}"),
+                body.as_bytes(),
+                &persistent(),
+            )
+            .map_err(unavailable)?;
+            w.add_set_data(&format!("{base}/generation"), b"", Some(gstat.version))
+                .map_err(unavailable)?;
+            self.wrote();
+            match w.commit().await {
+                Ok(results) => {
+                    let issued_at = results
+                        .into_iter()
+                        .find_map(|r| match r {
+                            zk::MultiWriteResult::SetData { stat } => Some(stat.mtime),
+                            _ => None,
+                        })
+                        .ok_or_else(|| unavailable("the command's multi-op returned no stat"))?;
+                    return Ok((seq, issued_at));
+                }
+                // Another change took this generation first: take the next one.
+                Err(e) if condition_failed(&e).is_some() => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn commands(&self, cluster: &str, after: i64, limit: i64) -> Result<Vec<CommandRecord>> {
+        let z = self.zk().await?;
+        let dir = format!("{}/commands", Self::base(cluster));
+        let mut seqs: Vec<i64> = self
+            .children(&z, &dir)
+            .await?
+            .iter()
+            .filter_map(|c| c.parse::<i64>().ok())
+            .filter(|seq| *seq > after)
+            .collect();
+        seqs.sort_unstable();
+        seqs.truncate(usize::try_from(limit.max(0)).unwrap_or(usize::MAX));
+        // Issued together: the client pipelines them on the session.
+        let reads: Vec<_> = seqs
+            .iter()
+            .map(|seq| z.get_data(&format!("{dir}/{seq:020}")))
+            .collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        for (seq, read) in seqs.into_iter().zip(reads) {
+            self.read();
+            let (bytes, stat) = read.await.map_err(unavailable)?;
+            out.push(CommandRecord {
+                seq,
+                issued_at_ms: stat.ctime,
+                body: String::from_utf8(bytes).map_err(|e| corrupt("command", e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ack_command(&self, cluster: &str, ack: &Ack) -> Result<()> {
+        let z = self.zk().await?;
+        let dir = format!("{}/acks/{:020}", Self::base(cluster), ack.seq);
+        let path = format!("{dir}/{}", ack.node);
+        let data = json(&AckData {
+            incarnation: ack.incarnation,
+            state: ack.state,
+            message: ack.message.clone(),
+        });
+        loop {
+            self.wrote();
+            match z.set_data(&path, &data, None).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            self.mkdirs(&z, &[dir.clone()]).await?;
+            self.wrote();
+            match z.create(&path, &data, &persistent()).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NodeExists) => continue, // written meanwhile: replace it
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {
+        let z = self.zk().await?;
+        let acks = format!("{}/acks", Self::base(cluster));
+        let mut wanted: Vec<(i64, String)> = Vec::new();
+        match filter {
+            AckFilter::Commands(seqs) => {
+                let lists: Vec<_> = seqs
+                    .iter()
+                    .map(|seq| z.list_children(&format!("{acks}/{seq:020}")))
+                    .collect();
+                for (seq, list) in seqs.iter().zip(lists) {
+                    self.read();
+                    match list.await {
+                        Ok(nodes) => wanted.extend(nodes.into_iter().map(|n| (*seq, n))),
+                        Err(zk::Error::NoNode) => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+            AckFilter::Node(node) => {
+                for seq in self.children(&z, &acks).await? {
+                    if let Ok(seq) = seq.parse::<i64>() {
+                        wanted.push((seq, node.to_string()));
+                    }
+                }
+            }
+        }
+        wanted.sort();
+        let reads: Vec<_> = wanted
+            .iter()
+            .map(|(seq, node)| z.get_data(&format!("{acks}/{seq:020}/{node}")))
+            .collect();
+        let mut out = Vec::new();
+        for ((seq, node), read) in wanted.into_iter().zip(reads) {
+            self.read();
+            let (bytes, stat) = match read.await {
+                Ok(v) => v,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            let a: AckData = parse("command acknowledgement", &bytes)?;
+            out.push(Ack {
+                seq,
+                node,
+                incarnation: a.incarnation,
+                state: a.state,
+                message: a.message,
+                at_ms: stat.mtime,
+            });
+        }
+        Ok(out)
     }
 }

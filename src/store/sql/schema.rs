@@ -7,7 +7,8 @@ use super::dialect::Dialect;
 ///
 /// 2: `rota_assignments.version`, the generation that last changed a row, so that nodes
 /// re-read only the rows changed since the generation they have seen.
-pub const VERSION: i64 = 2;
+/// 3: `rota_commands` and `rota_command_acks`, the cluster command log (contract 8).
+pub const VERSION: i64 = 3;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
 pub fn create_statements(dialect: Dialect) -> Vec<String> {
@@ -41,6 +42,8 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         "CREATE INDEX rota_fires_by_outcome ON rota_fires (cluster, outcome, task)".to_string(),
         "CREATE INDEX rota_fires_by_instant ON rota_fires (cluster, instant)".to_string(),
         ASSIGNMENTS_BY_VERSION.to_string(),
+        commands_table(dialect),
+        command_acks_table(dialect),
         format!("INSERT INTO rota_meta (name, value) VALUES ('schema_version', {VERSION})"),
     ];
     tables.into_iter().collect()
@@ -48,6 +51,23 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
 
 const ASSIGNMENTS_BY_VERSION: &str =
     "CREATE INDEX rota_assignments_by_version ON rota_assignments (cluster, version)";
+
+fn commands_table(dialect: Dialect) -> String {
+    let (key, int, text, opts) = dialect.types();
+    format!(
+        "CREATE TABLE rota_commands (\n  cluster {key} NOT NULL,\n  seq {int} NOT NULL,\n  \
+         issued_at {int} NOT NULL,\n  body {text} NOT NULL,\n  PRIMARY KEY (cluster, seq)\n){opts}"
+    )
+}
+
+fn command_acks_table(dialect: Dialect) -> String {
+    let (key, int, text, opts) = dialect.types();
+    format!(
+        "CREATE TABLE rota_command_acks (\n  cluster {key} NOT NULL,\n  seq {int} NOT NULL,\n  \
+         node_id {key} NOT NULL,\n  incarnation {int} NOT NULL,\n  state {key} NOT NULL,\n  \
+         message {text} NOT NULL,\n  at {int} NOT NULL,\n  PRIMARY KEY (cluster, seq, node_id)\n){opts}"
+    )
+}
 
 /// The statements that bring schema version `from` to [`VERSION`], in order (empty when
 /// `from` is current). Each step ends by recording its version.
@@ -60,6 +80,11 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
         ));
         out.push(ASSIGNMENTS_BY_VERSION.to_string());
         out.push("UPDATE rota_meta SET value = 2 WHERE name = 'schema_version'".to_string());
+    }
+    if from < 3 {
+        out.push(commands_table(dialect));
+        out.push(command_acks_table(dialect));
+        out.push("UPDATE rota_meta SET value = 3 WHERE name = 'schema_version'".to_string());
     }
     out
 }
