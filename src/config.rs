@@ -63,6 +63,127 @@ pub struct Config {
     /// `[[service]]` tables, in file order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSection>,
+    /// `[admin]`: the HTTP admin API (off unless `listen` is set).
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// Environment variables that supply the admin API's tokens (they win over the file).
+pub const ADMIN_TOKEN_ENV: &str = "ROTA_ADMIN_TOKEN";
+pub const READ_TOKEN_ENV: &str = "ROTA_READ_TOKEN";
+/// Shortest token accepted.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// `[admin]`: the HTTP admin API.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `127.0.0.1:7070`; unset: no API.
+    pub listen: Option<String>,
+    /// Needed for actions (`ROTA_ADMIN_TOKEN` overrides).
+    pub token: Option<String>,
+    /// Good for reads only (`ROTA_READ_TOKEN` overrides).
+    pub read_token: Option<String>,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+// Tokens are secrets.
+impl fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |t: &Option<String>| t.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AdminSection")
+            .field("listen", &self.listen)
+            .field("token", &set(&self.token))
+            .field("read_token", &set(&self.read_token))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+impl AdminSection {
+    /// The API settings, tokens from the environment first; `None` without `listen`.
+    pub fn resolve(&self) -> Result<Option<crate::admin::AdminConfig>, Vec<ConfigProblem>> {
+        let mut p = Vec::new();
+        let token = |env: &str, field: &str, file: &Option<String>, p: &mut Vec<ConfigProblem>| {
+            let value = std::env::var(env).ok().filter(|v| !v.is_empty()).or(file.clone())?;
+            if value.trim().len() < MIN_TOKEN_LEN || value.trim() != value {
+                p.push(ConfigProblem::new(
+                    field,
+                    "<redacted>",
+                    format!("a token must be at least {MIN_TOKEN_LEN} characters, without surrounding spaces"),
+                    format!("use a long random value, e.g. `openssl rand -hex 24`, in {field} or {env}"),
+                ));
+            }
+            Some(crate::admin::Secret::new(value))
+        };
+        let admin_token = token(ADMIN_TOKEN_ENV, "admin.token", &self.token, &mut p);
+        let read_token = token(READ_TOKEN_ENV, "admin.read_token", &self.read_token, &mut p);
+        if admin_token.is_some() && admin_token == read_token {
+            p.push(ConfigProblem::new(
+                "admin.read_token",
+                "<redacted>",
+                "is the same as the admin token",
+                "give the read-only token its own value",
+            ));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                for (field, path) in [("admin.tls_cert", c), ("admin.tls_key", k)] {
+                    if !path.is_file() {
+                        p.push(ConfigProblem::new(
+                            field,
+                            path.display().to_string(),
+                            "no such file",
+                            "give the path of a PEM file",
+                        ));
+                    }
+                }
+                Some((c.clone(), k.clone()))
+            }
+            (None, None) => None,
+            (c, _) => {
+                let (field, other) = if c.is_some() {
+                    ("admin.tls_key", "tls_cert")
+                } else {
+                    ("admin.tls_cert", "tls_key")
+                };
+                p.push(ConfigProblem::new(
+                    field,
+                    "",
+                    format!("is missing while {other} is set"),
+                    "set both tls_cert and tls_key, or neither for plain HTTP",
+                ));
+                None
+            }
+        };
+        let listen = match &self.listen {
+            None => None,
+            Some(l) => match l.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.push(ConfigProblem::new(
+                        "admin.listen",
+                        l,
+                        "is not an address with a port",
+                        "use host:port with an IP address, e.g. \"127.0.0.1:7070\"",
+                    ));
+                    None
+                }
+            },
+        };
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(listen.map(|listen| crate::admin::AdminConfig {
+            listen,
+            admin_token,
+            read_token,
+            tls,
+        }))
+    }
 }
 
 /// `[node]`: who this node is.
@@ -78,6 +199,11 @@ pub struct NodeSection {
     /// `labels = { zone = "eu" }`: matched by tasks' `node_selector`, seen by custom resolvers.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What a `restart` command does: `exec` (default) re-executes the binary with the same
+    /// arguments, no supervisor needed; `exit` ends with code 75 for a supervisor (systemd:
+    /// `Restart=on-failure`) to start it again.
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 /// Where tasks run: `[placement]` (the default of every task) or the same keys in a `[[task]]`.
@@ -468,6 +594,19 @@ impl Config {
                 "unknown log format",
                 "use \"human\" or \"json\"",
             ));
+        }
+        if let Some(r) = &self.node.restart {
+            if r != "exec" && r != "exit" {
+                p.push(ConfigProblem::new(
+                    "node.restart",
+                    r,
+                    "unknown restart mode",
+                    "use \"exec\" (re-execute the binary) or \"exit\" (exit with code 75 for a supervisor)",
+                ));
+            }
+        }
+        if let Err(problems) = self.admin.resolve() {
+            p.extend(problems);
         }
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             p.push(ConfigProblem::new(

@@ -5,6 +5,7 @@
 //! scheduled instant is started once, and when a node dies its tasks move to a survivor
 //! within about a second. See `CONTRACT.md` for the guarantees, and [`Node::builder`] to start.
 
+pub mod admin;
 pub mod config;
 pub mod core;
 mod error;
@@ -22,7 +23,7 @@ pub use crate::core::{
     schedule::Schedule,
 };
 pub use error::{Error, Problem, Result};
-pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, Timing};
+pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, StopReason, Timing};
 pub use service::{ItemStart, ServiceContext, ServiceHandler, ServiceSpec};
 pub use task::{FireContext, Handler, MisfirePolicy, Outcome, RecoveryPolicy, TaskError, TaskSpec};
 pub use tokio_util::sync::CancellationToken;

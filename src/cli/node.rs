@@ -1,6 +1,7 @@
-//! `rota node`: run one node until SIGTERM/SIGINT (graceful) or a second signal (forced).
+//! `rota node`: run one node until SIGTERM/SIGINT (graceful) or a second signal (forced),
+//! or until a `restart` or `shutdown` cluster command ends it.
 
-use std::{path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -10,6 +11,9 @@ use tracing::{info, warn};
 pub const EXIT_DUPLICATE: u8 = 3;
 /// Exit code for an invalid configuration.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code asking a supervisor to start the node again (`[node] restart = "exit"`); it is
+/// EX_TEMPFAIL, for systemd's `RestartForceExitStatus=75` or `Restart=on-failure`.
+pub const EXIT_RESTART: u8 = 75;
 
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match rota::config::load(path) {
@@ -20,11 +24,20 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Ok(report(path, problems));
     }
-    init_logging(&config.log.format, &config.log.level);
-    let builder = match config.builder() {
-        Ok(b) => b,
+    let admin = match config.admin.resolve() {
+        Ok(a) => a,
         Err(problems) => return Ok(report(path, problems)),
     };
+    let log_control = init_logging(&config.log.format, &config.log.level);
+    let builder = match config.builder() {
+        Ok(b) => b.log_level_control(log_control),
+        Err(problems) => return Ok(report(path, problems)),
+    };
+    // One store (one connection pool) for the node and its admin API.
+    let store = rota::store::open(&config.store.url)
+        .await
+        .context("opening the store")?;
+    let builder = builder.store(store.clone());
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let node = match builder.start().await {
@@ -35,6 +48,27 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_DUPLICATE));
         }
         Err(e) => return Err(e).context("starting the node"),
+    };
+    let server = match admin {
+        Some(admin) => {
+            let api = rota::admin::Api {
+                store,
+                cluster: config.node.cluster.clone(),
+                node: config.node.id.clone(),
+                status: node.watch_status(),
+            };
+            match rota::admin::serve(admin, api).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // The node joined already: leave cleanly rather than run without its API.
+                    eprintln!("error: {e}");
+                    tracing::error!(error = %e, "cannot start the admin API; leaving");
+                    node.shutdown().await.ok();
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            }
+        }
+        None => None,
     };
     let mut status = node.watch_status();
     let mut signals = 0;
@@ -66,8 +100,37 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    node.wait().await.context("node stopped with an error")?;
-    Ok(ExitCode::SUCCESS)
+    let reason = node.wait().await.context("node stopped with an error")?;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    match reason {
+        rota::StopReason::Restart if config.node.restart.as_deref() == Some("exit") => {
+            info!(code = EXIT_RESTART, "restart command: exiting for the supervisor to start this node again");
+            Ok(ExitCode::from(EXIT_RESTART))
+        }
+        rota::StopReason::Restart => Err(reexec()),
+        rota::StopReason::Shutdown => {
+            info!("shutdown command: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        rota::StopReason::Stopped => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Replaces this process with a fresh start of the same binary and arguments; returns only
+/// on failure.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return anyhow::anyhow!("restart: cannot find this program's path: {e}"),
+    };
+    info!(exe = %exe.display(), "restart command: re-executing");
+    let error = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("restart: cannot re-execute {}: {error}", exe.display())
 }
 
 fn report(path: &Path, problems: Vec<rota::config::ConfigProblem>) -> ExitCode {
@@ -83,20 +146,33 @@ fn report(path: &Path, problems: Vec<rota::config::ConfigProblem>) -> ExitCode {
 }
 
 /// Human logs by default, JSON with `[log] format = "json"`; `ROTA_LOG` overrides the level.
-pub(crate) fn init_logging(format: &str, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ROTA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("rota={level},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Returns the control that `set_log_level` commands use.
+pub(crate) fn init_logging(format: &str, level: &str) -> rota::node::LogLevelControl {
+    use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
+    let configured = format!("rota={level},warn");
+    let initial = move || {
+        EnvFilter::try_from_env("ROTA_LOG").unwrap_or_else(|_| EnvFilter::new(configured.clone()))
+    };
+    let (filter, handle) = reload::Layer::new(initial());
+    let registry = tracing_subscriber::registry().with(filter);
     if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     } else {
-        builder.init();
+        registry.with(fmt::layer().with_writer(std::io::stderr)).init();
     }
+    Arc::new(move |wanted: Option<&str>| {
+        let filter = match wanted {
+            Some(l) => EnvFilter::new(format!("rota={l},warn")),
+            None => initial(),
+        };
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

@@ -678,7 +678,8 @@ mod tests {
     #[test]
     fn a_rolling_restart_moves_one_node_at_a_time_and_stops_on_a_node_that_does_not_return() {
         let targets: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let live: BTreeMap<String, i64> = BTreeMap::from([("a".into(), 1), ("b".into(), 2), ("c".into(), 3)]);
+        let live: BTreeMap<String, i64> =
+            BTreeMap::from([("a".into(), 1), ("b".into(), 2), ("c".into(), 3)]);
         let placed: BTreeSet<(String, i64)> = live.iter().map(|(n, i)| (n.clone(), *i)).collect();
         let step =
             |acks: &BTreeMap<String, Ack>,

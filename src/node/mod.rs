@@ -17,6 +17,7 @@
 
 mod batch;
 mod clock;
+pub mod commands;
 pub mod identity;
 mod runner;
 mod runtime;
@@ -27,6 +28,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+pub use self::commands::{LogLevelControl, StopReason};
+pub(crate) use self::runtime::SERVICE_SCHEDULE;
 use crate::{
     core::placement::{ActivePassive, Resolver},
     service::ServiceSpec,
@@ -122,6 +125,7 @@ pub struct NodeBuilder {
     resolver: Arc<dyn Resolver>,
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     labels: BTreeMap<String, String>,
+    log_level: Option<LogLevelControl>,
 }
 
 /// Entry point of the library.
@@ -147,6 +151,7 @@ impl Node {
             resolver: Arc::new(ActivePassive),
             resolvers: BTreeMap::new(),
             labels: BTreeMap::new(),
+            log_level: None,
         }
     }
 }
@@ -227,6 +232,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Lets `set_log_level` cluster commands change this process's log level: `set` gets
+    /// the level (`trace` ... `off`), or `None` for the configured one. Without it, such
+    /// commands are acknowledged as failed on this node.
+    pub fn log_level_control(mut self, set: LogLevelControl) -> Self {
+        self.log_level = Some(set);
+        self
+    }
+
     /// Checks everything that can be checked without the store.
     pub fn validate(&self) -> Result<()> {
         validate_name("node.id", &self.id)?;
@@ -303,6 +316,7 @@ impl NodeBuilder {
             resolver: self.resolver,
             resolvers: self.resolvers,
             labels: self.labels,
+            log_level: self.log_level,
         };
         runtime::start(config, store).await
     }
@@ -326,7 +340,7 @@ pub struct NodeHandle {
     graceful: CancellationToken,
     forced: CancellationToken,
     status: watch::Receiver<NodeStatus>,
-    task: JoinHandle<Result<()>>,
+    task: JoinHandle<Result<StopReason>>,
 }
 
 impl NodeHandle {
@@ -334,7 +348,7 @@ impl NodeHandle {
     /// the grace period, leave the cluster. Returns when done.
     pub async fn shutdown(self) -> Result<()> {
         self.graceful.cancel();
-        self.wait().await
+        self.wait().await.map(|_| ())
     }
 
     /// Asks for a graceful stop without waiting.
@@ -348,8 +362,9 @@ impl NodeHandle {
         self.forced.cancel();
     }
 
-    /// Waits for the node to end (after a shutdown, or a fatal error).
-    pub async fn wait(self) -> Result<()> {
+    /// Waits for the node to end (after a shutdown, a restart or shutdown command, or a
+    /// fatal error), and says why it ended.
+    pub async fn wait(self) -> Result<StopReason> {
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(Error::Store(format!("node task panicked: {e}"))),

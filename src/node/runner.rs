@@ -24,11 +24,20 @@ use crate::{
 /// Misfired instants listed one by one in history before they are only counted.
 const MISFIRE_LIST_CAP: usize = 1000;
 
+/// Where a new runner's schedule starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    /// Store time of the task's first placement (see `Assignment::placed_at_ms`).
+    pub placed_at: i64,
+    /// Store time of the task's last resume command (0: never paused).
+    pub resumed_at: i64,
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     spec: TaskSpec,
     token: i64,
-    placed_at: i64,
+    start: Start,
     stop: CancellationToken,
 ) {
     let member = shared.member();
@@ -44,7 +53,7 @@ pub(crate) async fn run(
             member,
             stop,
             term,
-            placed_at,
+            start,
             busy: Arc::new(AtomicBool::new(false)),
         };
         match runner.schedule().await {
@@ -70,8 +79,7 @@ struct Runner {
     member: Member,
     stop: CancellationToken,
     term: CancellationToken,
-    /// Store time of the task's first placement (see `Assignment::placed_at_ms`).
-    placed_at: i64,
+    start: Start,
     /// A fire of this task runs on this node.
     busy: Arc<AtomicBool>,
 }
@@ -107,12 +115,14 @@ impl Runner {
         // A node's share of an `all` task starts afresh: while the node was away, the other
         // nodes ran theirs, so nothing was missed.
         let per_node = self.spec.placement.resolver == ResolverSpec::All;
-        let mut cursor = match store.last_instant(cluster, &self.spec.name).await? {
+        let cursor = match store.last_instant(cluster, &self.spec.name).await? {
             Some(last) if per_node => last.max(self.shared.clock.now_ms()),
             Some(last) => last,
-            None if self.placed_at > 0 && !per_node => self.placed_at,
+            None if self.start.placed_at > 0 && !per_node => self.start.placed_at,
             None => self.shared.clock.now_ms(),
         };
+        // Instants that passed while the task was paused are not made up.
+        let mut cursor = cursor.max(self.start.resumed_at);
         drop(permit);
         loop {
             let Some(next) = self.spec.schedule.next_after(cursor) else {

@@ -2,7 +2,7 @@
 //! and the supervisor that keeps one runner per owned task.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
@@ -14,16 +14,21 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, error, info, warn};
 
-use super::{clock::StoreClock, identity, runner, NodeHandle, NodeStatus, Timing};
+use super::{
+    clock::StoreClock,
+    commands::{Commands, LogLevelControl, StopReason},
+    identity, runner, NodeHandle, NodeStatus, Timing,
+};
 use crate::{
     core::{
+        control::{self, Ack, AckState, CommandBody, Operation, RollingStep, Scope},
         lease::Lease,
         placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
     },
     service::ServiceSpec,
     store::{
-        Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome, JoinRequest,
-        LeaderWrite, Member, Store,
+        AckFilter, Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome,
+        JoinRequest, LeaderWrite, Member, Store,
     },
     task::TaskSpec,
     Error, Result,
@@ -43,6 +48,7 @@ pub(crate) struct NodeConfig {
     pub resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     /// This node's labels, published with its declarations.
     pub labels: BTreeMap<String, String>,
+    pub log_level: Option<LogLevelControl>,
 }
 
 /// State shared by the node's loops and its runners.
@@ -99,6 +105,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         resolver,
         resolvers,
         labels,
+        log_level,
     } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
@@ -180,6 +187,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         reported: String::new(),
         last_purge: Instant::now(),
         failures: 0,
+        commands: Commands::new(log_level),
+        exit: None,
+        placed_with: BTreeSet::new(),
+        rolling_checked: None,
     };
     let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
     Ok(NodeHandle {
@@ -248,7 +259,9 @@ async fn join(
             JoinOutcome::Joined { now_ms } => return Ok(now_ms),
             JoinOutcome::Occupied(existing)
                 if req.replaces.is_none()
-                    && identity::is_dead_predecessor(&existing.host, &existing.process) =>
+                    && (identity::is_dead_predecessor(&existing.host, &existing.process)
+                        // This very process before it re-executed itself (a restart command).
+                        || (existing.host == req.host && existing.process == req.process)) =>
             {
                 info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
                 req.replaces = Some(existing.incarnation);
@@ -309,16 +322,28 @@ struct Runtime {
     last_purge: Instant,
     /// Consecutive failed observations (store unreachable).
     failures: u32,
+    /// Cluster commands: the folded log and what is left to apply here.
+    commands: Commands,
+    /// Set by a restart or shutdown command: leave gracefully, then end with this reason.
+    exit: Option<StopReason>,
+    /// The live registrations the last completed placement round counted (while leading).
+    placed_with: BTreeSet<(String, i64)>,
+    /// When the leader last looked at the rolling restarts in progress.
+    rolling_checked: Option<Instant>,
 }
 
 impl Runtime {
-    async fn run(mut self, graceful: CancellationToken, forced: CancellationToken) -> Result<()> {
+    async fn run(
+        mut self,
+        graceful: CancellationToken,
+        forced: CancellationToken,
+    ) -> Result<StopReason> {
         let stop_background = CancellationToken::new();
         tokio::spawn(heartbeat_loop(self.shared.clone(), stop_background.clone()));
         tokio::spawn(fence_watchdog(self.shared.clone(), stop_background.clone()));
         let result = self.main_loop(&graceful, &forced).await;
         stop_background.cancel();
-        result
+        result.map(|()| self.exit.unwrap_or(StopReason::Stopped))
     }
 
     async fn main_loop(
@@ -338,8 +363,8 @@ impl Runtime {
             if forced.is_cancelled() {
                 return self.finish(true).await;
             }
-            if graceful.is_cancelled() && leaving_since.is_none() {
-                info!("graceful stop: handing tasks over");
+            if (graceful.is_cancelled() || self.exit.is_some()) && leaving_since.is_none() {
+                info!(reason = ?self.exit.unwrap_or(StopReason::Stopped), "graceful stop: handing tasks over");
                 leaving_since = Some(Instant::now());
                 let member = self.shared.member();
                 let marked =
@@ -403,6 +428,21 @@ impl Runtime {
             Ok(Ok(())) => self.failures = 0,
             Ok(Err(e)) => self.observation_failed(e.to_string()),
             Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
+        }
+        if self.failures == 0 && self.exit.is_none() {
+            let me = self.shared.member();
+            let owns_nothing = self.owned().is_empty();
+            match tokio::time::timeout(
+                bound,
+                self.commands
+                    .apply(self.shared.store.as_ref(), &me, owns_nothing),
+            )
+            .await
+            {
+                Ok(Ok(effects)) => self.exit = effects.exit,
+                Ok(Err(e)) => warn!(error = %e, "applying cluster commands failed; retrying"),
+                Err(_) => warn!("applying cluster commands timed out; retrying"),
+            }
         }
         // Place only on fresh observations: nothing else can change the decision.
         if self.shared.lease_valid()
@@ -512,6 +552,14 @@ impl Runtime {
                     self.declarations
                         .insert((d.node, d.incarnation), (hashes, d.meta));
                 }
+                // Commands take generations too: read what was appended (all, at the start).
+                let first = !self.commands.caught_up() && self.generation < 0;
+                self.commands
+                    .read(store.as_ref(), &self.shared.member())
+                    .await?;
+                if first {
+                    self.commands.restore_log_level(&self.shared.member().node);
+                }
                 self.generation = view.generation;
             }
             self.view = Some(view);
@@ -559,16 +607,20 @@ impl Runtime {
             .iter()
             .filter(|n| n.alive)
             .map(|n| {
-                let (declared, meta) = self
+                let (mut declared, meta) = self
                     .declarations
                     .get(&(n.node.clone(), n.incarnation))
                     .cloned()
                     .unwrap_or_default();
+                // Commands: a node is not eligible for what is paused on it, nor for
+                // anything while drained.
+                let control = &self.commands.control;
+                declared.retain(|task, _| !control.is_paused(&n.node, task));
                 NodeInfo {
                     id: n.node.clone(),
                     incarnation: n.incarnation,
                     joined_at_ms: n.joined_at_ms,
-                    leaving: n.leaving,
+                    leaving: n.leaving || control.is_drained(&n.node),
                     declared,
                     labels: meta.labels,
                     placement: meta.placement,
@@ -595,14 +647,17 @@ impl Runtime {
                     .map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation }))
             })
             .collect();
-        // Nobody acts as another node until the operator command exists.
-        let acting_as = BTreeMap::new();
+        let acting_as = self
+            .commands
+            .control
+            .acting_map(live.iter().map(|n| n.id.as_str()));
         let context = PlaceContext::new(self.resolver.as_ref())
             .custom(&self.resolvers)
             .leader(&me.node)
             .acting_as(&acting_as);
         let placing = Instant::now();
-        let placement = placement::place_with(&context, &live, &current);
+        let mut placement = placement::place_with(&context, &live, &current);
+        self.mark_paused(&mut placement, &live);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);
         if !changes.is_empty() {
@@ -652,11 +707,151 @@ impl Runtime {
         } else {
             self.settled = Some(inputs);
         }
+        self.placed_with = live.iter().map(|n| (n.id.clone(), n.incarnation)).collect();
         self.after_placement(leaving).await
+    }
+
+    /// Tasks paused cluster-wide are unplaced with a reason naming the command (rather than
+    /// "declared by no live node"), unless a node-scoped resume lets some node run them.
+    fn mark_paused(&self, placement: &mut placement::Placement, live: &[NodeInfo]) {
+        for (task, seq) in self.commands.control.paused_in_cluster() {
+            let declared = live.iter().any(|n| {
+                self.declarations
+                    .get(&(n.id.clone(), n.incarnation))
+                    .is_some_and(|(d, _)| d.contains_key(task))
+            });
+            let running_somewhere = placement.owners.contains_key(task)
+                || placement
+                    .everywhere
+                    .get(task)
+                    .is_some_and(|n| !n.is_empty());
+            if declared && !running_somewhere {
+                placement.everywhere.remove(task);
+                placement
+                    .unplaced
+                    .insert(task.to_string(), format!("paused by command #{seq}"));
+            }
+        }
+    }
+
+    /// The leader moves rolling restarts on, one node at a time (see
+    /// [`control::rolling_step`]); at most every few heartbeats while one is under way.
+    async fn drive_rolling_restarts(&mut self) -> Result<()> {
+        if self.commands.rolling.is_empty()
+            || self
+                .rolling_checked
+                .is_some_and(|at| at.elapsed() < self.shared.timing.heartbeat)
+        {
+            return Ok(());
+        }
+        self.rolling_checked = Some(Instant::now());
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        let me = self.shared.member();
+        let live: BTreeMap<String, i64> = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive && !n.leaving)
+            .map(|n| (n.node.clone(), n.incarnation))
+            .collect();
+        let now_ms = self.shared.clock.now_ms();
+        let seqs: Vec<i64> = self.commands.rolling.keys().copied().collect();
+        let acks = self
+            .shared
+            .store
+            .command_acks(&me.cluster, AckFilter::Commands(&seqs))
+            .await?;
+        for seq in seqs {
+            let command = self.commands.rolling[&seq].clone();
+            let Operation::RollingRestart { timeout_secs } = command.body.op else {
+                continue;
+            };
+            let of_this: BTreeMap<String, Ack> = acks
+                .iter()
+                .filter(|a| a.seq == seq)
+                .map(|a| (a.node.clone(), a.clone()))
+                .collect();
+            let step = control::rolling_step(
+                &command.body.targets,
+                &of_this,
+                &live,
+                &self.placed_with,
+                now_ms,
+                timeout_secs as i64 * 1000,
+            );
+            let ack = |node: &str, incarnation, state, message: String| Ack {
+                seq,
+                node: node.to_string(),
+                incarnation,
+                state,
+                message,
+                at_ms: 0,
+            };
+            let store = &self.shared.store;
+            match step {
+                RollingStep::Wait => {}
+                RollingStep::Finished => {
+                    info!(seq, "rolling restart finished");
+                    self.commands.rolling.remove(&seq);
+                }
+                RollingStep::Restart { node, incarnation } => {
+                    // In progress first: should this leader die before issuing the restart,
+                    // its successor waits (and times out) rather than restart the node twice.
+                    let note = "restarting".to_string();
+                    store
+                        .ack_command(
+                            &me.cluster,
+                            &ack(&node, incarnation, AckState::InProgress, note),
+                        )
+                        .await?;
+                    let body = CommandBody {
+                        op: Operation::Restart,
+                        scope: Scope::Nodes(vec![node.clone()]),
+                        targets: vec![node.clone()],
+                        issued_by: format!("{} (rolling restart #{seq})", me.node),
+                    };
+                    let json = serde_json::to_string(&body).expect("serializable");
+                    let (restart, _) = store.append_command(&me.cluster, &json).await?;
+                    info!(seq, node = %node, restart, "rolling restart: restarting a node");
+                }
+                RollingStep::Confirm { node, incarnation } => {
+                    let note = format!("restarted: back as incarnation {incarnation}, work placed");
+                    store
+                        .ack_command(
+                            &me.cluster,
+                            &ack(&node, incarnation, AckState::Applied, note),
+                        )
+                        .await?;
+                    info!(seq, node = %node, "rolling restart: node back");
+                }
+                RollingStep::Skip { node } => {
+                    let note = "skipped: not running when its turn came".to_string();
+                    store
+                        .ack_command(&me.cluster, &ack(&node, 0, AckState::Applied, note))
+                        .await?;
+                    warn!(seq, node = %node, "rolling restart: node not running; skipped");
+                }
+                RollingStep::Fail { node, message } => {
+                    let incarnation = live.get(&node).copied().unwrap_or(0);
+                    warn!(seq, node = %node, message = %message, "rolling restart: failed");
+                    store
+                        .ack_command(
+                            &me.cluster,
+                            &ack(&node, incarnation, AckState::Failed, message),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A leaving leader gives up once it owns nothing; the leader purges old history.
     async fn after_placement(&mut self, leaving: bool) -> Result<()> {
+        if !leaving {
+            self.drive_rolling_restarts().await?;
+        }
         let me = self.shared.member();
         if leaving && self.owned().is_empty() {
             self.shared.store.release_leadership(&me).await?;
@@ -715,11 +910,19 @@ impl Runtime {
     }
 
     fn supervise(&mut self) {
-        let owned: HashMap<String, i64> = if self.shared.lease_valid() {
-            self.owned().into_iter().collect()
-        } else {
-            HashMap::new()
-        };
+        // No task starts before the commands this node missed are applied (contract 8);
+        // nothing runs here while drained, or while paused here.
+        let me = self.shared.member().node;
+        let control = &self.commands.control;
+        let owned: HashMap<String, i64> =
+            if self.shared.lease_valid() && self.commands.caught_up() && !control.is_drained(&me) {
+                self.owned()
+                    .into_iter()
+                    .filter(|(task, _)| !control.is_paused(&me, task))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
         let lost: Vec<String> = self
             .runners
             .iter()
@@ -747,11 +950,15 @@ impl Runtime {
                     .iter()
                     .find(|a| a.task == task)
                     .map_or(0, |a| a.placed_at_ms);
+                let resumed_at = self.commands.control.resumed_at(&task).unwrap_or(0);
                 tokio::spawn(runner::run(
                     self.shared.clone(),
                     spec,
                     token,
-                    placed_at,
+                    runner::Start {
+                        placed_at,
+                        resumed_at,
+                    },
                     stop.clone(),
                 ))
             } else if let Some(spec) = self.service_spec(&task) {

@@ -1,0 +1,268 @@
+//! The admin HTTP API: JSON under `/api/v1`, described by the OpenAPI document it serves at
+//! `/api/v1/openapi.json`, plus `/healthz` and `/readyz`. Every node serves it and answers for
+//! the whole cluster: reads come from the store, actions are cluster commands appended to the
+//! store's log (see [`crate::core::control`]).
+//!
+//! Access: `/healthz` and `/readyz` are open. Reads need the read-only or the admin token;
+//! anything that changes state needs the admin token (`Authorization: Bearer <token>`). Tokens
+//! are compared in constant time and never logged. With no token configured, reads are open
+//! and actions are refused.
+
+mod routes;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{body::Bytes, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{node::NodeStatus, store::Store, Error, Result};
+
+pub use routes::ROUTES;
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A token, kept out of logs and debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// Constant time in the length of the presented value: no early exit on a mismatch.
+    fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        let mut diff = (a.len() != b.len()) as u8;
+        for i in 0..b.len() {
+            diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+        }
+        diff == 0 && !a.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[admin]` settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Needed for anything that changes state (and good for reads).
+    pub admin_token: Option<Secret>,
+    /// Good for reads only.
+    pub read_token: Option<Secret>,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// What the API reads and acts on: the cluster's store and the node serving it.
+#[derive(Clone)]
+pub struct Api {
+    pub store: Arc<dyn Store>,
+    pub cluster: String,
+    /// The node serving this API (it issues the commands accepted here).
+    pub node: String,
+    pub status: watch::Receiver<NodeStatus>,
+}
+
+/// A running API server. Dropping it does not stop it; call [`AdminServer::shutdown`].
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// The bound address (the port is chosen by the system when `listen` says port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections; requests in flight finish on their own.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.listen` and serves the API until shut down. Fails (with the field named)
+/// if the address cannot be bound or the TLS files cannot be read.
+pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        Error::config(
+            "admin.listen",
+            format!(
+                "cannot listen on {}: {e}; choose a free address or port",
+                config.listen
+            ),
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Store(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, scheme, "admin API listening");
+    if config.admin_token.is_none() {
+        warn!("no admin token configured ([admin] token or ROTA_ADMIN_TOKEN): the admin API refuses every action");
+    }
+    let shared = Arc::new(routes::Shared {
+        api,
+        admin_token: config.admin_token,
+        read_token: config.read_token,
+    });
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stopped.cancelled() => return,
+            };
+            let shared = shared.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, req).await) }
+                });
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
+                        Err(e) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                };
+                if let Err(e) = served {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(AdminServer { addr, stop, task })
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<std::result::Result<_, _>>())
+        .map_err(|e| {
+            Error::config(
+                "admin.tls_cert",
+                format!("`{}`: {e}; give a PEM certificate chain", cert.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::config(
+            "admin.tls_cert",
+            format!(
+                "`{}` holds no certificate; give a PEM certificate chain",
+                cert.display()
+            ),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::config(
+            "admin.tls_key",
+            format!("`{}`: {e}; give a PEM private key", key.display()),
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| {
+            Error::config(
+                "admin.tls_key",
+                format!("{e}; give the private key of the certificate in admin.tls_cert"),
+            )
+        })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut text = serde_json::to_vec_pretty(value).expect("JSON values serialize");
+    text.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(text)).boxed())
+        .expect("valid response")
+}
+
+/// An error body: `{"error": ..., "status": ...}`.
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_response(
+        status,
+        &serde_json::json!({ "error": message.into(), "status": status.as_u16() }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_exactly_and_never_show() {
+        let s = Secret::new("s3cret-token");
+        assert!(s.matches("s3cret-token"));
+        assert!(!s.matches("s3cret-tokeN"));
+        assert!(!s.matches("s3cret-token-and-more"));
+        assert!(!s.matches("s3cret"));
+        assert!(!s.matches(""));
+        assert!(!Secret::new("").matches(""), "an empty token never matches");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
+}

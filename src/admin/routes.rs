@@ -1,0 +1,893 @@
+//! Routes of the admin API: reads of the cluster, and actions that append cluster commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http_body_util::{BodyExt, Limited};
+use hyper::{body::Incoming, Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{error_response, json_response, Api, Body, Secret, OPENAPI};
+use crate::{
+    core::{
+        control::{Ack, AckState, Command, CommandBody, ControlState, Operation, Scope},
+        placement::EVERYWHERE_REASON,
+    },
+    node::SERVICE_SCHEDULE,
+    store::{AckFilter, Assignment, ClusterView, NodeDeclarations},
+    Error,
+};
+
+/// Every route: method and path template (`{x}` is one path segment). The OpenAPI
+/// document lists exactly these (a test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/cluster"),
+    ("GET", "/api/v1/nodes"),
+    ("GET", "/api/v1/nodes/{id}"),
+    ("GET", "/api/v1/tasks"),
+    ("GET", "/api/v1/tasks/{name}"),
+    ("GET", "/api/v1/tasks/{name}/history"),
+    ("GET", "/api/v1/services"),
+    ("GET", "/api/v1/services/{name}"),
+    ("GET", "/api/v1/commands"),
+    ("GET", "/api/v1/commands/{seq}"),
+    ("GET", "/api/v1/events"),
+    ("POST", "/api/v1/commands"),
+    ("POST", "/api/v1/tasks/{name}/pause"),
+    ("POST", "/api/v1/tasks/{name}/resume"),
+    ("POST", "/api/v1/services/{name}/stop"),
+    ("POST", "/api/v1/services/{name}/start"),
+    ("POST", "/api/v1/nodes/{id}/drain"),
+    ("POST", "/api/v1/nodes/{id}/undrain"),
+    ("POST", "/api/v1/nodes/{id}/act-as"),
+    ("POST", "/api/v1/nodes/{id}/stop-acting"),
+    ("POST", "/api/v1/nodes/{id}/restart"),
+    ("POST", "/api/v1/nodes/{id}/shutdown"),
+    ("POST", "/api/v1/log-level"),
+    ("POST", "/api/v1/rolling-restart"),
+];
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+/// Default rolling restart wait for one node.
+const ROLLING_TIMEOUT_SECS: u64 = 120;
+
+pub(super) struct Shared {
+    pub api: Api,
+    pub admin_token: Option<Secret>,
+    pub read_token: Option<Secret>,
+}
+
+/// A failed request: status and message.
+struct Problem(StatusCode, String);
+
+impl Problem {
+    fn bad(message: impl Into<String>) -> Problem {
+        Problem(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> Problem {
+        Problem(StatusCode::NOT_FOUND, message.into())
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Problem {
+        let status = if e.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Problem(status, e.to_string())
+    }
+}
+
+type Reply = std::result::Result<Response<Body>, Problem>;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Access {
+    Open,
+    Read,
+    Admin,
+}
+
+pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let Some((template, params)) = route(&method, &path) else {
+        let known = ROUTES.iter().any(|(_, t)| matches(t, &path).is_some());
+        return if known {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            )
+        } else {
+            error_response(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path}; see /api/v1/openapi.json"),
+            )
+        };
+    };
+    let access = match (template, &method) {
+        ("/healthz" | "/readyz", _) => Access::Open,
+        (_, &Method::GET) => Access::Read,
+        _ => Access::Admin,
+    };
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_string);
+    if let Err(p) = authorize(shared, access, token.as_deref()) {
+        return error_response(p.0, p.1);
+    }
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(p) => return error_response(p.0, p.1),
+    };
+    let reply = dispatch(shared, &method, template, &params, &query, &body).await;
+    reply.unwrap_or_else(|p| error_response(p.0, p.1))
+}
+
+fn authorize(shared: &Shared, access: Access, token: Option<&str>) -> Result<(), Problem> {
+    if access == Access::Open {
+        return Ok(());
+    }
+    let is_admin = token.is_some_and(|t| shared.admin_token.as_ref().is_some_and(|s| s.matches(t)));
+    let is_reader = token.is_some_and(|t| shared.read_token.as_ref().is_some_and(|s| s.matches(t)));
+    let any_token = shared.admin_token.is_some() || shared.read_token.is_some();
+    match access {
+        Access::Read if is_admin || is_reader || !any_token => Ok(()),
+        Access::Admin if is_admin => Ok(()),
+        Access::Admin if shared.admin_token.is_none() => Err(Problem(
+            StatusCode::FORBIDDEN,
+            "actions are disabled on this node: no admin token is configured; set [admin] token or ROTA_ADMIN_TOKEN".into(),
+        )),
+        Access::Admin if is_reader => Err(Problem(
+            StatusCode::FORBIDDEN,
+            "this token is read-only; actions need the admin token".into(),
+        )),
+        _ if token.is_none() => Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "a token is required: send `Authorization: Bearer <token>`".into(),
+        )),
+        _ => Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "the token is not valid here; check ROTA_TOKEN or [admin] token".into(),
+        )),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Problem> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY} bytes"),
+            ))
+        }
+        Err(e) => Err(Problem::bad(format!("cannot read the body: {e}"))),
+    }
+}
+
+fn matches<'a>(template: &str, path: &'a str) -> Option<BTreeMap<&'static str, String>> {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&'a str> = path.split('/').collect();
+    if t.len() != p.len() {
+        return None;
+    }
+    let mut params = BTreeMap::new();
+    for (ts, ps) in t.iter().zip(&p) {
+        if let Some(name) = ts.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+            if ps.is_empty() {
+                return None;
+            }
+            let name: &'static str = match name {
+                "id" => "id",
+                "name" => "name",
+                _ => "seq",
+            };
+            params.insert(name, ps.to_string());
+        } else if ts != ps {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn route(method: &Method, path: &str) -> Option<(&'static str, BTreeMap<&'static str, String>)> {
+    ROUTES
+        .iter()
+        .filter(|(m, _)| *m == method.as_str())
+        .find_map(|(_, t)| matches(t, path).map(|p| (*t, p)))
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn limit(query: &str, default: i64, max: i64) -> Result<i64, Problem> {
+    match query_param(query, "limit") {
+        None => Ok(default),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Problem::bad(format!(
+                "query `limit` = `{v}` is not a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// A JSON body, or an error naming what is wrong with it. An empty body is `{}`.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Problem> {
+    let text = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(text).map_err(|e| Problem::bad(format!("body: {e}")))
+}
+
+/// What most reads need: the view, the assignments, what each live node declares, and the
+/// command log folded.
+struct Model {
+    view: ClusterView,
+    assignments: Vec<Assignment>,
+    declarations: Vec<NodeDeclarations>,
+    log: Vec<Command>,
+    control: ControlState,
+}
+
+impl Model {
+    async fn read(api: &Api) -> Result<Model, Problem> {
+        let store = &api.store;
+        let view = store.view(&api.cluster).await?;
+        let assignments = store.assignments(&api.cluster).await?;
+        let live: Vec<(String, i64)> = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| (n.node.clone(), n.incarnation))
+            .collect();
+        let declarations = store.declarations(&api.cluster, Some(&live)).await?;
+        let log = read_log(api).await?;
+        let mut control = ControlState::default();
+        for c in &log {
+            control.apply(c);
+        }
+        Ok(Model {
+            view,
+            assignments,
+            declarations,
+            log,
+            control,
+        })
+    }
+
+    fn live(&self) -> impl Iterator<Item = &crate::store::NodeRecord> {
+        self.view.nodes.iter().filter(|n| n.alive)
+    }
+
+    fn leader(&self) -> Option<&crate::store::Leadership> {
+        self.view.leader.as_ref().filter(|l| {
+            self.live()
+                .any(|n| n.node == l.node && n.incarnation == l.incarnation)
+        })
+    }
+
+    /// Declared names with their schedule (`service` for services) and declaring nodes.
+    fn declared(&self) -> BTreeMap<String, (String, Vec<String>)> {
+        let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for d in &self.declarations {
+            for t in &d.declared {
+                let entry = out
+                    .entry(t.name.clone())
+                    .or_insert_with(|| (t.schedule.clone(), Vec::new()));
+                entry.1.push(d.node.clone());
+            }
+        }
+        out
+    }
+
+    fn task_json(&self, name: &str, schedule: &str, declared_by: &[String]) -> Value {
+        let is_service = schedule == SERVICE_SCHEDULE;
+        let own = self.assignments.iter().find(|a| a.task == name);
+        let shares: Vec<Value> = self
+            .assignments
+            .iter()
+            .filter(|a| {
+                crate::core::placement::split_per_node_name(&a.task).is_some_and(|(t, _)| t == name)
+            })
+            .filter_map(|a| {
+                a.owner
+                    .as_ref()
+                    .map(|(n, _)| json!({"task": a.task, "node": n, "token": a.token}))
+            })
+            .collect();
+        let reason = own.and_then(|a| a.reason.clone());
+        let state = match (own.and_then(|a| a.owner.as_ref()), &reason) {
+            (Some(_), _) => "placed",
+            (None, Some(r)) if r.starts_with(EVERYWHERE_REASON) => "everywhere",
+            (None, Some(r)) if r.starts_with("paused by command") => "paused",
+            _ => "unplaced",
+        };
+        json!({
+            "name": name,
+            "kind": if is_service { "service" } else { "task" },
+            "schedule": schedule,
+            "state": state,
+            "owner": own.and_then(|a| a.owner.as_ref()).map(|(n, i)| json!({"node": n, "incarnation": i})),
+            "token": own.map(|a| a.token),
+            "reason": reason,
+            "per_node": shares,
+            "paused_on": self.control.paused().get(name).cloned().unwrap_or_default(),
+            "declared_by": declared_by,
+        })
+    }
+
+    fn tasks_json(&self, services: Option<bool>) -> Vec<Value> {
+        self.declared()
+            .iter()
+            .filter(|(_, (schedule, _))| {
+                services.is_none_or(|s| (schedule == SERVICE_SCHEDULE) == s)
+            })
+            .map(|(name, (schedule, by))| self.task_json(name, schedule, by))
+            .collect()
+    }
+
+    fn node_json(&self, n: &crate::store::NodeRecord) -> Value {
+        let owned: Vec<&str> = self
+            .assignments
+            .iter()
+            .filter(|a| {
+                a.owner
+                    .as_ref()
+                    .is_some_and(|(o, i)| *o == n.node && *i == n.incarnation)
+            })
+            .map(|a| a.task.as_str())
+            .collect();
+        let paused: Vec<String> = self
+            .control
+            .paused()
+            .into_iter()
+            .filter(|(name, _)| self.control.is_paused(&n.node, name))
+            .map(|(name, _)| name)
+            .collect();
+        let state = match (n.alive, n.leaving) {
+            (true, false) => "alive",
+            (true, true) => "leaving",
+            (false, _) => "dead",
+        };
+        json!({
+            "id": n.node,
+            "state": state,
+            "incarnation": n.incarnation,
+            "leader": self.leader().is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation),
+            "drained": self.control.is_drained(&n.node),
+            "acting_as": self.control.acting_as(&n.node),
+            "log_level": self.control.log_level(&n.node),
+            "paused": paused,
+            "owned": owned,
+            "host": n.host,
+            "joined_at_ms": n.joined_at_ms,
+            "heartbeat_age_ms": self.view.now_ms - n.heartbeat_at_ms,
+        })
+    }
+}
+
+async fn read_log(api: &Api) -> Result<Vec<Command>, Problem> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = api.store.commands(&api.cluster, after, 1000).await?;
+        let full = page.len() == 1000;
+        for record in page {
+            after = record.seq;
+            out.push(record.parse()?);
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// A command with each target's state (`pending` until it acknowledges).
+fn command_json(c: &Command, acks: &[Ack]) -> Value {
+    let mine: BTreeMap<&str, &Ack> = acks
+        .iter()
+        .filter(|a| a.seq == c.seq)
+        .map(|a| (a.node.as_str(), a))
+        .collect();
+    let mut nodes = Vec::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut listed = BTreeSet::new();
+    for node in c
+        .body
+        .targets
+        .iter()
+        .map(String::as_str)
+        .chain(mine.keys().copied())
+    {
+        if !listed.insert(node) {
+            continue;
+        }
+        let (state, message, at) = match mine.get(node) {
+            Some(a) => (a.state, a.message.as_str(), Some(a.at_ms)),
+            None => (AckState::Pending, "", None),
+        };
+        *counts.entry(state.as_str()).or_default() += 1;
+        nodes.push(json!({"node": node, "state": state.as_str(), "message": message, "at_ms": at}));
+    }
+    let done = c
+        .body
+        .targets
+        .iter()
+        .all(|t| mine.get(t.as_str()).is_some_and(|a| a.state.is_final()));
+    let mut v = serde_json::to_value(c).expect("commands serialize");
+    v["nodes"] = Value::from(nodes);
+    v["summary"] = json!(counts);
+    v["done"] = Value::from(done);
+    v["failed"] = Value::from(counts.get("failed").copied().unwrap_or(0) > 0);
+    v
+}
+
+async fn dispatch(
+    shared: &Shared,
+    method: &Method,
+    template: &str,
+    params: &BTreeMap<&'static str, String>,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    let api = &shared.api;
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    if method == Method::POST {
+        return act(api, template, &param("id"), &param("name"), body).await;
+    }
+    match template {
+        "/healthz" => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        "/readyz" => {
+            let s = api.status.borrow().clone();
+            let (status, reason) = match (&s.store_error, s.active) {
+                (Some(e), _) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unreachable: {e}"),
+                ),
+                (None, false) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no valid lease: not joined, or fenced".to_string(),
+                ),
+                (None, true) => (StatusCode::OK, "ready".to_string()),
+            };
+            Ok(json_response(
+                status,
+                &json!({"ready": status == StatusCode::OK, "reason": reason, "node": api.node, "leader": s.leader}),
+            ))
+        }
+        "/api/v1/openapi.json" => {
+            let doc: Value = serde_json::from_str(OPENAPI).expect("valid document");
+            Ok(json_response(StatusCode::OK, &doc))
+        }
+        "/api/v1/cluster" => {
+            let m = Model::read(api).await?;
+            let tasks = m.tasks_json(None);
+            let count = |state: &str| tasks.iter().filter(|t| t["state"] == state).count();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "cluster": api.cluster,
+                    "answered_by": api.node,
+                    "store": api.store.kind(),
+                    "now_ms": m.view.now_ms,
+                    "generation": m.view.generation,
+                    "leader": m.leader().map(|l| json!({"node": l.node, "epoch": l.epoch})),
+                    "nodes": {"live": m.live().count(), "registered": m.view.nodes.len()},
+                    "tasks": {
+                        "declared": tasks.len(),
+                        "placed": count("placed"),
+                        "everywhere": count("everywhere"),
+                        "paused": count("paused"),
+                        "unplaced": count("unplaced"),
+                    },
+                    "commands": m.log.last().map_or(0, |c| c.seq),
+                }),
+            ))
+        }
+        "/api/v1/nodes" => {
+            let m = Model::read(api).await?;
+            let nodes: Vec<Value> = m.view.nodes.iter().map(|n| m.node_json(n)).collect();
+            Ok(json_response(StatusCode::OK, &json!(nodes)))
+        }
+        "/api/v1/nodes/{id}" => {
+            let id = param("id");
+            let m = Model::read(api).await?;
+            match m.view.nodes.iter().find(|n| n.node == id) {
+                Some(n) => Ok(json_response(StatusCode::OK, &m.node_json(n))),
+                None => Err(Problem::not_found(format!(
+                    "no node `{id}` is registered in cluster `{}`",
+                    api.cluster
+                ))),
+            }
+        }
+        "/api/v1/tasks" | "/api/v1/services" => {
+            let m = Model::read(api).await?;
+            let services = template == "/api/v1/services";
+            Ok(json_response(
+                StatusCode::OK,
+                &json!(m.tasks_json(Some(services))),
+            ))
+        }
+        "/api/v1/tasks/{name}" | "/api/v1/services/{name}" => {
+            let name = param("name");
+            let m = Model::read(api).await?;
+            let services = template.starts_with("/api/v1/services");
+            let found = m
+                .tasks_json(Some(services))
+                .into_iter()
+                .find(|t| t["name"] == name.as_str());
+            match found {
+                Some(mut t) => {
+                    t["history"] = json!(history(api, &name, 10).await?);
+                    Ok(json_response(StatusCode::OK, &t))
+                }
+                None => Err(Problem::not_found(format!(
+                    "no live node declares {} `{name}`",
+                    if services { "a service" } else { "a task" }
+                ))),
+            }
+        }
+        "/api/v1/tasks/{name}/history" => {
+            let limit = limit(query, 50, 1000)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!(history(api, &param("name"), limit).await?),
+            ))
+        }
+        "/api/v1/commands" => {
+            let limit = limit(query, 50, 1000)? as usize;
+            let log = read_log(api).await?;
+            let recent: Vec<&Command> = log.iter().rev().take(limit).collect();
+            let seqs: Vec<i64> = recent.iter().map(|c| c.seq).collect();
+            let acks = api
+                .store
+                .command_acks(&api.cluster, AckFilter::Commands(&seqs))
+                .await?;
+            let out: Vec<Value> = recent.iter().map(|c| command_json(c, &acks)).collect();
+            Ok(json_response(StatusCode::OK, &json!(out)))
+        }
+        "/api/v1/commands/{seq}" => {
+            let raw = param("seq");
+            let seq: i64 = raw
+                .parse()
+                .map_err(|_| Problem::bad(format!("`{raw}` is not a command number")))?;
+            let found = api.store.commands(&api.cluster, seq - 1, 1).await?;
+            let Some(record) = found.into_iter().find(|c| c.seq == seq) else {
+                return Err(Problem::not_found(format!(
+                    "no command #{seq} in cluster `{}`",
+                    api.cluster
+                )));
+            };
+            let command = record.parse()?;
+            let acks = api
+                .store
+                .command_acks(&api.cluster, AckFilter::Commands(&[seq]))
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &command_json(&command, &acks),
+            ))
+        }
+        "/api/v1/events" => {
+            let limit = limit(query, 100, 1000)? as usize;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!(events(api, limit).await?),
+            ))
+        }
+        _ => Err(Problem::not_found("no such endpoint")),
+    }
+}
+
+async fn history(api: &Api, task: &str, limit: i64) -> Result<Vec<Value>, Problem> {
+    let fires = api.store.history(&api.cluster, Some(task), limit).await?;
+    Ok(fires
+        .into_iter()
+        .map(|f| {
+            json!({
+                "task": f.task, "instant_ms": f.instant_ms, "node": f.node, "token": f.token,
+                "attempt": f.attempt, "outcome": f.outcome.as_str(),
+                "started_at_ms": f.started_at_ms, "finished_at_ms": f.finished_at_ms, "message": f.message,
+            })
+        })
+        .collect())
+}
+
+/// The cluster's recent events, newest first: commands issued and acknowledged, nodes
+/// joined, and fires that did not end well.
+async fn events(api: &Api, limit: usize) -> Result<Vec<Value>, Problem> {
+    let store = &api.store;
+    let view = store.view(&api.cluster).await?;
+    let log = read_log(api).await?;
+    let recent: Vec<&Command> = log.iter().rev().take(limit).collect();
+    let seqs: Vec<i64> = recent.iter().map(|c| c.seq).collect();
+    let acks = store
+        .command_acks(&api.cluster, AckFilter::Commands(&seqs))
+        .await?;
+    let mut events: Vec<(i64, Value)> = Vec::new();
+    for c in &recent {
+        events.push((
+            c.issued_at_ms,
+            json!({"at_ms": c.issued_at_ms, "kind": "command_issued", "seq": c.seq, "op": c.body.op.name(),
+                   "targets": c.body.targets, "issued_by": c.body.issued_by}),
+        ));
+    }
+    for a in &acks {
+        events.push((
+            a.at_ms,
+            json!({"at_ms": a.at_ms, "kind": "command_acknowledged", "seq": a.seq, "node": a.node,
+                   "state": a.state.as_str(), "message": a.message}),
+        ));
+    }
+    for n in &view.nodes {
+        events.push((
+            n.joined_at_ms,
+            json!({"at_ms": n.joined_at_ms, "kind": "node_joined", "node": n.node, "incarnation": n.incarnation}),
+        ));
+    }
+    for f in store.history(&api.cluster, None, limit as i64).await? {
+        if matches!(f.outcome, crate::Outcome::Ok | crate::Outcome::Running) {
+            continue;
+        }
+        let at = f.finished_at_ms.unwrap_or(f.instant_ms);
+        events.push((
+            at,
+            json!({"at_ms": at, "kind": "fire", "task": f.task, "instant_ms": f.instant_ms, "node": f.node,
+                   "outcome": f.outcome.as_str(), "message": f.message}),
+        ));
+    }
+    events.sort_by(|a, b| b.0.cmp(&a.0));
+    events.truncate(limit);
+    Ok(events.into_iter().map(|(_, v)| v).collect())
+}
+
+/// `{"nodes": [...]}`: the scope of an action (absent: the whole cluster).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScopeBody {
+    nodes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActAsBody {
+    node: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelBody {
+    level: String,
+    nodes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollingBody {
+    nodes: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenericBody {
+    #[serde(flatten)]
+    op: Operation,
+    #[serde(default = "cluster_scope")]
+    scope: Scope,
+}
+
+fn cluster_scope() -> Scope {
+    Scope::Cluster
+}
+
+fn scope_of(nodes: Option<Vec<String>>) -> Result<Scope, Problem> {
+    match nodes {
+        None => Ok(Scope::Cluster),
+        Some(list) if list.is_empty() => Err(Problem::bad(
+            "`nodes` is empty; name at least one node, or leave `nodes` out for the whole cluster",
+        )),
+        Some(list) => Ok(Scope::Nodes(list)),
+    }
+}
+
+async fn act(api: &Api, template: &str, id: &str, name: &str, body: &[u8]) -> Reply {
+    let one = || Scope::Nodes(vec![id.to_string()]);
+    let no_body = |body: &[u8]| -> Result<(), Problem> {
+        if body.iter().all(u8::is_ascii_whitespace) || body == b"{}" {
+            Ok(())
+        } else {
+            Err(Problem::bad("this action takes no body"))
+        }
+    };
+    let (op, scope) = match template {
+        "/api/v1/commands" => {
+            let g: GenericBody = parse_body(body)?;
+            (g.op, g.scope)
+        }
+        "/api/v1/tasks/{name}/pause" | "/api/v1/tasks/{name}/resume" => {
+            let s: ScopeBody = parse_body(body)?;
+            let task = name.to_string();
+            let op = if template.ends_with("pause") {
+                Operation::Pause { task }
+            } else {
+                Operation::Resume { task }
+            };
+            (op, scope_of(s.nodes)?)
+        }
+        "/api/v1/services/{name}/stop" | "/api/v1/services/{name}/start" => {
+            let s: ScopeBody = parse_body(body)?;
+            let service = name.to_string();
+            let op = if template.ends_with("stop") {
+                Operation::Stop { service }
+            } else {
+                Operation::Start { service }
+            };
+            (op, scope_of(s.nodes)?)
+        }
+        "/api/v1/nodes/{id}/drain" => (no_body(body).map(|_| Operation::Drain)?, one()),
+        "/api/v1/nodes/{id}/undrain" => (no_body(body).map(|_| Operation::Undrain)?, one()),
+        "/api/v1/nodes/{id}/stop-acting" => (no_body(body).map(|_| Operation::StopActing)?, one()),
+        "/api/v1/nodes/{id}/restart" => (no_body(body).map(|_| Operation::Restart)?, one()),
+        "/api/v1/nodes/{id}/shutdown" => (no_body(body).map(|_| Operation::Shutdown)?, one()),
+        "/api/v1/nodes/{id}/act-as" => {
+            let b: ActAsBody = parse_body(body)?;
+            (Operation::ActAs { node: b.node }, one())
+        }
+        "/api/v1/log-level" => {
+            let b: LogLevelBody = parse_body(body)?;
+            (
+                Operation::SetLogLevel { level: b.level },
+                scope_of(b.nodes)?,
+            )
+        }
+        "/api/v1/rolling-restart" => {
+            let b: RollingBody = parse_body(body)?;
+            let timeout_secs = b.timeout_secs.unwrap_or(ROLLING_TIMEOUT_SECS);
+            (
+                Operation::RollingRestart { timeout_secs },
+                scope_of(b.nodes)?,
+            )
+        }
+        _ => return Err(Problem::not_found("no such action")),
+    };
+    let (command, warnings) = issue(api, op, scope).await?;
+    let mut v = command_json(&command, &[]);
+    v["warnings"] = json!(warnings);
+    let mut response = json_response(StatusCode::ACCEPTED, &v);
+    if let Ok(location) = format!("/api/v1/commands/{}", command.seq).parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Validates a command against the cluster as it is, works out its targets, and appends it.
+/// Returns it with warnings (nodes named that are not live now).
+async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<String>), Problem> {
+    if let Some((field, message)) = op.problem() {
+        return Err(Problem::bad(format!("{field}: {message}")));
+    }
+    let m = Model::read(api).await?;
+    let declared = m.declared();
+    let kind_of = |name: &str| {
+        declared
+            .get(name)
+            .map(|(schedule, _)| schedule == SERVICE_SCHEDULE)
+    };
+    match &op {
+        Operation::Pause { task } | Operation::Resume { task } => match kind_of(task) {
+            None => {
+                return Err(Problem::not_found(format!(
+                    "no live node declares task `{task}`; see GET /api/v1/tasks"
+                )))
+            }
+            Some(true) => {
+                return Err(Problem::bad(format!(
+                    "`{task}` is a service; use /api/v1/services/{task}/stop or start"
+                )))
+            }
+            Some(false) => {}
+        },
+        Operation::Stop { service } | Operation::Start { service } => {
+            match kind_of(service) {
+                None => {
+                    return Err(Problem::not_found(format!(
+                        "no live node declares service `{service}`; see GET /api/v1/services"
+                    )))
+                }
+                Some(false) => return Err(Problem::bad(format!(
+                    "`{service}` is a scheduled task; use /api/v1/tasks/{service}/pause or resume"
+                ))),
+                Some(true) => {}
+            }
+        }
+        _ => {}
+    }
+    let mut warnings = Vec::new();
+    let live: Vec<String> = m
+        .live()
+        .filter(|n| !n.leaving)
+        .map(|n| n.node.clone())
+        .collect();
+    let targets = match &scope {
+        Scope::Cluster => {
+            let mut t = live.clone();
+            // A rolling restart takes the leader last: one change of leader, not several.
+            if let (Operation::RollingRestart { .. }, Some(l)) = (&op, m.leader()) {
+                t.retain(|n| *n != l.node);
+                t.push(l.node.clone());
+            }
+            t
+        }
+        Scope::Nodes(nodes) => {
+            let mut seen = BTreeSet::new();
+            for n in nodes {
+                crate::node::validate_name("nodes", n).map_err(|e| Problem::bad(e.to_string()))?;
+                if !seen.insert(n.as_str()) {
+                    return Err(Problem::bad(format!("nodes: `{n}` is named twice")));
+                }
+                if !live.contains(n) {
+                    warnings.push(format!(
+                        "node `{n}` is not live now; it applies the command when it starts"
+                    ));
+                }
+            }
+            nodes.clone()
+        }
+    };
+    if targets.is_empty() {
+        return Err(Problem(
+            StatusCode::CONFLICT,
+            "no live node to address: the cluster is empty".into(),
+        ));
+    }
+    if let Operation::ActAs { node } = &op {
+        if targets.iter().any(|t| t == node) {
+            return Err(Problem::bad(format!(
+                "node: a node cannot act as itself (`{node}`)"
+            )));
+        }
+    }
+    let body = CommandBody {
+        op,
+        scope,
+        targets,
+        issued_by: api.node.clone(),
+    };
+    let text = serde_json::to_string(&body).expect("commands serialize");
+    let (seq, issued_at_ms) = api.store.append_command(&api.cluster, &text).await?;
+    tracing::info!(seq, op = body.op.name(), targets = ?body.targets, "command issued");
+    Ok((
+        Command {
+            seq,
+            issued_at_ms,
+            body,
+        },
+        warnings,
+    ))
+}
