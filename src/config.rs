@@ -108,7 +108,10 @@ impl AdminSection {
     pub fn resolve(&self) -> Result<Option<crate::admin::AdminConfig>, Vec<ConfigProblem>> {
         let mut p = Vec::new();
         let token = |env: &str, field: &str, file: &Option<String>, p: &mut Vec<ConfigProblem>| {
-            let value = std::env::var(env).ok().filter(|v| !v.is_empty()).or(file.clone())?;
+            let value = std::env::var(env)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or(file.clone())?;
             if value.trim().len() < MIN_TOKEN_LEN || value.trim() != value {
                 p.push(ConfigProblem::new(
                     field,

@@ -813,19 +813,19 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
             }
             Some(false) => {}
         },
-        Operation::Stop { service } | Operation::Start { service } => {
-            match kind_of(service) {
-                None => {
-                    return Err(Problem::not_found(format!(
-                        "no live node declares service `{service}`; see GET /api/v1/services"
-                    )))
-                }
-                Some(false) => return Err(Problem::bad(format!(
-                    "`{service}` is a scheduled task; use /api/v1/tasks/{service}/pause or resume"
-                ))),
-                Some(true) => {}
+        Operation::Stop { service } | Operation::Start { service } => match kind_of(service) {
+            None => {
+                return Err(Problem::not_found(format!(
+                    "no live node declares service `{service}`; see GET /api/v1/services"
+                )))
             }
-        }
+            Some(false) => {
+                return Err(Problem::bad(format!(
+                    "`{service}` is a scheduled task; use /api/v1/tasks/{service}/pause or resume"
+                )))
+            }
+            Some(true) => {}
+        },
         _ => {}
     }
     let mut warnings = Vec::new();

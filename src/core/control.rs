@@ -36,8 +36,8 @@ pub enum Operation {
     /// Move the scope's work away and keep it away, across restarts.
     Drain,
     Undrain,
-    /// The scope's nodes take `node`'s place wherever `node` is named (pinned services,
-    /// failover lists), while `node` is absent.
+    /// The scope's nodes take `node`'s place in failover lists (pinned services): placed just
+    /// before it, they run what it would run, whether it is up or not, until stop-acting.
     ActAs {
         node: String,
     },

@@ -263,7 +263,9 @@ fn describe(op: &Operation, control: &ControlState, me: &str) -> String {
         }
         Operation::Drain => "drained: this node runs nothing".into(),
         Operation::Undrain => "undrained: this node takes work again".into(),
-        Operation::ActAs { node } => format!("acting as {node} while it is absent"),
+        Operation::ActAs { node } => {
+            format!("acting as {node}: first in its place in failover lists")
+        }
         Operation::StopActing => "acting as no other node".into(),
         other => other.name().to_string(),
     }
