@@ -17,6 +17,8 @@ use rota::{
 };
 use tokio::time::Instant;
 
+mod control;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Kill task owners repeatedly; measure failover delay, duplicates, missed fires, idle load.
@@ -26,6 +28,11 @@ pub enum BenchCommand {
     /// Round-robin over many tasks: how long a join or a leave takes to be placed and written,
     /// and how many tasks it moves compared with the ideal share.
     Rebalance(RebalanceArgs),
+    /// Cluster commands issued one at a time: how long until every live node applied each.
+    Commands(control::CommandsArgs),
+    /// Rolling restarts of node processes running a 1-second task: total time, each node's
+    /// time away, the task's longest gap.
+    RollingRestart(control::RollingArgs),
 }
 
 #[derive(Args)]
@@ -107,6 +114,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Failover(args) => failover(args).await,
         BenchCommand::Throughput(args) => throughput(args).await,
         BenchCommand::Rebalance(args) => rebalance(args).await,
+        BenchCommand::Commands(args) => control::commands(args).await,
+        BenchCommand::RollingRestart(args) => control::rolling_restart(args).await,
     }
 }
 

@@ -106,7 +106,10 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     match reason {
         rota::StopReason::Restart if config.node.restart.as_deref() == Some("exit") => {
-            info!(code = EXIT_RESTART, "restart command: exiting for the supervisor to start this node again");
+            info!(
+                code = EXIT_RESTART,
+                "restart command: exiting for the supervisor to start this node again"
+            );
             Ok(ExitCode::from(EXIT_RESTART))
         }
         rota::StopReason::Restart => Err(reexec()),
@@ -166,7 +169,9 @@ pub(crate) fn init_logging(format: &str, level: &str) -> rota::node::LogLevelCon
             )
             .init();
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).init();
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
     Arc::new(move |wanted: Option<&str>| {
         let filter = match wanted {
