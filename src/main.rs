@@ -58,6 +58,7 @@ enum Command {
         #[command(subcommand)]
         command: cli::bench::BenchCommand,
     },
+    Ctl(cli::ctl::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Schema { db } => cli::schema(&db),
         Command::Demo { phase } => cli::demo::run(phase).await,
         Command::Bench { command } => cli::bench::run(command).await,
+        Command::Ctl(args) => cli::ctl::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -39,8 +39,8 @@ impl Secret {
     fn matches(&self, presented: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), presented.as_bytes());
         let mut diff = (a.len() != b.len()) as u8;
-        for i in 0..b.len() {
-            diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+        for (i, byte) in b.iter().enumerate() {
+            diff |= a.get(i).copied().unwrap_or(0) ^ byte;
         }
         diff == 0 && !a.is_empty()
     }

@@ -659,7 +659,7 @@ async fn events(api: &Api, limit: usize) -> Result<Vec<Value>, Problem> {
                    "outcome": f.outcome.as_str(), "message": f.message}),
         ));
     }
-    events.sort_by(|a, b| b.0.cmp(&a.0));
+    events.sort_by_key(|e| std::cmp::Reverse(e.0));
     events.truncate(limit);
     Ok(events.into_iter().map(|(_, v)| v).collect())
 }

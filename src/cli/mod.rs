@@ -1,6 +1,7 @@
 //! Subcommands of the binary. `anyhow` lives here, at the edge, and nowhere in the library.
 
 pub mod bench;
+pub mod ctl;
 pub mod demo;
 pub mod node;
 

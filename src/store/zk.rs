@@ -1928,7 +1928,7 @@ impl Store for ZkStore {
                 Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(unavailable(e)),
             }
-            self.mkdirs(&z, &[dir.clone()]).await?;
+            self.mkdirs(&z, std::slice::from_ref(&dir)).await?;
             self.wrote();
             match z.create(&path, &data, &persistent()).await {
                 Ok(_) => return Ok(()),

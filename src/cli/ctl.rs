@@ -1,0 +1,948 @@
+//! `rota ctl`: a client of a node's admin HTTP API (see `src/admin/openapi.json`). Reads print
+//! tables (or the raw JSON with `--json`); actions issue a cluster command and, by default,
+//! follow it until every target has applied or failed it.
+
+use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{builder::PossibleValuesParser, Args, Subcommand};
+use reqwest::Method;
+use rota::{core::control::LOG_LEVELS, status::fmt_time};
+use serde_json::{json, Value};
+use tokio::time::{sleep, Duration, Instant};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_REFUSED: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
+const EXIT_TIMEOUT: u8 = 5;
+
+const POLL: Duration = Duration::from_millis(200);
+/// Width of the progress bar, in characters.
+const BAR: usize = 10;
+/// The redrawn progress line is kept shorter than a narrow terminal: a wrapped line cannot
+/// be redrawn with `\r`.
+const PROGRESS_WIDTH: usize = 79;
+
+/// Operate a cluster through a node's admin API.
+///
+/// The token comes from the environment only, so it never shows in `ps`:
+///   ROTA_TOKEN   the admin token (actions) or the read-only token (reads)
+///
+/// Actions wait until every target node has applied or failed the command, unless --no-wait.
+///
+/// Exit codes:
+///   0  ok (actions: every target applied)
+///   1  the command failed on some node, or a rolling restart stopped
+///   2  bad request or usage (HTTP 400, 404, 405, 409, 413)
+///   3  refused: missing or wrong token (HTTP 401, 403)
+///   4  cannot reach the API, or a server or store error (HTTP 5xx)
+///   5  timed out waiting for the command; it may still complete: follow it with
+///      `rota ctl commands SEQ`
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CtlArgs {
+    /// Base URL of any node's admin API.
+    #[arg(
+        long,
+        env = "ROTA_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    url: String,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Accept any TLS certificate (self-signed test setups only).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// Trust the CA certificate(s) in this PEM file.
+    #[arg(long, value_name = "PATH", global = true)]
+    cacert: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+pub enum CtlCommand {
+    /// Cluster summary and its nodes.
+    Status,
+    Nodes,
+    Tasks,
+    Services,
+    /// Recent fires of a task, newest first.
+    History {
+        task: String,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Recent commands, or one command with each target's state.
+    Commands {
+        seq: Option<i64>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Recent events, newest first: commands, acknowledgements, joins, fires that went wrong.
+    Events {
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Stop firing a task (on the given nodes, or everywhere).
+    Pause {
+        task: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    Resume {
+        task: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Stop a service (on the given nodes, or everywhere).
+    Stop {
+        service: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    Start {
+        service: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Move a node's work away and keep it away, across restarts.
+    Drain {
+        node: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    Undrain {
+        node: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// NODE stands in for TARGET wherever TARGET is named, while TARGET is absent.
+    ActAs {
+        node: String,
+        target: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    StopActing {
+        node: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restart a node (graceful leave, then re-execute).
+    Restart {
+        node: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Stop a node gracefully; it stays down.
+    Shutdown {
+        node: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Set the log level (on the given nodes, or everywhere); `config` returns to the file's.
+    LogLevel {
+        #[arg(value_parser = PossibleValuesParser::new(LOG_LEVELS))]
+        level: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restart the nodes one at a time, each once the previous one is back.
+    RollingRestart {
+        #[command(flatten)]
+        scope: Scope,
+        /// Seconds each node has to come back before the rolling restart stops (server default 120).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Args)]
+pub struct Scope {
+    /// Only these nodes (comma-separated); default: the whole cluster.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+pub struct Wait {
+    /// Return once the command is accepted, without waiting for the nodes.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the command to finish [default: 60; rolling-restart: 600].
+    #[arg(long, value_name = "SECS")]
+    wait_timeout: Option<u64>,
+}
+
+/// Why a call got no useful answer.
+#[derive(Debug)]
+enum Failure {
+    /// The API answered with an error status and message.
+    Http { status: u16, message: String },
+    /// No answer: connection refused, TLS, timeout, or a body that is not JSON.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Http { status, message } => write!(f, "{message} (HTTP {status})"),
+            Failure::Unreachable(message) => f.write_str(message),
+        }
+    }
+}
+
+impl Failure {
+    /// Worth asking again while waiting: the node serving the API may be the one restarting.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Failure::Unreachable(_) | Failure::Http { status: 500.., .. }
+        )
+    }
+
+    fn report(&self) -> ExitCode {
+        eprintln!("error: {self}");
+        ExitCode::from(match self {
+            Failure::Http { status, .. } => exit_code_for(*status),
+            Failure::Unreachable(_) => EXIT_UNREACHABLE,
+        })
+    }
+}
+
+/// The exit code for an HTTP error status.
+fn exit_code_for(status: u16) -> u8 {
+    match status {
+        401 | 403 => EXIT_REFUSED,
+        400..=499 => EXIT_USAGE,
+        _ => EXIT_UNREACHABLE,
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(args: &CtlArgs) -> anyhow::Result<Client> {
+        let base = args.url.trim_end_matches('/').to_string();
+        reqwest::Url::parse(&base).with_context(|| format!("--url `{base}`"))?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(args.insecure);
+        if let Some(path) = &args.cacert {
+            let pem =
+                std::fs::read(path).with_context(|| format!("--cacert {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--cacert {}", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "--cacert {}: no PEM certificate in it",
+                path.display()
+            );
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        // An empty variable is no token, so the server says one is needed.
+        let token = std::env::var("ROTA_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        Ok(Client {
+            http: builder.build().context("HTTP client")?,
+            base,
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.trim());
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(body).expect("JSON values serialize"));
+        }
+        let unreachable = |e: reqwest::Error| {
+            Failure::Unreachable(format!("cannot reach {}: {}", self.base, causes(&e)))
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if !(200..300).contains(&status) {
+            let message = match value.as_ref().and_then(|v| v["error"].as_str()) {
+                Some(m) => m.to_string(),
+                None => String::from_utf8_lossy(&bytes).trim().to_string(),
+            };
+            return Err(Failure::Http { status, message });
+        }
+        value.ok_or_else(|| {
+            Failure::Unreachable(format!(
+                "{}{path} answered with something other than JSON",
+                self.base
+            ))
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.call(Method::GET, path, None).await
+    }
+}
+
+/// An error and its causes on one line (reqwest's own message hides the useful part).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// A name as one path segment: anything outside the names rota accepts is percent-encoded,
+/// so a stray `/` or `?` cannot reach another endpoint.
+fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What a subcommand asks of the API.
+enum Request {
+    Status,
+    /// A GET and how to print its answer as text.
+    Read(String, fn(&Value) -> String),
+    /// A POST that issues a command, then the wait for it.
+    Action {
+        path: String,
+        body: Option<Value>,
+        wait: Wait,
+        rolling: bool,
+    },
+}
+
+fn request(command: CtlCommand) -> Request {
+    let scoped = |scope: Scope| scope.nodes.map(|n| json!({ "nodes": n }));
+    let action = |path: String, body: Option<Value>, wait: Wait| Request::Action {
+        path,
+        body,
+        wait,
+        rolling: false,
+    };
+    let task = |name: &str, verb: &str| format!("/api/v1/tasks/{}/{verb}", segment(name));
+    let service = |name: &str, verb: &str| format!("/api/v1/services/{}/{verb}", segment(name));
+    let node = |id: &str, verb: &str| format!("/api/v1/nodes/{}/{verb}", segment(id));
+    match command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Nodes => Request::Read("/api/v1/nodes".into(), nodes_table),
+        CtlCommand::Tasks => Request::Read("/api/v1/tasks".into(), tasks_table),
+        CtlCommand::Services => Request::Read("/api/v1/services".into(), tasks_table),
+        CtlCommand::History { task: t, limit } => Request::Read(
+            format!("{}?limit={limit}", task(&t, "history")),
+            history_table,
+        ),
+        CtlCommand::Commands { seq: Some(seq), .. } => {
+            Request::Read(format!("/api/v1/commands/{seq}"), command_text)
+        }
+        CtlCommand::Commands { seq: None, limit } => {
+            Request::Read(format!("/api/v1/commands?limit={limit}"), commands_table)
+        }
+        CtlCommand::Events { limit } => {
+            Request::Read(format!("/api/v1/events?limit={limit}"), events_table)
+        }
+        CtlCommand::Pause {
+            task: t,
+            scope,
+            wait,
+        } => action(task(&t, "pause"), scoped(scope), wait),
+        CtlCommand::Resume {
+            task: t,
+            scope,
+            wait,
+        } => action(task(&t, "resume"), scoped(scope), wait),
+        CtlCommand::Stop {
+            service: s,
+            scope,
+            wait,
+        } => action(service(&s, "stop"), scoped(scope), wait),
+        CtlCommand::Start {
+            service: s,
+            scope,
+            wait,
+        } => action(service(&s, "start"), scoped(scope), wait),
+        CtlCommand::Drain { node: n, wait } => action(node(&n, "drain"), None, wait),
+        CtlCommand::Undrain { node: n, wait } => action(node(&n, "undrain"), None, wait),
+        CtlCommand::ActAs {
+            node: n,
+            target,
+            wait,
+        } => action(node(&n, "act-as"), Some(json!({ "node": target })), wait),
+        CtlCommand::StopActing { node: n, wait } => action(node(&n, "stop-acting"), None, wait),
+        CtlCommand::Restart { node: n, wait } => action(node(&n, "restart"), None, wait),
+        CtlCommand::Shutdown { node: n, wait } => action(node(&n, "shutdown"), None, wait),
+        CtlCommand::LogLevel { level, scope, wait } => {
+            let mut body = json!({ "level": level });
+            if let Some(nodes) = scope.nodes {
+                body["nodes"] = json!(nodes);
+            }
+            action("/api/v1/log-level".into(), Some(body), wait)
+        }
+        CtlCommand::RollingRestart {
+            scope,
+            timeout_secs,
+            wait,
+        } => {
+            let mut body = json!({});
+            if let Some(nodes) = scope.nodes {
+                body["nodes"] = json!(nodes);
+            }
+            if let Some(secs) = timeout_secs {
+                body["timeout_secs"] = json!(secs);
+            }
+            Request::Action {
+                path: "/api/v1/rolling-restart".into(),
+                body: Some(body),
+                wait,
+                rolling: true,
+            }
+        }
+    }
+}
+
+pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let client = match Client::new(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let json = args.json;
+    let result = match request(args.command) {
+        Request::Status => status(&client, json).await,
+        Request::Read(path, render) => client.get(&path).await.map(|v| {
+            print_value(json, &v, render);
+            ExitCode::SUCCESS
+        }),
+        Request::Action {
+            path,
+            body,
+            wait,
+            rolling,
+        } => act(&client, json, &path, body, &wait, rolling).await,
+    };
+    Ok(result.unwrap_or_else(|f| f.report()))
+}
+
+fn print_value(json: bool, value: &Value, render: fn(&Value) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON values serialize")
+        );
+    } else {
+        print!("{}", render(value));
+    }
+}
+
+async fn status(client: &Client, json: bool) -> Result<ExitCode, Failure> {
+    let cluster = client.get("/api/v1/cluster").await?;
+    let nodes = client.get("/api/v1/nodes").await?;
+    let both = json!({ "cluster": cluster, "nodes": nodes });
+    print_value(json, &both, |v| {
+        let c = &v["cluster"];
+        let leader = match c["leader"].as_object() {
+            Some(l) => format!("{} (epoch {})", text(&l["node"]), text(&l["epoch"])),
+            None => "none".into(),
+        };
+        let t = &c["tasks"];
+        format!(
+            "cluster {} ({} store, answered by {}), leader {leader}\n\
+             nodes: {} live of {} registered; tasks: {} declared, {} placed, {} everywhere, {} paused, {} unplaced; last command #{}\n\n{}",
+            text(&c["cluster"]), text(&c["store"]), text(&c["answered_by"]),
+            text(&c["nodes"]["live"]), text(&c["nodes"]["registered"]),
+            text(&t["declared"]), text(&t["placed"]), text(&t["everywhere"]), text(&t["paused"]), text(&t["unplaced"]),
+            text(&c["commands"]), nodes_table(&v["nodes"])
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Issues a command, follows it unless told not to, and prints where each target got.
+async fn act(
+    client: &Client,
+    json: bool,
+    path: &str,
+    body: Option<Value>,
+    wait: &Wait,
+    rolling: bool,
+) -> Result<ExitCode, Failure> {
+    let mut command = client.call(Method::POST, path, body.as_ref()).await?;
+    let seq = command["seq"].as_i64().unwrap_or_default();
+    let warnings = command["warnings"].clone();
+    let mut timed_out = None;
+    if wait.no_wait {
+        if !json {
+            println!(
+                "command #{seq} ({}) accepted; follow it with `rota ctl commands {seq}`",
+                op_label(&command)
+            );
+        }
+    } else {
+        let secs = wait.wait_timeout.unwrap_or(if rolling { 600 } else { 60 });
+        let (last, finished) = follow(client, command, Duration::from_secs(secs), rolling).await?;
+        command = last;
+        if !finished {
+            timed_out = Some(secs);
+        }
+    }
+    // The polled command has no warnings: keep those of the answer to the POST.
+    command["warnings"] = warnings;
+    print_value(
+        json,
+        &command,
+        if wait.no_wait {
+            |_: &Value| String::new()
+        } else {
+            command_text
+        },
+    );
+    for w in command["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", text(w));
+    }
+    if let Some(secs) = timed_out {
+        eprintln!("error: command #{seq} is not finished after {secs} s; it may still complete: follow it with `rota ctl commands {seq}`");
+        return Ok(ExitCode::from(EXIT_TIMEOUT));
+    }
+    if command["failed"].as_bool() == Some(true) {
+        eprintln!("error: command #{seq} failed on some node (see MESSAGE)");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls the command until it is done or `limit` passes; returns its last state and whether
+/// it finished. A progress line is redrawn on a terminal; a rolling restart also logs one line
+/// per change of a node's state, terminal or not, so a log shows how far it went.
+async fn follow(
+    client: &Client,
+    mut command: Value,
+    limit: Duration,
+    rolling: bool,
+) -> Result<(Value, bool), Failure> {
+    let seq = command["seq"].as_i64().unwrap_or_default();
+    let tty = std::io::stderr().is_terminal();
+    let clear = || {
+        if tty {
+            eprint!("\r\x1b[K")
+        }
+    };
+    let deadline = Instant::now() + limit;
+    let mut logged: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut trouble: Option<String> = None;
+    loop {
+        if rolling {
+            for (node, state, message) in node_states(&command) {
+                let now = (state.clone(), message.clone());
+                let before = logged
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or(("pending".into(), String::new()));
+                if now != before {
+                    clear();
+                    eprintln!("{node}: {state} {message}");
+                    logged.insert(node, now);
+                }
+            }
+        }
+        let done = command["done"].as_bool() == Some(true);
+        if done || Instant::now() >= deadline {
+            clear();
+            if let (false, Some(t)) = (done, &trouble) {
+                eprintln!("warning: the last poll got no answer: {t}");
+            }
+            return Ok((command, done));
+        }
+        if tty {
+            let mut line = progress_line(&command);
+            if let Some(t) = &trouble {
+                line.push_str(&format!("  (no answer: {t})"));
+            }
+            eprint!("\r\x1b[K{}", clip(&line, PROGRESS_WIDTH));
+        }
+        sleep(POLL).await;
+        match client.get(&format!("/api/v1/commands/{seq}")).await {
+            Ok(c) => (command, trouble) = (c, None),
+            // The node serving the API may be the one restarting: ask again until the deadline.
+            Err(f) if f.is_transient() => trouble = Some(f.to_string()),
+            Err(f) => {
+                clear();
+                return Err(f);
+            }
+        }
+    }
+}
+
+/// `[######----] 2/3 applied  node-3: in_progress restarting`: finished targets as a bar, and
+/// the node at work (or the first still pending).
+fn progress_line(command: &Value) -> String {
+    let nodes = node_states(command);
+    let count = |s: &str| nodes.iter().filter(|n| n.1 == s).count();
+    let (applied, failed, total) = (count("applied"), count("failed"), nodes.len());
+    let filled = (applied + failed) * BAR / total.max(1);
+    let mut line = format!(
+        "[{}{}] {applied}/{total} applied",
+        "#".repeat(filled),
+        "-".repeat(BAR - filled)
+    );
+    if failed > 0 {
+        line.push_str(&format!(", {failed} failed"));
+    }
+    let busy = nodes
+        .iter()
+        .find(|n| n.1 == "in_progress")
+        .or_else(|| nodes.iter().find(|n| n.1 == "pending"));
+    if let Some((node, state, message)) = busy {
+        line.push_str(&format!("  {node}: {state} {message}"));
+    }
+    line.trim_end().to_string()
+}
+
+fn clip(line: &str, width: usize) -> String {
+    line.chars().take(width).collect()
+}
+
+/// Each target of a command: node, state, message.
+fn node_states(command: &Value) -> Vec<(String, String, String)> {
+    let nodes = command["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                text(&n["node"]),
+                text(&n["state"]),
+                n["message"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect()
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`, arrays comma-separated.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn yes(v: &Value) -> String {
+    if v.as_bool() == Some(true) {
+        "yes"
+    } else {
+        "-"
+    }
+    .into()
+}
+
+/// Left-aligned columns as wide as their widest cell, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&head).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(row)
+        .collect()
+}
+
+fn nodes_table(list: &Value) -> String {
+    let rows = rows(list, |n| {
+        let owned = n["owned"].as_array().map_or(0, Vec::len);
+        vec![
+            text(&n["id"]),
+            text(&n["state"]),
+            yes(&n["leader"]),
+            yes(&n["drained"]),
+            text(&n["acting_as"]),
+            owned.to_string(),
+            text(&n["heartbeat_age_ms"]),
+        ]
+    });
+    table(
+        &[
+            "ID",
+            "STATE",
+            "LEADER",
+            "DRAINED",
+            "ACTING-AS",
+            "OWNED",
+            "HEARTBEAT(ms)",
+        ],
+        &rows,
+    )
+}
+
+fn tasks_table(list: &Value) -> String {
+    let rows = rows(list, |t| {
+        // A task paused on some nodes only is still placed: say where it is paused.
+        let reason = match (t["reason"].as_str(), t["paused_on"].as_array()) {
+            (Some(r), _) => r.to_string(),
+            (None, Some(on)) if !on.is_empty() => format!("paused on {}", text(&t["paused_on"])),
+            _ => "-".into(),
+        };
+        vec![
+            text(&t["name"]),
+            text(&t["state"]),
+            text(&t["owner"]["node"]),
+            text(&t["token"]),
+            text(&t["schedule"]),
+            reason,
+        ]
+    });
+    table(
+        &["NAME", "STATE", "OWNER", "TOKEN", "SCHEDULE", "REASON"],
+        &rows,
+    )
+}
+
+fn history_table(list: &Value) -> String {
+    let rows = rows(list, |f| {
+        let instant = f["instant_ms"].as_i64().map_or("-".into(), fmt_time);
+        vec![
+            instant,
+            text(&f["outcome"]),
+            text(&f["node"]),
+            text(&f["token"]),
+            text(&f["attempt"]),
+            text(&f["message"]),
+        ]
+    });
+    table(
+        &[
+            "INSTANT(UTC)",
+            "OUTCOME",
+            "NODE",
+            "TOKEN",
+            "ATTEMPT",
+            "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+/// `pause nightly`, `act_as node-2`, `set_log_level debug`: the operation and its argument.
+fn op_label(c: &Value) -> String {
+    match ["task", "service", "node", "level"]
+        .iter()
+        .find_map(|k| c[*k].as_str())
+    {
+        Some(arg) => format!("{} {arg}", text(&c["op"])),
+        None => text(&c["op"]),
+    }
+}
+
+fn targets_label(c: &Value) -> String {
+    match c["scope"].as_str() {
+        Some("cluster") => format!("cluster: {}", text(&c["targets"])),
+        _ => text(&c["targets"]),
+    }
+}
+
+/// `2 applied, 1 pending`, in the order a command goes through.
+fn summary_label(c: &Value) -> String {
+    let parts: Vec<String> = ["applied", "failed", "in_progress", "pending"]
+        .iter()
+        .filter_map(|s| {
+            c["summary"][*s]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| format!("{n} {s}"))
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn commands_table(list: &Value) -> String {
+    let rows = rows(list, |c| {
+        vec![
+            text(&c["seq"]),
+            op_label(c),
+            targets_label(c),
+            summary_label(c),
+            text(&c["issued_by"]),
+        ]
+    });
+    table(
+        &["SEQ", "OP", "SCOPE/TARGETS", "STATE-SUMMARY", "ISSUED-BY"],
+        &rows,
+    )
+}
+
+/// One command: what, by whom, when, and each target's state.
+fn command_text(c: &Value) -> String {
+    let at = c["issued_at_ms"].as_i64().map_or("-".into(), fmt_time);
+    let state = if c["done"].as_bool() == Some(true) {
+        "done"
+    } else {
+        "not done"
+    };
+    let rows: Vec<Vec<String>> = node_states(c)
+        .into_iter()
+        .map(|(n, s, m)| vec![n, s, m])
+        .collect();
+    format!(
+        "command #{} {} ({}), issued by {} at {at} UTC: {state}, {}\n{}",
+        text(&c["seq"]),
+        op_label(c),
+        targets_label(c),
+        text(&c["issued_by"]),
+        summary_label(c),
+        table(&["NODE", "STATE", "MESSAGE"], &rows)
+    )
+}
+
+fn events_table(list: &Value) -> String {
+    let rows = rows(list, |e| {
+        let at = e["at_ms"].as_i64().map_or("-".into(), fmt_time);
+        // Events differ by kind: the rest of each one as key=value.
+        let detail: Vec<String> = e
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "at_ms" && *k != "kind")
+            .map(|(k, v)| format!("{k}={}", text(v)))
+            .collect();
+        vec![at, text(&e["kind"]), detail.join(" ")]
+    });
+    table(&["TIME(UTC)", "KIND", "DETAIL"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_on_their_widest_cell() {
+        let rows = vec![
+            vec!["node-10".into(), "alive".into(), "".into()],
+            vec!["n1".into(), "dead".into(), "x y".into()],
+        ];
+        assert_eq!(
+            table(&["ID", "STATE", "NOTE"], &rows),
+            "ID       STATE  NOTE\nnode-10  alive\nn1       dead   x y\n"
+        );
+        assert_eq!(table(&["A", "B"], &[]), "A  B\n");
+        // Widths count characters, not bytes.
+        assert_eq!(
+            table(&["N", "X"], &[vec!["é".into(), "1".into()]]),
+            "N  X\né  1\n"
+        );
+    }
+
+    #[test]
+    fn http_statuses_map_to_the_documented_exit_codes() {
+        for s in [400, 404, 405, 409, 413] {
+            assert_eq!(exit_code_for(s), EXIT_USAGE, "{s}");
+        }
+        assert_eq!(exit_code_for(401), EXIT_REFUSED);
+        assert_eq!(exit_code_for(403), EXIT_REFUSED);
+        for s in [500, 502, 503] {
+            assert_eq!(exit_code_for(s), EXIT_UNREACHABLE, "{s}");
+        }
+        assert!(Failure::Http {
+            status: 503,
+            message: String::new()
+        }
+        .is_transient());
+        assert!(Failure::Unreachable(String::new()).is_transient());
+        assert!(!Failure::Http {
+            status: 401,
+            message: String::new()
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn the_progress_line_shows_the_bar_the_count_and_the_node_at_work() {
+        let node =
+            |n: &str, s: &str, m: &str| json!({"node": n, "state": s, "message": m, "at_ms": null});
+        let c = json!({"nodes": [node("node-1", "applied", "back"), node("node-2", "in_progress", "restarting"), node("node-3", "pending", "")]});
+        assert_eq!(
+            progress_line(&c),
+            "[###-------] 1/3 applied  node-2: in_progress restarting"
+        );
+        let c = json!({"nodes": [node("a", "applied", ""), node("b", "failed", "no"), node("c", "pending", "")]});
+        assert_eq!(
+            progress_line(&c),
+            "[######----] 1/3 applied, 1 failed  c: pending"
+        );
+        let c = json!({"nodes": [node("a", "applied", "")]});
+        assert_eq!(progress_line(&c), "[##########] 1/1 applied");
+        assert_eq!(progress_line(&json!({})), "[----------] 0/0 applied");
+        assert_eq!(clip("abcdef", 4), "abcd");
+    }
+
+    #[test]
+    fn names_are_one_path_segment() {
+        assert_eq!(segment("node-1.a_b"), "node-1.a_b");
+        assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+    }
+}
