@@ -67,8 +67,11 @@ pub struct CtlArgs {
 pub enum CtlCommand {
     /// Cluster summary and its nodes.
     Status,
+    /// Every registered node.
     Nodes,
+    /// Every declared task: state, owner, fencing token.
     Tasks,
+    /// Every declared service.
     Services,
     /// Recent fires of a task, newest first.
     History {
@@ -88,46 +91,17 @@ pub enum CtlCommand {
         limit: u32,
     },
     /// Stop firing a task (on the given nodes, or everywhere).
-    Pause {
-        task: String,
-        #[command(flatten)]
-        scope: Scope,
-        #[command(flatten)]
-        wait: Wait,
-    },
-    Resume {
-        task: String,
-        #[command(flatten)]
-        scope: Scope,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Pause(TaskArgs),
+    /// Undo a pause; instants that passed meanwhile are not made up.
+    Resume(TaskArgs),
     /// Stop a service (on the given nodes, or everywhere).
-    Stop {
-        service: String,
-        #[command(flatten)]
-        scope: Scope,
-        #[command(flatten)]
-        wait: Wait,
-    },
-    Start {
-        service: String,
-        #[command(flatten)]
-        scope: Scope,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Stop(ServiceArgs),
+    /// Undo a stop.
+    Start(ServiceArgs),
     /// Move a node's work away and keep it away, across restarts.
-    Drain {
-        node: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
-    Undrain {
-        node: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Drain(NodeArgs),
+    /// Undo a drain.
+    Undrain(NodeArgs),
     /// NODE stands in for TARGET wherever TARGET is named, while TARGET is absent.
     ActAs {
         node: String,
@@ -135,23 +109,12 @@ pub enum CtlCommand {
         #[command(flatten)]
         wait: Wait,
     },
-    StopActing {
-        node: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    /// Undo act-as.
+    StopActing(NodeArgs),
     /// Restart a node (graceful leave, then re-execute).
-    Restart {
-        node: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Restart(NodeArgs),
     /// Stop a node gracefully; it stays down.
-    Shutdown {
-        node: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
+    Shutdown(NodeArgs),
     /// Set the log level (on the given nodes, or everywhere); `config` returns to the file's.
     LogLevel {
         #[arg(value_parser = PossibleValuesParser::new(LOG_LEVELS))]
@@ -165,12 +128,37 @@ pub enum CtlCommand {
     RollingRestart {
         #[command(flatten)]
         scope: Scope,
-        /// Seconds each node has to come back before the rolling restart stops (server default 120).
-        #[arg(long)]
+        /// Seconds each node has to come back before the rolling restart stops [default: 120].
+        #[arg(long, value_name = "SECS")]
         timeout_secs: Option<u64>,
         #[command(flatten)]
         wait: Wait,
     },
+}
+
+#[derive(Args)]
+pub struct TaskArgs {
+    task: String,
+    #[command(flatten)]
+    scope: Scope,
+    #[command(flatten)]
+    wait: Wait,
+}
+
+#[derive(Args)]
+pub struct ServiceArgs {
+    service: String,
+    #[command(flatten)]
+    scope: Scope,
+    #[command(flatten)]
+    wait: Wait,
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    node: String,
+    #[command(flatten)]
+    wait: Wait,
 }
 
 #[derive(Args)]
@@ -185,7 +173,8 @@ pub struct Wait {
     /// Return once the command is accepted, without waiting for the nodes.
     #[arg(long)]
     no_wait: bool,
-    /// Seconds to wait for the command to finish [default: 60; rolling-restart: 600].
+    /// Seconds to wait for the command to finish [default: 60; rolling-restart: 600, or
+    /// --timeout-secs times the number of nodes if that is more].
     #[arg(long, value_name = "SECS")]
     wait_timeout: Option<u64>,
 }
@@ -316,13 +305,19 @@ impl Client {
     }
 }
 
-/// An error and its causes on one line (reqwest's own message hides the useful part).
+/// The causes of an error on one line: reqwest's own message only repeats the URL.
 fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
+        parts.push(s.to_string());
         source = s.source();
+    }
+    let text = parts[parts.len().min(2) - 1..].join(": ");
+    if text.contains("certificate") {
+        return format!(
+            "{text}; trust its CA with --cacert PATH (or --insecure, for a test setup)"
+        );
     }
     text
 }
@@ -343,99 +338,85 @@ enum Request {
     Status,
     /// A GET and how to print its answer as text.
     Read(String, fn(&Value) -> String),
-    /// A POST that issues a command, then the wait for it.
-    Action {
-        path: String,
-        body: Option<Value>,
-        wait: Wait,
-        rolling: bool,
-    },
+    /// A POST (path, body) that issues a command, then the wait for it.
+    Action(String, Value, Wait),
+}
+
+const ROLLING_RESTART: &str = "/api/v1/rolling-restart";
+
+impl Scope {
+    /// `body` with `nodes` when given (without: the whole cluster).
+    fn add_to(self, mut body: Value) -> Value {
+        if let Some(nodes) = self.nodes {
+            body["nodes"] = json!(nodes);
+        }
+        body
+    }
+}
+
+/// `/api/v1/{kind}/{name}/{verb}`.
+fn on(kind: &str, name: &str, verb: &str) -> String {
+    format!("/api/v1/{kind}/{}/{verb}", segment(name))
 }
 
 fn request(command: CtlCommand) -> Request {
-    let scoped = |scope: Scope| scope.nodes.map(|n| json!({ "nodes": n }));
-    let action = |path: String, body: Option<Value>, wait: Wait| Request::Action {
-        path,
-        body,
-        wait,
-        rolling: false,
+    use CtlCommand as C;
+    use Request::{Action, Read};
+    let task = |a: TaskArgs, verb| {
+        Action(
+            on("tasks", &a.task, verb),
+            a.scope.add_to(json!({})),
+            a.wait,
+        )
     };
-    let task = |name: &str, verb: &str| format!("/api/v1/tasks/{}/{verb}", segment(name));
-    let service = |name: &str, verb: &str| format!("/api/v1/services/{}/{verb}", segment(name));
-    let node = |id: &str, verb: &str| format!("/api/v1/nodes/{}/{verb}", segment(id));
+    let service = |a: ServiceArgs, verb| {
+        Action(
+            on("services", &a.service, verb),
+            a.scope.add_to(json!({})),
+            a.wait,
+        )
+    };
+    let node = |a: NodeArgs, verb| Action(on("nodes", &a.node, verb), json!({}), a.wait);
     match command {
-        CtlCommand::Status => Request::Status,
-        CtlCommand::Nodes => Request::Read("/api/v1/nodes".into(), nodes_table),
-        CtlCommand::Tasks => Request::Read("/api/v1/tasks".into(), tasks_table),
-        CtlCommand::Services => Request::Read("/api/v1/services".into(), tasks_table),
-        CtlCommand::History { task: t, limit } => Request::Read(
-            format!("{}?limit={limit}", task(&t, "history")),
+        C::Status => Request::Status,
+        C::Nodes => Read("/api/v1/nodes".into(), nodes_table),
+        C::Tasks => Read("/api/v1/tasks".into(), tasks_table),
+        C::Services => Read("/api/v1/services".into(), tasks_table),
+        C::History { task, limit } => Read(
+            on("tasks", &task, &format!("history?limit={limit}")),
             history_table,
         ),
-        CtlCommand::Commands { seq: Some(seq), .. } => {
-            Request::Read(format!("/api/v1/commands/{seq}"), command_text)
+        C::Commands { seq: Some(seq), .. } => Read(format!("/api/v1/commands/{seq}"), command_text),
+        C::Commands { seq: None, limit } => {
+            Read(format!("/api/v1/commands?limit={limit}"), commands_table)
         }
-        CtlCommand::Commands { seq: None, limit } => {
-            Request::Read(format!("/api/v1/commands?limit={limit}"), commands_table)
-        }
-        CtlCommand::Events { limit } => {
-            Request::Read(format!("/api/v1/events?limit={limit}"), events_table)
-        }
-        CtlCommand::Pause {
-            task: t,
-            scope,
+        C::Events { limit } => Read(format!("/api/v1/events?limit={limit}"), events_table),
+        C::Pause(a) => task(a, "pause"),
+        C::Resume(a) => task(a, "resume"),
+        C::Stop(a) => service(a, "stop"),
+        C::Start(a) => service(a, "start"),
+        C::Drain(a) => node(a, "drain"),
+        C::Undrain(a) => node(a, "undrain"),
+        C::StopActing(a) => node(a, "stop-acting"),
+        C::Restart(a) => node(a, "restart"),
+        C::Shutdown(a) => node(a, "shutdown"),
+        C::ActAs { node, target, wait } => Action(
+            on("nodes", &node, "act-as"),
+            json!({ "node": target }),
             wait,
-        } => action(task(&t, "pause"), scoped(scope), wait),
-        CtlCommand::Resume {
-            task: t,
-            scope,
+        ),
+        C::LogLevel { level, scope, wait } => Action(
+            "/api/v1/log-level".into(),
+            scope.add_to(json!({ "level": level })),
             wait,
-        } => action(task(&t, "resume"), scoped(scope), wait),
-        CtlCommand::Stop {
-            service: s,
-            scope,
-            wait,
-        } => action(service(&s, "stop"), scoped(scope), wait),
-        CtlCommand::Start {
-            service: s,
-            scope,
-            wait,
-        } => action(service(&s, "start"), scoped(scope), wait),
-        CtlCommand::Drain { node: n, wait } => action(node(&n, "drain"), None, wait),
-        CtlCommand::Undrain { node: n, wait } => action(node(&n, "undrain"), None, wait),
-        CtlCommand::ActAs {
-            node: n,
-            target,
-            wait,
-        } => action(node(&n, "act-as"), Some(json!({ "node": target })), wait),
-        CtlCommand::StopActing { node: n, wait } => action(node(&n, "stop-acting"), None, wait),
-        CtlCommand::Restart { node: n, wait } => action(node(&n, "restart"), None, wait),
-        CtlCommand::Shutdown { node: n, wait } => action(node(&n, "shutdown"), None, wait),
-        CtlCommand::LogLevel { level, scope, wait } => {
-            let mut body = json!({ "level": level });
-            if let Some(nodes) = scope.nodes {
-                body["nodes"] = json!(nodes);
-            }
-            action("/api/v1/log-level".into(), Some(body), wait)
-        }
-        CtlCommand::RollingRestart {
+        ),
+        C::RollingRestart {
             scope,
             timeout_secs,
             wait,
         } => {
-            let mut body = json!({});
-            if let Some(nodes) = scope.nodes {
-                body["nodes"] = json!(nodes);
-            }
-            if let Some(secs) = timeout_secs {
-                body["timeout_secs"] = json!(secs);
-            }
-            Request::Action {
-                path: "/api/v1/rolling-restart".into(),
-                body: Some(body),
-                wait,
-                rolling: true,
-            }
+            let body = json!({ "timeout_secs": timeout_secs });
+            Action(ROLLING_RESTART.into(), scope.add_to(body), wait)
         }
     }
 }
@@ -455,14 +436,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             print_value(json, &v, render);
             ExitCode::SUCCESS
         }),
-        Request::Action {
-            path,
-            body,
-            wait,
-            rolling,
-        } => act(&client, json, &path, body, &wait, rolling).await,
+        Request::Action(path, body, wait) => act(&client, json, &path, &body, &wait).await,
     };
-    Ok(result.unwrap_or_else(|f| f.report()))
+    let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));
+    let code = result.unwrap_or_else(|f| f.report());
+    if unauthorized && client.token.is_none() {
+        eprintln!(
+            "hint: set ROTA_TOKEN to the admin token (actions) or the read-only token (reads)"
+        );
+    }
+    Ok(code)
 }
 
 fn print_value(json: bool, value: &Value, render: fn(&Value) -> String) {
@@ -486,14 +469,21 @@ async fn status(client: &Client, json: bool) -> Result<ExitCode, Failure> {
             Some(l) => format!("{} (epoch {})", text(&l["node"]), text(&l["epoch"])),
             None => "none".into(),
         };
-        let t = &c["tasks"];
+        let tasks: Vec<String> = ["declared", "placed", "everywhere", "paused", "unplaced"]
+            .iter()
+            .map(|k| format!("{} {k}", text(&c["tasks"][*k])))
+            .collect();
         format!(
             "cluster {} ({} store, answered by {}), leader {leader}\n\
-             nodes: {} live of {} registered; tasks: {} declared, {} placed, {} everywhere, {} paused, {} unplaced; last command #{}\n\n{}",
-            text(&c["cluster"]), text(&c["store"]), text(&c["answered_by"]),
-            text(&c["nodes"]["live"]), text(&c["nodes"]["registered"]),
-            text(&t["declared"]), text(&t["placed"]), text(&t["everywhere"]), text(&t["paused"]), text(&t["unplaced"]),
-            text(&c["commands"]), nodes_table(&v["nodes"])
+             nodes: {} live of {} registered; tasks: {}; last command #{}\n\n{}",
+            text(&c["cluster"]),
+            text(&c["store"]),
+            text(&c["answered_by"]),
+            text(&c["nodes"]["live"]),
+            text(&c["nodes"]["registered"]),
+            tasks.join(", "),
+            text(&c["commands"]),
+            nodes_table(&v["nodes"])
         )
     });
     Ok(ExitCode::SUCCESS)
@@ -504,52 +494,42 @@ async fn act(
     client: &Client,
     json: bool,
     path: &str,
-    body: Option<Value>,
+    body: &Value,
     wait: &Wait,
-    rolling: bool,
 ) -> Result<ExitCode, Failure> {
-    let mut command = client.call(Method::POST, path, body.as_ref()).await?;
-    let seq = command["seq"].as_i64().unwrap_or_default();
-    let warnings = command["warnings"].clone();
-    let mut timed_out = None;
-    if wait.no_wait {
-        if !json {
-            println!(
-                "command #{seq} ({}) accepted; follow it with `rota ctl commands {seq}`",
-                op_label(&command)
-            );
-        }
-    } else {
-        let secs = wait.wait_timeout.unwrap_or(if rolling { 600 } else { 60 });
-        let (last, finished) = follow(client, command, Duration::from_secs(secs), rolling).await?;
-        command = last;
-        if !finished {
-            timed_out = Some(secs);
-        }
-    }
+    let accepted = client.call(Method::POST, path, Some(body)).await?;
+    let seq = accepted["seq"].as_i64().unwrap_or_default();
+    let rolling = path == ROLLING_RESTART;
+    // A rolling restart takes up to its per-node timeout (server default 120 s) per target.
+    let targets = accepted["targets"].as_array().map_or(1, Vec::len) as u64;
+    let rolling_secs = (body["timeout_secs"].as_u64().unwrap_or(120) * targets).max(600);
+    let secs = wait
+        .wait_timeout
+        .unwrap_or(if rolling { rolling_secs } else { 60 });
+    let (mut command, finished) = match wait.no_wait {
+        true => (accepted.clone(), true),
+        false => follow(client, accepted.clone(), Duration::from_secs(secs), rolling).await?,
+    };
     // The polled command has no warnings: keep those of the answer to the POST.
-    command["warnings"] = warnings;
-    print_value(
-        json,
-        &command,
-        if wait.no_wait {
-            |_: &Value| String::new()
-        } else {
-            command_text
-        },
-    );
+    command["warnings"] = accepted["warnings"].clone();
+    if wait.no_wait && !json {
+        let op = op_label(&command);
+        println!("command #{seq} ({op}) accepted; follow it with `rota ctl commands {seq}`");
+    } else {
+        print_value(json, &command, command_text);
+    }
     for w in command["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", text(w));
     }
-    if let Some(secs) = timed_out {
+    if !finished {
         eprintln!("error: command #{seq} is not finished after {secs} s; it may still complete: follow it with `rota ctl commands {seq}`");
-        return Ok(ExitCode::from(EXIT_TIMEOUT));
-    }
-    if command["failed"].as_bool() == Some(true) {
+        Ok(ExitCode::from(EXIT_TIMEOUT))
+    } else if command["failed"].as_bool() == Some(true) {
         eprintln!("error: command #{seq} failed on some node (see MESSAGE)");
-        return Ok(ExitCode::from(EXIT_FAILED));
+        Ok(ExitCode::from(EXIT_FAILED))
+    } else {
+        Ok(ExitCode::SUCCESS)
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Polls the command until it is done or `limit` passes; returns its last state and whether
@@ -590,7 +570,14 @@ async fn follow(
         if done || Instant::now() >= deadline {
             clear();
             if let (false, Some(t)) = (done, &trouble) {
-                eprintln!("warning: the last poll got no answer: {t}");
+                // Shutting down the node that serves the API silences it before its answer.
+                let serving = command["issued_by"].as_str().unwrap_or_default();
+                let targets = command["targets"].as_array();
+                let mut hint = String::new();
+                if targets.is_some_and(|t| t.iter().any(|n| n == serving)) {
+                    hint = format!("; {serving} serves this API and is a target: follow the command through another node (--url)");
+                }
+                eprintln!("warning: the last poll got no answer: {t}{hint}");
             }
             return Ok((command, done));
         }
@@ -704,87 +691,71 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    list.as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+/// A column of a table of a JSON list: its header, and how to get its cell from one item.
+type Column<'a> = (&'a str, fn(&Value) -> String);
+
+fn columns(list: &Value, columns: &[Column]) -> String {
+    let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
         .iter()
-        .map(row)
-        .collect()
+        .map(|item| columns.iter().map(|(_, cell)| cell(item)).collect())
+        .collect();
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    table(&header, &rows)
+}
+
+fn time_of(v: &Value) -> String {
+    v.as_i64().map_or("-".into(), fmt_time)
 }
 
 fn nodes_table(list: &Value) -> String {
-    let rows = rows(list, |n| {
-        let owned = n["owned"].as_array().map_or(0, Vec::len);
-        vec![
-            text(&n["id"]),
-            text(&n["state"]),
-            yes(&n["leader"]),
-            yes(&n["drained"]),
-            text(&n["acting_as"]),
-            owned.to_string(),
-            text(&n["heartbeat_age_ms"]),
-        ]
-    });
-    table(
+    columns(
+        list,
         &[
-            "ID",
-            "STATE",
-            "LEADER",
-            "DRAINED",
-            "ACTING-AS",
-            "OWNED",
-            "HEARTBEAT(ms)",
+            ("ID", |n| text(&n["id"])),
+            ("STATE", |n| text(&n["state"])),
+            ("LEADER", |n| yes(&n["leader"])),
+            ("DRAINED", |n| yes(&n["drained"])),
+            ("ACTING-AS", |n| text(&n["acting_as"])),
+            ("OWNED", |n| {
+                n["owned"].as_array().map_or(0, Vec::len).to_string()
+            }),
+            ("HEARTBEAT(ms)", |n| text(&n["heartbeat_age_ms"])),
         ],
-        &rows,
     )
 }
 
 fn tasks_table(list: &Value) -> String {
-    let rows = rows(list, |t| {
-        // A task paused on some nodes only is still placed: say where it is paused.
-        let reason = match (t["reason"].as_str(), t["paused_on"].as_array()) {
-            (Some(r), _) => r.to_string(),
-            (None, Some(on)) if !on.is_empty() => format!("paused on {}", text(&t["paused_on"])),
-            _ => "-".into(),
-        };
-        vec![
-            text(&t["name"]),
-            text(&t["state"]),
-            text(&t["owner"]["node"]),
-            text(&t["token"]),
-            text(&t["schedule"]),
-            reason,
-        ]
-    });
-    table(
-        &["NAME", "STATE", "OWNER", "TOKEN", "SCHEDULE", "REASON"],
-        &rows,
+    // A task paused on some nodes only is still placed: say where it is paused.
+    let reason = |t: &Value| match (&t["reason"], t["paused_on"].as_array()) {
+        (Value::String(r), _) => r.clone(),
+        (_, Some(on)) if !on.is_empty() => format!("paused on {}", text(&t["paused_on"])),
+        _ => "-".into(),
+    };
+    columns(
+        list,
+        &[
+            ("NAME", |t| text(&t["name"])),
+            ("STATE", |t| text(&t["state"])),
+            ("OWNER", |t| text(&t["owner"]["node"])),
+            ("TOKEN", |t| text(&t["token"])),
+            ("SCHEDULE", |t| text(&t["schedule"])),
+            ("REASON", reason),
+        ],
     )
 }
 
 fn history_table(list: &Value) -> String {
-    let rows = rows(list, |f| {
-        let instant = f["instant_ms"].as_i64().map_or("-".into(), fmt_time);
-        vec![
-            instant,
-            text(&f["outcome"]),
-            text(&f["node"]),
-            text(&f["token"]),
-            text(&f["attempt"]),
-            text(&f["message"]),
-        ]
-    });
-    table(
+    columns(
+        list,
         &[
-            "INSTANT(UTC)",
-            "OUTCOME",
-            "NODE",
-            "TOKEN",
-            "ATTEMPT",
-            "MESSAGE",
+            ("INSTANT(UTC)", |f| time_of(&f["instant_ms"])),
+            ("OUTCOME", |f| text(&f["outcome"])),
+            ("NODE", |f| text(&f["node"])),
+            ("TOKEN", |f| text(&f["token"])),
+            ("ATTEMPT", |f| text(&f["attempt"])),
+            ("MESSAGE", |f| text(&f["message"])),
         ],
-        &rows,
     )
 }
 
@@ -821,24 +792,21 @@ fn summary_label(c: &Value) -> String {
 }
 
 fn commands_table(list: &Value) -> String {
-    let rows = rows(list, |c| {
-        vec![
-            text(&c["seq"]),
-            op_label(c),
-            targets_label(c),
-            summary_label(c),
-            text(&c["issued_by"]),
-        ]
-    });
-    table(
-        &["SEQ", "OP", "SCOPE/TARGETS", "STATE-SUMMARY", "ISSUED-BY"],
-        &rows,
+    columns(
+        list,
+        &[
+            ("SEQ", |c| text(&c["seq"])),
+            ("OP", op_label),
+            ("SCOPE/TARGETS", targets_label),
+            ("STATE-SUMMARY", summary_label),
+            ("ISSUED-BY", |c| text(&c["issued_by"])),
+        ],
     )
 }
 
 /// One command: what, by whom, when, and each target's state.
 fn command_text(c: &Value) -> String {
-    let at = c["issued_at_ms"].as_i64().map_or("-".into(), fmt_time);
+    let at = time_of(&c["issued_at_ms"]);
     let state = if c["done"].as_bool() == Some(true) {
         "done"
     } else {
@@ -860,19 +828,22 @@ fn command_text(c: &Value) -> String {
 }
 
 fn events_table(list: &Value) -> String {
-    let rows = rows(list, |e| {
-        let at = e["at_ms"].as_i64().map_or("-".into(), fmt_time);
-        // Events differ by kind: the rest of each one as key=value.
-        let detail: Vec<String> = e
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| *k != "at_ms" && *k != "kind")
-            .map(|(k, v)| format!("{k}={}", text(v)))
-            .collect();
-        vec![at, text(&e["kind"]), detail.join(" ")]
-    });
-    table(&["TIME(UTC)", "KIND", "DETAIL"], &rows)
+    // Events differ by kind: the rest of each one as key=value.
+    let detail = |e: &Value| {
+        let fields = e.as_object().into_iter().flatten();
+        let rest = fields.filter(|(k, _)| *k != "at_ms" && *k != "kind");
+        rest.map(|(k, v)| format!("{k}={}", text(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    columns(
+        list,
+        &[
+            ("TIME(UTC)", |e| time_of(&e["at_ms"])),
+            ("KIND", |e| text(&e["kind"])),
+            ("DETAIL", detail),
+        ],
+    )
 }
 
 #[cfg(test)]
