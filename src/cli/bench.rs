@@ -37,12 +37,8 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct RebalanceArgs {
-    /// Store URL (default: a new temporary SQLite file).
-    #[arg(long, conflicts_with = "server")]
-    store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, default_value_t = 10)]
     nodes: usize,
     #[arg(long, default_value_t = 10_000)]
@@ -54,12 +50,8 @@ pub struct RebalanceArgs {
 
 #[derive(Args)]
 pub struct ThroughputArgs {
-    /// Store URL (default: a new temporary SQLite file).
-    #[arg(long, conflicts_with = "server")]
-    store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     #[arg(long, default_value_t = 5000)]
@@ -73,12 +65,8 @@ pub struct ThroughputArgs {
 
 #[derive(Args)]
 pub struct FailoverArgs {
-    /// Store URL (default: a new temporary SQLite file).
-    #[arg(long, conflicts_with = "server")]
-    store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     #[arg(long, default_value_t = 20)]
@@ -131,15 +119,12 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
     }
-    let dir = std::env::temp_dir().join(format!("rota-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
+    let run = args.store.open("bench").await?;
+    let (dir, url, store) = (run.dir.clone(), run.url.clone(), run.store.clone());
     let cluster_name = format!("bench-{}", std::process::id());
     let record = dir.join("fires.log");
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let store = store::open(&url).await?;
-    store.prepare(true).await?;
     println!(
         "bench failover: {} nodes, {} tasks every {}, {} kills (restart {}), {} graceful stops, store {} (seed {seed})",
         args.nodes,
@@ -330,7 +315,6 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             println!("  {tasks:>6} tasks: writes {writes:.1}/s, reads {reads:.1}/s");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let ok = duplicates.is_empty() && silently_missed == 0;
     Ok(if ok {
         ExitCode::SUCCESS
@@ -477,9 +461,8 @@ async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
     let period = parse_duration(&args.period)
         .map_err(anyhow::Error::msg)
         .context("--period")?;
-    let dir = std::env::temp_dir().join(format!("rota-throughput-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
+    let run = args.store.open("throughput").await?;
+    let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("throughput-{}", std::process::id());
     println!(
         "bench throughput: {} nodes, {} tasks every {}, {} s measured, store {}",
@@ -489,8 +472,6 @@ async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
         args.seconds,
         store::redact_url(&url)
     );
-    let probe = store::open(&url).await?;
-    probe.prepare(true).await?;
     let mut handles = Vec::new();
     for i in 0..args.nodes {
         let store = store::open(&url).await?;
@@ -535,12 +516,52 @@ async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
         "  other records in the window: {} (skipped, misfired)",
         window.len() - started
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store of a run: `--store`, a private `--server`, or a temporary SQLite file. The
-/// server (if any) lives as long as the returned guard.
+/// Where a benchmark's nodes meet: `--store URL`, a private `--server`, or (neither) a new
+/// temporary SQLite file.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Store URL (default: a new temporary SQLite file).
+    #[arg(long, conflicts_with = "server")]
+    store: Option<String>,
+    /// Start a private server for the run: postgres, mariadb or zookeeper.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+/// One run's store, prepared, with its scratch directory (removed at the end) and the
+/// private server, if any, which lives as long as this.
+struct BenchStore {
+    dir: std::path::PathBuf,
+    url: String,
+    store: Arc<dyn Store>,
+    _server: Option<PrivateServer>,
+}
+
+impl Drop for BenchStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl StoreArgs {
+    async fn open(&self, bench: &str) -> anyhow::Result<BenchStore> {
+        let dir = std::env::temp_dir().join(format!("rota-{bench}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (url, server) = store_for(self.store.clone(), self.server.as_deref(), &dir).await?;
+        let store = store::open(&url).await?;
+        store.prepare(true).await?;
+        Ok(BenchStore {
+            dir,
+            url,
+            store,
+            _server: server,
+        })
+    }
+}
+
 /// A server started for a benchmark run; held only to be dropped (stopped) at its end.
 #[allow(dead_code)]
 enum PrivateServer {
@@ -585,9 +606,8 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} cannot show a join; use 2 or more", args.nodes);
     }
-    let dir = std::env::temp_dir().join(format!("rota-rebalance-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
+    let run = args.store.open("rebalance").await?;
+    let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("rebalance-{}", std::process::id());
     println!(
         "bench rebalance: {} tasks round-robin over {} nodes, store {}",
@@ -595,8 +615,6 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         args.nodes,
         store::redact_url(&url)
     );
-    let probe = store::open(&url).await?;
-    probe.prepare(true).await?;
     // Every node's store handle, to tell when the cluster's traffic is back to idle.
     let stores: std::sync::Mutex<Vec<Arc<dyn Store>>> = std::sync::Mutex::default();
     let start = |i: usize| {
@@ -759,6 +777,5 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         stats(&mut leave_ms),
         moved_leave.iter().copied().max().unwrap_or(0)
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }

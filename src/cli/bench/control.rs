@@ -14,16 +14,12 @@ use rota::{
 };
 use tokio::time::Instant;
 
-use super::{stats, store_for};
+use super::{stats, StoreArgs};
 
 #[derive(Args)]
 pub struct CommandsArgs {
-    /// Store URL (default: a new temporary SQLite file).
-    #[arg(long, conflicts_with = "server")]
-    store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Commands issued, one at a time.
@@ -33,12 +29,8 @@ pub struct CommandsArgs {
 
 #[derive(Args)]
 pub struct RollingArgs {
-    /// Store URL (default: a new temporary SQLite file).
-    #[arg(long, conflicts_with = "server")]
-    store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Rolling restarts measured, one after the other.
@@ -96,11 +88,8 @@ async fn acked(
 }
 
 pub async fn commands(args: CommandsArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("rota-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
-    let store = store::open(&url).await?;
-    store.prepare(true).await?;
+    let run = args.store.open("commands").await?;
+    let (url, store) = (run.url.clone(), run.store.clone());
     let cluster = format!("bench-{}", std::process::id());
     println!(
         "bench commands: {} nodes, {} commands one at a time, store {}",
@@ -160,11 +149,8 @@ pub async fn rolling_restart(args: RollingArgs) -> anyhow::Result<ExitCode> {
             args.nodes
         );
     }
-    let dir = std::env::temp_dir().join(format!("rota-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (url, _server) = store_for(args.store.clone(), args.server.as_deref(), &dir).await?;
-    let store = store::open(&url).await?;
-    store.prepare(true).await?;
+    let run = args.store.open("rolling-restart").await?;
+    let (dir, url, store) = (run.dir.clone(), run.url.clone(), run.store.clone());
     let cluster_name = format!("bench-{}", std::process::id());
     println!(
         "bench rolling-restart: {} node processes, a task every 1s, {} rolling restarts, store {}",
@@ -238,13 +224,26 @@ pub async fn rolling_restart(args: RollingArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        // The task's longest gap between fire starts, from before to after the restart.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // The task's longest gap between fire starts, from before to two periods after the
+        // restart (waiting for those fires).
+        let until = done_at + 2000;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store
+            .history(&cluster_name, Some("beat"), 3)
+            .await?
+            .iter()
+            .any(|f| f.instant_ms > until && f.started_at_ms.is_some())
+        {
+            if Instant::now() >= deadline {
+                bail!("round {round}: the task did not fire after the rolling restart");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut starts: Vec<i64> = store
             .history(&cluster_name, Some("beat"), 1000)
             .await?
             .iter()
-            .filter(|f| f.instant_ms > issued_at - 2000 && f.instant_ms <= done_at + 2000)
+            .filter(|f| f.instant_ms > issued_at - 2000 && f.instant_ms <= until)
             .filter_map(|f| f.started_at_ms)
             .collect();
         starts.sort_unstable();
