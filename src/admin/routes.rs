@@ -390,19 +390,11 @@ impl Model {
 }
 
 async fn read_log(api: &Api) -> Result<Vec<Command>, Problem> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = api.store.commands(&api.cluster, after, 1000).await?;
-        let full = page.len() == 1000;
-        for record in page {
-            after = record.seq;
-            out.push(record.parse()?);
-        }
-        if !full {
-            return Ok(out);
-        }
-    }
+    let records = crate::store::commands_after(api.store.as_ref(), &api.cluster, 0).await?;
+    Ok(records
+        .iter()
+        .map(|r| r.parse())
+        .collect::<crate::Result<_>>()?)
 }
 
 /// A command with each target's state (`pending` until it acknowledges).

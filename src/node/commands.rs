@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::{
     core::control::{disposition, Ack, AckState, Command, ControlState, Disposition, Operation},
-    store::{AckFilter, Member, Store},
+    store::{self, AckFilter, Member, Store},
     Result,
 };
 
@@ -19,9 +19,6 @@ use crate::{
 /// that owns logging (the `rota` binary); without it, log level commands fail with a reason.
 pub type LogLevelControl =
     Arc<dyn Fn(Option<&str>) -> std::result::Result<(), String> + Send + Sync>;
-
-/// Most commands read per store call.
-const PAGE: i64 = 1000;
 
 /// Why a node ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +39,6 @@ struct Queued {
     superseded: bool,
     /// An in-progress acknowledgement has been written.
     started: bool,
-}
-
-/// What applying the queue asks of the runtime.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Effects {
-    pub exit: Option<StopReason>,
 }
 
 pub struct Commands {
@@ -94,29 +85,20 @@ impl Commands {
                 }
             }
         }
-        let mut through = self.control.through;
-        loop {
-            let page = store.commands(&me.cluster, through, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
-            for record in page {
-                through = record.seq;
-                let command = match record.parse() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Unreadable (written by a newer version?): skip it, loudly, once.
-                        warn!(error = %e, "skipping a command this version cannot read");
-                        self.control.through = record.seq;
-                        continue;
-                    }
-                };
-                self.receive(command, &me.node);
-            }
-            if !full {
-                break;
+        let after = self.control.through;
+        for record in store::commands_after(store, &me.cluster, after).await? {
+            match record.parse() {
+                Ok(command) => self.receive(command, &me.node),
+                Err(e) => {
+                    // Unreadable (written by a newer version?): skip it, loudly, once.
+                    warn!(error = %e, "skipping a command this version cannot read");
+                    self.control.through = record.seq;
+                }
             }
         }
         if self.started_after.is_none() {
             self.started_after = Some(self.control.through);
+            self.restore_log_level(&me.node);
         }
         Ok(())
     }
@@ -144,7 +126,7 @@ impl Commands {
     }
 
     /// The log level commands set for this node, applied at start (it survives restarts).
-    pub fn restore_log_level(&self, me: &str) {
+    fn restore_log_level(&self, me: &str) {
         if let (Some(set), Some(level)) = (&self.log_level, self.control.log_level(me)) {
             match set(Some(level)) {
                 Ok(()) => info!(level, "log level set by an earlier command"),
@@ -155,14 +137,13 @@ impl Commands {
 
     /// Applies the queue in order and acknowledges each command. `owns_nothing`: this
     /// node owns no task now (a drain is done). Stops at the first store error (retried at
-    /// the next round) and at a restart or shutdown.
+    /// the next round) and at a restart or shutdown, which it returns for the runtime.
     pub async fn apply(
         &mut self,
         store: &dyn Store,
         me: &Member,
         owns_nothing: bool,
-    ) -> Result<Effects> {
-        let mut effects = Effects::default();
+    ) -> Result<Option<StopReason>> {
         let mut i = 0;
         while i < self.queue.len() {
             let q = &mut self.queue[i];
@@ -225,11 +206,10 @@ impl Commands {
             self.acked.insert(seq, state);
             self.queue.remove(i);
             if exit.is_some() {
-                effects.exit = exit;
-                return Ok(effects);
+                return Ok(exit);
             }
         }
-        Ok(effects)
+        Ok(None)
     }
 }
 

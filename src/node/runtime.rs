@@ -439,7 +439,7 @@ impl Runtime {
             )
             .await
             {
-                Ok(Ok(effects)) => self.exit = effects.exit,
+                Ok(Ok(exit)) => self.exit = exit,
                 Ok(Err(e)) => warn!(error = %e, "applying cluster commands failed; retrying"),
                 Err(_) => warn!("applying cluster commands timed out; retrying"),
             }
@@ -553,13 +553,9 @@ impl Runtime {
                         .insert((d.node, d.incarnation), (hashes, d.meta));
                 }
                 // Commands take generations too: read what was appended (all, at the start).
-                let first = !self.commands.caught_up() && self.generation < 0;
                 self.commands
                     .read(store.as_ref(), &self.shared.member())
                     .await?;
-                if first {
-                    self.commands.restore_log_level(&self.shared.member().node);
-                }
                 self.generation = view.generation;
             }
             self.view = Some(view);

@@ -477,6 +477,27 @@ impl CommandRecord {
     }
 }
 
+/// Every command after `after`, in order, read a page at a time (the log is never pruned).
+pub async fn commands_after(
+    store: &dyn Store,
+    cluster: &str,
+    mut after: i64,
+) -> Result<Vec<CommandRecord>> {
+    const PAGE: i64 = 1000;
+    let mut out = Vec::new();
+    loop {
+        let page = store.commands(cluster, after, PAGE).await?;
+        let full = page.len() as i64 == PAGE;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 /// Which acknowledgements [`Store::command_acks`] returns.
 #[derive(Debug, Clone, Copy)]
 pub enum AckFilter<'a> {
