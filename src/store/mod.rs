@@ -359,7 +359,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Records misfired instants (not started) under the same fencing rule as `claim`.
-    /// Returns how many were recorded.
+    /// Returns how many were recorded. One batch of claims with the `misfired` outcome.
     async fn record_misfires(
         &self,
         member: &Member,
@@ -367,7 +367,24 @@ pub trait Store: Send + Sync + 'static {
         token: i64,
         instants: &[i64],
         message: &str,
-    ) -> Result<u64>;
+    ) -> Result<u64> {
+        let claims: Vec<Claim> = instants
+            .iter()
+            .map(|&instant_ms| Claim {
+                member: member.clone(),
+                task: task.to_string(),
+                instant_ms,
+                token,
+                outcome: Outcome::Misfired,
+                message: Some(message.to_string()),
+            })
+            .collect();
+        let outcomes = self.claim_batch(&claims).await?;
+        Ok(outcomes
+            .iter()
+            .filter(|o| **o == ClaimOutcome::Claimed)
+            .count() as u64)
+    }
 
     /// Records how a running fire ended. Only the row with this token and attempt changes.
     async fn finish(&self, cluster: &str, finish: &Finish) -> Result<()>;

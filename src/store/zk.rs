@@ -312,7 +312,13 @@ impl ZkStore {
         match z.set_data(&path, b"", None).await {
             Ok(stat) => Ok(stat.mtime),
             Err(zk::Error::NoNode) => {
-                // The tree is gone (or never was): create it, whatever this process believed.
+                // The tree is gone (or never was): create it, and forget the directories this
+                // process believed it had.
+                let base = Self::base(cluster);
+                self.known_dirs
+                    .lock()
+                    .unwrap()
+                    .retain(|d| !d.starts_with(&format!("{base}/")));
                 self.create_cluster(z, cluster).await?;
                 let stat = z.set_data(&path, b"", None).await.map_err(unavailable)?;
                 Ok(stat.mtime)
@@ -430,22 +436,23 @@ impl ZkStore {
         self.get_json(z, &path, "fire").await
     }
 
+    /// Creates persistent directories, each once per process.
     async fn mkdirs(&self, z: &zk::Client, paths: &[String]) -> Result<()> {
         for p in paths {
+            if self.known_dirs.lock().unwrap().contains(p) {
+                continue;
+            }
             match z.mkdir(p, &persistent()).await {
                 Ok(()) | Err(zk::Error::NodeExists) => {}
                 Err(e) => return Err(unavailable(e)),
             }
+            self.known_dirs.lock().unwrap().insert(p.clone());
         }
         Ok(())
     }
 
     /// Creates `fires/<task>` and `running/<task>` unless this process knows they exist.
     async fn record_dirs(&self, z: &zk::Client, cluster: &str, task: &str) -> Result<()> {
-        let key = format!("{cluster}/{task}");
-        if self.known_dirs.lock().unwrap().contains(&key) {
-            return Ok(());
-        }
         let base = Self::base(cluster);
         self.mkdirs(
             z,
@@ -454,9 +461,7 @@ impl ZkStore {
                 format!("{base}/running/{task}"),
             ],
         )
-        .await?;
-        self.known_dirs.lock().unwrap().insert(key);
-        Ok(())
+        .await
     }
 
     /// Records a fire or item under the fence. `Ok(None)`: fenced; `Ok(Some(false))`: taken.
@@ -995,10 +1000,21 @@ impl Store for ZkStore {
         let now = self.server_now(&z, cluster).await?;
         let mut ids = self.children(&z, &format!("{base}/nodes")).await?;
         ids.sort();
+        // Issued together: the client pipelines them on the session.
+        let reads: Vec<_> = ids
+            .iter()
+            .map(|id| z.get_data(&format!("{base}/nodes/{id}")))
+            .collect();
         let mut nodes = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some((d, s)) = self.node(&z, cluster, &id).await? {
-                nodes.push(Self::record(&id, &d, &s, now));
+        for (id, read) in ids.iter().zip(reads) {
+            self.read();
+            match read.await {
+                Ok((bytes, stat)) => {
+                    let d: NodeData = parse("node", &bytes)?;
+                    nodes.push(Self::record(id, &d, &stat, now));
+                }
+                Err(zk::Error::NoNode) => {} // left meanwhile
+                Err(e) => return Err(unavailable(e)),
             }
         }
         self.read();
@@ -1412,18 +1428,7 @@ impl Store for ZkStore {
             {
                 Some(true) => ClaimOutcome::Claimed,
                 Some(false) => ClaimOutcome::AlreadyClaimed,
-                None => {
-                    // Fenced, unless the instant is taken anyway.
-                    if self
-                        .fire(&z, &c.member.cluster, &c.task, &key)
-                        .await?
-                        .is_some()
-                    {
-                        ClaimOutcome::AlreadyClaimed
-                    } else {
-                        ClaimOutcome::Fenced
-                    }
-                }
+                None => self.taken_or_fenced(&z, c).await?,
             },
         )
     }
@@ -1593,31 +1598,6 @@ impl Store for ZkStore {
             }
         }
         Ok(())
-    }
-
-    async fn record_misfires(
-        &self,
-        m: &Member,
-        task: &str,
-        token: i64,
-        instants: &[i64],
-        message: &str,
-    ) -> Result<u64> {
-        let mut recorded = 0;
-        for &instant in instants {
-            let claim = Claim {
-                member: m.clone(),
-                task: task.to_string(),
-                instant_ms: instant,
-                token,
-                outcome: Outcome::Misfired,
-                message: Some(message.to_string()),
-            };
-            if self.claim(&claim).await? == ClaimOutcome::Claimed {
-                recorded += 1;
-            }
-        }
-        Ok(recorded)
     }
 
     async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {

@@ -1065,44 +1065,6 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn record_misfires(
-        &self,
-        m: &Member,
-        task: &str,
-        token: i64,
-        instants: &[i64],
-        message: &str,
-    ) -> Result<u64> {
-        let mut recorded = 0;
-        let mut tx = self.begin().await?;
-        let sql = self.sql(&format!(
-            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
-             SELECT ?, ?, ?, '', ?, ?, ?, 1, 'misfired', NULL, {{now}}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
-            Self::FENCE
-        ));
-        for instant in instants {
-            let done = sqlx::query(&sql)
-                .bind(&m.cluster)
-                .bind(task)
-                .bind(*instant)
-                .bind(&m.node)
-                .bind(m.incarnation)
-                .bind(token)
-                .bind(message)
-                .bind(&m.cluster)
-                .bind(task)
-                .bind(token)
-                .bind(&m.node)
-                .bind(m.incarnation)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            recorded += done.rows_affected();
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(recorded)
-    }
-
     async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {
         let sql = self.sql(
             "UPDATE rota_fires SET outcome = ?, finished_at = {now}, message = ? \
