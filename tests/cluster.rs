@@ -500,3 +500,34 @@ on_every_store!(
     a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured,
     instants_missed_while_no_node_runs_are_recorded_as_misfired,
 );
+
+/// Contract 10 inside one process: a second node with a live id is refused there too (the
+/// rule that lets a re-executed process replace its own registration needs its incarnation).
+#[tokio::test]
+async fn a_second_node_with_a_live_id_in_the_same_process_is_refused() {
+    let s = TestStore::sqlite().await;
+    let node = |id: &str| {
+        rota::Node::builder(id, "same-process", &s.url)
+            .store(s.store.clone())
+            .timing(rota::Timing {
+                node_timeout: Duration::from_secs(5),
+                ..rota::Timing::default()
+            })
+    };
+    let first = node("node-1").start().await.unwrap();
+    match node("node-1").start().await {
+        Err(rota::Error::DuplicateNode { node, .. }) => assert_eq!(node, "node-1"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a second node-1 replaced the live one"),
+    }
+    // The re-execution rule applies to the incarnation it names, and no other.
+    match node("node-1").reexecuted_from(1).start().await {
+        Err(rota::Error::DuplicateNode { .. }) => {}
+        other => panic!("expected a refusal: {:?}", other.err()),
+    }
+    let live = first.status().incarnation;
+    let successor = node("node-1").reexecuted_from(live).start().await.unwrap();
+    assert_ne!(successor.status().incarnation, live);
+    successor.shutdown().await.unwrap();
+    first.force_shutdown();
+}

@@ -11,6 +11,9 @@ use tracing::{info, warn};
 pub const EXIT_DUPLICATE: u8 = 3;
 /// Exit code for an invalid configuration.
 pub const EXIT_CONFIG: u8 = 2;
+/// Set by a re-executing node for its next start: the incarnation it had.
+const REEXEC_ENV: &str = "ROTA_REEXEC_OF";
+
 /// Exit code asking a supervisor to start the node again (`[node] restart = "exit"`); it is
 /// EX_TEMPFAIL, for systemd's `RestartForceExitStatus=75` or `Restart=on-failure`.
 pub const EXIT_RESTART: u8 = 75;
@@ -37,7 +40,10 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let store = rota::store::open(&config.store.url)
         .await
         .context("opening the store")?;
-    let builder = builder.store(store.clone());
+    let mut builder = builder.store(store.clone());
+    if let Some(incarnation) = std::env::var(REEXEC_ENV).ok().and_then(|v| v.parse().ok()) {
+        builder = builder.reexecuted_from(incarnation);
+    }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let node = match builder.start().await {
@@ -100,6 +106,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let incarnation = status.borrow().incarnation;
     let reason = node.wait().await.context("node stopped with an error")?;
     if let Some(server) = server {
         server.shutdown().await;
@@ -112,7 +119,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(EXIT_RESTART))
         }
-        rota::StopReason::Restart => Err(reexec()),
+        rota::StopReason::Restart => Err(reexec(incarnation)),
         rota::StopReason::Shutdown => {
             info!("shutdown command: stopped");
             Ok(ExitCode::SUCCESS)
@@ -123,7 +130,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// Replaces this process with a fresh start of the same binary and arguments; returns only
 /// on failure.
-fn reexec() -> anyhow::Error {
+fn reexec(incarnation: i64) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -132,6 +139,7 @@ fn reexec() -> anyhow::Error {
     info!(exe = %exe.display(), "restart command: re-executing");
     let error = std::process::Command::new(&exe)
         .args(std::env::args_os().skip(1))
+        .env(REEXEC_ENV, incarnation.to_string())
         .exec();
     anyhow::anyhow!("restart: cannot re-execute {}: {error}", exe.display())
 }

@@ -55,6 +55,16 @@ fn start_time(pid: u32) -> Option<String> {
     rest.split_whitespace().nth(19).map(str::to_string)
 }
 
+/// Whether `existing` is this very process's registration from before it re-executed itself
+/// as incarnation `reexec_of` (a restart command): that incarnation, this host, this process
+/// (an exec keeps the pid and start time). Another node with the same id inside this
+/// process is not that case: it is refused like any live duplicate.
+pub fn is_own_before_reexec(existing: &crate::store::NodeRecord, reexec_of: Option<i64>) -> bool {
+    reexec_of == Some(existing.incarnation)
+        && existing.host == host_name()
+        && existing.process == process_fingerprint()
+}
+
 /// Whether the registration `(host, fingerprint)` certainly belongs to a process of this host
 /// that no longer runs. Unknown cases answer `false`: the node is then refused, never doubled.
 pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {

@@ -126,6 +126,7 @@ pub struct NodeBuilder {
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     labels: BTreeMap<String, String>,
     log_level: Option<LogLevelControl>,
+    reexec_of: Option<i64>,
 }
 
 /// Entry point of the library.
@@ -152,6 +153,7 @@ impl Node {
             resolvers: BTreeMap::new(),
             labels: BTreeMap::new(),
             log_level: None,
+            reexec_of: None,
         }
     }
 }
@@ -240,6 +242,14 @@ impl NodeBuilder {
         self
     }
 
+    /// This process re-executed itself (a restart command) and was incarnation `incarnation`
+    /// before: should that registration still be there (its leave failed), it is replaced
+    /// rather than refused as a duplicate.
+    pub fn reexecuted_from(mut self, incarnation: i64) -> Self {
+        self.reexec_of = Some(incarnation);
+        self
+    }
+
     /// Checks everything that can be checked without the store.
     pub fn validate(&self) -> Result<()> {
         validate_name("node.id", &self.id)?;
@@ -317,6 +327,7 @@ impl NodeBuilder {
             resolvers: self.resolvers,
             labels: self.labels,
             log_level: self.log_level,
+            reexec_of: self.reexec_of,
         };
         runtime::start(config, store).await
     }

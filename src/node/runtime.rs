@@ -49,6 +49,8 @@ pub(crate) struct NodeConfig {
     /// This node's labels, published with its declarations.
     pub labels: BTreeMap<String, String>,
     pub log_level: Option<LogLevelControl>,
+    /// The incarnation this process had before it re-executed itself (a restart command).
+    pub reexec_of: Option<i64>,
 }
 
 /// State shared by the node's loops and its runners.
@@ -106,6 +108,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         resolvers,
         labels,
         log_level,
+        reexec_of,
     } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
@@ -136,7 +139,14 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     };
     let sent = Instant::now();
     let now_ms = retry_transient("joining", || {
-        join(store.as_ref(), &member, &timing, &declared, &meta)
+        join(
+            store.as_ref(),
+            &member,
+            &timing,
+            &declared,
+            &meta,
+            reexec_of,
+        )
     })
     .await?;
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
@@ -244,6 +254,7 @@ async fn join(
     timing: &Timing,
     declared: &[Declaration],
     meta: &NodeMeta,
+    reexec_of: Option<i64>,
 ) -> Result<i64> {
     let mut req = JoinRequest {
         member: member.clone(),
@@ -260,8 +271,7 @@ async fn join(
             JoinOutcome::Occupied(existing)
                 if req.replaces.is_none()
                     && (identity::is_dead_predecessor(&existing.host, &existing.process)
-                        // This very process before it re-executed itself (a restart command).
-                        || (existing.host == req.host && existing.process == req.process)) =>
+                        || identity::is_own_before_reexec(&existing, reexec_of)) =>
             {
                 info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
                 req.replaces = Some(existing.incarnation);
@@ -498,6 +508,7 @@ impl Runtime {
                 &self.shared.timing,
                 &self.declared,
                 &self.meta,
+                None,
             ),
         )
         .await
