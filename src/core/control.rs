@@ -82,37 +82,20 @@ impl Operation {
         }
     }
 
-    /// One-shot operations act on their targets once and leave no state behind.
-    pub fn is_one_shot(&self) -> bool {
-        matches!(
-            self,
-            Operation::Restart | Operation::Shutdown | Operation::RollingRestart { .. }
-        )
-    }
-
     /// What is wrong with this operation, if anything: `(field, message with the fix)`.
     pub fn problem(&self) -> Option<(&'static str, String)> {
-        let name_ok = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 255
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-        };
+        // Names follow the rule of every name rota stores.
+        let bad_name =
+            |field: &'static str, value: &str| match crate::node::validate_name(field, value) {
+                Err(crate::Error::Config { message, .. }) => Some((field, message)),
+                _ => None,
+            };
         match self {
-            Operation::Pause { task } | Operation::Resume { task } if !name_ok(task) => Some((
-                "task",
-                format!("`{task}` is not a task name; use letters, digits, `-`, `_`, `.`"),
-            )),
-            Operation::Stop { service } | Operation::Start { service } if !name_ok(service) => {
-                Some((
-                    "service",
-                    format!("`{service}` is not a service name; use letters, digits, `-`, `_`, `.`"),
-                ))
+            Operation::Pause { task } | Operation::Resume { task } => bad_name("task", task),
+            Operation::Stop { service } | Operation::Start { service } => {
+                bad_name("service", service)
             }
-            Operation::ActAs { node } if !name_ok(node) => Some((
-                "node",
-                format!("`{node}` is not a node id; use letters, digits, `-`, `_`, `.`"),
-            )),
+            Operation::ActAs { node } => bad_name("node", node),
             Operation::SetLogLevel { level } if !LOG_LEVELS.contains(&level.as_str()) => Some((
                 "level",
                 format!("`{level}` is not a log level; use one of {}", LOG_LEVELS.join(", ")),
@@ -384,7 +367,8 @@ impl ControlState {
 /// What a node does with a command addressed to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Not a target: only the folded state concerns this node.
+    /// Not this node's to apply: not a target (only the folded state concerns it), or a
+    /// rolling restart, which the leader follows and acknowledges.
     NotTargeted,
     /// Already acknowledged (finally) by this node: nothing to do again.
     Done,
@@ -393,8 +377,6 @@ pub enum Disposition {
     /// Acknowledge as applied without acting: a restart or shutdown issued before this
     /// process started is already satisfied by that start.
     Superseded,
-    /// Followed by the leader (a rolling restart): the node itself writes nothing.
-    LeaderDriven,
 }
 
 /// Decides what `node` does with `command`. `started_after` is the last sequence number
@@ -405,11 +387,9 @@ pub fn disposition(
     started_after: i64,
     ack: Option<AckState>,
 ) -> Disposition {
-    if !command.body.targets.iter().any(|t| t == node) {
+    let targeted = command.body.targets.iter().any(|t| t == node);
+    if !targeted || matches!(command.body.op, Operation::RollingRestart { .. }) {
         return Disposition::NotTargeted;
-    }
-    if matches!(command.body.op, Operation::RollingRestart { .. }) {
-        return Disposition::LeaderDriven;
     }
     if ack.is_some_and(AckState::is_final) {
         return Disposition::Done;

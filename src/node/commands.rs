@@ -46,11 +46,9 @@ pub struct Commands {
     /// The last sequence number seen by the first read of this process: restarts and
     /// shutdowns up to it are satisfied by this start.
     started_after: Option<i64>,
-    /// This node's final acknowledgements, by sequence number.
-    acked: HashMap<i64, AckState>,
     queue: VecDeque<Queued>,
-    /// Rolling restarts not finished yet (the leader drives them).
-    pub rolling: BTreeMap<i64, Command>,
+    /// Rolling restarts not known to be finished (the leader drives them).
+    rolling: BTreeMap<i64, Command>,
     log_level: Option<LogLevelControl>,
 }
 
@@ -59,7 +57,6 @@ impl Commands {
         Commands {
             control: ControlState::default(),
             started_after: None,
-            acked: HashMap::new(),
             queue: VecDeque::new(),
             rolling: BTreeMap::new(),
             log_level,
@@ -72,23 +69,44 @@ impl Commands {
         self.started_after.is_some() && self.queue.iter().all(|q| q.started)
     }
 
+    /// The rolling restarts not known to be finished, by sequence number.
+    pub fn rolling(&self) -> &BTreeMap<i64, Command> {
+        &self.rolling
+    }
+
+    /// A rolling restart found finished: no need to look at it again.
+    pub fn finish_rolling(&mut self, seq: i64) {
+        self.rolling.remove(&seq);
+    }
+
+    /// Commands addressed to this node wait to be applied (or a drain to complete).
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Reads the commands appended since the last read, folds them in and queues those
     /// addressed to this node. The first call also reads this node's acknowledgements.
     pub async fn read(&mut self, store: &dyn Store, me: &Member) -> Result<()> {
+        // What this node acknowledged before (a restarted node): only the first read can
+        // meet commands it has seen.
+        let mut acked = HashMap::new();
         if self.started_after.is_none() {
             for ack in store
                 .command_acks(&me.cluster, AckFilter::Node(&me.node))
                 .await?
             {
                 if ack.state.is_final() {
-                    self.acked.insert(ack.seq, ack.state);
+                    acked.insert(ack.seq, ack.state);
                 }
             }
         }
         let after = self.control.through;
         for record in store::commands_after(store, &me.cluster, after).await? {
             match record.parse() {
-                Ok(command) => self.receive(command, &me.node),
+                Ok(command) => {
+                    let ack = acked.get(&command.seq).copied();
+                    self.receive(command, &me.node, ack)
+                }
                 Err(e) => {
                     // Unreadable (written by a newer version?): skip it, loudly, once.
                     warn!(error = %e, "skipping a command this version cannot read");
@@ -103,13 +121,12 @@ impl Commands {
         Ok(())
     }
 
-    fn receive(&mut self, command: Command, me: &str) {
+    fn receive(&mut self, command: Command, me: &str, ack: Option<AckState>) {
         self.control.apply(&command);
         if matches!(command.body.op, Operation::RollingRestart { .. }) {
             self.rolling.insert(command.seq, command.clone());
         }
         let started_after = self.started_after.unwrap_or(command.seq);
-        let ack = self.acked.get(&command.seq).copied();
         match disposition(&command, me, started_after, ack) {
             Disposition::Apply => self.queue.push_back(Queued {
                 command,
@@ -121,7 +138,7 @@ impl Commands {
                 superseded: true,
                 started: false,
             }),
-            Disposition::NotTargeted | Disposition::Done | Disposition::LeaderDriven => {}
+            Disposition::NotTargeted | Disposition::Done => {}
         }
     }
 
@@ -203,7 +220,6 @@ impl Commands {
                 .ack_command(&me.cluster, &ack(me, seq, state, &message))
                 .await?;
             info!(seq, op = q.command.body.op.name(), state = state.as_str(), message = %message, "command applied");
-            self.acked.insert(seq, state);
             self.queue.remove(i);
             if exit.is_some() {
                 return Ok(exit);

@@ -336,7 +336,8 @@ struct Runtime {
     commands: Commands,
     /// Set by a restart or shutdown command: leave gracefully, then end with this reason.
     exit: Option<StopReason>,
-    /// The live registrations the last completed placement round counted (while leading).
+    /// The live registrations counted by the last placement round that was written, or that
+    /// found nothing to change (while leading).
     placed_with: BTreeSet<(String, i64)>,
     /// When the leader last looked at the rolling restarts in progress.
     rolling_checked: Option<Instant>,
@@ -439,7 +440,7 @@ impl Runtime {
             Ok(Err(e)) => self.observation_failed(e.to_string()),
             Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
         }
-        if self.failures == 0 && self.exit.is_none() {
+        if self.failures == 0 && self.exit.is_none() && self.commands.has_queued() {
             let me = self.shared.member();
             let owns_nothing = self.owned().is_empty();
             match tokio::time::timeout(
@@ -609,6 +610,24 @@ impl Runtime {
             return Ok(());
         };
         let view = self.view.as_ref().expect("checked above");
+        let control = &self.commands.control;
+        // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
+        // that found nothing to change (same generation, same live nodes and states). A drain
+        // is a command, so it comes with a new generation too.
+        let inputs: PlacementInputs = (
+            self.generation,
+            view.nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| {
+                    let leaving = n.leaving || control.is_drained(&n.node);
+                    (n.node.clone(), n.incarnation, leaving)
+                })
+                .collect(),
+        );
+        if self.settled.as_ref() == Some(&inputs) {
+            return self.after_placement(leaving).await;
+        }
         let live: Vec<NodeInfo> = view
             .nodes
             .iter()
@@ -621,7 +640,6 @@ impl Runtime {
                     .unwrap_or_default();
                 // Commands: a node is not eligible for what is paused on it, nor for
                 // anything while drained.
-                let control = &self.commands.control;
                 declared.retain(|task, _| !control.is_paused(&n.node, task));
                 NodeInfo {
                     id: n.node.clone(),
@@ -634,17 +652,8 @@ impl Runtime {
                 }
             })
             .collect();
-        // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
-        // that found nothing to change (same generation, same live nodes and states).
-        let inputs: PlacementInputs = (
-            self.generation,
-            live.iter()
-                .map(|n| (n.id.clone(), n.incarnation, n.leaving))
-                .collect(),
-        );
-        if self.settled.as_ref() == Some(&inputs) {
-            return self.after_placement(leaving).await;
-        }
+        let counted: BTreeSet<(String, i64)> =
+            live.iter().map(|n| (n.id.clone(), n.incarnation)).collect();
         let current: BTreeMap<String, Owner> = self
             .assignments
             .iter()
@@ -704,6 +713,7 @@ impl Runtime {
                         .assignments_since(&me.cluster, self.generation)
                         .await?;
                     crate::store::merge_assignments(&mut self.assignments, changed);
+                    self.placed_with = counted;
                 }
                 LeaderWrite::Deposed => {
                     warn!(epoch, "deposed: placement refused by the store");
@@ -713,8 +723,8 @@ impl Runtime {
             }
         } else {
             self.settled = Some(inputs);
+            self.placed_with = counted;
         }
-        self.placed_with = live.iter().map(|n| (n.id.clone(), n.incarnation)).collect();
         self.after_placement(leaving).await
     }
 
@@ -744,7 +754,7 @@ impl Runtime {
     /// The leader moves rolling restarts on, one node at a time (see
     /// [`control::rolling_step`]); at most every few heartbeats while one is under way.
     async fn drive_rolling_restarts(&mut self) -> Result<()> {
-        if self.commands.rolling.is_empty()
+        if self.commands.rolling().is_empty()
             || self
                 .rolling_checked
                 .is_some_and(|at| at.elapsed() < self.shared.timing.heartbeat)
@@ -763,14 +773,14 @@ impl Runtime {
             .map(|n| (n.node.clone(), n.incarnation))
             .collect();
         let now_ms = self.shared.clock.now_ms();
-        let seqs: Vec<i64> = self.commands.rolling.keys().copied().collect();
+        let seqs: Vec<i64> = self.commands.rolling().keys().copied().collect();
         let acks = self
             .shared
             .store
             .command_acks(&me.cluster, AckFilter::Commands(&seqs))
             .await?;
         for seq in seqs {
-            let command = self.commands.rolling[&seq].clone();
+            let command = self.commands.rolling()[&seq].clone();
             let Operation::RollingRestart { timeout_secs } = command.body.op else {
                 continue;
             };
@@ -800,7 +810,7 @@ impl Runtime {
                 RollingStep::Wait => {}
                 RollingStep::Finished => {
                     info!(seq, "rolling restart finished");
-                    self.commands.rolling.remove(&seq);
+                    self.commands.finish_rolling(seq);
                 }
                 RollingStep::Restart { node, incarnation } => {
                     // In progress first: should this leader die before issuing the restart,
@@ -856,7 +866,8 @@ impl Runtime {
 
     /// A leaving leader gives up once it owns nothing; the leader purges old history.
     async fn after_placement(&mut self, leaving: bool) -> Result<()> {
-        if !leaving {
+        // Only the leader in office moves rolling restarts on (not one just deposed).
+        if !leaving && self.epoch.is_some() {
             self.drive_rolling_restarts().await?;
         }
         let me = self.shared.member();
