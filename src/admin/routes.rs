@@ -1,6 +1,6 @@
 //! Routes of the admin API: reads of the cluster, and actions that append cluster commands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
@@ -242,40 +242,23 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(text).map_err(|e| Problem::bad(format!("body: {e}")))
 }
 
-/// What most reads need: the view, the assignments, what each live node declares, and the
-/// command log folded.
-struct Model {
+/// Who is in the cluster: the view and what each live node declares (what an action needs).
+struct Members {
     view: ClusterView,
-    assignments: Vec<Assignment>,
     declarations: Vec<NodeDeclarations>,
-    log: Vec<Command>,
-    control: ControlState,
 }
 
-impl Model {
-    async fn read(api: &Api) -> Result<Model, Problem> {
-        let store = &api.store;
-        let view = store.view(&api.cluster).await?;
-        let assignments = store.assignments(&api.cluster).await?;
+impl Members {
+    async fn read(api: &Api) -> Result<Members, Problem> {
+        let view = api.store.view(&api.cluster).await?;
         let live: Vec<(String, i64)> = view
             .nodes
             .iter()
             .filter(|n| n.alive)
             .map(|n| (n.node.clone(), n.incarnation))
             .collect();
-        let declarations = store.declarations(&api.cluster, Some(&live)).await?;
-        let log = read_log(api).await?;
-        let mut control = ControlState::default();
-        for c in &log {
-            control.apply(c);
-        }
-        Ok(Model {
-            view,
-            assignments,
-            declarations,
-            log,
-            control,
-        })
+        let declarations = api.store.declarations(&api.cluster, Some(&live)).await?;
+        Ok(Members { view, declarations })
     }
 
     fn live(&self) -> impl Iterator<Item = &crate::store::NodeRecord> {
@@ -302,16 +285,60 @@ impl Model {
         }
         out
     }
+}
+
+/// What most reads need: the members, the assignments (indexed by task, and per-node shares
+/// by their task), and the command log folded.
+struct Model {
+    members: Members,
+    assignments: Vec<Assignment>,
+    own: HashMap<String, usize>,
+    shares: HashMap<String, Vec<usize>>,
+    last_command: i64,
+    control: ControlState,
+    paused: BTreeMap<String, Vec<String>>,
+}
+
+impl Model {
+    async fn read(api: &Api) -> Result<Model, Problem> {
+        let members = Members::read(api).await?;
+        let assignments = api.store.assignments(&api.cluster).await?;
+        let mut own = HashMap::new();
+        let mut shares: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, a) in assignments.iter().enumerate() {
+            match crate::core::placement::split_per_node_name(&a.task) {
+                Some((task, _)) => shares.entry(task.to_string()).or_default().push(i),
+                None => {
+                    own.insert(a.task.clone(), i);
+                }
+            }
+        }
+        let log = read_log(api).await?;
+        let mut control = ControlState::default();
+        for c in &log {
+            control.apply(c);
+        }
+        let paused = control.paused();
+        Ok(Model {
+            members,
+            assignments,
+            own,
+            shares,
+            last_command: log.last().map_or(0, |c| c.seq),
+            control,
+            paused,
+        })
+    }
 
     fn task_json(&self, name: &str, schedule: &str, declared_by: &[String]) -> Value {
         let is_service = schedule == SERVICE_SCHEDULE;
-        let own = self.assignments.iter().find(|a| a.task == name);
+        let own = self.own.get(name).map(|&i| &self.assignments[i]);
         let shares: Vec<Value> = self
-            .assignments
-            .iter()
-            .filter(|a| {
-                crate::core::placement::split_per_node_name(&a.task).is_some_and(|(t, _)| t == name)
-            })
+            .shares
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.assignments[i])
             .filter_map(|a| {
                 a.owner
                     .as_ref()
@@ -334,13 +361,15 @@ impl Model {
             "token": own.map(|a| a.token),
             "reason": reason,
             "per_node": shares,
-            "paused_on": self.control.paused().get(name).cloned().unwrap_or_default(),
+            "paused_on": self.paused.get(name).cloned().unwrap_or_default(),
             "declared_by": declared_by,
         })
     }
 
+    /// Every declared task (`Some(false)`), service (`Some(true)`), or both.
     fn tasks_json(&self, services: Option<bool>) -> Vec<Value> {
-        self.declared()
+        self.members
+            .declared()
             .iter()
             .filter(|(_, (schedule, _))| {
                 services.is_none_or(|s| (schedule == SERVICE_SCHEDULE) == s)
@@ -360,12 +389,10 @@ impl Model {
             })
             .map(|a| a.task.as_str())
             .collect();
-        let paused: Vec<String> = self
-            .control
-            .paused()
-            .into_iter()
-            .filter(|(name, _)| self.control.is_paused(&n.node, name))
-            .map(|(name, _)| name)
+        let paused: Vec<&String> = self
+            .paused
+            .keys()
+            .filter(|name| self.control.is_paused(&n.node, name))
             .collect();
         let state = match (n.alive, n.leaving) {
             (true, false) => "alive",
@@ -376,7 +403,7 @@ impl Model {
             "id": n.node,
             "state": state,
             "incarnation": n.incarnation,
-            "leader": self.leader().is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation),
+            "leader": self.members.leader().is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation),
             "drained": self.control.is_drained(&n.node),
             "acting_as": self.control.acting_as(&n.node),
             "log_level": self.control.log_level(&n.node),
@@ -384,7 +411,7 @@ impl Model {
             "owned": owned,
             "host": n.host,
             "joined_at_ms": n.joined_at_ms,
-            "heartbeat_age_ms": self.view.now_ms - n.heartbeat_at_ms,
+            "heartbeat_age_ms": self.members.view.now_ms - n.heartbeat_at_ms,
         })
     }
 }
@@ -484,10 +511,10 @@ async fn dispatch(
                     "cluster": api.cluster,
                     "answered_by": api.node,
                     "store": api.store.kind(),
-                    "now_ms": m.view.now_ms,
-                    "generation": m.view.generation,
-                    "leader": m.leader().map(|l| json!({"node": l.node, "epoch": l.epoch})),
-                    "nodes": {"live": m.live().count(), "registered": m.view.nodes.len()},
+                    "now_ms": m.members.view.now_ms,
+                    "generation": m.members.view.generation,
+                    "leader": m.members.leader().map(|l| json!({"node": l.node, "epoch": l.epoch})),
+                    "nodes": {"live": m.members.live().count(), "registered": m.members.view.nodes.len()},
                     "tasks": {
                         "declared": tasks.len(),
                         "placed": count("placed"),
@@ -495,19 +522,25 @@ async fn dispatch(
                         "paused": count("paused"),
                         "unplaced": count("unplaced"),
                     },
-                    "commands": m.log.last().map_or(0, |c| c.seq),
+                    "commands": m.last_command,
                 }),
             ))
         }
         "/api/v1/nodes" => {
             let m = Model::read(api).await?;
-            let nodes: Vec<Value> = m.view.nodes.iter().map(|n| m.node_json(n)).collect();
+            let nodes: Vec<Value> = m
+                .members
+                .view
+                .nodes
+                .iter()
+                .map(|n| m.node_json(n))
+                .collect();
             Ok(json_response(StatusCode::OK, &json!(nodes)))
         }
         "/api/v1/nodes/{id}" => {
             let id = param("id");
             let m = Model::read(api).await?;
-            match m.view.nodes.iter().find(|n| n.node == id) {
+            match m.members.view.nodes.iter().find(|n| n.node == id) {
                 Some(n) => Ok(json_response(StatusCode::OK, &m.node_json(n))),
                 None => Err(Problem::not_found(format!(
                     "no node `{id}` is registered in cluster `{}`",
@@ -528,9 +561,11 @@ async fn dispatch(
             let m = Model::read(api).await?;
             let services = template.starts_with("/api/v1/services");
             let found = m
-                .tasks_json(Some(services))
-                .into_iter()
-                .find(|t| t["name"] == name.as_str());
+                .members
+                .declared()
+                .get(&name)
+                .filter(|(schedule, _)| (schedule == SERVICE_SCHEDULE) == services)
+                .map(|(schedule, by)| m.task_json(&name, schedule, by));
             match found {
                 Some(mut t) => {
                     t["history"] = json!(history(api, &name, 10).await?);
@@ -784,41 +819,37 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
     if let Some((field, message)) = op.problem() {
         return Err(Problem::bad(format!("{field}: {message}")));
     }
-    let m = Model::read(api).await?;
+    let m = Members::read(api).await?;
     let declared = m.declared();
-    let kind_of = |name: &str| {
-        declared
-            .get(name)
-            .map(|(schedule, _)| schedule == SERVICE_SCHEDULE)
+    // A task is paused and resumed, a service stopped and started: the name must say which.
+    let named = match &op {
+        Operation::Pause { task } | Operation::Resume { task } => Some((task, false)),
+        Operation::Stop { service } | Operation::Start { service } => Some((service, true)),
+        _ => None,
     };
-    match &op {
-        Operation::Pause { task } | Operation::Resume { task } => match kind_of(task) {
+    if let Some((name, service)) = named {
+        let (kind, plural) = if service {
+            ("service", "services")
+        } else {
+            ("task", "tasks")
+        };
+        match declared.get(name.as_str()) {
             None => {
                 return Err(Problem::not_found(format!(
-                    "no live node declares task `{task}`; see GET /api/v1/tasks"
+                    "no live node declares {kind} `{name}`; see GET /api/v1/{plural}"
                 )))
             }
-            Some(true) => {
-                return Err(Problem::bad(format!(
-                    "`{task}` is a service; use /api/v1/services/{task}/stop or start"
-                )))
+            Some((schedule, _)) if (schedule == SERVICE_SCHEDULE) != service => {
+                return Err(Problem::bad(if service {
+                    format!(
+                        "`{name}` is a scheduled task; use /api/v1/tasks/{name}/pause or resume"
+                    )
+                } else {
+                    format!("`{name}` is a service; use /api/v1/services/{name}/stop or start")
+                }))
             }
-            Some(false) => {}
-        },
-        Operation::Stop { service } | Operation::Start { service } => match kind_of(service) {
-            None => {
-                return Err(Problem::not_found(format!(
-                    "no live node declares service `{service}`; see GET /api/v1/services"
-                )))
-            }
-            Some(false) => {
-                return Err(Problem::bad(format!(
-                    "`{service}` is a scheduled task; use /api/v1/tasks/{service}/pause or resume"
-                )))
-            }
-            Some(true) => {}
-        },
-        _ => {}
+            Some(_) => {}
+        }
     }
     let mut warnings = Vec::new();
     let live: Vec<String> = m
