@@ -635,15 +635,6 @@ impl ZkStore {
             return Ok(None);
         }
         let path = format!("{}/changes", Self::base(cluster));
-        self.read();
-        let pruned_below: i64 = match z.get_data(&path).await {
-            Ok((bytes, _)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
-            Err(zk::Error::NoNode) => return Ok(None),
-            Err(e) => return Err(unavailable(e)),
-        };
-        if generation < pruned_below {
-            return Ok(None);
-        }
         let entries: Vec<String> = self
             .children(z, &path)
             .await?
@@ -664,14 +655,15 @@ impl ZkStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        // Pruned while we read: entries we needed may be gone.
+        // Checked after reading: pruned before or while we read, entries we needed may be
+        // gone (one read covers both cases).
         self.read();
-        let (bytes, _) = z.get_data(&path).await.map_err(unavailable)?;
-        let now_below: i64 = String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0);
-        if generation < now_below {
-            return Ok(None);
-        }
-        Ok(Some(tasks))
+        let pruned_below: i64 = match z.get_data(&path).await {
+            Ok((bytes, _)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        Ok((generation >= pruned_below).then_some(tasks))
     }
 
     /// Keeps the change log short: past `CHANGE_LOG_KEEP` entries, records how far it reaches
@@ -907,13 +899,12 @@ impl Store for ZkStore {
 
     async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
         // The main session must be alive: its end removed the registration anyway, but say
-        // so at once.
+        // so at once. Never wait for its lock: it is held while a new main session connects
+        // (seconds), and the renewal must not queue behind that (the read below answers).
         if self
             .client
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.state().is_terminated())
+            .try_lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|c| c.state().is_terminated()))
         {
             return Ok(false);
         }
