@@ -321,6 +321,10 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
     let _serial = SERIAL.lock().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("midrun");
+    // What this test checks is the recovery policy, not timing: a longer lease keeps a stall
+    // of the busy CI machine from fencing the survivor mid-retry, which would end the retried
+    // fire as "cancelled" (a correct outcome, but not the one under test).
+    cluster.timing_toml = "node_timeout = \"3s\"\n".into();
     let record = cluster.dir().join("starts.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
     let slow = |name: &str, recovery: &str| {

@@ -26,9 +26,9 @@ use crate::task::Outcome;
 /// database's limit).
 const BATCH_LIMIT: usize = 1000;
 
-/// Connections per node, shared by the heartbeat, the main loop, and batched claims and
-/// outcomes (at most two batches in flight). Each node also holds one LISTEN connection on
-/// PostgreSQL.
+/// Connections per node, shared by the main loop, runners, and batched claims and outcomes
+/// (at most two batches in flight). Each node also holds one connection of its own for the
+/// heartbeat, and one LISTEN connection on PostgreSQL.
 pub const POOL_SIZE: u32 = 4;
 /// Items of services are kept in `rota_fires` at this instant, keyed by their `slot`;
 /// fires have real instants and an empty slot.
@@ -36,6 +36,9 @@ const ITEM_INSTANT: i64 = 0;
 
 pub struct SqlStore {
     pool: AnyPool,
+    /// The heartbeat's own connection: a renewal never queues behind the node's other work
+    /// (a leader's large write, a takeover of many tasks), which could fence a healthy node.
+    heartbeat_pool: AnyPool,
     dialect: Dialect,
     url: String,
     reads: AtomicU64,
@@ -79,20 +82,22 @@ impl SqlStore {
         let dialect = Dialect::from_scheme(scheme)
             .ok_or_else(|| Error::config("store.url", format!("unknown scheme `{scheme}`")))?;
         let url = dialect.normalize_url(url);
-        let options = AnyPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    let setup = dialect.session_setup();
-                    for stmt in setup {
-                        conn.execute(*stmt).await?;
-                    }
-                    Ok(())
+        let options = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        let setup = dialect.session_setup();
+                        for stmt in setup {
+                            conn.execute(*stmt).await?;
+                        }
+                        Ok(())
+                    })
                 })
-            });
-        let pool = options.connect(&url).await.map_err(|e| match e {
+        };
+        let connect_error = |e: sqlx::Error| match e {
             sqlx::Error::Configuration(c) => Error::config(
                 "store.url",
                 format!("`{}` is not a valid URL: {c}", redact_url(&url)),
@@ -100,9 +105,15 @@ impl SqlStore {
             other => {
                 Error::StoreUnavailable(format!("cannot connect to {}: {other}", redact_url(&url)))
             }
-        })?;
+        };
+        let pool = options(POOL_SIZE)
+            .connect(&url)
+            .await
+            .map_err(connect_error)?;
+        let heartbeat_pool = options(1).connect(&url).await.map_err(connect_error)?;
         Ok(SqlStore {
             pool,
+            heartbeat_pool,
             dialect,
             url,
             reads: AtomicU64::new(0),
@@ -564,7 +575,7 @@ impl Store for SqlStore {
             .bind(&m.node)
             .bind(m.incarnation)
             .bind(not_after_ms)
-            .execute(&self.pool)
+            .execute(&self.heartbeat_pool)
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
