@@ -12,6 +12,7 @@ mod error;
 #[doc(hidden)]
 pub mod harness;
 pub mod kinds;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod status;

@@ -97,6 +97,44 @@ async fn suite(store: Arc<dyn Store>) {
     items_are_claimed_once_under_the_current_token(&store).await;
     changed_assignments_are_read_by_generation(&store).await;
     commands_are_ordered_durable_and_acknowledged_per_node(&store).await;
+    events_are_recorded_once_newest_first_and_purged(&store).await;
+}
+
+/// The event journal: one record per id however often it is reported, read newest first,
+/// bodies kept as given, other clusters' events never seen, old ones purged.
+async fn events_are_recorded_once_newest_first_and_purged(store: &Arc<dyn Store>) {
+    use rota::store::EventRecord;
+    let body = |n: i64| serde_json::json!({"node": "node-1", "n": n, "text": "naïve \"quoted\""});
+    let events: Vec<EventRecord> = (1..=5)
+        .map(|n| EventRecord::new(1_000 * n, "node_died", &format!("node-1-{n}"), &body(n)))
+        .collect();
+    // Out of order, and each twice (two leaders reporting the same death).
+    for e in events.iter().rev().chain(events.iter()) {
+        store.record_event("ev", e).await.unwrap();
+    }
+    store
+        .record_event(
+            "ev-other",
+            &EventRecord::new(9_000, "node_left", "x-1", &body(9)),
+        )
+        .await
+        .unwrap();
+    let read = store.events("ev", 100).await.unwrap();
+    let expected: Vec<EventRecord> = events.iter().rev().cloned().collect();
+    assert_eq!(read, expected, "each once, newest first, as recorded");
+    assert_eq!(store.events("ev", 2).await.unwrap(), expected[..2].to_vec());
+    // Purged with the history: events before the mark go, the rest stay.
+    store.purge_history("ev", 3_000).await.unwrap();
+    let kept: Vec<i64> = store
+        .events("ev", 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(kept, vec![5_000, 4_000, 3_000]);
+    assert_eq!(store.events("ev-other", 100).await.unwrap().len(), 1);
+    assert!(store.events("ev-none", 100).await.unwrap().is_empty());
 }
 
 /// Contract 8 at the store: one total order shared with the generation, bodies kept as

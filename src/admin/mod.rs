@@ -8,6 +8,7 @@
 //! are compared in constant time and never logged. With no token configured, reads are open
 //! and actions are refused.
 
+mod dashboard;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -72,6 +73,8 @@ pub struct Api {
     /// The node serving this API (it issues the commands accepted here).
     pub node: String,
     pub status: watch::Receiver<NodeStatus>,
+    /// The serving node's counters, rendered at `/metrics` ([`crate::NodeHandle::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A running API server. Dropping it does not stop it; call [`AdminServer::shutdown`].
@@ -118,12 +121,13 @@ pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
     if config.admin_token.is_none() {
         warn!("no admin token configured ([admin] token or ROTA_ADMIN_TOKEN): the admin API refuses every action");
     }
+    let stop = CancellationToken::new();
     let shared = Arc::new(routes::Shared {
+        monitor: Arc::new(dashboard::Monitor::new(api.clone(), stop.clone())),
         api,
         admin_token: config.admin_token,
         read_token: config.read_token,
     });
-    let stop = CancellationToken::new();
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
         loop {

@@ -7,22 +7,29 @@ use hyper::{body::Incoming, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error_response, json_response, Api, Body, Secret, OPENAPI};
+use super::{
+    dashboard::{self, fire_json, Monitor},
+    error_response, json_response, Api, Body, Secret, OPENAPI,
+};
 use crate::{
     core::{
         control::{Ack, AckState, Command, CommandBody, ControlState, Operation, Scope},
         placement::EVERYWHERE_REASON,
     },
     node::SERVICE_SCHEDULE,
-    store::{AckFilter, Assignment, ClusterView, NodeDeclarations},
+    store::{AckFilter, Assignment, ClusterView, EventRecord, FireRecord, NodeDeclarations},
     Error,
 };
 
 /// Every route: method and path template (`{x}` is one path segment). The OpenAPI
 /// document lists exactly these (a test checks).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/assets/dashboard.js"),
+    ("GET", "/assets/dashboard.css"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/cluster"),
     ("GET", "/api/v1/nodes"),
@@ -35,6 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/commands"),
     ("GET", "/api/v1/commands/{seq}"),
     ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/dashboard"),
+    ("GET", "/api/v1/stream"),
     ("POST", "/api/v1/commands"),
     ("POST", "/api/v1/tasks/{name}/pause"),
     ("POST", "/api/v1/tasks/{name}/resume"),
@@ -59,10 +68,11 @@ pub(super) struct Shared {
     pub api: Api,
     pub admin_token: Option<Secret>,
     pub read_token: Option<Secret>,
+    pub monitor: std::sync::Arc<Monitor>,
 }
 
 /// A failed request: status and message.
-struct Problem(StatusCode, String);
+pub(super) struct Problem(pub StatusCode, pub String);
 
 impl Problem {
     fn bad(message: impl Into<String>) -> Problem {
@@ -113,7 +123,9 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         };
     };
     let access = match (template, &method) {
-        ("/healthz" | "/readyz", _) => Access::Open,
+        ("/" | "/assets/dashboard.js" | "/assets/dashboard.css" | "/healthz" | "/readyz", _) => {
+            Access::Open
+        }
         (_, &Method::GET) => Access::Read,
         _ => Access::Admin,
     };
@@ -243,8 +255,8 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Problem> {
 }
 
 /// Who is in the cluster: the view and what each live node declares (what an action needs).
-struct Members {
-    view: ClusterView,
+pub(super) struct Members {
+    pub view: ClusterView,
     declarations: Vec<NodeDeclarations>,
 }
 
@@ -265,7 +277,7 @@ impl Members {
         self.view.nodes.iter().filter(|n| n.alive)
     }
 
-    fn leader(&self) -> Option<&crate::store::Leadership> {
+    pub fn leader(&self) -> Option<&crate::store::Leadership> {
         self.view.leader.as_ref().filter(|l| {
             self.live()
                 .any(|n| n.node == l.node && n.incarnation == l.incarnation)
@@ -289,8 +301,8 @@ impl Members {
 
 /// What most reads need: the members, the assignments (indexed by task, and per-node shares
 /// by their task), and the command log folded.
-struct Model {
-    members: Members,
+pub(super) struct Model {
+    pub members: Members,
     assignments: Vec<Assignment>,
     own: HashMap<String, usize>,
     shares: HashMap<String, Vec<usize>>,
@@ -300,7 +312,7 @@ struct Model {
 }
 
 impl Model {
-    async fn read(api: &Api) -> Result<Model, Problem> {
+    pub async fn read(api: &Api) -> Result<Model, Problem> {
         let members = Members::read(api).await?;
         let assignments = api.store.assignments(&api.cluster).await?;
         let mut own = HashMap::new();
@@ -367,7 +379,7 @@ impl Model {
     }
 
     /// Every declared task (`Some(false)`), service (`Some(true)`), or both.
-    fn tasks_json(&self, services: Option<bool>) -> Vec<Value> {
+    pub fn tasks_json(&self, services: Option<bool>) -> Vec<Value> {
         self.members
             .declared()
             .iter()
@@ -378,7 +390,7 @@ impl Model {
             .collect()
     }
 
-    fn node_json(&self, n: &crate::store::NodeRecord) -> Value {
+    pub fn node_json(&self, n: &crate::store::NodeRecord) -> Value {
         let owned: Vec<&str> = self
             .assignments
             .iter()
@@ -416,7 +428,7 @@ impl Model {
     }
 }
 
-async fn read_log(api: &Api) -> Result<Vec<Command>, Problem> {
+pub(super) async fn read_log(api: &Api) -> Result<Vec<Command>, Problem> {
     let records = crate::store::commands_after(api.store.as_ref(), &api.cluster, 0).await?;
     Ok(records
         .iter()
@@ -425,7 +437,7 @@ async fn read_log(api: &Api) -> Result<Vec<Command>, Problem> {
 }
 
 /// A command with each target's state (`pending` until it acknowledges).
-fn command_json(c: &Command, acks: &[Ack]) -> Value {
+pub(super) fn command_json(c: &Command, acks: &[Ack]) -> Value {
     let mine: BTreeMap<&str, &Ack> = acks
         .iter()
         .filter(|a| a.seq == c.seq)
@@ -477,8 +489,17 @@ async fn dispatch(
     if method == Method::POST {
         return act(api, template, &param("id"), &param("name"), body).await;
     }
+    if let Some(page) = dashboard::asset(template) {
+        return Ok(page);
+    }
     match template {
         "/healthz" => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        "/metrics" => metrics(api).await,
+        "/api/v1/dashboard" => Ok(json_response(
+            StatusCode::OK,
+            &shared.monitor.snapshot().await?,
+        )),
+        "/api/v1/stream" => shared.monitor.stream().await,
         "/readyz" => {
             let s = api.status.borrow().clone();
             let (status, reason) = match (&s.store_error, s.active) {
@@ -631,51 +652,96 @@ async fn dispatch(
 
 async fn history(api: &Api, task: &str, limit: i64) -> Result<Vec<Value>, Problem> {
     let fires = api.store.history(&api.cluster, Some(task), limit).await?;
-    Ok(fires
-        .into_iter()
-        .map(|f| {
-            json!({
-                "task": f.task, "instant_ms": f.instant_ms, "node": f.node, "token": f.token,
-                "attempt": f.attempt, "outcome": f.outcome.as_str(),
-                "started_at_ms": f.started_at_ms, "finished_at_ms": f.finished_at_ms, "message": f.message,
-            })
-        })
-        .collect())
+    Ok(fires.iter().map(fire_json).collect())
 }
 
-/// The cluster's recent events, newest first: commands issued and acknowledged, nodes
-/// joined, and fires that did not end well.
+/// `/metrics`: this node's counters, with the cluster's registrations as last seen.
+async fn metrics(api: &Api) -> Reply {
+    let status = api.status.borrow().clone();
+    let mut gauges = crate::metrics::Gauges {
+        node: api.node.clone(),
+        cluster: api.cluster.clone(),
+        store: api.store.kind().to_string(),
+        incarnation: status.incarnation,
+        up: status.active,
+        leader: status.leader,
+        owned: status.owned.len(),
+        nodes: BTreeMap::new(),
+    };
+    // Scrapes must answer while the store does not: then the registrations are left out.
+    let view = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        api.store.view(&api.cluster),
+    )
+    .await;
+    if let Ok(Ok(view)) = view {
+        for n in &view.nodes {
+            let state = match (n.alive, n.leaving) {
+                (true, false) => "alive",
+                (true, true) => "leaving",
+                (false, _) => "dead",
+            };
+            *gauges.nodes.entry(state).or_default() += 1;
+        }
+    }
+    let text = api.metrics.render(&gauges);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(text)).boxed())
+        .expect("valid response"))
+}
+
+/// The cluster's recent events, newest first: the journal (joins, leaves, deaths,
+/// failovers, leader changes), commands issued and acknowledged, and fires that did not end
+/// well.
 async fn events(api: &Api, limit: usize) -> Result<Vec<Value>, Problem> {
     let store = &api.store;
-    let view = store.view(&api.cluster).await?;
+    let journal = store.events(&api.cluster, limit as i64).await?;
     let log = read_log(api).await?;
-    let recent: Vec<&Command> = log.iter().rev().take(limit).collect();
+    let recent: Vec<Command> = log.iter().rev().take(limit).cloned().collect();
     let seqs: Vec<i64> = recent.iter().map(|c| c.seq).collect();
     let acks = store
         .command_acks(&api.cluster, AckFilter::Commands(&seqs))
         .await?;
+    let fires = store.history(&api.cluster, None, limit as i64).await?;
+    Ok(merge_events(&journal, &recent, &acks, &fires, limit))
+}
+
+/// Events from every source, newest first, at most `limit`.
+pub(super) fn merge_events(
+    journal: &[EventRecord],
+    commands: &[Command],
+    acks: &[Ack],
+    fires: &[FireRecord],
+    limit: usize,
+) -> Vec<Value> {
     let mut events: Vec<(i64, Value)> = Vec::new();
-    for c in &recent {
+    for e in journal {
+        let mut v: Value = serde_json::from_str(&e.body).unwrap_or_else(|_| json!({}));
+        if !v.is_object() {
+            v = json!({ "body": v });
+        }
+        v["at_ms"] = json!(e.at_ms);
+        v["kind"] = json!(e.kind);
+        events.push((e.at_ms, v));
+    }
+    for c in commands {
         events.push((
             c.issued_at_ms,
             json!({"at_ms": c.issued_at_ms, "kind": "command_issued", "seq": c.seq, "op": c.body.op.name(),
                    "targets": c.body.targets, "issued_by": c.body.issued_by}),
         ));
     }
-    for a in &acks {
+    for a in acks {
         events.push((
             a.at_ms,
             json!({"at_ms": a.at_ms, "kind": "command_acknowledged", "seq": a.seq, "node": a.node,
                    "state": a.state.as_str(), "message": a.message}),
         ));
     }
-    for n in &view.nodes {
-        events.push((
-            n.joined_at_ms,
-            json!({"at_ms": n.joined_at_ms, "kind": "node_joined", "node": n.node, "incarnation": n.incarnation}),
-        ));
-    }
-    for f in store.history(&api.cluster, None, limit as i64).await? {
+    for f in fires {
         if matches!(f.outcome, crate::Outcome::Ok | crate::Outcome::Running) {
             continue;
         }
@@ -688,7 +754,7 @@ async fn events(api: &Api, limit: usize) -> Result<Vec<Value>, Problem> {
     }
     events.sort_by_key(|e| std::cmp::Reverse(e.0));
     events.truncate(limit);
-    Ok(events.into_iter().map(|(_, v)| v).collect())
+    events.into_iter().map(|(_, v)| v).collect()
 }
 
 /// `{"nodes": [...]}`: the scope of an action (absent: the whole cluster).
@@ -905,6 +971,7 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
     let text = serde_json::to_string(&body).expect("commands serialize");
     let (seq, issued_at_ms) = api.store.append_command(&api.cluster, &text).await?;
     tracing::info!(seq, op = body.op.name(), targets = ?body.targets, "command issued");
+    api.metrics.command_issued(body.op.name());
     Ok((
         Command {
             seq,

@@ -62,6 +62,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 cluster: config.node.cluster.clone(),
                 node: config.node.id.clone(),
                 status: node.watch_status(),
+                metrics: node.metrics(),
             };
             match rota::admin::serve(admin, api).await {
                 Ok(s) => Some(s),

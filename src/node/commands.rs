@@ -160,6 +160,7 @@ impl Commands {
         store: &dyn Store,
         me: &Member,
         owns_nothing: bool,
+        metrics: &crate::metrics::Metrics,
     ) -> Result<Option<StopReason>> {
         let mut i = 0;
         while i < self.queue.len() {
@@ -220,6 +221,7 @@ impl Commands {
                 .ack_command(&me.cluster, &ack(me, seq, state, &message))
                 .await?;
             info!(seq, op = q.command.body.op.name(), state = state.as_str(), message = %message, "command applied");
+            metrics.command_applied(q.command.body.op.name(), state.as_str());
             self.queue.remove(i);
             if exit.is_some() {
                 return Ok(exit);

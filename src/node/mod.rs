@@ -19,6 +19,7 @@ mod batch;
 mod clock;
 pub mod commands;
 pub mod identity;
+mod journal;
 mod runner;
 mod runtime;
 mod service_runner;
@@ -352,6 +353,7 @@ pub struct NodeHandle {
     forced: CancellationToken,
     status: watch::Receiver<NodeStatus>,
     task: JoinHandle<Result<StopReason>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeHandle {
@@ -384,6 +386,12 @@ impl NodeHandle {
 
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// What this node counts (fires, lateness, failovers, commands, store round trips), for
+    /// an embedding program's own `/metrics`; `rota node` serves it on its admin listener.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
     }
 
     /// A receiver that sees every status change.

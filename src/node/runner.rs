@@ -168,6 +168,9 @@ impl Runner {
                         &message,
                     )
                     .await?;
+                for _ in &plan.misfired {
+                    self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
+                }
             }
             for instant in plan.start {
                 if elsewhere {
@@ -213,6 +216,7 @@ impl Runner {
         match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed if skip => {
                 warn!(instant, "skipped: the previous run is still going");
+                self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
                 Ok(true)
             }
             ClaimOutcome::Claimed => {
@@ -244,6 +248,9 @@ impl Runner {
             }
             (ClaimOutcome::Claimed, false) => {
                 warn!(instant = fire.instant_ms, dead_node = %fire.node, "abandoned a fire whose node died mid-run");
+                self.shared
+                    .metrics
+                    .fire(&self.spec.name, Outcome::Abandoned);
             }
             _ => debug!(instant = fire.instant_ms, "another node settled this fire"),
         }
@@ -282,6 +289,7 @@ impl Runner {
         };
         let lateness = shared.clock.now_ms() - instant;
         info!(instant, attempt, lateness_ms = lateness, "fire started");
+        shared.metrics.lateness(lateness);
         let key = (spec.name.clone(), instant);
         shared.running.lock().unwrap().insert(key.clone());
         let fires = shared.fires.clone();
@@ -290,6 +298,7 @@ impl Runner {
                 let began = Instant::now();
                 let (outcome, message) = execute(&spec, ctx.clone()).await;
                 busy.store(false, Ordering::SeqCst);
+                shared.metrics.fire(&spec.name, outcome);
                 let took = began.elapsed().as_millis();
                 match outcome {
                     Outcome::Ok => info!(instant, took_ms = took, "fire ok"),
@@ -343,7 +352,12 @@ async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>)
 pub(crate) async fn record_finish(shared: &Shared, finish: &Finish) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=40 {
-        match shared.batcher.finish(finish.clone()).await {
+        let sent = Instant::now();
+        let recorded = shared.batcher.finish(finish.clone()).await;
+        shared
+            .metrics
+            .store_call("finish", sent.elapsed().as_secs_f64(), recorded.is_err());
+        match recorded {
             Ok(()) => return,
             Err(e) if attempt == 40 => {
                 warn!(error = %e, instant = finish.instant_ms, "could not record the outcome; the fire stays `running` in history")

@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::{
     clock::StoreClock,
     commands::{Commands, LogLevelControl, StopReason},
-    identity, runner, NodeHandle, NodeStatus, Timing,
+    identity, journal, runner, NodeHandle, NodeStatus, Timing,
 };
 use crate::{
     core::{
@@ -76,6 +76,7 @@ pub(crate) struct Shared {
     pub startups: tokio::sync::Semaphore,
     /// Claims and outcomes go to the store in batches.
     pub batcher: super::batch::Batcher,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -165,6 +166,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         running: Mutex::default(),
         startups: tokio::sync::Semaphore::new(2),
         batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
+        metrics: Arc::default(),
         timing,
     });
     info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
@@ -176,6 +178,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         store_error: None,
     };
     let (status_tx, status_rx) = watch::channel(initial);
+    let shared_metrics = shared.metrics.clone();
     let graceful = CancellationToken::new();
     let forced = CancellationToken::new();
     let runtime = Runtime {
@@ -201,9 +204,11 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         exit: None,
         placed_with: BTreeSet::new(),
         rolling_checked: None,
+        deaths_reported: HashSet::new(),
     };
     let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
     Ok(NodeHandle {
+        metrics: shared_metrics,
         graceful,
         forced,
         status: status_rx,
@@ -267,7 +272,11 @@ async fn join(
     };
     loop {
         match store.join(&req).await? {
-            JoinOutcome::Joined { now_ms } => return Ok(now_ms),
+            JoinOutcome::Joined { now_ms } => {
+                let event = journal::joined(member, now_ms, &req.host);
+                journal::record(store, &member.cluster, event).await;
+                return Ok(now_ms);
+            }
             JoinOutcome::Occupied(existing)
                 if req.replaces.is_none()
                     && (identity::is_dead_predecessor(&existing.host, &existing.process)
@@ -341,6 +350,8 @@ struct Runtime {
     placed_with: BTreeSet<(String, i64)>,
     /// When the leader last looked at the rolling restarts in progress.
     rolling_checked: Option<Instant>,
+    /// Deaths this node recorded in the journal while leading.
+    deaths_reported: HashSet<(String, i64)>,
 }
 
 impl Runtime {
@@ -435,7 +446,13 @@ impl Runtime {
         // Bounded: a store that does not answer must not stall the loop (the fence watchdog
         // acts on its own regardless).
         let bound = self.shared.timing.node_timeout.max(Duration::from_secs(2));
-        match tokio::time::timeout(bound, self.observe()).await {
+        let observing = Instant::now();
+        let observed = tokio::time::timeout(bound, self.observe()).await;
+        let failed = !matches!(observed, Ok(Ok(())));
+        self.shared
+            .metrics
+            .store_call("observe", observing.elapsed().as_secs_f64(), failed);
+        match observed {
             Ok(Ok(())) => self.failures = 0,
             Ok(Err(e)) => self.observation_failed(e.to_string()),
             Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
@@ -445,8 +462,12 @@ impl Runtime {
             let owns_nothing = self.owned().is_empty();
             match tokio::time::timeout(
                 bound,
-                self.commands
-                    .apply(self.shared.store.as_ref(), &me, owns_nothing),
+                self.commands.apply(
+                    self.shared.store.as_ref(),
+                    &me,
+                    owns_nothing,
+                    &self.shared.metrics,
+                ),
             )
             .await
             {
@@ -582,6 +603,7 @@ impl Runtime {
         let Some(view) = &self.view else {
             return Ok(());
         };
+        let previous_leader = view.leader.as_ref().map(|l| l.node.clone());
         let me = self.shared.member();
         let leader_alive = view.leader.as_ref().is_some_and(|l| {
             view.nodes
@@ -600,6 +622,11 @@ impl Runtime {
                     && self.epoch != Some(l.epoch)
                 {
                     info!(epoch = l.epoch, "became leader");
+                    self.shared.metrics.became_leader();
+                    let previous = previous_leader.filter(|p| *p != me.node);
+                    let at = self.shared.clock.now_ms();
+                    let event = journal::leader_changed(&me, l.epoch, previous.as_deref(), at);
+                    journal::record(self.shared.store.as_ref(), &me.cluster, event).await;
                     self.epoch = Some(l.epoch);
                     self.view_at = None;
                     return Ok(()); // place on fresh observations
@@ -628,6 +655,9 @@ impl Runtime {
         if self.settled.as_ref() == Some(&inputs) {
             return self.after_placement(leaving).await;
         }
+        self.journal_deaths().await;
+        let view = self.view.as_ref().expect("checked above");
+        let control = &self.commands.control;
         let live: Vec<NodeInfo> = view
             .nodes
             .iter()
@@ -682,13 +712,20 @@ impl Runtime {
                 placed_in_ms = placing.elapsed().as_millis() as u64,
                 "writing placement"
             );
-            match self
+            let writing = Instant::now();
+            let written = self
                 .shared
                 .store
                 .write_assignments(&me, epoch, &changes)
-                .await?
-            {
+                .await;
+            self.shared.metrics.store_call(
+                "place",
+                writing.elapsed().as_secs_f64(),
+                written.is_err(),
+            );
+            match written? {
                 LeaderWrite::Written => {
+                    self.journal_failovers(&changes, &counted, epoch).await;
                     debug!(
                         changes = changes.len(),
                         written_in_ms = placing.elapsed().as_millis() as u64,
@@ -883,6 +920,36 @@ impl Runtime {
             debug!(purged, "history purged");
         }
         Ok(())
+    }
+
+    /// Records the deaths the leader has not recorded yet (every leader reports each death
+    /// with the same id, so the journal holds it once).
+    async fn journal_deaths(&mut self) {
+        let Some(view) = &self.view else { return };
+        let retention = self.shared.timing.history_retention.as_millis() as i64;
+        let not_before = self.shared.clock.now_ms() - retention;
+        let events = journal::deaths(view, &mut self.deaths_reported, not_before);
+        let cluster = self.shared.member().cluster;
+        for event in events {
+            journal::record(self.shared.store.as_ref(), &cluster, event).await;
+        }
+    }
+
+    /// Records the failovers of a placement round just written.
+    async fn journal_failovers(
+        &self,
+        changes: &[AssignmentChange],
+        live: &BTreeSet<(String, i64)>,
+        epoch: i64,
+    ) {
+        let Some(view) = &self.view else { return };
+        let at = self.shared.clock.now_ms();
+        let cluster = self.shared.member().cluster;
+        for f in journal::failovers(&self.assignments, changes, live, view, at) {
+            info!(from = %f.from, tasks = f.tasks.len(), duration_ms = f.duration_ms, "failover");
+            self.shared.metrics.failover(f.duration_ms);
+            journal::record(self.shared.store.as_ref(), &cluster, f.event(epoch, at)).await;
+        }
     }
 
     /// Logs placement problems once each time they change.
@@ -1080,6 +1147,12 @@ impl Runtime {
         })
         .await;
         let me = self.shared.member();
+        let event = journal::left(&me, self.shared.clock.now_ms());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            journal::record(self.shared.store.as_ref(), &me.cluster, event),
+        )
+        .await;
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
             Ok(Ok(())) => info!("left the cluster"),
             Ok(Err(e)) => {
@@ -1147,7 +1220,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
         let member = shared.member();
         let budget = timing.node_timeout - timing.fence_margin;
         let not_after = shared.clock.now_ms() + budget.as_millis() as i64;
-        match tokio::time::timeout(budget, shared.store.heartbeat(&member, not_after)).await {
+        let renewal =
+            tokio::time::timeout(budget, shared.store.heartbeat(&member, not_after)).await;
+        let failed = !matches!(renewal, Ok(Ok(_)));
+        shared
+            .metrics
+            .store_call("heartbeat", sent.elapsed().as_secs_f64(), failed);
+        match renewal {
             Ok(Ok(true)) => {
                 // Only renew the lease of the incarnation the heartbeat was for.
                 if shared.member().incarnation == member.incarnation {

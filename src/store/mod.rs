@@ -446,7 +446,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<FireRecord>>;
 
     /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
-    /// and item records finished before it. Returns the number deleted.
+    /// item records finished before it, and events before it. Returns the number of fires and
+    /// items deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
 
     /// Appends a command (its JSON `body`, opaque to the store) to the cluster's log and
@@ -466,6 +467,41 @@ pub trait Store: Send + Sync + 'static {
     /// The acknowledgements of some commands (by every node), or of one node (of every
     /// command), ordered by sequence number then node.
     async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>>;
+
+    /// Records an event of the cluster's journal (joins, leaves, deaths, failovers, leader
+    /// changes). Idempotent per `event.id`: recording an id that is present changes nothing,
+    /// so several nodes may report the same fact. Durable when this returns. Events older
+    /// than the history retention are deleted by [`Store::purge_history`].
+    async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()>;
+
+    /// The newest events, newest first (by id, which starts with the time), at most `limit`.
+    async fn events(&self, cluster: &str, limit: i64) -> Result<Vec<EventRecord>>;
+}
+
+/// One entry of the cluster's event journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Unique, and ordered like time: see [`EventRecord::new`].
+    pub id: String,
+    pub at_ms: i64,
+    /// `node_joined`, `node_left`, `node_died`, `failover`, `leader_changed`.
+    pub kind: String,
+    /// The event's fields as a JSON object (opaque to the store).
+    pub body: String,
+}
+
+impl EventRecord {
+    /// An event about `subject` (a node and incarnation, an epoch) at `at_ms`. The id is
+    /// `<at_ms, 13 digits>-<kind>-<subject>`: the same fact reported twice has the same id,
+    /// and ids sort by time.
+    pub fn new(at_ms: i64, kind: &str, subject: &str, body: &serde_json::Value) -> EventRecord {
+        EventRecord {
+            id: format!("{:013}-{kind}-{subject}", at_ms.max(0)),
+            at_ms,
+            kind: kind.to_string(),
+            body: body.to_string(),
+        }
+    }
 }
 
 /// One entry of a cluster's command log, as stored.

@@ -14,6 +14,7 @@
 //! - `commands/<seq>`: the command log, one znode per command (its JSON body), created in
 //!   the multi-op that takes generation `seq`; its `ctime` is the issue time.
 //! - `acks/<seq>/<node>`: each node's acknowledgement (JSON); its `mtime` is the ack time.
+//! - `events/<id>`: the event journal, one znode per event (ids start with the time).
 //!
 //! Every conditional write is a multi-op whose version checks make ZooKeeper itself refuse a
 //! deposed leader or a stale owner.
@@ -49,6 +50,14 @@ pub struct ZkStore {
     known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
+}
+
+/// `events/<id>`: one event of the journal (ids sort by time).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventData {
+    at_ms: i64,
+    kind: String,
+    body: String,
 }
 
 /// `acks/<seq>/<node>`: the time is the znode's `mtime`.
@@ -1808,6 +1817,17 @@ impl Store for ZkStore {
                 }
             }
         }
+        let events = format!("{base}/events");
+        for id in self.children(&z, &events).await? {
+            let at = id.split('-').next().and_then(|t| t.parse::<i64>().ok());
+            if at.is_some_and(|at| at < before_ms) {
+                self.wrote();
+                match z.delete(&format!("{events}/{id}"), None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
         Ok(purged)
     }
 
@@ -1907,6 +1927,56 @@ impl Store for ZkStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
+    }
+
+    async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()> {
+        let z = self.zk().await?;
+        let dir = format!("{}/events", Self::base(cluster));
+        self.mkdirs(&z, std::slice::from_ref(&dir)).await?;
+        let data = json(&EventData {
+            at_ms: event.at_ms,
+            kind: event.kind.clone(),
+            body: event.body.clone(),
+        });
+        self.wrote();
+        match z
+            .create(&format!("{dir}/{}", event.id), &data, &persistent())
+            .await
+        {
+            // Already recorded (by this node before, or by another): the same fact.
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn events(&self, cluster: &str, limit: i64) -> Result<Vec<EventRecord>> {
+        let z = self.zk().await?;
+        let dir = format!("{}/events", Self::base(cluster));
+        let mut ids = self.children(&z, &dir).await?;
+        // Ids start with the time: the newest sort last.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(usize::try_from(limit.max(0)).unwrap_or(usize::MAX));
+        let reads: Vec<_> = ids
+            .iter()
+            .map(|id| z.get_data(&format!("{dir}/{id}")))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, read) in ids.into_iter().zip(reads) {
+            self.read();
+            let (bytes, _) = match read.await {
+                Ok(v) => v,
+                Err(zk::Error::NoNode) => continue, // purged meanwhile
+                Err(e) => return Err(unavailable(e)),
+            };
+            let e: EventData = parse("event", &bytes)?;
+            out.push(EventRecord {
+                id,
+                at_ms: e.at_ms,
+                kind: e.kind,
+                body: e.body,
+            });
+        }
+        Ok(out)
     }
 
     async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {

@@ -1302,6 +1302,13 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        let sql = self.sql("DELETE FROM rota_events WHERE cluster = ? AND at < ?");
+        sqlx::query(&sql)
+            .bind(cluster)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(fires.rows_affected() + items.rows_affected())
     }
 
@@ -1377,6 +1384,47 @@ impl Store for SqlStore {
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()> {
+        let sql = self
+            .sql("INSERT INTO rota_events (cluster, id, at, kind, body) VALUES (?, ?, ?, ?, ?)");
+        let inserted = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(&event.id)
+            .bind(event.at_ms)
+            .bind(&event.kind)
+            .bind(&event.body)
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            // Already recorded (by this node before, or by another): the same fact.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn events(&self, cluster: &str, limit: i64) -> Result<Vec<EventRecord>> {
+        let sql = self.sql(
+            "SELECT id, at, kind, body FROM rota_events WHERE cluster = ? ORDER BY id DESC LIMIT ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    id: text(r, "id")?.unwrap_or_default(),
+                    at_ms: r.try_get("at").map_err(unavailable)?,
+                    kind: text(r, "kind")?.unwrap_or_default(),
+                    body: text(r, "body")?.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {

@@ -8,7 +8,8 @@ use super::dialect::Dialect;
 /// 2: `rota_assignments.version`, the generation that last changed a row, so that nodes
 /// re-read only the rows changed since the generation they have seen.
 /// 3: `rota_commands` and `rota_command_acks`, the cluster command log (contract 8).
-pub const VERSION: i64 = 3;
+/// 4: `rota_events`, the cluster's event journal (the dashboard's timeline).
+pub const VERSION: i64 = 4;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
 pub fn create_statements(dialect: Dialect) -> Vec<String> {
@@ -44,6 +45,8 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         ASSIGNMENTS_BY_VERSION.to_string(),
         commands_table(dialect),
         command_acks_table(dialect),
+        events_table(dialect),
+        EVENTS_BY_TIME.to_string(),
         format!("INSERT INTO rota_meta (name, value) VALUES ('schema_version', {VERSION})"),
     ];
     tables.into_iter().collect()
@@ -69,6 +72,17 @@ fn command_acks_table(dialect: Dialect) -> String {
     )
 }
 
+fn events_table(dialect: Dialect) -> String {
+    let (key, int, text, opts) = dialect.types();
+    format!(
+        "CREATE TABLE rota_events (\n  cluster {key} NOT NULL,\n  id {key} NOT NULL,\n  \
+         at {int} NOT NULL,\n  kind {key} NOT NULL,\n  body {text} NOT NULL,\n  \
+         PRIMARY KEY (cluster, id)\n){opts}"
+    )
+}
+
+const EVENTS_BY_TIME: &str = "CREATE INDEX rota_events_by_time ON rota_events (cluster, at)";
+
 /// The statements that bring schema version `from` to [`VERSION`], in order (empty when
 /// `from` is current). Each step ends by recording its version.
 pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
@@ -85,6 +99,11 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
         out.push(commands_table(dialect));
         out.push(command_acks_table(dialect));
         out.push("UPDATE rota_meta SET value = 3 WHERE name = 'schema_version'".to_string());
+    }
+    if from < 4 {
+        out.push(events_table(dialect));
+        out.push(EVENTS_BY_TIME.to_string());
+        out.push("UPDATE rota_meta SET value = 4 WHERE name = 'schema_version'".to_string());
     }
     out
 }
