@@ -220,7 +220,7 @@ impl Commands {
             store
                 .ack_command(&me.cluster, &ack(me, seq, state, &message))
                 .await?;
-            info!(seq, op = q.command.body.op.name(), state = state.as_str(), message = %message, "command applied");
+            info!(seq, op = q.command.body.op.name(), state = state.as_str(), detail = %message, "command applied");
             metrics.command_applied(q.command.body.op.name(), state.as_str());
             self.queue.remove(i);
             if exit.is_some() {

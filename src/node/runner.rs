@@ -299,10 +299,10 @@ impl Runner {
                 let (outcome, message) = execute(&spec, ctx.clone()).await;
                 busy.store(false, Ordering::SeqCst);
                 shared.metrics.fire(&spec.name, outcome);
-                let took = began.elapsed().as_millis();
+                let took = began.elapsed().as_millis() as u64;
                 match outcome {
                     Outcome::Ok => info!(instant, took_ms = took, "fire ok"),
-                    _ => warn!(instant, took_ms = took, outcome = %outcome, message = message.as_deref().unwrap_or(""), "fire ended"),
+                    _ => warn!(instant, took_ms = took, outcome = %outcome, reason = message.as_deref().unwrap_or(""), "fire ended"),
                 }
                 let finish =
                     Finish { task: spec.name.clone(), instant_ms: instant, token: ctx.token, attempt, outcome, message };

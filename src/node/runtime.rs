@@ -888,7 +888,7 @@ impl Runtime {
                 }
                 RollingStep::Fail { node, message } => {
                     let incarnation = live.get(&node).copied().unwrap_or(0);
-                    warn!(seq, node = %node, message = %message, "rolling restart: failed");
+                    warn!(seq, node = %node, reason = %message, "rolling restart: failed");
                     store
                         .ack_command(
                             &me.cluster,

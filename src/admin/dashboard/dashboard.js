@@ -4,18 +4,10 @@
 (function () {
   const TOKEN_KEY = 'rota.token';
   const $ = (id) => document.getElementById(id);
-  const S = {
-    snap: null,        // last snapshot rendered
-    at: 0,             // performance.now() when it arrived
-    connected: false,
-    ctrl: null,        // AbortController of the current stream
-    backoff: 500,
-    retryTimer: 0,
-    retryAt: 0,
-    actAs: Object.create(null), // node id -> chosen act-as target (kept across renders)
-    charts: '',        // JSON of the charts last drawn
-    nextCells: [],     // [td, next_fire_ms] for the countdown
-  };
+  // snap: last snapshot rendered, at: performance.now() when it arrived, ctrl: the stream's
+  // AbortController, actAs: node id -> act-as choice, nextCells: [td, next_fire_ms] to count down.
+  const S = { snap: null, at: 0, connected: false, ctrl: null, backoff: 500, retryTimer: 0, retryAt: 0,
+    actAs: Object.create(null), charts: '', nextCells: [] };
 
   // ---------- helpers ----------
   const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
@@ -113,7 +105,7 @@
     tbody._cache = next;
     if (focusKey != null && focusSel && document.activeElement !== active) {
       const row = next.get(focusKey);
-      const el = row && row.querySelector(focusSel);
+      const el = row && (row.querySelector(focusSel) || row.querySelector('button:not([disabled]), select'));
       if (el) el.focus({ preventScroll: true });
     }
   }
@@ -239,7 +231,7 @@
     return FAILS.some((k) => c[k] > 0) || (t.last && t.last[0] && FAILS.indexOf(t.last[0].outcome) >= 0);
   }
   function dotTitle(r) {
-    let s = r.outcome.replace('_', ' ') + ' · ' + clock(r.instant_ms) + (r.node ? ' on ' + r.node : '');
+    let s = String(r.outcome).replace('_', ' ') + ' · ' + clock(r.instant_ms) + (r.node ? ' on ' + r.node : '');
     if (r.attempt > 1) s += ' · attempt ' + r.attempt;
     if (r.started_at_ms != null && r.finished_at_ms != null) s += ' · ' + dur(r.finished_at_ms - r.started_at_ms);
     if (r.message) s += '\n' + r.message;
@@ -280,8 +272,8 @@
       '<td class="num">' + (t.token == null ? '<span class="muted">—</span>' : esc(t.token)) + '</td>' +
       '<td class="next"></td>' +
       '<td class="dots">' + (dots || '<span class="muted">—</span>') + '</td>' +
-      '<td class="num ok-text" title="' + esc(countsTitle) + '">' + (c.ok || 0) + '</td>' +
-      '<td class="num' + (fails ? ' bad-text' : '') + '" title="' + esc(countsTitle) + '">' + fails + '</td>' +
+      '<td class="num ok-text" title="' + esc(countsTitle) + '">' + esc(c.ok || 0) + '</td>' +
+      '<td class="num' + (fails ? ' bad-text' : '') + '" title="' + esc(countsTitle) + '">' + esc(fails) + '</td>' +
       '<td>' + reason + '</td>' +
       '<td class="actions"><div class="acts">' + act + '</div></td></tr>';
     const nf = t.next_fire_ms;
@@ -311,6 +303,7 @@
     setText($('task-count'), shown.length === tasks.length ? plural(tasks.length, 'item') : shown.length + ' of ' + tasks.length);
   }
   function tickNext() {
+    if (document.hidden) return;
     const now = storeNow();
     for (const [td, nf] of S.nextCells) if (nf != null) setText(td, inText(nf - now));
   }
@@ -404,16 +397,11 @@
   function chart(el, label, n, series, max, fmt, xl) {
     const pw = W - L - R, ph = H - T - B, bw = pw / Math.max(n, 1);
     const y = (v) => T + ph - (Math.min(v, max) / max) * ph;
-    let h = svgOpen(label);
-    h += '<line class="axis" x1="' + L + '" y1="' + (T + ph) + '" x2="' + (W - R) + '" y2="' + (T + ph) + '"/>';
-    h += '<line class="grid" x1="' + L + '" y1="' + T + '" x2="' + (W - R) + '" y2="' + T + '"/>';
-    h += '<line class="grid" x1="' + L + '" y1="' + (T + ph / 2) + '" x2="' + (W - R) + '" y2="' + (T + ph / 2) + '"/>';
-    h += '<text class="tick" x="' + (L - 4) + '" y="' + (T + 4) + '" text-anchor="end">' + esc(fmt(max)) + '</text>';
-    h += '<text class="tick" x="' + (L - 4) + '" y="' + (T + ph + 3) + '" text-anchor="end">0</text>';
-    if (xl) {
-      h += '<text class="tick" x="' + L + '" y="' + (H - 5) + '">' + esc(xl[0]) + '</text>';
-      h += '<text class="tick" x="' + (W - R) + '" y="' + (H - 5) + '" text-anchor="end">' + esc(xl[1]) + '</text>';
-    }
+    const ln = (c, y1) => '<line class="' + c + '" x1="' + L + '" y1="' + y1 + '" x2="' + (W - R) + '" y2="' + y1 + '"/>';
+    const tx = (x, y, a, t) => '<text class="tick" x="' + x + '" y="' + y + '"' + (a ? ' text-anchor="end"' : '') + '>' + esc(t) + '</text>';
+    let h = svgOpen(label) + ln('axis', T + ph) + ln('grid', T) + ln('grid', T + ph / 2) +
+      tx(L - 4, T + 4, 1, fmt(max)) + tx(L - 4, T + ph + 3, 1, '0');
+    if (xl) h += tx(L, H - 5, 0, xl[0]) + tx(W - R, H - 5, 1, xl[1]);
     for (const s of series) {
       if (s.type === 'bar') {
         s.values.forEach((v, i) => {
@@ -595,7 +583,7 @@
       }
     } catch (e) {
       if (S.ctrl !== ctrl) return; // superseded by a newer connection
-      why = ctrl.signal.aborted ? 'stream stalled' : 'cannot reach node';
+      why = ctrl.signal.aborted ? 'stream stalled' : S.connected ? 'connection lost' : 'cannot reach node';
     } finally { clearTimeout(watchdog); }
     if (S.ctrl !== ctrl) return;
     const delay = retry || S.backoff;
@@ -607,6 +595,7 @@
     clearTimeout(S.retryTimer);
     if (S.ctrl) { S.ctrl.abort(); S.ctrl = null; }
     S.backoff = 500;
+    setLive(false, 'connecting…');
     await loadOnce();
     connect();
   }
