@@ -6,23 +6,14 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{eventually, Kind, TestStore, LONG};
+use common::{
+    eventually, spawn_with_admin, wait_alive, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN,
+};
 use rota::{
     harness::{self, ProcessCluster},
     store::{AckFilter, AckState, Store},
 };
 use serde_json::{json, Value};
-
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
-const READ_TOKEN: &str = "read-token-0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A client of one node's admin API.
 struct Client {
@@ -76,30 +67,6 @@ impl Client {
     }
 }
 
-/// Writes `node`'s config with an `[admin]` section on `port` and starts it.
-fn spawn_with_admin(cluster: &mut ProcessCluster, node: &str, tasks_toml: &str, port: u16) {
-    std::fs::create_dir_all(cluster.dir()).unwrap();
-    let text = format!(
-        "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{ADMIN_TOKEN}\"\nread_token = \"{READ_TOKEN}\"\n",
-        cluster.config_text(node, tasks_toml)
-    );
-    let path = cluster.config_path(node);
-    std::fs::write(&path, text).unwrap();
-    cluster.spawn_with_config(node, &path).unwrap();
-}
-
-async fn wait_alive(store: &Arc<dyn Store>, cluster: &ProcessCluster, node: &str) -> i64 {
-    let name = cluster.cluster().to_string();
-    eventually(&format!("{node} alive"), LONG, Some(cluster), || async {
-        let v = store.view(&name).await.ok()?;
-        v.nodes
-            .iter()
-            .find(|n| n.node == node && n.alive && !n.leaving)
-            .map(|n| n.incarnation)
-    })
-    .await
-}
-
 /// The acknowledgement of `node` for command `seq` once it is final.
 async fn final_ack(
     store: &Arc<dyn Store>,
@@ -142,7 +109,7 @@ async fn a_command_missed_while_down_is_applied_before_any_task_starts(kind: Kin
         harness::log_task_toml("tick", "1s", &record),
         harness::log_task_toml("other", "1s", &record)
     );
-    let port = free_port();
+    let port = harness::servers::free_port();
     spawn_with_admin(&mut cluster, "node-1", &tasks, port);
     wait_alive(&s.store, &cluster, "node-1").await;
     cluster.spawn("node-2", &tasks).unwrap();
@@ -257,7 +224,7 @@ async fn act_as_moves_an_absent_nodes_pinned_service_and_back(kind: Kind) {
          grace = \"2s\"\ncommand = [\"sh\", \"-c\", \"while true; do echo $ROTA_NODE >> {}; sleep 0.1; done\"]\n",
         beats.display()
     );
-    let port = free_port();
+    let port = harness::servers::free_port();
     spawn_with_admin(&mut cluster, "node-2", &service, port);
     wait_alive(&s.store, &cluster, "node-2").await;
     cluster.spawn("node-1", &service).unwrap();
@@ -350,7 +317,7 @@ async fn a_rolling_restart_takes_one_node_at_a_time(kind: Kind) {
     let mut ports = Vec::new();
     let mut pids = Vec::new();
     for node in nodes {
-        let port = free_port();
+        let port = harness::servers::free_port();
         spawn_with_admin(&mut cluster, node, &tasks, port);
         wait_alive(&s.store, &cluster, node).await;
         ports.push(port);
@@ -537,6 +504,7 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
             cluster: "api".into(),
             node: "api-1".into(),
             status: node.watch_status(),
+            metrics: node.metrics(),
         },
     )
     .await

@@ -3,6 +3,7 @@
 //! a working directory; every child is killed when the cluster is dropped. [`servers`] starts
 //! private database servers and [`proxy`] cuts a node off from one.
 
+pub mod browser;
 pub mod proxy;
 pub mod servers;
 pub mod zookeeper;

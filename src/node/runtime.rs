@@ -247,8 +247,9 @@ where
 }
 
 fn new_incarnation() -> i64 {
-    // Positive and never 0 (0 marks a vacant leadership).
-    (rand::random::<u64>() >> 1).max(1) as i64
+    // Positive and never 0 (0 marks a vacant leadership); below 2^53, so JSON readers that
+    // hold numbers as doubles (JavaScript: the dashboard, most scripts) read it exactly.
+    (rand::random::<u64>() >> 11).max(1) as i64
 }
 
 /// Joins, replacing the registration of our own crashed predecessor if that is what holds

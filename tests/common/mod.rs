@@ -311,3 +311,34 @@ pub async fn assert_nothing_silently_missed(
         }
     }
 }
+
+// Nodes with an admin API (commands and the dashboard).
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
+
+/// Writes `node`'s config with an `[admin]` section on `port` (with the admin and the read
+/// token) and starts it.
+pub fn spawn_with_admin(cluster: &mut ProcessCluster, node: &str, tasks_toml: &str, port: u16) {
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let text = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{ADMIN_TOKEN}\"\nread_token = \"{READ_TOKEN}\"\n",
+        cluster.config_text(node, tasks_toml)
+    );
+    let path = cluster.config_path(node);
+    std::fs::write(&path, text).unwrap();
+    cluster.spawn_with_config(node, &path).unwrap();
+}
+
+/// Waits until `node` is alive (and not leaving); its incarnation.
+pub async fn wait_alive(store: &Arc<dyn Store>, cluster: &ProcessCluster, node: &str) -> i64 {
+    let name = cluster.cluster().to_string();
+    eventually(&format!("{node} alive"), LONG, Some(cluster), || async {
+        let v = store.view(&name).await.ok()?;
+        v.nodes
+            .iter()
+            .find(|n| n.node == node && n.alive && !n.leaving)
+            .map(|n| n.incarnation)
+    })
+    .await
+}
