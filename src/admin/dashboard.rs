@@ -2,9 +2,10 @@
 //! the server-sent events that push a new snapshot when the cluster changes
 //! (`/api/v1/stream`).
 //!
-//! One builder per admin server makes snapshots while someone watches: it polls the
-//! cluster's generation every 250 ms and rebuilds on a change (nodes, placements, commands),
-//! and at least every 2 s for fire outcomes, which do not move the generation. The fire
+//! One builder per admin server makes snapshots while someone watches: it rebuilds when the
+//! cluster's generation changes (nodes, placements, commands), pushed by the store where it
+//! can (PostgreSQL NOTIFY, ZooKeeper watches) and polled every 100 ms, and at least every
+//! 2 s for fire outcomes, which do not move the generation. The fire
 //! history behind counts and charts is re-read at most every 5 s. Every client of the stream
 //! shares the same snapshots.
 
@@ -45,7 +46,7 @@ pub const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
 const WINDOW_FIRES: i64 = 1000;
 /// Minutes the charts cover.
 const CHART_MINUTES: i64 = 30;
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(100);
 const REFRESH: Duration = Duration::from_secs(2);
 const HISTORY_REFRESH: Duration = Duration::from_secs(5);
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -258,9 +259,21 @@ impl Monitor {
         tokio::spawn(async move {
             let mut generation = None;
             let mut built: Option<Instant> = None;
+            // Where the store pushes changes, react at once; the poll stays the safety net.
+            let mut pushed = me.api.store.subscribe(&me.api.cluster).await;
             loop {
+                let push = async {
+                    let open = match pushed.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => false,
+                    };
+                    if !open {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
+                    _ = push => {}
                     _ = me.stop.cancelled() => break,
                 }
                 if me.latest.receiver_count() == 0 {

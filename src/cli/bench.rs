@@ -18,6 +18,7 @@ use rota::{
 use tokio::time::Instant;
 
 mod control;
+mod dashboard;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     /// Rolling restarts of node processes running a 1-second task: total time, each node's
     /// time away, the task's longest gap.
     RollingRestart(control::RollingArgs),
+    /// The dashboard in headless Chromium: first load, and how long after a kill of the
+    /// task's owner the page shows the new one.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +108,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Rebalance(args) => rebalance(args).await,
         BenchCommand::Commands(args) => control::commands(args).await,
         BenchCommand::RollingRestart(args) => control::rolling_restart(args).await,
+        BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,
     }
 }
 

@@ -467,6 +467,8 @@
     safe(renderHeader, s); safe(renderCards, s); safe(renderNodes, s); safe(renderTasks);
     safe(renderCommands, s); safe(renderEvents, s); safe(renderCharts, s);
     $('live').setAttribute('data-generation', s.generation == null ? '' : String(s.generation));
+    // A User Timing mark for `rota bench dashboard`: when the first data is on screen.
+    if (!S.firstRendered) { S.firstRendered = true; performance.mark('rota-first-render'); }
   }
 
   // ---------- connection state & auth ----------
