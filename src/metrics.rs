@@ -137,12 +137,17 @@ pub struct Gauges {
 impl Metrics {
     /// A fire of `task` ended with `outcome`.
     pub fn fire(&self, task: &str, outcome: Outcome) {
+        self.fires(task, outcome, 1);
+    }
+
+    /// `n` fires of `task` ended with `outcome` (misfires come in batches).
+    pub fn fires(&self, task: &str, outcome: Outcome, n: u64) {
         *self
             .fires
             .lock()
             .unwrap()
             .entry((task.to_string(), outcome.as_str()))
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// A fire started `lateness_ms` after its scheduled instant.

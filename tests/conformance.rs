@@ -115,7 +115,7 @@ async fn events_are_recorded_once_newest_first_and_purged(store: &Arc<dyn Store>
     store
         .record_event(
             "ev-other",
-            &EventRecord::new(9_000, "node_left", "x-1", &body(9)),
+            &EventRecord::new(1_000, "node_left", "x-1", &body(9)),
         )
         .await
         .unwrap();

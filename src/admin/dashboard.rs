@@ -47,6 +47,8 @@ const WINDOW_FIRES: i64 = 1000;
 /// Minutes the charts cover.
 const CHART_MINUTES: i64 = 30;
 const POLL: Duration = Duration::from_millis(100);
+/// Least time between two snapshots (a burst of changes makes one).
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
 const REFRESH: Duration = Duration::from_secs(2);
 const HISTORY_REFRESH: Duration = Duration::from_secs(5);
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -85,6 +87,10 @@ struct HistoryCache {
 pub(super) struct Monitor {
     api: Api,
     history: tokio::sync::Mutex<HistoryCache>,
+    /// One snapshot is built at a time; readers that wait get a fresh one.
+    building: tokio::sync::Semaphore,
+    /// The last snapshot, and when it was built.
+    last: Mutex<Option<(Instant, Arc<Value>)>>,
     latest: watch::Sender<Option<Arc<String>>>,
     running: Mutex<bool>,
     stop: CancellationToken,
@@ -95,14 +101,38 @@ impl Monitor {
         Monitor {
             api,
             history: tokio::sync::Mutex::default(),
+            building: tokio::sync::Semaphore::new(1),
+            last: Mutex::new(None),
             latest: watch::channel(None).0,
             running: Mutex::new(false),
             stop,
         }
     }
 
-    /// A snapshot of the cluster now.
-    pub async fn snapshot(&self) -> Result<Value, Problem> {
+    /// A snapshot of the cluster, at most [`MIN_INTERVAL`] old: requests that come together
+    /// share one build.
+    pub async fn snapshot(&self) -> Result<Arc<Value>, Problem> {
+        let fresh = || {
+            self.last
+                .lock()
+                .unwrap()
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < MIN_INTERVAL)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(s) = fresh() {
+            return Ok(s);
+        }
+        let _one = self.building.acquire().await.expect("never closed");
+        if let Some(s) = fresh() {
+            return Ok(s);
+        }
+        let snapshot = Arc::new(self.build().await?);
+        *self.last.lock().unwrap() = Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    async fn build(&self) -> Result<Value, Problem> {
         let api = &self.api;
         let model = Model::read(api).await?;
         let now = model.members.view.now_ms;
@@ -210,7 +240,17 @@ impl Monitor {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let stop = self.stop.clone();
         tokio::spawn(async move {
-            if tx.send(frame(&first)).await.is_err() {
+            // A client that stops reading is dropped after this long.
+            let send = |bytes: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    matches!(
+                        tokio::time::timeout(KEEPALIVE, tx.send(bytes)).await,
+                        Ok(Ok(()))
+                    )
+                }
+            };
+            if !send(frame(&first)).await {
                 return;
             }
             let mut sent = first;
@@ -225,16 +265,17 @@ impl Monitor {
                         if Arc::ptr_eq(&next, &sent) || *next == *sent {
                             continue;
                         }
-                        if tx.send(frame(&next)).await.is_err() {
+                        if !send(frame(&next)).await {
                             return; // the client went away
                         }
                         sent = next;
                     }
                     _ = tokio::time::sleep(KEEPALIVE) => {
-                        if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                        if !send(Bytes::from_static(b": keepalive\n\n")).await {
                             return;
                         }
                     }
+                    _ = tx.closed() => return, // the client went away
                     _ = stop.cancelled() => return,
                 }
             }
@@ -276,8 +317,14 @@ impl Monitor {
                     _ = push => {}
                     _ = me.stop.cancelled() => break,
                 }
-                if me.latest.receiver_count() == 0 {
-                    break;
+                {
+                    // Under the lock that `ensure_running` takes: a client arriving now
+                    // either finds this builder running or starts the next one.
+                    let mut running = me.running.lock().unwrap();
+                    if me.latest.receiver_count() == 0 {
+                        *running = false;
+                        return;
+                    }
                 }
                 let now = me.api.store.generation(&me.api.cluster).await.ok();
                 let due = built.is_none_or(|b| b.elapsed() >= REFRESH);

@@ -497,7 +497,7 @@ async fn dispatch(
         "/metrics" => metrics(api).await,
         "/api/v1/dashboard" => Ok(json_response(
             StatusCode::OK,
-            &shared.monitor.snapshot().await?,
+            &*shared.monitor.snapshot().await?,
         )),
         "/api/v1/stream" => shared.monitor.stream().await,
         "/readyz" => {

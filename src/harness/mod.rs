@@ -95,9 +95,27 @@ impl ProcessCluster {
 
     /// Writes `node`'s config and starts it; its output is appended to its log.
     pub fn spawn(&mut self, node: &str, tasks_toml: &str) -> std::io::Result<u32> {
+        self.spawn_with_admin(node, tasks_toml, None)
+    }
+
+    /// [`ProcessCluster::spawn`], with an `[admin]` section (`listen` on 127.0.0.1:`port`,
+    /// and the admin and read tokens, when given) when `admin` is given.
+    pub fn spawn_with_admin(
+        &mut self,
+        node: &str,
+        tasks_toml: &str,
+        admin: Option<(u16, Option<(&str, &str)>)>,
+    ) -> std::io::Result<u32> {
         fs::create_dir_all(&self.dir)?;
+        let mut text = self.config_text(node, tasks_toml);
+        if let Some((port, tokens)) = admin {
+            text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+            if let Some((admin, read)) = tokens {
+                text.push_str(&format!("token = \"{admin}\"\nread_token = \"{read}\"\n"));
+            }
+        }
         let config = self.config_path(node);
-        fs::write(&config, self.config_text(node, tasks_toml))?;
+        fs::write(&config, text)?;
         self.spawn_with_config(node, &config)
     }
 

@@ -1,18 +1,55 @@
 //! The cluster's event journal, as nodes write it: joins and leaves by the node itself,
 //! deaths, failovers and leader changes by the leader that acts on them. Recording is best
-//! effort: the journal is for people, and a store error here must not stop the work it
-//! describes.
+//! effort and off the node's loops: the journal is for people, and neither a store error nor
+//! a slow store here may delay a heartbeat, a placement or a failover.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde_json::json;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::store::{Assignment, AssignmentChange, ClusterView, EventRecord, Member, Store};
 
-pub(crate) async fn record(store: &dyn Store, cluster: &str, event: EventRecord) {
-    if let Err(e) = store.record_event(cluster, &event).await {
-        debug!(error = %e, kind = %event.kind, "could not record an event");
+/// Events waiting for the writer; beyond this, new ones are dropped (and logged).
+const QUEUE: usize = 256;
+/// Longest wait for one write.
+const WRITE_BOUND: Duration = Duration::from_secs(2);
+
+/// A node's journal writer: `record` queues, one background task writes in order.
+pub(crate) struct Journal {
+    tx: mpsc::Sender<EventRecord>,
+}
+
+impl Journal {
+    pub fn spawn(store: Arc<dyn Store>, cluster: String) -> Journal {
+        let (tx, mut rx) = mpsc::channel::<EventRecord>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                write(store.as_ref(), &cluster, &event).await;
+            }
+        });
+        Journal { tx }
+    }
+
+    /// Queues `event` without waiting.
+    pub fn record(&self, event: EventRecord) {
+        if let Err(e) = self.tx.try_send(event) {
+            debug!(error = %e, "the journal queue is full; an event is dropped");
+        }
+    }
+}
+
+/// Writes `event` now, bounded (for the last event of a node that is leaving).
+pub(crate) async fn write(store: &dyn Store, cluster: &str, event: &EventRecord) {
+    match tokio::time::timeout(WRITE_BOUND, store.record_event(cluster, event)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, kind = %event.kind, "could not record an event"),
+        Err(_) => debug!(kind = %event.kind, "recording an event timed out"),
     }
 }
 
@@ -50,12 +87,17 @@ pub(crate) fn leader_changed(
 
 /// One `node_died` per registration that expired without leaving, timed at its expiry
 /// (store time), so every leader reports the same death with the same id. `reported`
-/// remembers what this leader already recorded.
+/// remembers what this leader already recorded (only registrations still dead).
 pub(crate) fn deaths(
     view: &ClusterView,
     reported: &mut HashSet<(String, i64)>,
     not_before_ms: i64,
 ) -> Vec<EventRecord> {
+    reported.retain(|(node, inc)| {
+        view.nodes
+            .iter()
+            .any(|n| n.node == *node && n.incarnation == *inc && !n.alive)
+    });
     view.nodes
         .iter()
         .filter(|n| !n.alive && !n.leaving)
@@ -77,8 +119,9 @@ pub(crate) fn deaths(
 pub(crate) struct Failover {
     pub from: String,
     pub incarnation: i64,
-    /// From the dead node's last renewal (it died at most one heartbeat later) to `at_ms`.
-    pub duration_ms: i64,
+    /// From the dead node's last renewal (it died at most one heartbeat later) to `at_ms`;
+    /// unknown when its registration is gone (replaced by its own restart).
+    pub duration_ms: Option<i64>,
     /// Each task and its new owner.
     pub tasks: Vec<(String, String)>,
 }
@@ -117,7 +160,7 @@ pub(crate) fn failovers(
                 .find(|n| n.node == from && n.incarnation == incarnation)
                 .map(|n| n.heartbeat_at_ms);
             Failover {
-                duration_ms: last.map_or(0, |h| (at_ms - h).max(0)),
+                duration_ms: last.map(|h| (at_ms - h).max(0)),
                 from,
                 incarnation,
                 tasks,
@@ -209,7 +252,7 @@ mod tests {
             vec![Failover {
                 from: "a".into(),
                 incarnation: 1,
-                duration_ms: 900,
+                duration_ms: Some(900),
                 tasks: vec![("t1".into(), "b".into()), ("t2".into(), "b".into())],
             }],
             "the handover from the leaving node c is not a failover"

@@ -168,9 +168,9 @@ impl Runner {
                         &message,
                     )
                     .await?;
-                for _ in &plan.misfired {
-                    self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
-                }
+                self.shared
+                    .metrics
+                    .fires(&self.spec.name, Outcome::Misfired, plan.misfired_total);
             }
             for instant in plan.start {
                 if elsewhere {

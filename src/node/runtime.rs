@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     /// Claims and outcomes go to the store in batches.
     pub batcher: super::batch::Batcher,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Events for the cluster's journal, written in the background.
+    pub journal: journal::Journal,
 }
 
 impl Shared {
@@ -167,8 +169,12 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         startups: tokio::sync::Semaphore::new(2),
         batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         metrics: Arc::default(),
+        journal: journal::Journal::spawn(store.clone(), member.cluster.clone()),
         timing,
     });
+    shared
+        .journal
+        .record(journal::joined(&member, now_ms, &identity::host_name()));
     info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
     let initial = NodeStatus {
         incarnation: member.incarnation,
@@ -273,11 +279,7 @@ async fn join(
     };
     loop {
         match store.join(&req).await? {
-            JoinOutcome::Joined { now_ms } => {
-                let event = journal::joined(member, now_ms, &req.host);
-                journal::record(store, &member.cluster, event).await;
-                return Ok(now_ms);
-            }
+            JoinOutcome::Joined { now_ms } => return Ok(now_ms),
             JoinOutcome::Occupied(existing)
                 if req.replaces.is_none()
                     && (identity::is_dead_predecessor(&existing.host, &existing.process)
@@ -550,6 +552,10 @@ impl Runtime {
                     incarnation = member.incarnation,
                     "rejoined after losing the lease"
                 );
+                let host = identity::host_name();
+                self.shared
+                    .journal
+                    .record(journal::joined(&member, now_ms, &host));
             }
             Err(e) => debug!(error = %e, "rejoin failed; retrying"),
         }
@@ -627,7 +633,7 @@ impl Runtime {
                     let previous = previous_leader.filter(|p| *p != me.node);
                     let at = self.shared.clock.now_ms();
                     let event = journal::leader_changed(&me, l.epoch, previous.as_deref(), at);
-                    journal::record(self.shared.store.as_ref(), &me.cluster, event).await;
+                    self.shared.journal.record(event);
                     self.epoch = Some(l.epoch);
                     self.view_at = None;
                     return Ok(()); // place on fresh observations
@@ -929,10 +935,8 @@ impl Runtime {
         let Some(view) = &self.view else { return };
         let retention = self.shared.timing.history_retention.as_millis() as i64;
         let not_before = self.shared.clock.now_ms() - retention;
-        let events = journal::deaths(view, &mut self.deaths_reported, not_before);
-        let cluster = self.shared.member().cluster;
-        for event in events {
-            journal::record(self.shared.store.as_ref(), &cluster, event).await;
+        for event in journal::deaths(view, &mut self.deaths_reported, not_before) {
+            self.shared.journal.record(event);
         }
     }
 
@@ -945,11 +949,12 @@ impl Runtime {
     ) {
         let Some(view) = &self.view else { return };
         let at = self.shared.clock.now_ms();
-        let cluster = self.shared.member().cluster;
         for f in journal::failovers(&self.assignments, changes, live, view, at) {
             info!(from = %f.from, tasks = f.tasks.len(), duration_ms = f.duration_ms, "failover");
-            self.shared.metrics.failover(f.duration_ms);
-            journal::record(self.shared.store.as_ref(), &cluster, f.event(epoch, at)).await;
+            if let Some(ms) = f.duration_ms {
+                self.shared.metrics.failover(ms);
+            }
+            self.shared.journal.record(f.event(epoch, at));
         }
     }
 
@@ -1148,14 +1153,12 @@ impl Runtime {
         })
         .await;
         let me = self.shared.member();
-        let event = journal::left(&me, self.shared.clock.now_ms());
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            journal::record(self.shared.store.as_ref(), &me.cluster, event),
-        )
-        .await;
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
-            Ok(Ok(())) => info!("left the cluster"),
+            Ok(Ok(())) => {
+                info!("left the cluster");
+                let event = journal::left(&me, self.shared.clock.now_ms());
+                journal::write(self.shared.store.as_ref(), &me.cluster, &event).await;
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "could not leave cleanly; the registration will expire")
             }

@@ -281,7 +281,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Nodes with liveness judged by store time, the leader, and the cluster's generation.
     /// The generation increases with every change of membership, leadership, declarations or
-    /// assignments (not with heartbeats or fires), so a poll of it is cheap.
+    /// assignments (not with heartbeats or fires), so a poll of it is cheap. The rows are at
+    /// least as new as the generation returned (read it first): a node that takes the
+    /// generation as seen must not miss a registration counted in it.
     async fn view(&self, cluster: &str) -> Result<ClusterView>;
 
     /// What each registered node declared. Declarations change only with registrations, so

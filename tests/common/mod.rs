@@ -320,14 +320,10 @@ pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
 /// Writes `node`'s config with an `[admin]` section on `port` (with the admin and the read
 /// token) and starts it.
 pub fn spawn_with_admin(cluster: &mut ProcessCluster, node: &str, tasks_toml: &str, port: u16) {
-    std::fs::create_dir_all(cluster.dir()).unwrap();
-    let text = format!(
-        "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{ADMIN_TOKEN}\"\nread_token = \"{READ_TOKEN}\"\n",
-        cluster.config_text(node, tasks_toml)
-    );
-    let path = cluster.config_path(node);
-    std::fs::write(&path, text).unwrap();
-    cluster.spawn_with_config(node, &path).unwrap();
+    let tokens = Some((ADMIN_TOKEN, READ_TOKEN));
+    cluster
+        .spawn_with_admin(node, tasks_toml, Some((port, tokens)))
+        .unwrap();
 }
 
 /// Waits until `node` is alive (and not leaving); its incarnation.

@@ -45,19 +45,10 @@ fn unix_ms() -> i64 {
 
 /// The live owner of the task, by the store.
 async fn owner(store: &Arc<dyn Store>, cluster: &str) -> anyhow::Result<Option<String>> {
-    let view = store.view(cluster).await?;
-    let owner = store
-        .assignments(cluster)
+    Ok(super::owners(store, cluster)
         .await?
         .into_iter()
-        .find(|a| a.task == TASK)
-        .and_then(|a| a.owner);
-    Ok(owner.and_then(|(node, inc)| {
-        view.nodes
-            .iter()
-            .any(|n| n.node == node && n.incarnation == inc && n.alive)
-            .then_some(node)
-    }))
+        .find_map(|(task, node)| (task == TASK).then_some(node)))
 }
 
 pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<ExitCode> {
@@ -82,20 +73,10 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<ExitCode> {
     let tasks = harness::log_task_toml(TASK, "1s", &record);
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
     let mut ports = std::collections::BTreeMap::new();
-    let start = |cluster: &mut ProcessCluster, id: &str, port: u16| -> anyhow::Result<()> {
-        let text = format!(
-            "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\n",
-            cluster.config_text(id, &tasks)
-        );
-        let path = cluster.config_path(id);
-        std::fs::write(&path, text)?;
-        cluster.spawn_with_config(id, &path)?;
-        Ok(())
-    };
     for id in &ids {
         let port = harness::servers::free_port();
         ports.insert(id.clone(), port);
-        start(&mut cluster, id, port)?;
+        cluster.spawn_with_admin(id, &tasks, Some((port, None)))?;
     }
     let browser = Browser::start()
         .await
@@ -218,7 +199,7 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<ExitCode> {
             moved_at - killed_at,
             shown_at - killed_at
         );
-        start(&mut cluster, &victim, ports[&victim])?;
+        cluster.spawn_with_admin(&victim, &tasks, Some((ports[&victim], None)))?;
     }
     println!("  kill -> new owner in the store: {}", stats(&mut in_store));
     println!("  kill -> new owner on the page:  {}", stats(&mut on_page));

@@ -616,6 +616,16 @@ impl Store for SqlStore {
 
     async fn view(&self, cluster: &str) -> Result<ClusterView> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        // The generation first: a change committed between these statements then shows in
+        // a later generation, and is read again. Read last, a node that joined meanwhile
+        // would be counted in this generation but missing from these rows, and a node would
+        // never read its declarations.
+        let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
+        let generation: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
         let sql = self.sql(&format!("SELECT {NODE_COLUMNS}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id"));
         let rows = sqlx::query(&sql)
             .bind(cluster)
@@ -649,12 +659,6 @@ impl Store for SqlStore {
                 })
             })
             .transpose()?;
-        let sql = self.sql("SELECT generation FROM rota_clusters WHERE cluster = ?");
-        let generation: Option<i64> = sqlx::query_scalar(&sql)
-            .bind(cluster)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(unavailable)?;
         Ok(ClusterView {
             now_ms,
             generation: generation.unwrap_or(0),
@@ -1387,22 +1391,20 @@ impl Store for SqlStore {
     }
 
     async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()> {
-        let sql = self
-            .sql("INSERT INTO rota_events (cluster, id, at, kind, body) VALUES (?, ?, ?, ?, ?)");
-        let inserted = sqlx::query(&sql)
+        // An id already recorded (by this node before, or by another) is the same fact.
+        let sql = self.sql(
+            "{insert_ignore} rota_events (cluster, id, at, kind, body) VALUES (?, ?, ?, ?, ?){on_conflict_nothing}",
+        );
+        sqlx::query(&sql)
             .bind(cluster)
             .bind(&event.id)
             .bind(event.at_ms)
             .bind(&event.kind)
             .bind(&event.body)
             .execute(&self.pool)
-            .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            // Already recorded (by this node before, or by another): the same fact.
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn events(&self, cluster: &str, limit: i64) -> Result<Vec<EventRecord>> {
