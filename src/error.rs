@@ -34,6 +34,11 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+
+    /// A save under a fencing token that is no longer the task's: the task moved to another
+    /// owner, whose state stands. Stop working on the task.
+    #[error("task `{task}`: token {token} is no longer current; this node lost the task, and its state was not saved")]
+    Fenced { task: String, token: i64 },
 }
 
 impl Error {

@@ -6,6 +6,7 @@
 //! within about a second. See `CONTRACT.md` for the guarantees, and [`Node::builder`] to start.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod core;
 mod error;

@@ -194,6 +194,7 @@ pub struct ServiceContext {
     /// is stopping. The handler then has the spec's `grace` to return.
     pub cancel: CancellationToken,
     pub(crate) ownership: Arc<dyn Ownership>,
+    pub(crate) state: crate::cache::TaskState,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -209,6 +210,13 @@ impl std::fmt::Debug for ServiceContext {
 }
 
 impl ServiceContext {
+    /// The service's own state: read what the last owner saved (a cursor, the last item
+    /// handled), save under this owner's token. A save after the service moved to another
+    /// node fails with [`crate::Error::Fenced`].
+    pub fn state(&self) -> &crate::cache::TaskState {
+        &self.state
+    }
+
     /// Does this node still own the service under `token`, with a valid lease? A local check
     /// (no store round trip), cheap enough to call before every unit of work. For work
     /// that must never be done twice, claim it with [`ServiceContext::begin_item`], which the

@@ -41,6 +41,21 @@ pub struct FireContext {
     pub attempt: i64,
     /// Cancelled when the fire must stop: timeout, lost lease, or forced shutdown.
     pub cancel: CancellationToken,
+    /// The task's own state ([`FireContext::state`]); `None` only in contexts made by hand.
+    pub(crate) state: Option<crate::cache::TaskState>,
+}
+
+impl FireContext {
+    /// The task's own state: read what the last owner saved, save under this fire's token.
+    /// A save after the task moved to another node fails with [`crate::Error::Fenced`].
+    pub fn state(&self) -> crate::Result<&crate::cache::TaskState> {
+        self.state.as_ref().ok_or_else(|| {
+            crate::Error::config(
+                "state",
+                "this context has no store (made by hand, not by a node)",
+            )
+        })
+    }
 }
 
 /// The error a handler returns; its text is kept in the fire's history.

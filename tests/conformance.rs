@@ -9,8 +9,8 @@ use common::TestStore;
 use rota::{
     core::placement::NodeMeta,
     store::{
-        AssignmentChange, Claim, ClaimOutcome, Declaration, ItemClaim, JoinOutcome, JoinRequest,
-        LeaderWrite, Member, Store,
+        AssignmentChange, CacheOutcome, CacheWrite, Claim, ClaimOutcome, Declaration, Expect,
+        ItemClaim, JoinOutcome, JoinRequest, LeaderWrite, Member, Store, TASK_STATE_CACHE,
     },
     Outcome,
 };
@@ -98,6 +98,216 @@ async fn suite(store: Arc<dyn Store>) {
     changed_assignments_are_read_by_generation(&store).await;
     commands_are_ordered_durable_and_acknowledged_per_node(&store).await;
     events_are_recorded_once_newest_first_and_purged(&store).await;
+    cache_entries_are_versioned_conditional_and_expire(&store).await;
+    task_state_is_saved_only_under_the_current_token(&store).await;
+}
+
+fn write<'a>(
+    cache: &'a str,
+    key: &'a str,
+    value: &'a [u8],
+    ttl_ms: Option<i64>,
+    expect: Expect,
+) -> CacheWrite<'a> {
+    CacheWrite {
+        cache,
+        key,
+        value,
+        ttl_ms,
+        expect,
+    }
+}
+
+/// Cache entries: versions only grow (across deletes and expiry), conditional writes change
+/// nothing on a conflict, keys list live entries by prefix, caches and clusters are apart.
+async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Store>) {
+    let c = "cache";
+    let put = |key: &'static str, value: &'static [u8], expect| async move {
+        store
+            .cache_put(c, &write("users", key, value, None, expect))
+            .await
+            .unwrap()
+    };
+    assert_eq!(store.cache_get(c, "users", "u/1").await.unwrap(), None);
+    assert_eq!(
+        put("u/1", b"\x00\xffbytes", Expect::Absent).await,
+        CacheOutcome::Done { version: 1 }
+    );
+    let e = store.cache_get(c, "users", "u/1").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value.as_slice(), e.version, e.expires_at_ms),
+        (&b"\x00\xffbytes"[..], 1, None)
+    );
+    assert_eq!(
+        put("u/1", b"again", Expect::Absent).await,
+        CacheOutcome::Conflict { current: Some(1) }
+    );
+    assert_eq!(
+        put("u/1", b"stale", Expect::Version(7)).await,
+        CacheOutcome::Conflict { current: Some(1) }
+    );
+    assert_eq!(
+        put("u/1", b"two", Expect::Version(1)).await,
+        CacheOutcome::Done { version: 2 }
+    );
+    assert_eq!(
+        put("u/1", b"three", Expect::Any).await,
+        CacheOutcome::Done { version: 3 }
+    );
+    assert_eq!(
+        store
+            .cache_get(c, "users", "u/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"three"
+    );
+    // Delete keeps the version growing: a compare-and-set from before never matches again.
+    assert_eq!(
+        store
+            .cache_delete(c, "users", "u/1", Expect::Version(2))
+            .await
+            .unwrap(),
+        CacheOutcome::Conflict { current: Some(3) }
+    );
+    assert_eq!(
+        store
+            .cache_delete(c, "users", "u/1", Expect::Version(3))
+            .await
+            .unwrap(),
+        CacheOutcome::Done { version: 4 }
+    );
+    assert_eq!(store.cache_get(c, "users", "u/1").await.unwrap(), None);
+    assert_eq!(
+        put("u/1", b"x", Expect::Version(3)).await,
+        CacheOutcome::Conflict { current: None }
+    );
+    assert_eq!(
+        put("u/1", b"back", Expect::Absent).await,
+        CacheOutcome::Done { version: 5 }
+    );
+    // Keys: live ones, by prefix, in order; other caches and clusters apart.
+    for key in ["u/2", "u/3", "v/1", "U/9"] {
+        put(key, b"k", Expect::Any).await;
+    }
+    store
+        .cache_put(c, &write("other", "u/4", b"o", None, Expect::Any))
+        .await
+        .unwrap();
+    store
+        .cache_put("cache-2", &write("users", "u/5", b"o", None, Expect::Any))
+        .await
+        .unwrap();
+    store
+        .cache_delete(c, "users", "u/3", Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cache_keys(c, "users", "u/", 100).await.unwrap(),
+        ["u/1", "u/2"]
+    );
+    assert_eq!(
+        store.cache_keys(c, "users", "u/", 1).await.unwrap(),
+        ["u/1"]
+    );
+    assert_eq!(
+        store.cache_keys(c, "users", "", 100).await.unwrap(),
+        ["U/9", "u/1", "u/2", "v/1"]
+    );
+    assert_eq!(
+        store.cache_get("cache-2", "users", "u/1").await.unwrap(),
+        None
+    );
+    // Expiry by store time: gone for reads, keys and conditions, and the version goes on.
+    let now = store.now_ms().await.unwrap();
+    let CacheOutcome::Done { version } = store
+        .cache_put(
+            c,
+            &write("users", "ttl", b"short", Some(1_500), Expect::Any),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("an unconditional write is done")
+    };
+    let e = store.cache_get(c, "users", "ttl").await.unwrap().unwrap();
+    let expires = e.expires_at_ms.expect("an expiry");
+    assert!(
+        (now + 1_400..=now + 3_000).contains(&expires),
+        "expires at {expires}, written at about {now}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.cache_get(c, "users", "ttl").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the entry never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!store
+        .cache_keys(c, "users", "ttl", 10)
+        .await
+        .unwrap()
+        .contains(&"ttl".to_string()));
+    assert_eq!(
+        store
+            .cache_put(c, &write("users", "ttl", b"new", None, Expect::Absent))
+            .await
+            .unwrap(),
+        CacheOutcome::Done {
+            version: version + 1
+        }
+    );
+}
+
+/// Contract 1 for state: a task's state is saved only under its current token.
+async fn task_state_is_saved_only_under_the_current_token(store: &Arc<dyn Store>) {
+    let a = member("state", "a", 1);
+    let b = member("state", "b", 1);
+    join(store, &a, 60_000).await;
+    join(store, &b, 60_000).await;
+    let l = store.acquire_leadership(&a).await.unwrap().unwrap();
+    assign(store, &a, l.epoch, "t", &a).await;
+    let t1 = store.assignments("state").await.unwrap()[0].token;
+    assert!(store
+        .save_task_state("state", "t", t1, b"cursor=1")
+        .await
+        .unwrap());
+    assert!(!store
+        .save_task_state("state", "t", t1 + 1, b"future")
+        .await
+        .unwrap());
+    assert!(!store
+        .save_task_state("state", "nope", t1, b"no task")
+        .await
+        .unwrap());
+    assign(store, &a, l.epoch, "t", &b).await;
+    let t2 = store.assignments("state").await.unwrap()[0].token;
+    // The old owner's token is stale: its save is refused, the state stays.
+    assert!(!store
+        .save_task_state("state", "t", t1, b"cursor=stale")
+        .await
+        .unwrap());
+    let saved = store
+        .cache_get("state", TASK_STATE_CACHE, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.value, b"cursor=1");
+    assert!(store
+        .save_task_state("state", "t", t2, b"cursor=2")
+        .await
+        .unwrap());
+    let saved = store
+        .cache_get("state", TASK_STATE_CACHE, "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (saved.value.as_slice(), saved.version),
+        (&b"cursor=2"[..], 2)
+    );
 }
 
 /// The event journal: one record per id however often it is reported, read newest first,

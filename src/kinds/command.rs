@@ -91,9 +91,76 @@ fn quote(arg: &str) -> String {
 }
 
 impl Handler for CommandTask {
+    /// Runs the command for one fire. Its state: `ROTA_STATE_FILE` names a file that holds
+    /// the task's saved state (empty when none); when the command exits with 0 having
+    /// changed it, the new content is saved as the task's state, fenced by the fire's token
+    /// (a node that lost the task saves nothing, and the fire fails).
     fn run(&self, ctx: FireContext) -> HandlerFuture {
         let inner = self.inner.clone();
-        Box::pin(async move { run(&inner, Invocation::of_fire(&ctx)).await })
+        Box::pin(async move {
+            let mut call = Invocation::of_fire(&ctx);
+            let state = match ctx.state() {
+                Ok(state) => Some(StateFile::prepare(state, &ctx.task).await?),
+                Err(_) => None, // a context made by hand: no store
+            };
+            if let Some(file) = &state {
+                call.vars
+                    .push(("STATE_FILE", file.path.display().to_string()));
+            }
+            let result = run(&inner, call).await;
+            if let (Ok(()), Some(file), Ok(handle)) = (&result, &state, ctx.state()) {
+                file.save_if_changed(handle).await?;
+            }
+            result
+        })
+    }
+}
+
+/// The file through which a command reads and replaces its task's state.
+struct StateFile {
+    path: std::path::PathBuf,
+    loaded: Vec<u8>,
+}
+
+impl StateFile {
+    async fn prepare(state: &crate::cache::TaskState, task: &str) -> Result<StateFile, TaskError> {
+        let loaded = state
+            .load()
+            .await
+            .map_err(|e| TaskError::new(format!("cannot read the task's state: {e}")))?
+            .unwrap_or_default();
+        let path = std::env::temp_dir().join(format!(
+            "rota-state-{}-{}-{:x}",
+            task.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        tokio::fs::write(&path, &loaded)
+            .await
+            .map_err(|e| TaskError::new(format!("cannot write {}: {e}", path.display())))?;
+        Ok(StateFile { path, loaded })
+    }
+
+    async fn save_if_changed(&self, state: &crate::cache::TaskState) -> Result<(), TaskError> {
+        let now = tokio::fs::read(&self.path).await.map_err(|e| {
+            TaskError::new(format!(
+                "cannot read the new state in {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        if now != self.loaded {
+            state
+                .save(&now)
+                .await
+                .map_err(|e| TaskError::new(format!("state not saved: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

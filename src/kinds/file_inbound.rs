@@ -8,6 +8,10 @@
 //! The outcome is recorded before the file is moved, so a node dying between the two leaves
 //! the move to the next owner, without handling the file again.
 //!
+//! The service's progress (files handled and failed, the last one and when) is its state in
+//! the store ([`ServiceContext::state`]): the next owner carries the counts on after a
+//! failover, and `rota ctl cache get rota.task-state <service>` shows them.
+//!
 //! Files whose name starts with `.` are ignored: write a file under such a name, then rename
 //! it into place, so that it is never picked up half-written. The three directories must be
 //! on one file system (a move is a rename), shared by every node that may run the service.
@@ -25,6 +29,16 @@ use crate::{
     service::{ItemStart, ServiceContext, MAX_ITEM_KEY},
     task::{Outcome, TaskError},
 };
+
+/// What the service has done, kept as its state so that it survives failover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub handled: u64,
+    pub failed: u64,
+    pub last_file: Option<String>,
+    /// Unix milliseconds (this node's clock) when the last file was handled.
+    pub last_at_ms: Option<i64>,
+}
 
 /// Where a file goes.
 #[derive(Debug, Clone)]
@@ -70,11 +84,18 @@ impl FileInbound {
                 .map_err(|e| TaskError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
         info!(dir = %self.dir.display(), "watching for files");
+        let mut progress: Progress = match ctx.state().load_json().await {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the saved progress; counting from zero");
+                Progress::default()
+            }
+        };
         loop {
             if !ctx.still_owner() {
                 return Ok(());
             }
-            match self.sweep(&ctx).await {
+            match self.sweep(&ctx, &mut progress).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()), // no longer the owner
                 Err(e) => warn!(error = %e, "file sweep interrupted; retrying at the next poll"),
@@ -87,7 +108,7 @@ impl FileInbound {
     }
 
     /// Handles every file present now, oldest name first. `Ok(false)`: ownership was lost.
-    async fn sweep(&self, ctx: &ServiceContext) -> Result<bool, String> {
+    async fn sweep(&self, ctx: &ServiceContext, progress: &mut Progress) -> Result<bool, String> {
         let mut files = Vec::new();
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
@@ -127,6 +148,18 @@ impl FileInbound {
                         &self.failed
                     };
                     move_into(&path, target)?;
+                    if result.is_ok() {
+                        progress.handled += 1;
+                    } else {
+                        progress.failed += 1;
+                    }
+                    progress.last_file = Some(name.clone());
+                    progress.last_at_ms = Some(chrono::Utc::now().timestamp_millis());
+                    match ctx.state().save_json(progress).await {
+                        Ok(()) => {}
+                        Err(crate::Error::Fenced { .. }) => return Ok(false),
+                        Err(e) => warn!(error = %e, "could not save the progress"),
+                    }
                 }
                 ItemStart::Done(outcome) => {
                     // Handled before; its node stopped before moving it.

@@ -184,6 +184,7 @@ pub(crate) fn test_context(task: &str) -> FireContext {
         token: 42,
         attempt: 1,
         cancel: tokio_util::sync::CancellationToken::new(),
+        state: None,
     }
 }
 

@@ -354,6 +354,10 @@ pub struct NodeHandle {
     status: watch::Receiver<NodeStatus>,
     task: JoinHandle<Result<StopReason>>,
     metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cluster: String,
+    /// Started with the first cache handle.
+    pub(crate) near: Arc<tokio::sync::OnceCell<Arc<crate::cache::NearCache>>>,
 }
 
 impl NodeHandle {
@@ -386,6 +390,17 @@ impl NodeHandle {
 
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// The cluster cache `name` (1 to 128 letters, digits, `-`, `_`, `.`), with this node's
+    /// near cache: see [`crate::cache`].
+    pub async fn cache(&self, name: &str) -> Result<crate::cache::Cache> {
+        let near = self
+            .near
+            .get_or_init(|| crate::cache::NearCache::start(&self.store, &self.cluster))
+            .await
+            .clone();
+        crate::cache::Cache::new(self.store.clone(), &self.cluster, name, near)
     }
 
     /// What this node counts (fires, lateness, failovers, commands, store round trips), for

@@ -286,6 +286,12 @@ impl Runner {
             token: self.token,
             attempt,
             cancel: self.term.child_token(),
+            state: Some(crate::cache::TaskState::new(
+                shared.store.clone(),
+                &self.member.cluster,
+                &spec.name,
+                self.token,
+            )),
         };
         let lateness = shared.clock.now_ms() - instant;
         info!(instant, attempt, lateness_ms = lateness, "fire started");

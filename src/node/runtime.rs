@@ -215,6 +215,9 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
     Ok(NodeHandle {
         metrics: shared_metrics,
+        store,
+        cluster: member.cluster.clone(),
+        near: Arc::default(),
         graceful,
         forced,
         status: status_rx,

@@ -162,6 +162,12 @@ async fn supervise(
             grace: spec.grace,
             cancel: cancel.clone(),
             ownership: ownership.clone(),
+            state: crate::cache::TaskState::new(
+                shared.store.clone(),
+                &member.cluster,
+                &spec.name,
+                token,
+            ),
         };
         info!(restarts, "service started");
         let began = Instant::now();

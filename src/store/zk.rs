@@ -1979,6 +1979,37 @@ impl Store for ZkStore {
         Ok(out)
     }
 
+    // CACHE-STUBS: replaced by the ZooKeeper cache implementation.
+    async fn cache_get(&self, _: &str, _: &str, _: &str) -> Result<Option<CacheEntry>> {
+        Err(Error::Store(
+            "cache: not implemented on ZooKeeper yet".into(),
+        ))
+    }
+
+    async fn cache_put(&self, _: &str, _: &CacheWrite<'_>) -> Result<CacheOutcome> {
+        Err(Error::Store(
+            "cache: not implemented on ZooKeeper yet".into(),
+        ))
+    }
+
+    async fn cache_delete(&self, _: &str, _: &str, _: &str, _: Expect) -> Result<CacheOutcome> {
+        Err(Error::Store(
+            "cache: not implemented on ZooKeeper yet".into(),
+        ))
+    }
+
+    async fn cache_keys(&self, _: &str, _: &str, _: &str, _: i64) -> Result<Vec<String>> {
+        Err(Error::Store(
+            "cache: not implemented on ZooKeeper yet".into(),
+        ))
+    }
+
+    async fn save_task_state(&self, _: &str, _: &str, _: i64, _: &[u8]) -> Result<bool> {
+        Err(Error::Store(
+            "cache: not implemented on ZooKeeper yet".into(),
+        ))
+    }
+
     async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {
         let z = self.zk().await?;
         let acks = format!("{}/acks", Self::base(cluster));

@@ -77,6 +77,25 @@ impl Dialect {
         }
     }
 
+    /// A key column compared and ordered byte for byte, whatever the database's locale
+    /// (MySQL's default collation ignores case, which would make `A` and `a` one cache key).
+    pub fn exact_key(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres => "VARCHAR(255) COLLATE \"C\"",
+            Dialect::Mysql => "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        }
+    }
+
+    /// The column type of arbitrary bytes.
+    pub fn blob(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+            Dialect::Mysql => "LONGBLOB",
+        }
+    }
+
     /// Adds what the driver needs to the user's URL (SQLite: create the file if missing).
     pub fn normalize_url(self, url: &str) -> String {
         match self {

@@ -9,7 +9,8 @@ use super::dialect::Dialect;
 /// re-read only the rows changed since the generation they have seen.
 /// 3: `rota_commands` and `rota_command_acks`, the cluster command log (contract 8).
 /// 4: `rota_events`, the cluster's event journal (the dashboard's timeline).
-pub const VERSION: i64 = 4;
+/// 5: `rota_cache`, the cluster caches and tasks' own state.
+pub const VERSION: i64 = 5;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
 pub fn create_statements(dialect: Dialect) -> Vec<String> {
@@ -47,6 +48,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         command_acks_table(dialect),
         events_table(dialect),
         EVENTS_BY_TIME.to_string(),
+        cache_table(dialect),
         format!("INSERT INTO rota_meta (name, value) VALUES ('schema_version', {VERSION})"),
     ];
     tables.into_iter().collect()
@@ -81,6 +83,16 @@ fn events_table(dialect: Dialect) -> String {
     )
 }
 
+fn cache_table(dialect: Dialect) -> String {
+    let (key, int, _, opts) = dialect.types();
+    let (blob, exact) = (dialect.blob(), dialect.exact_key());
+    format!(
+        "CREATE TABLE rota_cache (\n  cluster {key} NOT NULL,\n  cache {exact} NOT NULL,\n  ckey {exact} NOT NULL,\n  \
+         value {blob} NOT NULL,\n  version {int} NOT NULL,\n  expires_at {int},\n  live {int} NOT NULL,\n  \
+         updated_at {int} NOT NULL,\n  PRIMARY KEY (cluster, cache, ckey)\n){opts}"
+    )
+}
+
 const EVENTS_BY_TIME: &str = "CREATE INDEX rota_events_by_time ON rota_events (cluster, at)";
 
 /// The statements that bring schema version `from` to [`VERSION`], in order (empty when
@@ -104,6 +116,10 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
         out.push(events_table(dialect));
         out.push(EVENTS_BY_TIME.to_string());
         out.push("UPDATE rota_meta SET value = 4 WHERE name = 'schema_version'".to_string());
+    }
+    if from < 5 {
+        out.push(cache_table(dialect));
+        out.push("UPDATE rota_meta SET value = 5 WHERE name = 'schema_version'".to_string());
     }
     out
 }

@@ -1,0 +1,479 @@
+//! Cluster caches: named maps of key → bytes (or JSON) kept in the coordination store, so
+//! state survives failover and any node reads what any node wrote.
+//!
+//! - [`Cache::get`] and every write go to the store: linearizable (a read reflects every
+//!   write completed before it) and read-your-writes.
+//! - [`Cache::get_cached`] serves repeated reads from the node's near cache. A copy is
+//!   dropped as soon as the store pushes the change where it can (PostgreSQL NOTIFY,
+//!   ZooKeeper watches; a copy then lives at most [`PUSHED_MAX_AGE`] as a safety net), and
+//!   is kept at most [`POLLED_MAX_AGE`] elsewhere (SQLite, MySQL/MariaDB): a read may be
+//!   that stale. Copies of entries with a TTL live at most [`POLLED_MAX_AGE`] everywhere
+//!   (expiry is not pushed). This node's own writes drop its copy at once.
+//! - Entries may expire ([`Cache::put_with_ttl`]) by store time. Versions only grow, deletes
+//!   and expiries included, so [`Cache::compare_and_set`] never matches a later incarnation
+//!   of a key.
+//!
+//! A task's own state (a cursor, a checkpoint) is kept the same way, fenced by its token:
+//! see [`crate::FireContext::save_state`].
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::time::Instant;
+
+use crate::{
+    store::{CacheEntry, CacheOutcome, CacheWrite, Expect, Store},
+    Error, Result,
+};
+
+/// Longest life of a near-cache copy where the store pushes changes (a safety net).
+pub const PUSHED_MAX_AGE: Duration = Duration::from_secs(30);
+/// Longest life of a near-cache copy where the store cannot push: the staleness bound.
+pub const POLLED_MAX_AGE: Duration = Duration::from_millis(500);
+/// Largest value stored (the store holds it in one row or znode).
+pub const MAX_VALUE: usize = 512 * 1024;
+/// Largest key, in bytes.
+pub const MAX_KEY: usize = 255;
+
+/// Checks a cache name: 1 to 128 letters, digits, `-`, `_` or `.`.
+pub fn validate_cache_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "cache",
+            format!(
+                "`{name}` is not a valid cache name; use 1 to 128 letters, digits, `-`, `_` or `.`"
+            ),
+        ))
+    }
+}
+
+/// Checks a key: 1 to [`MAX_KEY`] bytes, no control characters.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY || key.chars().any(char::is_control) {
+        return Err(Error::config(
+            "key",
+            format!(
+                "`{}` is not a valid key; use 1 to {MAX_KEY} bytes without control characters",
+                key.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE {
+        return Err(Error::config(
+            "value",
+            format!(
+                "{} bytes is more than the {MAX_VALUE} a cache entry holds; store a reference to larger data",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn ttl_ms(ttl: Duration) -> Result<i64> {
+    match i64::try_from(ttl.as_millis()) {
+        Ok(ms) if ms > 0 => Ok(ms),
+        _ => Err(Error::config(
+            "ttl",
+            format!("{ttl:?} is not a time to live; give at least 1 ms"),
+        )),
+    }
+}
+
+/// A copy: the entry (or its absence) for `(cache, key)`, and when it was read.
+type Copies = HashMap<(String, String), (Option<CacheEntry>, Instant)>;
+
+/// One node's copies of cache entries, shared by its [`Cache`] handles.
+pub struct NearCache {
+    entries: Mutex<Copies>,
+    /// Bumped by every invalidation: a read that raced one does not keep its copy.
+    invalidations: AtomicU64,
+    /// The store's push is connected: copies may live up to [`PUSHED_MAX_AGE`].
+    pushed: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for NearCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("pushed", &self.pushed.load(Ordering::Relaxed))
+            .field("hits", &self.hits.load(Ordering::Relaxed))
+            .field("misses", &self.misses.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NearCache {
+    /// A near cache for `cluster`, listening to the store's pushed changes where it can.
+    pub async fn start(store: &Arc<dyn Store>, cluster: &str) -> Arc<NearCache> {
+        let near = Arc::new(NearCache {
+            entries: Mutex::default(),
+            invalidations: AtomicU64::new(0),
+            pushed: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        });
+        if let Some(mut changes) = store.cache_changes(cluster).await {
+            let weak = Arc::downgrade(&near);
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let change = changes.recv().await;
+                    let Some(near) = weak.upgrade() else { return };
+                    match change {
+                        // The push is (re)connected: anything may have changed meanwhile.
+                        Ok(c) if c.cache.is_empty() => {
+                            near.clear();
+                            near.pushed.store(true, Ordering::SeqCst);
+                        }
+                        Ok(c) => near.invalidate(&c.cache, &c.key),
+                        Err(RecvError::Lagged(_)) => near.clear(),
+                        Err(RecvError::Closed) => {
+                            near.pushed.store(false, Ordering::SeqCst);
+                            near.clear();
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        near
+    }
+
+    fn max_age(&self) -> Duration {
+        if self.pushed.load(Ordering::SeqCst) {
+            PUSHED_MAX_AGE
+        } else {
+            POLLED_MAX_AGE
+        }
+    }
+
+    fn lookup(&self, cache: &str, key: &str) -> Option<Option<CacheEntry>> {
+        let entries = self.entries.lock().unwrap();
+        let (entry, at) = entries.get(&(cache.to_string(), key.to_string()))?;
+        // Expiry is not pushed, and this node's clock is not store time: a copy of an entry
+        // with a TTL lives no longer than where nothing is pushed.
+        let max_age = match entry {
+            Some(e) if e.expires_at_ms.is_some() => POLLED_MAX_AGE,
+            _ => self.max_age(),
+        };
+        (at.elapsed() < max_age).then(|| entry.clone())
+    }
+
+    fn keep(&self, cache: &str, key: &str, entry: Option<CacheEntry>, seen: u64) {
+        let mut entries = self.entries.lock().unwrap();
+        if self.invalidations.load(Ordering::SeqCst) != seen {
+            return; // changed while it was read: the copy may be stale already
+        }
+        // Keep memory bounded: forget everything rather than track use.
+        if entries.len() >= 100_000 {
+            entries.clear();
+        }
+        entries.insert(
+            (cache.to_string(), key.to_string()),
+            (entry, Instant::now()),
+        );
+    }
+
+    fn invalidate(&self, cache: &str, key: &str) {
+        let mut entries = self.entries.lock().unwrap();
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        entries.remove(&(cache.to_string(), key.to_string()));
+    }
+
+    fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap();
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+
+    /// Reads served from copies, and reads that went to the store.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The store pushes changes to this near cache now.
+    pub fn is_pushed(&self) -> bool {
+        self.pushed.load(Ordering::SeqCst)
+    }
+}
+
+/// A named cache of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    store: Arc<dyn Store>,
+    cluster: String,
+    name: String,
+    near: Arc<NearCache>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("cluster", &self.cluster)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// The cache `name` of `cluster`, with `near` as this node's copies.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cluster: &str,
+        name: &str,
+        near: Arc<NearCache>,
+    ) -> Result<Cache> {
+        validate_cache_name(name)?;
+        Ok(Cache {
+            store,
+            cluster: cluster.to_string(),
+            name: name.to_string(),
+            near,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The entry of `key` now, from the store (linearizable).
+    pub async fn get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        validate_key(key)?;
+        let seen = self.near.invalidations.load(Ordering::SeqCst);
+        let entry = self.store.cache_get(&self.cluster, &self.name, key).await?;
+        self.near.keep(&self.name, key, entry.clone(), seen);
+        Ok(entry)
+    }
+
+    /// The entry of `key` from this node's near cache when it has a fresh copy, else from
+    /// the store (see the module's documentation for how fresh).
+    pub async fn get_cached(&self, key: &str) -> Result<Option<CacheEntry>> {
+        validate_key(key)?;
+        if let Some(entry) = self.near.lookup(&self.name, key) {
+            self.near.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(entry);
+        }
+        self.near.misses.fetch_add(1, Ordering::Relaxed);
+        self.get(key).await
+    }
+
+    /// Writes `value` under `key`; its new version.
+    pub async fn put(&self, key: &str, value: impl AsRef<[u8]>) -> Result<i64> {
+        match self.write(key, value.as_ref(), None, Expect::Any).await? {
+            CacheOutcome::Done { version } => Ok(version),
+            CacheOutcome::Conflict { .. } => unreachable!("an unconditional write has no conflict"),
+        }
+    }
+
+    /// Writes `value` under `key`, to expire `ttl` later (store time); its new version.
+    pub async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<i64> {
+        match self
+            .write(key, value.as_ref(), Some(ttl), Expect::Any)
+            .await?
+        {
+            CacheOutcome::Done { version } => Ok(version),
+            CacheOutcome::Conflict { .. } => unreachable!("an unconditional write has no conflict"),
+        }
+    }
+
+    /// Writes `value` only if the live entry is at version `expected` (`None`: only if there
+    /// is no live entry). A conflict changes nothing and says the current version.
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<CacheOutcome> {
+        let expect = expected.map_or(Expect::Absent, Expect::Version);
+        self.write(key, value.as_ref(), ttl, expect).await
+    }
+
+    /// Deletes `key`; whether a live entry was there.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let outcome = self
+            .store
+            .cache_delete(&self.cluster, &self.name, key, Expect::Any)
+            .await;
+        self.near.invalidate(&self.name, key);
+        Ok(matches!(outcome?, CacheOutcome::Done { version } if version > 0))
+    }
+
+    /// Deletes `key` only if its live entry is at version `expected`.
+    pub async fn delete_if(&self, key: &str, expected: i64) -> Result<CacheOutcome> {
+        validate_key(key)?;
+        let outcome = self
+            .store
+            .cache_delete(&self.cluster, &self.name, key, Expect::Version(expected))
+            .await;
+        self.near.invalidate(&self.name, key);
+        outcome
+    }
+
+    /// Live keys starting with `prefix`, in order, at most `limit`.
+    pub async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.store
+            .cache_keys(&self.cluster, &self.name, prefix, limit)
+            .await
+    }
+
+    /// The value of `key` as JSON, with its version.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(e) => {
+                let value = serde_json::from_slice(&e.value).map_err(|err| {
+                    Error::config(
+                        "value",
+                        format!(
+                            "cache `{}`, key `{key}`: not the JSON expected: {err}",
+                            self.name
+                        ),
+                    )
+                })?;
+                Ok(Some((value, e.version)))
+            }
+        }
+    }
+
+    /// Writes `value` as JSON; its new version.
+    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<i64> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::config("value", format!("cannot be written as JSON: {e}")))?;
+        self.put(key, bytes).await
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        expect: Expect,
+    ) -> Result<CacheOutcome> {
+        validate_key(key)?;
+        validate_value(value)?;
+        let ttl_ms = ttl.map(ttl_ms).transpose()?;
+        let write = CacheWrite {
+            cache: &self.name,
+            key,
+            value,
+            ttl_ms,
+            expect,
+        };
+        let outcome = self.store.cache_put(&self.cluster, &write).await;
+        // Read-your-writes: the next read here goes to the store (or the push's copy).
+        self.near.invalidate(&self.name, key);
+        outcome
+    }
+}
+
+/// A task's (or service's) own state in the store, under [`crate::store::TASK_STATE_CACHE`]:
+/// any owner reads the last state saved, and only the current owner saves, fenced by its
+/// token. Reach it through [`crate::FireContext`] or [`crate::ServiceContext`].
+#[derive(Clone)]
+pub struct TaskState {
+    store: Arc<dyn Store>,
+    cluster: String,
+    task: String,
+    token: i64,
+}
+
+impl std::fmt::Debug for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskState")
+            .field("task", &self.task)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskState {
+    pub(crate) fn new(store: Arc<dyn Store>, cluster: &str, task: &str, token: i64) -> TaskState {
+        TaskState {
+            store,
+            cluster: cluster.to_string(),
+            task: task.to_string(),
+            token,
+        }
+    }
+
+    /// The last state saved by any owner of the task, from the store.
+    pub async fn load(&self) -> Result<Option<Vec<u8>>> {
+        let entry = self
+            .store
+            .cache_get(&self.cluster, crate::store::TASK_STATE_CACHE, &self.task)
+            .await?;
+        Ok(entry.map(|e| e.value))
+    }
+
+    /// Saves `value` if this owner's token is still the task's: [`Error::Fenced`] if the
+    /// task has moved on (nothing is written).
+    pub async fn save(&self, value: impl AsRef<[u8]>) -> Result<()> {
+        validate_value(value.as_ref())?;
+        let saved = self
+            .store
+            .save_task_state(&self.cluster, &self.task, self.token, value.as_ref())
+            .await?;
+        if saved {
+            Ok(())
+        } else {
+            Err(Error::Fenced {
+                task: self.task.clone(),
+                token: self.token,
+            })
+        }
+    }
+
+    /// [`TaskState::load`], as JSON.
+    pub async fn load_json<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self.load().await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::config(
+                    "state",
+                    format!(
+                        "the saved state of `{}` is not the JSON expected: {e}",
+                        self.task
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// [`TaskState::save`], as JSON.
+    pub async fn save_json<T: Serialize>(&self, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::config("state", format!("cannot be written as JSON: {e}")))?;
+        self.save(bytes).await
+    }
+}
