@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http_body_util::{BodyExt, Limited};
-use hyper::{body::Incoming, Method, Request, Response, StatusCode};
+use hyper::{body::Incoming, HeaderMap, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -17,7 +17,10 @@ use crate::{
         placement::EVERYWHERE_REASON,
     },
     node::SERVICE_SCHEDULE,
-    store::{AckFilter, Assignment, ClusterView, EventRecord, FireRecord, NodeDeclarations},
+    store::{
+        AckFilter, Assignment, CacheOutcome, CacheWrite, ClusterView, EventRecord, Expect,
+        FireRecord, NodeDeclarations,
+    },
     Error,
 };
 
@@ -57,7 +60,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/nodes/{id}/shutdown"),
     ("POST", "/api/v1/log-level"),
     ("POST", "/api/v1/rolling-restart"),
+    ("GET", CACHE_KEYS),
+    ("GET", CACHE_ENTRY),
+    ("PUT", CACHE_ENTRY),
+    ("DELETE", CACHE_ENTRY),
 ];
+
+/// A cache's keys.
+const CACHE_KEYS: &str = "/api/v1/cache/{cache}";
+/// One entry of a cache: read, written with its value as the body, deleted.
+const CACHE_ENTRY: &str = "/api/v1/cache/{cache}/{key}";
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -129,8 +141,9 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         (_, &Method::GET) => Access::Read,
         _ => Access::Admin,
     };
-    let token = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    let token = parts
+        .headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -139,11 +152,35 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     if let Err(p) = authorize(shared, access, token.as_deref()) {
         return error_response(p.0, p.1);
     }
-    let body = match read_body(req).await {
+    // A cache value is the body itself, and may be larger than any JSON body.
+    let cache_value = method == Method::PUT && template == CACHE_ENTRY;
+    let limit = if cache_value {
+        crate::cache::MAX_VALUE
+    } else {
+        MAX_BODY
+    };
+    let body = match read_body(body, limit).await {
         Ok(b) => b,
+        Err(Problem(status, _)) if cache_value && status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(
+                status,
+                format!(
+                    "the value is larger than the {limit} bytes a cache entry holds; store a reference to larger data"
+                ),
+            )
+        }
         Err(p) => return error_response(p.0, p.1),
     };
-    let reply = dispatch(shared, &method, template, &params, &query, &body).await;
+    let reply = dispatch(
+        shared,
+        &method,
+        template,
+        &params,
+        &query,
+        &parts.headers,
+        &body,
+    )
+    .await;
     reply.unwrap_or_else(|p| error_response(p.0, p.1))
 }
 
@@ -176,8 +213,8 @@ fn authorize(shared: &Shared, access: Access, token: Option<&str>) -> Result<(),
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Problem> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Problem> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -185,7 +222,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Problem> {
         {
             Err(Problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {MAX_BODY} bytes"),
+                format!("the body is larger than {limit} bytes"),
             ))
         }
         Err(e) => Err(Problem::bad(format!("cannot read the body: {e}"))),
@@ -207,6 +244,8 @@ fn matches<'a>(template: &str, path: &'a str) -> Option<BTreeMap<&'static str, S
             let name: &'static str = match name {
                 "id" => "id",
                 "name" => "name",
+                "cache" => "cache",
+                "key" => "key",
                 _ => "seq",
             };
             params.insert(name, ps.to_string());
@@ -482,10 +521,14 @@ async fn dispatch(
     template: &str,
     params: &BTreeMap<&'static str, String>,
     query: &str,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Reply {
     let api = &shared.api;
     let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    if template == CACHE_KEYS || template == CACHE_ENTRY {
+        return cache_request(api, method, template, params, query, headers, body).await;
+    }
     if method == Method::POST {
         return act(api, template, &param("id"), &param("name"), body).await;
     }
@@ -980,4 +1023,450 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
         },
         warnings,
     ))
+}
+
+// The cluster's caches: entries read, written and deleted by key, with versions for
+// compare-and-set (see `crate::cache`).
+
+/// The longest time to live a write may ask for.
+const MAX_TTL_MS: i64 = 3650 * 86_400_000;
+
+/// `/api/v1/cache/...`: `{cache}` and `{key}` arrive percent-encoded, one path segment each.
+async fn cache_request(
+    api: &Api,
+    method: &Method,
+    template: &str,
+    params: &BTreeMap<&'static str, String>,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let raw = |name: &str| params.get(name).map_or("", String::as_str);
+    let cache = percent_decode("cache", raw("cache"), false)?;
+    crate::cache::validate_cache_name(&cache).map_err(invalid)?;
+    if template == CACHE_KEYS {
+        only_query(query, &["prefix", "limit"])?;
+        let prefix = match query_param(query, "prefix") {
+            Some(p) => percent_decode("query `prefix`", p, true)?,
+            None => String::new(),
+        };
+        let limit = limit(query, 100, 1000)?;
+        // One more than asked says whether there are more.
+        let mut keys = api
+            .store
+            .cache_keys(&api.cluster, &cache, &prefix, limit + 1)
+            .await?;
+        let truncated = keys.len() as i64 > limit;
+        keys.truncate(limit as usize);
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"cache": cache, "prefix": prefix, "keys": keys, "truncated": truncated}),
+        ));
+    }
+    let key = percent_decode("key", raw("key"), false)?;
+    crate::cache::validate_key(&key).map_err(invalid)?;
+    let store = &api.store;
+    match *method {
+        Method::GET => {
+            only_query(query, &[])?;
+            let Some(entry) = store.cache_get(&api.cluster, &cache, &key).await? else {
+                return Ok(json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({
+                        "error": format!("cache `{cache}` has no entry `{key}` (never written, deleted, or expired)"),
+                        "status": 404,
+                        "cache": cache,
+                        "key": key,
+                    }),
+                ));
+            };
+            let (encoding, value) = match std::str::from_utf8(&entry.value) {
+                Ok(text) => ("utf-8", text.to_string()),
+                Err(_) => ("base64", base64(&entry.value)),
+            };
+            Ok(with_etag(
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "cache": cache,
+                        "key": key,
+                        "version": entry.version,
+                        "expires_at_ms": entry.expires_at_ms,
+                        "encoding": encoding,
+                        "value": value,
+                    }),
+                ),
+                entry.version,
+            ))
+        }
+        Method::PUT => {
+            only_query(query, &["ttl"])?;
+            let ttl_ms = match query_param(query, "ttl") {
+                Some(t) => Some(parse_ttl(&percent_decode("query `ttl`", t, true)?)?),
+                None => None,
+            };
+            let expect = expectation(headers, true)?;
+            let write = CacheWrite {
+                cache: &cache,
+                key: &key,
+                value: body,
+                ttl_ms,
+                expect,
+            };
+            match store.cache_put(&api.cluster, &write).await? {
+                CacheOutcome::Done { version } => Ok(with_etag(
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"cache": cache, "key": key, "version": version}),
+                    ),
+                    version,
+                )),
+                CacheOutcome::Conflict { current } => {
+                    Ok(conflict(&cache, &key, expect, current, true))
+                }
+            }
+        }
+        Method::DELETE => {
+            only_query(query, &[])?;
+            let expect = expectation(headers, false)?;
+            let outcome = match expect {
+                Expect::Version(_) => {
+                    store
+                        .cache_delete(&api.cluster, &cache, &key, expect)
+                        .await?
+                }
+                _ => match delete_live(api, &cache, &key).await? {
+                    Some(version) => CacheOutcome::Done { version },
+                    None => {
+                        return Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"cache": cache, "key": key, "deleted": false, "version": null}),
+                        ))
+                    }
+                },
+            };
+            match outcome {
+                CacheOutcome::Done { version } => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"cache": cache, "key": key, "deleted": true, "version": version}),
+                )),
+                CacheOutcome::Conflict { current } => {
+                    Ok(conflict(&cache, &key, expect, current, false))
+                }
+            }
+        }
+        _ => Err(Problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on a cache entry"),
+        )),
+    }
+}
+
+/// Deletes the live entry of `key`, if any: the version of its tombstone, or `None` when
+/// there was nothing to delete (so the answer can say whether something was deleted).
+async fn delete_live(api: &Api, cache: &str, key: &str) -> Result<Option<i64>, Problem> {
+    let store = &api.store;
+    for _ in 0..5 {
+        let Some(entry) = store.cache_get(&api.cluster, cache, key).await? else {
+            return Ok(None);
+        };
+        let expect = Expect::Version(entry.version);
+        match store.cache_delete(&api.cluster, cache, key, expect).await? {
+            CacheOutcome::Done { version } => return Ok(Some(version)),
+            // Deleted or expired meanwhile: nothing left to delete.
+            CacheOutcome::Conflict { current: None } => return Ok(None),
+            // Written again meanwhile: delete that one.
+            CacheOutcome::Conflict { current: Some(_) } => {}
+        }
+    }
+    // Written over and over: it was live a moment ago, so delete it whatever it holds.
+    match store
+        .cache_delete(&api.cluster, cache, key, Expect::Any)
+        .await?
+    {
+        CacheOutcome::Done { version } => Ok(Some(version)),
+        CacheOutcome::Conflict { .. } => unreachable!("an unconditional delete has no conflict"),
+    }
+}
+
+/// 409: the entry was not as the request's condition said; nothing changed.
+fn conflict(
+    cache: &str,
+    key: &str,
+    expect: Expect,
+    current: Option<i64>,
+    write: bool,
+) -> Response<Body> {
+    let message = match (expect, current) {
+        (Expect::Absent, Some(v)) => format!(
+            "cache `{cache}`, key `{key}` exists at version {v} (If-None-Match: * writes only an absent key); leave the header out to overwrite, or send If-Match: {v}"
+        ),
+        (Expect::Version(want), Some(v)) => format!(
+            "cache `{cache}`, key `{key}` is at version {v}, not {want} (If-Match); read it again and retry"
+        ),
+        (Expect::Version(want), None) if write => format!(
+            "cache `{cache}` has no live entry `{key}`, so not version {want} (If-Match); send If-None-Match: * to create it"
+        ),
+        (Expect::Version(want), None) => format!(
+            "cache `{cache}` has no live entry `{key}`, so not version {want} (If-Match); nothing to delete"
+        ),
+        (_, current) => format!(
+            "cache `{cache}`, key `{key}` was not as expected (current version: {current:?}); read it again and retry"
+        ),
+    };
+    json_response(
+        StatusCode::CONFLICT,
+        &json!({"error": message, "status": 409, "current_version": current}),
+    )
+}
+
+/// What a write expects to find, from `If-Match: <version>` or (writes only)
+/// `If-None-Match: *`.
+fn expectation(headers: &HeaderMap, write: bool) -> Result<Expect, Problem> {
+    let header = |name: hyper::header::HeaderName| -> Result<Option<String>, Problem> {
+        match headers.get(&name) {
+            None => Ok(None),
+            Some(v) => v.to_str().map(|t| Some(t.trim().to_string())).map_err(|_| {
+                Problem::bad(format!(
+                    "header `{name}` is not text; send a version number (If-Match: 3) or `*` (If-None-Match: *)"
+                ))
+            }),
+        }
+    };
+    let if_match = header(hyper::header::IF_MATCH)?;
+    let if_none_match = header(hyper::header::IF_NONE_MATCH)?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(Problem::bad(
+            "headers `If-Match` and `If-None-Match` are both given; send one: If-Match: <version> to compare and set, If-None-Match: * to create only",
+        )),
+        (Some(m), None) => {
+            // Also as an entity tag: the ETag of a GET is the version in quotes.
+            let bare = m.trim_matches('"');
+            match bare.parse::<i64>() {
+                Ok(v) if v >= 1 => Ok(Expect::Version(v)),
+                _ if bare == "*" => Err(Problem::bad(
+                    "header `If-Match` = `*` is not supported; send the entry's version (If-Match: 3), as GET answers it",
+                )),
+                _ => Err(Problem::bad(format!(
+                    "header `If-Match` = `{m}` is not a version; send the entry's version, a whole number from 1 (If-Match: 3), as GET answers it"
+                ))),
+            }
+        }
+        (None, Some(n)) if !write => Err(Problem::bad(format!(
+            "header `If-None-Match` = `{n}` does not apply to a delete; send If-Match: <version> to delete only that version"
+        ))),
+        (None, Some(n)) if n == "*" => Ok(Expect::Absent),
+        (None, Some(n)) => Err(Problem::bad(format!(
+            "header `If-None-Match` = `{n}` is not understood; send If-None-Match: * to write only if the key is absent, or If-Match: <version> to compare and set"
+        ))),
+        (None, None) => Ok(Expect::Any),
+    }
+}
+
+/// A `ttl` query value (`30s`, `5m`) in ms: from 1 ms to [`MAX_TTL_MS`].
+fn parse_ttl(text: &str) -> Result<i64, Problem> {
+    let fix = "give a time to live from 1ms to 3650d, e.g. ttl=30s";
+    let trimmed = text.trim();
+    let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
+    // Keeps the multiplication by the unit from overflowing.
+    let too_long = trimmed[..digits]
+        .parse::<u64>()
+        .map_or(digits > 0, |n| n > 100_000_000_000);
+    if too_long {
+        return Err(Problem::bad(format!(
+            "query `ttl` = `{text}` is longer than 3650d; {fix}"
+        )));
+    }
+    let d = crate::core::schedule::parse_duration(text)
+        .map_err(|e| Problem::bad(format!("query `ttl`: {e}")))?;
+    match i64::try_from(d.as_millis()) {
+        Ok(0) => Err(Problem::bad(format!(
+            "query `ttl` = `{text}` is no time at all; {fix}, or leave `ttl` out to keep the entry until it is deleted"
+        ))),
+        Ok(ms) if ms <= MAX_TTL_MS => Ok(ms),
+        _ => Err(Problem::bad(format!(
+            "query `ttl` = `{text}` is longer than 3650d; {fix}"
+        ))),
+    }
+}
+
+/// Refuses query parameters other than `known`: a misspelt `ttl` must not write an entry
+/// that never expires.
+fn only_query(query: &str, known: &[&str]) -> Result<(), Problem> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !known.contains(&name) {
+            let fix = match known {
+                [] => "this request takes no query parameters".to_string(),
+                _ => format!("use {}", known.join(", ")),
+            };
+            return Err(Problem::bad(format!(
+                "query parameter `{name}` is not known here; {fix}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A library input error (it names the field, the value and the fix) as a 400.
+fn invalid(e: Error) -> Problem {
+    Problem::bad(e.to_string())
+}
+
+/// The response with `ETag: "<version>"` (`If-Match` takes it back).
+fn with_etag(mut response: Response<Body>, version: i64) -> Response<Body> {
+    if let Ok(tag) = format!("\"{version}\"").parse() {
+        response.headers_mut().insert(hyper::header::ETAG, tag);
+    }
+    response
+}
+
+/// Decodes `%XX` escapes (and `+` as a space, in query values) into UTF-8 text.
+fn percent_decode(field: &str, raw: &str, plus_is_space: bool) -> Result<String, Problem> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
+                }
+                _ => {
+                    return Err(Problem::bad(format!(
+                        "{field}: `{raw}` has a `%` not followed by two hex digits; percent-encode it (`%` is %25)"
+                    )))
+                }
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| {
+        Problem::bad(format!(
+            "{field}: `{raw}` is not UTF-8 once decoded; percent-encode the UTF-8 bytes of the text"
+        ))
+    })
+}
+
+/// Standard base64 with padding (RFC 4648), for values that are not UTF-8 text.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_pads_like_rfc_4648() {
+        // The test vectors of RFC 4648, section 10.
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
+    }
+
+    #[test]
+    fn path_segments_and_query_values_are_percent_decoded() {
+        let decode = |raw, plus| percent_decode("key", raw, plus).map_err(|p| p.1);
+        assert_eq!(decode("a%2Fb%20c", false).unwrap(), "a/b c");
+        assert_eq!(decode("caf%C3%A9+x", false).unwrap(), "café+x");
+        assert_eq!(decode("caf%c3%a9+x", true).unwrap(), "café x");
+        assert_eq!(decode("plain", false).unwrap(), "plain");
+        assert!(decode("50%", false).unwrap_err().contains("two hex digits"));
+        assert!(decode("%zz", false).unwrap_err().contains("two hex digits"));
+        assert!(decode("%+1", false).unwrap_err().contains("two hex digits"));
+        assert!(decode("%FF", false).unwrap_err().contains("not UTF-8"));
+    }
+
+    #[test]
+    fn ttls_are_bounded_durations() {
+        assert_eq!(parse_ttl("30s").ok(), Some(30_000));
+        assert_eq!(parse_ttl("250ms").ok(), Some(250));
+        assert_eq!(parse_ttl("3650d").ok(), Some(MAX_TTL_MS));
+        for bad in ["0s", "3651d", "soon", "5", "99999999999999999999999d", "1y"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        assert!(parse_ttl("0s")
+            .map_err(|p| p.1)
+            .unwrap_err()
+            .contains("ttl"));
+    }
+
+    #[test]
+    fn conditions_come_from_if_match_and_if_none_match() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let expect = |pairs: &[(&'static str, &str)], write| {
+            expectation(&with(pairs), write).map_err(|p| p.1)
+        };
+        assert_eq!(expect(&[], true).ok(), Some(Expect::Any));
+        assert_eq!(
+            expect(&[("if-match", "3")], true).ok(),
+            Some(Expect::Version(3))
+        );
+        assert_eq!(
+            expect(&[("if-match", "\"7\"")], false).ok(),
+            Some(Expect::Version(7))
+        );
+        assert_eq!(
+            expect(&[("if-none-match", "*")], true).ok(),
+            Some(Expect::Absent)
+        );
+        assert!(expect(&[("if-none-match", "*")], false).is_err());
+        assert!(expect(&[("if-match", "0")], true)
+            .unwrap_err()
+            .contains("If-Match"));
+        assert!(expect(&[("if-match", "*")], true)
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(expect(&[("if-none-match", "3")], true).is_err());
+        assert!(expect(&[("if-match", "3"), ("if-none-match", "*")], true).is_err());
+    }
+
+    #[test]
+    fn cache_routes_take_their_parameters_from_the_path() {
+        let (template, params) = route(&Method::PUT, "/api/v1/cache/c/a%2Fb").unwrap();
+        assert_eq!(template, CACHE_ENTRY);
+        assert_eq!(params["cache"], "c");
+        assert_eq!(params["key"], "a%2Fb");
+        let (template, params) = route(&Method::GET, "/api/v1/cache/c").unwrap();
+        assert_eq!((template, params["cache"].as_str()), (CACHE_KEYS, "c"));
+        assert!(route(&Method::POST, "/api/v1/cache/c/k").is_none());
+        assert!(only_query("ttl=5s", &["ttl"]).is_ok());
+        assert!(only_query("tll=5s", &["ttl"])
+            .map_err(|p| p.1)
+            .unwrap_err()
+            .contains("`tll`"));
+    }
 }

@@ -17,6 +17,7 @@ use rota::{
 };
 use tokio::time::Instant;
 
+mod cache;
 mod control;
 mod dashboard;
 
@@ -37,6 +38,9 @@ pub enum BenchCommand {
     /// The dashboard in headless Chromium: first load, and how long after a kill of the
     /// task's owner the page shows the new one.
     Dashboard(dashboard::DashboardArgs),
+    /// The cluster cache: near-cache hit latency; store-backed get, put and compare-and-set
+    /// operations per second from concurrent clients.
+    Cache(cache::CacheArgs),
 }
 
 #[derive(Args)]
@@ -109,6 +113,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Commands(args) => control::commands(args).await,
         BenchCommand::RollingRestart(args) => control::rolling_restart(args).await,
         BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,
+        BenchCommand::Cache(args) => cache::cache(args).await,
     }
 }
 

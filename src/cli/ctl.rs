@@ -33,7 +33,8 @@ const PROGRESS_WIDTH: usize = 79;
 ///
 /// Exit codes:
 ///   0  ok (actions: every target applied)
-///   1  the command failed on some node, or a rolling restart stopped
+///   1  the command failed on some node, or a rolling restart stopped; cache: the entry
+///      is absent (get), or not as --if-version/--if-absent expected (put, del)
 ///   2  bad request or usage (HTTP 400, 404, 405, 409, 413)
 ///   3  refused: missing or wrong token (HTTP 401, 403)
 ///   4  cannot reach the API, or a server or store error (HTTP 5xx)
@@ -124,6 +125,9 @@ pub enum CtlCommand {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Read and write the cluster's caches (`rota.task-state` holds tasks' own state).
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Restart the nodes one at a time, each once the previous one is back.
     RollingRestart {
         #[command(flatten)]
@@ -134,6 +138,55 @@ pub enum CtlCommand {
         #[command(flatten)]
         wait: Wait,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Print an entry's value as stored, bytes unchanged (--json: with its version and expiry).
+    Get { cache: String, key: String },
+    /// Write an entry: VALUE, the contents of --file, or standard input (--stdin).
+    Put(PutArgs),
+    /// Delete an entry (not there: nothing to do).
+    Del {
+        cache: String,
+        key: String,
+        /// Only if the entry is at this version (exit 1 if not).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        if_version: Option<i64>,
+    },
+    /// The live keys of a cache, in order.
+    Keys {
+        cache: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["value", "file", "stdin"])))]
+pub struct PutArgs {
+    cache: String,
+    key: String,
+    /// The value, as text.
+    value: Option<String>,
+    /// Write the contents of this file (any bytes).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Write what standard input holds (any bytes).
+    #[arg(long)]
+    stdin: bool,
+    /// Let the entry expire this long after the write: 250ms, 30s, 5m, 1h, 1d.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// Only if the entry is at this version (compare and set; exit 1 if not).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "if_absent")]
+    if_version: Option<i64>,
+    /// Only if the key has no live entry (exit 1 if it has).
+    #[arg(long)]
+    if_absent: bool,
 }
 
 #[derive(Args)]
@@ -269,14 +322,35 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Failure> {
+        let body = body.map(|b| {
+            (
+                "application/json",
+                serde_json::to_vec(b).expect("JSON values serialize"),
+            )
+        });
+        let answer = self.exchange(method, path, body, &[]).await?;
+        answer.into_result(&self.base, path)
+    }
+
+    /// One request; any answer (an error status too) is returned as it came.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, String)],
+    ) -> Result<Answer, Failure> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.trim());
         }
-        if let Some(body) = body {
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some((content_type, bytes)) = body {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(body).expect("JSON values serialize"));
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
         }
         let unreachable = |e: reqwest::Error| {
             Failure::Unreachable(format!("cannot reach {}: {}", self.base, causes(&e)))
@@ -285,23 +359,45 @@ impl Client {
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(unreachable)?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if !(200..300).contains(&status) {
-            let message = match value.as_ref().and_then(|v| v["error"].as_str()) {
-                Some(m) => m.to_string(),
-                None => String::from_utf8_lossy(&bytes).trim().to_string(),
-            };
-            return Err(Failure::Http { status, message });
-        }
-        value.ok_or_else(|| {
-            Failure::Unreachable(format!(
-                "{}{path} answered with something other than JSON",
-                self.base
-            ))
+        let message = match value.as_ref().and_then(|v| v["error"].as_str()) {
+            Some(m) => m.to_string(),
+            None => String::from_utf8_lossy(&bytes).trim().to_string(),
+        };
+        Ok(Answer {
+            status,
+            value,
+            message,
         })
     }
 
     async fn get(&self, path: &str) -> Result<Value, Failure> {
         self.call(Method::GET, path, None).await
+    }
+}
+
+/// An answer of the API, whatever its status.
+struct Answer {
+    status: u16,
+    /// The body, when it is JSON.
+    value: Option<Value>,
+    /// The body's `error`, or the body as text.
+    message: String,
+}
+
+impl Answer {
+    /// The JSON of a success; a failure for an error status or a body that is not JSON.
+    fn into_result(self, base: &str, path: &str) -> Result<Value, Failure> {
+        if !(200..300).contains(&self.status) {
+            return Err(Failure::Http {
+                status: self.status,
+                message: self.message,
+            });
+        }
+        self.value.ok_or_else(|| {
+            Failure::Unreachable(format!(
+                "{base}{path} answered with something other than JSON"
+            ))
+        })
     }
 }
 
@@ -340,6 +436,8 @@ enum Request {
     Read(String, fn(&Value) -> String),
     /// A POST (path, body) that issues a command, then the wait for it.
     Action(String, Value, Wait),
+    /// A read or write of a cache entry.
+    Cache(CacheCommand),
 }
 
 const ROLLING_RESTART: &str = "/api/v1/rolling-restart";
@@ -410,6 +508,7 @@ fn request(command: CtlCommand) -> Request {
             scope.add_to(json!({ "level": level })),
             wait,
         ),
+        C::Cache(command) => Request::Cache(command),
         C::RollingRestart {
             scope,
             timeout_secs,
@@ -437,6 +536,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }),
         Request::Action(path, body, wait) => act(&client, json, &path, &body, &wait).await,
+        Request::Cache(command) => cache(&client, json, command).await,
     };
     let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));
     let code = result.unwrap_or_else(|f| f.report());
@@ -487,6 +587,232 @@ async fn status(client: &Client, json: bool) -> Result<ExitCode, Failure> {
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rota ctl cache ...`. An absent entry (get) and a condition not met (put and del with
+/// --if-version or --if-absent) exit 1 with the API's message.
+async fn cache(client: &Client, json: bool, command: CacheCommand) -> Result<ExitCode, Failure> {
+    let print_json = |v: &Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON values serialize")
+        )
+    };
+    match command {
+        CacheCommand::Get { cache, key } => {
+            let path = match entry_path(&cache, &key) {
+                Ok(p) => p,
+                Err(message) => return Ok(usage(&message)),
+            };
+            let answer = client.exchange(Method::GET, &path, None, &[]).await?;
+            // The API's answer for an absent entry names it (a 404 of an unknown endpoint
+            // does not).
+            if answered(&answer, 404, "key") {
+                return Ok(failed(&answer.message));
+            }
+            let v = answer.into_result(&client.base, &path)?;
+            if json {
+                print_json(&v);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let value = v["value"].as_str().unwrap_or_default();
+            let bytes = match v["encoding"].as_str() {
+                Some("base64") => from_base64(value).ok_or_else(|| {
+                    Failure::Unreachable(format!(
+                        "{}{path} answered with a value that is not base64",
+                        client.base
+                    ))
+                })?,
+                _ => value.as_bytes().to_vec(),
+            };
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A pipe gets the bytes as stored; a terminal also gets a line end.
+            let line_end = out.is_terminal() && !bytes.ends_with(b"\n");
+            let written = out
+                .write_all(&bytes)
+                .and_then(|_| match line_end {
+                    true => out.write_all(b"\n"),
+                    false => Ok(()),
+                })
+                .and_then(|_| out.flush());
+            if let Err(e) = written {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Ok(failed(&format!("writing the value: {e}")));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Put(a) => {
+            let mut path = match entry_path(&a.cache, &a.key) {
+                Ok(p) => p,
+                Err(message) => return Ok(usage(&message)),
+            };
+            let value = match (a.value, &a.file) {
+                (Some(v), _) => v.into_bytes(),
+                (None, Some(file)) => match std::fs::read(file) {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Ok(usage(&format!("--file {}: {e}", file.display()))),
+                },
+                (None, None) => {
+                    use std::io::Read;
+                    let mut bytes = Vec::new();
+                    if let Err(e) = std::io::stdin().lock().read_to_end(&mut bytes) {
+                        return Ok(usage(&format!("--stdin: {e}")));
+                    }
+                    bytes
+                }
+            };
+            if value.len() > rota::cache::MAX_VALUE {
+                return Ok(usage(&format!(
+                    "the value is {} bytes, more than the {} a cache entry holds; store a reference to larger data",
+                    value.len(),
+                    rota::cache::MAX_VALUE
+                )));
+            }
+            if let Some(ttl) = &a.ttl {
+                path.push_str(&format!("?ttl={}", segment(ttl)));
+            }
+            let mut headers = Vec::new();
+            if let Some(version) = a.if_version {
+                headers.push(("if-match", version.to_string()));
+            }
+            if a.if_absent {
+                headers.push(("if-none-match", "*".to_string()));
+            }
+            let body = Some(("application/octet-stream", value));
+            let answer = client.exchange(Method::PUT, &path, body, &headers).await?;
+            if answered(&answer, 409, "current_version") {
+                return Ok(failed(&answer.message));
+            }
+            let v = answer.into_result(&client.base, &path)?;
+            match json {
+                true => print_json(&v),
+                false => println!("version {}", text(&v["version"])),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Del {
+            cache,
+            key,
+            if_version,
+        } => {
+            let path = match entry_path(&cache, &key) {
+                Ok(p) => p,
+                Err(message) => return Ok(usage(&message)),
+            };
+            let headers: Vec<(&str, String)> = if_version
+                .map(|v| ("if-match", v.to_string()))
+                .into_iter()
+                .collect();
+            let answer = client
+                .exchange(Method::DELETE, &path, None, &headers)
+                .await?;
+            if answered(&answer, 409, "current_version") {
+                return Ok(failed(&answer.message));
+            }
+            let v = answer.into_result(&client.base, &path)?;
+            if json {
+                print_json(&v);
+            } else if v["deleted"].as_bool() == Some(true) {
+                println!("deleted (version {})", text(&v["version"]));
+            } else {
+                println!("nothing to delete: cache `{cache}` has no entry `{key}`");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Keys {
+            cache,
+            prefix,
+            limit,
+        } => {
+            let mut path = match path_segment("cache", &cache) {
+                Ok(c) => format!("/api/v1/cache/{c}?limit={limit}"),
+                Err(message) => return Ok(usage(&message)),
+            };
+            if !prefix.is_empty() {
+                path.push_str(&format!("&prefix={}", segment(&prefix)));
+            }
+            let v = client.get(&path).await?;
+            if json {
+                print_json(&v);
+            } else {
+                for key in v["keys"].as_array().into_iter().flatten() {
+                    println!("{}", key.as_str().unwrap_or_default());
+                }
+            }
+            if v["truncated"].as_bool() == Some(true) {
+                eprintln!("note: there are more than {limit} keys; raise --limit (at most 1000) or narrow --prefix");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `/api/v1/cache/{cache}/{key}`, each percent-encoded as one segment.
+fn entry_path(cache: &str, key: &str) -> Result<String, String> {
+    Ok(format!(
+        "/api/v1/cache/{}/{}",
+        path_segment("cache", cache)?,
+        path_segment("key", key)?
+    ))
+}
+
+/// `name` percent-encoded as one path segment. `.` and `..` cannot be one: URLs resolve
+/// them (escaped too) before sending.
+fn path_segment(what: &str, name: &str) -> Result<String, String> {
+    match name {
+        "." | ".." => Err(format!(
+            "{what} `{name}` cannot travel in a URL, which resolves `.` and `..`; use another {what}"
+        )),
+        _ => Ok(segment(name)),
+    }
+}
+
+/// The API answered `status` in the shape of a cache outcome (its body has `field`).
+fn answered(answer: &Answer, status: u16, field: &str) -> bool {
+    answer.status == status
+        && answer
+            .value
+            .as_ref()
+            .is_some_and(|v| v.get(field).is_some())
+}
+
+/// Exit 1 with `message`: the entry is absent, or not as the condition expected.
+fn failed(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// Exit 2 with `message`.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Decodes standard base64 (padding optional, whitespace ignored); `None` if it is not.
+fn from_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    let digits = text.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
+    for c in digits.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// Issues a command, follows it unless told not to, and prints where each target got.
@@ -915,5 +1241,28 @@ mod tests {
     fn names_are_one_path_segment() {
         assert_eq!(segment("node-1.a_b"), "node-1.a_b");
         assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(
+            entry_path("c", "a/b c é").unwrap(),
+            "/api/v1/cache/c/a%2Fb%20c%20%C3%A9"
+        );
+        assert!(entry_path("c", "..").unwrap_err().contains("another key"));
+        assert!(entry_path(".", "k").unwrap_err().contains("another cache"));
+    }
+
+    #[test]
+    fn base64_values_decode_to_their_bytes() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(from_base64(encoded).unwrap(), plain.as_bytes(), "{encoded}");
+        }
+        assert_eq!(from_base64("//4AgA==").unwrap(), [0xff, 0xfe, 0x00, 0x80]);
+        assert_eq!(from_base64("not base64!"), None);
     }
 }
