@@ -219,6 +219,22 @@ async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Stor
         store.cache_get("cache-2", "users", "u/1").await.unwrap(),
         None
     );
+    // Concurrent first writes of different keys all succeed (InnoDB's gap locks make such
+    // transactions deadlock; the store retries them).
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("new/{i}");
+                store
+                    .cache_put(c, &write("users", &key, b"v", None, Expect::Absent))
+                    .await
+            })
+        })
+        .collect();
+    for w in writers {
+        assert_eq!(w.await.unwrap().unwrap(), CacheOutcome::Done { version: 1 });
+    }
     // Expiry by store time: gone for reads, keys and conditions, and the version goes on.
     let now = store.now_ms().await.unwrap();
     let CacheOutcome::Done { version } = store

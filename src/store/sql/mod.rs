@@ -251,7 +251,9 @@ impl SqlStore {
         Ok(Some(CacheOutcome::Done { version }))
     }
 
-    /// A cache write, tried again while a concurrent first write of the key wins the insert.
+    /// A cache write, tried again while a concurrent first write of the key wins the insert,
+    /// or the database breaks a deadlock by rolling this one back (InnoDB's locks on the gaps
+    /// between keys make concurrent first writes of different keys deadlock).
     async fn cache_write(
         &self,
         cluster: &str,
@@ -261,12 +263,20 @@ impl SqlStore {
         expect: Expect,
         fence: Option<(&str, i64)>,
     ) -> Result<CacheOutcome> {
-        for _ in 0..10 {
-            if let Some(outcome) = self
+        for attempt in 0..10u32 {
+            match self
                 .cache_write_once(cluster, cache, key, value, expect, fence)
-                .await?
+                .await
             {
-                return Ok(outcome);
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(Error::StoreUnavailable(m))
+                    if m.to_lowercase().contains("deadlock") && attempt < 9 =>
+                {
+                    let jitter = rand::random::<u64>() % (1 << attempt.min(6));
+                    tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(Error::StoreUnavailable(format!(
