@@ -101,8 +101,8 @@ CREATE INDEX rota_events_by_time ON rota_events (cluster, at);
 
 CREATE TABLE rota_cache (
   cluster VARCHAR(255) NOT NULL,
-  cache VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-  ckey VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  cache VARBINARY(1020) NOT NULL,
+  ckey VARBINARY(1020) NOT NULL,
   value LONGBLOB NOT NULL,
   version BIGINT NOT NULL,
   expires_at BIGINT,
@@ -110,6 +110,8 @@ CREATE TABLE rota_cache (
   updated_at BIGINT NOT NULL,
   PRIMARY KEY (cluster, cache, ckey)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX rota_cache_by_age ON rota_cache (cluster, updated_at);
 
 INSERT INTO rota_meta (name, value) VALUES ('schema_version', 5);
 

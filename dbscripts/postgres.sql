@@ -111,5 +111,7 @@ CREATE TABLE rota_cache (
   PRIMARY KEY (cluster, cache, ckey)
 );
 
+CREATE INDEX rota_cache_by_age ON rota_cache (cluster, updated_at);
+
 INSERT INTO rota_meta (name, value) VALUES ('schema_version', 5);
 

@@ -11,7 +11,7 @@
 //!   (expiry is not pushed). This node's own writes drop its copy at once.
 //! - Entries may expire ([`Cache::put_with_ttl`]) by store time. Versions only grow, deletes
 //!   and expiries included, so [`Cache::compare_and_set`] never matches a later incarnation
-//!   of a key.
+//!   of a key (within the history retention, after which tombstones are purged).
 //!
 //! A task's own state (a cursor, a checkpoint) is kept the same way, fenced by its token:
 //! see [`crate::FireContext::save_state`].
@@ -29,7 +29,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::time::Instant;
 
 use crate::{
-    store::{CacheEntry, CacheOutcome, CacheWrite, Expect, Store},
+    store::{CacheChange, CacheEntry, CacheOutcome, CacheWrite, Expect, Store},
     Error, Result,
 };
 
@@ -41,25 +41,18 @@ pub const POLLED_MAX_AGE: Duration = Duration::from_millis(500);
 pub const MAX_VALUE: usize = 512 * 1024;
 /// Largest key, in bytes.
 pub const MAX_KEY: usize = 255;
+/// Most bytes of values a node keeps in its near cache; beyond, it starts afresh.
+pub const NEAR_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest time to live accepted: ten years.
+const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 
-/// Checks a cache name: 1 to 128 letters, digits, `-`, `_` or `.`.
+/// Checks a cache name: 1 to 128 letters, digits, `-`, `_` or `.`, like every name.
 pub fn validate_cache_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::config(
-            "cache",
-            format!(
-                "`{name}` is not a valid cache name; use 1 to 128 letters, digits, `-`, `_` or `.`"
-            ),
-        ))
-    }
+    crate::node::validate_name("cache", name)
 }
+
+/// Caches whose name starts with this are rota's own ([`crate::store::TASK_STATE_CACHE`]).
+pub const RESERVED_PREFIX: &str = "rota.";
 
 /// Checks a key: 1 to [`MAX_KEY`] bytes, no control characters.
 pub fn validate_key(key: &str) -> Result<()> {
@@ -90,10 +83,10 @@ fn validate_value(value: &[u8]) -> Result<()> {
 
 fn ttl_ms(ttl: Duration) -> Result<i64> {
     match i64::try_from(ttl.as_millis()) {
-        Ok(ms) if ms > 0 => Ok(ms),
+        Ok(ms) if ms > 0 && ttl <= MAX_TTL => Ok(ms),
         _ => Err(Error::config(
             "ttl",
-            format!("{ttl:?} is not a time to live; give at least 1 ms"),
+            format!("{ttl:?} is not a time to live; give 1 ms to 3650 days"),
         )),
     }
 }
@@ -104,6 +97,8 @@ type Copies = HashMap<(String, String), (Option<CacheEntry>, Instant)>;
 /// One node's copies of cache entries, shared by its [`Cache`] handles.
 pub struct NearCache {
     entries: Mutex<Copies>,
+    /// Bytes of values held in `entries`.
+    bytes: AtomicU64,
     /// Bumped by every invalidation: a read that raced one does not keep its copy.
     invalidations: AtomicU64,
     /// The store's push is connected: copies may live up to [`PUSHED_MAX_AGE`].
@@ -127,6 +122,7 @@ impl NearCache {
     pub async fn start(store: &Arc<dyn Store>, cluster: &str) -> Arc<NearCache> {
         let near = Arc::new(NearCache {
             entries: Mutex::default(),
+            bytes: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             pushed: AtomicBool::new(false),
             hits: AtomicU64::new(0),
@@ -136,10 +132,23 @@ impl NearCache {
             let weak = Arc::downgrade(&near);
             tokio::spawn(async move {
                 use tokio::sync::broadcast::error::RecvError;
+                let mut idle = tokio::time::interval(Duration::from_secs(5));
                 loop {
-                    let change = changes.recv().await;
+                    let change = tokio::select! {
+                        change = changes.recv() => change,
+                        // The near cache is gone: stop (and let the store's push end).
+                        _ = idle.tick() => match weak.upgrade() {
+                            Some(_) => continue,
+                            None => return,
+                        },
+                    };
                     let Some(near) = weak.upgrade() else { return };
                     match change {
+                        // The push stopped: copies may go stale unseen, so keep none long.
+                        Ok(c) if c == CacheChange::lost() => {
+                            near.pushed.store(false, Ordering::SeqCst);
+                            near.clear();
+                        }
                         // The push is (re)connected: anything may have changed meanwhile.
                         Ok(c) if c.cache.is_empty() => {
                             near.clear();
@@ -185,25 +194,40 @@ impl NearCache {
             return; // changed while it was read: the copy may be stale already
         }
         // Keep memory bounded: forget everything rather than track use.
-        if entries.len() >= 100_000 {
+        let size = entry.as_ref().map_or(0, |e| e.value.len()) as u64;
+        if entries.len() >= 100_000
+            || self.bytes.load(Ordering::SeqCst) + size > NEAR_CACHE_BYTES as u64
+        {
             entries.clear();
+            self.bytes.store(0, Ordering::SeqCst);
         }
-        entries.insert(
+        self.bytes.fetch_add(size, Ordering::SeqCst);
+        let old = entries.insert(
             (cache.to_string(), key.to_string()),
             (entry, Instant::now()),
         );
+        self.forget_bytes(old.as_ref().map(|(e, _)| e));
+    }
+
+    /// Under the `entries` lock: `old` is no longer held.
+    fn forget_bytes(&self, old: Option<&Option<CacheEntry>>) {
+        if let Some(Some(e)) = old {
+            self.bytes.fetch_sub(e.value.len() as u64, Ordering::SeqCst);
+        }
     }
 
     fn invalidate(&self, cache: &str, key: &str) {
         let mut entries = self.entries.lock().unwrap();
         self.invalidations.fetch_add(1, Ordering::SeqCst);
-        entries.remove(&(cache.to_string(), key.to_string()));
+        let old = entries.remove(&(cache.to_string(), key.to_string()));
+        self.forget_bytes(old.as_ref().map(|(e, _)| e));
     }
 
     fn clear(&self) {
         let mut entries = self.entries.lock().unwrap();
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         entries.clear();
+        self.bytes.store(0, Ordering::SeqCst);
     }
 
     /// Reads served from copies, and reads that went to the store.
@@ -247,6 +271,12 @@ impl Cache {
         near: Arc<NearCache>,
     ) -> Result<Cache> {
         validate_cache_name(name)?;
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::config(
+                "cache",
+                format!("`{name}` is reserved for rota; a task reaches its own state with `ctx.state()`"),
+            ));
+        }
         Ok(Cache {
             store,
             cluster: cluster.to_string(),
@@ -257,6 +287,12 @@ impl Cache {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The store pushes changes to this node's near cache now (copies are dropped at once,
+    /// not after [`POLLED_MAX_AGE`]).
+    pub fn is_pushed(&self) -> bool {
+        self.near.is_pushed()
     }
 
     /// The entry of `key` now, from the store (linearizable).

@@ -332,6 +332,9 @@ pub struct TaskSection {
     pub env: Option<BTreeMap<String, String>>,
     /// Working directory of `command`.
     pub workdir: Option<String>,
+    /// `command` only: hand the task's saved state over in `ROTA_STATE_FILE` and save what
+    /// the command leaves there (default false: no store read per fire).
+    pub state: Option<bool>,
     pub http: Option<HttpSection>,
     pub log: Option<LogKindSection>,
     /// Placement of this task; without `resolver`, `[placement]`'s resolver applies, and
@@ -1373,6 +1376,14 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
                 "remove workdir, or make this a command task",
             ));
         }
+        if let Some(state) = t.state {
+            p.push(ConfigProblem::new(
+                f("state"),
+                state.to_string(),
+                "`state` only applies to `command` (other tasks reach their state in code)",
+                "remove state, or make this a command task",
+            ));
+        }
     }
     match kinds.len() {
         0 => {
@@ -1396,7 +1407,9 @@ fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option
         }
     }
     if let Some(argv) = &t.command {
-        return compile_command(p, &f("command"), argv, &t.env, &t.workdir).map(Kind::from);
+        return compile_command(p, &f("command"), argv, &t.env, &t.workdir)
+            .map(|c| c.with_state(t.state.unwrap_or(false)))
+            .map(Kind::from);
     }
     if let Some(h) = &t.http {
         return compile_http(p, &f("http"), h).map(Kind::from);

@@ -473,14 +473,14 @@ async fn the_cache_api_reads_writes_and_refuses(kind: Kind) {
             "/api/v1/cache/bad%20name/k".into(),
             vec![],
             400,
-            "`bad name` is not a valid cache name",
+            "`bad name` is not a valid name",
         ),
         (
             "GET",
             "/api/v1/cache/bad!name".into(),
             vec![],
             400,
-            "not a valid cache name",
+            "not a valid name",
         ),
         (
             "PUT",
@@ -811,7 +811,7 @@ async fn rota_ctl_cache_puts_gets_lists_and_deletes() {
     assert_eq!(r.code, 2, "two values: {r}");
     let r = run(&["get", "bad name", "k"]).await;
     assert_eq!(r.code, 2, "{r}");
-    assert!(r.stderr.contains("not a valid cache name"), "{r}");
+    assert!(r.stderr.contains("not a valid name"), "{r}");
     let r = run(&["get", "app", ".."]).await;
     assert_eq!(r.code, 2, "{r}");
     let unreachable = ctl(

@@ -180,6 +180,14 @@ async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Stor
     );
     assert_eq!(store.cache_get(c, "users", "u/1").await.unwrap(), None);
     assert_eq!(
+        store
+            .cache_delete(c, "users", "u/1", Expect::Any)
+            .await
+            .unwrap(),
+        CacheOutcome::Done { version: 0 },
+        "nothing live to delete: nothing changes"
+    );
+    assert_eq!(
         put("u/1", b"x", Expect::Version(3)).await,
         CacheOutcome::Conflict { current: None }
     );
@@ -219,6 +227,27 @@ async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Stor
         store.cache_get("cache-2", "users", "u/1").await.unwrap(),
         None
     );
+    // Keys are compared byte for byte: case and trailing spaces make other keys.
+    for key in ["k", "k ", "K"] {
+        assert_eq!(
+            put(key, key.as_bytes(), Expect::Absent).await,
+            CacheOutcome::Done { version: 1 },
+            "`{key}` is a key of its own"
+        );
+    }
+    assert_eq!(
+        store
+            .cache_get(c, "users", "k ")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"k "
+    );
+    assert_eq!(
+        store.cache_keys(c, "users", "k", 10).await.unwrap(),
+        ["k", "k "]
+    );
     // Concurrent first writes of different keys all succeed (InnoDB's gap locks make such
     // transactions deadlock; the store retries them).
     let writers: Vec<_> = (0..8)
@@ -240,7 +269,7 @@ async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Stor
     let CacheOutcome::Done { version } = store
         .cache_put(
             c,
-            &write("users", "ttl", b"short", Some(1_500), Expect::Any),
+            &write("users", "ttl", b"short", Some(3_000), Expect::Any),
         )
         .await
         .unwrap()
@@ -250,7 +279,7 @@ async fn cache_entries_are_versioned_conditional_and_expire(store: &Arc<dyn Stor
     let e = store.cache_get(c, "users", "ttl").await.unwrap().unwrap();
     let expires = e.expires_at_ms.expect("an expiry");
     assert!(
-        (now + 1_400..=now + 3_000).contains(&expires),
+        (now + 2_900..=now + 6_000).contains(&expires),
         "expires at {expires}, written at about {now}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -1,7 +1,11 @@
 //! Routes of the admin API: reads of the cluster, and actions that append cluster commands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet, HashMap},
+};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, HeaderMap, Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -1082,7 +1086,7 @@ async fn cache_request(
             };
             let (encoding, value) = match std::str::from_utf8(&entry.value) {
                 Ok(text) => ("utf-8", text.to_string()),
-                Err(_) => ("base64", base64(&entry.value)),
+                Err(_) => ("base64", BASE64_STANDARD.encode(&entry.value)),
             };
             Ok(with_etag(
                 json_response(
@@ -1321,53 +1325,31 @@ fn with_etag(mut response: Response<Body>, version: i64) -> Response<Body> {
     response
 }
 
-/// Decodes `%XX` escapes (and `+` as a space, in query values) into UTF-8 text.
+/// Decodes `%XX` escapes (and `+` as a space, in query values) into UTF-8 text. A `%`
+/// without two hex digits is refused (`percent_decode_str` would keep it as it is).
 fn percent_decode(field: &str, raw: &str, plus_is_space: bool) -> Result<String, Problem> {
-    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi * 16 + lo) as u8);
-                    i += 2;
-                }
-                _ => {
-                    return Err(Problem::bad(format!(
-                        "{field}: `{raw}` has a `%` not followed by two hex digits; percent-encode it (`%` is %25)"
-                    )))
-                }
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
+    let stray_percent = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !matches!(bytes.get(i + 1..i + 3), Some([hi, lo])
+                if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
+    });
+    if stray_percent {
+        return Err(Problem::bad(format!(
+            "{field}: `{raw}` has a `%` not followed by two hex digits; percent-encode it (`%` is %25)"
+        )));
     }
-    String::from_utf8(out).map_err(|_| {
-        Problem::bad(format!(
+    // `+` becomes a space before the escapes are decoded, so `%2B` stays a `+`.
+    let spaced = match plus_is_space {
+        true => Cow::Owned(raw.replace('+', " ")),
+        false => Cow::Borrowed(raw),
+    };
+    match percent_encoding::percent_decode_str(&spaced).decode_utf8() {
+        Ok(text) => Ok(text.into_owned()),
+        Err(_) => Err(Problem::bad(format!(
             "{field}: `{raw}` is not UTF-8 once decoded; percent-encode the UTF-8 bytes of the text"
-        ))
-    })
-}
-
-/// Standard base64 with padding (RFC 4648), for values that are not UTF-8 text.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
+        ))),
     }
-    out
 }
 
 #[cfg(test)]
@@ -1375,32 +1357,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_pads_like_rfc_4648() {
-        // The test vectors of RFC 4648, section 10.
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
-    }
-
-    #[test]
     fn path_segments_and_query_values_are_percent_decoded() {
         let decode = |raw, plus| percent_decode("key", raw, plus).map_err(|p| p.1);
         assert_eq!(decode("a%2Fb%20c", false).unwrap(), "a/b c");
         assert_eq!(decode("caf%C3%A9+x", false).unwrap(), "café+x");
         assert_eq!(decode("caf%c3%a9+x", true).unwrap(), "café x");
+        assert_eq!(decode("1%2B1+2", true).unwrap(), "1+1 2");
         assert_eq!(decode("plain", false).unwrap(), "plain");
         assert!(decode("50%", false).unwrap_err().contains("two hex digits"));
         assert!(decode("%zz", false).unwrap_err().contains("two hex digits"));
         assert!(decode("%+1", false).unwrap_err().contains("two hex digits"));
+        assert!(decode("%25%", false)
+            .unwrap_err()
+            .contains("two hex digits"));
         assert!(decode("%FF", false).unwrap_err().contains("not UTF-8"));
     }
 

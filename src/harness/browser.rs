@@ -17,6 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{
+    alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    Engine as _,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -428,7 +433,10 @@ impl Browser {
         let text = v
             .as_str()
             .ok_or_else(|| failed(format!("not base64 text: {v}")))?;
-        let png = base64_decode(text).map_err(failed)?;
+        let digits: String = text.split_ascii_whitespace().collect();
+        let png = BASE64
+            .decode(digits)
+            .map_err(|e| failed(format!("not base64: {e}")))?;
         if !png.starts_with(b"\x89PNG\r\n\x1a\n") {
             return Err(failed("the driver's answer is not a PNG".into()));
         }
@@ -553,50 +561,25 @@ fn retry_on_element(e: &BrowserError) -> bool {
     )
 }
 
-/// Standard base64 (RFC 4648, `+/`, `=` padding; whitespace ignored).
-fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for (i, c) in text.bytes().enumerate() {
-        let sextet = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return Err(format!("not base64: byte {c:#04x} at {i}")),
-        };
-        acc = (acc << 6) | u32::from(sextet);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
+/// Standard base64 (RFC 4648, `+/`) with the `=` padding optional, for screenshots
+/// (`Browser::screenshot` drops whitespace first).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_decodes_padded_and_unpadded_text() {
-        for (text, want) in [
-            ("", ""),
-            ("YQ==", "a"),
-            ("YWI=", "ab"),
-            ("YWJj", "abc"),
-            ("aGVsbG8gd29ybGQ=", "hello world"),
-            ("aGVs\nbG8", "hello"),
-        ] {
-            assert_eq!(base64_decode(text).unwrap(), want.as_bytes(), "{text}");
+    fn screenshot_base64_may_omit_padding() {
+        for text in ["YWI=", "YWI"] {
+            assert_eq!(BASE64.decode(text).unwrap(), b"ab", "{text}");
         }
-        assert_eq!(base64_decode("/+8="), Ok(vec![0xff, 0xef]));
-        assert!(base64_decode("YQ-=").is_err());
+        assert!(BASE64.decode("YQ-=").is_err());
     }
 
     #[test]

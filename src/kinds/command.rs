@@ -29,11 +29,13 @@ pub struct CommandTask {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     argv: Vec<String>,
     env: BTreeMap<String, String>,
     workdir: Option<PathBuf>,
+    /// Hand the task's state over through `ROTA_STATE_FILE`.
+    state: bool,
 }
 
 impl CommandTask {
@@ -49,8 +51,20 @@ impl CommandTask {
             Some(_) => {}
         }
         Ok(CommandTask {
-            inner: Arc::new(Inner { argv, env, workdir }),
+            inner: Arc::new(Inner {
+                argv,
+                env,
+                workdir,
+                state: false,
+            }),
         })
+    }
+
+    /// Hands the task's saved state over in `ROTA_STATE_FILE`, and saves what the command
+    /// leaves there (see [`Handler::run`] of this type).
+    pub fn with_state(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.inner).state = on;
+        self
     }
 
     pub fn argv(&self) -> &[String] {
@@ -74,6 +88,9 @@ impl CommandTask {
             let names: Vec<&str> = self.inner.env.keys().map(String::as_str).collect();
             text.push_str(&format!(" (env {})", names.join(",")));
         }
+        if self.inner.state {
+            text.push_str(" (state)");
+        }
         text
     }
 }
@@ -91,17 +108,18 @@ fn quote(arg: &str) -> String {
 }
 
 impl Handler for CommandTask {
-    /// Runs the command for one fire. Its state: `ROTA_STATE_FILE` names a file that holds
-    /// the task's saved state (empty when none); when the command exits with 0 having
-    /// changed it, the new content is saved as the task's state, fenced by the fire's token
-    /// (a node that lost the task saves nothing, and the fire fails).
+    /// Runs the command for one fire. With state ([`CommandTask::with_state`]):
+    /// `ROTA_STATE_FILE` names a file that holds the task's saved state (empty when none);
+    /// when the command exits with 0 having changed it, the new content is saved as the
+    /// task's state, fenced by the fire's token (a node that lost the task saves nothing,
+    /// and the fire fails).
     fn run(&self, ctx: FireContext) -> HandlerFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
             let mut call = Invocation::of_fire(&ctx);
             let state = match ctx.state() {
-                Ok(state) => Some(StateFile::prepare(state, &ctx.task).await?),
-                Err(_) => None, // a context made by hand: no store
+                Ok(state) if inner.state => Some(StateFile::prepare(state, &ctx.task).await?),
+                _ => None, // not asked for, or a context made by hand (no store)
             };
             if let Some(file) = &state {
                 call.vars
@@ -135,7 +153,19 @@ impl StateFile {
             std::process::id(),
             rand::random::<u64>()
         ));
-        tokio::fs::write(&path, &loaded)
+        // Readable by this user only: the state may be sensitive.
+        let written = async {
+            use tokio::io::AsyncWriteExt;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .await?;
+            file.write_all(&loaded).await?;
+            file.flush().await
+        };
+        written
             .await
             .map_err(|e| TaskError::new(format!("cannot write {}: {e}", path.display())))?;
         Ok(StateFile { path, loaded })

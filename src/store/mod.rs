@@ -486,11 +486,14 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `value` under `key` if the entry is as `expect` says, atomically; `ttl_ms`
     /// makes it expire that long after this write, by store time. Each write of a key gives
     /// it a higher version than any it had before, deletes and expiries included, so a
-    /// compare-and-set on a version never succeeds against a later incarnation of the key.
+    /// compare-and-set on a version never succeeds against a later incarnation of the key
+    /// (within the history retention: [`Store::purge_history`] removes tombstones and expired
+    /// entries older than that, and a key written after that starts again at version 1).
     async fn cache_put(&self, cluster: &str, write: &CacheWrite<'_>) -> Result<CacheOutcome>;
 
-    /// Deletes `key` if the entry is as `expect` says (a live entry must exist, unless
-    /// `expect` is [`Expect::Any`]). The key keeps its version (a tombstone), see `cache_put`.
+    /// Deletes `key` if the entry is as `expect` says. The key keeps its version (a
+    /// tombstone), see `cache_put`. With no live entry, nothing changes: `Done` at version 0
+    /// (or a conflict for [`Expect::Version`]).
     async fn cache_delete(
         &self,
         cluster: &str,
@@ -575,8 +578,10 @@ pub enum CacheOutcome {
     Conflict { current: Option<i64> },
 }
 
-/// A cache entry written or deleted (pushed by stores that can). An empty `cache` means
-/// that anything may have changed (the push was interrupted): drop every copy.
+/// A cache entry written or deleted (pushed by stores that can). An empty `cache` is about
+/// the push itself: [`CacheChange::everything`] when it (re)connects (anything may have
+/// changed meanwhile), [`CacheChange::lost`] when it stops (nothing is pushed until the
+/// next `everything`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheChange {
     pub cache: String,
@@ -584,11 +589,19 @@ pub struct CacheChange {
 }
 
 impl CacheChange {
-    /// Anything may have changed.
+    /// The push is (re)connected: anything may have changed.
     pub fn everything() -> CacheChange {
         CacheChange {
             cache: String::new(),
             key: String::new(),
+        }
+    }
+
+    /// The push stopped: changes go unreported until the next [`CacheChange::everything`].
+    pub fn lost() -> CacheChange {
+        CacheChange {
+            cache: String::new(),
+            key: "lost".into(),
         }
     }
 }

@@ -1050,7 +1050,7 @@ impl ZkStore {
         let z = self.zk().await?;
         let mut now = None;
         for _ in 0..CACHE_ATTEMPTS {
-            if expect == Expect::Any {
+            if expect == Expect::Any && value.is_some() {
                 // Unconditional: no read, no store time; a first write creates the znode.
                 self.wrote();
                 match z.set_data(&path, &data, None).await {
@@ -1093,6 +1093,10 @@ impl ZkStore {
             };
             if !expected {
                 return Ok(CacheOutcome::Conflict { current: live });
+            }
+            if value.is_none() && live.is_none() {
+                // Nothing live to delete (a tombstone, expired): nothing changes.
+                return Ok(CacheOutcome::Done { version: 0 });
             }
             self.wrote();
             match z.set_data(&path, &data, Some(stat.version)).await {
@@ -2562,8 +2566,11 @@ impl Store for ZkStore {
                                     // Better no push (near caches poll) than a dead one.
                                     None => return,
                                 }
+                                let _ = tx.send(CacheChange::everything());
+                            } else {
+                                // Disconnected: nothing is pushed until the watch is back.
+                                let _ = tx.send(CacheChange::lost());
                             }
-                            let _ = tx.send(CacheChange::everything());
                         }
                         zk::EventType::NodeCreated
                         | zk::EventType::NodeDataChanged

@@ -77,14 +77,25 @@ impl Dialect {
         }
     }
 
-    /// A key column compared and ordered byte for byte, whatever the database's locale
-    /// (MySQL's default collation ignores case, which would make `A` and `a` one cache key).
+    /// A key column compared and ordered byte for byte, whatever the database's locale.
+    /// MySQL's text collations would merge keys: the default one ignores case (`A` is `a`),
+    /// and even `utf8mb4_bin` pads with spaces (`a ` is `a`); bytes compare exactly.
     pub fn exact_key(self) -> &'static str {
         match self {
             Dialect::Sqlite => "TEXT",
             Dialect::Postgres => "VARCHAR(255) COLLATE \"C\"",
-            Dialect::Mysql => "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            Dialect::Mysql => "VARBINARY(1020)",
         }
+    }
+
+    /// The length of a key prefix as `SUBSTR` counts it: bytes for MySQL's binary keys,
+    /// characters elsewhere.
+    pub fn prefix_length(self, prefix: &str) -> i32 {
+        let n = match self {
+            Dialect::Mysql => prefix.len(),
+            _ => prefix.chars().count(),
+        };
+        i32::try_from(n).unwrap_or(i32::MAX)
     }
 
     /// The column type of arbitrary bytes.

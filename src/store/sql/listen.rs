@@ -24,7 +24,13 @@ pub fn spawn_cache(url: String, cluster: String) -> broadcast::Sender<CacheChang
         loop {
             match listen_cache(&url, &cluster, &tx).await {
                 Ok(()) => return, // nobody listens any more
-                Err(e) => debug!(error = %e, "cache listener lost its connection; reconnecting"),
+                Err(e) => {
+                    debug!(error = %e, "cache listener lost its connection; reconnecting");
+                    let _ = tx.send(CacheChange::lost());
+                }
+            }
+            if tx.receiver_count() == 0 {
+                return;
             }
             let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;

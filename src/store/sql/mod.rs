@@ -199,9 +199,13 @@ impl SqlStore {
         if !expected {
             return Ok(Some(CacheOutcome::Conflict { current: live }));
         }
+        if value.is_none() && live.is_none() {
+            // Nothing live to delete (absent, a tombstone, expired): nothing changes.
+            return Ok(Some(CacheOutcome::Done { version: 0 }));
+        }
         let Some((old_version, _, _)) = row else {
             let Some((bytes, ttl)) = value else {
-                return Ok(Some(CacheOutcome::Done { version: 0 })); // nothing to delete
+                unreachable!("a delete with nothing live returned above");
             };
             let sql = self.sql(
                 "INSERT INTO rota_cache (cluster, cache, ckey, value, version, expires_at, live, updated_at) \
@@ -212,7 +216,7 @@ impl SqlStore {
                 .bind(cache)
                 .bind(key)
                 .bind(bytes.to_vec())
-                .bind(ttl.map(|t| now + t))
+                .bind(ttl.map(|t| now.saturating_add(t)))
                 .bind(now)
                 .execute(&mut *tx)
                 .await;
@@ -227,7 +231,7 @@ impl SqlStore {
         };
         let version = old_version + 1;
         let (bytes, expires, live) = match value {
-            Some((bytes, ttl)) => (bytes.to_vec(), ttl.map(|t| now + t), 1),
+            Some((bytes, ttl)) => (bytes.to_vec(), ttl.map(|t| now.saturating_add(t)), 1),
             None => (Vec::new(), None, 0),
         };
         let sql = self.sql(
@@ -1671,18 +1675,19 @@ impl Store for SqlStore {
             "SELECT ckey FROM rota_cache WHERE cluster = ? AND cache = ? AND live = 1 \
              AND (expires_at IS NULL OR expires_at > {{now}}){by_prefix} ORDER BY ckey LIMIT ?"
         ));
-        let mut query = sqlx::query_scalar::<_, String>(&sql)
-            .bind(cluster)
-            .bind(cache);
+        let mut query = sqlx::query(&sql).bind(cluster).bind(cache);
         if !prefix.is_empty() {
-            query = query.bind(prefix.chars().count() as i32).bind(prefix);
+            query = query.bind(self.dialect.prefix_length(prefix)).bind(prefix);
         }
-        let keys = query
+        let rows = query
             .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(keys)
+        // MySQL keeps keys as bytes; `text` reads either.
+        rows.iter()
+            .map(|r| Ok(text(r, "ckey")?.unwrap_or_default()))
+            .collect()
     }
 
     async fn save_task_state(

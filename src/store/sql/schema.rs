@@ -49,6 +49,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         events_table(dialect),
         EVENTS_BY_TIME.to_string(),
         cache_table(dialect),
+        CACHE_BY_AGE.to_string(),
         format!("INSERT INTO rota_meta (name, value) VALUES ('schema_version', {VERSION})"),
     ];
     tables.into_iter().collect()
@@ -93,6 +94,10 @@ fn cache_table(dialect: Dialect) -> String {
     )
 }
 
+/// The purge finds old tombstones and expired entries by age, without scanning (and, on
+/// InnoDB, locking) the whole cache.
+const CACHE_BY_AGE: &str = "CREATE INDEX rota_cache_by_age ON rota_cache (cluster, updated_at)";
+
 const EVENTS_BY_TIME: &str = "CREATE INDEX rota_events_by_time ON rota_events (cluster, at)";
 
 /// The statements that bring schema version `from` to [`VERSION`], in order (empty when
@@ -119,6 +124,7 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
     }
     if from < 5 {
         out.push(cache_table(dialect));
+        out.push(CACHE_BY_AGE.to_string());
         out.push("UPDATE rota_meta SET value = 5 WHERE name = 'schema_version'".to_string());
     }
     out
