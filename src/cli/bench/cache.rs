@@ -75,6 +75,43 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<ExitCode> {
         }
     );
 
+    // Invalidation: a second node (its own store connection and near cache) reads from its
+    // copy; this node writes; how long until the reader sees the new value.
+    let other_store = store::open(&run.url).await?;
+    let other_near = NearCache::start(&other_store, &cluster).await;
+    let reader = Cache::new(other_store, &cluster, "bench", other_near)?;
+    let pushes = run.store.cache_changes(&cluster).await.is_some();
+    let wait_push = Instant::now() + Duration::from_secs(10);
+    while pushes && !reader.is_pushed() && Instant::now() < wait_push {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seen_ms = Vec::new();
+    for i in 0..50u32 {
+        reader.get_cached("shared").await?; // a copy to invalidate
+        let written = Instant::now();
+        cache.put("shared", i.to_string()).await?;
+        loop {
+            let e = reader.get_cached("shared").await?;
+            if e.is_some_and(|e| e.value == i.to_string().as_bytes()) {
+                break;
+            }
+            if written.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("the reader never saw write {i}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen_ms.push(written.elapsed().as_millis() as i64);
+    }
+    println!(
+        "  another node's write seen through the near cache ({}): {}",
+        if reader.is_pushed() {
+            "pushed"
+        } else {
+            "copies kept at most 500 ms"
+        },
+        super::stats(&mut seen_ms)
+    );
+
     for (op, name) in [
         (Op::Put, "put"),
         (Op::Get, "get"),
