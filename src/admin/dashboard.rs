@@ -29,7 +29,7 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    routes::{command_json, merge_events, read_log, Model, Problem},
+    routes::{command_json, merge_events, Model, Problem},
     Api, Body,
 };
 use crate::{
@@ -148,8 +148,8 @@ impl Monitor {
             cache.fires.clone()
         };
         let journal = api.store.events(&api.cluster, 200).await?;
-        let log = read_log(api).await?;
-        let recent: Vec<_> = log.iter().rev().take(100).cloned().collect();
+        // The model read the command log already.
+        let recent: Vec<_> = model.log.iter().rev().take(100).cloned().collect();
         let seqs: Vec<i64> = recent.iter().map(|c| c.seq).collect();
         let acks = api
             .store

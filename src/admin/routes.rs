@@ -343,13 +343,14 @@ impl Members {
 }
 
 /// What most reads need: the members, the assignments (indexed by task, and per-node shares
-/// by their task), and the command log folded.
+/// by their task), and the command log, folded.
 pub(super) struct Model {
     pub members: Members,
     assignments: Vec<Assignment>,
     own: HashMap<String, usize>,
     shares: HashMap<String, Vec<usize>>,
-    last_command: i64,
+    /// The whole command log, in order (read once per request).
+    pub log: Vec<Command>,
     control: ControlState,
     paused: BTreeMap<String, Vec<String>>,
 }
@@ -379,7 +380,7 @@ impl Model {
             assignments,
             own,
             shares,
-            last_command: log.last().map_or(0, |c| c.seq),
+            log,
             control,
             paused,
         })
@@ -590,7 +591,7 @@ async fn dispatch(
                         "paused": count("paused"),
                         "unplaced": count("unplaced"),
                     },
-                    "commands": m.last_command,
+                    "commands": m.log.last().map_or(0, |c| c.seq),
                 }),
             ))
         }
