@@ -1134,23 +1134,15 @@ async fn cache_request(
         Method::DELETE => {
             only_query(query, &[])?;
             let expect = expectation(headers, false)?;
-            let outcome = match expect {
-                Expect::Version(_) => {
-                    store
-                        .cache_delete(&api.cluster, &cache, &key, expect)
-                        .await?
-                }
-                _ => match delete_live(api, &cache, &key).await? {
-                    Some(version) => CacheOutcome::Done { version },
-                    None => {
-                        return Ok(json_response(
-                            StatusCode::OK,
-                            &json!({"cache": cache, "key": key, "deleted": false, "version": null}),
-                        ))
-                    }
-                },
-            };
+            // The store changes nothing, and answers version 0, when nothing live is there.
+            let outcome = store
+                .cache_delete(&api.cluster, &cache, &key, expect)
+                .await?;
             match outcome {
+                CacheOutcome::Done { version: 0 } => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"cache": cache, "key": key, "deleted": false, "version": null}),
+                )),
                 CacheOutcome::Done { version } => Ok(json_response(
                     StatusCode::OK,
                     &json!({"cache": cache, "key": key, "deleted": true, "version": version}),
@@ -1164,33 +1156,6 @@ async fn cache_request(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on a cache entry"),
         )),
-    }
-}
-
-/// Deletes the live entry of `key`, if any: the version of its tombstone, or `None` when
-/// there was nothing to delete (so the answer can say whether something was deleted).
-async fn delete_live(api: &Api, cache: &str, key: &str) -> Result<Option<i64>, Problem> {
-    let store = &api.store;
-    for _ in 0..5 {
-        let Some(entry) = store.cache_get(&api.cluster, cache, key).await? else {
-            return Ok(None);
-        };
-        let expect = Expect::Version(entry.version);
-        match store.cache_delete(&api.cluster, cache, key, expect).await? {
-            CacheOutcome::Done { version } => return Ok(Some(version)),
-            // Deleted or expired meanwhile: nothing left to delete.
-            CacheOutcome::Conflict { current: None } => return Ok(None),
-            // Written again meanwhile: delete that one.
-            CacheOutcome::Conflict { current: Some(_) } => {}
-        }
-    }
-    // Written over and over: it was live a moment ago, so delete it whatever it holds.
-    match store
-        .cache_delete(&api.cluster, cache, key, Expect::Any)
-        .await?
-    {
-        CacheOutcome::Done { version } => Ok(Some(version)),
-        CacheOutcome::Conflict { .. } => unreachable!("an unconditional delete has no conflict"),
     }
 }
 
