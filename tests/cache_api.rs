@@ -26,6 +26,7 @@ async fn serve(s: &TestStore) -> AdminServer {
         leader: false,
         owned: Vec::new(),
         store_error: None,
+        generation: 0,
     })
     .1;
     rota::admin::serve(

@@ -3,9 +3,10 @@
 //! (`/api/v1/stream`).
 //!
 //! One builder per admin server makes snapshots while someone watches: it rebuilds when the
-//! cluster's generation changes (nodes, placements, commands), pushed by the store where it
-//! can (PostgreSQL NOTIFY, ZooKeeper watches) and polled every 100 ms, and at least every
-//! 2 s for fire outcomes, which do not move the generation. The fire
+//! cluster's generation changes (nodes, placements, commands), as the node serving the API
+//! observes it (it already watches the store: push where the store can, a 50 ms poll
+//! elsewhere), and at least every 2 s for fire outcomes, which do not move the generation.
+//! Served without a node, it polls the store's generation every 100 ms. The fire
 //! history behind counts and charts is re-read at most every 5 s. Every client of the stream
 //! shares the same snapshots.
 
@@ -112,12 +113,21 @@ impl Monitor {
     /// A snapshot of the cluster, at most [`MIN_INTERVAL`] old: requests that come together
     /// share one build.
     pub async fn snapshot(&self) -> Result<Arc<Value>, Problem> {
+        self.snapshot_of(None).await
+    }
+
+    /// [`Monitor::snapshot`], but never one older than `generation`: a shared snapshot
+    /// built just before a change must not stand for it.
+    async fn snapshot_of(&self, generation: Option<i64>) -> Result<Arc<Value>, Problem> {
         let fresh = || {
             self.last
                 .lock()
                 .unwrap()
                 .as_ref()
                 .filter(|(at, _)| at.elapsed() < MIN_INTERVAL)
+                .filter(|(_, s)| {
+                    generation.is_none_or(|g| s["generation"].as_i64().is_some_and(|sg| sg >= g))
+                })
                 .map(|(_, s)| s.clone())
         };
         if let Some(s) = fresh() {
@@ -300,21 +310,14 @@ impl Monitor {
         tokio::spawn(async move {
             let mut generation = None;
             let mut built: Option<Instant> = None;
-            // Where the store pushes changes, react at once; the poll stays the safety net.
-            let mut pushed = me.api.store.subscribe(&me.api.cluster).await;
+            // The serving node observes the generation already; follow it while it runs.
+            let mut status = me.api.status.clone();
+            let mut following = true;
             loop {
-                let push = async {
-                    let open = match pushed.as_mut() {
-                        Some(rx) => rx.changed().await.is_ok(),
-                        None => false,
-                    };
-                    if !open {
-                        std::future::pending::<()>().await;
-                    }
-                };
+                let wait = if following { REFRESH } else { POLL };
                 tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = push => {}
+                    changed = status.changed(), if following => following = changed.is_ok(),
+                    _ = tokio::time::sleep(wait) => {}
                     _ = me.stop.cancelled() => break,
                 }
                 {
@@ -326,12 +329,16 @@ impl Monitor {
                         return;
                     }
                 }
-                let now = me.api.store.generation(&me.api.cluster).await.ok();
+                let now = if following {
+                    Some(status.borrow_and_update().generation)
+                } else {
+                    me.api.store.generation(&me.api.cluster).await.ok()
+                };
                 let due = built.is_none_or(|b| b.elapsed() >= REFRESH);
                 if now == generation && !due {
                     continue;
                 }
-                if let Ok(snapshot) = me.snapshot().await {
+                if let Ok(snapshot) = me.snapshot_of(now).await {
                     generation = now;
                     built = Some(Instant::now());
                     me.latest.send_replace(Some(Arc::new(snapshot.to_string())));

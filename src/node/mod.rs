@@ -345,6 +345,9 @@ pub struct NodeStatus {
     pub owned: Vec<(String, i64)>,
     /// The last store error, while the store is unreachable.
     pub store_error: Option<String>,
+    /// The cluster's generation as this node last observed it (moves with every change of
+    /// membership, placement or the command log; see [`crate::store::Store::view`]).
+    pub generation: i64,
 }
 
 /// A running node. Dropping it does not stop the node; call [`NodeHandle::shutdown`].

@@ -182,6 +182,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         leader: false,
         owned: vec![],
         store_error: None,
+        generation: 0,
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let shared_metrics = shared.metrics.clone();
@@ -1106,6 +1107,7 @@ impl Runtime {
             leader: self.epoch.is_some(),
             owned: self.owned(),
             store_error: self.shared.store_error.lock().unwrap().clone(),
+            generation: self.generation.max(0),
         };
         self.status.send_if_modified(|s| {
             let changed = *s != status;
