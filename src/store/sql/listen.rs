@@ -1,7 +1,8 @@
 //! PostgreSQL push: LISTEN on `rota_changes`, whose payload is the cluster whose generation
 //! changed, and on `rota_cache`, whose payload is `cluster \t cache \t key` of a cache entry
-//! written or deleted. The listeners reconnect with backoff and jitter; after a reconnect
-//! they signal a change, since notifications sent while they were away are lost.
+//! written or deleted. A listener reconnects with backoff and jitter; after a reconnect it
+//! signals a change, since notifications sent while it was away are lost. It ends once
+//! nobody listens.
 
 use std::time::Duration;
 
@@ -12,99 +13,132 @@ use tracing::debug;
 
 use crate::store::CacheChange;
 
+/// The channel of generation changes.
+pub const CHANGES_CHANNEL: &str = "rota_changes";
 /// The channel of cache changes.
 pub const CACHE_CHANNEL: &str = "rota_cache";
+
+/// Generation changes of `cluster`: the counter moves at each (and at each reconnect).
+pub fn spawn(url: String, cluster: String) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    spawn_listener(url, CHANGES_CHANNEL, Generations { tx, cluster });
+    rx
+}
 
 /// Cache changes of `cluster`, while anyone subscribes to the returned sender.
 pub fn spawn_cache(url: String, cluster: String) -> broadcast::Sender<CacheChange> {
     let (tx, _) = broadcast::channel(1024);
-    let sender = tx.clone();
+    let sink = CacheChanges {
+        tx: tx.clone(),
+        cluster,
+    };
+    spawn_listener(url, CACHE_CHANNEL, sink);
+    tx
+}
+
+/// Where one listener's notifications go.
+trait Sink: Send + Sync + 'static {
+    /// (Re)connected: anything may have changed while nobody listened.
+    fn connected(&self);
+    fn notified(&self, payload: &str);
+    /// The connection is lost: nothing is pushed until the next `connected`.
+    fn lost(&self);
+    /// Nobody listens any more: the listener ends.
+    fn gone(&self) -> bool;
+}
+
+struct Generations {
+    tx: watch::Sender<u64>,
+    cluster: String,
+}
+
+impl Sink for Generations {
+    fn connected(&self) {
+        self.tx.send_modify(|n| *n += 1);
+    }
+
+    fn notified(&self, payload: &str) {
+        if payload == self.cluster {
+            self.tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn lost(&self) {} // the nodes' poll is the safety net
+
+    fn gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+struct CacheChanges {
+    tx: broadcast::Sender<CacheChange>,
+    cluster: String,
+}
+
+impl Sink for CacheChanges {
+    fn connected(&self) {
+        let _ = self.tx.send(CacheChange::everything());
+    }
+
+    fn notified(&self, payload: &str) {
+        let mut parts = payload.splitn(3, '\t');
+        if parts.next() == Some(self.cluster.as_str()) {
+            if let (Some(cache), Some(key)) = (parts.next(), parts.next()) {
+                let _ = self.tx.send(CacheChange {
+                    cache: cache.into(),
+                    key: key.into(),
+                });
+            }
+        }
+    }
+
+    fn lost(&self) {
+        let _ = self.tx.send(CacheChange::lost());
+    }
+
+    fn gone(&self) -> bool {
+        self.tx.receiver_count() == 0
+    }
+}
+
+fn spawn_listener(url: String, channel: &'static str, sink: impl Sink) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match listen_cache(&url, &cluster, &tx).await {
+            if sink.gone() {
+                return;
+            }
+            match listen(&url, channel, &sink).await {
                 Ok(()) => return, // nobody listens any more
                 Err(e) => {
-                    debug!(error = %e, "cache listener lost its connection; reconnecting");
-                    let _ = tx.send(CacheChange::lost());
+                    debug!(error = %e, channel, "listener lost its connection; reconnecting");
+                    sink.lost();
                 }
-            }
-            if tx.receiver_count() == 0 {
-                return;
             }
             let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     });
-    sender
 }
 
-async fn listen_cache(
-    url: &str,
-    cluster: &str,
-    tx: &broadcast::Sender<CacheChange>,
-) -> Result<(), sqlx::Error> {
+async fn listen(url: &str, channel: &str, sink: &impl Sink) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
     listener.ignore_pool_close_event(true);
-    listener.listen(CACHE_CHANNEL).await?;
-    let _ = tx.send(CacheChange::everything()); // missed while not listening
+    listener.listen(channel).await?;
+    sink.connected();
     let mut idle = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             n = listener.try_recv() => match n? {
-                Some(n) => {
-                    let mut parts = n.payload().splitn(3, '\t');
-                    if parts.next() == Some(cluster) {
-                        if let (Some(cache), Some(key)) = (parts.next(), parts.next()) {
-                            let _ = tx.send(CacheChange { cache: cache.into(), key: key.into() });
-                        }
-                    }
-                }
+                Some(n) => sink.notified(n.payload()),
                 None => return Err(sqlx::Error::PoolClosed), // connection lost: reconnect here
             },
             _ = idle.tick() => {
-                if tx.receiver_count() == 0 {
+                if sink.gone() {
                     return Ok(());
                 }
             }
-        }
-    }
-}
-
-pub fn spawn(url: String, cluster: String) -> watch::Receiver<u64> {
-    let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if tx.is_closed() {
-                return;
-            }
-            match listen(&url, &cluster, &tx).await {
-                Ok(()) => return, // every receiver is gone
-                Err(e) => debug!(error = %e, "change listener lost its connection; reconnecting"),
-            }
-            let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    });
-    rx
-}
-
-async fn listen(url: &str, cluster: &str, tx: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect(url).await?;
-    listener.ignore_pool_close_event(true);
-    listener.listen("rota_changes").await?;
-    tx.send_modify(|n| *n += 1); // anything may have changed while we were not listening
-    loop {
-        tokio::select! {
-            n = listener.try_recv() => match n? {
-                Some(n) if n.payload() == cluster => tx.send_modify(|c| *c += 1),
-                Some(_) => {}
-                None => return Err(sqlx::Error::PoolClosed), // connection lost: reconnect here
-            },
-            _ = tx.closed() => return Ok(()),
         }
     }
 }
