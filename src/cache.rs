@@ -318,10 +318,7 @@ impl Cache {
 
     /// Writes `value` under `key`; its new version.
     pub async fn put(&self, key: &str, value: impl AsRef<[u8]>) -> Result<i64> {
-        match self.write(key, value.as_ref(), None, Expect::Any).await? {
-            CacheOutcome::Done { version } => Ok(version),
-            CacheOutcome::Conflict { .. } => unreachable!("an unconditional write has no conflict"),
-        }
+        self.write_any(key, value.as_ref(), None).await
     }
 
     /// Writes `value` under `key`, to expire `ttl` later (store time); its new version.
@@ -331,12 +328,17 @@ impl Cache {
         value: impl AsRef<[u8]>,
         ttl: Duration,
     ) -> Result<i64> {
-        match self
-            .write(key, value.as_ref(), Some(ttl), Expect::Any)
-            .await?
-        {
+        self.write_any(key, value.as_ref(), Some(ttl)).await
+    }
+
+    /// An unconditional write: its new version.
+    async fn write_any(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<i64> {
+        match self.write(key, value, ttl, Expect::Any).await? {
             CacheOutcome::Done { version } => Ok(version),
-            CacheOutcome::Conflict { .. } => unreachable!("an unconditional write has no conflict"),
+            CacheOutcome::Conflict { current } => Err(Error::Store(format!(
+                "cache `{}`, key `{key}`: an unconditional write was refused (version {current:?})",
+                self.name
+            ))),
         }
     }
 

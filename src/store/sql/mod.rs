@@ -199,13 +199,9 @@ impl SqlStore {
         if !expected {
             return Ok(Some(CacheOutcome::Conflict { current: live }));
         }
-        if value.is_none() && live.is_none() {
-            // Nothing live to delete (absent, a tombstone, expired): nothing changes.
-            return Ok(Some(CacheOutcome::Done { version: 0 }));
-        }
         let Some((old_version, _, _)) = row else {
             let Some((bytes, ttl)) = value else {
-                unreachable!("a delete with nothing live returned above");
+                return Ok(Some(CacheOutcome::Done { version: 0 })); // nothing to delete
             };
             let sql = self.sql(
                 "INSERT INTO rota_cache (cluster, cache, ckey, value, version, expires_at, live, updated_at) \
@@ -229,6 +225,10 @@ impl SqlStore {
             tx.commit().await.map_err(unavailable)?;
             return Ok(Some(CacheOutcome::Done { version: 1 }));
         };
+        if value.is_none() && live.is_none() {
+            // Nothing live to delete (a tombstone, expired): nothing changes.
+            return Ok(Some(CacheOutcome::Done { version: 0 }));
+        }
         let version = old_version + 1;
         let (bytes, expires, live) = match value {
             Some((bytes, ttl)) => (bytes.to_vec(), ttl.map(|t| now.saturating_add(t)), 1),
