@@ -1058,16 +1058,16 @@ fn compile_task(
         None => TaskSpec::DEFAULT_MISFIRE_THRESHOLD,
     };
     let recovery = match t.recovery.as_deref() {
-        None | Some("retry") => RecoveryPolicy::Retry,
-        Some("abandon") => RecoveryPolicy::Abandon,
+        Some("retry") => RecoveryPolicy::Retry,
+        None | Some("abandon") => RecoveryPolicy::Abandon,
         Some(other) => {
             p.push(ConfigProblem::new(
                 f("recovery"),
                 other,
                 "unknown recovery policy",
-                "use \"retry\" or \"abandon\"",
+                "use \"abandon\" (at most once, the default) or \"retry\" (at least once)",
             ));
-            RecoveryPolicy::Retry
+            RecoveryPolicy::Abandon
         }
     };
     let timeout = t
@@ -1162,16 +1162,16 @@ fn compile_service(
         ));
     }
     let recovery = match s.recovery.as_deref() {
-        None | Some("retry") => RecoveryPolicy::Retry,
-        Some("abandon") => RecoveryPolicy::Abandon,
+        Some("retry") => RecoveryPolicy::Retry,
+        None | Some("abandon") => RecoveryPolicy::Abandon,
         Some(other) => {
             p.push(ConfigProblem::new(
                 f("recovery"),
                 other,
                 "unknown recovery policy",
-                "use \"retry\" or \"abandon\"",
+                "use \"abandon\" (at most once, the default) or \"retry\" (at least once)",
             ));
-            RecoveryPolicy::Retry
+            RecoveryPolicy::Abandon
         }
     };
     let placement =
@@ -1746,7 +1746,11 @@ mod tests {
             .description
             .starts_with("POST https://example.com/hook"));
         assert_eq!(specs[2].schedule.describe(), "every 1s");
-        assert_eq!(specs[2].recovery, RecoveryPolicy::Retry);
+        assert_eq!(
+            specs[2].recovery,
+            RecoveryPolicy::Abandon,
+            "at most once by default"
+        );
         assert!(config.builder().is_ok());
     }
 

@@ -3,7 +3,7 @@
 //! Task coordination for clusters. Several identical nodes share one store (SQLite,
 //! PostgreSQL, MySQL/MariaDB); every coordinated task runs on exactly one of them, each
 //! scheduled instant is started once, and when a node dies its tasks move to a survivor
-//! within about a second. See `CONTRACT.md` for the guarantees, and [`Node::builder`] to start.
+//! within about a second. See `docs/contract.md` for the guarantees, and [`Node::builder`] to start.
 
 pub mod admin;
 pub mod cache;

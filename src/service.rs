@@ -10,7 +10,8 @@
 //! [`ServiceContext::begin_item`] / [`ServiceContext::end_item`]: the item is claimed in the
 //! store under the service's token, so a node that lost the service cannot take it, and an
 //! item is never handed out twice, except once more after its node died mid-handling when
-//! the service's recovery policy is `retry`.
+//! the service's recovery policy is `retry` (the default, `abandon`, records such an item as
+//! abandoned).
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -33,6 +34,12 @@ pub type ServiceFuture = Pin<Box<dyn Future<Output = std::result::Result<(), Tas
 /// `Fn(ServiceContext) -> impl Future<Output = Result<(), TaskError>>`.
 pub trait ServiceHandler: Send + Sync + 'static {
     fn run(&self, ctx: ServiceContext) -> ServiceFuture;
+
+    /// Whether the work runs inside this process, not in child processes: see
+    /// [`crate::task::Handler::in_process`].
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 impl<F, Fut> ServiceHandler for F
@@ -83,7 +90,7 @@ impl ServiceSpec {
     pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
     /// A service with default policies: 10 s grace, restarts after 1 s doubling to 60 s,
-    /// recovery `retry`.
+    /// recovery `abandon` (at most once).
     pub fn new(name: impl Into<String>, handler: impl ServiceHandler) -> Self {
         ServiceSpec {
             name: name.into(),
@@ -92,7 +99,7 @@ impl ServiceSpec {
             grace: Self::DEFAULT_GRACE,
             restart_backoff: Self::DEFAULT_RESTART_BACKOFF,
             restart_backoff_max: Self::DEFAULT_RESTART_BACKOFF_MAX,
-            recovery: RecoveryPolicy::Retry,
+            recovery: RecoveryPolicy::default(),
             handler: Arc::new(handler),
         }
     }
@@ -293,7 +300,7 @@ mod tests {
             a.definition_hash(),
             spec()
                 .description("cmd a")
-                .recovery(RecoveryPolicy::Abandon)
+                .recovery(RecoveryPolicy::Retry)
                 .definition_hash()
         );
         assert_ne!(

@@ -17,13 +17,20 @@ pub enum MisfirePolicy {
     Skip,
 }
 
-/// What to do with a fire whose node died while running it (contract 9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// What to do with a fire whose node died while running it (contract 9). A fire whose node
+/// died after claiming it but before its work began is started by the new owner under
+/// either policy: nothing ran.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryPolicy {
-    /// Run the instant again on the new owner.
+    /// At least once: run the instant again on the new owner, with the attempt number
+    /// raised (`FireContext::attempt`, `ROTA_ATTEMPT`). The work may have finished before
+    /// its node died, so it must be idempotent or check the attempt.
     Retry,
-    /// Record the fire as abandoned.
+    /// At most once (the default): record the fire as abandoned, counted and shown.
+    #[default]
     Abandon,
 }
 
@@ -74,6 +81,13 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Se
 /// Runs one fire. Implemented for every `Fn(FireContext) -> impl Future<Output = Result<(), TaskError>>`.
 pub trait Handler: Send + Sync + 'static {
     fn run(&self, ctx: FireContext) -> HandlerFuture;
+
+    /// Whether the work runs inside this process (a closure, a request), not in a child
+    /// process. A node whose lease runs out while in-process work of it is still alive
+    /// ends itself, since nothing else could stop that work (contract 12).
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -121,14 +135,15 @@ impl std::fmt::Debug for TaskSpec {
 impl TaskSpec {
     pub const DEFAULT_MISFIRE_THRESHOLD: Duration = Duration::from_secs(5);
 
-    /// A task with default policies: misfire `run-once` past 5 s, recovery `retry`, no timeout.
+    /// A task with default policies: misfire `run-once` past 5 s, recovery `abandon`
+    /// (at most once), no timeout.
     pub fn new(name: impl Into<String>, schedule: Schedule, handler: impl Handler) -> Self {
         TaskSpec {
             name: name.into(),
             schedule,
             misfire: MisfirePolicy::RunOnce,
             misfire_threshold: Self::DEFAULT_MISFIRE_THRESHOLD,
-            recovery: RecoveryPolicy::Retry,
+            recovery: RecoveryPolicy::default(),
             timeout: None,
             description: String::new(),
             placement: PlacementSpec::default(),

@@ -317,7 +317,7 @@ async fn bad_config_is_refused_before_joining_with_every_problem_named() {
     );
 }
 
-async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(kind: Kind) {
+async fn a_fire_whose_node_died_mid_run_is_abandoned_by_default_or_retried_on_opt_in(kind: Kind) {
     let _serial = SERIAL.lock().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("midrun");
@@ -329,12 +329,13 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
     std::fs::create_dir_all(cluster.dir()).unwrap();
     let slow = |name: &str, recovery: &str| {
         format!(
-            "[[task]]\nname = \"{name}\"\nevery = \"10s\"\nrecovery = \"{recovery}\"\n\
+            "[[task]]\nname = \"{name}\"\nevery = \"10s\"\n{recovery}\n\
              command = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}; sleep 4\"]\n",
             record.display()
         )
     };
-    let tasks = slow("slow-retry", "retry") + &slow("slow-abandon", "abandon");
+    // The second task keeps the default policy: at most once (contract 9).
+    let tasks = slow("slow-retry", "recovery = \"retry\"") + &slow("slow-abandon", "");
     cluster.spawn("node-1", &tasks).unwrap();
     eventually("node-1 leads", LONG, Some(&cluster), || async {
         s.store
@@ -347,8 +348,8 @@ async fn a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured(ki
     .await;
     cluster.spawn("node-2", &tasks).unwrap();
     // Wait until both tasks are mid-run on node-1, then kill it. The store records a fire as
-    // running when it is claimed, before the command starts: wait for the commands' own start
-    // lines too, or the kill can land before node-1's line is written.
+    // running when it is claimed, and begun just before the command starts: wait for the
+    // commands' own start lines too, or the kill can land before node-1's line is written.
     let instant = eventually(
         "both tasks running on node-1",
         Duration::from_secs(30),
@@ -501,7 +502,7 @@ on_every_store!(
     graceful_stop_hands_over_without_a_late_fire,
     a_second_node_with_a_live_id_is_refused,
     a_crashed_node_restarted_at_once_rejoins_without_waiting,
-    a_fire_whose_node_died_mid_run_is_retried_or_abandoned_as_configured,
+    a_fire_whose_node_died_mid_run_is_abandoned_by_default_or_retried_on_opt_in,
     instants_missed_while_no_node_runs_are_recorded_as_misfired,
 );
 

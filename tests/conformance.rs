@@ -1,4 +1,4 @@
-//! The contract (CONTRACT.md) as tests of single store calls. Generic over the store: every
+//! The contract (docs/contract.md) as tests of single store calls. Generic over the store: every
 //! backend runs the same suite.
 
 mod common;
@@ -9,8 +9,9 @@ use common::TestStore;
 use rota::{
     core::placement::NodeMeta,
     store::{
-        AssignmentChange, CacheOutcome, CacheWrite, Claim, ClaimOutcome, Declaration, Expect,
-        ItemClaim, JoinOutcome, JoinRequest, LeaderWrite, Member, Store, TASK_STATE_CACHE,
+        Ack, AckFilter, AckState, AssignmentChange, Begin, CacheOutcome, CacheWrite, Claim,
+        ClaimOutcome, Declaration, Expect, ItemClaim, JoinOutcome, JoinRequest, LeaderWrite,
+        Member, Store, TASK_STATE_CACHE,
     },
     Outcome,
 };
@@ -653,6 +654,32 @@ async fn leadership_is_fenced_by_epoch(store: &Arc<dyn Store>) {
         assign(store, &a, la.epoch, "t", &b).await,
         LeaderWrite::Written
     );
+    // A leader's command steps (acknowledgements on others' behalf, a command) are written
+    // together under its epoch.
+    let step = |seq: i64, node: &str| Ack {
+        seq,
+        node: node.into(),
+        incarnation: 1,
+        state: AckState::InProgress,
+        message: "restarting".into(),
+        at_ms: 0,
+    };
+    let before = store.commands("lead", 0, 100).await.unwrap().len();
+    assert_eq!(
+        store
+            .lead_commands(&a, la.epoch, &[step(1, "b")], Some("{\"by\":\"a\"}"))
+            .await
+            .unwrap(),
+        LeaderWrite::Written
+    );
+    assert_eq!(
+        store
+            .lead_commands(&a, la.epoch + 1, &[step(2, "b")], Some("{}"))
+            .await
+            .unwrap(),
+        LeaderWrite::Deposed,
+        "not an epoch it holds"
+    );
     // a stops renewing; after its timeout (store time) b takes over with a higher epoch.
     let lb = common::eventually(
         "b becomes leader",
@@ -672,6 +699,30 @@ async fn leadership_is_fenced_by_epoch(store: &Arc<dyn Store>) {
     assert_eq!(
         assign(store, &a, la.epoch, "t", &a).await,
         LeaderWrite::Deposed
+    );
+    assert_eq!(
+        store
+            .lead_commands(&a, la.epoch, &[step(3, "b")], Some("{\"by\":\"a, late\"}"))
+            .await
+            .unwrap(),
+        LeaderWrite::Deposed,
+        "a deposed leader's command steps are refused"
+    );
+    let commands = store.commands("lead", 0, 100).await.unwrap();
+    assert_eq!(
+        commands.len(),
+        before + 1,
+        "only the step written in office"
+    );
+    assert_eq!(commands.last().unwrap().body, "{\"by\":\"a\"}");
+    let acks = store
+        .command_acks("lead", AckFilter::Commands(&[1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(
+        acks.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1],
+        "only the acknowledgement written in office"
     );
     assert_eq!(
         assign(store, &b, lb.epoch, "t", &b).await,
@@ -902,6 +953,9 @@ async fn expiry_is_judged_by_store_time_and_final(store: &Arc<dyn Store>) {
     join(store, &member("exp", "a", 2), 60_000).await;
 }
 
+/// Contract 9: a fire left `running` by a dead node is settled once, by the current owner;
+/// the store tells a fire whose work began (abandoned, or run again under `retry`) from one
+/// only claimed (nothing ran: claimed again and started by the new owner).
 async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     let dead = member("crash", "dead", 1);
     let b = member("crash", "b", 1);
@@ -912,52 +966,134 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     let l = store.acquire_leadership(&b).await.unwrap().unwrap();
     assign(store, &b, l.epoch, "t", &dead).await;
     let t1 = store.assignments("crash").await.unwrap()[0].token;
+    for instant in [3000, 4000, 5000] {
+        assert_eq!(
+            store.claim(&claim(&dead, "t", instant, t1)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+    }
+    let begin = |task: &str, instant_ms, token, attempt| Begin {
+        task: task.into(),
+        instant_ms,
+        token,
+        attempt,
+    };
+    // 3000 and 5000 begin; 4000 stays claimed only. A repeated begin (a lost reply) is
+    // answered the same; another claimant's is refused.
     assert_eq!(
-        store.claim(&claim(&dead, "t", 5000, t1)).await.unwrap(),
-        ClaimOutcome::Claimed
+        store
+            .begin_fires(&dead, &[begin("t", 3000, t1, 1), begin("t", 5000, t1, 1)])
+            .await
+            .unwrap(),
+        vec![true, true]
     );
-    let fire = common::eventually(
+    assert_eq!(
+        store
+            .begin_fires(&dead, &[begin("t", 5000, t1, 1), begin("t", 4000, t1, 2)])
+            .await
+            .unwrap(),
+        vec![true, false],
+        "begun already; no such attempt"
+    );
+    assert_eq!(
+        store
+            .begin_fires(&c, &[begin("t", 4000, t1, 1)])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    let fires = common::eventually(
         "the runner's node is dead",
         std::time::Duration::from_secs(10),
         None,
         || async {
-            store
-                .running_fires("crash", "t")
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|f| !f.node_alive)
+            let running = store.running_fires("crash", "t").await.unwrap();
+            running.iter().all(|f| !f.node_alive).then_some(running)
         },
     )
     .await;
-    assert_eq!(fire.instant_ms, 5000);
+    let by_instant = |i: i64| fires.iter().find(|f| f.instant_ms == i).unwrap().clone();
+    let (abandoned, claimed_only, retried) = (by_instant(3000), by_instant(4000), by_instant(5000));
+    assert_eq!(
+        fires
+            .iter()
+            .map(|f| (f.instant_ms, f.begun))
+            .collect::<Vec<_>>(),
+        vec![(3000, true), (4000, false), (5000, true)]
+    );
     // Contract 2: an expired registration starts nothing, even with the task's current token
-    // (the leader has not moved the task yet).
+    // (the leader has not moved the task yet): no claim, and no begin of what it claimed.
     assert_eq!(
         store.claim(&claim(&dead, "t", 6000, t1)).await.unwrap(),
         ClaimOutcome::Fenced
     );
     assign(store, &b, l.epoch, "t", &b).await;
     let t2 = store.assignments("crash").await.unwrap()[0].token;
+    assert_eq!(
+        store
+            .begin_fires(&dead, &[begin("t", 4000, t1, 1)])
+            .await
+            .unwrap(),
+        vec![false],
+        "a dead node begins nothing"
+    );
     // Someone without the current token cannot take it over.
     assert_eq!(
-        store.recover_fire(&c, "t", t2, &fire, true).await.unwrap(),
+        store
+            .recover_fire(&c, "t", t2, &retried, true)
+            .await
+            .unwrap(),
         ClaimOutcome::Fenced
     );
     assert_eq!(
-        store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(),
+        store
+            .recover_fire(&b, "t", t2, &retried, true)
+            .await
+            .unwrap(),
         ClaimOutcome::Claimed
     );
     assert_eq!(
-        store.recover_fire(&b, "t", t2, &fire, true).await.unwrap(),
+        store
+            .recover_fire(&b, "t", t2, &retried, true)
+            .await
+            .unwrap(),
         ClaimOutcome::Fenced,
         "only once"
     );
-    let running = store.running_fires("crash", "t").await.unwrap();
+    // At most once: a begun fire without `retry` is abandoned, never run again.
     assert_eq!(
-        (running[0].attempt, running[0].token, running[0].node_alive),
-        (2, t2, true)
+        store
+            .recover_fire(&b, "t", t2, &abandoned, false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
     );
+    // Claimed only: nothing ran, so it is claimed again (same attempt) under either policy.
+    assert_eq!(
+        store
+            .recover_fire(&b, "t", t2, &claimed_only, false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let running = store.running_fires("crash", "t").await.unwrap();
+    let state =
+        |f: &rota::store::RunningFire| (f.instant_ms, f.attempt, f.token, f.node_alive, f.begun);
+    assert_eq!(
+        running.iter().map(state).collect::<Vec<_>>(),
+        vec![(4000, 1, t2, true, false), (5000, 2, t2, true, false)]
+    );
+    assert_eq!(
+        store
+            .begin_fires(&b, &[begin("t", 4000, t2, 1), begin("t", 5000, t2, 2)])
+            .await
+            .unwrap(),
+        vec![true, true]
+    );
+    let history = store.history("crash", Some("t"), 10).await.unwrap();
+    let outcome = |i: i64| history.iter().find(|f| f.instant_ms == i).unwrap().outcome;
+    assert_eq!(outcome(3000), Outcome::Abandoned);
+    assert_eq!(outcome(4000), Outcome::Running);
 }
 
 async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
@@ -1235,3 +1371,81 @@ fn dbscripts_match_the_migrations() {
         );
     }
 }
+
+/// Contract 2 whatever the server's isolation level: a claim sent while a reassignment is in
+/// flight (its transaction open) waits for it and is then fenced. Under READ COMMITTED a
+/// fence that read the assignment from its snapshot accepted such a claim under the old
+/// token, and the old owner started an instant beside the new owner.
+async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
+    use sqlx::{Connection, Executor};
+    let s = TestStore::new(kind).await;
+    let store = &s.store;
+    let c = "race";
+    let (a, b) = (member(c, "a", 1), member(c, "b", 1));
+    join(store, &a, 60_000).await;
+    join(store, &b, 60_000).await;
+    let epoch = store.acquire_leadership(&a).await.unwrap().unwrap().epoch;
+    assert_eq!(
+        assign(store, &a, epoch, "t", &a).await,
+        LeaderWrite::Written
+    );
+    let token = store.assignments(c).await.unwrap()[0].token;
+
+    // The reassignment to b, held open in its own transaction as a leader's write would be.
+    let mut conn = sqlx::AnyConnection::connect(&s.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(
+        "UPDATE rota_assignments SET node_id = 'b', token = token + 1 \
+         WHERE cluster = 'race' AND task = 't'",
+    )
+    .await
+    .unwrap();
+
+    let claimer = {
+        let (store, a) = (store.clone(), a.clone());
+        tokio::spawn(async move { store.claim(&claim(&a, "t", 1_000, token)).await })
+    };
+    // Until the claim waits on the reassignment's row lock (or has already answered).
+    let waiting = match kind {
+        Kind::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database()"
+        }
+        // The claim's statement is at the server, behind the reassignment's lock.
+        _ => {
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE() AND INFO LIKE '%INTO rota_fires%' AND TIME >= 0"
+        }
+    };
+    let mut probe = sqlx::AnyConnection::connect(&s.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        if n > 0 || claimer.is_finished() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim neither waited nor answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        claimer.await.unwrap().unwrap(),
+        ClaimOutcome::Fenced,
+        "a claim under the old token was accepted across a reassignment"
+    );
+    assert!(
+        store.history(c, Some("t"), 10).await.unwrap().is_empty(),
+        "nothing may be recorded for the fenced claim"
+    );
+}
+
+on_stores!(
+    [postgres => Postgres, mariadb => MariaDb];
+    a_claim_racing_a_reassignment_is_fenced
+);

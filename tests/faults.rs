@@ -260,3 +260,78 @@ on_stores!(
     [postgres => Postgres, mariadb => MariaDb, zookeeper => ZooKeeper];
     a_node_cut_off_from_the_database_starts_nothing_and_rejoins,
 );
+
+/// Whether `pid` runs (a zombie waiting to be reaped does not).
+fn process_runs(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+/// The `index`-th `shell grandchild` pid pair a command recorded, once it is there.
+async fn recorded_pids(
+    cluster: &ProcessCluster,
+    path: &std::path::Path,
+    index: usize,
+) -> (i32, i32) {
+    eventually(
+        "the command recorded its pids",
+        LONG,
+        Some(cluster),
+        || async {
+            let text = std::fs::read_to_string(path).ok()?;
+            let line = text.lines().nth(index)?;
+            let mut pids = line.split_whitespace().map(|p| p.parse::<i32>().ok());
+            Some((pids.next()??, pids.next()??))
+        },
+    )
+    .await
+}
+
+/// Contract 12: work a node started ends before the store can expire its lease, even when
+/// the node cannot end it itself. Frozen (SIGSTOP) past its lease, its commands are killed
+/// by its work guard; killed (SIGKILL), so are the grandchildren its commands started,
+/// which the kernel's parent-death signal does not reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_or_killed_nodes_commands_end_with_its_lease() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("guard");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let pids = cluster.dir().join("pids");
+    // A long command whose shell starts a grandchild; both record their pids.
+    let task = format!(
+        "[[task]]\nname = \"long\"\nevery = \"1s\"\n\
+         command = [\"sh\", \"-c\", \"sleep 600 & echo $$ $! >> {}; wait\"]\n",
+        pids.display()
+    );
+    cluster.spawn("node-1", &task).unwrap();
+    let (shell, grandchild) = recorded_pids(&cluster, &pids, 0).await;
+    assert!(process_runs(shell) && process_runs(grandchild));
+
+    assert!(cluster.signal("node-1", libc::SIGSTOP));
+    eventually(
+        "the frozen node's command ends",
+        Duration::from_secs(15),
+        Some(&cluster),
+        || async { (!process_runs(shell) && !process_runs(grandchild)).then_some(()) },
+    )
+    .await;
+    assert!(cluster.signal("node-1", libc::SIGCONT));
+
+    // Back, the node fires again; killed, its command's grandchild ends with it.
+    let (shell, grandchild) = recorded_pids(&cluster, &pids, 1).await;
+    assert!(process_runs(shell) && process_runs(grandchild));
+    cluster.kill("node-1");
+    eventually(
+        "the killed node's command and its grandchild end",
+        Duration::from_secs(15),
+        None,
+        || async { (!process_runs(shell) && !process_runs(grandchild)).then_some(()) },
+    )
+    .await;
+}

@@ -57,6 +57,8 @@ fn names_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// With `recovery = "retry"` (at least once), every file is handed over, and only a file
+/// whose owner was killed while handling it is handed over once more.
 async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
     let _serial = SERIAL.lock().await;
     let s = TestStore::new(kind).await;
@@ -66,7 +68,7 @@ async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
     let record = cluster.dir().join("handled.log");
     std::fs::create_dir_all(&inbox).unwrap();
     let service = format!(
-        "[[service]]\nname = \"inbound\"\n\
+        "[[service]]\nname = \"inbound\"\nrecovery = \"retry\"\n\
          file_inbound = {{ dir = \"{}\", poll = \"50ms\", command = [\"sh\", \"-c\", \
          \"echo $ROTA_FILE_NAME $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}\"] }}\n",
         inbox.display(),

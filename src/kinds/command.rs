@@ -243,6 +243,9 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         .spawn()
         .map_err(|e| TaskError::new(format!("cannot start `{program}`: {e}")))?;
     let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
+    // The node's work guard kills the group if the node cannot: frozen past its lease, or
+    // dead (contract 12). Unwatched once reaped, when this function returns.
+    let _watched = guard.0.map(crate::node::guard::GroupWatch::new);
 
     let tail = Arc::new(Mutex::new(Vec::new()));
     let stdout = child

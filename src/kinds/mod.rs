@@ -53,6 +53,10 @@ impl Handler for Kind {
             Kind::Log(k) => k.run(ctx),
         }
     }
+
+    fn in_process(&self) -> bool {
+        !matches!(self, Kind::Command(_))
+    }
 }
 
 /// One configured service kind.
@@ -104,6 +108,18 @@ impl ServiceHandler for ServiceKind {
                 ServiceKind::FileInbound(f) => f.run(ctx).await,
             }
         })
+    }
+
+    /// A file-inbound loop checks its ownership before each file; its handler is a child
+    /// process, or an in-process request.
+    fn in_process(&self) -> bool {
+        matches!(
+            self,
+            ServiceKind::FileInbound(FileInbound {
+                handler: file_inbound::FileHandler::Http(_),
+                ..
+            })
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! Batches a node's claims and outcomes: instants of many tasks often coincide (every task
+//! Batches a node's claims, begins and outcomes: instants of many tasks often coincide (every task
 //! "every 1s" fires at the same whole second), and one statement for a thousand claims
 //! costs little more than one for a single claim.
 //!
@@ -13,7 +13,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
-    store::{Claim, ClaimOutcome, Finish, Store},
+    store::{Begin, Claim, ClaimOutcome, Finish, Member, Store},
     Error, Result,
 };
 
@@ -24,10 +24,12 @@ const IN_FLIGHT: usize = 2;
 
 type ClaimRequest = (Claim, oneshot::Sender<Result<ClaimOutcome>>);
 type FinishRequest = (Finish, oneshot::Sender<Result<()>>);
+type BeginRequest = ((Member, Begin), oneshot::Sender<Result<bool>>);
 
 #[derive(Clone)]
 pub(crate) struct Batcher {
     claims: mpsc::UnboundedSender<ClaimRequest>,
+    begins: mpsc::UnboundedSender<BeginRequest>,
     finishes: mpsc::UnboundedSender<FinishRequest>,
 }
 
@@ -45,6 +47,7 @@ impl Batcher {
     pub fn spawn(store: Arc<dyn Store>, cluster: String) -> Batcher {
         let (claims, mut claim_rx) = mpsc::unbounded_channel::<ClaimRequest>();
         let (finishes, mut finish_rx) = mpsc::unbounded_channel::<FinishRequest>();
+        let (begins, mut begin_rx) = mpsc::unbounded_channel::<BeginRequest>();
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         {
             let (store, slots) = (store.clone(), slots.clone());
@@ -95,6 +98,40 @@ impl Batcher {
                 }
             });
         }
+        {
+            let (store, slots) = (store.clone(), slots.clone());
+            tokio::spawn(async move {
+                while let Some(batch) = next_batch(&mut begin_rx).await {
+                    let permit = slots.clone().acquire_owned().await.expect("never closed");
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        // One call per claimant (an incarnation), in arrival order.
+                        let mut rest = batch;
+                        while let Some(((member, _), _)) = rest.first() {
+                            let member = member.clone();
+                            let (mine, others): (Vec<_>, Vec<_>) =
+                                rest.into_iter().partition(|((m, _), _)| *m == member);
+                            rest = others;
+                            let (fires, replies): (Vec<Begin>, Vec<_>) =
+                                mine.into_iter().map(|((_, b), r)| (b, r)).unzip();
+                            match store.begin_fires(&member, &fires).await {
+                                Ok(begun) => {
+                                    for (reply, begun) in replies.into_iter().zip(begun) {
+                                        let _ = reply.send(Ok(begun));
+                                    }
+                                }
+                                Err(e) => {
+                                    for reply in replies {
+                                        let _ = reply.send(Err(copy(&e)));
+                                    }
+                                }
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+            });
+        }
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut finish_rx).await {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
@@ -109,13 +146,26 @@ impl Batcher {
                 });
             }
         });
-        Batcher { claims, finishes }
+        Batcher {
+            claims,
+            begins,
+            finishes,
+        }
     }
 
     pub async fn claim(&self, claim: Claim) -> Result<ClaimOutcome> {
         let (tx, rx) = oneshot::channel();
         self.claims
             .send((claim, tx))
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Marks a claimed fire begun (see [`Store::begin_fires`]): `false`, it must not start.
+    pub async fn begin(&self, member: Member, begin: Begin) -> Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.begins
+            .send(((member, begin), tx))
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
     }

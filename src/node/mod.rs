@@ -15,9 +15,11 @@
 //! # Ok(()) }
 //! ```
 
+mod active;
 mod batch;
 mod clock;
 pub mod commands;
+pub(crate) mod guard;
 pub mod identity;
 mod journal;
 mod runner;

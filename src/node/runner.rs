@@ -1,22 +1,16 @@
 //! One owned task under one fencing token: computes its instants, claims each in the store,
 //! runs the handler, records the outcome. Stops when the token is lost.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::runtime::Shared;
+use super::{guard, runtime::Shared};
 use crate::{
     core::{placement::ResolverSpec, schedule::plan_due},
-    store::{Claim, ClaimOutcome, Finish, Member, RunningFire},
+    store::{Begin, Claim, ClaimOutcome, Finish, Member, RunningFire},
     task::{FireContext, Outcome, RecoveryPolicy, TaskSpec},
     Result,
 };
@@ -54,7 +48,6 @@ pub(crate) async fn run(
             stop,
             term,
             start,
-            busy: Arc::new(AtomicBool::new(false)),
         };
         match runner.schedule().await {
             Ok(()) => debug!("runner stopped"),
@@ -80,8 +73,6 @@ struct Runner {
     stop: CancellationToken,
     term: CancellationToken,
     start: Start,
-    /// A fire of this task runs on this node.
-    busy: Arc<AtomicBool>,
 }
 
 impl Runner {
@@ -104,8 +95,10 @@ impl Runner {
                 .unwrap()
                 .contains(&(self.spec.name.clone(), fire.instant_ms));
             if !fire.node_alive || (mine && !started_here) {
-                // Its node died mid-run, or this node claimed it but never learned so.
-                self.recover(fire).await?;
+                // Its node died, or this node claimed it but never learned so.
+                if !self.recover(fire).await? {
+                    return Ok(());
+                }
             } else if !mine {
                 elsewhere = true;
             }
@@ -173,20 +166,7 @@ impl Runner {
                     .fires(&self.spec.name, Outcome::Misfired, plan.misfired_total);
             }
             for instant in plan.start {
-                if elsewhere {
-                    // A previous owner (leaving gracefully) may still run a fire of this task.
-                    elsewhere = false;
-                    for f in store.running_fires(cluster, &self.spec.name).await? {
-                        let mine =
-                            f.node == self.member.node && f.incarnation == self.member.incarnation;
-                        if !f.node_alive {
-                            self.recover(&f).await?; // it left or died before finishing
-                        } else if !mine {
-                            elsewhere = true;
-                        }
-                    }
-                }
-                if !self.claim_and_start(instant, elsewhere).await? {
+                if !self.claim_and_start(instant, &mut elsewhere).await? {
                     return Ok(());
                 }
             }
@@ -194,35 +174,46 @@ impl Runner {
         }
     }
 
-    /// Claims `instant` and starts it, or records it as skipped if a previous run is still
-    /// going. Returns `false` when fenced: the runner must stop.
-    async fn claim_and_start(&self, instant: i64, busy_elsewhere: bool) -> Result<bool> {
-        if !self.shared.lease_valid() {
+    /// Claims `instant` and starts it. An instant due while the previous run of the task
+    /// goes on (here, or on a previous owner still leaving) waits for it as long as it can
+    /// still start within the misfire threshold; past that it is recorded as skipped
+    /// (contract 11). Returns `false` when fenced or stopped: the runner must stop.
+    async fn claim_and_start(&self, instant: i64, elsewhere: &mut bool) -> Result<bool> {
+        let latest = self
+            .shared
+            .clock
+            .instant_of(instant + self.spec.misfire_threshold.as_millis() as i64);
+        let free = tokio::select! {
+            free = self.previous_run_ended(latest, elsewhere) => free?,
+            _ = self.stop.cancelled() => return Ok(false),
+        };
+        if !self.shared.lease_valid() || self.stop.is_cancelled() {
             return Ok(false);
         }
-        let skip = busy_elsewhere || self.busy.load(Ordering::SeqCst);
         let claim = Claim {
             member: self.member.clone(),
             task: self.spec.name.clone(),
             instant_ms: instant,
             token: self.token,
-            outcome: if skip {
-                Outcome::Skipped
-            } else {
+            outcome: if free {
                 Outcome::Running
+            } else {
+                Outcome::Skipped
             },
-            message: skip.then(|| "skipped: the previous run was still going".to_string()),
+            message: (!free).then(|| {
+                format!(
+                    "skipped: the previous run was still going {} ms after this instant (misfire_threshold)",
+                    self.spec.misfire_threshold.as_millis()
+                )
+            }),
         };
         match self.shared.batcher.claim(claim).await? {
-            ClaimOutcome::Claimed if skip => {
+            ClaimOutcome::Claimed if !free => {
                 warn!(instant, "skipped: the previous run is still going");
                 self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
                 Ok(true)
             }
-            ClaimOutcome::Claimed => {
-                self.start(instant, 1);
-                Ok(true)
-            }
+            ClaimOutcome::Claimed => self.start(instant, 1).await,
             ClaimOutcome::AlreadyClaimed => {
                 debug!(instant, "already claimed");
                 Ok(true)
@@ -234,50 +225,126 @@ impl Runner {
         }
     }
 
-    async fn recover(&self, fire: &RunningFire) -> Result<()> {
+    /// Waits until no run of this task goes on, here or (while `elsewhere`) on a previous
+    /// owner that is still leaving, until `latest`. `true`: none does.
+    async fn previous_run_ended(&self, latest: Instant, elsewhere: &mut bool) -> Result<bool> {
+        let task = &self.spec.name;
+        while *elsewhere {
+            *elsewhere = false;
+            for f in self
+                .shared
+                .store
+                .running_fires(&self.member.cluster, task)
+                .await?
+            {
+                let mine = f.node == self.member.node && f.incarnation == self.member.incarnation;
+                if !f.node_alive {
+                    // It left or died before finishing.
+                    if !self.recover(&f).await? {
+                        return Ok(false);
+                    }
+                } else if !mine {
+                    *elsewhere = true;
+                }
+            }
+            if *elsewhere {
+                if Instant::now() >= latest {
+                    return Ok(false);
+                }
+                let poll = self.shared.timing.heartbeat.min(Duration::from_millis(100));
+                tokio::time::sleep(poll.min(latest - Instant::now())).await;
+            }
+        }
+        Ok(self.shared.active.wait_idle(task, latest).await)
+    }
+
+    /// Settles a `running` fire left by a dead node, or by this incarnation that lost track
+    /// of it (contract 9): one never begun is started here, since nothing ran; a begun one
+    /// runs again under `retry`, else is recorded as abandoned. `false` when fenced or
+    /// stopped.
+    async fn recover(&self, fire: &RunningFire) -> Result<bool> {
         let retry = self.spec.recovery == RecoveryPolicy::Retry;
         let outcome = self
             .shared
             .store
             .recover_fire(&self.member, &self.spec.name, self.token, fire, retry)
             .await?;
-        match (outcome, retry) {
-            (ClaimOutcome::Claimed, true) => {
-                warn!(instant = fire.instant_ms, dead_node = %fire.node, "re-running a fire whose node died mid-run");
-                self.start(fire.instant_ms, fire.attempt + 1);
-            }
-            (ClaimOutcome::Claimed, false) => {
-                warn!(instant = fire.instant_ms, dead_node = %fire.node, "abandoned a fire whose node died mid-run");
-                self.shared
-                    .metrics
-                    .fire(&self.spec.name, Outcome::Abandoned);
-            }
-            _ => debug!(instant = fire.instant_ms, "another node settled this fire"),
+        if outcome != ClaimOutcome::Claimed {
+            debug!(instant = fire.instant_ms, "another node settled this fire");
+            return Ok(true);
         }
-        Ok(())
+        if !fire.begun {
+            info!(instant = fire.instant_ms, from_node = %fire.node, "starting a fire that was claimed but never begun");
+            return self.start(fire.instant_ms, fire.attempt).await;
+        }
+        if retry {
+            warn!(instant = fire.instant_ms, dead_node = %fire.node, "re-running a fire whose node died mid-run (recovery = retry)");
+            return self.start(fire.instant_ms, fire.attempt + 1).await;
+        }
+        warn!(instant = fire.instant_ms, dead_node = %fire.node, "abandoned a fire whose node died mid-run");
+        self.shared
+            .metrics
+            .fire(&self.spec.name, Outcome::Abandoned);
+        Ok(true)
     }
 
-    /// Runs the handler of a claimed fire in the background and records its outcome.
-    fn start(&self, instant: i64, attempt: i64) {
-        // The claim may have taken long: if this runner's term ended meanwhile (lease lost,
-        // perhaps regained since), the fire must not start. Its record stays `running`, and
-        // the next owner re-runs or abandons it as the task's recovery policy says.
-        // The lease itself too: after a freeze, the claim's reply can arrive before the fence
-        // watchdog has woken up to end the term.
-        if self.term.is_cancelled()
-            || !self.shared.lease_valid()
-            || self.shared.member().incarnation != self.member.incarnation
-        {
+    /// May this runner start work now? Not if its term ended meanwhile (lease lost, perhaps
+    /// regained since), nor after a freeze whose end the fence watchdog has not seen yet.
+    fn may_start(&self) -> bool {
+        !self.term.is_cancelled()
+            && self.shared.lease_valid()
+            && self.shared.member().incarnation == self.member.incarnation
+    }
+
+    /// Begins a claimed fire in the store, then runs its handler in the background and
+    /// records its outcome. Returns `false` when fenced: the runner must stop.
+    async fn start(&self, instant: i64, attempt: i64) -> Result<bool> {
+        if !self.may_start() {
+            // Not begun: the next owner (or this node's next term) starts it.
             warn!(
                 instant,
                 "claimed, but the lease was lost meanwhile: not starting"
             );
-            return;
+            return Ok(false);
+        }
+        // Another run of this task may still go on here (queued instants wait for it).
+        let previous_ended = self
+            .shared
+            .active
+            .wait_idle(&self.spec.name, Instant::now())
+            .await;
+        if !previous_ended {
+            warn!(
+                instant,
+                "a run of this task still goes on here: not starting"
+            );
+            return Ok(false);
+        }
+        let begin = Begin {
+            task: self.spec.name.clone(),
+            instant_ms: instant,
+            token: self.token,
+            attempt,
+        };
+        if !self
+            .shared
+            .batcher
+            .begin(self.member.clone(), begin)
+            .await?
+        {
+            info!(instant, "begin refused: this token is no longer current");
+            return Ok(false);
+        }
+        let active = self.shared.active.enter(&self.spec.name);
+        if !self.may_start() {
+            warn!(
+                instant,
+                "begun, but the lease was lost meanwhile: not starting (the next owner records it abandoned)"
+            );
+            return Ok(false);
         }
         let shared = self.shared.clone();
         let spec = self.spec.clone();
-        let busy = self.busy.clone();
-        busy.store(true, Ordering::SeqCst);
         let ctx = FireContext {
             cluster: self.member.cluster.clone(),
             task: spec.name.clone(),
@@ -302,8 +369,14 @@ impl Runner {
         fires.spawn(
             async move {
                 let began = Instant::now();
-                let (outcome, message) = execute(&spec, ctx.clone()).await;
-                busy.store(false, Ordering::SeqCst);
+                let stop_grace = shared.timing.fence_margin / 4;
+                let (outcome, message) = guard::in_slot(shared.guard, async {
+                    // Counted while the handler is alive, for the work guard.
+                    let _alive = spec.handler.in_process().then(|| shared.in_process_run());
+                    execute(&spec, ctx.clone(), stop_grace).await
+                })
+                .await;
+                drop(active);
                 shared.metrics.fire(&spec.name, outcome);
                 let took = began.elapsed().as_millis() as u64;
                 match outcome {
@@ -317,11 +390,18 @@ impl Runner {
             }
             .in_current_span(),
         );
+        Ok(true)
     }
 }
 
-/// Runs the handler under the task's timeout and the fire's cancellation.
-async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>) {
+/// Runs the handler under the task's timeout and the fire's cancellation. A handler cancelled
+/// by its node (lease lost, forced stop) has `stop_grace` to return before it is dropped:
+/// the lease's margin bounds it (contract 12); one that timed out has 5 s.
+async fn execute(
+    spec: &TaskSpec,
+    ctx: FireContext,
+    stop_grace: Duration,
+) -> (Outcome, Option<String>) {
     let cancel = ctx.cancel.clone();
     let handler = spec.handler.run(ctx);
     tokio::pin!(handler);
@@ -342,7 +422,11 @@ async fn execute(spec: &TaskSpec, ctx: FireContext) -> (Outcome, Option<String>)
     };
     // Ask the handler to stop, and give it a moment to do so before dropping it.
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut handler).await;
+    let grace = match ended_early {
+        Outcome::TimedOut => Duration::from_secs(5),
+        _ => stop_grace,
+    };
+    let _ = tokio::time::timeout(grace, &mut handler).await;
     let message = match ended_early {
         Outcome::TimedOut => format!(
             "timed out after {} ms",

@@ -53,6 +53,21 @@ pub(crate) struct NodeConfig {
     pub reexec_of: Option<i64>,
 }
 
+/// One in-process handler alive (see [`Shared::in_process_run`]).
+pub(crate) struct InProcessRun {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    slot: Option<super::guard::GuardSlot>,
+}
+
+impl Drop for InProcessRun {
+    fn drop(&mut self) {
+        let count = self.count.fetch_sub(1, Ordering::SeqCst) - 1;
+        if let Some(slot) = self.slot {
+            slot.set_in_process(count);
+        }
+    }
+}
+
 /// State shared by the node's loops and its runners.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
@@ -72,6 +87,12 @@ pub(crate) struct Shared {
     /// The fires this process runs now, `(task, instant)`: a `running` record of this
     /// incarnation that is not here was claimed but never started (its reply was lost).
     pub running: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// Runs of each task going on here, across runners and terms (contract 11).
+    pub active: Arc<super::active::ActiveRuns>,
+    /// This node's side of the process's work guard (contract 12); `None` without one.
+    pub guard: Option<super::guard::GuardSlot>,
+    /// In-process handlers alive (library closures, HTTP calls), told to the guard.
+    in_process: Arc<std::sync::atomic::AtomicUsize>,
     /// Runners reading the store as they take over a task, at most two at once.
     pub startups: tokio::sync::Semaphore,
     /// Claims and outcomes go to the store in batches.
@@ -93,6 +114,29 @@ impl Shared {
 
     pub fn work_token(&self) -> CancellationToken {
         self.work.lock().unwrap().clone()
+    }
+
+    /// Tells the work guard the deadline of the lease held now (after every renewal).
+    fn publish_deadline(&self) {
+        if let Some(slot) = self.guard {
+            let deadline = self.lease.lock().unwrap().valid_until();
+            slot.set_deadline(
+                deadline.map(|d| super::guard::guard_deadline(d, self.timing.fence_margin)),
+            );
+        }
+    }
+
+    /// Counts an in-process handler until the returned value is dropped: the guard ends
+    /// the node itself if one is still alive when its lease runs out.
+    pub fn in_process_run(&self) -> InProcessRun {
+        let count = self.in_process.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(slot) = self.guard {
+            slot.set_in_process(count);
+        }
+        InProcessRun {
+            count: self.in_process.clone(),
+            slot: self.guard,
+        }
     }
 
     fn set_store_error(&self, error: Option<String>) {
@@ -149,6 +193,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
             &declared,
             &meta,
             reexec_of,
+            &[],
         )
     })
     .await?;
@@ -166,12 +211,16 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         store_error: Mutex::new(None),
         fires: TaskTracker::new(),
         running: Mutex::default(),
+        active: Arc::default(),
+        guard: super::guard::WorkGuard::get().map(|g| g.slot()),
+        in_process: Arc::default(),
         startups: tokio::sync::Semaphore::new(2),
         batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         metrics: Arc::default(),
         journal: journal::Journal::spawn(store.clone(), member.cluster.clone()),
         timing,
     });
+    shared.publish_deadline();
     shared
         .journal
         .record(journal::joined(&member, now_ms, &identity::host_name()));
@@ -196,6 +245,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         resolvers,
         status: status_tx,
         runners: HashMap::new(),
+        failed_joins: Vec::new(),
         stopping: HashMap::new(),
         view: None,
         view_at: None,
@@ -263,7 +313,10 @@ fn new_incarnation() -> i64 {
 }
 
 /// Joins, replacing the registration of our own crashed predecessor if that is what holds
-/// the id; refuses if a live, different process holds it (contract 10).
+/// the id; refuses if a live, different process holds it (contract 10). `ours`: earlier
+/// incarnations of this very node whose join may have committed although its reply was
+/// lost: a registration of one of them is replaced, not taken for another node's. One
+/// whose incarnation is `member`'s is this join's own, already done.
 async fn join(
     store: &dyn Store,
     member: &Member,
@@ -271,6 +324,7 @@ async fn join(
     declared: &[Declaration],
     meta: &NodeMeta,
     reexec_of: Option<i64>,
+    ours: &[i64],
 ) -> Result<i64> {
     let mut req = JoinRequest {
         member: member.clone(),
@@ -285,9 +339,19 @@ async fn join(
         match store.join(&req).await? {
             JoinOutcome::Joined { now_ms } => return Ok(now_ms),
             JoinOutcome::Occupied(existing)
+                if existing.incarnation == member.incarnation
+                    && existing.process == req.process =>
+            {
+                // An earlier try of this very join committed; its reply was lost.
+                info!(node = %member.node, incarnation = member.incarnation, "joined (the first reply was lost)");
+                return store.now_ms().await;
+            }
+            JoinOutcome::Occupied(existing)
                 if req.replaces.is_none()
                     && (identity::is_dead_predecessor(&existing.host, &existing.process)
-                        || identity::is_own_before_reexec(&existing, reexec_of)) =>
+                        || identity::is_own_before_reexec(&existing, reexec_of)
+                        || (ours.contains(&existing.incarnation)
+                            && existing.process == req.process)) =>
             {
                 info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
                 req.replaces = Some(existing.incarnation);
@@ -331,6 +395,9 @@ struct Runtime {
     resolvers: BTreeMap<String, Arc<dyn Resolver>>,
     status: watch::Sender<NodeStatus>,
     runners: HashMap<String, RunnerHandle>,
+    /// Incarnations of this node whose rejoin failed since the last success: one may have
+    /// committed although its reply was lost (see [`join`]).
+    failed_joins: Vec<i64>,
     /// Runners told to stop that have not ended yet, by task.
     stopping: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     view: Option<ClusterView>,
@@ -538,15 +605,18 @@ impl Runtime {
                 &self.declared,
                 &self.meta,
                 None,
+                &self.failed_joins,
             ),
         )
         .await
         .unwrap_or_else(|_| Err(Error::StoreUnavailable("join timed out".into())));
         match joined {
             Ok(now_ms) => {
+                self.failed_joins.clear();
                 *self.shared.member.write().unwrap() = member.clone();
                 *self.shared.work.lock().unwrap() = CancellationToken::new();
                 self.shared.lease.lock().unwrap().renewed(sent);
+                self.shared.publish_deadline();
                 self.shared.clock.observe(now_ms, sent, Instant::now());
                 self.shared.expired.store(false, Ordering::SeqCst);
                 self.shared.set_store_error(None);
@@ -561,7 +631,13 @@ impl Runtime {
                     .journal
                     .record(journal::joined(&member, now_ms, &host));
             }
-            Err(e) => debug!(error = %e, "rejoin failed; retrying"),
+            Err(e) => {
+                debug!(error = %e, "rejoin failed; retrying");
+                // It may have committed: then the next try replaces it (bounded memory).
+                if self.failed_joins.len() < 64 {
+                    self.failed_joins.push(member.incarnation);
+                }
+            }
         }
     }
 
@@ -853,23 +929,21 @@ impl Runtime {
                 message,
                 at_ms: 0,
             };
-            let store = &self.shared.store;
-            match step {
-                RollingStep::Wait => {}
+            let Some(epoch) = self.epoch else {
+                return Ok(());
+            };
+            // Every step is written as the leader of this epoch (contract 6): a leader that
+            // stalled past its lease cannot restart a node after its successor did.
+            let (acks, command, done): (Vec<Ack>, Option<String>, &str) = match step {
+                RollingStep::Wait => continue,
                 RollingStep::Finished => {
                     info!(seq, "rolling restart finished");
                     self.commands.finish_rolling(seq);
+                    continue;
                 }
                 RollingStep::Restart { node, incarnation } => {
-                    // In progress first: should this leader die before issuing the restart,
-                    // its successor waits (and times out) rather than restart the node twice.
-                    let note = "restarting".to_string();
-                    store
-                        .ack_command(
-                            &me.cluster,
-                            &ack(&node, incarnation, AckState::InProgress, note),
-                        )
-                        .await?;
+                    // In progress with the restart: should this leader die right after, its
+                    // successor waits (and times out) rather than restart the node twice.
                     let body = CommandBody {
                         op: Operation::Restart,
                         scope: Scope::Nodes(vec![node.clone()]),
@@ -877,36 +951,51 @@ impl Runtime {
                         issued_by: format!("{} (rolling restart #{seq})", me.node),
                     };
                     let json = serde_json::to_string(&body).expect("serializable");
-                    let (restart, _) = store.append_command(&me.cluster, &json).await?;
-                    info!(seq, node = %node, restart, "rolling restart: restarting a node");
+                    let note = "restarting".to_string();
+                    info!(seq, node = %node, "rolling restart: restarting a node");
+                    (
+                        vec![ack(&node, incarnation, AckState::InProgress, note)],
+                        Some(json),
+                        "restart",
+                    )
                 }
                 RollingStep::Confirm { node, incarnation } => {
                     let note = format!("restarted: back as incarnation {incarnation}, work placed");
-                    store
-                        .ack_command(
-                            &me.cluster,
-                            &ack(&node, incarnation, AckState::Applied, note),
-                        )
-                        .await?;
                     info!(seq, node = %node, "rolling restart: node back");
+                    (
+                        vec![ack(&node, incarnation, AckState::Applied, note)],
+                        None,
+                        "confirm",
+                    )
                 }
                 RollingStep::Skip { node } => {
                     let note = "skipped: not running when its turn came".to_string();
-                    store
-                        .ack_command(&me.cluster, &ack(&node, 0, AckState::Applied, note))
-                        .await?;
                     warn!(seq, node = %node, "rolling restart: node not running; skipped");
+                    (vec![ack(&node, 0, AckState::Applied, note)], None, "skip")
                 }
                 RollingStep::Fail { node, message } => {
                     let incarnation = live.get(&node).copied().unwrap_or(0);
                     warn!(seq, node = %node, reason = %message, "rolling restart: failed");
-                    store
-                        .ack_command(
-                            &me.cluster,
-                            &ack(&node, incarnation, AckState::Failed, message),
-                        )
-                        .await?;
+                    (
+                        vec![ack(&node, incarnation, AckState::Failed, message)],
+                        None,
+                        "fail",
+                    )
                 }
+            };
+            let written = self
+                .shared
+                .store
+                .lead_commands(&me, epoch, &acks, command.as_deref())
+                .await?;
+            if written == LeaderWrite::Deposed {
+                warn!(
+                    seq,
+                    step = done,
+                    "rolling restart: no longer the leader; step not written"
+                );
+                self.epoch = None;
+                return Ok(());
             }
         }
         Ok(())
@@ -1158,6 +1247,9 @@ impl Runtime {
         })
         .await;
         let me = self.shared.member();
+        if let Some(slot) = self.shared.guard {
+            slot.set_deadline(None); // nothing of ours runs any more
+        }
         match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
             Ok(Ok(())) => {
                 info!("left the cluster");
@@ -1240,6 +1332,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 // Only renew the lease of the incarnation the heartbeat was for.
                 if shared.member().incarnation == member.incarnation {
                     shared.lease.lock().unwrap().renewed(sent);
+                    shared.publish_deadline();
                 }
                 if failures > 0 {
                     info!(failures, "store reachable again");

@@ -172,15 +172,30 @@ async fn supervise(
         info!(restarts, "service started");
         let began = Instant::now();
         // Tracked with the fires, so that a graceful stop waits for it.
-        let mut handle = shared.fires.spawn(spec.handler.run(ctx).in_current_span());
+        let work = spec.handler.run(ctx);
+        let alive = spec.handler.in_process().then(|| shared.in_process_run());
+        let mut handle = shared.fires.spawn(
+            super::guard::in_slot(shared.guard, async move {
+                let ended = work.await;
+                drop(alive);
+                ended
+            })
+            .in_current_span(),
+        );
         let ended = tokio::select! {
             ended = &mut handle => Some(ended),
             _ = stop.cancelled() => None,
         };
         let Some(ended) = ended else {
-            // Moved, lease lost or stopping: ask the handler to stop, give it its grace.
+            // Moved or stopping: ask the handler to stop, give it its grace. Lease lost: the
+            // lease's margin bounds it (contract 12), and the work guard ends what remains.
             cancel.cancel();
-            let message = match tokio::time::timeout(spec.grace, &mut handle).await {
+            let grace = if shared.lease_valid() {
+                spec.grace
+            } else {
+                spec.grace.min(shared.timing.fence_margin / 4)
+            };
+            let message = match tokio::time::timeout(grace, &mut handle).await {
                 Ok(_) => "stopped".to_string(),
                 Err(_) => {
                     handle.abort();
@@ -251,6 +266,9 @@ impl Ownership for NodeOwnership {
             .claim_item(&self.member, &self.service, self.token, item)
             .await?
         {
+            // The reply may come after a freeze longer than the lease: check again, as
+            // fires do, before any work (contract 4).
+            ItemClaim::Claimed if !self.still_owner() => return Ok(ItemStart::NotOwner),
             ItemClaim::Claimed => {
                 self.in_progress.lock().unwrap().insert(item.to_string());
                 return Ok(ItemStart::Handle { attempt: 1 });
@@ -281,6 +299,7 @@ impl Ownership for NodeOwnership {
             )
             .await?;
         Ok(match (outcome, retry) {
+            (ClaimOutcome::Claimed, true) if !self.still_owner() => ItemStart::NotOwner,
             (ClaimOutcome::Claimed, true) => {
                 warn!(item, dead_node = %record.node, "handling again an item whose node died mid-handling");
                 self.in_progress.lock().unwrap().insert(item.to_string());

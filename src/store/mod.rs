@@ -1,7 +1,7 @@
 //! The coordination store: the one place where nodes meet. Nodes never talk to each other.
 //!
 //! Every implementation must give the guarantees written on each method of [`Store`]; they
-//! are the contract of `CONTRACT.md` broken down to single calls, and the conformance suite
+//! are the contract (`docs/contract.md`) broken down to single calls, and the conformance suite
 //! (`tests/conformance.rs`) checks each of them on every store. All times are store times in
 //! Unix milliseconds, read from the store itself (`now()`), never from the caller's clock.
 
@@ -177,6 +177,38 @@ pub struct RunningFire {
     pub attempt: i64,
     /// The node that runs it is still alive (by store time).
     pub node_alive: bool,
+    /// Its work began (see [`Store::begin_fires`]); a fire claimed but not begun never ran.
+    pub begun: bool,
+}
+
+/// A claimed fire whose work is about to start (see [`Store::begin_fires`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    pub task: String,
+    pub instant_ms: i64,
+    pub token: i64,
+    pub attempt: i64,
+}
+
+/// How a store takes over a record left `running` (see [`Store::recover_fire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Claimed but never begun: claimed again under the new token, same attempt.
+    Claim,
+    /// Begun: run again under the new token, attempt + 1.
+    Retry,
+    /// Begun: recorded as abandoned.
+    Abandon,
+}
+
+impl Recovery {
+    pub(crate) fn of(begun: bool, retry: bool) -> Recovery {
+        match (begun, retry) {
+            (false, _) => Recovery::Claim,
+            (true, true) => Recovery::Retry,
+            (true, false) => Recovery::Abandon,
+        }
+    }
 }
 
 /// One fire's history.
@@ -336,6 +368,20 @@ pub trait Store: Send + Sync + 'static {
         changes: &[AssignmentChange],
     ) -> Result<LeaderWrite>;
 
+    /// Writes, as the leader of `epoch`, acknowledgements on other nodes' behalf and at most
+    /// one command (the steps of a rolling restart), all or nothing. Refused
+    /// ([`LeaderWrite::Deposed`]) unless `leader` holds `epoch` and is alive, judged inside
+    /// the same write (contract 6): a leader that stalled past its lease cannot act after
+    /// its successor. Acknowledgements replace the node's earlier one, as in
+    /// [`Store::ack_command`]; the command is appended as by [`Store::append_command`].
+    async fn lead_commands(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        acks: &[Ack],
+        command: Option<&str>,
+    ) -> Result<LeaderWrite>;
+
     /// Claims one instant in one write (contract 2): accepted only if `claim.token` is the
     /// task's current token, the assignment names the claimant's incarnation, the claimant's
     /// registration is alive by store time, and the instant has no record yet.
@@ -351,6 +397,14 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(out)
     }
+
+    /// Marks fires claimed by `member` as begun, right before their work starts (contract
+    /// 9): a claim alone says the instant is taken, a begun fire says its work may have run.
+    /// Each is accepted only for the record claimed under its token and attempt by `member`,
+    /// while the claim's fence holds (current token, live registration). Returns one answer
+    /// per fire, in order: `true` if it is now begun by `member` (by this call or an earlier
+    /// one whose reply was lost), `false` if its work must not start (fenced, taken over).
+    async fn begin_fires(&self, member: &Member, fires: &[Begin]) -> Result<Vec<bool>>;
 
     /// Records several outcomes at once, each under the rule of [`Store::finish`].
     async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
@@ -397,9 +451,12 @@ pub trait Store: Send + Sync + 'static {
     /// Fires of `task` recorded as running, with the liveness of their node.
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>>;
 
-    /// Takes over a fire whose node died mid-run (contract 9), fenced like `claim`: with
-    /// `retry` it runs again under the new token (attempt + 1) and `Claimed` is returned; else
-    /// it is recorded as abandoned. Only one caller can take over a given attempt.
+    /// Takes over a `running` fire whose node died (or that the caller's own incarnation lost
+    /// track of), fenced like `claim`, and only in the state `fire` describes (same token,
+    /// attempt, begun or not). A fire never begun is claimed again under the new token, same
+    /// attempt (nothing ran); `Claimed` is returned and the caller begins it. A begun fire
+    /// (contract 9) with `retry` is claimed again for attempt + 1 (`Claimed`); without, it
+    /// is recorded as abandoned (`Claimed` too). Only one caller can take over a given state.
     async fn recover_fire(
         &self,
         member: &Member,

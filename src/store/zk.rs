@@ -671,7 +671,9 @@ impl ZkStore {
         }
     }
 
-    /// Updates a running record `(task, key)` at `(token, attempt)` under the fence.
+    /// Updates a running record `(task, key)` at `(token, attempt)` under the fence, as
+    /// `how` says. Fires begin with `begin_fires`, so a fire claimed again has no start
+    /// time; an item begins at once.
     #[allow(clippy::too_many_arguments)]
     async fn recover_record(
         &self,
@@ -680,32 +682,45 @@ impl ZkStore {
         key: &str,
         token: i64,
         record: (i64, i64),
-        retry: bool,
+        how: Recovery,
     ) -> Result<ClaimOutcome> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
         let Some((mut f, fstat)) = self.fire(&z, &m.cluster, task, key).await? else {
             return Ok(ClaimOutcome::Fenced);
         };
-        if f.outcome != "running" || (f.token, f.attempt) != record {
+        let begun = f.started_at.is_some();
+        if f.outcome != "running"
+            || (f.token, f.attempt) != record
+            || begun != (how != Recovery::Claim)
+        {
             return Ok(ClaimOutcome::Fenced);
         }
         let now = self.server_now(&z, &m.cluster).await?;
         let Some(aver) = self.fence(&z, m, task, token, now).await? else {
             return Ok(ClaimOutcome::Fenced);
         };
-
-        if retry {
-            f.node = m.node.clone();
-            f.incarnation = m.incarnation;
-            f.token = token;
-            f.attempt += 1;
-            f.started_at = Some(now);
-            f.message = Some("retried: its node died mid-run".into());
-        } else {
-            f.outcome = "abandoned".into();
-            f.finished_at = Some(now);
-            f.message = Some("abandoned: its node died mid-run".into());
+        let retry = how != Recovery::Abandon;
+        match how {
+            Recovery::Claim => {
+                f.node = m.node.clone();
+                f.incarnation = m.incarnation;
+                f.token = token;
+                f.message = Some("claimed again: its node never began it".into());
+            }
+            Recovery::Retry => {
+                f.node = m.node.clone();
+                f.incarnation = m.incarnation;
+                f.token = token;
+                f.attempt += 1;
+                f.started_at = is_item(key).then_some(now);
+                f.message = Some("retried: its node died mid-run".into());
+            }
+            Recovery::Abandon => {
+                f.outcome = "abandoned".into();
+                f.finished_at = Some(now);
+                f.message = Some("abandoned: its node died mid-run".into());
+            }
         }
         let mut w = z.new_multi_writer();
         w.add_check_version(&format!("{base}/assign/{task}"), aver)
@@ -1778,6 +1793,84 @@ impl Store for ZkStore {
         Ok(LeaderWrite::Written)
     }
 
+    async fn lead_commands(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        acks: &[Ack],
+        command: Option<&str>,
+    ) -> Result<LeaderWrite> {
+        let z = self.zk().await?;
+        let cluster = &leader.cluster;
+        self.ensure_cluster(&z, cluster).await?;
+        let base = Self::base(cluster);
+        let mut dirs = vec![format!("{base}/commands"), format!("{base}/acks")];
+        dirs.extend(acks.iter().map(|a| format!("{base}/acks/{:020}", a.seq)));
+        self.mkdirs(&z, &dirs).await?;
+        // One multi-op checked against the leader znode's version read with the judgement:
+        // a takeover in between fails it. Retried when another write took the generation or
+        // an acknowledgement appeared or changed meanwhile.
+        loop {
+            self.read();
+            let (bytes, lstat) = z
+                .get_data(&format!("{base}/leader"))
+                .await
+                .map_err(unavailable)?;
+            let l: LeaderData = parse("leader", &bytes)?;
+            let now = self.server_now(&z, cluster).await?;
+            let alive = self
+                .registration_alive(&z, cluster, &leader.node, leader.incarnation, now)
+                .await?;
+            if l.node != leader.node
+                || l.incarnation != leader.incarnation
+                || l.epoch != epoch
+                || alive.is_none()
+            {
+                return Ok(LeaderWrite::Deposed);
+            }
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&format!("{base}/leader"), lstat.version)
+                .map_err(unavailable)?;
+            for ack in acks {
+                let path = format!("{base}/acks/{:020}/{}", ack.seq, ack.node);
+                let data = json(&AckData {
+                    incarnation: ack.incarnation,
+                    state: ack.state,
+                    message: ack.message.clone(),
+                });
+                self.read();
+                match z.check_stat(&path).await.map_err(unavailable)? {
+                    Some(stat) => w.add_set_data(&path, &data, Some(stat.version)),
+                    None => w.add_create(&path, &data, &persistent()),
+                }
+                .map_err(unavailable)?;
+            }
+            if let Some(body) = command {
+                self.read();
+                let gstat = z
+                    .check_stat(&format!("{base}/generation"))
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
+                let seq = i64::from(gstat.version) + 1;
+                w.add_create(
+                    &format!("{base}/commands/{seq:020}"),
+                    body.as_bytes(),
+                    &persistent(),
+                )
+                .map_err(unavailable)?;
+                w.add_set_data(&format!("{base}/generation"), b"", Some(gstat.version))
+                    .map_err(unavailable)?;
+            }
+            self.wrote();
+            match w.commit().await {
+                Ok(_) => return Ok(LeaderWrite::Written),
+                Err(e) if condition_failed(&e).is_some() => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
         let z = self.zk().await?;
         let now = self.server_now(&z, &c.member.cluster).await?;
@@ -1789,7 +1882,7 @@ impl Store for ZkStore {
             token: c.token,
             attempt: 1,
             outcome: c.outcome.as_str().to_string(),
-            started_at: running.then_some(now),
+            started_at: None, // set when it begins (`begin_fires`)
             finished_at: (!running).then_some(now),
             message: c.message.clone(),
         };
@@ -1866,7 +1959,7 @@ impl Store for ZkStore {
                 token: c.token,
                 attempt: 1,
                 outcome: c.outcome.as_str().to_string(),
-                started_at: running.then_some(now),
+                started_at: None, // set when it begins (`begin_fires`)
                 finished_at: (!running).then_some(now),
                 message: c.message.clone(),
             };
@@ -2028,6 +2121,54 @@ impl Store for ZkStore {
                 token: f.token,
                 attempt: f.attempt,
                 node_alive: alive,
+                begun: f.started_at.is_some(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        let mut now = None;
+        let mut out = Vec::with_capacity(fires.len());
+        for b in fires {
+            let key = fire_key(b.instant_ms);
+            let Some((mut f, fstat)) = self.fire(&z, &m.cluster, &b.task, &key).await? else {
+                out.push(false);
+                continue;
+            };
+            let ours = f.outcome == "running"
+                && f.node == m.node
+                && f.incarnation == m.incarnation
+                && (f.token, f.attempt) == (b.token, b.attempt);
+            if !ours || f.started_at.is_some() {
+                out.push(ours); // begun already by an earlier call whose reply was lost
+                continue;
+            }
+            let at = self.now_once(&z, &m.cluster, &mut now).await?;
+            let Some(aver) = self.fence(&z, m, &b.task, b.token, at).await? else {
+                out.push(false);
+                continue;
+            };
+            f.started_at = Some(at);
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&format!("{base}/assign/{}", b.task), aver)
+                .map_err(unavailable)?;
+            // The registration still exists (any version: heartbeats move it).
+            w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
+                .map_err(unavailable)?;
+            w.add_set_data(
+                &format!("{base}/fires/{}/{key}", b.task),
+                &json(&f),
+                Some(fstat.version),
+            )
+            .map_err(unavailable)?;
+            self.wrote();
+            out.push(match w.commit().await {
+                Ok(_) => true,
+                Err(e) if condition_failed(&e).is_some() => false,
+                Err(e) => return Err(unavailable(e)),
             });
         }
         Ok(out)
@@ -2042,7 +2183,8 @@ impl Store for ZkStore {
         retry: bool,
     ) -> Result<ClaimOutcome> {
         let key = fire_key(fire.instant_ms);
-        self.recover_record(m, task, &key, token, (fire.token, fire.attempt), retry)
+        let how = Recovery::of(fire.begun, retry);
+        self.recover_record(m, task, &key, token, (fire.token, fire.attempt), how)
             .await
     }
 
@@ -2106,7 +2248,7 @@ impl Store for ZkStore {
             &item_key(item),
             token,
             (record.token, record.attempt),
-            retry,
+            Recovery::of(true, retry), // an item begins with its claim
         )
         .await
     }

@@ -1,5 +1,6 @@
 //! Shared by the integration tests: temporary stores and process clusters.
 #![allow(dead_code)]
+pub mod faulty;
 
 use std::{
     path::Path,

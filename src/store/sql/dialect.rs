@@ -54,6 +54,19 @@ impl Dialect {
         }
     }
 
+    /// Share lock on the rows a fence reads, so that a claim serializes with a concurrent
+    /// reassignment whatever the server's isolation level: under READ COMMITTED a plain
+    /// subquery reads its snapshot, and a claim sent before a reassignment that commits after
+    /// it would be accepted under the old token. With the lock the claim waits for the
+    /// reassignment and then re-reads the row (and is fenced). SQLite serializes writers.
+    fn lock_share(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
+            Dialect::Mysql => " LOCK IN SHARE MODE",
+        }
+    }
+
     /// The statement that opens a write transaction.
     pub fn begin_write(self) -> &'static str {
         match self {
@@ -256,7 +269,7 @@ impl Dialect {
         }
     }
 
-    /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}` and turns `?`
+    /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}`, `{lock_share}` and turns `?`
     /// into `$1, $2, ...` for PostgreSQL. Statements never contain `?` inside literals.
     pub fn prepare(self, sql: &str) -> String {
         let (ins, conflict) = self.insert_ignore();
@@ -264,7 +277,8 @@ impl Dialect {
             .replace("{now}", self.now())
             .replace("{insert_ignore}", ins)
             .replace("{on_conflict_nothing}", conflict)
-            .replace("{for_update}", self.for_update());
+            .replace("{for_update}", self.for_update())
+            .replace("{lock_share}", self.lock_share());
         if self != Dialect::Postgres {
             return filled;
         }

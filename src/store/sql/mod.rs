@@ -371,12 +371,12 @@ impl SqlStore {
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, c.task, c.instant, '', ?, ?, c.token, 1, c.outcome, \
-             CASE WHEN c.outcome = 'running' THEN {{now}} ELSE NULL END, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
+             NULL, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
              FROM {rows} \
              WHERE EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
              ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
              WHERE a.cluster = ? AND a.task = c.task AND a.token = c.token AND a.node_id = ? AND a.incarnation = ? \
-             AND n.heartbeat_at + n.timeout_ms >= {{now}}){{on_conflict_nothing}}{}",
+             AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}}){{on_conflict_nothing}}{}",
             if returning { " RETURNING task, instant" } else { "" }
         ));
         let mut q = sqlx::query(&sql)
@@ -533,7 +533,8 @@ impl SqlStore {
     }
 
     /// Takes over the running record `(task, instant, slot)` at `(token, attempt)` =
-    /// `record`, under the fence: re-run under `token` (attempt + 1) or abandoned.
+    /// `record`, under the fence, as `how` says. Fires (empty slot) begin with
+    /// `begin_fires`, so a fire claimed again has no start time; an item begins at once.
     #[allow(clippy::too_many_arguments)]
     async fn recover_record(
         &self,
@@ -543,21 +544,36 @@ impl SqlStore {
         slot: &str,
         token: i64,
         record: (i64, i64),
-        retry: bool,
+        how: Recovery,
     ) -> Result<ClaimOutcome> {
-        let set = if retry {
-            "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {now}, \
-             message = 'retried: its node died mid-run'"
-        } else {
-            "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
+        let started = if slot.is_empty() { "NULL" } else { "{now}" };
+        let (set, state) = match how {
+            Recovery::Claim => (
+                "node_id = ?, incarnation = ?, token = ?, \
+                 message = 'claimed again: its node never began it'"
+                    .to_string(),
+                "started_at IS NULL",
+            ),
+            Recovery::Retry => (
+                format!(
+                    "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {started}, \
+                     message = 'retried: its node died mid-run'"
+                ),
+                "started_at IS NOT NULL",
+            ),
+            Recovery::Abandon => (
+                "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
+                    .to_string(),
+                "started_at IS NOT NULL",
+            ),
         };
         let sql = self.sql(&format!(
             "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
-             AND outcome = 'running' AND token = ? AND attempt = ? AND {}",
+             AND outcome = 'running' AND token = ? AND attempt = ? AND {state} AND {}",
             Self::FENCE
         ));
         let mut query = sqlx::query(&sql);
-        if retry {
+        if how != Recovery::Abandon {
             query = query.bind(&m.node).bind(m.incarnation).bind(token);
         }
         let done = query
@@ -582,12 +598,156 @@ impl SqlStore {
         })
     }
 
+    /// Whether `leader` holds `epoch` and is alive, inside `tx`. The leader row is locked:
+    /// a concurrent takeover waits for this transaction, or this check waits for the
+    /// takeover and then fails (plain reads would not see it).
+    async fn leads(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        leader: &Member,
+        epoch: i64,
+    ) -> Result<bool> {
+        let sql = self.sql(
+            "SELECT epoch FROM rota_leader WHERE cluster = ? AND node_id = ? AND incarnation = ? AND epoch = ?{for_update}",
+        );
+        let leads: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(&leader.cluster)
+            .bind(&leader.node)
+            .bind(leader.incarnation)
+            .bind(epoch)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        Ok(leads.is_some()
+            && self
+                .registration_alive(tx, &leader.cluster, &leader.node, leader.incarnation)
+                .await?)
+    }
+
+    /// Appends a command inside `tx`: `(seq, issued_at_ms)`.
+    async fn append_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        cluster: &str,
+        body: &str,
+    ) -> Result<(i64, i64)> {
+        let seq = self.next_generation(tx, cluster).await?;
+        let sql = self.sql("SELECT {now}");
+        let issued_at: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let sql = self
+            .sql("INSERT INTO rota_commands (cluster, seq, issued_at, body) VALUES (?, ?, ?, ?)");
+        sqlx::query(&sql)
+            .bind(cluster)
+            .bind(seq)
+            .bind(issued_at)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        Ok((seq, issued_at))
+    }
+
+    /// Records (replaces) an acknowledgement inside `tx`: delete and insert works alike on
+    /// every dialect.
+    async fn ack_in(&self, tx: &mut sqlx::AnyConnection, cluster: &str, ack: &Ack) -> Result<()> {
+        let sql =
+            self.sql("DELETE FROM rota_command_acks WHERE cluster = ? AND seq = ? AND node_id = ?");
+        sqlx::query(&sql)
+            .bind(cluster)
+            .bind(ack.seq)
+            .bind(&ack.node)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let sql = self.sql(
+            "INSERT INTO rota_command_acks (cluster, seq, node_id, incarnation, state, message, at) \
+             VALUES (?, ?, ?, ?, ?, ?, {now})",
+        );
+        sqlx::query(&sql)
+            .bind(cluster)
+            .bind(ack.seq)
+            .bind(&ack.node)
+            .bind(ack.incarnation)
+            .bind(ack.state.as_str())
+            .bind(&ack.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Begins the fires of `chunk` claimed by `m` in one statement; the ones it did not
+    /// change are read back, since an earlier call whose reply was lost may have begun them.
+    async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
+        let tuples = self
+            .dialect
+            .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
+        let sql = self.sql(&format!(
+            "UPDATE rota_fires SET started_at = {{now}} \
+             WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NULL \
+             AND node_id = ? AND incarnation = ? AND {tuples} \
+             AND EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+             ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
+             WHERE a.cluster = rota_fires.cluster AND a.task = rota_fires.task AND a.token = rota_fires.token \
+             AND a.node_id = rota_fires.node_id AND a.incarnation = rota_fires.incarnation \
+             AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}})"
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation);
+        for b in chunk {
+            q = q
+                .bind(&b.task)
+                .bind(b.instant_ms)
+                .bind(b.token)
+                .bind(b.attempt);
+        }
+        let done = q.execute(&self.pool).await.map_err(unavailable)?;
+        if done.rows_affected() == chunk.len() as u64 {
+            return Ok(vec![true; chunk.len()]);
+        }
+        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
+        let sql = self.sql(&format!(
+            "SELECT task, instant, token, attempt FROM rota_fires \
+             WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NOT NULL \
+             AND node_id = ? AND incarnation = ? AND {pairs}"
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation);
+        for b in chunk {
+            q = q.bind(&b.task).bind(b.instant_ms);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+        let begun: HashSet<(String, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task").map_err(unavailable)?,
+                    r.try_get("instant").map_err(unavailable)?,
+                    r.try_get("token").map_err(unavailable)?,
+                    r.try_get("attempt").map_err(unavailable)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(chunk
+            .iter()
+            .map(|b| begun.contains(&(b.task.clone(), b.instant_ms, b.token, b.attempt)))
+            .collect())
+    }
+
     /// The fence every claim-like write checks: the assignment names the claimant's
     /// incarnation with this token, and the claimant's registration is alive by store time.
+    /// The rows are share-locked, so the fence serializes with a reassignment in flight.
     const FENCE: &'static str = "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
         ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
         WHERE a.cluster = ? AND a.task = ? AND a.token = ? AND a.node_id = ? AND a.incarnation = ? \
-        AND n.heartbeat_at + n.timeout_ms >= {now})";
+        AND n.heartbeat_at + n.timeout_ms >= {now}{lock_share})";
 }
 
 /// Leadership is given up by vacating the row, never deleting it: epochs keep increasing.
@@ -1022,23 +1182,7 @@ impl Store for SqlStore {
         changes: &[AssignmentChange],
     ) -> Result<LeaderWrite> {
         let mut tx = self.begin().await?;
-        // Lock the leader row: a concurrent takeover waits for this transaction, or this
-        // check waits for the takeover and then fails (plain reads would not see it).
-        let sql = self.sql(
-            "SELECT epoch FROM rota_leader WHERE cluster = ? AND node_id = ? AND incarnation = ? AND epoch = ?{for_update}",
-        );
-        let leads: Option<i64> = sqlx::query_scalar(&sql)
-            .bind(&leader.cluster)
-            .bind(&leader.node)
-            .bind(leader.incarnation)
-            .bind(epoch)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let alive = self
-            .registration_alive(&mut tx, &leader.cluster, &leader.node, leader.incarnation)
-            .await?;
-        if leads.is_none() || !alive {
+        if !self.leads(&mut tx, leader, epoch).await? {
             return Ok(LeaderWrite::Deposed);
         }
         // Every row written here carries the generation this write creates.
@@ -1145,11 +1289,33 @@ impl Store for SqlStore {
         Ok(LeaderWrite::Written)
     }
 
+    async fn lead_commands(
+        &self,
+        leader: &Member,
+        epoch: i64,
+        acks: &[Ack],
+        command: Option<&str>,
+    ) -> Result<LeaderWrite> {
+        let mut tx = self.begin().await?;
+        if !self.leads(&mut tx, leader, epoch).await? {
+            return Ok(LeaderWrite::Deposed);
+        }
+        for ack in acks {
+            self.ack_in(&mut tx, &leader.cluster, ack).await?;
+        }
+        if let Some(body) = command {
+            self.append_in(&mut tx, &leader.cluster, body).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(LeaderWrite::Written)
+    }
+
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
         let m = &c.member;
-        // A started fire has a start time; an instant recorded as not started has an end.
+        // A claimed fire gets its start time when it begins (`begin_fires`); an instant
+        // recorded as not started has an end.
         let (started, finished) = if c.outcome == Outcome::Running {
-            ("{now}", "NULL")
+            ("NULL", "NULL")
         } else {
             ("NULL", "{now}")
         };
@@ -1282,6 +1448,7 @@ impl Store for SqlStore {
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
         let sql = self.sql(
             "SELECT f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
+             CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
              CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
              FROM rota_fires f LEFT JOIN rota_nodes n \
              ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
@@ -1302,9 +1469,18 @@ impl Store for SqlStore {
                     token: r.try_get("token").map_err(unavailable)?,
                     attempt: r.try_get("attempt").map_err(unavailable)?,
                     node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+                    begun: r.try_get::<i64, _>("begun").map_err(unavailable)? != 0,
                 })
             })
             .collect()
+    }
+
+    async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(fires.len());
+        for chunk in fires.chunks(BATCH_LIMIT) {
+            out.extend(self.begin_chunk(m, chunk).await?);
+        }
+        Ok(out)
     }
 
     async fn recover_fire(
@@ -1316,7 +1492,8 @@ impl Store for SqlStore {
         retry: bool,
     ) -> Result<ClaimOutcome> {
         let record = (fire.token, fire.attempt);
-        self.recover_record(m, task, fire.instant_ms, "", token, record, retry)
+        let how = Recovery::of(fire.begun, retry);
+        self.recover_record(m, task, fire.instant_ms, "", token, record, how)
             .await
     }
 
@@ -1390,7 +1567,9 @@ impl Store for SqlStore {
         retry: bool,
     ) -> Result<ClaimOutcome> {
         let record = (record.token, record.attempt);
-        self.recover_record(m, service, ITEM_INSTANT, item, token, record, retry)
+        // An item begins with its claim.
+        let how = Recovery::of(true, retry);
+        self.recover_record(m, service, ITEM_INSTANT, item, token, record, how)
             .await
     }
 
@@ -1499,24 +1678,9 @@ impl Store for SqlStore {
 
     async fn append_command(&self, cluster: &str, body: &str) -> Result<(i64, i64)> {
         let mut tx = self.begin().await?;
-        let seq = self.next_generation(&mut tx, cluster).await?;
-        let sql = self.sql("SELECT {now}");
-        let issued_at: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let sql = self
-            .sql("INSERT INTO rota_commands (cluster, seq, issued_at, body) VALUES (?, ?, ?, ?)");
-        sqlx::query(&sql)
-            .bind(cluster)
-            .bind(seq)
-            .bind(issued_at)
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let appended = self.append_in(&mut tx, cluster, body).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok((seq, issued_at))
+        Ok(appended)
     }
 
     async fn commands(&self, cluster: &str, after: i64, limit: i64) -> Result<Vec<CommandRecord>> {
@@ -1543,31 +1707,8 @@ impl Store for SqlStore {
     }
 
     async fn ack_command(&self, cluster: &str, ack: &Ack) -> Result<()> {
-        // Replace: delete and insert in one transaction works alike on every dialect.
         let mut tx = self.begin().await?;
-        let sql =
-            self.sql("DELETE FROM rota_command_acks WHERE cluster = ? AND seq = ? AND node_id = ?");
-        sqlx::query(&sql)
-            .bind(cluster)
-            .bind(ack.seq)
-            .bind(&ack.node)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let sql = self.sql(
-            "INSERT INTO rota_command_acks (cluster, seq, node_id, incarnation, state, message, at) \
-             VALUES (?, ?, ?, ?, ?, ?, {now})",
-        );
-        sqlx::query(&sql)
-            .bind(cluster)
-            .bind(ack.seq)
-            .bind(&ack.node)
-            .bind(ack.incarnation)
-            .bind(ack.state.as_str())
-            .bind(&ack.message)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        self.ack_in(&mut tx, cluster, ack).await?;
         tx.commit().await.map_err(unavailable)
     }
 
