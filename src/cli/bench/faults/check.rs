@@ -436,14 +436,13 @@ impl<'a> Checker<'a> {
 
     fn line(&self, l: &RecordLine) -> String {
         format!(
-            "{} {} {} {}@{} node {} (pid {}) run pid {} attempt {} token {}",
+            "{} {} {}@{} on {} (pid {}), run pid {}, attempt {}, token {}",
             self.rel(l.at_ms),
             if l.mark == Mark::Start {
                 "START"
             } else {
                 "END  "
             },
-            l.task,
             l.task,
             self.rel(l.instant_ms),
             l.node,
