@@ -864,8 +864,8 @@ mod tests {
 
     const T0: i64 = 1_000_000;
 
-    fn line(
-        mark: Mark,
+    /// A START line of `task@instant` by run `pid` of node process `node_pid`.
+    fn start(
         task: &str,
         instant: i64,
         node: &str,
@@ -875,7 +875,7 @@ mod tests {
         at: i64,
     ) -> RecordLine {
         RecordLine {
-            mark,
+            mark: Mark::Start,
             task: task.into(),
             instant_ms: T0 + instant,
             node: node.into(),
@@ -898,10 +898,13 @@ mod tests {
         to: i64,
     ) -> Vec<RecordLine> {
         let pid = (instant + from) as u32 + node_pid;
-        vec![
-            line(Mark::Start, task, instant, node, pid, node_pid, token, from),
-            line(Mark::End, task, instant, node, pid, node_pid, token, to),
-        ]
+        let start = start(task, instant, node, pid, node_pid, token, from);
+        let end = RecordLine {
+            mark: Mark::End,
+            at_ms: T0 + to,
+            ..start.clone()
+        };
+        vec![start, end]
     }
 
     fn row(task: &str, instant: i64, node: &str, token: i64, outcome: Outcome) -> FireRecord {
@@ -1014,7 +1017,7 @@ mod tests {
     #[test]
     fn a_run_without_end_lasts_until_its_node_process_ended() {
         // n1 (pid 7) was killed at 1500; its run of 0 had no END line.
-        let mut record = vec![line(Mark::Start, "a", 0, "n1", 70, 7, 1, 5)];
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
         record.extend(run("a", 1000, "n2", 8, 2, 1400, 1600));
         let history = claims(&record);
         let exits = [ProcessExit {
@@ -1026,7 +1029,7 @@ mod tests {
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::Overlap]);
         // Killed before the next start: no overlap.
-        let mut record = vec![line(Mark::Start, "a", 0, "n1", 70, 7, 1, 5)];
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
         record.extend(run("a", 2000, "n2", 8, 2, 2005, 2100));
         let mut history = claims(&record);
         history.push(row("a", 1000, "n1", 1, Outcome::Abandoned));
@@ -1037,7 +1040,7 @@ mod tests {
 
     #[test]
     fn a_run_that_never_ended_is_reported_and_stays_open() {
-        let mut record = vec![line(Mark::Start, "a", 0, "n1", 70, 7, 1, 5)];
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
         record.extend(run("a", 5000, "n2", 8, 2, 5005, 5100));
         let mut history = claims(&record);
         history.extend((1..5).map(|i| row("a", i * 1000, "n1", 1, Outcome::Skipped)));
