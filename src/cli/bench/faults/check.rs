@@ -30,7 +30,7 @@ pub const SPAWN_SLACK_MS: i64 = 1000;
 /// How far around a violation its context reaches.
 const CONTEXT_MS: i64 = 2500;
 /// At most this many context lines per violation.
-const CONTEXT_LINES: usize = 24;
+const CONTEXT_LINES: usize = 40;
 
 /// Which end of a run a record line marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -420,7 +420,20 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn violation(&mut self, kind: ViolationKind, task: Option<&str>, at_ms: i64, detail: String) {
-        let context = self.context(task, at_ms);
+        self.violation_since(kind, task, at_ms, at_ms, detail);
+    }
+
+    /// A violation at `at_ms` that began at `since_ms` (the first of two starts, the run
+    /// overlapped): its context covers both.
+    fn violation_since(
+        &mut self,
+        kind: ViolationKind,
+        task: Option<&str>,
+        since_ms: i64,
+        at_ms: i64,
+        detail: String,
+    ) {
+        let context = self.context(task, since_ms.min(at_ms), at_ms);
         self.violations.push(Violation {
             kind,
             task: task.map(str::to_string),
@@ -471,9 +484,10 @@ impl<'a> Checker<'a> {
     }
 
     /// The record lines and store rows of `task` (all tasks if `None`), and the faults and
-    /// process exits, within [`CONTEXT_MS`] of `at_ms`, in time order.
-    fn context(&self, task: Option<&str>, at_ms: i64) -> Vec<String> {
-        let near = |t: i64| (t - at_ms).abs() <= CONTEXT_MS;
+    /// process exits, from [`CONTEXT_MS`] before `from_ms` to as long after `at_ms`, in time
+    /// order.
+    fn context(&self, task: Option<&str>, from_ms: i64, at_ms: i64) -> Vec<String> {
+        let near = |t: i64| t >= from_ms - CONTEXT_MS && t <= at_ms + CONTEXT_MS;
         let of_task = |t: &str| task.is_none_or(|x| x == t);
         let mut out: Vec<(i64, String)> = Vec::new();
         for l in self.input.record {
@@ -488,7 +502,7 @@ impl<'a> Checker<'a> {
         }
         for (i, f) in self.input.faults.iter().enumerate() {
             if f.start_ms <= at_ms + CONTEXT_MS
-                && f.recovered_ms.unwrap_or(i64::MAX) >= at_ms - CONTEXT_MS
+                && f.recovered_ms.unwrap_or(i64::MAX) >= from_ms - CONTEXT_MS
             {
                 out.push((
                     f.start_ms,
@@ -585,9 +599,10 @@ impl<'a> Checker<'a> {
                             RunEnd::NodeExit => "ended with its node process",
                             RunEnd::Never => "never ended; open until",
                         };
-                        self.violation(
+                        self.violation_since(
                             ViolationKind::Overlap,
                             Some(task),
+                            p.start.at_ms,
                             r.start.at_ms,
                             format!(
                                 "{task}: run of {} on {} (pid {}, started {}, {how} {}) overlaps run of {} on {} (pid {}) started {} ({} ms)",
@@ -646,9 +661,10 @@ impl<'a> Checker<'a> {
                     )
                 })
                 .collect();
-            self.violation(
+            self.violation_since(
                 ViolationKind::DoubleStart,
                 Some(task),
+                lines[0].at_ms,
                 lines[1].at_ms,
                 format!(
                     "{task}@{} started {} times: {}",
@@ -685,7 +701,13 @@ impl<'a> Checker<'a> {
                             h.token,
                             self.rel(h.at_ms)
                         );
-                        self.violation(ViolationKind::StaleToken, Some(task), l.at_ms, detail);
+                        self.violation_since(
+                            ViolationKind::StaleToken,
+                            Some(task),
+                            h.at_ms,
+                            l.at_ms,
+                            detail,
+                        );
                     }
                     Some(h) if l.token <= h.token => {}
                     _ => highest = Some(l),
