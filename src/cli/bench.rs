@@ -20,6 +20,7 @@ use tokio::time::Instant;
 mod cache;
 mod control;
 mod dashboard;
+mod faults;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -41,6 +42,10 @@ pub enum BenchCommand {
     /// The cluster cache: near-cache hit latency; store-backed get, put and compare-and-set
     /// operations per second from concurrent clients.
     Cache(cache::CacheArgs),
+    /// The fault campaign: kills, freezes, cuts, store restarts and graceful stops under a
+    /// running workload, one at a time; an independent checker then reports every violation
+    /// of the contract it finds in the tasks' own record and the store's history.
+    Faults(faults::FaultsArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +119,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::RollingRestart(args) => control::rolling_restart(args).await,
         BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,
         BenchCommand::Cache(args) => cache::cache(args).await,
+        BenchCommand::Faults(args) => faults::faults(args).await,
     }
 }
 
@@ -536,23 +542,27 @@ pub struct StoreArgs {
     /// Store URL (default: a new temporary SQLite file).
     #[arg(long, conflicts_with = "server")]
     store: Option<String>,
-    /// Start a private server for the run: postgres, mariadb or zookeeper.
+    /// Start a private server for the run: postgres, mariadb, zookeeper, or
+    /// zookeeper-ensemble (three servers).
     #[arg(long)]
     server: Option<String>,
 }
 
-/// One run's store, prepared, with its scratch directory (removed at the end) and the
-/// private server, if any, which lives as long as this.
+/// One run's store, prepared, with its scratch directory (removed at the end unless
+/// `keep`) and the private server, if any, which lives as long as this.
 struct BenchStore {
     dir: std::path::PathBuf,
     url: String,
     store: Arc<dyn Store>,
-    _server: Option<PrivateServer>,
+    server: Option<PrivateServer>,
+    keep: bool,
 }
 
 impl Drop for BenchStore {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -567,13 +577,14 @@ impl StoreArgs {
             dir,
             url,
             store,
-            _server: server,
+            server,
+            keep: false,
         })
     }
 }
 
-/// A server started for a benchmark run; held only to be dropped (stopped) at its end.
-#[allow(dead_code)]
+/// A server started for a benchmark run: stopped when dropped at its end; the fault
+/// campaign also restarts it.
 enum PrivateServer {
     Db(rota::harness::servers::DbServer),
     ZooKeeper(rota::harness::zookeeper::ZkEnsemble),
@@ -592,19 +603,24 @@ async fn store_for(
                 None,
             ))
         }
-        Some("zookeeper") => {
-            let zk = tokio::task::spawn_blocking(|| rota::harness::zookeeper::ZkEnsemble::start(1))
-                .await??;
-            println!("private ZooKeeper server on {}", zk.hosts());
+        Some(kind @ ("zookeeper" | "zookeeper-ensemble")) => {
+            let size = if kind == "zookeeper" { 1 } else { 3 };
+            let zk =
+                tokio::task::spawn_blocking(move || rota::harness::zookeeper::ZkEnsemble::start(size))
+                    .await??;
+            // On stderr: `--json` reports own stdout.
+            eprintln!("private ZooKeeper server(s) on {}", zk.hosts());
             return Ok((zk.url("rota-bench"), Some(PrivateServer::ZooKeeper(zk))));
         }
         Some("postgres") => DbKind::Postgres,
         Some("mariadb") | Some("mysql") => DbKind::MariaDb,
-        Some(other) => bail!("--server `{other}` is not known; use postgres, mariadb or zookeeper"),
+        Some(other) => bail!(
+            "--server `{other}` is not known; use postgres, mariadb, zookeeper or zookeeper-ensemble"
+        ),
     };
     let server = tokio::task::spawn_blocking(move || DbServer::start(kind)).await??;
     let url = server.create_database("rota_bench").await?;
-    println!("private {kind:?} server on 127.0.0.1:{}", server.port());
+    eprintln!("private {kind:?} server on 127.0.0.1:{}", server.port());
     Ok((url, Some(PrivateServer::Db(server))))
 }
 

@@ -1,0 +1,801 @@
+//! `rota bench faults`: the fault campaign. Node processes on one store run a small workload
+//! of command tasks with the product's default settings, while the campaign causes faults one
+//! at a time (kill, stop, cut, store restart, graceful stop, ZooKeeper leader loss), each
+//! followed by a wait until the cluster is healthy again. Each run of a task writes a START
+//! and an END line to a record file of its own; [`check`] then judges that record, the
+//! store's history and the campaign's log of faults against the contract.
+
+mod check;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rota::{
+    harness::{poll, proxy::CutProxy, ProcessCluster},
+    store,
+};
+use serde::Serialize;
+
+use super::{owners, BenchStore, PrivateServer, StoreArgs};
+use check::{ExitHow, Fault, FaultKind, ProcessExit, Report, TaskInfo};
+
+#[derive(Args)]
+pub struct FaultsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Faults caused, one at a time.
+    #[arg(long, default_value_t = 20)]
+    faults: usize,
+    /// Random seed for the faults, their targets and pauses (printed, to replay a run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Kinds of fault to draw from (default: every kind the store allows).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kinds: Vec<FaultKind>,
+    /// Short command tasks, besides the one long task.
+    #[arg(long, default_value_t = 3)]
+    tasks: usize,
+    /// Print the report as JSON (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Keep the run's directory (record file, node configs and logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Every task fires every second (the product's epoch-aligned interval).
+const PERIOD_MS: i64 = 1000;
+/// How long a short task's work lasts.
+const SHORT_WORK: &str = "0.2";
+/// How long the long task's work lasts: two instants fall due while it runs.
+const LONG_WORK: &str = "2.5";
+/// How long a frozen node or a cut stays so: well over the default node timeout (1 s).
+const HOLD_MS: std::ops::Range<u64> = 2000..4000;
+/// Steady state between faults.
+const PAUSE_MS: std::ops::Range<u64> = 300..2000;
+/// A cluster that is not healthy this long after a fault did not recover.
+const RECOVERY: Duration = Duration::from_secs(60);
+
+/// One run of a command task: the START line is written once the END watcher runs in a
+/// session of its own, so that the END line is written whenever the work ends, however it
+/// ends: it exits, its process group is killed (a cancel), or its node dies (the work gets
+/// `PR_SET_PDEATHSIG`). The watcher holds the read end of a FIFO whose only writer is the
+/// work itself (`exec sleep` keeps descriptor 3). Times come from `EPOCHREALTIME`: no fork
+/// between the event and its timestamp. `$1`: record file, `$2`: FIFO directory, `$3`: work
+/// seconds.
+const RUN_SCRIPT: &str = r#"f="$2/$$"
+mkfifo "$f" || exit 1
+id="$ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $$ $PPID $ROTA_ATTEMPT $ROTA_FENCING_TOKEN"
+setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "E $3 $t" >> "$1"; rm -f "$2"' end "$1" "$f" "$id" < /dev/null > /dev/null 2>&1 &
+exec 3> "$f"
+t=${EPOCHREALTIME/[.,]/}
+echo "S $id $t" >> "$1"
+exec sleep "$3"
+"#;
+
+/// Wall clock, Unix ms: the record's clock.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The `[[task]]` sections: `short-1..n` and `long`, all every second, default policies.
+fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>) {
+    let mut toml = String::new();
+    let mut tasks = Vec::new();
+    let names = (1..=short)
+        .map(|i| (format!("short-{i}"), SHORT_WORK))
+        .chain([("long".to_string(), LONG_WORK)]);
+    for (name, work) in names {
+        let argv = [
+            "bash",
+            "-c",
+            RUN_SCRIPT,
+            "rota-run",
+            &record.display().to_string(),
+            &fifos.display().to_string(),
+            work,
+        ]
+        .map(toml_string)
+        .join(", ");
+        toml.push_str(&format!(
+            "[[task]]\nname = \"{name}\"\nevery = \"1s\"\ncommand = [{argv}]\n\n"
+        ));
+        tasks.push(TaskInfo {
+            name,
+            period_ms: PERIOD_MS,
+            retry: false,
+        });
+    }
+    (toml, tasks)
+}
+
+/// The last START of each task, read from the record file as it grows.
+struct RecordTail {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+    last_start: BTreeMap<String, i64>,
+    open_runs: BTreeSet<(String, i64, u32)>,
+}
+
+impl RecordTail {
+    fn new(path: PathBuf) -> Self {
+        RecordTail {
+            path,
+            offset: 0,
+            partial: String::new(),
+            last_start: BTreeMap::new(),
+            open_runs: BTreeSet::new(),
+        }
+    }
+
+    fn update(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let mut text = String::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_string(&mut text).is_err()
+        {
+            return;
+        }
+        self.offset += text.len() as u64;
+        self.partial.push_str(&text);
+        let Some(complete) = self.partial.rfind('\n') else {
+            return;
+        };
+        let rest = self.partial.split_off(complete + 1);
+        for line in check::parse_record(&self.partial) {
+            let key = (line.task.clone(), line.instant_ms, line.pid);
+            match line.mark {
+                check::Mark::Start => {
+                    let last = self.last_start.entry(line.task).or_default();
+                    *last = (*last).max(line.at_ms);
+                    self.open_runs.insert(key);
+                }
+                check::Mark::End => {
+                    self.open_runs.remove(&key);
+                }
+            }
+        }
+        self.partial = rest;
+    }
+
+    /// Whether every one of `tasks` started after `since_ms`.
+    fn all_started_after(&self, tasks: &[String], since_ms: i64) -> bool {
+        tasks
+            .iter()
+            .all(|t| self.last_start.get(t).is_some_and(|&at| at > since_ms))
+    }
+}
+
+struct Campaign {
+    run: BenchStore,
+    cluster: ProcessCluster,
+    ids: Vec<String>,
+    tasks: Vec<String>,
+    /// The current process of each node.
+    pids: BTreeMap<String, u32>,
+    /// Each node's proxies to the store's servers (only when cuts are drawn).
+    proxies: BTreeMap<String, Vec<CutProxy>>,
+    tail: RecordTail,
+    rng: StdRng,
+    faults: Vec<Fault>,
+    exits: Vec<ProcessExit>,
+}
+
+/// Ports of the private server(s) the nodes reach, if the campaign started them.
+fn server_ports(server: Option<&PrivateServer>) -> Vec<u16> {
+    match server {
+        Some(PrivateServer::Db(db)) => vec![db.port()],
+        Some(PrivateServer::ZooKeeper(zk)) => (0..zk.hosts().split(',').count())
+            .map(|i| zk.port(i))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The kinds a store allows: cuts and restarts need a server the campaign started; the
+/// leader of an ensemble needs an ensemble.
+fn allowed_kinds(server: Option<&PrivateServer>) -> Vec<FaultKind> {
+    let mut kinds = vec![FaultKind::Kill, FaultKind::Stop, FaultKind::Graceful];
+    if server.is_some() {
+        kinds.extend([FaultKind::Cut, FaultKind::CutAll, FaultKind::RestartStore]);
+    }
+    if server_ports(server).len() > 1 {
+        kinds.push(FaultKind::ZkLeader);
+    }
+    kinds
+}
+
+/// `url` with every `127.0.0.1:from` replaced by `127.0.0.1:to`.
+fn via_proxies(url: &str, ports: &[(u16, u16)]) -> String {
+    let mut url = url.to_string();
+    for (from, to) in ports {
+        for end in ["/", ","] {
+            url = url.replace(
+                &format!("127.0.0.1:{from}{end}"),
+                &format!("127.0.0.1:{to}{end}"),
+            );
+        }
+    }
+    url
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Output<'a> {
+    seed: u64,
+    store: String,
+    nodes: usize,
+    tasks: &'a [String],
+    kinds: &'a [FaultKind],
+    origin_ms: i64,
+    until_ms: i64,
+    faults: &'a [Fault],
+    exits: &'a [ProcessExit],
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes < 2 {
+        bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
+    }
+    let mut run = args.store.open("faults").await?;
+    run.keep = args.keep;
+    let allowed = allowed_kinds(run.server.as_ref());
+    let kinds = if args.kinds.is_empty() {
+        allowed.clone()
+    } else {
+        args.kinds.clone()
+    };
+    if let Some(k) = kinds.iter().find(|k| !allowed.contains(k)) {
+        bail!(
+            "--kinds {}: not possible on this store (allowed: {}); cuts and store restarts need --server",
+            k.as_str(),
+            allowed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
+        );
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let cluster_name = format!("faults-{}", std::process::id());
+    let record = run.dir.join("record.log");
+    let fifos = run.dir.join("fifos");
+    std::fs::create_dir_all(&fifos)?;
+    let (tasks_toml, task_infos) = workload(args.tasks, &record, &fifos);
+    eprintln!(
+        "bench faults: {} nodes, {} tasks, {} faults of {}, store {} (seed {seed}), in {}",
+        args.nodes,
+        task_infos.len(),
+        args.faults,
+        kinds
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        store::redact_url(&run.url),
+        run.dir.display()
+    );
+
+    let exe = std::env::current_exe()?;
+    let mut cluster = ProcessCluster::new(exe, &run.dir, &run.url, &cluster_name);
+    let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
+    let mut proxies = BTreeMap::new();
+    if kinds.contains(&FaultKind::Cut) || kinds.contains(&FaultKind::CutAll) {
+        // Every node reaches the store through proxies of its own from the start, so that
+        // any node can be cut.
+        let ports = server_ports(run.server.as_ref());
+        for id in &ids {
+            let mut own = Vec::new();
+            for &port in &ports {
+                own.push(CutProxy::start(port).await?);
+            }
+            let map: Vec<(u16, u16)> = ports
+                .iter()
+                .copied()
+                .zip(own.iter().map(|p| p.port()))
+                .collect();
+            cluster
+                .store_url_of
+                .insert(id.clone(), via_proxies(&run.url, &map));
+            proxies.insert(id.clone(), own);
+        }
+    }
+    let mut c = Campaign {
+        run,
+        cluster,
+        ids: ids.clone(),
+        tasks: task_infos.iter().map(|t| t.name.clone()).collect(),
+        pids: BTreeMap::new(),
+        proxies,
+        tail: RecordTail::new(record.clone()),
+        rng: StdRng::seed_from_u64(seed),
+        faults: Vec::new(),
+        exits: Vec::new(),
+    };
+    let origin_ms = now_ms();
+    for id in &ids {
+        let pid = c.cluster.spawn(id, &tasks_toml)?;
+        c.pids.insert(id.clone(), pid);
+    }
+    if c.recover(origin_ms).await.is_none() {
+        bail!(
+            "the cluster did not start: not every task started within {RECOVERY:?} (logs in {})",
+            c.cluster.dir().display()
+        );
+    }
+
+    for i in 0..args.faults {
+        let pause = c.rng.random_range(PAUSE_MS);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let kind = kinds[c.rng.random_range(0..kinds.len())];
+        let mut fault = c.cause(kind).await?;
+        fault.recovered_ms = c.recover(fault.end_ms).await;
+        eprintln!(
+            "  fault {i:>3}: {:<13} {:<12} {:>5} ms, recovered after {}{}",
+            kind.as_str(),
+            fault.target,
+            fault.end_ms - fault.start_ms,
+            fault
+                .recovered_ms
+                .map_or("NEVER".into(), |t| format!("{} ms", t - fault.end_ms)),
+            if fault.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", fault.note)
+            }
+        );
+        c.faults.push(fault);
+    }
+
+    // A last stretch without faults, then a graceful stop of every node at once (so that
+    // nothing moves), and the END lines of the last runs.
+    let steady = now_ms();
+    c.recover(steady).await;
+    let until_ms = now_ms();
+    c.stop_all().await;
+    poll(Duration::from_secs(5), || {
+        c.tail.update();
+        std::future::ready(c.tail.open_runs.is_empty().then_some(()))
+    })
+    .await;
+
+    let history = c
+        .run
+        .store
+        .history(&cluster_name, None, i64::MAX / 2)
+        .await
+        .context("reading the store's history")?;
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    let lines = check::parse_record(&text);
+    let report = check::check(&check::Input {
+        record: &lines,
+        history: &history,
+        faults: &c.faults,
+        exits: &c.exits,
+        tasks: &task_infos,
+        until_ms,
+        origin_ms,
+    });
+    if args.json {
+        let out = Output {
+            seed,
+            store: store::redact_url(&c.run.url),
+            nodes: args.nodes,
+            tasks: &c.tasks,
+            kinds: &kinds,
+            origin_ms,
+            until_ms,
+            faults: &c.faults,
+            exits: &c.exits,
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_report(
+            &report,
+            &c.faults,
+            seed,
+            &store::redact_url(&c.run.url),
+            origin_ms,
+        );
+    }
+    if args.keep {
+        eprintln!("kept {}", c.run.dir.display());
+    }
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_report(report: &Report, faults: &[Fault], seed: u64, store: &str, origin_ms: i64) {
+    let counts = |m: &BTreeMap<String, usize>| {
+        if m.is_empty() {
+            return "none".to_string();
+        }
+        m.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rel = |ms: i64| format!("{:+.1}s", (ms - origin_ms) as f64 / 1000.0);
+    println!("\nRESULTS (seed {seed}, store {store})");
+    println!("  faults: {}", counts(&report.faults_by_kind));
+    println!(
+        "  instants checked {}, started {} (START lines {}); not started: {}",
+        report.instants,
+        report.fires,
+        report.starts,
+        counts(&report.not_started)
+    );
+    println!(
+        "  failover, from a fault on an owner until each of its tasks started in another process:"
+    );
+    for (kind, p) in &report.failover_ms {
+        println!("    {kind:<13} {p}");
+    }
+    println!("  per fault:");
+    for s in &report.per_fault {
+        let f = &faults[s.index];
+        println!(
+            "    {:>3} {} {:<13} {:<12} resumed {}, not started: {}",
+            s.index,
+            rel(f.start_ms),
+            s.kind.as_str(),
+            s.target,
+            s.resumed_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            counts(&s.not_started)
+        );
+    }
+    println!("  violations: {}", report.violations.len());
+    for v in &report.violations {
+        println!("\n  [{}] {}", v.kind.as_str(), v.detail);
+        for line in &v.context {
+            println!("      {line}");
+        }
+    }
+}
+
+impl Campaign {
+    async fn cause(&mut self, kind: FaultKind) -> anyhow::Result<Fault> {
+        match kind {
+            FaultKind::Kill => self.kill().await,
+            FaultKind::Stop => self.stop().await,
+            FaultKind::Graceful => self.graceful().await,
+            FaultKind::Cut => self.cut(false).await,
+            FaultKind::CutAll => self.cut(true).await,
+            FaultKind::RestartStore => self.restart_store().await,
+            FaultKind::ZkLeader => self.zk_leader().await,
+        }
+    }
+
+    /// A target node: the owner of a random task, the leader, or any node. Returns it, the
+    /// tasks it owns, and how it was chosen.
+    async fn choose_node(&mut self) -> (String, Vec<String>, String) {
+        let name = self.cluster.cluster().to_string();
+        let store = self.run.store.clone();
+        let owners = owners(&store, &name).await.unwrap_or_default();
+        let leader = store
+            .view(&name)
+            .await
+            .ok()
+            .and_then(|v| v.leader)
+            .map(|l| l.node);
+        let (target, how) = match self.rng.random_range(0..3) {
+            0 if !owners.is_empty() => {
+                let (task, node) = &owners[self.rng.random_range(0..owners.len())];
+                (node.clone(), format!("owner of {task}"))
+            }
+            1 if leader.as_ref().is_some_and(|l| self.ids.contains(l)) => {
+                (leader.clone().unwrap_or_default(), "leader".to_string())
+            }
+            _ => (
+                self.ids[self.rng.random_range(0..self.ids.len())].clone(),
+                "any node".to_string(),
+            ),
+        };
+        let owned = owners
+            .into_iter()
+            .filter(|(_, n)| *n == target)
+            .map(|(t, _)| t)
+            .collect();
+        let how = if leader.as_deref() == Some(target.as_str()) && how != "leader" {
+            format!("{how}, the leader")
+        } else {
+            how
+        };
+        (target, owned, how)
+    }
+
+    /// A fault on `target` (its current process, if it is a node), starting now.
+    fn fault(&self, kind: FaultKind, target: &str, owned: Vec<String>, note: String) -> Fault {
+        Fault {
+            kind,
+            target: target.to_string(),
+            pid: self.pids.get(target).copied(),
+            start_ms: now_ms(),
+            end_ms: 0,
+            recovered_ms: None,
+            owned,
+            note,
+        }
+    }
+
+    fn respawn(&mut self, node: &str) -> anyhow::Result<()> {
+        let config = self.cluster.config_path(node);
+        let pid = self.cluster.spawn_with_config(node, &config)?;
+        self.pids.insert(node.to_string(), pid);
+        Ok(())
+    }
+
+    /// SIGKILL; the new process starts at once (its start proves the old one dead: the fast
+    /// path), or only once the old one's tasks started elsewhere (detection by timeout).
+    async fn kill(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let mut f = self.fault(FaultKind::Kill, &target, owned, how);
+        self.cluster.kill(&target);
+        f.start_ms = now_ms();
+        self.exits.push(ProcessExit {
+            node: target.clone(),
+            pid: f.pid.unwrap_or_default(),
+            at_ms: f.start_ms,
+            how: ExitHow::Killed,
+        });
+        if self.rng.random_bool(0.5) {
+            f.note.push_str("; restarted at once");
+        } else {
+            let moved = poll(RECOVERY, || {
+                self.tail.update();
+                std::future::ready(
+                    self.tail
+                        .all_started_after(&f.owned, f.start_ms)
+                        .then_some(()),
+                )
+            })
+            .await;
+            f.note.push_str(if moved.is_some() {
+                "; restarted once its tasks moved"
+            } else {
+                "; restarted, its tasks never moved"
+            });
+        }
+        self.respawn(&target)?;
+        f.end_ms = now_ms();
+        Ok(f)
+    }
+
+    /// SIGSTOP for longer than the node timeout, then SIGCONT: the zombie.
+    async fn stop(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let mut f = self.fault(FaultKind::Stop, &target, owned, how);
+        self.cluster.signal(&target, libc::SIGSTOP);
+        f.start_ms = now_ms();
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        self.cluster.signal(&target, libc::SIGCONT);
+        Ok(f)
+    }
+
+    /// SIGTERM, and a new process once the old one exited.
+    async fn graceful(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let mut f = self.fault(FaultKind::Graceful, &target, owned, how);
+        let exit = self.stop_node(&target).await;
+        if exit.how != ExitHow::Graceful {
+            f.note.push_str("; did not stop within 30 s, killed");
+        }
+        self.exits.push(exit);
+        self.respawn(&target)?;
+        f.end_ms = now_ms();
+        Ok(f)
+    }
+
+    /// SIGTERM and wait (SIGKILL after 30 s).
+    async fn stop_node(&mut self, node: &str) -> ProcessExit {
+        let pid = self.pids.get(node).copied().unwrap_or_default();
+        self.cluster.signal(node, libc::SIGTERM);
+        let how = match self.cluster.wait_exit(node, Duration::from_secs(30)).await {
+            Some(_) => ExitHow::Graceful,
+            None => {
+                self.cluster.kill(node);
+                ExitHow::Killed
+            }
+        };
+        ProcessExit {
+            node: node.to_string(),
+            pid,
+            at_ms: now_ms(),
+            how,
+        }
+    }
+
+    /// The store cut off from one node (`all`: from every node) for longer than the lease.
+    async fn cut(&mut self, all: bool) -> anyhow::Result<Fault> {
+        let mut f = if all {
+            self.fault(FaultKind::CutAll, "all nodes", Vec::new(), String::new())
+        } else {
+            let (target, owned, how) = self.choose_node().await;
+            self.fault(FaultKind::Cut, &target, owned, how)
+        };
+        let cut: Vec<&CutProxy> = self
+            .proxies
+            .iter()
+            .filter(|(node, _)| all || **node == f.target)
+            .flat_map(|(_, p)| p)
+            .collect();
+        cut.iter().for_each(|p| p.cut());
+        f.start_ms = now_ms();
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        cut.iter().for_each(|p| p.heal());
+        Ok(f)
+    }
+
+    /// The store's server restarted (every server of an ensemble, one after the other).
+    async fn restart_store(&mut self) -> anyhow::Result<Fault> {
+        let server = self.run.server.take().context("no private server")?;
+        let start_ms = now_ms();
+        let (server, result) = tokio::task::spawn_blocking(move || {
+            let mut server = server;
+            let result = match &mut server {
+                PrivateServer::Db(db) => db.restart(),
+                PrivateServer::ZooKeeper(zk) => {
+                    (0..zk.hosts().split(',').count()).try_for_each(|i| zk.restart(i))
+                }
+            };
+            (server, result)
+        })
+        .await?;
+        self.run.server = Some(server);
+        result.context("restarting the store's server")?;
+        let mut f = self.fault(FaultKind::RestartStore, "store", Vec::new(), String::new());
+        (f.start_ms, f.end_ms) = (start_ms, now_ms());
+        Ok(f)
+    }
+
+    /// The ZooKeeper ensemble's leader killed, and restarted after a while.
+    async fn zk_leader(&mut self) -> anyhow::Result<Fault> {
+        let Some(PrivateServer::ZooKeeper(mut zk)) = self.run.server.take() else {
+            bail!("zk-leader needs a ZooKeeper ensemble");
+        };
+        let hold = self.rng.random_range(1000..3000);
+        let start_ms = now_ms();
+        let (zk, result) = tokio::task::spawn_blocking(move || {
+            let n = zk.hosts().split(',').count();
+            let leader = (0..n).find(|&i| zk.mode(i).as_deref() == Some("leader"));
+            let result = match leader {
+                Some(i) => {
+                    zk.kill(i);
+                    std::thread::sleep(Duration::from_millis(hold));
+                    zk.restart(i).map(|()| i)
+                }
+                None => Err(rota::harness::servers::ServerError(
+                    "the ensemble has no leader".into(),
+                )),
+            };
+            (zk, result)
+        })
+        .await?;
+        self.run.server = Some(PrivateServer::ZooKeeper(zk));
+        let leader = result.context("killing and restarting the ZooKeeper leader")?;
+        let target = format!("zk server {}", leader + 1);
+        let mut f = self.fault(
+            FaultKind::ZkLeader,
+            &target,
+            Vec::new(),
+            format!("down {hold} ms"),
+        );
+        (f.start_ms, f.end_ms) = (start_ms, now_ms());
+        Ok(f)
+    }
+
+    /// Waits until the cluster is healthy: every node runs and is alive in the store (a
+    /// node that exited by itself is recorded and started again), and every task started
+    /// after `since_ms`. When, or `None` after [`RECOVERY`].
+    async fn recover(&mut self, since_ms: i64) -> Option<i64> {
+        let name = self.cluster.cluster().to_string();
+        let store = self.run.store.clone();
+        let deadline = tokio::time::Instant::now() + RECOVERY;
+        loop {
+            for id in self.ids.clone() {
+                if let Some(status) = self.cluster.wait_exit(&id, Duration::ZERO).await {
+                    self.exits.push(ProcessExit {
+                        node: id.clone(),
+                        pid: self.pids.get(&id).copied().unwrap_or_default(),
+                        at_ms: now_ms(),
+                        how: ExitHow::Unexpected(status.to_string()),
+                    });
+                    eprintln!("  {id} exited by itself ({status}); starting it again");
+                    if let Err(e) = self.respawn(&id) {
+                        eprintln!("  cannot start {id} again: {e}");
+                    }
+                }
+            }
+            self.tail.update();
+            if self.tail.all_started_after(&self.tasks, since_ms) {
+                if let Ok(view) = store.view(&name).await {
+                    let alive = self.ids.iter().all(|id| {
+                        view.nodes
+                            .iter()
+                            .any(|n| &n.node == id && n.alive && !n.leaving)
+                    });
+                    if alive {
+                        return Some(now_ms());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM to every node at once, then waits for each.
+    async fn stop_all(&mut self) {
+        for id in &self.ids {
+            self.cluster.signal(id, libc::SIGTERM);
+        }
+        for id in self.ids.clone() {
+            let exit = self.stop_node(&id).await;
+            self.exits.push(exit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_go_through_the_proxies() {
+        assert_eq!(
+            via_proxies("postgres://rota@127.0.0.1:5000/db", &[(5000, 6000)]),
+            "postgres://rota@127.0.0.1:6000/db"
+        );
+        assert_eq!(
+            via_proxies(
+                "zookeeper://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3/t",
+                &[(1, 11), (2, 12), (3, 13)]
+            ),
+            "zookeeper://127.0.0.1:11,127.0.0.1:12,127.0.0.1:13/t"
+        );
+    }
+
+    #[test]
+    fn the_workload_is_valid_toml_with_default_policies() {
+        let (toml, tasks) = workload(2, Path::new("/tmp/r.log"), Path::new("/tmp/f"));
+        let value: toml::Table = toml.parse().expect("valid TOML");
+        let sections = value["task"].as_array().unwrap();
+        assert_eq!(sections.len(), 3);
+        assert_eq!(tasks.len(), 3);
+        for s in sections {
+            let t = s.as_table().unwrap();
+            assert!(!t.contains_key("recovery") && !t.contains_key("misfire"));
+            assert_eq!(
+                t["command"].as_array().unwrap()[2].as_str(),
+                Some(RUN_SCRIPT)
+            );
+        }
+    }
+}

@@ -1,0 +1,1233 @@
+//! The fault campaign's history checker. It judges a campaign from three independent sources:
+//! the record the tasks' own processes wrote (a START and an END line per run), the store's
+//! fire history, and the campaign's log of the faults it caused and of the node processes
+//! that ended. It does no I/O, so that unit tests can feed it small hand-made histories.
+//!
+//! What it can see from outside, and calls a violation (contract items in brackets):
+//! - two runs of one task overlapping in time [11, 12];
+//! - one instant started twice, unless a later attempt of a task that opted in to `retry` [2, 9];
+//! - an instant with neither a START line nor a store record that says why it did not run, or
+//!   recorded as started with no START line (the user's job never ran) [3];
+//! - a START with a lower fencing token than an earlier START of the same task: work begun by
+//!   a node that had already lost the task [2, 4];
+//! - a START the store has no matching claim for (node and token) [2];
+//! - a START by a node process while it was frozen (SIGSTOP) or after it ended [4, 12];
+//! - a run that never ended; a fault after which the cluster did not recover [7]; a node
+//!   process that exited by itself [faults every store must survive].
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
+
+use rota::{store::FireRecord, Outcome};
+use serde::Serialize;
+
+/// A run's process can be forked just before its node is frozen and write its START line
+/// just after: a START this soon after a SIGSTOP is not counted as started while frozen.
+pub const SPAWN_SLACK_MS: i64 = 1000;
+
+/// How far around a violation its context reaches.
+const CONTEXT_MS: i64 = 2500;
+/// At most this many context lines per violation.
+const CONTEXT_LINES: usize = 40;
+
+/// Which end of a run a record line marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mark {
+    Start,
+    End,
+}
+
+/// One line of the campaign's record file:
+/// `S|E task instant node pid node_pid attempt token time_us`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordLine {
+    pub mark: Mark,
+    pub task: String,
+    pub instant_ms: i64,
+    pub node: String,
+    /// The run's own process (one per run).
+    pub pid: u32,
+    /// The node process that started the run.
+    pub node_pid: u32,
+    pub attempt: i64,
+    pub token: i64,
+    /// Wall clock, Unix ms.
+    pub at_ms: i64,
+}
+
+impl RecordLine {
+    /// Parses one line; `None` for a partial or foreign line.
+    pub fn parse(line: &str) -> Option<RecordLine> {
+        let mut p = line.split_whitespace();
+        let mark = match p.next()? {
+            "S" => Mark::Start,
+            "E" => Mark::End,
+            _ => return None,
+        };
+        let line = RecordLine {
+            mark,
+            task: p.next()?.to_string(),
+            instant_ms: p.next()?.parse().ok()?,
+            node: p.next()?.to_string(),
+            pid: p.next()?.parse().ok()?,
+            node_pid: p.next()?.parse().ok()?,
+            attempt: p.next()?.parse().ok()?,
+            token: p.next()?.parse().ok()?,
+            at_ms: p.next()?.parse::<i64>().ok()? / 1000,
+        };
+        p.next().is_none().then_some(line)
+    }
+}
+
+/// Every complete line of a record file, in file order.
+pub fn parse_record(text: &str) -> Vec<RecordLine> {
+    text.lines().filter_map(RecordLine::parse).collect()
+}
+
+/// The faults the campaign knows how to cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL of a node (a task's owner, the leader or any), then a new process.
+    Kill,
+    /// SIGSTOP of a node for longer than the node timeout, then SIGCONT.
+    Stop,
+    /// The store cut off from one node (its proxy), for longer than the lease.
+    Cut,
+    /// The store cut off from every node.
+    CutAll,
+    /// The store's server restarted.
+    RestartStore,
+    /// SIGTERM of a node (a graceful stop), then a new process.
+    Graceful,
+    /// The leader of a ZooKeeper ensemble killed, then restarted.
+    ZkLeader,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Stop => "stop",
+            FaultKind::Cut => "cut",
+            FaultKind::CutAll => "cut-all",
+            FaultKind::RestartStore => "restart-store",
+            FaultKind::Graceful => "graceful",
+            FaultKind::ZkLeader => "zk-leader",
+        }
+    }
+}
+
+/// One fault as the campaign caused it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// A node id, or what else was hit (`store`, `all nodes`, a ZooKeeper server).
+    pub target: String,
+    /// The target node's process, when a node was hit.
+    pub pid: Option<u32>,
+    /// Wall clock, Unix ms: from the fault's first action to its undoing (a new process, the
+    /// SIGCONT, the heal, the server back).
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// When every node ran again and every task had started after the fault; `None`: not
+    /// within the campaign's deadline.
+    pub recovered_ms: Option<i64>,
+    /// The tasks the target node owned when it was hit.
+    pub owned: Vec<String>,
+    /// How the target was chosen and anything else worth knowing.
+    pub note: String,
+}
+
+/// How a node process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitHow {
+    /// SIGKILL by the campaign.
+    Killed,
+    /// SIGTERM by the campaign, and it exited.
+    Graceful,
+    /// Nobody asked it to: the exit status.
+    Unexpected(String),
+}
+
+/// A node process that ended, and when (wall clock, Unix ms, once it was reaped).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessExit {
+    pub node: String,
+    pub pid: u32,
+    pub at_ms: i64,
+    pub how: ExitHow,
+}
+
+/// A task of the workload, as the checker needs to know it.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    pub name: String,
+    pub period_ms: i64,
+    /// Its recovery is `retry`: a later attempt of an instant is allowed.
+    pub retry: bool,
+}
+
+/// Everything a campaign produced.
+pub struct Input<'a> {
+    pub record: &'a [RecordLine],
+    pub history: &'a [FireRecord],
+    pub faults: &'a [Fault],
+    pub exits: &'a [ProcessExit],
+    pub tasks: &'a [TaskInfo],
+    /// Instants after this (wall clock, Unix ms: the final shutdown) are not checked.
+    pub until_ms: i64,
+    /// Where the campaign began: context lines show times relative to it.
+    pub origin_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    Overlap,
+    DoubleStart,
+    Lost,
+    StaleToken,
+    UnclaimedStart,
+    StartWhileFrozen,
+    StartAfterExit,
+    NeverEnded,
+    NotRecovered,
+    NodeExited,
+}
+
+impl ViolationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationKind::Overlap => "overlap",
+            ViolationKind::DoubleStart => "double-start",
+            ViolationKind::Lost => "lost",
+            ViolationKind::StaleToken => "stale-token",
+            ViolationKind::UnclaimedStart => "unclaimed-start",
+            ViolationKind::StartWhileFrozen => "start-while-frozen",
+            ViolationKind::StartAfterExit => "start-after-exit",
+            ViolationKind::NeverEnded => "never-ended",
+            ViolationKind::NotRecovered => "not-recovered",
+            ViolationKind::NodeExited => "node-exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub task: Option<String>,
+    /// Wall clock, Unix ms.
+    pub at_ms: i64,
+    pub detail: String,
+    /// The record lines, store rows and faults around it.
+    pub context: Vec<String>,
+}
+
+/// What happened to the instants around one fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultSummary {
+    pub index: usize,
+    pub kind: FaultKind,
+    pub target: String,
+    /// Instants that did not start, by the store's reason (`lost` where it has none).
+    pub not_started: BTreeMap<String, usize>,
+    /// From the fault until the target's tasks started in another process: the slowest.
+    pub resumed_ms: Option<i64>,
+}
+
+/// `p50`, `p99` and `max` of a sample, ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub n: usize,
+    pub p50: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<i64>) -> Option<Percentiles> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        Some(Percentiles {
+            n: samples.len(),
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: samples[samples.len() - 1],
+        })
+    }
+}
+
+impl fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {} ms, p99 {} ms, max {} ms (n = {})",
+            self.p50, self.p99, self.max, self.n
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub faults_by_kind: BTreeMap<String, usize>,
+    /// Instants checked (each task's first to last, up to the shutdown).
+    pub instants: usize,
+    /// Distinct instants started (from START lines).
+    pub fires: usize,
+    /// START lines.
+    pub starts: usize,
+    /// Instants that did not start, by the store's reason (`lost` where it has none).
+    pub not_started: BTreeMap<String, usize>,
+    pub per_fault: Vec<FaultSummary>,
+    /// From a fault on an owner until each of its tasks started in another process, by kind.
+    pub failover_ms: BTreeMap<String, Percentiles>,
+    pub violations: Vec<Violation>,
+}
+
+/// One run, from its START line to its end.
+#[derive(Debug, Clone)]
+struct Run<'a> {
+    start: &'a RecordLine,
+    end_ms: i64,
+    /// How its end is known.
+    end: RunEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    /// Its END line.
+    Line,
+    /// No END line: its node process ended then (the run died with it).
+    NodeExit,
+    /// Neither: open until the end of the campaign.
+    Never,
+}
+
+/// Checks a campaign; see the module's doc for what counts as a violation.
+pub fn check(input: &Input) -> Report {
+    let mut c = Checker {
+        input,
+        violations: Vec::new(),
+    };
+    let runs = c.runs();
+    c.overlaps(&runs);
+    c.double_starts();
+    c.stale_tokens();
+    c.unclaimed_starts();
+    c.starts_of_dead_or_frozen_nodes();
+    let (instants, not_started, per_fault_not_started) = c.lost_instants();
+    for (i, f) in input.faults.iter().enumerate() {
+        if f.recovered_ms.is_none() {
+            c.violation(
+                ViolationKind::NotRecovered,
+                None,
+                f.end_ms,
+                format!(
+                    "fault {i} ({} {}): the cluster did not recover",
+                    f.kind.as_str(),
+                    f.target
+                ),
+            );
+        }
+    }
+    for e in input.exits {
+        if let ExitHow::Unexpected(status) = &e.how {
+            c.violation(
+                ViolationKind::NodeExited,
+                None,
+                e.at_ms,
+                format!("{} (pid {}) exited by itself: {status}", e.node, e.pid),
+            );
+        }
+    }
+
+    let mut failover: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut per_fault = Vec::new();
+    for (i, f) in input.faults.iter().enumerate() {
+        let samples = resumed(input.record, f);
+        failover
+            .entry(f.kind.as_str().to_string())
+            .or_default()
+            .extend(&samples);
+        per_fault.push(FaultSummary {
+            index: i,
+            kind: f.kind,
+            target: f.target.clone(),
+            not_started: per_fault_not_started.get(&i).cloned().unwrap_or_default(),
+            resumed_ms: samples.iter().copied().max(),
+        });
+    }
+    let mut faults_by_kind = BTreeMap::new();
+    for f in input.faults {
+        *faults_by_kind
+            .entry(f.kind.as_str().to_string())
+            .or_default() += 1;
+    }
+    let starts: Vec<&RecordLine> = starts(input.record).collect();
+    let fires: BTreeSet<(&str, i64)> = starts
+        .iter()
+        .map(|l| (l.task.as_str(), l.instant_ms))
+        .collect();
+    let mut violations = c.violations;
+    violations.sort_by_key(|v| (v.at_ms, v.kind));
+    Report {
+        faults_by_kind,
+        instants,
+        fires: fires.len(),
+        starts: starts.len(),
+        not_started,
+        per_fault,
+        failover_ms: failover
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
+            .collect(),
+        violations,
+    }
+}
+
+fn starts(record: &[RecordLine]) -> impl Iterator<Item = &RecordLine> {
+    record.iter().filter(|l| l.mark == Mark::Start)
+}
+
+/// From fault `f` on a node that owned tasks until each of them started in another process.
+fn resumed(record: &[RecordLine], f: &Fault) -> Vec<i64> {
+    let Some(pid) = f.pid else {
+        return Vec::new();
+    };
+    f.owned
+        .iter()
+        .filter_map(|task| {
+            starts(record)
+                .filter(|l| &l.task == task && l.node_pid != pid && l.at_ms > f.start_ms)
+                .map(|l| l.at_ms - f.start_ms)
+                .min()
+        })
+        .collect()
+}
+
+struct Checker<'a> {
+    input: &'a Input<'a>,
+    violations: Vec<Violation>,
+}
+
+impl<'a> Checker<'a> {
+    fn violation(&mut self, kind: ViolationKind, task: Option<&str>, at_ms: i64, detail: String) {
+        self.violation_since(kind, task, at_ms, at_ms, detail);
+    }
+
+    /// A violation at `at_ms` that began at `since_ms` (the first of two starts, the run
+    /// overlapped): its context covers both.
+    fn violation_since(
+        &mut self,
+        kind: ViolationKind,
+        task: Option<&str>,
+        since_ms: i64,
+        at_ms: i64,
+        detail: String,
+    ) {
+        let context = self.context(task, since_ms.min(at_ms), at_ms);
+        self.violations.push(Violation {
+            kind,
+            task: task.map(str::to_string),
+            at_ms,
+            detail,
+            context,
+        });
+    }
+
+    fn rel(&self, ms: i64) -> String {
+        format!("{:+.3}s", (ms - self.input.origin_ms) as f64 / 1000.0)
+    }
+
+    fn line(&self, l: &RecordLine) -> String {
+        format!(
+            "{} {} {}@{} on {} (pid {}), run pid {}, attempt {}, token {}",
+            self.rel(l.at_ms),
+            if l.mark == Mark::Start {
+                "START"
+            } else {
+                "END  "
+            },
+            l.task,
+            self.rel(l.instant_ms),
+            l.node,
+            l.node_pid,
+            l.pid,
+            l.attempt,
+            l.token
+        )
+    }
+
+    fn row(&self, f: &FireRecord) -> String {
+        format!(
+            "store: {}@{} {} by {} token {} attempt {}, started {}, finished {}{}",
+            f.task,
+            self.rel(f.instant_ms),
+            f.outcome.as_str(),
+            f.node,
+            f.token,
+            f.attempt,
+            f.started_at_ms.map_or("-".into(), |t| self.rel(t)),
+            f.finished_at_ms.map_or("-".into(), |t| self.rel(t)),
+            f.message
+                .as_deref()
+                .map_or(String::new(), |m| format!(" ({m})"))
+        )
+    }
+
+    /// The record lines and store rows of `task` (all tasks if `None`), and the faults and
+    /// process exits, from [`CONTEXT_MS`] before `from_ms` to as long after `at_ms`, in time
+    /// order.
+    fn context(&self, task: Option<&str>, from_ms: i64, at_ms: i64) -> Vec<String> {
+        let near = |t: i64| t >= from_ms - CONTEXT_MS && t <= at_ms + CONTEXT_MS;
+        let of_task = |t: &str| task.is_none_or(|x| x == t);
+        let mut out: Vec<(i64, String)> = Vec::new();
+        for l in self.input.record {
+            if of_task(&l.task) && near(l.at_ms) {
+                out.push((l.at_ms, self.line(l)));
+            }
+        }
+        for f in self.input.history {
+            if of_task(&f.task) && near(f.instant_ms) {
+                out.push((f.instant_ms, self.row(f)));
+            }
+        }
+        for (i, f) in self.input.faults.iter().enumerate() {
+            if f.start_ms <= at_ms + CONTEXT_MS
+                && f.recovered_ms.unwrap_or(i64::MAX) >= from_ms - CONTEXT_MS
+            {
+                out.push((
+                    f.start_ms,
+                    format!(
+                        "{} fault {i}: {} {} (pid {}) until {}, recovered {}{}",
+                        self.rel(f.start_ms),
+                        f.kind.as_str(),
+                        f.target,
+                        f.pid.map_or("-".into(), |p| p.to_string()),
+                        self.rel(f.end_ms),
+                        f.recovered_ms.map_or("never".into(), |t| self.rel(t)),
+                        if f.note.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", f.note)
+                        }
+                    ),
+                ));
+            }
+        }
+        for e in self.input.exits {
+            if near(e.at_ms) {
+                out.push((
+                    e.at_ms,
+                    format!(
+                        "{} exit: {} (pid {}) {:?}",
+                        self.rel(e.at_ms),
+                        e.node,
+                        e.pid,
+                        e.how
+                    ),
+                ));
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out.truncate(CONTEXT_LINES);
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every START with its end: its END line, else its node process's exit, else open.
+    fn runs(&mut self) -> Vec<Run<'a>> {
+        let input = self.input;
+        let ends: BTreeMap<(&str, i64, u32), i64> = input
+            .record
+            .iter()
+            .filter(|l| l.mark == Mark::End)
+            .map(|l| ((l.task.as_str(), l.instant_ms, l.pid), l.at_ms))
+            .collect();
+        let mut runs = Vec::new();
+        for s in starts(input.record) {
+            let exit = input
+                .exits
+                .iter()
+                .find(|e| e.pid == s.node_pid && e.at_ms >= s.at_ms);
+            let (end_ms, end) = match (ends.get(&(s.task.as_str(), s.instant_ms, s.pid)), exit) {
+                (Some(&t), _) => (t, RunEnd::Line),
+                (None, Some(e)) => (e.at_ms, RunEnd::NodeExit),
+                (None, None) => (input.until_ms.max(s.at_ms), RunEnd::Never),
+            };
+            if end == RunEnd::Never {
+                self.violation(
+                    ViolationKind::NeverEnded,
+                    Some(&s.task),
+                    s.at_ms,
+                    format!(
+                        "{}@{} started on {} (pid {}) never ended: no END line, and its node process did not end",
+                        s.task, s.instant_ms, s.node, s.node_pid
+                    ),
+                );
+            }
+            runs.push(Run {
+                start: s,
+                end_ms,
+                end,
+            });
+        }
+        runs
+    }
+
+    fn overlaps(&mut self, runs: &[Run<'a>]) {
+        let mut by_task: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+        for r in runs {
+            by_task.entry(r.start.task.as_str()).or_default().push(r);
+        }
+        for (task, mut runs) in by_task {
+            runs.sort_by_key(|r| (r.start.at_ms, r.start.pid));
+            // The run reaching furthest so far: any later start before its end overlaps it.
+            let mut reach: Option<&Run> = None;
+            for r in runs {
+                if let Some(p) = reach {
+                    if r.start.at_ms < p.end_ms {
+                        let how = match p.end {
+                            RunEnd::Line => "ended",
+                            RunEnd::NodeExit => "ended with its node process",
+                            RunEnd::Never => "never ended; open until",
+                        };
+                        self.violation_since(
+                            ViolationKind::Overlap,
+                            Some(task),
+                            p.start.at_ms,
+                            r.start.at_ms,
+                            format!(
+                                "{task}: run of {} on {} (pid {}, started {}, {how} {}) overlaps run of {} on {} (pid {}) started {} ({} ms)",
+                                self.rel(p.start.instant_ms),
+                                p.start.node,
+                                p.start.node_pid,
+                                self.rel(p.start.at_ms),
+                                self.rel(p.end_ms),
+                                self.rel(r.start.instant_ms),
+                                r.start.node,
+                                r.start.node_pid,
+                                self.rel(r.start.at_ms),
+                                p.end_ms.min(r.end_ms) - r.start.at_ms
+                            ),
+                        );
+                    }
+                }
+                if reach.is_none_or(|p| r.end_ms > p.end_ms) {
+                    reach = Some(r);
+                }
+            }
+        }
+    }
+
+    fn retry(&self, task: &str) -> bool {
+        self.input.tasks.iter().any(|t| t.name == task && t.retry)
+    }
+
+    fn double_starts(&mut self) {
+        let mut by_fire: BTreeMap<(&str, i64), Vec<&RecordLine>> = BTreeMap::new();
+        for s in starts(self.input.record) {
+            by_fire
+                .entry((s.task.as_str(), s.instant_ms))
+                .or_default()
+                .push(s);
+        }
+        for ((task, instant), lines) in by_fire {
+            if lines.len() < 2 {
+                continue;
+            }
+            let attempts: BTreeSet<i64> = lines.iter().map(|l| l.attempt).collect();
+            // With `retry`, each attempt may start once; else the first start is the only one.
+            if self.retry(task) && attempts.len() == lines.len() {
+                continue;
+            }
+            let who: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} (pid {}, attempt {}, token {}) at {}",
+                        l.node,
+                        l.node_pid,
+                        l.attempt,
+                        l.token,
+                        self.rel(l.at_ms)
+                    )
+                })
+                .collect();
+            self.violation_since(
+                ViolationKind::DoubleStart,
+                Some(task),
+                lines[0].at_ms,
+                lines[1].at_ms,
+                format!(
+                    "{task}@{} started {} times: {}",
+                    self.rel(instant),
+                    lines.len(),
+                    who.join("; ")
+                ),
+            );
+        }
+    }
+
+    fn stale_tokens(&mut self) {
+        let mut by_task: BTreeMap<&str, Vec<&RecordLine>> = BTreeMap::new();
+        for s in starts(self.input.record) {
+            by_task.entry(s.task.as_str()).or_default().push(s);
+        }
+        for (task, mut lines) in by_task {
+            lines.sort_by_key(|l| l.at_ms);
+            let mut highest: Option<&RecordLine> = None;
+            for l in lines {
+                match highest {
+                    Some(h) if l.token < h.token => {
+                        let detail = format!(
+                            "{task}@{} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {}@{} with token {} at {}",
+                            self.rel(l.instant_ms),
+                            l.node,
+                            l.node_pid,
+                            l.token,
+                            self.rel(l.at_ms),
+                            h.node,
+                            h.node_pid,
+                            task,
+                            self.rel(h.instant_ms),
+                            h.token,
+                            self.rel(h.at_ms)
+                        );
+                        self.violation_since(
+                            ViolationKind::StaleToken,
+                            Some(task),
+                            h.at_ms,
+                            l.at_ms,
+                            detail,
+                        );
+                    }
+                    Some(h) if l.token <= h.token => {}
+                    _ => highest = Some(l),
+                }
+            }
+        }
+    }
+
+    fn unclaimed_starts(&mut self) {
+        let rows: BTreeMap<(&str, i64), &FireRecord> = self
+            .input
+            .history
+            .iter()
+            .map(|f| ((f.task.as_str(), f.instant_ms), f))
+            .collect();
+        for s in starts(self.input.record) {
+            let detail = match rows.get(&(s.task.as_str(), s.instant_ms)) {
+                None => "the store has no record of this fire".to_string(),
+                // A later attempt's claim replaces the row: only the same attempt must match.
+                Some(f) if f.attempt == s.attempt && (f.node != s.node || f.token != s.token) => {
+                    format!("the store's claim is by {} with token {}", f.node, f.token)
+                }
+                Some(_) => continue,
+            };
+            self.violation(
+                ViolationKind::UnclaimedStart,
+                Some(&s.task),
+                s.at_ms,
+                format!(
+                    "{}@{} started on {} (pid {}) with token {}: {detail}",
+                    s.task,
+                    self.rel(s.instant_ms),
+                    s.node,
+                    s.node_pid,
+                    s.token
+                ),
+            );
+        }
+    }
+
+    fn starts_of_dead_or_frozen_nodes(&mut self) {
+        let input = self.input;
+        for s in starts(input.record) {
+            let frozen = input.faults.iter().find(|f| {
+                f.kind == FaultKind::Stop
+                    && f.pid == Some(s.node_pid)
+                    && s.at_ms > f.start_ms + SPAWN_SLACK_MS
+                    && s.at_ms < f.end_ms
+            });
+            if let Some(f) = frozen {
+                self.violation(
+                    ViolationKind::StartWhileFrozen,
+                    Some(&s.task),
+                    s.at_ms,
+                    format!(
+                        "{}@{} started on {} (pid {}) at {}, while it was stopped from {} to {}",
+                        s.task,
+                        self.rel(s.instant_ms),
+                        s.node,
+                        s.node_pid,
+                        self.rel(s.at_ms),
+                        self.rel(f.start_ms),
+                        self.rel(f.end_ms)
+                    ),
+                );
+            }
+            let dead = input
+                .exits
+                .iter()
+                .find(|e| e.pid == s.node_pid && s.at_ms > e.at_ms);
+            if let Some(e) = dead {
+                self.violation(
+                    ViolationKind::StartAfterExit,
+                    Some(&s.task),
+                    s.at_ms,
+                    format!(
+                        "{}@{} started on {} (pid {}) at {}, after that process ended ({:?}) at {}",
+                        s.task,
+                        self.rel(s.instant_ms),
+                        s.node,
+                        s.node_pid,
+                        self.rel(s.at_ms),
+                        e.how,
+                        self.rel(e.at_ms)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Every instant of every task from its first to its last seen (up to `until_ms`) either
+    /// has a START line, or a store record of why not. Returns the number of instants checked,
+    /// and the ones not started by reason, overall and per fault.
+    #[allow(clippy::type_complexity)]
+    fn lost_instants(
+        &mut self,
+    ) -> (
+        usize,
+        BTreeMap<String, usize>,
+        BTreeMap<usize, BTreeMap<String, usize>>,
+    ) {
+        let input = self.input;
+        let started: BTreeSet<(&str, i64)> = starts(input.record)
+            .map(|l| (l.task.as_str(), l.instant_ms))
+            .collect();
+        let rows: BTreeMap<(&str, i64), &FireRecord> = input
+            .history
+            .iter()
+            .map(|f| ((f.task.as_str(), f.instant_ms), f))
+            .collect();
+        let (mut checked, mut overall, mut per_fault) = (0, BTreeMap::new(), BTreeMap::new());
+        for task in input.tasks {
+            let seen = starts(input.record)
+                .filter(|l| l.task == task.name)
+                .map(|l| l.instant_ms)
+                .chain(
+                    input
+                        .history
+                        .iter()
+                        .filter(|f| f.task == task.name)
+                        .map(|f| f.instant_ms),
+                )
+                .filter(|&t| t <= input.until_ms)
+                .collect::<Vec<_>>();
+            let (Some(&first), Some(&last)) = (seen.iter().min(), seen.iter().max()) else {
+                continue;
+            };
+            let mut t = first;
+            while t <= last {
+                checked += 1;
+                let key = (task.name.as_str(), t);
+                let reason = match (started.contains(&key), rows.get(&key)) {
+                    (true, _) => None,
+                    (false, None) => Some(("lost", "no START line and no store record")),
+                    (false, Some(f)) => match f.outcome {
+                        Outcome::Ok | Outcome::Running => Some((
+                            "lost",
+                            "the store recorded it started, but no START line: the job never ran",
+                        )),
+                        o => Some((o.as_str(), "")),
+                    },
+                };
+                if let Some((reason, why)) = reason {
+                    *overall.entry(reason.to_string()).or_default() += 1;
+                    if let Some(i) = fault_around(input.faults, t, task.period_ms) {
+                        *per_fault
+                            .entry(i)
+                            .or_insert_with(BTreeMap::new)
+                            .entry(reason.to_string())
+                            .or_default() += 1;
+                    }
+                    if reason == "lost" {
+                        let detail = format!("{}@{} lost: {why}", task.name, self.rel(t));
+                        self.violation(ViolationKind::Lost, Some(&task.name), t, detail);
+                    }
+                }
+                t += task.period_ms;
+            }
+        }
+        (checked, overall, per_fault)
+    }
+}
+
+/// The last fault whose window (a period before it, to its recovery and a period after)
+/// holds instant `t`.
+fn fault_around(faults: &[Fault], t: i64, period_ms: i64) -> Option<usize> {
+    faults.iter().rposition(|f| {
+        let end = f.recovered_ms.unwrap_or(f.end_ms).max(f.end_ms);
+        t >= f.start_ms - period_ms && t <= end + period_ms
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_000_000;
+
+    /// A START line of `task@instant` by run `pid` of node process `node_pid`.
+    fn start(
+        task: &str,
+        instant: i64,
+        node: &str,
+        pid: u32,
+        node_pid: u32,
+        token: i64,
+        at: i64,
+    ) -> RecordLine {
+        RecordLine {
+            mark: Mark::Start,
+            task: task.into(),
+            instant_ms: T0 + instant,
+            node: node.into(),
+            pid,
+            node_pid,
+            attempt: 1,
+            token,
+            at_ms: T0 + at,
+        }
+    }
+
+    /// A run: START and END lines of `task@instant` on `node` (process `node_pid`).
+    fn run(
+        task: &str,
+        instant: i64,
+        node: &str,
+        node_pid: u32,
+        token: i64,
+        from: i64,
+        to: i64,
+    ) -> Vec<RecordLine> {
+        let pid = (instant + from) as u32 + node_pid;
+        let start = start(task, instant, node, pid, node_pid, token, from);
+        let end = RecordLine {
+            mark: Mark::End,
+            at_ms: T0 + to,
+            ..start.clone()
+        };
+        vec![start, end]
+    }
+
+    fn row(task: &str, instant: i64, node: &str, token: i64, outcome: Outcome) -> FireRecord {
+        FireRecord {
+            task: task.into(),
+            instant_ms: T0 + instant,
+            node: node.into(),
+            token,
+            attempt: 1,
+            outcome,
+            started_at_ms: None,
+            finished_at_ms: None,
+            message: None,
+        }
+    }
+
+    /// The store rows matching every START of `record` (outcome ok).
+    fn claims(record: &[RecordLine]) -> Vec<FireRecord> {
+        record
+            .iter()
+            .filter(|l| l.mark == Mark::Start)
+            .map(|l| FireRecord {
+                instant_ms: l.instant_ms,
+                ..row(&l.task, 0, &l.node, l.token, Outcome::Ok)
+            })
+            .collect()
+    }
+
+    fn tasks() -> Vec<TaskInfo> {
+        vec![TaskInfo {
+            name: "a".into(),
+            period_ms: 1000,
+            retry: false,
+        }]
+    }
+
+    fn kinds(report: &Report) -> Vec<ViolationKind> {
+        report.violations.iter().map(|v| v.kind).collect()
+    }
+
+    fn check_with(
+        record: &[RecordLine],
+        history: &[FireRecord],
+        faults: &[Fault],
+        exits: &[ProcessExit],
+    ) -> Report {
+        let tasks = tasks();
+        check(&Input {
+            record,
+            history,
+            faults,
+            exits,
+            tasks: &tasks,
+            until_ms: T0 + 100_000,
+            origin_ms: T0,
+        })
+    }
+
+    fn fault(kind: FaultKind, pid: u32, start: i64, end: i64) -> Fault {
+        Fault {
+            kind,
+            target: "n1".into(),
+            pid: Some(pid),
+            start_ms: T0 + start,
+            end_ms: T0 + end,
+            recovered_ms: Some(T0 + end + 500),
+            owned: vec!["a".into()],
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn parses_record_lines_and_skips_partial_ones() {
+        let text =
+            "S a 1000 n1 42 7 1 3 1000123456\nE a 1000 n1 42 7 1 3 1000223456\nS a 2000 n1 4";
+        let lines = parse_record(text);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].mark, Mark::Start);
+        assert_eq!(
+            (lines[0].pid, lines[0].node_pid, lines[0].token),
+            (42, 7, 3)
+        );
+        assert_eq!(lines[0].at_ms, 1_000_123);
+        assert_eq!(lines[1].at_ms, 1_000_223);
+    }
+
+    #[test]
+    fn a_clean_history_has_no_violation() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 200);
+        record.extend(run("a", 1000, "n1", 7, 1, 1005, 1200));
+        record.extend(run("a", 2000, "n2", 8, 2, 2010, 2200));
+        let history = claims(&record);
+        let report = check_with(&record, &history, &[], &[]);
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        assert_eq!((report.instants, report.fires, report.starts), (3, 3, 3));
+    }
+
+    #[test]
+    fn overlapping_runs_on_two_nodes_are_a_violation() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 2500);
+        record.extend(run("a", 1000, "n2", 8, 2, 1900, 2000));
+        let history = claims(&record);
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::Overlap]);
+        let v = &report.violations[0];
+        assert!(v.detail.contains("overlaps"), "{}", v.detail);
+        assert!(!v.context.is_empty());
+    }
+
+    #[test]
+    fn a_run_without_end_lasts_until_its_node_process_ended() {
+        // n1 (pid 7) was killed at 1500; its run of 0 had no END line.
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
+        record.extend(run("a", 1000, "n2", 8, 2, 1400, 1600));
+        let history = claims(&record);
+        let exits = [ProcessExit {
+            node: "n1".into(),
+            pid: 7,
+            at_ms: T0 + 1500,
+            how: ExitHow::Killed,
+        }];
+        let report = check_with(&record, &history, &[], &exits);
+        assert_eq!(kinds(&report), [ViolationKind::Overlap]);
+        // Killed before the next start: no overlap.
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
+        record.extend(run("a", 2000, "n2", 8, 2, 2005, 2100));
+        let mut history = claims(&record);
+        history.push(row("a", 1000, "n1", 1, Outcome::Abandoned));
+        assert!(check_with(&record, &history, &[], &exits)
+            .violations
+            .is_empty());
+    }
+
+    #[test]
+    fn a_run_that_never_ended_is_reported_and_stays_open() {
+        let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
+        record.extend(run("a", 5000, "n2", 8, 2, 5005, 5100));
+        let mut history = claims(&record);
+        history.extend((1..5).map(|i| row("a", i * 1000, "n1", 1, Outcome::Skipped)));
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(
+            kinds(&report),
+            [ViolationKind::NeverEnded, ViolationKind::Overlap]
+        );
+        assert!(report.violations[1].detail.contains("never ended"));
+    }
+
+    #[test]
+    fn an_instant_started_twice_is_a_violation_unless_a_retry_attempt() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 100);
+        record.extend(run("a", 0, "n2", 8, 2, 1500, 1600));
+        let history = vec![row("a", 0, "n2", 2, Outcome::Ok)];
+        let report = check_with(&record, &history, &[], &[]);
+        assert!(
+            kinds(&report).contains(&ViolationKind::DoubleStart),
+            "{:?}",
+            kinds(&report)
+        );
+
+        // The same, as attempt 2 of a task that opted in to retry.
+        record[2].attempt = 2;
+        record[3].attempt = 2;
+        let history = vec![FireRecord {
+            attempt: 2,
+            ..row("a", 0, "n2", 2, Outcome::Ok)
+        }];
+        let retry = [TaskInfo {
+            retry: true,
+            ..tasks()[0].clone()
+        }];
+        let report = check(&Input {
+            record: &record,
+            history: &history,
+            faults: &[],
+            exits: &[],
+            tasks: &retry,
+            until_ms: T0 + 100_000,
+            origin_ms: T0,
+        });
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        // Without retry, a second attempt is still a second start.
+        let report = check_with(&record, &history, &[], &[]);
+        assert!(kinds(&report).contains(&ViolationKind::DoubleStart));
+    }
+
+    #[test]
+    fn a_missing_instant_is_lost_unless_the_store_says_why() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 100);
+        record.extend(run("a", 3000, "n1", 7, 1, 3005, 3100));
+        let mut history = claims(&record);
+        history.push(row("a", 1000, "n1", 1, Outcome::Misfired));
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::Lost]);
+        assert!(report.violations[0].detail.contains("no store record"));
+        assert_eq!(report.not_started.get("misfired"), Some(&1));
+        assert_eq!(report.not_started.get("lost"), Some(&1));
+    }
+
+    #[test]
+    fn an_instant_the_store_says_ran_without_a_start_line_is_lost() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 100);
+        record.extend(run("a", 2000, "n1", 7, 1, 2005, 2100));
+        let mut history = claims(&record);
+        history.push(row("a", 1000, "n1", 1, Outcome::Ok));
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::Lost]);
+        assert!(report.violations[0].detail.contains("never ran"));
+    }
+
+    #[test]
+    fn lost_instants_are_counted_against_the_fault_around_them() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 100);
+        record.extend(run("a", 3000, "n2", 8, 2, 3005, 3100));
+        let mut history = claims(&record);
+        history.push(row("a", 1000, "n1", 1, Outcome::Abandoned));
+        history.push(row("a", 2000, "n2", 2, Outcome::Misfired));
+        let faults = [fault(FaultKind::Kill, 7, 900, 1000)];
+        let exits = [ProcessExit {
+            node: "n1".into(),
+            pid: 7,
+            at_ms: T0 + 900,
+            how: ExitHow::Killed,
+        }];
+        let report = check_with(&record, &history, &faults, &exits);
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        let f = &report.per_fault[0];
+        assert_eq!(f.not_started.get("abandoned"), Some(&1));
+        assert_eq!(f.not_started.get("misfired"), Some(&1));
+        assert_eq!(f.resumed_ms, Some(3005 - 900));
+        assert_eq!(report.failover_ms["kill"].p50, 2105);
+    }
+
+    #[test]
+    fn a_start_with_an_older_token_than_an_earlier_start_is_stale() {
+        let mut record = run("a", 0, "n2", 8, 5, 5, 100);
+        record.extend(run("a", 1000, "n1", 7, 4, 1005, 1100));
+        let history = claims(&record);
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::StaleToken]);
+    }
+
+    #[test]
+    fn a_start_the_store_did_not_claim_is_a_violation() {
+        let record = run("a", 0, "n1", 7, 3, 5, 100);
+        let report = check_with(&record, &[], &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::UnclaimedStart]);
+        let history = vec![row("a", 0, "n2", 4, Outcome::Ok)];
+        let report = check_with(&record, &history, &[], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::UnclaimedStart]);
+        assert!(report.violations[0].detail.contains("claim is by n2"));
+    }
+
+    #[test]
+    fn a_start_by_a_frozen_or_ended_node_process_is_a_violation() {
+        // n1 (pid 7) stopped from 0 to 4000; a START at 2000 cannot be.
+        let record = run("a", 2000, "n1", 7, 1, 2000, 2100);
+        let history = claims(&record);
+        let faults = [fault(FaultKind::Stop, 7, 0, 4000)];
+        let report = check_with(&record, &history, &faults, &[]);
+        assert_eq!(kinds(&report), [ViolationKind::StartWhileFrozen]);
+        // Just after the SIGSTOP: a process forked before it.
+        let record = run(
+            "a",
+            0,
+            "n1",
+            7,
+            1,
+            SPAWN_SLACK_MS / 2,
+            SPAWN_SLACK_MS / 2 + 100,
+        );
+        let history = claims(&record);
+        assert!(check_with(&record, &history, &faults, &[])
+            .violations
+            .is_empty());
+
+        let record = run("a", 2000, "n1", 7, 1, 2000, 2100);
+        let history = claims(&record);
+        let exits = [ProcessExit {
+            node: "n1".into(),
+            pid: 7,
+            at_ms: T0 + 1500,
+            how: ExitHow::Graceful,
+        }];
+        let report = check_with(&record, &history, &[], &exits);
+        assert_eq!(kinds(&report), [ViolationKind::StartAfterExit]);
+    }
+
+    #[test]
+    fn no_recovery_and_unexpected_exits_are_violations() {
+        let mut f = fault(FaultKind::Graceful, 7, 0, 100);
+        f.recovered_ms = None;
+        let exits = [ProcessExit {
+            node: "n2".into(),
+            pid: 8,
+            at_ms: T0 + 50,
+            how: ExitHow::Unexpected("exit status: 1".into()),
+        }];
+        let report = check_with(&[], &[], &[f], &exits);
+        assert_eq!(
+            kinds(&report),
+            [ViolationKind::NodeExited, ViolationKind::NotRecovered]
+        );
+    }
+}

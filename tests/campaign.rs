@@ -1,0 +1,68 @@
+//! The fault campaign (`rota bench faults`), CI-sized: on every store, about ten faults of the
+//! kinds whose guarantees must already hold (SIGKILL and graceful stop of any node, the
+//! leader and task owners included), and not one violation in the independent checker's
+//! report. A failure prints the report, with the seed that replays the run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Faults per store: about a minute of campaign on a busy 2-core machine.
+const FAULTS: &str = "10";
+/// A campaign stuck this long is a failure of its own (each fault waits at most 60 s).
+const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn a_campaign_of_kills_and_graceful_stops_finds_no_violation(kind: Kind) {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::new(kind).await;
+    let seed = rand::random::<u64>().to_string();
+    let began = Instant::now();
+    let child = tokio::process::Command::new(BIN)
+        .args(["bench", "faults", "--store", &s.url, "--nodes", "3"])
+        .args([
+            "--faults",
+            FAULTS,
+            "--kinds",
+            "kill,graceful",
+            "--seed",
+            &seed,
+        ])
+        .arg("--json")
+        .env_remove("ROTA_LOG")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(CAMPAIGN_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("the campaign (seed {seed}) ran over {CAMPAIGN_TIMEOUT:?}"))
+        .expect("run rota bench faults");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "{kind:?}: campaign of {FAULTS} faults took {:?}",
+        began.elapsed()
+    );
+    let report: serde_json::Value = match serde_json::from_str(&stdout) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "the campaign (seed {seed}) printed no report ({e}), {}:\n{stderr}\n{stdout}",
+            out.status
+        ),
+    };
+    let violations = report["violations"].as_array().map_or(0, Vec::len);
+    assert!(
+        out.status.success() && violations == 0,
+        "the campaign on {kind:?} (seed {seed}) found {violations} violation(s), {}:\n{stderr}\n{}",
+        out.status,
+        serde_json::to_string_pretty(&report["violations"]).unwrap_or_default()
+    );
+    let faults = report["faults"].as_array().map_or(0, Vec::len);
+    assert_eq!(faults.to_string(), FAULTS, "every fault was caused");
+    assert!(
+        report["starts"].as_u64().unwrap_or(0) > 0,
+        "the tasks ran: {stdout}"
+    );
+}
+
+on_every_store!(a_campaign_of_kills_and_graceful_stops_finds_no_violation);
