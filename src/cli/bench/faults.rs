@@ -4,8 +4,13 @@
 //! followed by a wait until the cluster is healthy again. Each run of a task writes a START
 //! and an END line to a record file of its own; [`check`] then judges that record, the
 //! store's history and the campaign's log of faults against the contract.
+//!
+//! Besides the tasks, every node declares two services ([`services`]): a command service,
+//! whose process writes a START and an END line like a task's run, and a `file_inbound`
+//! service handling files the campaign drops into a directory all nodes share.
 
 mod check;
+mod services;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,6 +50,24 @@ pub struct FaultsArgs {
     /// Short command tasks, besides the one long task.
     #[arg(long, default_value_t = 3)]
     tasks: usize,
+    /// The file workload: a `file_inbound` service on every node (one definition, recovery
+    /// `abandon`, the default) polling a directory all nodes share, into which the campaign
+    /// drops --file-rate files a second (written under a dot name, then renamed into place).
+    /// Each file's handler writes START and END lines with its node, token and attempt. The
+    /// checker reports files handled twice (as the same attempt, or again at all unless after
+    /// a graceful handover and as a later attempt), files lost (never handled, and not in the
+    /// failed directory with a store record saying why) and the counts of files dropped,
+    /// handled once, handled again, abandoned and failed. `--files false` leaves it out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    files: bool,
+    /// Files dropped per second.
+    #[arg(long, default_value_t = 4.0)]
+    file_rate: f64,
+    /// The command service: a `[[service]]` process that runs until stopped and writes START
+    /// and END lines; two of its processes running at once is a violation.
+    /// `--service false` leaves it out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    service: bool,
     /// Print the report as JSON (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -125,13 +148,15 @@ fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>
     (toml, tasks)
 }
 
-/// The last START of each task, read from the record file as it grows.
+/// The last START of each task and service, and the runs still open, read from the record
+/// file as it grows.
 struct RecordTail {
     path: PathBuf,
     offset: u64,
     partial: String,
     last_start: BTreeMap<String, i64>,
-    open_runs: BTreeSet<(String, i64, u32)>,
+    /// (task or service, instant or key, run pid)
+    open_runs: BTreeSet<(String, String, u32)>,
 }
 
 impl RecordTail {
@@ -161,12 +186,18 @@ impl RecordTail {
             return;
         };
         let rest = self.partial.split_off(complete + 1);
-        for line in check::parse_record(&self.partial) {
-            let key = (line.task.clone(), line.instant_ms, line.pid);
-            match line.mark {
+        let tasks = check::parse_record(&self.partial).into_iter().map(|l| {
+            let key = (l.task, l.instant_ms.to_string(), l.pid);
+            (l.mark, key, l.at_ms)
+        });
+        let units = check::parse_units(&self.partial)
+            .into_iter()
+            .map(|l| (l.mark, (l.service, l.key, l.pid), l.at_ms));
+        for (mark, key, at_ms) in tasks.chain(units) {
+            match mark {
                 check::Mark::Start => {
-                    let last = self.last_start.entry(line.task).or_default();
-                    *last = (*last).max(line.at_ms);
+                    let last = self.last_start.entry(key.0.clone()).or_default();
+                    *last = (*last).max(at_ms);
                     self.open_runs.insert(key);
                 }
                 check::Mark::End => {
@@ -177,11 +208,16 @@ impl RecordTail {
         self.partial = rest;
     }
 
-    /// Whether every one of `tasks` started after `since_ms`.
-    fn all_started_after(&self, tasks: &[String], since_ms: i64) -> bool {
-        tasks
+    /// Whether every one of `names` (tasks or services) started after `since_ms`.
+    fn all_started_after(&self, names: &[String], since_ms: i64) -> bool {
+        names
             .iter()
             .all(|t| self.last_start.get(t).is_some_and(|&at| at > since_ms))
+    }
+
+    /// Whether a run of `name` is going on.
+    fn running(&self, name: &str) -> bool {
+        self.open_runs.iter().any(|(n, _, _)| n == name)
     }
 }
 
@@ -189,7 +225,11 @@ struct Campaign {
     run: BenchStore,
     cluster: ProcessCluster,
     ids: Vec<String>,
+    /// The tasks, and the file service when files are dropped: each starts again after a
+    /// fault.
     tasks: Vec<String>,
+    /// The command service, when it runs: one of its processes runs after a fault.
+    command_service: Option<String>,
     /// The current process of each node.
     pids: BTreeMap<String, u32>,
     /// Each node's proxies to the store's servers (only when cuts are drawn).
@@ -278,11 +318,37 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     let record = run.dir.join("record.log");
     let fifos = run.dir.join("fifos");
     std::fs::create_dir_all(&fifos)?;
-    let (tasks_toml, task_infos) = workload(args.tasks, &record, &fifos);
+    let (mut tasks_toml, task_infos) = workload(args.tasks, &record, &fifos);
+    if args.files && !(args.file_rate > 0.0 && args.file_rate <= 100.0) {
+        bail!("--file-rate {}: give 0 < rate <= 100 files a second", args.file_rate);
+    }
+    let file_dirs = if args.files {
+        Some(services::FileDirs::under(&run.dir)?)
+    } else {
+        None
+    };
+    tasks_toml.push_str(&services::workload(
+        &record,
+        &fifos,
+        file_dirs.as_ref(),
+        args.service,
+    ));
+    let mut services_desc = Vec::new();
+    if args.files {
+        services_desc.push(format!("files ({} a second)", args.file_rate));
+    }
+    if args.service {
+        services_desc.push("a command service".to_string());
+    }
     eprintln!(
-        "bench faults: {} nodes, {} tasks, {} faults of {}, store {} (seed {seed}), in {}",
+        "bench faults: {} nodes, {} tasks{}, {} faults of {}, store {} (seed {seed}), in {}",
         args.nodes,
         task_infos.len(),
+        if services_desc.is_empty() {
+            String::new()
+        } else {
+            format!(" + {}", services_desc.join(" + "))
+        },
         args.faults,
         kinds
             .iter()
@@ -321,7 +387,12 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         run,
         cluster,
         ids: ids.clone(),
-        tasks: task_infos.iter().map(|t| t.name.clone()).collect(),
+        tasks: task_infos
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(args.files.then(|| services::FILE_SERVICE.to_string()))
+            .collect(),
+        command_service: args.service.then(|| services::COMMAND_SERVICE.to_string()),
         pids: BTreeMap::new(),
         proxies,
         tail: RecordTail::new(record.clone()),
@@ -334,6 +405,9 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         let pid = c.cluster.spawn(id, &tasks_toml)?;
         c.pids.insert(id.clone(), pid);
     }
+    let dropper = file_dirs
+        .as_ref()
+        .map(|d| services::Dropper::start(d.inbox.clone(), args.file_rate));
     if c.recover(origin_ms).await.is_none() {
         bail!(
             "the cluster did not start: not every task started within {RECOVERY:?} (logs in {})",
@@ -368,6 +442,21 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     // nothing moves), and the END lines of the last runs.
     let steady = now_ms();
     c.recover(steady).await;
+    // No more files: the last ones are handled before the nodes stop.
+    let mut dropped = Vec::new();
+    if let (Some(d), Some(dirs)) = (dropper, &file_dirs) {
+        dropped = d.stop().await;
+        let drained = poll(Duration::from_secs(30), || {
+            std::future::ready((dirs.waiting() == 0).then_some(()))
+        })
+        .await;
+        if drained.is_none() {
+            eprintln!(
+                "  {} file(s) still in the inbox 30 s after the last drop",
+                dirs.waiting()
+            );
+        }
+    }
     let until_ms = now_ms();
     c.stop_all().await;
     poll(Duration::from_secs(5), || {
@@ -384,6 +473,16 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         .context("reading the store's history")?;
     let text = std::fs::read_to_string(&record).unwrap_or_default();
     let lines = check::parse_record(&text);
+    let units = check::parse_units(&text);
+    let (items, places) = match &file_dirs {
+        Some(dirs) => (
+            services::item_rows(&c.run.url, &cluster_name, services::FILE_SERVICE)
+                .await
+                .context("reading the file service's item records")?,
+            dirs.places(),
+        ),
+        None => (Vec::new(), BTreeMap::new()),
+    };
     let report = check::check(&check::Input {
         record: &lines,
         history: &history,
@@ -392,6 +491,13 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         tasks: &task_infos,
         until_ms,
         origin_ms,
+        units: &units,
+        files: args.files.then_some(check::FilesInput {
+            service: services::FILE_SERVICE,
+            dropped: &dropped,
+            items: &items,
+            places: &places,
+        }),
     });
     if args.json {
         let out = Output {
@@ -451,6 +557,45 @@ fn print_report(report: &Report, faults: &[Fault], seed: u64, store: &str, origi
     );
     for (kind, p) in &report.failover_ms {
         println!("    {kind:<13} {p}");
+    }
+    if !report.units.service_failover_ms.is_empty() {
+        println!("  service failover, from a fault on a service's owner until it started in another process:");
+        for (kind, p) in &report.units.service_failover_ms {
+            println!("    {kind:<13} {p}");
+        }
+    }
+    println!(
+        "  outcome lag, from a run's END line to the store's finished_at: {}",
+        report
+            .outcome_lag_ms
+            .as_ref()
+            .map_or("no sample".to_string(), |p| p.to_string())
+    );
+    for (outcome, p) in &report.outcome_lag_by_outcome {
+        println!("    {outcome:<13} {p}");
+    }
+    if !report.units.service_starts.is_empty() {
+        println!(
+            "  service START lines: {}",
+            counts(&report.units.service_starts)
+        );
+    }
+    if let Some(f) = &report.units.files {
+        println!(
+            "  files: dropped {}, handled once {}, handled again {}, never handled {}, lost {}",
+            f.dropped, f.handled_once, f.handled_again, f.never_handled, f.lost
+        );
+        println!("    store outcomes: {}", counts(&f.outcomes));
+        println!("    places: {}", counts(&f.places));
+        if !f.messages.is_empty() {
+            println!("    why not ok (store): {}", counts(&f.messages));
+        }
+        if let Some(p) = &f.wait_ms {
+            println!("    drop to first START: {p}");
+        }
+        if let Some(p) = &f.outcome_lag_ms {
+            println!("    outcome lag: {p}");
+        }
     }
     println!("  per fault:");
     for s in &report.per_fault {
@@ -710,8 +855,8 @@ impl Campaign {
     }
 
     /// Waits until the cluster is healthy: every node runs and is alive in the store (a
-    /// node that exited by itself is recorded and started again), and every task started
-    /// after `since_ms`. When, or `None` after [`RECOVERY`].
+    /// node that exited by itself is recorded and started again), every task (and the file
+    /// service) started after `since_ms`, and the command service runs. When, or `None` after [`RECOVERY`].
     async fn recover(&mut self, since_ms: i64) -> Option<i64> {
         let name = self.cluster.cluster().to_string();
         let store = self.run.store.clone();
@@ -732,7 +877,12 @@ impl Campaign {
                 }
             }
             self.tail.update();
-            if self.tail.all_started_after(&self.tasks, since_ms) {
+            if self.tail.all_started_after(&self.tasks, since_ms)
+                && self
+                    .command_service
+                    .as_ref()
+                    .is_none_or(|s| self.tail.running(s))
+            {
                 if let Ok(view) = store.view(&name).await {
                     let alive = self.ids.iter().all(|id| {
                         view.nodes

@@ -23,6 +23,9 @@ use std::{
 use rota::{store::FireRecord, Outcome};
 use serde::Serialize;
 
+mod units;
+pub use units::{parse_units, FilesInput, ItemRow, Place, UnitLine, UnitsReport};
+
 /// A run's process can be forked just before its node is frozen and write its START line
 /// just after: a START this soon after a SIGSTOP is not counted as started while frozen.
 pub const SPAWN_SLACK_MS: i64 = 1000;
@@ -183,6 +186,10 @@ pub struct Input<'a> {
     pub until_ms: i64,
     /// Where the campaign began: context lines show times relative to it.
     pub origin_ms: i64,
+    /// The services' record lines (see [`units`]).
+    pub units: &'a [UnitLine],
+    /// The `file_inbound` workload, when there was one.
+    pub files: Option<FilesInput<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -198,6 +205,10 @@ pub enum ViolationKind {
     NeverEnded,
     NotRecovered,
     NodeExited,
+    FileHandledTwice,
+    FileLost,
+    FileMisplaced,
+    ServiceOverlap,
 }
 
 impl ViolationKind {
@@ -213,6 +224,10 @@ impl ViolationKind {
             ViolationKind::NeverEnded => "never-ended",
             ViolationKind::NotRecovered => "not-recovered",
             ViolationKind::NodeExited => "node-exited",
+            ViolationKind::FileHandledTwice => "file-handled-twice",
+            ViolationKind::FileLost => "file-lost",
+            ViolationKind::FileMisplaced => "file-misplaced",
+            ViolationKind::ServiceOverlap => "service-overlap",
         }
     }
 }
@@ -289,6 +304,15 @@ pub struct Report {
     pub per_fault: Vec<FaultSummary>,
     /// From a fault on an owner until each of its tasks started in another process, by kind.
     pub failover_ms: BTreeMap<String, Percentiles>,
+    /// For every run with an END line and a store record of the same attempt with a
+    /// `finished_at`: that time minus the END line's, the window between the end of the work
+    /// and its durable outcome (wall clock and store time are one clock here: every server
+    /// runs on this machine).
+    pub outcome_lag_ms: Option<Percentiles>,
+    /// The same, by the outcome recorded (`abandoned`: recorded by the node that took over).
+    pub outcome_lag_by_outcome: BTreeMap<String, Percentiles>,
+    #[serde(flatten)]
+    pub units: UnitsReport,
     pub violations: Vec<Violation>,
 }
 
@@ -318,11 +342,13 @@ pub fn check(input: &Input) -> Report {
         violations: Vec::new(),
     };
     let runs = c.runs();
+    let (outcome_lag_ms, outcome_lag_by_outcome) = outcome_lags(&runs, input.history);
     c.overlaps(&runs);
     c.double_starts();
     c.stale_tokens();
     c.unclaimed_starts();
     c.starts_of_dead_or_frozen_nodes();
+    let units = c.units();
     let (instants, not_started, per_fault_not_started) = c.lost_instants();
     for (i, f) in input.faults.iter().enumerate() {
         if f.recovered_ms.is_none() {
@@ -389,8 +415,43 @@ pub fn check(input: &Input) -> Report {
             .into_iter()
             .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
             .collect(),
+        outcome_lag_ms,
+        outcome_lag_by_outcome,
+        units,
         violations,
     }
+}
+
+/// The outcome lag of every run that ended by its END line and whose attempt the store
+/// records as finished: overall and by outcome.
+fn outcome_lags(
+    runs: &[Run],
+    history: &[FireRecord],
+) -> (Option<Percentiles>, BTreeMap<String, Percentiles>) {
+    let rows: BTreeMap<(&str, i64), &FireRecord> = history
+        .iter()
+        .map(|f| ((f.task.as_str(), f.instant_ms), f))
+        .collect();
+    let mut all = Vec::new();
+    let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.end == RunEnd::Line) {
+        let Some(f) = rows.get(&(r.start.task.as_str(), r.start.instant_ms)) else {
+            continue;
+        };
+        let Some(finished) = f.finished_at_ms.filter(|_| f.attempt == r.start.attempt) else {
+            continue;
+        };
+        all.push(finished - r.end_ms);
+        by.entry(f.outcome.as_str().to_string())
+            .or_default()
+            .push(finished - r.end_ms);
+    }
+    (
+        Percentiles::of(all),
+        by.into_iter()
+            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
+            .collect(),
+    )
 }
 
 fn starts(record: &[RecordLine]) -> impl Iterator<Item = &RecordLine> {
@@ -493,6 +554,11 @@ impl<'a> Checker<'a> {
         for l in self.input.record {
             if of_task(&l.task) && near(l.at_ms) {
                 out.push((l.at_ms, self.line(l)));
+            }
+        }
+        for l in self.input.units {
+            if (of_task(&l.service) || of_task(&l.key)) && near(l.at_ms) {
+                out.push((l.at_ms, self.unit_line(l)));
             }
         }
         for f in self.input.history {
@@ -750,25 +816,48 @@ impl<'a> Checker<'a> {
 
     fn starts_of_dead_or_frozen_nodes(&mut self) {
         let input = self.input;
-        for s in starts(input.record) {
+        // (what, its task or service, node, node process, when)
+        let all = starts(input.record)
+            .map(|s| {
+                (
+                    format!("{}@{}", s.task, self.rel(s.instant_ms)),
+                    s.task.as_str(),
+                    s.node.as_str(),
+                    s.node_pid,
+                    s.at_ms,
+                )
+            })
+            .chain(
+                input
+                    .units
+                    .iter()
+                    .filter(|l| l.mark == Mark::Start)
+                    .map(|l| {
+                        (
+                            format!("{} {}", l.service, l.key),
+                            l.key.as_str(),
+                            l.node.as_str(),
+                            l.node_pid,
+                            l.at_ms,
+                        )
+                    }),
+            )
+            .collect::<Vec<_>>();
+        for (what, task, node, node_pid, at_ms) in all {
             let frozen = input.faults.iter().find(|f| {
                 f.kind == FaultKind::Stop
-                    && f.pid == Some(s.node_pid)
-                    && s.at_ms > f.start_ms + SPAWN_SLACK_MS
-                    && s.at_ms < f.end_ms
+                    && f.pid == Some(node_pid)
+                    && at_ms > f.start_ms + SPAWN_SLACK_MS
+                    && at_ms < f.end_ms
             });
             if let Some(f) = frozen {
                 self.violation(
                     ViolationKind::StartWhileFrozen,
-                    Some(&s.task),
-                    s.at_ms,
+                    Some(task),
+                    at_ms,
                     format!(
-                        "{}@{} started on {} (pid {}) at {}, while it was stopped from {} to {}",
-                        s.task,
-                        self.rel(s.instant_ms),
-                        s.node,
-                        s.node_pid,
-                        self.rel(s.at_ms),
+                        "{what} started on {node} (pid {node_pid}) at {}, while it was stopped from {} to {}",
+                        self.rel(at_ms),
                         self.rel(f.start_ms),
                         self.rel(f.end_ms)
                     ),
@@ -777,19 +866,15 @@ impl<'a> Checker<'a> {
             let dead = input
                 .exits
                 .iter()
-                .find(|e| e.pid == s.node_pid && s.at_ms > e.at_ms);
+                .find(|e| e.pid == node_pid && at_ms > e.at_ms);
             if let Some(e) = dead {
                 self.violation(
                     ViolationKind::StartAfterExit,
-                    Some(&s.task),
-                    s.at_ms,
+                    Some(task),
+                    at_ms,
                     format!(
-                        "{}@{} started on {} (pid {}) at {}, after that process ended ({:?}) at {}",
-                        s.task,
-                        self.rel(s.instant_ms),
-                        s.node,
-                        s.node_pid,
-                        self.rel(s.at_ms),
+                        "{what} started on {node} (pid {node_pid}) at {}, after that process ended ({:?}) at {}",
+                        self.rel(at_ms),
                         e.how,
                         self.rel(e.at_ms)
                     ),
@@ -982,6 +1067,8 @@ mod tests {
             tasks: &tasks,
             until_ms: T0 + 100_000,
             origin_ms: T0,
+            units: &[],
+            files: None,
         })
     }
 
@@ -1022,6 +1109,25 @@ mod tests {
         let report = check_with(&record, &history, &[], &[]);
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
         assert_eq!((report.instants, report.fires, report.starts), (3, 3, 3));
+    }
+
+    #[test]
+    fn the_outcome_lag_is_the_store_finish_after_the_end_line() {
+        let mut record = run("a", 0, "n1", 7, 1, 5, 200);
+        record.extend(run("a", 1000, "n1", 7, 1, 1005, 1200));
+        record.extend(run("a", 2000, "n1", 7, 1, 2005, 2200));
+        let mut history = claims(&record);
+        history[0].finished_at_ms = Some(T0 + 230);
+        history[1].finished_at_ms = Some(T0 + 1210);
+        history[1].outcome = Outcome::Abandoned;
+        // A later attempt's record says nothing of this run's end.
+        history[2].finished_at_ms = Some(T0 + 9000);
+        history[2].attempt = 2;
+        let report = check_with(&record, &history, &[], &[]);
+        let lag = report.outcome_lag_ms.expect("two lags");
+        assert_eq!((lag.n, lag.p50, lag.max), (2, 30, 30));
+        assert_eq!(report.outcome_lag_by_outcome["ok"].max, 30);
+        assert_eq!(report.outcome_lag_by_outcome["abandoned"].max, 10);
     }
 
     #[test]
@@ -1105,6 +1211,8 @@ mod tests {
             tasks: &retry,
             until_ms: T0 + 100_000,
             origin_ms: T0,
+            units: &[],
+            files: None,
         });
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
         // Without retry, a second attempt is still a second start.

@@ -1,0 +1,789 @@
+//! The services' side of the checker: the runs of a command service, and the files of a
+//! `file_inbound` service, from their own record lines (`US` / `UE`), the store's item
+//! records and where each file ended up.
+//!
+//! Violations (contract items in brackets):
+//! - two runs of one service overlapping in time, in two node processes or one: the service
+//!   ran twice at once [services run on one node at a time; 11, 12];
+//! - a file handled twice as the same attempt; handled again at all, as the recovery is
+//!   `abandon`, unless its first handling ended with a graceful handover and the second is a
+//!   later attempt [2, 9];
+//! - a file dropped and never handled, unless it is in the failed directory with a store
+//!   record that says why (`abandoned`, `failed`); a file left in the inbox; a file in the
+//!   done directory that no START line shows handled [3];
+//! - a file's outcome and its place disagreeing (`ok` in failed, `abandoned` in done);
+//! - a START with a lower token than an earlier START of the same service, or that the
+//!   item's store record does not match (node and token of the same attempt) [2, 4].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{Checker, ExitHow, FaultKind, Mark, Percentiles, ViolationKind};
+
+/// One line a service's work wrote:
+/// `US|UE service key node pid node_pid attempt token time_us`. For a file the key is the
+/// file's name and the attempt `ROTA_ATTEMPT`; for a command service the key is the service
+/// and the attempt its restart count (`ROTA_RESTARTS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitLine {
+    pub mark: Mark,
+    pub service: String,
+    pub key: String,
+    pub node: String,
+    pub pid: u32,
+    pub node_pid: u32,
+    pub attempt: i64,
+    pub token: i64,
+    /// Wall clock, Unix ms.
+    pub at_ms: i64,
+}
+
+impl UnitLine {
+    /// Parses one line; `None` for a partial or foreign line.
+    pub fn parse(line: &str) -> Option<UnitLine> {
+        let mut p = line.split_whitespace();
+        let mark = match p.next()? {
+            "US" => Mark::Start,
+            "UE" => Mark::End,
+            _ => return None,
+        };
+        let line = UnitLine {
+            mark,
+            service: p.next()?.to_string(),
+            key: p.next()?.to_string(),
+            node: p.next()?.to_string(),
+            pid: p.next()?.parse().ok()?,
+            node_pid: p.next()?.parse().ok()?,
+            attempt: p.next()?.parse().ok()?,
+            token: p.next()?.parse().ok()?,
+            at_ms: p.next()?.parse::<i64>().ok()? / 1000,
+        };
+        p.next().is_none().then_some(line)
+    }
+}
+
+/// Every complete unit line of a record file, in file order.
+pub fn parse_units(text: &str) -> Vec<UnitLine> {
+    text.lines().filter_map(UnitLine::parse).collect()
+}
+
+/// Where a dropped file was at the end of the campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Place {
+    Done,
+    Failed,
+    Inbox,
+    Missing,
+}
+
+/// A file's item record in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemRow {
+    /// The file's name (the item key up to its first `|`).
+    pub name: String,
+    pub node: String,
+    pub token: i64,
+    pub attempt: i64,
+    pub outcome: String,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub message: Option<String>,
+}
+
+/// The `file_inbound` workload, as the checker needs to know it.
+pub struct FilesInput<'a> {
+    pub service: &'a str,
+    /// Each file the campaign dropped, and when (wall clock, Unix ms: its rename into place).
+    pub dropped: &'a [(String, i64)],
+    pub items: &'a [ItemRow],
+    pub places: &'a BTreeMap<String, Place>,
+}
+
+/// What became of the files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    pub dropped: usize,
+    /// One START line.
+    pub handled_once: usize,
+    /// Two or more START lines.
+    pub handled_again: usize,
+    /// No START line.
+    pub never_handled: usize,
+    /// By the store's item record: `ok`, `failed`, `abandoned`, ... (`none` without one).
+    pub outcomes: BTreeMap<String, usize>,
+    /// By the store's message of the files not `ok` (what the product said happened).
+    pub messages: BTreeMap<String, usize>,
+    /// Where the files ended up.
+    pub places: BTreeMap<String, usize>,
+    /// Files lost (a violation each).
+    pub lost: usize,
+    /// From a file's drop until its first START.
+    pub wait_ms: Option<Percentiles>,
+    /// From a file's END line until the store's `finished_at` of that attempt.
+    pub outcome_lag_ms: Option<Percentiles>,
+}
+
+/// The services' part of the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitsReport {
+    /// START lines of each service.
+    pub service_starts: BTreeMap<String, usize>,
+    /// From a fault on a service's owner until the service started in another process
+    /// (a file handed over, a command service's process), by kind.
+    pub service_failover_ms: BTreeMap<String, Percentiles>,
+    pub files: Option<FileReport>,
+}
+
+/// One run of a service's work, from its START line to its end.
+struct UnitRun<'a> {
+    start: &'a UnitLine,
+    end_ms: i64,
+    how: &'static str,
+}
+
+fn starts(units: &[UnitLine]) -> impl Iterator<Item = &UnitLine> {
+    units.iter().filter(|l| l.mark == Mark::Start)
+}
+
+/// From a fault on a node owning `service` until a START of it by another process.
+fn resumed(units: &[UnitLine], service: &str, pid: u32, since_ms: i64) -> Option<i64> {
+    starts(units)
+        .filter(|l| l.service == service && l.node_pid != pid && l.at_ms > since_ms)
+        .map(|l| l.at_ms - since_ms)
+        .min()
+}
+
+impl<'a> Checker<'a> {
+    pub(super) fn unit_line(&self, l: &UnitLine) -> String {
+        format!(
+            "{} {} {} {} on {} (pid {}), run pid {}, attempt {}, token {}",
+            self.rel(l.at_ms),
+            if l.mark == Mark::Start {
+                "START"
+            } else {
+                "END  "
+            },
+            l.service,
+            l.key,
+            l.node,
+            l.node_pid,
+            l.pid,
+            l.attempt,
+            l.token
+        )
+    }
+
+    /// Checks the services' record and files; see the module's doc.
+    pub(super) fn units(&mut self) -> UnitsReport {
+        let input = self.input;
+        let runs = self.unit_runs();
+        self.unit_overlaps(&runs);
+        self.unit_stale_tokens();
+        let mut report = UnitsReport::default();
+        for l in starts(input.units) {
+            *report.service_starts.entry(l.service.clone()).or_default() += 1;
+        }
+        let services: BTreeSet<&str> = input.units.iter().map(|l| l.service.as_str()).collect();
+        let mut failover: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for f in input.faults {
+            let Some(pid) = f.pid else { continue };
+            for s in f.owned.iter().filter(|s| services.contains(s.as_str())) {
+                if let Some(ms) = resumed(input.units, s, pid, f.start_ms) {
+                    failover
+                        .entry(f.kind.as_str().to_string())
+                        .or_default()
+                        .push(ms);
+                }
+            }
+        }
+        report.service_failover_ms = failover
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
+            .collect();
+        if let Some(files) = &input.files {
+            report.files = Some(self.files(files, &runs));
+        }
+        report
+    }
+
+    /// Every unit START with its end: its END line, else its node process's exit, else open
+    /// until the end of the campaign (a violation).
+    fn unit_runs(&mut self) -> Vec<UnitRun<'a>> {
+        let input = self.input;
+        let ends: BTreeMap<(&str, &str, u32), i64> = input
+            .units
+            .iter()
+            .filter(|l| l.mark == Mark::End)
+            .map(|l| ((l.service.as_str(), l.key.as_str(), l.pid), l.at_ms))
+            .collect();
+        let mut runs = Vec::new();
+        for s in starts(input.units) {
+            let exit = input
+                .exits
+                .iter()
+                .find(|e| e.pid == s.node_pid && e.at_ms >= s.at_ms);
+            let (end_ms, how) = match (
+                ends.get(&(s.service.as_str(), s.key.as_str(), s.pid)),
+                exit,
+            ) {
+                (Some(&t), _) => (t, "ended"),
+                (None, Some(e)) => (e.at_ms, "ended with its node process"),
+                (None, None) => {
+                    self.violation(
+                        ViolationKind::NeverEnded,
+                        Some(&s.key),
+                        s.at_ms,
+                        format!(
+                            "{} {} started on {} (pid {}) never ended: no END line, and its node process did not end",
+                            s.service, s.key, s.node, s.node_pid
+                        ),
+                    );
+                    (input.until_ms.max(s.at_ms), "never ended; open until")
+                }
+            };
+            runs.push(UnitRun {
+                start: s,
+                end_ms,
+                how,
+            });
+        }
+        runs
+    }
+
+    fn unit_overlaps(&mut self, runs: &[UnitRun<'a>]) {
+        let mut by_service: BTreeMap<&str, Vec<&UnitRun>> = BTreeMap::new();
+        for r in runs {
+            by_service
+                .entry(r.start.service.as_str())
+                .or_default()
+                .push(r);
+        }
+        for (service, mut runs) in by_service {
+            runs.sort_by_key(|r| (r.start.at_ms, r.start.pid));
+            let mut reach: Option<&UnitRun> = None;
+            for r in runs {
+                if let Some(p) = reach {
+                    if r.start.at_ms < p.end_ms {
+                        let detail = format!(
+                            "{service}: {} on {} (pid {}, token {}, started {}, {} {}) overlaps {} on {} (pid {}, token {}) started {} ({} ms){}",
+                            p.start.key,
+                            p.start.node,
+                            p.start.node_pid,
+                            p.start.token,
+                            self.rel(p.start.at_ms),
+                            p.how,
+                            self.rel(p.end_ms),
+                            r.start.key,
+                            r.start.node,
+                            r.start.node_pid,
+                            r.start.token,
+                            self.rel(r.start.at_ms),
+                            p.end_ms.min(r.end_ms) - r.start.at_ms,
+                            if p.start.node_pid == r.start.node_pid {
+                                ", in one node process"
+                            } else {
+                                ""
+                            }
+                        );
+                        self.violation_since(
+                            ViolationKind::ServiceOverlap,
+                            Some(service),
+                            p.start.at_ms,
+                            r.start.at_ms,
+                            detail,
+                        );
+                    }
+                }
+                if reach.is_none_or(|p| r.end_ms > p.end_ms) {
+                    reach = Some(r);
+                }
+            }
+        }
+    }
+
+    fn unit_stale_tokens(&mut self) {
+        let mut by_service: BTreeMap<&str, Vec<&UnitLine>> = BTreeMap::new();
+        for s in starts(self.input.units) {
+            by_service.entry(s.service.as_str()).or_default().push(s);
+        }
+        for (service, mut lines) in by_service {
+            lines.sort_by_key(|l| l.at_ms);
+            let mut highest: Option<&UnitLine> = None;
+            for l in lines {
+                match highest {
+                    Some(h) if l.token < h.token => {
+                        let detail = format!(
+                            "{service}: {} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {} with token {} at {}",
+                            l.key,
+                            l.node,
+                            l.node_pid,
+                            l.token,
+                            self.rel(l.at_ms),
+                            h.node,
+                            h.node_pid,
+                            h.key,
+                            h.token,
+                            self.rel(h.at_ms)
+                        );
+                        self.violation_since(
+                            ViolationKind::StaleToken,
+                            Some(service),
+                            h.at_ms,
+                            l.at_ms,
+                            detail,
+                        );
+                    }
+                    Some(h) if l.token <= h.token => {}
+                    _ => highest = Some(l),
+                }
+            }
+        }
+    }
+
+    /// Did run `r` end with a graceful stop of its node process (the handover of a SIGTERM)?
+    fn ended_by_graceful_stop(&self, r: &UnitRun) -> bool {
+        self.input.exits.iter().any(|e| {
+            e.pid == r.start.node_pid
+                && e.how == ExitHow::Graceful
+                && e.at_ms >= r.start.at_ms
+                && r.end_ms <= e.at_ms
+        }) || self.input.faults.iter().any(|f| {
+            f.kind == FaultKind::Graceful
+                && f.pid == Some(r.start.node_pid)
+                && r.end_ms >= f.start_ms
+                && r.end_ms <= f.end_ms
+        })
+    }
+
+    fn files(&mut self, files: &FilesInput, runs: &[UnitRun<'a>]) -> FileReport {
+        let mut report = FileReport {
+            dropped: files.dropped.len(),
+            ..FileReport::default()
+        };
+        let items: BTreeMap<&str, &ItemRow> =
+            files.items.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut by_file: BTreeMap<&str, Vec<&UnitRun>> = BTreeMap::new();
+        for r in runs.iter().filter(|r| r.start.service == files.service) {
+            by_file.entry(r.start.key.as_str()).or_default().push(r);
+        }
+        let (mut waits, mut lags) = (Vec::new(), Vec::new());
+        for (name, dropped_ms) in files.dropped {
+            let mut runs = by_file.remove(name.as_str()).unwrap_or_default();
+            runs.sort_by_key(|r| r.start.at_ms);
+            let item = items.get(name.as_str()).copied();
+            let place = files.places.get(name).copied().unwrap_or(Place::Missing);
+            *report
+                .places
+                .entry(format!("{place:?}").to_lowercase())
+                .or_default() += 1;
+            let outcome = item.map_or("none", |i| i.outcome.as_str());
+            *report.outcomes.entry(outcome.to_string()).or_default() += 1;
+            if let Some(i) = item.filter(|i| i.outcome != "ok") {
+                let message = i.message.as_deref().unwrap_or("-");
+                let short: String = message.chars().take(60).collect();
+                *report.messages.entry(short).or_default() += 1;
+            }
+            match runs.len() {
+                0 => report.never_handled += 1,
+                1 => report.handled_once += 1,
+                _ => report.handled_again += 1,
+            }
+            if let Some(first) = runs.first() {
+                waits.push(first.start.at_ms - dropped_ms);
+            }
+            for r in &runs {
+                let finished = item
+                    .filter(|i| i.attempt == r.start.attempt && r.how == "ended")
+                    .and_then(|i| i.finished_at_ms);
+                if let Some(t) = finished {
+                    lags.push(t - r.end_ms);
+                }
+            }
+            self.file_handled_twice(name, &runs);
+            self.file_claims(name, &runs, item);
+            if self.file_lost(name, *dropped_ms, &runs, item, place) {
+                report.lost += 1;
+            }
+        }
+        report.wait_ms = Percentiles::of(waits);
+        report.outcome_lag_ms = Percentiles::of(lags);
+        report
+    }
+
+    fn file_handled_twice(&mut self, name: &str, runs: &[&UnitRun]) {
+        for (i, r) in runs.iter().enumerate().skip(1) {
+            let same = runs[..i]
+                .iter()
+                .find(|p| p.start.attempt == r.start.attempt);
+            let prev = runs[i - 1];
+            let why = if let Some(p) = same {
+                format!(
+                    "handled twice as attempt {}: on {} (pid {}, token {}) at {} and on {} (pid {}, token {}) at {}",
+                    r.start.attempt,
+                    p.start.node,
+                    p.start.node_pid,
+                    p.start.token,
+                    self.rel(p.start.at_ms),
+                    r.start.node,
+                    r.start.node_pid,
+                    r.start.token,
+                    self.rel(r.start.at_ms)
+                )
+            } else if self.ended_by_graceful_stop(prev) && r.start.attempt > prev.start.attempt {
+                // A graceful handover may hand the file over again, as a later attempt.
+                continue;
+            } else {
+                format!(
+                    "handled again as attempt {} on {} (pid {}) at {}, after attempt {} on {} (pid {}) {} at {}, though the recovery is `abandon`",
+                    r.start.attempt,
+                    r.start.node,
+                    r.start.node_pid,
+                    self.rel(r.start.at_ms),
+                    prev.start.attempt,
+                    prev.start.node,
+                    prev.start.node_pid,
+                    prev.how,
+                    self.rel(prev.end_ms)
+                )
+            };
+            self.violation_since(
+                ViolationKind::FileHandledTwice,
+                Some(name),
+                runs[0].start.at_ms,
+                r.start.at_ms,
+                format!("file {name} {why}"),
+            );
+        }
+    }
+
+    /// Every START of a file matches its store record (same node and token for the same
+    /// attempt).
+    fn file_claims(&mut self, name: &str, runs: &[&UnitRun], item: Option<&ItemRow>) {
+        for r in runs {
+            let s = r.start;
+            let detail = match item {
+                None => "the store has no item record of it".to_string(),
+                Some(i) if i.attempt == s.attempt && (i.node != s.node || i.token != s.token) => {
+                    format!("the store's item record is by {} with token {}", i.node, i.token)
+                }
+                Some(_) => continue,
+            };
+            self.violation(
+                ViolationKind::UnclaimedStart,
+                Some(name),
+                s.at_ms,
+                format!(
+                    "file {name} handled on {} (pid {}) with token {}, attempt {}: {detail}",
+                    s.node, s.node_pid, s.token, s.attempt
+                ),
+            );
+        }
+    }
+
+    /// A file lost (returns true) or misplaced; see the module's doc.
+    fn file_lost(
+        &mut self,
+        name: &str,
+        dropped_ms: i64,
+        runs: &[&UnitRun],
+        item: Option<&ItemRow>,
+        place: Place,
+    ) -> bool {
+        let outcome = item.map(|i| i.outcome.as_str());
+        let lost = match (place, runs.is_empty(), outcome) {
+            (Place::Inbox, _, o) => Some(format!(
+                "still in the inbox at the end (store: {}; START lines: {})",
+                o.unwrap_or("no record"),
+                runs.len()
+            )),
+            (Place::Missing, _, o) => Some(format!(
+                "in neither the inbox, done nor failed (store: {})",
+                o.unwrap_or("no record")
+            )),
+            (Place::Done, true, o) => Some(format!(
+                "in done, but no START line: its handler never ran (store: {})",
+                o.unwrap_or("no record")
+            )),
+            (Place::Failed, true, Some("abandoned" | "failed")) => None,
+            (Place::Failed, true, o) => Some(format!(
+                "in failed without a START line, and the store does not say why (store: {})",
+                o.unwrap_or("no record")
+            )),
+            _ => None,
+        };
+        if let Some(why) = lost {
+            self.violation(
+                ViolationKind::FileLost,
+                Some(name),
+                dropped_ms,
+                format!("file {name} (dropped at {}) lost: {why}", self.rel(dropped_ms)),
+            );
+            return true;
+        }
+        let misplaced = match (place, outcome) {
+            (Place::Done, Some(o)) if o != "ok" => Some(o),
+            (Place::Failed, Some("ok")) => Some("ok"),
+            _ => None,
+        };
+        if let Some(o) = misplaced {
+            self.violation(
+                ViolationKind::FileMisplaced,
+                Some(name),
+                dropped_ms,
+                format!(
+                    "file {name} is in {} but the store recorded it {o}",
+                    format!("{place:?}").to_lowercase()
+                ),
+            );
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{check, Fault, Input, ProcessExit, Report, TaskInfo};
+    use super::*;
+
+    const T0: i64 = 1_000_000;
+
+    /// A run of `key` of `service`: START and END lines.
+    #[allow(clippy::too_many_arguments)]
+    fn urun(
+        service: &str,
+        key: &str,
+        node: &str,
+        node_pid: u32,
+        attempt: i64,
+        token: i64,
+        from: i64,
+        to: i64,
+    ) -> Vec<UnitLine> {
+        let start = UnitLine {
+            mark: Mark::Start,
+            service: service.into(),
+            key: key.into(),
+            node: node.into(),
+            pid: node_pid * 1000 + from as u32,
+            node_pid,
+            attempt,
+            token,
+            at_ms: T0 + from,
+        };
+        let end = UnitLine {
+            mark: Mark::End,
+            at_ms: T0 + to,
+            ..start.clone()
+        };
+        vec![start, end]
+    }
+
+    fn item(name: &str, node: &str, token: i64, outcome: &str) -> ItemRow {
+        ItemRow {
+            name: name.into(),
+            node: node.into(),
+            token,
+            attempt: 1,
+            outcome: outcome.into(),
+            started_at_ms: None,
+            finished_at_ms: None,
+            message: None,
+        }
+    }
+
+    fn run_check(
+        units: &[UnitLine],
+        files: Option<FilesInput>,
+        faults: &[Fault],
+        exits: &[ProcessExit],
+    ) -> Report {
+        check(&Input {
+            record: &[],
+            history: &[],
+            faults,
+            exits,
+            tasks: &[] as &[TaskInfo],
+            until_ms: T0 + 100_000,
+            origin_ms: T0,
+            units,
+            files,
+        })
+    }
+
+    fn kinds(r: &Report) -> Vec<ViolationKind> {
+        r.violations.iter().map(|v| v.kind).collect()
+    }
+
+    #[test]
+    fn parses_unit_lines() {
+        let l = UnitLine::parse("US in f-1 n1 42 7 1 3 1000123456").unwrap();
+        assert_eq!(
+            (l.mark, l.key.as_str(), l.pid, l.token, l.at_ms),
+            (Mark::Start, "f-1", 42, 3, 1_000_123)
+        );
+        assert!(UnitLine::parse("S a 1 n1 42 7 1 3 1000").is_none());
+        assert_eq!(parse_units("UE s s n1 1 2 0 3 5000\nUS s s n1").len(), 1);
+    }
+
+    #[test]
+    fn a_service_running_twice_at_once_is_a_violation() {
+        let mut units = urun("svc", "svc", "n1", 7, 0, 1, 0, 3000);
+        units.extend(urun("svc", "svc", "n2", 8, 0, 2, 3100, 5000));
+        assert!(run_check(&units, None, &[], &[]).violations.is_empty());
+        let mut units = urun("svc", "svc", "n1", 7, 0, 1, 0, 3000);
+        units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2500, 5000));
+        let r = run_check(&units, None, &[], &[]);
+        assert_eq!(kinds(&r), [ViolationKind::ServiceOverlap]);
+        assert!(r.violations[0].detail.contains("500 ms"), "{:?}", r.violations);
+        // An older token after a newer one: the old owner started after losing it.
+        let mut units = urun("svc", "svc", "n1", 7, 0, 3, 0, 1000);
+        units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2000, 3000));
+        assert_eq!(
+            kinds(&run_check(&units, None, &[], &[])),
+            [ViolationKind::StaleToken]
+        );
+    }
+
+    fn files_input<'a>(
+        dropped: &'a [(String, i64)],
+        items: &'a [ItemRow],
+        places: &'a BTreeMap<String, Place>,
+    ) -> FilesInput<'a> {
+        FilesInput {
+            service: "in",
+            dropped,
+            items,
+            places,
+        }
+    }
+
+    #[test]
+    fn files_handled_once_or_abandoned_with_a_record_are_fine() {
+        let dropped = vec![
+            ("f-1".to_string(), T0),
+            ("f-2".to_string(), T0 + 100),
+            ("f-3".to_string(), T0 + 200),
+        ];
+        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 150);
+        // f-2: its node died mid-handling; abandoned by the next owner.
+        units.push(urun("in", "f-2", "n1", 7, 1, 1, 160, 300).remove(0));
+        let items = vec![
+            ItemRow {
+                finished_at_ms: Some(T0 + 170),
+                ..item("f-1", "n1", 1, "ok")
+            },
+            item("f-2", "n1", 1, "abandoned"),
+            // f-3: claimed, its node died before the handler started.
+            item("f-3", "n1", 1, "abandoned"),
+        ];
+        let places = BTreeMap::from([
+            ("f-1".to_string(), Place::Done),
+            ("f-2".to_string(), Place::Failed),
+            ("f-3".to_string(), Place::Failed),
+        ]);
+        let exits = [ProcessExit {
+            node: "n1".into(),
+            pid: 7,
+            at_ms: T0 + 250,
+            how: ExitHow::Killed,
+        }];
+        let r = run_check(
+            &units,
+            Some(files_input(&dropped, &items, &places)),
+            &[],
+            &exits,
+        );
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        let f = r.units.files.unwrap();
+        assert_eq!(
+            (f.dropped, f.handled_once, f.handled_again, f.never_handled),
+            (3, 2, 0, 1)
+        );
+        assert_eq!(f.outcomes["abandoned"], 2);
+        assert_eq!(f.places["failed"], 2);
+        assert_eq!(f.outcome_lag_ms.unwrap().max, 20);
+        assert_eq!(f.wait_ms.unwrap().max, 60);
+    }
+
+    #[test]
+    fn a_file_handled_twice_or_lost_is_a_violation() {
+        let dropped = vec![
+            ("f-1".to_string(), T0),
+            ("f-2".to_string(), T0),
+            ("f-3".to_string(), T0),
+            ("f-4".to_string(), T0),
+        ];
+        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 150);
+        units.extend(urun("in", "f-1", "n2", 8, 1, 2, 1050, 1150));
+        let items = vec![
+            item("f-1", "n2", 2, "ok"),
+            item("f-3", "n1", 1, "ok"),
+            item("f-4", "n1", 1, "running"),
+        ];
+        let places = BTreeMap::from([
+            ("f-1".to_string(), Place::Done),
+            ("f-3".to_string(), Place::Done),
+            ("f-4".to_string(), Place::Inbox),
+        ]);
+        let r = run_check(
+            &units,
+            Some(files_input(&dropped, &items, &places)),
+            &[],
+            &[],
+        );
+        let mut k = kinds(&r);
+        k.sort();
+        assert_eq!(
+            k,
+            [
+                ViolationKind::UnclaimedStart,
+                ViolationKind::FileHandledTwice,
+                ViolationKind::FileLost,
+                ViolationKind::FileLost,
+                ViolationKind::FileLost,
+            ],
+            "{:#?}",
+            r.violations
+        );
+        assert_eq!(r.units.files.unwrap().lost, 3);
+    }
+
+    #[test]
+    fn a_later_attempt_after_a_graceful_handover_is_allowed() {
+        let dropped = vec![("f-1".to_string(), T0)];
+        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 900);
+        units.extend(urun("in", "f-1", "n2", 8, 2, 2, 1050, 1150));
+        let items = vec![ItemRow {
+            attempt: 2,
+            ..item("f-1", "n2", 2, "ok")
+        }];
+        let places = BTreeMap::from([("f-1".to_string(), Place::Done)]);
+        let exits = [ProcessExit {
+            node: "n1".into(),
+            pid: 7,
+            at_ms: T0 + 1000,
+            how: ExitHow::Graceful,
+        }];
+        let r = run_check(
+            &units,
+            Some(files_input(&dropped, &items, &places)),
+            &[],
+            &exits,
+        );
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        // After a kill, not even a later attempt.
+        let exits = [ProcessExit {
+            how: ExitHow::Killed,
+            ..exits[0].clone()
+        }];
+        let r = run_check(
+            &units,
+            Some(files_input(&dropped, &items, &places)),
+            &[],
+            &exits,
+        );
+        assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
+    }
+}
