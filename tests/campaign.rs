@@ -1,7 +1,8 @@
 //! The fault campaign (`rota bench faults`), CI-sized: on every store, about ten faults of the
 //! kinds whose guarantees must already hold (SIGKILL and graceful stop of any node, the
-//! leader and task owners included), and not one violation in the independent checker's
-//! report. A failure prints the report, with the seed that replays the run.
+//! leader and task and service owners included) under the tasks, a command service and a
+//! `file_inbound` service fed four files a second, and not one violation in the independent
+//! checker's report. A failure prints the report, with the seed that replays the run.
 
 mod common;
 
@@ -62,6 +63,20 @@ async fn a_campaign_of_kills_and_graceful_stops_finds_no_violation(kind: Kind) {
     assert!(
         report["starts"].as_u64().unwrap_or(0) > 0,
         "the tasks ran: {stdout}"
+    );
+    let files = &report["files"];
+    assert!(
+        files["dropped"].as_u64().unwrap_or(0) > 0 && files["handled_once"].as_u64().unwrap_or(0) > 0,
+        "files were dropped and handled: {files}"
+    );
+    assert!(
+        report["service_starts"]["listener"].as_u64().unwrap_or(0) > 0,
+        "the command service ran: {}",
+        report["service_starts"]
+    );
+    eprintln!(
+        "{kind:?}: outcome lag {}, files {}",
+        report["outcome_lag_ms"], files
     );
 }
 
