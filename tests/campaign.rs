@@ -66,7 +66,8 @@ async fn a_campaign_of_kills_and_graceful_stops_finds_no_violation(kind: Kind) {
     );
     let files = &report["files"];
     assert!(
-        files["dropped"].as_u64().unwrap_or(0) > 0 && files["handled_once"].as_u64().unwrap_or(0) > 0,
+        files["dropped"].as_u64().unwrap_or(0) > 0
+            && files["handled_once"].as_u64().unwrap_or(0) > 0,
         "files were dropped and handled: {files}"
     );
     assert!(

@@ -33,6 +33,17 @@ use super::{owners, BenchStore, PrivateServer, StoreArgs};
 use check::{ExitHow, Fault, FaultKind, ProcessExit, Report, TaskInfo};
 
 #[derive(Args)]
+#[command(after_long_help = "\
+The workload, on every node, with the product's default policies:
+  - command tasks short-1..N (0.2 s of work) and `long` (2.5 s), every second;
+  - a command service, `listener` (--service), a process that runs until it is stopped;
+  - a file_inbound service, `inbox` (--files), fed --file-rate files a second.
+Each run of a task, of the service and of a file's handler writes a START and an END line.
+Operator actions (drain, pause, rolling-restart) go through the nodes' admin API with
+`rota ctl`, as faults of their own. The report gives, besides violations: faults by kind,
+instants not started and why, failover times per kind (tasks and services), the outcome lag
+(a run's END to the store's finished_at), and what became of the files.
+Exit status: 0 without violation, 1 with.")]
 pub struct FaultsArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -88,6 +99,15 @@ const HOLD_MS: std::ops::Range<u64> = 2000..4000;
 const PAUSE_MS: std::ops::Range<u64> = 300..2000;
 /// A cluster that is not healthy this long after a fault did not recover.
 const RECOVERY: Duration = Duration::from_secs(60);
+/// How long an operator's `rota ctl` may take (a rolling restart of every node included).
+const CTL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The nodes' admin API, when operator actions are drawn.
+struct Admin {
+    ports: BTreeMap<String, u16>,
+    token: String,
+    read_token: String,
+}
 
 /// One run of a command task: the START line is written once the END watcher runs in a
 /// session of its own, so that the END line is written whenever the work ends, however it
@@ -230,6 +250,11 @@ struct Campaign {
     tasks: Vec<String>,
     /// The command service, when it runs: one of its processes runs after a fault.
     command_service: Option<String>,
+    /// The tasks (an operator pauses one of them).
+    task_names: Vec<String>,
+    admin: Option<Admin>,
+    /// This program: `rota ctl`.
+    exe: PathBuf,
     /// The current process of each node.
     pids: BTreeMap<String, u32>,
     /// Each node's proxies to the store's servers (only when cuts are drawn).
@@ -254,7 +279,14 @@ fn server_ports(server: Option<&PrivateServer>) -> Vec<u16> {
 /// The kinds a store allows: cuts and restarts need a server the campaign started; the
 /// leader of an ensemble needs an ensemble.
 fn allowed_kinds(server: Option<&PrivateServer>) -> Vec<FaultKind> {
-    let mut kinds = vec![FaultKind::Kill, FaultKind::Stop, FaultKind::Graceful];
+    let mut kinds = vec![
+        FaultKind::Kill,
+        FaultKind::Stop,
+        FaultKind::Graceful,
+        FaultKind::Drain,
+        FaultKind::Pause,
+        FaultKind::RollingRestart,
+    ];
     if server.is_some() {
         kinds.extend([FaultKind::Cut, FaultKind::CutAll, FaultKind::RestartStore]);
     }
@@ -320,7 +352,10 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&fifos)?;
     let (mut tasks_toml, task_infos) = workload(args.tasks, &record, &fifos);
     if args.files && !(args.file_rate > 0.0 && args.file_rate <= 100.0) {
-        bail!("--file-rate {}: give 0 < rate <= 100 files a second", args.file_rate);
+        bail!(
+            "--file-rate {}: give 0 < rate <= 100 files a second",
+            args.file_rate
+        );
     }
     let file_dirs = if args.files {
         Some(services::FileDirs::under(&run.dir)?)
@@ -360,7 +395,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     );
 
     let exe = std::env::current_exe()?;
-    let mut cluster = ProcessCluster::new(exe, &run.dir, &run.url, &cluster_name);
+    let mut cluster = ProcessCluster::new(exe.clone(), &run.dir, &run.url, &cluster_name);
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
     let mut proxies = BTreeMap::new();
     if kinds.contains(&FaultKind::Cut) || kinds.contains(&FaultKind::CutAll) {
@@ -383,6 +418,23 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             proxies.insert(id.clone(), own);
         }
     }
+    let admin = if kinds.iter().any(|k| k.operator()) {
+        let mut ports = BTreeMap::new();
+        for id in &ids {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            ports.insert(id.clone(), port);
+        }
+        let token = |_| format!("{:032x}", rand::random::<u128>());
+        Some(Admin {
+            ports,
+            token: token(0),
+            read_token: token(1),
+        })
+    } else {
+        None
+    };
     let mut c = Campaign {
         run,
         cluster,
@@ -393,6 +445,9 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             .chain(args.files.then(|| services::FILE_SERVICE.to_string()))
             .collect(),
         command_service: args.service.then(|| services::COMMAND_SERVICE.to_string()),
+        task_names: task_infos.iter().map(|t| t.name.clone()).collect(),
+        admin,
+        exe: exe.clone(),
         pids: BTreeMap::new(),
         proxies,
         tail: RecordTail::new(record.clone()),
@@ -402,7 +457,11 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     };
     let origin_ms = now_ms();
     for id in &ids {
-        let pid = c.cluster.spawn(id, &tasks_toml)?;
+        let admin = c
+            .admin
+            .as_ref()
+            .map(|a| (a.ports[id], Some((a.token.as_str(), a.read_token.as_str()))));
+        let pid = c.cluster.spawn_with_admin(id, &tasks_toml, admin)?;
         c.pids.insert(id.clone(), pid);
     }
     let dropper = file_dirs
@@ -435,6 +494,9 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
                 format!(" ({})", fault.note)
             }
         );
+        if let Some(why) = &fault.failed {
+            eprintln!("             the command did not complete: {why}");
+        }
         c.faults.push(fault);
     }
 
@@ -582,8 +644,8 @@ fn print_report(report: &Report, faults: &[Fault], seed: u64, store: &str, origi
     }
     if let Some(f) = &report.units.files {
         println!(
-            "  files: dropped {}, handled once {}, handled again {}, never handled {}, lost {}",
-            f.dropped, f.handled_once, f.handled_again, f.never_handled, f.lost
+            "  files: dropped {}, handled once {}, handled again {}, never handled {} (set aside with a reason {}), lost {}",
+            f.dropped, f.handled_once, f.handled_again, f.never_handled, f.set_aside_unhandled, f.lost
         );
         println!("    store outcomes: {}", counts(&f.outcomes));
         println!("    places: {}", counts(&f.places));
@@ -629,7 +691,106 @@ impl Campaign {
             FaultKind::CutAll => self.cut(true).await,
             FaultKind::RestartStore => self.restart_store().await,
             FaultKind::ZkLeader => self.zk_leader().await,
+            FaultKind::Drain => self.drain().await,
+            FaultKind::Pause => self.pause().await,
+            FaultKind::RollingRestart => self.rolling_restart().await,
         }
+    }
+
+    /// `rota ctl ARGS` through the admin API of node `via`. `Err`: its output, when it did
+    /// not succeed.
+    async fn ctl(&self, via: &str, args: &[&str]) -> Result<(), String> {
+        let Some(admin) = &self.admin else {
+            return Err("no admin API".into());
+        };
+        let url = format!("http://127.0.0.1:{}", admin.ports[via]);
+        let run = tokio::process::Command::new(&self.exe)
+            .arg("ctl")
+            .args(args)
+            .args(["--url", &url])
+            .env("ROTA_TOKEN", &admin.token)
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(CTL_TIMEOUT, run).await {
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(format!(
+                "rota ctl {} via {via}: {}: {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Ok(Err(e)) => Err(format!("cannot run rota ctl: {e}")),
+            Err(_) => Err(format!(
+                "rota ctl {} via {via}: no answer within {CTL_TIMEOUT:?}",
+                args.join(" ")
+            )),
+        }
+    }
+
+    /// Any node but `not`.
+    fn other_node(&mut self, not: &str) -> String {
+        let others: Vec<&String> = self.ids.iter().filter(|n| *n != not).collect();
+        others[self.rng.random_range(0..others.len())].clone()
+    }
+
+    /// A drain of a node, through another node's API, held for a while, then undone.
+    async fn drain(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let via = self.other_node(&target);
+        let mut f = self.fault(
+            FaultKind::Drain,
+            &target,
+            owned,
+            format!("{how}; via {via}"),
+        );
+        match self.ctl(&via, &["drain", &target]).await {
+            Ok(()) => f.applied_ms = Some(now_ms()),
+            Err(e) => f.failed = Some(e),
+        }
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        if let Err(e) = self.ctl(&via, &["undrain", &target]).await {
+            f.failed.get_or_insert(e);
+        }
+        Ok(f)
+    }
+
+    /// A cluster-wide pause of a task, held for a while, then resumed.
+    async fn pause(&mut self) -> anyhow::Result<Fault> {
+        let task = self.task_names[self.rng.random_range(0..self.task_names.len())].clone();
+        let via = self.ids[self.rng.random_range(0..self.ids.len())].clone();
+        let mut f = self.fault(FaultKind::Pause, &task, Vec::new(), format!("via {via}"));
+        f.pid = None;
+        match self.ctl(&via, &["pause", &task]).await {
+            Ok(()) => f.applied_ms = Some(now_ms()),
+            Err(e) => f.failed = Some(e),
+        }
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        if let Err(e) = self.ctl(&via, &["resume", &task]).await {
+            f.failed.get_or_insert(e);
+        }
+        Ok(f)
+    }
+
+    /// Every node restarted once, one at a time (each re-executes itself: same process id).
+    async fn rolling_restart(&mut self) -> anyhow::Result<Fault> {
+        let via = self.ids[self.rng.random_range(0..self.ids.len())].clone();
+        let mut f = self.fault(
+            FaultKind::RollingRestart,
+            "all nodes",
+            Vec::new(),
+            format!("via {via}"),
+        );
+        if let Err(e) = self.ctl(&via, &["rolling-restart"]).await {
+            f.failed = Some(e);
+        }
+        f.end_ms = now_ms();
+        f.applied_ms = Some(f.end_ms);
+        Ok(f)
     }
 
     /// A target node: the owner of a random task, the leader, or any node. Returns it, the
@@ -681,6 +842,8 @@ impl Campaign {
             recovered_ms: None,
             owned,
             note,
+            applied_ms: None,
+            failed: None,
         }
     }
 

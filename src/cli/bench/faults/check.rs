@@ -108,6 +108,13 @@ pub enum FaultKind {
     Graceful,
     /// The leader of a ZooKeeper ensemble killed, then restarted.
     ZkLeader,
+    /// An operator drains a node (`rota ctl drain`, waiting until it owns nothing), then
+    /// undrains it after a while.
+    Drain,
+    /// An operator pauses a task cluster-wide (`rota ctl pause`), then resumes it.
+    Pause,
+    /// An operator restarts every node, one at a time (`rota ctl rolling-restart`).
+    RollingRestart,
 }
 
 impl FaultKind {
@@ -120,7 +127,18 @@ impl FaultKind {
             FaultKind::RestartStore => "restart-store",
             FaultKind::Graceful => "graceful",
             FaultKind::ZkLeader => "zk-leader",
+            FaultKind::Drain => "drain",
+            FaultKind::Pause => "pause",
+            FaultKind::RollingRestart => "rolling-restart",
         }
+    }
+
+    /// Whether an operator causes it, through the admin API.
+    pub fn operator(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Drain | FaultKind::Pause | FaultKind::RollingRestart
+        )
     }
 }
 
@@ -143,6 +161,14 @@ pub struct Fault {
     pub owned: Vec<String>,
     /// How the target was chosen and anything else worth knowing.
     pub note: String,
+    /// An operator's action: when its command was applied by every node (a drain: once the
+    /// node owned nothing); the target's work must not start from then until `end_ms` (the
+    /// undrain or resume issued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_ms: Option<i64>,
+    /// An operator's action that did not complete: why (`rota ctl`'s output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// How a node process ended.
@@ -209,6 +235,9 @@ pub enum ViolationKind {
     FileLost,
     FileMisplaced,
     ServiceOverlap,
+    StartWhileDrained,
+    StartWhilePaused,
+    CommandFailed,
 }
 
 impl ViolationKind {
@@ -228,6 +257,9 @@ impl ViolationKind {
             ViolationKind::FileLost => "file-lost",
             ViolationKind::FileMisplaced => "file-misplaced",
             ViolationKind::ServiceOverlap => "service-overlap",
+            ViolationKind::StartWhileDrained => "start-while-drained",
+            ViolationKind::StartWhilePaused => "start-while-paused",
+            ViolationKind::CommandFailed => "command-failed",
         }
     }
 }
@@ -358,6 +390,20 @@ pub fn check(input: &Input) -> Report {
                 f.end_ms,
                 format!(
                     "fault {i} ({} {}): the cluster did not recover",
+                    f.kind.as_str(),
+                    f.target
+                ),
+            );
+        }
+    }
+    for (i, f) in input.faults.iter().enumerate() {
+        if let Some(why) = &f.failed {
+            c.violation(
+                ViolationKind::CommandFailed,
+                None,
+                f.end_ms,
+                format!(
+                    "fault {i} ({} {}): the operator's command did not complete: {why}",
                     f.kind.as_str(),
                     f.target
                 ),
@@ -863,6 +909,36 @@ impl<'a> Checker<'a> {
                     ),
                 );
             }
+            // Work already on its way when the command was applied may still write its START.
+            let held = input.faults.iter().find(|f| {
+                let on = match f.kind {
+                    FaultKind::Drain => f.target == node,
+                    FaultKind::Pause => f.target == task,
+                    _ => false,
+                };
+                on && f
+                    .applied_ms
+                    .is_some_and(|t| at_ms > t + SPAWN_SLACK_MS && at_ms < f.end_ms)
+            });
+            if let Some(f) = held {
+                let (kind, how) = if f.kind == FaultKind::Drain {
+                    (ViolationKind::StartWhileDrained, "drained")
+                } else {
+                    (ViolationKind::StartWhilePaused, "paused")
+                };
+                self.violation(
+                    kind,
+                    Some(task),
+                    at_ms,
+                    format!(
+                        "{what} started on {node} (pid {node_pid}) at {}, while {} was {how} (applied {}, until {})",
+                        self.rel(at_ms),
+                        f.target,
+                        self.rel(f.applied_ms.unwrap_or_default()),
+                        self.rel(f.end_ms)
+                    ),
+                );
+            }
             let dead = input
                 .exits
                 .iter()
@@ -924,8 +1000,15 @@ impl<'a> Checker<'a> {
             while t <= last {
                 checked += 1;
                 let key = (task.name.as_str(), t);
+                let paused = input.faults.iter().any(|f| {
+                    f.kind == FaultKind::Pause
+                        && f.target == task.name
+                        && t >= f.start_ms
+                        && t <= f.end_ms + task.period_ms
+                });
                 let reason = match (started.contains(&key), rows.get(&key)) {
                     (true, _) => None,
+                    (false, None) if paused => Some(("paused", "")),
                     (false, None) => Some(("lost", "no START line and no store record")),
                     (false, Some(f)) => match f.outcome {
                         Outcome::Ok | Outcome::Running => Some((
@@ -1082,6 +1165,8 @@ mod tests {
             recovered_ms: Some(T0 + end + 500),
             owned: vec!["a".into()],
             note: String::new(),
+            applied_ms: None,
+            failed: None,
         }
     }
 
@@ -1320,6 +1405,44 @@ mod tests {
         }];
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::StartAfterExit]);
+    }
+
+    #[test]
+    fn a_paused_task_or_a_drained_node_starts_nothing() {
+        // "a" paused from 900 (applied 1000) to 5000: its instants meanwhile are not lost.
+        let mut record = run("a", 0, "n1", 7, 1, 5, 100);
+        record.extend(run("a", 6000, "n1", 7, 1, 6005, 6100));
+        let history = claims(&record);
+        let pause = Fault {
+            kind: FaultKind::Pause,
+            target: "a".into(),
+            pid: None,
+            applied_ms: Some(T0 + 1000),
+            ..fault(FaultKind::Pause, 0, 900, 5000)
+        };
+        let report = check_with(&record, &history, std::slice::from_ref(&pause), &[]);
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        assert_eq!(report.not_started.get("paused"), Some(&5));
+        // A start in the middle of the pause is a violation.
+        record.extend(run("a", 3000, "n1", 7, 1, 3005, 3100));
+        let history = claims(&record);
+        let report = check_with(&record, &history, &[pause], &[]);
+        assert_eq!(kinds(&report), [ViolationKind::StartWhilePaused]);
+        // n1 drained from 1000 to 5000.
+        let drain = Fault {
+            kind: FaultKind::Drain,
+            target: "n1".into(),
+            applied_ms: Some(T0 + 1000),
+            ..fault(FaultKind::Drain, 7, 900, 5000)
+        };
+        let report = check_with(&record, &history, std::slice::from_ref(&drain), &[]);
+        assert!(kinds(&report).contains(&ViolationKind::StartWhileDrained));
+        let failed = Fault {
+            failed: Some("exit status: 5".into()),
+            ..drain
+        };
+        let report = check_with(&record, &history, &[failed], &[]);
+        assert!(kinds(&report).contains(&ViolationKind::CommandFailed));
     }
 
     #[test]

@@ -222,12 +222,15 @@ async fn sql_item_rows(url: &str, cluster: &str, service: &str) -> anyhow::Resul
     pool.close().await;
     // Keys are bytes on MySQL: text or bytes, whichever the column gives.
     let text = |r: &sqlx::any::AnyRow, c: &str| -> Option<String> {
-        r.try_get::<Option<String>, _>(c).ok().flatten().or_else(|| {
-            r.try_get::<Option<Vec<u8>>, _>(c)
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        })
+        r.try_get::<Option<String>, _>(c)
+            .ok()
+            .flatten()
+            .or_else(|| {
+                r.try_get::<Option<Vec<u8>>, _>(c)
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
     };
     rows.iter()
         .map(|r| {

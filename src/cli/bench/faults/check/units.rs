@@ -111,6 +111,9 @@ pub struct FileReport {
     pub handled_again: usize,
     /// No START line.
     pub never_handled: usize,
+    /// Of those, set aside with a store record saying why (`abandoned`, `failed`): claimed,
+    /// but never handed to the handler.
+    pub set_aside_unhandled: usize,
     /// By the store's item record: `ok`, `failed`, `abandoned`, ... (`none` without one).
     pub outcomes: BTreeMap<String, usize>,
     /// By the store's message of the files not `ok` (what the product said happened).
@@ -224,10 +227,8 @@ impl<'a> Checker<'a> {
                 .exits
                 .iter()
                 .find(|e| e.pid == s.node_pid && e.at_ms >= s.at_ms);
-            let (end_ms, how) = match (
-                ends.get(&(s.service.as_str(), s.key.as_str(), s.pid)),
-                exit,
-            ) {
+            let (end_ms, how) = match (ends.get(&(s.service.as_str(), s.key.as_str(), s.pid)), exit)
+            {
                 (Some(&t), _) => (t, "ended"),
                 (None, Some(e)) => (e.at_ms, "ended with its node process"),
                 (None, None) => {
@@ -385,6 +386,9 @@ impl<'a> Checker<'a> {
                 let short: String = message.chars().take(60).collect();
                 *report.messages.entry(short).or_default() += 1;
             }
+            if runs.is_empty() && matches!(outcome, "abandoned" | "failed") {
+                report.set_aside_unhandled += 1;
+            }
             match runs.len() {
                 0 => report.never_handled += 1,
                 1 => report.handled_once += 1,
@@ -466,7 +470,10 @@ impl<'a> Checker<'a> {
             let detail = match item {
                 None => "the store has no item record of it".to_string(),
                 Some(i) if i.attempt == s.attempt && (i.node != s.node || i.token != s.token) => {
-                    format!("the store's item record is by {} with token {}", i.node, i.token)
+                    format!(
+                        "the store's item record is by {} with token {}",
+                        i.node, i.token
+                    )
                 }
                 Some(_) => continue,
             };
@@ -518,7 +525,10 @@ impl<'a> Checker<'a> {
                 ViolationKind::FileLost,
                 Some(name),
                 dropped_ms,
-                format!("file {name} (dropped at {}) lost: {why}", self.rel(dropped_ms)),
+                format!(
+                    "file {name} (dropped at {}) lost: {why}",
+                    self.rel(dropped_ms)
+                ),
             );
             return true;
         }
@@ -636,7 +646,11 @@ mod tests {
         units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2500, 5000));
         let r = run_check(&units, None, &[], &[]);
         assert_eq!(kinds(&r), [ViolationKind::ServiceOverlap]);
-        assert!(r.violations[0].detail.contains("500 ms"), "{:?}", r.violations);
+        assert!(
+            r.violations[0].detail.contains("500 ms"),
+            "{:?}",
+            r.violations
+        );
         // An older token after a newer one: the old owner started after losing it.
         let mut units = urun("svc", "svc", "n1", 7, 0, 3, 0, 1000);
         units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2000, 3000));
@@ -702,6 +716,7 @@ mod tests {
             (3, 2, 0, 1)
         );
         assert_eq!(f.outcomes["abandoned"], 2);
+        assert_eq!(f.set_aside_unhandled, 1);
         assert_eq!(f.places["failed"], 2);
         assert_eq!(f.outcome_lag_ms.unwrap().max, 20);
         assert_eq!(f.wait_ms.unwrap().max, 60);
