@@ -30,6 +30,9 @@ pub use units::{parse_units, FilesInput, ItemRow, Place, UnitLine, UnitsReport};
 /// just after: a START this soon after a SIGSTOP is not counted as started while frozen.
 pub const SPAWN_SLACK_MS: i64 = 1000;
 
+/// A lost instant due this shortly before a pause of its task is said to be.
+const PAUSE_NEAR_MS: i64 = 6000;
+
 /// How far around a violation its context reaches.
 const CONTEXT_MS: i64 = 2500;
 /// At most this many context lines per violation.
@@ -1028,7 +1031,21 @@ impl<'a> Checker<'a> {
                             .or_default() += 1;
                     }
                     if reason == "lost" {
-                        let detail = format!("{}@{} lost: {why}", task.name, self.rel(t));
+                        // A pause soon after: the instant was still waiting when it came.
+                        let pause = input.faults.iter().position(|f| {
+                            f.kind == FaultKind::Pause
+                                && f.target == task.name
+                                && f.start_ms > t
+                                && f.start_ms - t <= PAUSE_NEAR_MS
+                        });
+                        let near = pause.map_or(String::new(), |i| {
+                            format!(
+                                " (due {} ms before fault {i} paused {})",
+                                input.faults[i].start_ms - t,
+                                task.name
+                            )
+                        });
+                        let detail = format!("{}@{} lost: {why}{near}", task.name, self.rel(t));
                         self.violation(ViolationKind::Lost, Some(&task.name), t, detail);
                     }
                 }

@@ -370,6 +370,9 @@ impl<'a> Checker<'a> {
             by_file.entry(r.start.key.as_str()).or_default().push(r);
         }
         let (mut waits, mut lags) = (Vec::new(), Vec::new());
+        // Files never handled and still in the inbox: one violation for all of them (a stuck
+        // service leaves hundreds).
+        let mut stuck: Vec<(&str, i64)> = Vec::new();
         for (name, dropped_ms) in files.dropped {
             let mut runs = by_file.remove(name.as_str()).unwrap_or_default();
             runs.sort_by_key(|r| r.start.at_ms);
@@ -407,9 +410,25 @@ impl<'a> Checker<'a> {
             }
             self.file_handled_twice(name, &runs);
             self.file_claims(name, &runs, item);
-            if self.file_lost(name, *dropped_ms, &runs, item, place) {
+            if place == Place::Inbox && runs.is_empty() && item.is_none() {
+                stuck.push((name, *dropped_ms));
+                report.lost += 1;
+            } else if self.file_lost(name, *dropped_ms, &runs, item, place) {
                 report.lost += 1;
             }
+        }
+        if let (Some(&(first, first_ms)), Some(&(last, last_ms))) = (stuck.first(), stuck.last()) {
+            self.violation(
+                ViolationKind::FileLost,
+                Some(files.service),
+                first_ms,
+                format!(
+                    "{} file(s) dropped from {} ({first}) to {} ({last}) were never handled: still in the inbox at the end, with no store record",
+                    stuck.len(),
+                    self.rel(first_ms),
+                    self.rel(last_ms)
+                ),
+            );
         }
         report.wait_ms = Percentiles::of(waits);
         report.outcome_lag_ms = Percentiles::of(lags);
@@ -761,6 +780,23 @@ mod tests {
             ],
             "{:#?}",
             r.violations
+        );
+        assert_eq!(r.units.files.unwrap().lost, 3);
+    }
+
+    #[test]
+    fn files_a_stuck_service_never_took_are_one_violation() {
+        let dropped: Vec<(String, i64)> = (1..=3).map(|i| (format!("f-{i}"), T0 + i)).collect();
+        let places: BTreeMap<String, Place> = dropped
+            .iter()
+            .map(|(n, _)| (n.clone(), Place::Inbox))
+            .collect();
+        let r = run_check(&[], Some(files_input(&dropped, &[], &places)), &[], &[]);
+        assert_eq!(kinds(&r), [ViolationKind::FileLost]);
+        assert!(
+            r.violations[0].detail.starts_with("3 file(s)"),
+            "{}",
+            r.violations[0].detail
         );
         assert_eq!(r.units.files.unwrap().lost, 3);
     }
