@@ -21,6 +21,9 @@ use serde::Serialize;
 
 use super::{Checker, ExitHow, FaultKind, Mark, Percentiles, ViolationKind};
 
+/// How late an END line may be, after the work ended, for two runs in one node process.
+const END_LAG_MS: i64 = 100;
+
 /// One line a service's work wrote:
 /// `US|UE service key node pid node_pid attempt token time_us`. For a file the key is the
 /// file's name and the attempt `ROTA_ATTEMPT`; for a command service the key is the service
@@ -266,7 +269,14 @@ impl<'a> Checker<'a> {
             let mut reach: Option<&UnitRun> = None;
             for r in runs {
                 if let Some(p) = reach {
-                    if r.start.at_ms < p.end_ms {
+                    // One node process hands out one file at a time, and an END line can
+                    // come a little after the work ended (its watcher must wake up first).
+                    let slack = if p.start.node_pid == r.start.node_pid {
+                        END_LAG_MS
+                    } else {
+                        0
+                    };
+                    if r.start.at_ms + slack < p.end_ms {
                         let detail = format!(
                             "{service}: {} on {} (pid {}, token {}, started {}, {} {}) overlaps {} on {} (pid {}, token {}) started {} ({} ms){}",
                             p.start.key,
