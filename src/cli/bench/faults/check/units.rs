@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::{Checker, ExitHow, FaultKind, Mark, Percentiles, ViolationKind};
 
 /// How late an END line may be, after the work ended, for two runs in one node process.
-const END_LAG_MS: i64 = 100;
+pub(super) const END_LAG_MS: i64 = 100;
 
 /// One line a service's work wrote:
 /// `US|UE service key node pid node_pid attempt token time_us`. For a file the key is the
