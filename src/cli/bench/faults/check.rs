@@ -1021,6 +1021,15 @@ impl<'a> Checker<'a> {
                     (true, _) => None,
                     (false, None) if paused => Some(("paused", "")),
                     (false, None) => Some(("lost", "no START line and no store record")),
+                    // Begun as every node stopped at the end: its node stopped before
+                    // starting the work, and the next owner, which would record it
+                    // abandoned, never came.
+                    (false, Some(f))
+                        if f.outcome == Outcome::Running
+                            && t + 2 * task.period_ms > input.until_ms =>
+                    {
+                        Some(("running-at-the-end", ""))
+                    }
                     (false, Some(f)) => match f.outcome {
                         Outcome::Ok | Outcome::Running => Some((
                             "lost",
@@ -1367,6 +1376,16 @@ mod tests {
         let report = check_with(&record, &history, &[], &[]);
         assert_eq!(kinds(&report), [ViolationKind::Lost]);
         assert!(report.violations[0].detail.contains("never ran"));
+    }
+
+    #[test]
+    fn a_fire_begun_as_the_campaign_ends_is_not_lost() {
+        let record = run("a", 98_000, "n1", 7, 1, 98_005, 98_200);
+        let mut history = claims(&record);
+        history.push(row("a", 99_000, "n1", 1, Outcome::Running));
+        let report = check_with(&record, &history, &[], &[]);
+        assert!(report.violations.is_empty(), "{:#?}", report.violations);
+        assert_eq!(report.not_started.get("running-at-the-end"), Some(&1));
     }
 
     #[test]
