@@ -276,18 +276,20 @@ impl Ownership for NodeOwnership {
             ItemClaim::Fenced => return Ok(ItemStart::NotOwner),
             ItemClaim::Recorded(record) => record,
         };
-        if record.outcome != Outcome::Running {
+        let released = record.outcome == Outcome::Released;
+        if record.outcome != Outcome::Running && !released {
             return Ok(ItemStart::Done(record.outcome));
         }
         let mine = record.node == self.member.node && record.incarnation == self.member.incarnation;
         if mine && self.in_progress.lock().unwrap().contains(item) {
             return Ok(ItemStart::Busy);
         }
-        if record.node_alive && !mine {
+        if record.node_alive && !mine && !released {
             return Ok(ItemStart::Busy);
         }
-        // Its node died mid-handling, or this incarnation claimed it and lost track.
-        let retry = self.recovery == RecoveryPolicy::Retry;
+        // Given back by its previous owner (handled again), or its node died mid-handling,
+        // or this incarnation claimed it and lost track (as the recovery policy says).
+        let retry = released || self.recovery == RecoveryPolicy::Retry;
         let outcome = store
             .recover_item(
                 &self.member,
@@ -300,6 +302,13 @@ impl Ownership for NodeOwnership {
             .await?;
         Ok(match (outcome, retry) {
             (ClaimOutcome::Claimed, true) if !self.still_owner() => ItemStart::NotOwner,
+            (ClaimOutcome::Claimed, true) if released => {
+                info!(item, from_node = %record.node, "handling an item given back at a handover");
+                self.in_progress.lock().unwrap().insert(item.to_string());
+                ItemStart::Handle {
+                    attempt: record.attempt + 1,
+                }
+            }
             (ClaimOutcome::Claimed, true) => {
                 warn!(item, dead_node = %record.node, "handling again an item whose node died mid-handling");
                 self.in_progress.lock().unwrap().insert(item.to_string());
