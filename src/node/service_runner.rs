@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::runtime::Shared;
 use crate::{
     service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
-    store::{Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
+    store::{Begin, Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
     task::{Outcome, RecoveryPolicy},
     Result,
 };
@@ -95,6 +95,11 @@ async fn start_instance(
                 // One runner per service in this process: a running record of ours is a
                 // previous runner's that could not record its end.
                 if !f.node_alive || mine {
+                    // A dead node's instance may go on until its own deadline (a store
+                    // clock step expires nodes early): wait that out (contract 12).
+                    if !mine && !shared.wait_out_lease(&f.node, f.incarnation, stop).await {
+                        return Ok(InstanceStart::Fenced);
+                    }
                     store
                         .recover_fire(member, &spec.name, token, &f, false)
                         .await?;
@@ -115,7 +120,20 @@ async fn start_instance(
                 message: None,
             };
             match shared.batcher.claim(claim).await? {
-                ClaimOutcome::Claimed => Ok(InstanceStart::Started(instant)),
+                // Begun at once: the instance starts right after (see `Store::begin_fires`).
+                ClaimOutcome::Claimed => {
+                    let begin = Begin {
+                        task: spec.name.clone(),
+                        instant_ms: instant,
+                        token,
+                        attempt: 1,
+                    };
+                    if shared.batcher.begin(member.clone(), begin).await? {
+                        Ok(InstanceStart::Started(instant))
+                    } else {
+                        Ok(InstanceStart::Fenced)
+                    }
+                }
                 ClaimOutcome::AlreadyClaimed => Ok(InstanceStart::Wait),
                 ClaimOutcome::Fenced => Ok(InstanceStart::Fenced),
             }
