@@ -406,3 +406,47 @@ async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() 
         "a run started beside the old owner's:\n{text}"
     );
 }
+
+/// Contract 12 for in-process work: a library handler that ignores its cancellation and
+/// blocks its thread cannot be stopped from inside its process. When its node's lease runs
+/// out with the handler alive (here the process is frozen), the work guard ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let example = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/stuck_handler");
+    let child = std::process::Command::new(&example)
+        .arg(&started)
+        .env(
+            "ROTA_STORE_URL",
+            format!("sqlite://{}", dir.path().join("rota.db").display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): cargo test --all-targets builds it",
+                example.display()
+            )
+        });
+    eventually("the stuck handler runs", LONG, None, || async {
+        started.exists().then_some(())
+    })
+    .await;
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+    let child = std::sync::Mutex::new(child);
+    let status = eventually(
+        "the frozen process is ended by its work guard",
+        Duration::from_secs(15),
+        None,
+        || async { child.lock().unwrap().try_wait().unwrap() },
+    )
+    .await;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+}
