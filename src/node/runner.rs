@@ -436,8 +436,11 @@ async fn execute(
     };
     // Ask the handler to stop, and give it a moment to do so before dropping it.
     cancel.cancel();
+    // A command kills its process group at once and returns when it is reaped: wait for
+    // that, so that the run counts as going on until its process is gone (contract 11).
     let grace = match ended_early {
         Outcome::TimedOut => Duration::from_secs(5),
+        _ if !spec.handler.in_process() => Duration::from_secs(5),
         _ => stop_grace,
     };
     let _ = tokio::time::timeout(grace, &mut handler).await;

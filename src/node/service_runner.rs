@@ -208,7 +208,9 @@ async fn supervise(
             // Moved or stopping: ask the handler to stop, give it its grace. Lease lost: the
             // lease's margin bounds it (contract 12), and the work guard ends what remains.
             cancel.cancel();
-            let grace = if shared.lease_valid() {
+            // A command service's process group is the work guard's to end by then; the
+            // handler returns once it is reaped.
+            let grace = if shared.lease_valid() || !spec.handler.in_process() {
                 spec.grace
             } else {
                 spec.grace.min(shared.timing.fence_margin / 4)
