@@ -267,6 +267,26 @@ impl ServiceContext {
             .end_item(item, attempt, outcome, message)
             .await
     }
+
+    /// Gives `item` (begun as `attempt`) back after its handling was interrupted by a
+    /// graceful handover (the service moves, drains, pauses or stops): recorded as
+    /// released, and the service's next owner handles it again as the next attempt.
+    /// `Ok(false)`: this node no longer holds its lease; the item is left to the next
+    /// owner's recovery policy.
+    pub async fn release_item(&self, item: &str, attempt: i64) -> Result<bool> {
+        if !self.ownership.still_owner() {
+            return Ok(false);
+        }
+        self.ownership
+            .end_item(
+                item,
+                attempt,
+                Outcome::Released,
+                Some("released: interrupted by a handover; the next owner hands it over again"),
+            )
+            .await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

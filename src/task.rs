@@ -227,6 +227,9 @@ pub enum Outcome {
     Skipped,
     Misfired,
     Abandoned,
+    /// An item given back by its owner, interrupted by a graceful handover: the service's
+    /// next owner handles it again, as the next attempt.
+    Released,
 }
 
 impl Outcome {
@@ -239,6 +242,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Misfired => "misfired",
             Outcome::Abandoned => "abandoned",
+            Outcome::Released => "released",
         }
     }
 
@@ -251,6 +255,7 @@ impl Outcome {
             "skipped" => Outcome::Skipped,
             "misfired" => Outcome::Misfired,
             "abandoned" => Outcome::Abandoned,
+            "released" => Outcome::Released,
             _ => return None,
         })
     }

@@ -335,3 +335,118 @@ async fn a_frozen_or_killed_nodes_commands_end_with_its_lease() {
     )
     .await;
 }
+
+/// libfaketime, preloaded into a node itself (the `faketime` tool would fork it, and a kill
+/// would hit the wrapper).
+fn libfaketime() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is not installed: apt-get install faketime (./scripts/test does it)")
+}
+
+/// Contract 12 under a store clock step: SQLite's store time is the host's clock. Stepped
+/// forward by 3 s (three node timeouts), every registration looks expired at once, while
+/// the owner's command still runs (its node frozen, so only its work guard can end it, at
+/// its own deadline). The next owner must not start the task beside it: it waits out the
+/// old owner's lease on its own monotonic clock. Each run takes a lock; a run that finds it
+/// taken records an overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("step");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let record = cluster.dir().join("runs.log");
+    let lock = cluster.dir().join("run.lock");
+    let clock = cluster.dir().join("faketime.rc");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let env = vec![
+        ("LD_PRELOAD".to_string(), libfaketime()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".to_string(),
+            clock.display().to_string(),
+        ),
+        ("FAKETIME_NO_CACHE".to_string(), "1".to_string()),
+        // Leases run on the monotonic clock, which a wall-clock step does not move.
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+    ];
+    for id in ["node-1", "node-2"] {
+        cluster.env_of.insert(id.into(), env.clone());
+    }
+    let task = format!(
+        "[[task]]\nname = \"long\"\nevery = \"1s\"\n\
+         command = [\"sh\", \"-c\", \"exec 9>>{lock}; flock -n 9 || echo overlap $ROTA_NODE >> {rec}; \
+         echo start $ROTA_NODE >> {rec}; sleep 30\"]\n",
+        lock = lock.display(),
+        rec = record.display()
+    );
+    spawn_registered(&mut cluster, &s.store, "node-1", &task).await;
+    spawn_registered(&mut cluster, &s.store, "node-2", &task).await;
+    let lines = || std::fs::read_to_string(&record).unwrap_or_default();
+    eventually("node-1 runs the task", LONG, Some(&cluster), || async {
+        lines().contains("start node-1").then_some(())
+    })
+    .await;
+
+    assert!(cluster.signal("node-1", libc::SIGSTOP));
+    std::fs::write(&clock, "+3\n").unwrap();
+    eventually(
+        "node-2 takes the task over",
+        LONG,
+        Some(&cluster),
+        || async { lines().contains("start node-2").then_some(()) },
+    )
+    .await;
+    assert!(cluster.signal("node-1", libc::SIGCONT));
+    let text = lines();
+    assert!(
+        !text.contains("overlap"),
+        "a run started beside the old owner's:\n{text}"
+    );
+}
+
+/// Contract 12 for in-process work: a library handler that ignores its cancellation and
+/// blocks its thread cannot be stopped from inside its process. When its node's lease runs
+/// out with the handler alive (here the process is frozen), the work guard ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let example = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/stuck_handler");
+    let child = std::process::Command::new(&example)
+        .arg(&started)
+        .env(
+            "ROTA_STORE_URL",
+            format!("sqlite://{}", dir.path().join("rota.db").display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): cargo test --all-targets builds it",
+                example.display()
+            )
+        });
+    eventually("the stuck handler runs", LONG, None, || async {
+        started.exists().then_some(())
+    })
+    .await;
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+    let child = std::sync::Mutex::new(child);
+    let status = eventually(
+        "the frozen process is ended by its work guard",
+        Duration::from_secs(15),
+        None,
+        || async { child.lock().unwrap().try_wait().unwrap() },
+    )
+    .await;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+}

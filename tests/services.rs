@@ -436,3 +436,69 @@ on_every_store!(
     file_inbound_handles_every_file_once_across_owner_kills,
     command_service_moves_with_its_owner_and_never_runs_twice,
 );
+
+/// A file whose handling a graceful handover interrupts is given back, not failed: its
+/// handler gets SIGTERM (and the service's grace), the file is neither recorded as failed
+/// nor moved, and the next owner hands it over again as attempt 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_interrupted_by_a_graceful_stop_is_handed_over_not_failed() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("handover");
+    let inbox = cluster.dir().join("in");
+    let record = cluster.dir().join("handled.log");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // Attempt 1 takes long and, on SIGTERM, notes it and stops; later attempts are quick.
+    let service = format!(
+        "[[service]]\nname = \"inbound\"\n\
+         file_inbound = {{ dir = \"{}\", poll = \"50ms\", command = [\"sh\", \"-c\", \
+         \"echo start $ROTA_NODE $ROTA_ATTEMPT >> {rec}; \
+         if [ $ROTA_ATTEMPT = 1 ]; then trap 'echo term $ROTA_NODE >> {rec}; exit 143' TERM; \
+         sleep 60 & wait; fi; echo done $ROTA_NODE $ROTA_ATTEMPT >> {rec}\"] }}\n",
+        inbox.display(),
+        rec = record.display()
+    );
+    spawn_registered(&mut cluster, &s.store, "node-1", &service).await;
+    spawn_registered(&mut cluster, &s.store, "node-2", &service).await;
+    std::fs::write(inbox.join(".f.tmp"), "payload\n").unwrap();
+    std::fs::rename(inbox.join(".f.tmp"), inbox.join("f.csv")).unwrap();
+    let lines = || std::fs::read_to_string(&record).unwrap_or_default();
+    eventually(
+        "node-1 hands the file over",
+        LONG,
+        Some(&cluster),
+        || async { lines().contains("start node-1 1").then_some(()) },
+    )
+    .await;
+
+    cluster.stop("node-1", Duration::from_secs(30)).await;
+    eventually(
+        "node-2 hands the file over again and moves it to done",
+        LONG,
+        Some(&cluster),
+        || async {
+            (lines().contains("done node-2 2") && names_in(&inbox.join("done")).len() == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let text = lines();
+    assert!(
+        text.contains("term node-1"),
+        "the interrupted handler got SIGTERM:\n{text}"
+    );
+    assert!(
+        !text.contains("done node-1"),
+        "node-1 did not finish it:\n{text}"
+    );
+    assert!(
+        names_in(&inbox.join("failed")).is_empty(),
+        "an interrupted file is not a failed one"
+    );
+    let starts = text.lines().filter(|l| l.starts_with("start")).count();
+    assert_eq!(
+        starts, 2,
+        "handed over once more, as attempt 2:
+{text}"
+    );
+}

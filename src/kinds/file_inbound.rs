@@ -4,7 +4,10 @@
 //! Each file is an item of the service ([`ServiceContext::begin_item`]), claimed in the store
 //! under the service's fencing token before it is handed over: a node that lost the service
 //! cannot take a file, and no file is handed over twice, except once more after its node
-//! died while handling it (recovery `retry`; with `abandon` it goes to the failed directory).
+//! died while handling it (recovery `retry`; with `abandon`, the default, it goes to the
+//! failed directory). A file whose handling a graceful handover interrupts (the service
+//! moves, drains, pauses or stops; its handler gets SIGTERM and the service's grace) is
+//! given back, and the next owner hands it over again as the next attempt.
 //! The outcome is recorded before the file is moved, so a node dying between the two leaves
 //! the move to the next owner, without handling the file again.
 //!
@@ -134,6 +137,12 @@ impl FileInbound {
             match start {
                 ItemStart::Handle { attempt } => {
                     let result = self.hand_over(ctx, &path, &name, attempt).await;
+                    if result.is_err() && ctx.cancel.is_cancelled() {
+                        // Interrupted by a handover: not the file's failure. It is given
+                        // back, neither recorded as failed nor moved.
+                        self.give_back(ctx, &key, &name, attempt).await;
+                        return Ok(false);
+                    }
                     if let Err(e) = &result {
                         warn!(file = %name, attempt, error = %e, "file failed");
                     } else {
@@ -202,7 +211,9 @@ impl FileInbound {
             vars: vars.clone(),
             body,
             cancel: ctx.cancel.clone(),
-            term_grace: None,
+            // A handover gives the handler the service's grace to finish the file (a lost
+            // lease bounds it: the node then drops the service within its margin).
+            term_grace: Some(ctx.grace),
         };
         match &self.handler {
             FileHandler::Command(c) => c.invoke(call(None)).await,
@@ -213,6 +224,28 @@ impl FileInbound {
                 h.invoke(call(Some(body))).await
             }
         }
+    }
+
+    /// Gives back a file whose handling a handover interrupted, so that the next owner hands
+    /// it over again (as the next attempt); retried briefly while the store is unreachable.
+    /// Without the lease, the file is left to the next owner's recovery policy.
+    async fn give_back(&self, ctx: &ServiceContext, key: &str, name: &str, attempt: i64) {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..6 {
+            match ctx.release_item(key, attempt).await {
+                Ok(true) => {
+                    info!(file = %name, attempt, "interrupted by a handover: given back to the next owner");
+                    return;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    debug!(file = %name, error = %e, "could not give the file back yet");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        warn!(file = %name, attempt, "interrupted, and not given back: the next owner's recovery policy settles it");
     }
 
     /// Records an outcome, retrying while the store is unreachable and the node owns the

@@ -83,8 +83,10 @@ impl Runner {
         // Taking over reads the store twice per task: after a failover of thousands of tasks,
         // queue these reads instead of exhausting the connection pool.
         let permit = self.shared.startups.acquire().await.expect("never closed");
-        // Settle fires whose node died mid-run (contract 9).
         let running = store.running_fires(cluster, &self.spec.name).await?;
+        // Settling may wait out a dead node's lease: not while holding up other takeovers.
+        drop(permit);
+        // Settle fires whose node died mid-run (contract 9).
         let mut elsewhere = false;
         for fire in &running {
             let mine = fire.node == self.member.node && fire.incarnation == self.member.incarnation;
@@ -103,6 +105,7 @@ impl Runner {
                 elsewhere = true;
             }
         }
+        let permit = self.shared.startups.acquire().await.expect("never closed");
         // Resume after the last instant with a record; a task with none from its first
         // placement (its first owner may have died before recording anything).
         // A node's share of an `all` task starts afresh: while the node was away, the other
@@ -264,6 +267,17 @@ impl Runner {
     /// stopped.
     async fn recover(&self, fire: &RunningFire) -> Result<bool> {
         let retry = self.spec.recovery == RecoveryPolicy::Retry;
+        // Its work may still go on if a store clock step expired its node early: nothing
+        // of this task starts here before that node's own deadline (contract 12).
+        if fire.begun
+            && fire.incarnation != self.member.incarnation
+            && !self
+                .shared
+                .wait_out_lease(&fire.node, fire.incarnation, &self.stop)
+                .await
+        {
+            return Ok(false);
+        }
         let outcome = self
             .shared
             .store
@@ -422,8 +436,11 @@ async fn execute(
     };
     // Ask the handler to stop, and give it a moment to do so before dropping it.
     cancel.cancel();
+    // A command kills its process group at once and returns when it is reaped: wait for
+    // that, so that the run counts as going on until its process is gone (contract 11).
     let grace = match ended_early {
         Outcome::TimedOut => Duration::from_secs(5),
+        _ if !spec.handler.in_process() => Duration::from_secs(5),
         _ => stop_grace,
     };
     let _ = tokio::time::timeout(grace, &mut handler).await;

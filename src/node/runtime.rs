@@ -93,6 +93,11 @@ pub(crate) struct Shared {
     pub guard: Option<super::guard::GuardSlot>,
     /// In-process handlers alive (library closures, HTTP calls), told to the guard.
     in_process: Arc<std::sync::atomic::AtomicUsize>,
+    /// The last renewal seen of each registration (its `heartbeat_at_ms`), and when this
+    /// node first saw it, on its monotonic clock: see [`Shared::wait_out_lease`].
+    renewals: Mutex<HashMap<(String, i64), (i64, Instant)>>,
+    /// When this node (this process) started: the bound for registrations never seen.
+    started: Instant,
     /// Runners reading the store as they take over a task, at most two at once.
     pub startups: tokio::sync::Semaphore,
     /// Claims and outcomes go to the store in batches.
@@ -114,6 +119,59 @@ impl Shared {
 
     pub fn work_token(&self) -> CancellationToken {
         self.work.lock().unwrap().clone()
+    }
+
+    /// Notes the renewals a view shows, read by `received` (contract 12 under store clock
+    /// steps, see [`Shared::wait_out_lease`]).
+    fn saw_renewals(&self, view: &crate::store::ClusterView, received: Instant) {
+        let mut renewals = self.renewals.lock().unwrap();
+        renewals.retain(|(node, incarnation), _| {
+            view.nodes
+                .iter()
+                .any(|n| &n.node == node && n.incarnation == *incarnation)
+        });
+        for n in &view.nodes {
+            let key = (n.node.clone(), n.incarnation);
+            match renewals.get(&key) {
+                Some((hb, _)) if *hb == n.heartbeat_at_ms => {}
+                _ => {
+                    renewals.insert(key, (n.heartbeat_at_ms, received));
+                }
+            }
+        }
+    }
+
+    /// Waits until the lease of the registration `(node, incarnation)` is over by this
+    /// node's own clock, before starting work that it may still run (a fire it began, a
+    /// service instance). The store says it is dead, but a step of the store's clock can
+    /// say so early: its last renewal was sent before this node first saw it, so its own
+    /// deadline (and its work guard's) passed `node_timeout` after that at the latest.
+    /// Without a step this ends about when the store expired it. `false` if `stop` fired.
+    pub async fn wait_out_lease(
+        &self,
+        node: &str,
+        incarnation: i64,
+        stop: &CancellationToken,
+    ) -> bool {
+        let seen = self
+            .renewals
+            .lock()
+            .unwrap()
+            .get(&(node.to_string(), incarnation))
+            .map(|(_, at)| *at);
+        let over = seen.unwrap_or(self.started).max(self.started) + self.timing.node_timeout;
+        if over > Instant::now() {
+            debug!(
+                node,
+                incarnation,
+                wait_ms = (over - Instant::now()).as_millis() as u64,
+                "waiting out a dead node's lease on this node's clock"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(over) => true,
+            _ = stop.cancelled() => false,
+        }
     }
 
     /// Tells the work guard the deadline of the lease held now (after every renewal).
@@ -214,6 +272,8 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         active: Arc::default(),
         guard: super::guard::WorkGuard::get().map(|g| g.slot()),
         in_process: Arc::default(),
+        renewals: Mutex::default(),
+        started: Instant::now(),
         startups: tokio::sync::Semaphore::new(2),
         batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         metrics: Arc::default(),
@@ -651,7 +711,9 @@ impl Runtime {
         if generation != self.generation || stale {
             let sent = Instant::now();
             let view = store.view(&cluster).await?;
-            self.shared.clock.observe(view.now_ms, sent, Instant::now());
+            let received = Instant::now();
+            self.shared.clock.observe(view.now_ms, sent, received);
+            self.shared.saw_renewals(&view, received);
             if view.generation != self.generation {
                 // Only the rows changed since the generation we hold (all at the start).
                 let changed = store.assignments_since(&cluster, self.generation).await?;

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::runtime::Shared;
 use crate::{
     service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
-    store::{Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
+    store::{Begin, Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
     task::{Outcome, RecoveryPolicy},
     Result,
 };
@@ -95,6 +95,11 @@ async fn start_instance(
                 // One runner per service in this process: a running record of ours is a
                 // previous runner's that could not record its end.
                 if !f.node_alive || mine {
+                    // A dead node's instance may go on until its own deadline (a store
+                    // clock step expires nodes early): wait that out (contract 12).
+                    if !mine && !shared.wait_out_lease(&f.node, f.incarnation, stop).await {
+                        return Ok(InstanceStart::Fenced);
+                    }
                     store
                         .recover_fire(member, &spec.name, token, &f, false)
                         .await?;
@@ -115,7 +120,20 @@ async fn start_instance(
                 message: None,
             };
             match shared.batcher.claim(claim).await? {
-                ClaimOutcome::Claimed => Ok(InstanceStart::Started(instant)),
+                // Begun at once: the instance starts right after (see `Store::begin_fires`).
+                ClaimOutcome::Claimed => {
+                    let begin = Begin {
+                        task: spec.name.clone(),
+                        instant_ms: instant,
+                        token,
+                        attempt: 1,
+                    };
+                    if shared.batcher.begin(member.clone(), begin).await? {
+                        Ok(InstanceStart::Started(instant))
+                    } else {
+                        Ok(InstanceStart::Fenced)
+                    }
+                }
                 ClaimOutcome::AlreadyClaimed => Ok(InstanceStart::Wait),
                 ClaimOutcome::Fenced => Ok(InstanceStart::Fenced),
             }
@@ -190,7 +208,9 @@ async fn supervise(
             // Moved or stopping: ask the handler to stop, give it its grace. Lease lost: the
             // lease's margin bounds it (contract 12), and the work guard ends what remains.
             cancel.cancel();
-            let grace = if shared.lease_valid() {
+            // A command service's process group is the work guard's to end by then; the
+            // handler returns once it is reaped.
+            let grace = if shared.lease_valid() || !spec.handler.in_process() {
                 spec.grace
             } else {
                 spec.grace.min(shared.timing.fence_margin / 4)
@@ -276,18 +296,20 @@ impl Ownership for NodeOwnership {
             ItemClaim::Fenced => return Ok(ItemStart::NotOwner),
             ItemClaim::Recorded(record) => record,
         };
-        if record.outcome != Outcome::Running {
+        let released = record.outcome == Outcome::Released;
+        if record.outcome != Outcome::Running && !released {
             return Ok(ItemStart::Done(record.outcome));
         }
         let mine = record.node == self.member.node && record.incarnation == self.member.incarnation;
         if mine && self.in_progress.lock().unwrap().contains(item) {
             return Ok(ItemStart::Busy);
         }
-        if record.node_alive && !mine {
+        if record.node_alive && !mine && !released {
             return Ok(ItemStart::Busy);
         }
-        // Its node died mid-handling, or this incarnation claimed it and lost track.
-        let retry = self.recovery == RecoveryPolicy::Retry;
+        // Given back by its previous owner (handled again), or its node died mid-handling,
+        // or this incarnation claimed it and lost track (as the recovery policy says).
+        let retry = released || self.recovery == RecoveryPolicy::Retry;
         let outcome = store
             .recover_item(
                 &self.member,
@@ -300,6 +322,13 @@ impl Ownership for NodeOwnership {
             .await?;
         Ok(match (outcome, retry) {
             (ClaimOutcome::Claimed, true) if !self.still_owner() => ItemStart::NotOwner,
+            (ClaimOutcome::Claimed, true) if released => {
+                info!(item, from_node = %record.node, "handling an item given back at a handover");
+                self.in_progress.lock().unwrap().insert(item.to_string());
+                ItemStart::Handle {
+                    attempt: record.attempt + 1,
+                }
+            }
             (ClaimOutcome::Claimed, true) => {
                 warn!(item, dead_node = %record.node, "handling again an item whose node died mid-handling");
                 self.in_progress.lock().unwrap().insert(item.to_string());

@@ -199,6 +199,8 @@ pub(crate) enum Recovery {
     Retry,
     /// Begun: recorded as abandoned.
     Abandon,
+    /// An item released by its owner at a handover: handled again, attempt + 1.
+    Reclaim,
 }
 
 impl Recovery {
@@ -481,7 +483,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes over an item recorded as running by a dead node (or by the caller's own
     /// incarnation, which lost track of it), fenced like `claim_item`: with `retry` it is
     /// handled again under the new token (attempt + 1) and `Claimed` is returned; else it is
-    /// recorded as abandoned. Only one caller can take over a given attempt.
+    /// recorded as abandoned. An item recorded as released (given back at a handover) is
+    /// always handled again. Only one caller can take over a given attempt.
     async fn recover_item(
         &self,
         member: &Member,

@@ -131,6 +131,10 @@ struct FireData {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     message: Option<String>,
+    /// Store time until which the claimant's registration was alive when it began the
+    /// fire (see [`ZkStore::begun`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alive_until: Option<i64>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -671,6 +675,63 @@ impl ZkStore {
         }
     }
 
+    /// Begins one fire claimed by `m` (see [`Store::begin_fires`]). The multi-op checks the
+    /// assignment and the exact registration version whose liveness was judged, and records
+    /// until when that registration was alive (see [`ZkStore::begun`]).
+    async fn begin_fire(&self, z: &zk::Client, m: &Member, b: &Begin) -> Result<bool> {
+        let base = Self::base(&m.cluster);
+        let key = fire_key(b.instant_ms);
+        // A heartbeat moving the registration between the read and the write: read again.
+        for _ in 0..5 {
+            let Some((mut f, fstat)) = self.fire(z, &m.cluster, &b.task, &key).await? else {
+                return Ok(false);
+            };
+            let ours = f.outcome == "running"
+                && f.node == m.node
+                && f.incarnation == m.incarnation
+                && (f.token, f.attempt) == (b.token, b.attempt);
+            if !ours || f.started_at.is_some() {
+                return Ok(ours); // begun already by an earlier call whose reply was lost
+            }
+            let now = self.server_now(z, &m.cluster).await?;
+            let Some((node, nstat)) = self.node(z, &m.cluster, &m.node).await? else {
+                return Ok(false);
+            };
+            if node.incarnation != m.incarnation || !Self::alive(&node, &nstat, now) {
+                return Ok(false);
+            }
+            let Some((a, astat)) = self.assignment(z, &m.cluster, &b.task).await? else {
+                return Ok(false);
+            };
+            if a.token != b.token
+                || a.node.as_deref() != Some(m.node.as_str())
+                || a.incarnation != Some(m.incarnation)
+            {
+                return Ok(false);
+            }
+            f.started_at = Some(now);
+            f.alive_until = Some(nstat.mtime + node.timeout_ms);
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&format!("{base}/assign/{}", b.task), astat.version)
+                .map_err(unavailable)?;
+            w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
+                .map_err(unavailable)?;
+            w.add_set_data(
+                &format!("{base}/fires/{}/{key}", b.task),
+                &json(&f),
+                Some(fstat.version),
+            )
+            .map_err(unavailable)?;
+            self.wrote();
+            match w.commit().await {
+                Ok(_) => return Ok(true),
+                Err(e) if condition_failed(&e).is_some() => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(false)
+    }
+
     /// Updates a running record `(task, key)` at `(token, attempt)` under the fence, as
     /// `how` says. Fires begin with `begin_fires`, so a fire claimed again has no start
     /// time; an item begins at once.
@@ -689,8 +750,13 @@ impl ZkStore {
         let Some((mut f, fstat)) = self.fire(&z, &m.cluster, task, key).await? else {
             return Ok(ClaimOutcome::Fenced);
         };
-        let begun = f.started_at.is_some();
-        if f.outcome != "running"
+        let begun = Self::begun(&f, &fstat);
+        let expected = if how == Recovery::Reclaim {
+            "released"
+        } else {
+            "running"
+        };
+        if f.outcome != expected
             || (f.token, f.attempt) != record
             || begun != (how != Recovery::Claim)
         {
@@ -706,6 +772,8 @@ impl ZkStore {
                 f.node = m.node.clone();
                 f.incarnation = m.incarnation;
                 f.token = token;
+                f.started_at = None;
+                f.alive_until = None;
                 f.message = Some("claimed again: its node never began it".into());
             }
             Recovery::Retry => {
@@ -714,12 +782,23 @@ impl ZkStore {
                 f.token = token;
                 f.attempt += 1;
                 f.started_at = is_item(key).then_some(now);
+                f.alive_until = None;
                 f.message = Some("retried: its node died mid-run".into());
             }
             Recovery::Abandon => {
                 f.outcome = "abandoned".into();
                 f.finished_at = Some(now);
                 f.message = Some("abandoned: its node died mid-run".into());
+            }
+            Recovery::Reclaim => {
+                f.node = m.node.clone();
+                f.incarnation = m.incarnation;
+                f.token = token;
+                f.attempt += 1;
+                f.outcome = "running".into();
+                f.started_at = Some(now);
+                f.finished_at = None;
+                f.message = Some("handed over: released by its previous owner".into());
             }
         }
         let mut w = z.new_multi_writer();
@@ -736,6 +815,11 @@ impl ZkStore {
         .map_err(unavailable)?;
         if !retry {
             w.add_delete(&format!("{base}/running/{task}/{key}"), None)
+                .map_err(unavailable)?;
+        }
+        if how == Recovery::Reclaim {
+            // A released record left the running ones; it runs again.
+            w.add_create(&format!("{base}/running/{task}/{key}"), b"", &persistent())
                 .map_err(unavailable)?;
         }
         self.wrote();
@@ -956,6 +1040,15 @@ impl ZkStore {
                 ClaimOutcome::Fenced
             },
         )
+    }
+
+    /// Whether a fire's work may have begun. ZooKeeper cannot compare times inside a
+    /// multi-op, so a begin is checked against the registration's version read with its
+    /// liveness, and judged afterwards by its own commit time (the record's mtime): one
+    /// committed after the claimant's registration expired does not count (contract 5;
+    /// that node found its lease gone and did not start the work).
+    fn begun(f: &FireData, stat: &zk::Stat) -> bool {
+        f.started_at.is_some() && f.alive_until.is_none_or(|until| stat.mtime <= until)
     }
 
     fn fire_record(task: &str, f: FireData) -> Result<FireRecord> {
@@ -1683,6 +1776,7 @@ impl Store for ZkStore {
         {
             return Ok(LeaderWrite::Deposed);
         }
+        let leader_version = alive.map_or(-1, |stat| stat.version);
         // Read every changed row (pipelined) to check the token the leader saw.
         let reads: Vec<_> = changes
             .iter()
@@ -1720,6 +1814,10 @@ impl Store for ZkStore {
             let generation = i64::from(gversion) + 1;
             let mut w = z.new_multi_writer();
             w.add_check_version(&format!("{base}/leader"), lstat.version)
+                .map_err(unavailable)?;
+            // The leader's registration as its liveness was judged (a renewal in between
+            // makes the write stale, to be retried).
+            w.add_check_version(&format!("{base}/nodes/{}", leader.node), leader_version)
                 .map_err(unavailable)?;
             // The change log: which tasks this generation changed, for `assignments_since`.
             let names: Vec<&str> = chunk.iter().map(|c| c.task.as_str()).collect();
@@ -1828,8 +1926,13 @@ impl Store for ZkStore {
             {
                 return Ok(LeaderWrite::Deposed);
             }
+            let leader_version = alive.map_or(-1, |stat| stat.version);
             let mut w = z.new_multi_writer();
             w.add_check_version(&format!("{base}/leader"), lstat.version)
+                .map_err(unavailable)?;
+            // The leader's registration as its liveness was judged (a renewal in between
+            // makes the write stale, to be retried).
+            w.add_check_version(&format!("{base}/nodes/{}", leader.node), leader_version)
                 .map_err(unavailable)?;
             for ack in acks {
                 let path = format!("{base}/acks/{:020}/{}", ack.seq, ack.node);
@@ -1885,6 +1988,7 @@ impl Store for ZkStore {
             started_at: None, // set when it begins (`begin_fires`)
             finished_at: (!running).then_some(now),
             message: c.message.clone(),
+            alive_until: None,
         };
         let key = fire_key(c.instant_ms);
         Ok(
@@ -1962,6 +2066,7 @@ impl Store for ZkStore {
                 started_at: None, // set when it begins (`begin_fires`)
                 finished_at: (!running).then_some(now),
                 message: c.message.clone(),
+                alive_until: None,
             };
             let key = fire_key(c.instant_ms);
             let mut w = z.new_multi_writer();
@@ -2104,12 +2209,13 @@ impl Store for ZkStore {
         let now = self.server_now(&z, cluster).await?;
         let mut out = Vec::new();
         for key in keys {
-            let Some((f, _)) = self.fire(&z, cluster, task, &key).await? else {
+            let Some((f, fstat)) = self.fire(&z, cluster, task, &key).await? else {
                 continue;
             };
             if f.outcome != "running" {
                 continue;
             }
+            let begun = Self::begun(&f, &fstat);
             let alive = self
                 .registration_alive(&z, cluster, &f.node, f.incarnation, now)
                 .await?
@@ -2121,7 +2227,7 @@ impl Store for ZkStore {
                 token: f.token,
                 attempt: f.attempt,
                 node_alive: alive,
-                begun: f.started_at.is_some(),
+                begun,
             });
         }
         Ok(out)
@@ -2129,47 +2235,9 @@ impl Store for ZkStore {
 
     async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
         let z = self.zk().await?;
-        let base = Self::base(&m.cluster);
-        let mut now = None;
         let mut out = Vec::with_capacity(fires.len());
         for b in fires {
-            let key = fire_key(b.instant_ms);
-            let Some((mut f, fstat)) = self.fire(&z, &m.cluster, &b.task, &key).await? else {
-                out.push(false);
-                continue;
-            };
-            let ours = f.outcome == "running"
-                && f.node == m.node
-                && f.incarnation == m.incarnation
-                && (f.token, f.attempt) == (b.token, b.attempt);
-            if !ours || f.started_at.is_some() {
-                out.push(ours); // begun already by an earlier call whose reply was lost
-                continue;
-            }
-            let at = self.now_once(&z, &m.cluster, &mut now).await?;
-            let Some(aver) = self.fence(&z, m, &b.task, b.token, at).await? else {
-                out.push(false);
-                continue;
-            };
-            f.started_at = Some(at);
-            let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/assign/{}", b.task), aver)
-                .map_err(unavailable)?;
-            // The registration still exists (any version: heartbeats move it).
-            w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
-                .map_err(unavailable)?;
-            w.add_set_data(
-                &format!("{base}/fires/{}/{key}", b.task),
-                &json(&f),
-                Some(fstat.version),
-            )
-            .map_err(unavailable)?;
-            self.wrote();
-            out.push(match w.commit().await {
-                Ok(_) => true,
-                Err(e) if condition_failed(&e).is_some() => false,
-                Err(e) => return Err(unavailable(e)),
-            });
+            out.push(self.begin_fire(&z, m, b).await?);
         }
         Ok(out)
     }
@@ -2208,6 +2276,7 @@ impl Store for ZkStore {
             started_at: Some(now),
             finished_at: None,
             message: None,
+            alive_until: None,
         };
         if self
             .create_record(m, service, &key, token, &data, true, now)
@@ -2248,7 +2317,11 @@ impl Store for ZkStore {
             &item_key(item),
             token,
             (record.token, record.attempt),
-            Recovery::of(true, retry), // an item begins with its claim
+            if record.outcome == Outcome::Released {
+                Recovery::Reclaim
+            } else {
+                Recovery::of(true, retry) // an item begins with its claim
+            },
         )
         .await
     }
@@ -2791,6 +2864,40 @@ impl Store for ZkStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_begin_committed_after_its_claimants_registration_expired_does_not_count() {
+        let fire = |started: Option<i64>, alive_until: Option<i64>| FireData {
+            instant: 1_000,
+            node: "a".into(),
+            incarnation: 1,
+            token: 1,
+            attempt: 1,
+            outcome: "running".into(),
+            started_at: started,
+            finished_at: None,
+            message: None,
+            alive_until,
+        };
+        let committed_at = |mtime: i64| zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            pzxid: 1,
+            ctime: 0,
+            mtime,
+            version: 1,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        };
+        assert!(ZkStore::begun(&fire(Some(5), Some(10)), &committed_at(10)));
+        assert!(!ZkStore::begun(&fire(Some(5), Some(10)), &committed_at(11)));
+        assert!(!ZkStore::begun(&fire(None, None), &committed_at(1)));
+        // Records from before alive_until was kept: begun as before.
+        assert!(ZkStore::begun(&fire(Some(5), None), &committed_at(99)));
+    }
 
     #[test]
     fn cache_names_are_escaped_reversibly_into_valid_znode_names() {

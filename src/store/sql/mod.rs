@@ -566,10 +566,21 @@ impl SqlStore {
                     .to_string(),
                 "started_at IS NOT NULL",
             ),
+            Recovery::Reclaim => (
+                "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, outcome = 'running', \
+                 started_at = {now}, finished_at = NULL, message = 'handed over: released by its previous owner'"
+                    .to_string(),
+                "outcome = 'released'",
+            ),
+        };
+        let outcome = if how == Recovery::Reclaim {
+            "released"
+        } else {
+            "running"
         };
         let sql = self.sql(&format!(
             "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
-             AND outcome = 'running' AND token = ? AND attempt = ? AND {state} AND {}",
+             AND outcome = '{outcome}' AND token = ? AND attempt = ? AND {state} AND {}",
             Self::FENCE
         ));
         let mut query = sqlx::query(&sql);
@@ -1566,9 +1577,13 @@ impl Store for SqlStore {
         record: &ItemRecord,
         retry: bool,
     ) -> Result<ClaimOutcome> {
-        let record = (record.token, record.attempt);
         // An item begins with its claim.
-        let how = Recovery::of(true, retry);
+        let how = if record.outcome == Outcome::Released {
+            Recovery::Reclaim
+        } else {
+            Recovery::of(true, retry)
+        };
+        let record = (record.token, record.attempt);
         self.recover_record(m, service, ITEM_INSTANT, item, token, record, how)
             .await
     }
