@@ -322,7 +322,7 @@ pub struct TaskSection {
     pub misfire: Option<String>,
     /// A fire later than this is a misfire (default 5s).
     pub misfire_threshold: Option<String>,
-    /// `retry` (default) or `abandon`: what to do with a fire whose node died mid-run.
+    /// `abandon` (default: at most once) or `retry` (at least once): what to do with a fire whose node died mid-run.
     pub recovery: Option<String>,
     /// A fire running longer is cancelled (its process group killed) and recorded as timed out.
     pub timeout: Option<String>,
@@ -379,7 +379,7 @@ pub struct ServiceSection {
     /// `restart_backoff_max` (default 60s).
     pub restart_backoff: Option<String>,
     pub restart_backoff_max: Option<String>,
-    /// `retry` (default) or `abandon`: an item (file) whose node died while handling it.
+    /// `abandon` (default: at most once) or `retry` (at least once): an item (file) whose node died while handling it.
     pub recovery: Option<String>,
     /// Placement, as for a task.
     pub resolver: Option<String>,

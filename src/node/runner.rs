@@ -96,8 +96,9 @@ impl Runner {
                 .lock()
                 .unwrap()
                 .contains(&(self.spec.name.clone(), fire.instant_ms));
-            if !fire.node_alive || (mine && !started_here) {
-                // Its node died, or this node claimed it but never learned so.
+            if !fire.node_alive || (mine && !started_here) || self.never_begins(fire) {
+                // Its node died, or this node claimed it but never learned so, or its
+                // claimant can no longer begin it.
                 if !self.recover(fire).await? {
                     return Ok(());
                 }
@@ -117,7 +118,34 @@ impl Runner {
             None if self.start.placed_at > 0 && !per_node => self.start.placed_at,
             None => self.shared.clock.now_ms(),
         };
-        // Instants that passed while the task was paused are not made up.
+        // Instants that passed while the task was paused are not made up, but recorded: an
+        // instant due before the pause that was still waiting for a run to end has no record
+        // either (contract 3: nothing missed silently).
+        if self.start.resumed_at > cursor && !per_node {
+            let mut paused = Vec::new();
+            let mut at = cursor;
+            while let Some(next) = self.spec.schedule.next_after(at) {
+                if next > self.start.resumed_at || paused.len() >= MISFIRE_LIST_CAP {
+                    break;
+                }
+                paused.push(next);
+                at = next;
+            }
+            if !paused.is_empty() {
+                let recorded = store
+                    .record_misfires(
+                        &self.member,
+                        &self.spec.name,
+                        self.token,
+                        &paused,
+                        "not started: the task was paused",
+                    )
+                    .await?;
+                self.shared
+                    .metrics
+                    .fires(&self.spec.name, Outcome::Misfired, recorded);
+            }
+        }
         let mut cursor = cursor.max(self.start.resumed_at);
         drop(permit);
         loop {
@@ -241,8 +269,9 @@ impl Runner {
                 .await?
             {
                 let mine = f.node == self.member.node && f.incarnation == self.member.incarnation;
-                if !f.node_alive {
-                    // It left or died before finishing.
+                if !f.node_alive || self.never_begins(&f) {
+                    // It left or died before finishing, or was claimed but can no longer
+                    // be begun by its claimant.
                     if !self.recover(&f).await? {
                         return Ok(false);
                     }
@@ -259,6 +288,13 @@ impl Runner {
             }
         }
         Ok(self.shared.active.wait_idle(task, latest).await)
+    }
+
+    /// A fire claimed under an older token but not begun: its claimant, alive or not, can
+    /// no longer begin it (a begin needs the current token), so nothing runs it and nothing
+    /// will; it is this owner's to start.
+    fn never_begins(&self, fire: &RunningFire) -> bool {
+        !fire.begun && fire.token != self.token
     }
 
     /// Settles a `running` fire left by a dead node, or by this incarnation that lost track

@@ -87,6 +87,10 @@ pub(crate) struct Shared {
     /// The fires this process runs now, `(task, instant)`: a `running` record of this
     /// incarnation that is not here was claimed but never started (its reply was lost).
     pub running: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// Service items `(service, item)` whose handling began in this process and whose end
+    /// is not recorded yet: a record of this incarnation that is not here was claimed but
+    /// never handed to a handler (its instance ended before the claim's reply came).
+    pub items_begun: Mutex<std::collections::HashSet<(String, String)>>,
     /// Runs of each task going on here, across runners and terms (contract 11).
     pub active: Arc<super::active::ActiveRuns>,
     /// This node's side of the process's work guard (contract 12); `None` without one.
@@ -269,6 +273,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         store_error: Mutex::new(None),
         fires: TaskTracker::new(),
         running: Mutex::default(),
+        items_begun: Mutex::default(),
         active: Arc::default(),
         guard: super::guard::WorkGuard::get().map(|g| g.slot()),
         in_process: Arc::default(),

@@ -72,6 +72,28 @@ enum InstanceStart {
     Fenced,
 }
 
+/// Begins a claimed instance record (see `Store::begin_fires`): started, or fenced.
+async fn begin_instance(
+    shared: &Shared,
+    spec: &ServiceSpec,
+    member: &Member,
+    token: i64,
+    instant: i64,
+    attempt: i64,
+) -> Result<InstanceStart> {
+    let begin = Begin {
+        task: spec.name.clone(),
+        instant_ms: instant,
+        token,
+        attempt,
+    };
+    Ok(if shared.batcher.begin(member.clone(), begin).await? {
+        InstanceStart::Started(instant)
+    } else {
+        InstanceStart::Fenced
+    })
+}
+
 /// Waits until no other live node runs the service (a previous owner within its grace
 /// period), settles instances of dead nodes, and records this one as running. `None` when
 /// stopped or fenced meanwhile.
@@ -92,6 +114,26 @@ async fn start_instance(
             let mut elsewhere = false;
             for f in store.running_fires(&member.cluster, &spec.name).await? {
                 let mine = f.node == member.node && f.incarnation == member.incarnation;
+                if !f.begun && (f.token != token || mine) {
+                    // Claimed but never begun (its claimant lost the service before it could
+                    // begin): nothing runs it. Take it over as this instance.
+                    if store
+                        .recover_fire(member, &spec.name, token, &f, false)
+                        .await?
+                        == ClaimOutcome::Claimed
+                    {
+                        return begin_instance(
+                            shared,
+                            spec,
+                            member,
+                            token,
+                            f.instant_ms,
+                            f.attempt,
+                        )
+                        .await;
+                    }
+                    continue;
+                }
                 // One runner per service in this process: a running record of ours is a
                 // previous runner's that could not record its end.
                 if !f.node_alive || mine {
@@ -122,17 +164,7 @@ async fn start_instance(
             match shared.batcher.claim(claim).await? {
                 // Begun at once: the instance starts right after (see `Store::begin_fires`).
                 ClaimOutcome::Claimed => {
-                    let begin = Begin {
-                        task: spec.name.clone(),
-                        instant_ms: instant,
-                        token,
-                        attempt: 1,
-                    };
-                    if shared.batcher.begin(member.clone(), begin).await? {
-                        Ok(InstanceStart::Started(instant))
-                    } else {
-                        Ok(InstanceStart::Fenced)
-                    }
+                    begin_instance(shared, spec, member, token, instant, 1).await
                 }
                 ClaimOutcome::AlreadyClaimed => Ok(InstanceStart::Wait),
                 ClaimOutcome::Fenced => Ok(InstanceStart::Fenced),
@@ -269,6 +301,19 @@ struct NodeOwnership {
     in_progress: Mutex<HashSet<String>>,
 }
 
+impl NodeOwnership {
+    /// Hands `item` to the handler as `attempt`: noted here and in the process.
+    fn handle(&self, item: &str, attempt: i64) -> ItemStart {
+        self.in_progress.lock().unwrap().insert(item.to_string());
+        self.shared
+            .items_begun
+            .lock()
+            .unwrap()
+            .insert((self.service.clone(), item.to_string()));
+        ItemStart::Handle { attempt }
+    }
+}
+
 #[async_trait]
 impl Ownership for NodeOwnership {
     fn still_owner(&self) -> bool {
@@ -289,10 +334,7 @@ impl Ownership for NodeOwnership {
             // The reply may come after a freeze longer than the lease: check again, as
             // fires do, before any work (contract 4).
             ItemClaim::Claimed if !self.still_owner() => return Ok(ItemStart::NotOwner),
-            ItemClaim::Claimed => {
-                self.in_progress.lock().unwrap().insert(item.to_string());
-                return Ok(ItemStart::Handle { attempt: 1 });
-            }
+            ItemClaim::Claimed => return Ok(self.handle(item, 1)),
             ItemClaim::Fenced => return Ok(ItemStart::NotOwner),
             ItemClaim::Recorded(record) => record,
         };
@@ -303,6 +345,21 @@ impl Ownership for NodeOwnership {
         let mine = record.node == self.member.node && record.incarnation == self.member.incarnation;
         if mine && self.in_progress.lock().unwrap().contains(item) {
             return Ok(ItemStart::Busy);
+        }
+        let begun_here = self
+            .shared
+            .items_begun
+            .lock()
+            .unwrap()
+            .contains(&(self.service.clone(), item.to_string()));
+        if mine && record.token == self.token && !begun_here && !released {
+            // Claimed by this incarnation, but its instance ended before the claim's reply
+            // came: no handler ever had it, so it is handled now, as that attempt.
+            info!(
+                item,
+                "handling an item this node claimed but never handed over"
+            );
+            return Ok(self.handle(item, record.attempt));
         }
         if record.node_alive && !mine && !released {
             return Ok(ItemStart::Busy);
@@ -324,17 +381,11 @@ impl Ownership for NodeOwnership {
             (ClaimOutcome::Claimed, true) if !self.still_owner() => ItemStart::NotOwner,
             (ClaimOutcome::Claimed, true) if released => {
                 info!(item, from_node = %record.node, "handling an item given back at a handover");
-                self.in_progress.lock().unwrap().insert(item.to_string());
-                ItemStart::Handle {
-                    attempt: record.attempt + 1,
-                }
+                self.handle(item, record.attempt + 1)
             }
             (ClaimOutcome::Claimed, true) => {
                 warn!(item, dead_node = %record.node, "handling again an item whose node died mid-handling");
-                self.in_progress.lock().unwrap().insert(item.to_string());
-                ItemStart::Handle {
-                    attempt: record.attempt + 1,
-                }
+                self.handle(item, record.attempt + 1)
             }
             (ClaimOutcome::Claimed, false) => ItemStart::Abandoned,
             _ if self.still_owner() => ItemStart::Busy,
@@ -364,6 +415,11 @@ impl Ownership for NodeOwnership {
             )
             .await?;
         self.in_progress.lock().unwrap().remove(item);
+        self.shared
+            .items_begun
+            .lock()
+            .unwrap()
+            .remove(&(self.service.clone(), item.to_string()));
         Ok(())
     }
 }
