@@ -120,6 +120,26 @@ struct AssignData {
     version: i64,
 }
 
+/// What a leader's write checks in its multi-op (see [`ZkStore::leader_fence`]).
+struct LeaderFence {
+    /// The leader znode's version: a takeover in between fails the write.
+    leader: i32,
+    /// The leader's registration as its liveness was judged: a renewal in between makes
+    /// the write stale, to be retried.
+    registration: i32,
+    /// Server time of the judgement.
+    now: i64,
+}
+
+impl LeaderFence {
+    fn check(&self, w: &mut zk::MultiWriter<'_>, base: &str, node: &str) -> Result<()> {
+        w.add_check_version(&format!("{base}/leader"), self.leader)
+            .map_err(unavailable)?;
+        w.add_check_version(&format!("{base}/nodes/{node}"), self.registration)
+            .map_err(unavailable)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FireData {
     instant: i64,
@@ -1042,6 +1062,41 @@ impl ZkStore {
         )
     }
 
+    /// The versions a fenced leader write checks, if `leader` holds `epoch` and is alive by
+    /// server time (contract 6).
+    async fn leader_fence(
+        &self,
+        z: &zk::Client,
+        leader: &Member,
+        epoch: i64,
+    ) -> Result<Option<LeaderFence>> {
+        let base = Self::base(&leader.cluster);
+        self.read();
+        let (bytes, lstat) = z
+            .get_data(&format!("{base}/leader"))
+            .await
+            .map_err(unavailable)?;
+        let l: LeaderData = parse("leader", &bytes)?;
+        let now = self.server_now(z, &leader.cluster).await?;
+        let alive = self
+            .registration_alive(z, &leader.cluster, &leader.node, leader.incarnation, now)
+            .await?;
+        Ok(match alive {
+            Some(registration)
+                if l.node == leader.node
+                    && l.incarnation == leader.incarnation
+                    && l.epoch == epoch =>
+            {
+                Some(LeaderFence {
+                    leader: lstat.version,
+                    registration: registration.version,
+                    now,
+                })
+            }
+            _ => None,
+        })
+    }
+
     /// Whether a fire's work may have begun. ZooKeeper cannot compare times inside a
     /// multi-op, so a begin is checked against the registration's version read with its
     /// liveness, and judged afterwards by its own commit time (the record's mtime): one
@@ -1759,24 +1814,10 @@ impl Store for ZkStore {
         let z = self.zk().await?;
         let cluster = &leader.cluster;
         let base = Self::base(cluster);
-        self.read();
-        let (bytes, lstat) = z
-            .get_data(&format!("{base}/leader"))
-            .await
-            .map_err(unavailable)?;
-        let l: LeaderData = parse("leader", &bytes)?;
-        let now = self.server_now(&z, cluster).await?;
-        let alive = self
-            .registration_alive(&z, cluster, &leader.node, leader.incarnation, now)
-            .await?;
-        if l.node != leader.node
-            || l.incarnation != leader.incarnation
-            || l.epoch != epoch
-            || alive.is_none()
-        {
+        let Some(fence) = self.leader_fence(&z, leader, epoch).await? else {
             return Ok(LeaderWrite::Deposed);
-        }
-        let leader_version = alive.map_or(-1, |stat| stat.version);
+        };
+        let now = fence.now;
         // Read every changed row (pipelined) to check the token the leader saw.
         let reads: Vec<_> = changes
             .iter()
@@ -1813,12 +1854,7 @@ impl Store for ZkStore {
         for (gversion, chunk) in (gstat.version..).zip(changes.chunks(MULTI_LIMIT)) {
             let generation = i64::from(gversion) + 1;
             let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/leader"), lstat.version)
-                .map_err(unavailable)?;
-            // The leader's registration as its liveness was judged (a renewal in between
-            // makes the write stale, to be retried).
-            w.add_check_version(&format!("{base}/nodes/{}", leader.node), leader_version)
-                .map_err(unavailable)?;
+            fence.check(&mut w, &base, &leader.node)?;
             // The change log: which tasks this generation changed, for `assignments_since`.
             let names: Vec<&str> = chunk.iter().map(|c| c.task.as_str()).collect();
             w.add_create(
@@ -1909,31 +1945,11 @@ impl Store for ZkStore {
         // a takeover in between fails it. Retried when another write took the generation or
         // an acknowledgement appeared or changed meanwhile.
         loop {
-            self.read();
-            let (bytes, lstat) = z
-                .get_data(&format!("{base}/leader"))
-                .await
-                .map_err(unavailable)?;
-            let l: LeaderData = parse("leader", &bytes)?;
-            let now = self.server_now(&z, cluster).await?;
-            let alive = self
-                .registration_alive(&z, cluster, &leader.node, leader.incarnation, now)
-                .await?;
-            if l.node != leader.node
-                || l.incarnation != leader.incarnation
-                || l.epoch != epoch
-                || alive.is_none()
-            {
+            let Some(fence) = self.leader_fence(&z, leader, epoch).await? else {
                 return Ok(LeaderWrite::Deposed);
-            }
-            let leader_version = alive.map_or(-1, |stat| stat.version);
+            };
             let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/leader"), lstat.version)
-                .map_err(unavailable)?;
-            // The leader's registration as its liveness was judged (a renewal in between
-            // makes the write stale, to be retried).
-            w.add_check_version(&format!("{base}/nodes/{}", leader.node), leader_version)
-                .map_err(unavailable)?;
+            fence.check(&mut w, &base, &leader.node)?;
             for ack in acks {
                 let path = format!("{base}/acks/{:020}/{}", ack.seq, ack.node);
                 let data = json(&AckData {
