@@ -58,11 +58,13 @@ impl Dialect {
     /// reassignment whatever the server's isolation level: under READ COMMITTED a plain
     /// subquery reads its snapshot, and a claim sent before a reassignment that commits after
     /// it would be accepted under the old token. With the lock the claim waits for the
-    /// reassignment and then re-reads the row (and is fenced). SQLite serializes writers.
+    /// reassignment and then re-reads the row (and is fenced). Fences name the assignment
+    /// `a`: PostgreSQL locks only it, not the node rows every claim reads. SQLite
+    /// serializes writers.
     fn lock_share(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR SHARE",
+            Dialect::Postgres => " FOR SHARE OF a",
             Dialect::Mysql => " LOCK IN SHARE MODE",
         }
     }

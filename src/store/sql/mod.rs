@@ -693,29 +693,42 @@ impl SqlStore {
     /// Begins the fires of `chunk` claimed by `m` in one statement; the ones it did not
     /// change are read back, since an earlier call whose reply was lost may have begun them.
     async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
-        let tuples = self
-            .dialect
-            .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
-        let sql = self.sql(&format!(
-            "UPDATE rota_fires SET started_at = {{now}} \
-             WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NULL \
-             AND node_id = ? AND incarnation = ? AND {tuples} \
-             AND EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+        let fence = "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
              ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
-             WHERE a.cluster = rota_fires.cluster AND a.task = rota_fires.task AND a.token = rota_fires.token \
-             AND a.node_id = rota_fires.node_id AND a.incarnation = rota_fires.incarnation \
-             AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}})"
-        ));
-        let mut q = sqlx::query(&sql)
-            .bind(&m.cluster)
-            .bind(&m.node)
-            .bind(m.incarnation);
+             WHERE a.cluster = f.cluster AND a.task = f.task AND a.token = f.token \
+             AND a.node_id = f.node_id AND a.incarnation = f.incarnation \
+             AND n.heartbeat_at + n.timeout_ms >= {now}{lock_share})";
+        let mine =
+            "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NULL \
+             AND f.node_id = ? AND f.incarnation = ?";
+        let columns = ["task", "instant", "token", "attempt"];
+        // PostgreSQL plans a row-value IN list as a scan per tuple: join a VALUES table.
+        let postgres = self.dialect == Dialect::Postgres;
+        let sql = if postgres {
+            let rows = self.dialect.rows_table(chunk.len(), &columns);
+            format!(
+                "UPDATE rota_fires AS f SET started_at = {{now}} FROM {rows} \
+                 WHERE {mine} AND f.task = c.task AND f.instant = c.instant \
+                 AND f.token = c.token AND f.attempt = c.attempt AND {fence}"
+            )
+        } else {
+            let tuples = self.dialect.tuples_in(&columns, chunk.len());
+            format!("UPDATE rota_fires AS f SET started_at = {{now}} WHERE {mine} AND {tuples} AND {fence}")
+        };
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql);
+        if !postgres {
+            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
+        }
         for b in chunk {
             q = q
                 .bind(&b.task)
                 .bind(b.instant_ms)
                 .bind(b.token)
                 .bind(b.attempt);
+        }
+        if postgres {
+            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
         }
         let done = q.execute(&self.pool).await.map_err(unavailable)?;
         if done.rows_affected() == chunk.len() as u64 {
