@@ -372,11 +372,8 @@ impl SqlStore {
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, c.task, c.instant, '', ?, ?, c.token, 1, c.outcome, \
              NULL, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
-             FROM {rows} \
-             WHERE EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
-             ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
-             WHERE a.cluster = ? AND a.task = c.task AND a.token = c.token AND a.node_id = ? AND a.incarnation = ? \
-             AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}}){{on_conflict_nothing}}{}",
+             FROM {rows} WHERE {}{{on_conflict_nothing}}{}",
+            fence("?", "c.task", "c.token", "?", "?"),
             if returning { " RETURNING task, instant" } else { "" }
         ));
         let mut q = sqlx::query(&sql)
@@ -547,24 +544,25 @@ impl SqlStore {
         how: Recovery,
     ) -> Result<ClaimOutcome> {
         let started = if slot.is_empty() { "NULL" } else { "{now}" };
+        // What it writes, and the state the record must still be in.
         let (set, state) = match how {
             Recovery::Claim => (
                 "node_id = ?, incarnation = ?, token = ?, \
                  message = 'claimed again: its node never began it'"
                     .to_string(),
-                "started_at IS NULL",
+                "outcome = 'running' AND started_at IS NULL",
             ),
             Recovery::Retry => (
                 format!(
                     "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {started}, \
                      message = 'retried: its node died mid-run'"
                 ),
-                "started_at IS NOT NULL",
+                "outcome = 'running' AND started_at IS NOT NULL",
             ),
             Recovery::Abandon => (
                 "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
                     .to_string(),
-                "started_at IS NOT NULL",
+                "outcome = 'running' AND started_at IS NOT NULL",
             ),
             Recovery::Reclaim => (
                 "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, outcome = 'running', \
@@ -573,15 +571,10 @@ impl SqlStore {
                 "outcome = 'released'",
             ),
         };
-        let outcome = if how == Recovery::Reclaim {
-            "released"
-        } else {
-            "running"
-        };
         let sql = self.sql(&format!(
             "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
-             AND outcome = '{outcome}' AND token = ? AND attempt = ? AND {state} AND {}",
-            Self::FENCE
+             AND token = ? AND attempt = ? AND {state} AND {}",
+            bound_fence()
         ));
         let mut query = sqlx::query(&sql);
         if how != Recovery::Abandon {
@@ -693,11 +686,7 @@ impl SqlStore {
     /// Begins the fires of `chunk` claimed by `m` in one statement; the ones it did not
     /// change are read back, since an earlier call whose reply was lost may have begun them.
     async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
-        let fence = "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
-             ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
-             WHERE a.cluster = f.cluster AND a.task = f.task AND a.token = f.token \
-             AND a.node_id = f.node_id AND a.incarnation = f.incarnation \
-             AND n.heartbeat_at + n.timeout_ms >= {now}{lock_share})";
+        let fence = fence("f.cluster", "f.task", "f.token", "f.node_id", "f.incarnation");
         let mine =
             "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NULL \
              AND f.node_id = ? AND f.incarnation = ?";
@@ -765,13 +754,26 @@ impl SqlStore {
             .collect())
     }
 
-    /// The fence every claim-like write checks: the assignment names the claimant's
-    /// incarnation with this token, and the claimant's registration is alive by store time.
-    /// The rows are share-locked, so the fence serializes with a reassignment in flight.
-    const FENCE: &'static str = "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
-        ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
-        WHERE a.cluster = ? AND a.task = ? AND a.token = ? AND a.node_id = ? AND a.incarnation = ? \
-        AND n.heartbeat_at + n.timeout_ms >= {now}{lock_share})";
+}
+
+/// The fence every claim-like write checks (contract 2): the assignment of `task` names the
+/// claimant `(node, incarnation)` with `token`, and the claimant's registration is alive by
+/// store time, judged in the same statement. Each argument is a SQL expression: a `?` bound
+/// in this order, or a column of the statement. The assignment row is share-locked, so the
+/// fence serializes with a reassignment in flight.
+fn fence(cluster: &str, task: &str, token: &str, node: &str, incarnation: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+         ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
+         WHERE a.cluster = {cluster} AND a.task = {task} AND a.token = {token} \
+         AND a.node_id = {node} AND a.incarnation = {incarnation} \
+         AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}})"
+    )
+}
+
+/// [`fence`] with every part bound: cluster, task, token, node, incarnation.
+fn bound_fence() -> String {
+    fence("?", "?", "?", "?", "?")
 }
 
 /// Leadership is given up by vacating the row, never deleting it: epochs keep increasing.
@@ -1346,7 +1348,7 @@ impl Store for SqlStore {
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {started}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
-            Self::FENCE
+            bound_fence()
         ));
         let done = sqlx::query(&sql)
             .bind(&m.cluster)
@@ -1531,7 +1533,7 @@ impl Store for SqlStore {
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, ?, {ITEM_INSTANT}, ?, ?, ?, ?, 1, 'running', {{now}}, NULL, NULL FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
-            Self::FENCE
+            bound_fence()
         ));
         let done = sqlx::query(&sql)
             .bind(&m.cluster)
