@@ -695,10 +695,45 @@ impl ZkStore {
         }
     }
 
+    /// Adds to `w` the append of a command that takes the cluster's next generation as its
+    /// sequence number (returned); the multi-op fails if another write takes it first.
+    async fn add_command(
+        &self,
+        z: &zk::Client,
+        w: &mut zk::MultiWriter<'_>,
+        base: &str,
+        body: &str,
+    ) -> Result<i64> {
+        self.read();
+        let gstat = z
+            .check_stat(&format!("{base}/generation"))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
+        let seq = i64::from(gstat.version) + 1;
+        w.add_create(
+            &format!("{base}/commands/{seq:020}"),
+            body.as_bytes(),
+            &persistent(),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", Some(gstat.version))
+            .map_err(unavailable)?;
+        Ok(seq)
+    }
+
     /// Begins one fire claimed by `m` (see [`Store::begin_fires`]). The multi-op checks the
     /// assignment and the exact registration version whose liveness was judged, and records
     /// until when that registration was alive (see [`ZkStore::begun`]).
-    async fn begin_fire(&self, z: &zk::Client, m: &Member, b: &Begin) -> Result<bool> {
+    /// `judged`: the claimant's registration and the server time it was judged alive at,
+    /// shared by the fires of one batch; read again when a write finds it moved.
+    async fn begin_fire(
+        &self,
+        z: &zk::Client,
+        m: &Member,
+        b: &Begin,
+        judged: &mut Option<(NodeData, zk::Stat, i64)>,
+    ) -> Result<bool> {
         let base = Self::base(&m.cluster);
         let key = fire_key(b.instant_ms);
         // A heartbeat moving the registration between the read and the write: read again.
@@ -713,8 +748,14 @@ impl ZkStore {
             if !ours || f.started_at.is_some() {
                 return Ok(ours); // begun already by an earlier call whose reply was lost
             }
-            let now = self.server_now(z, &m.cluster).await?;
-            let Some((node, nstat)) = self.node(z, &m.cluster, &m.node).await? else {
+            if judged.is_none() {
+                let now = self.server_now(z, &m.cluster).await?;
+                let Some((node, nstat)) = self.node(z, &m.cluster, &m.node).await? else {
+                    return Ok(false);
+                };
+                *judged = Some((node, nstat, now));
+            }
+            let Some((node, nstat, now)) = judged.clone() else {
                 return Ok(false);
             };
             if node.incarnation != m.incarnation || !Self::alive(&node, &nstat, now) {
@@ -745,7 +786,7 @@ impl ZkStore {
             self.wrote();
             match w.commit().await {
                 Ok(_) => return Ok(true),
-                Err(e) if condition_failed(&e).is_some() => continue,
+                Err(e) if condition_failed(&e).is_some() => *judged = None,
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -1965,21 +2006,7 @@ impl Store for ZkStore {
                 .map_err(unavailable)?;
             }
             if let Some(body) = command {
-                self.read();
-                let gstat = z
-                    .check_stat(&format!("{base}/generation"))
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
-                let seq = i64::from(gstat.version) + 1;
-                w.add_create(
-                    &format!("{base}/commands/{seq:020}"),
-                    body.as_bytes(),
-                    &persistent(),
-                )
-                .map_err(unavailable)?;
-                w.add_set_data(&format!("{base}/generation"), b"", Some(gstat.version))
-                    .map_err(unavailable)?;
+                self.add_command(&z, &mut w, &base, body).await?;
             }
             self.wrote();
             match w.commit().await {
@@ -2251,9 +2278,12 @@ impl Store for ZkStore {
 
     async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
         let z = self.zk().await?;
+        // One clock read and one registration read for the batch (reading store time is a
+        // write on ZooKeeper), not one per fire.
+        let mut judged = None;
         let mut out = Vec::with_capacity(fires.len());
         for b in fires {
-            out.push(self.begin_fire(&z, m, b).await?);
+            out.push(self.begin_fire(&z, m, b, &mut judged).await?);
         }
         Ok(out)
     }
@@ -2443,22 +2473,8 @@ impl Store for ZkStore {
         self.mkdirs(&z, &[format!("{base}/commands"), format!("{base}/acks")])
             .await?;
         loop {
-            self.read();
-            let gstat = z
-                .check_stat(&format!("{base}/generation"))
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
-            let seq = i64::from(gstat.version) + 1;
             let mut w = z.new_multi_writer();
-            w.add_create(
-                &format!("{base}/commands/{seq:020}"),
-                body.as_bytes(),
-                &persistent(),
-            )
-            .map_err(unavailable)?;
-            w.add_set_data(&format!("{base}/generation"), b"", Some(gstat.version))
-                .map_err(unavailable)?;
+            let seq = self.add_command(&z, &mut w, &base, body).await?;
             self.wrote();
             match w.commit().await {
                 Ok(results) => {
