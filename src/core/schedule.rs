@@ -94,6 +94,22 @@ impl Schedule {
         }
     }
 
+    /// The instants in `(after_ms, until_ms]`, oldest first, at most `cap` of them.
+    pub fn instants_between(&self, after_ms: i64, until_ms: i64, cap: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = after_ms;
+        while out.len() < cap {
+            match self.next_after(at) {
+                Some(next) if next <= until_ms => {
+                    out.push(next);
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
     /// Human text, also part of a task's definition hash.
     pub fn describe(&self) -> String {
         match self {
@@ -323,6 +339,17 @@ mod tests {
         assert_eq!(plan.start, vec![11 * S, 12 * S]);
         assert!(plan.misfired.is_empty());
         assert_eq!(plan.cursor, 12 * S);
+    }
+
+    #[test]
+    fn instants_between_are_bounded_on_both_sides_and_capped() {
+        let s = Schedule::every(Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            s.instants_between(1_000, 4_000, 10),
+            vec![2_000, 3_000, 4_000]
+        );
+        assert_eq!(s.instants_between(1_000, 4_000, 2), vec![2_000, 3_000]);
+        assert!(s.instants_between(4_000, 4_000, 10).is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{guard, runtime::Shared};
+use super::runtime::Shared;
 use crate::{
     core::{placement::ResolverSpec, schedule::plan_due},
     store::{Begin, Claim, ClaimOutcome, Finish, Member, RunningFire},
@@ -86,26 +86,9 @@ impl Runner {
         let running = store.running_fires(cluster, &self.spec.name).await?;
         // Settling may wait out a dead node's lease: not while holding up other takeovers.
         drop(permit);
-        // Settle fires whose node died mid-run (contract 9).
-        let mut elsewhere = false;
-        for fire in &running {
-            let mine = fire.node == self.member.node && fire.incarnation == self.member.incarnation;
-            let started_here = self
-                .shared
-                .running
-                .lock()
-                .unwrap()
-                .contains(&(self.spec.name.clone(), fire.instant_ms));
-            if !fire.node_alive || (mine && !started_here) || self.never_begins(fire) {
-                // Its node died, or this node claimed it but never learned so, or its
-                // claimant can no longer begin it.
-                if !self.recover(fire).await? {
-                    return Ok(());
-                }
-            } else if !mine {
-                elsewhere = true;
-            }
-        }
+        let Some(mut elsewhere) = self.settle(&running).await? else {
+            return Ok(());
+        };
         let permit = self.shared.startups.acquire().await.expect("never closed");
         // Resume after the last instant with a record; a task with none from its first
         // placement (its first owner may have died before recording anything).
@@ -122,15 +105,11 @@ impl Runner {
         // instant due before the pause that was still waiting for a run to end has no record
         // either (contract 3: nothing missed silently).
         if self.start.resumed_at > cursor && !per_node {
-            let mut paused = Vec::new();
-            let mut at = cursor;
-            while let Some(next) = self.spec.schedule.next_after(at) {
-                if next > self.start.resumed_at || paused.len() >= MISFIRE_LIST_CAP {
-                    break;
-                }
-                paused.push(next);
-                at = next;
-            }
+            let paused = self.spec.schedule.instants_between(
+                cursor,
+                self.start.resumed_at,
+                MISFIRE_LIST_CAP,
+            );
             if !paused.is_empty() {
                 let recorded = store
                     .record_misfires(
@@ -261,24 +240,15 @@ impl Runner {
     async fn previous_run_ended(&self, latest: Instant, elsewhere: &mut bool) -> Result<bool> {
         let task = &self.spec.name;
         while *elsewhere {
-            *elsewhere = false;
-            for f in self
+            let running = self
                 .shared
                 .store
                 .running_fires(&self.member.cluster, task)
-                .await?
-            {
-                let mine = f.node == self.member.node && f.incarnation == self.member.incarnation;
-                if !f.node_alive || self.never_begins(&f) {
-                    // It left or died before finishing, or was claimed but can no longer
-                    // be begun by its claimant.
-                    if !self.recover(&f).await? {
-                        return Ok(false);
-                    }
-                } else if !mine {
-                    *elsewhere = true;
-                }
-            }
+                .await?;
+            let Some(still) = self.settle(&running).await? else {
+                return Ok(false);
+            };
+            *elsewhere = still;
             if *elsewhere {
                 if Instant::now() >= latest {
                     return Ok(false);
@@ -288,6 +258,31 @@ impl Runner {
             }
         }
         Ok(self.shared.active.wait_idle(task, latest).await)
+    }
+
+    /// Settles the task's `running` records (contract 9): what a dead node left, what this
+    /// incarnation claimed but never started, and what its claimant can no longer begin.
+    /// `Some(true)`: a live previous owner still runs one (a graceful handover); `None`:
+    /// fenced or stopped meanwhile.
+    async fn settle(&self, running: &[RunningFire]) -> Result<Option<bool>> {
+        let mut elsewhere = false;
+        for fire in running {
+            let mine = fire.node == self.member.node && fire.incarnation == self.member.incarnation;
+            let started_here = self
+                .shared
+                .running
+                .lock()
+                .unwrap()
+                .contains(&(self.spec.name.clone(), fire.instant_ms));
+            if !fire.node_alive || (mine && !started_here) || self.never_begins(fire) {
+                if !self.recover(fire).await? {
+                    return Ok(None);
+                }
+            } else if !mine {
+                elsewhere = true;
+            }
+        }
+        Ok(Some(elsewhere))
     }
 
     /// A fire claimed under an older token but not begun: its claimant, alive or not, can
@@ -358,12 +353,7 @@ impl Runner {
             return Ok(false);
         }
         // Another run of this task may still go on here (queued instants wait for it).
-        let previous_ended = self
-            .shared
-            .active
-            .wait_idle(&self.spec.name, Instant::now())
-            .await;
-        if !previous_ended {
+        if self.shared.active.is_active(&self.spec.name) {
             warn!(
                 instant,
                 "a run of this task still goes on here: not starting"
@@ -420,12 +410,12 @@ impl Runner {
             async move {
                 let began = Instant::now();
                 let stop_grace = shared.timing.fence_margin / 4;
-                let (outcome, message) = guard::in_slot(shared.guard, async {
-                    // Counted while the handler is alive, for the work guard.
-                    let _alive = spec.handler.in_process().then(|| shared.in_process_run());
-                    execute(&spec, ctx.clone(), stop_grace).await
-                })
-                .await;
+                let (outcome, message) = shared
+                    .guarded(
+                        spec.handler.in_process(),
+                        execute(&spec, ctx.clone(), stop_grace),
+                    )
+                    .await;
                 drop(active);
                 shared.metrics.fire(&spec.name, outcome);
                 let took = began.elapsed().as_millis() as u64;

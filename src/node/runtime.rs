@@ -163,7 +163,8 @@ impl Shared {
             .unwrap()
             .get(&(node.to_string(), incarnation))
             .map(|(_, at)| *at);
-        let over = seen.unwrap_or(self.started).max(self.started) + self.timing.node_timeout;
+        // Renewals are noted only after this node started: `started` bounds the unseen.
+        let over = seen.unwrap_or(self.started) + self.timing.node_timeout;
         if over > Instant::now() {
             debug!(
                 node,
@@ -188,9 +189,19 @@ impl Shared {
         }
     }
 
-    /// Counts an in-process handler until the returned value is dropped: the guard ends
-    /// the node itself if one is still alive when its lease runs out.
-    pub fn in_process_run(&self) -> InProcessRun {
+    /// Runs a handler's work as this node's, for the work guard (contract 12): the command
+    /// groups it starts are watched under this node's slot, and an in-process handler is
+    /// counted while alive (the guard ends the process if one outlives the lease).
+    pub async fn guarded<F: std::future::Future>(&self, in_process: bool, work: F) -> F::Output {
+        super::guard::in_slot(self.guard, async {
+            let _alive = in_process.then(|| self.in_process_run());
+            work.await
+        })
+        .await
+    }
+
+    /// Counts an in-process handler until the returned value is dropped.
+    fn in_process_run(&self) -> InProcessRun {
         let count = self.in_process.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(slot) = self.guard {
             slot.set_in_process(count);

@@ -193,7 +193,7 @@ async fn start_instance(
 
 /// Runs the handler until stopped, restarting it with backoff. Returns how the instance ended.
 async fn supervise(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     spec: &ServiceSpec,
     member: &Member,
     token: i64,
@@ -223,15 +223,11 @@ async fn supervise(
         let began = Instant::now();
         // Tracked with the fires, so that a graceful stop waits for it.
         let work = spec.handler.run(ctx);
-        let alive = spec.handler.in_process().then(|| shared.in_process_run());
-        let mut handle = shared.fires.spawn(
-            super::guard::in_slot(shared.guard, async move {
-                let ended = work.await;
-                drop(alive);
-                ended
-            })
-            .in_current_span(),
-        );
+        let in_process = spec.handler.in_process();
+        let guarded = shared.clone();
+        let mut handle = shared
+            .fires
+            .spawn(async move { guarded.guarded(in_process, work).await }.in_current_span());
         let ended = tokio::select! {
             ended = &mut handle => Some(ended),
             _ = stop.cancelled() => None,
