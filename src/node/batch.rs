@@ -45,105 +45,68 @@ fn copy(e: &Error) -> Error {
 impl Batcher {
     /// A batcher for one node of `cluster`.
     pub fn spawn(store: Arc<dyn Store>, cluster: String) -> Batcher {
-        let (claims, mut claim_rx) = mpsc::unbounded_channel::<ClaimRequest>();
-        let (finishes, mut finish_rx) = mpsc::unbounded_channel::<FinishRequest>();
-        let (begins, mut begin_rx) = mpsc::unbounded_channel::<BeginRequest>();
+        let (claims, claim_rx) = mpsc::unbounded_channel::<ClaimRequest>();
+        let (finishes, finish_rx) = mpsc::unbounded_channel::<FinishRequest>();
+        let (begins, begin_rx) = mpsc::unbounded_channel::<BeginRequest>();
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        // Instants being claimed now: a second claim of one of them (which only a bug
+        // elsewhere could make) is answered "already claimed" instead of racing.
+        let in_flight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
         {
-            let (store, slots) = (store.clone(), slots.clone());
-            // Instants being claimed now: a second claim of one of them (which only a bug
-            // elsewhere could make) is answered "already claimed" instead of racing.
-            let in_flight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&mut claim_rx).await {
-                    let mut fresh = Vec::with_capacity(batch.len());
+            let store = store.clone();
+            serve(claim_rx, slots.clone(), move |batch: Vec<ClaimRequest>| {
+                let (store, in_flight) = (store.clone(), in_flight.clone());
+                let mut fresh = Vec::with_capacity(batch.len());
+                {
+                    let mut keys = in_flight.lock().unwrap();
+                    for (claim, reply) in batch {
+                        if keys.insert((claim.task.clone(), claim.instant_ms)) {
+                            fresh.push((claim, reply));
+                        } else {
+                            let _ = reply.send(Ok(ClaimOutcome::AlreadyClaimed));
+                        }
+                    }
+                }
+                async move {
+                    let (claims, replies): (Vec<Claim>, Vec<_>) = fresh.into_iter().unzip();
+                    let result = store.claim_batch(&claims).await;
                     {
                         let mut keys = in_flight.lock().unwrap();
-                        for (claim, reply) in batch {
-                            if keys.insert((claim.task.clone(), claim.instant_ms)) {
-                                fresh.push((claim, reply));
-                            } else {
-                                let _ = reply.send(Ok(ClaimOutcome::AlreadyClaimed));
-                            }
+                        for c in &claims {
+                            keys.remove(&(c.task.clone(), c.instant_ms));
                         }
                     }
-                    let batch = fresh;
-                    let permit = slots.clone().acquire_owned().await.expect("never closed");
-                    let store = store.clone();
-                    let in_flight = in_flight.clone();
-                    tokio::spawn(async move {
-                        let (claims, replies): (Vec<Claim>, Vec<_>) = batch.into_iter().unzip();
-                        let release = |claims: &[Claim]| {
-                            let mut keys = in_flight.lock().unwrap();
-                            for c in claims {
-                                keys.remove(&(c.task.clone(), c.instant_ms));
-                            }
-                        };
-                        let result = store.claim_batch(&claims).await;
-                        release(&claims);
-                        match result {
-                            Ok(outcomes) => {
-                                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                                    let _ = reply.send(Ok(outcome));
-                                }
-                            }
-                            Err(e) => {
-                                for reply in replies {
-                                    let _ = reply.send(Err(copy(&e)));
-                                }
-                            }
-                        }
-                        drop(permit);
-                    });
+                    reply_each(replies, result);
                 }
             });
         }
         {
-            let (store, slots) = (store.clone(), slots.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&mut begin_rx).await {
-                    let permit = slots.clone().acquire_owned().await.expect("never closed");
-                    let store = store.clone();
-                    tokio::spawn(async move {
-                        // One call per claimant (an incarnation), in arrival order.
-                        let mut rest = batch;
-                        while let Some(((member, _), _)) = rest.first() {
-                            let member = member.clone();
-                            let (mine, others): (Vec<_>, Vec<_>) =
-                                rest.into_iter().partition(|((m, _), _)| *m == member);
-                            rest = others;
-                            let (fires, replies): (Vec<Begin>, Vec<_>) =
-                                mine.into_iter().map(|((_, b), r)| (b, r)).unzip();
-                            match store.begin_fires(&member, &fires).await {
-                                Ok(begun) => {
-                                    for (reply, begun) in replies.into_iter().zip(begun) {
-                                        let _ = reply.send(Ok(begun));
-                                    }
-                                }
-                                Err(e) => {
-                                    for reply in replies {
-                                        let _ = reply.send(Err(copy(&e)));
-                                    }
-                                }
-                            }
-                        }
-                        drop(permit);
-                    });
+            let store = store.clone();
+            serve(begin_rx, slots.clone(), move |batch: Vec<BeginRequest>| {
+                let store = store.clone();
+                async move {
+                    // One call per claimant (an incarnation), in arrival order.
+                    let mut rest = batch;
+                    while let Some(((member, _), _)) = rest.first() {
+                        let member = member.clone();
+                        let (mine, others): (Vec<_>, Vec<_>) =
+                            rest.into_iter().partition(|((m, _), _)| *m == member);
+                        rest = others;
+                        let (fires, replies): (Vec<Begin>, Vec<_>) =
+                            mine.into_iter().map(|((_, b), r)| (b, r)).unzip();
+                        reply_each(replies, store.begin_fires(&member, &fires).await);
+                    }
                 }
             });
         }
-        tokio::spawn(async move {
-            while let Some(batch) = next_batch(&mut finish_rx).await {
-                let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let (store, cluster) = (store.clone(), cluster.clone());
-                tokio::spawn(async move {
-                    let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
-                    let result = store.finish_batch(&cluster, &finishes).await;
-                    for reply in replies {
-                        let _ = reply.send(result.as_ref().map(|_| ()).map_err(copy));
-                    }
-                    drop(permit);
-                });
+        serve(finish_rx, slots, move |batch: Vec<FinishRequest>| {
+            let (store, cluster) = (store.clone(), cluster.clone());
+            async move {
+                let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
+                let result = store.finish_batch(&cluster, &finishes).await;
+                for reply in replies {
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(copy));
+                }
             }
         });
         Batcher {
@@ -176,6 +139,42 @@ impl Batcher {
             .send((finish, tx))
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+/// Serves the requests of `rx` in batches: each batch is handed to `handle` (which may
+/// answer some at once) once one of the `slots` is free, and its work runs on its own.
+fn serve<T, F, Fut>(mut rx: mpsc::UnboundedReceiver<T>, slots: Arc<Semaphore>, handle: F)
+where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(batch) = next_batch(&mut rx).await {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let work = handle(batch);
+            tokio::spawn(async move {
+                work.await;
+                drop(permit);
+            });
+        }
+    });
+}
+
+/// Answers each request of a batch with its own result, or every one with the error.
+fn reply_each<R>(replies: Vec<oneshot::Sender<Result<R>>>, result: Result<Vec<R>>) {
+    match result {
+        Ok(results) => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(copy(&e)));
+            }
+        }
     }
 }
 
