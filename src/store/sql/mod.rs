@@ -686,7 +686,13 @@ impl SqlStore {
     /// Begins the fires of `chunk` claimed by `m` in one statement; the ones it did not
     /// change are read back, since an earlier call whose reply was lost may have begun them.
     async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
-        let fence = fence("f.cluster", "f.task", "f.token", "f.node_id", "f.incarnation");
+        let fence = fence(
+            "f.cluster",
+            "f.task",
+            "f.token",
+            "f.node_id",
+            "f.incarnation",
+        );
         let mine =
             "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NULL \
              AND f.node_id = ? AND f.incarnation = ?";
@@ -753,7 +759,6 @@ impl SqlStore {
             .map(|b| begun.contains(&(b.task.clone(), b.instant_ms, b.token, b.attempt)))
             .collect())
     }
-
 }
 
 /// The fence every claim-like write checks (contract 2): the assignment of `task` names the
