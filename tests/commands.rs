@@ -7,7 +7,8 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{
-    eventually, spawn_with_admin, wait_alive, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN,
+    assert_nothing_silently_missed, eventually, spawn_with_admin, tasks_toml, wait_alive,
+    wait_fired_after, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN, SERIAL,
 };
 use rota::{
     harness::{self, ProcessCluster},
@@ -208,6 +209,59 @@ async fn a_command_missed_while_down_is_applied_before_any_task_starts(kind: Kin
         || async { (fired_on("tick@node-2", resumed_at).await > 0).then_some(()) },
     )
     .await;
+    common::assert_no_duplicates(&record);
+}
+
+/// Contract 3 across a pause: the instants that pass while a task is paused are not made
+/// up, but each one has a record saying why; none is missed silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instants_passed_while_paused_are_recorded_not_made_up() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("paused");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let port = harness::servers::free_port();
+    spawn_with_admin(&mut cluster, "node-1", &tasks_toml(&record), port);
+    let t0 = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, t0, None).await;
+    let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
+    let paused = api.post("/api/v1/tasks/alpha/pause", json!({})).await;
+    final_ack(
+        &s.store,
+        &cluster,
+        paused["seq"].as_i64().unwrap(),
+        "node-1",
+        LONG,
+    )
+    .await;
+    let paused_at = s.store.now_ms().await.unwrap();
+    eventually(
+        "three instants pass while paused",
+        LONG,
+        Some(&cluster),
+        || async { (s.store.now_ms().await.ok()? > paused_at + 3_000).then_some(()) },
+    )
+    .await;
+    let resumed = api.post("/api/v1/tasks/alpha/resume", json!({})).await;
+    final_ack(
+        &s.store,
+        &cluster,
+        resumed["seq"].as_i64().unwrap(),
+        "node-1",
+        LONG,
+    )
+    .await;
+    let back = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, back, None).await;
+    assert_nothing_silently_missed(&s.store, "paused", t0, back).await;
+    let history = s.store.history("paused", Some("alpha"), 100).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|f| f.message.as_deref().is_some_and(|m| m.contains("paused"))),
+        "the paused instants say why: {history:?}"
+    );
     common::assert_no_duplicates(&record);
 }
 
