@@ -164,13 +164,7 @@ async fn nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time(kind: Kind) 
     let mut cluster = s.cluster("skew");
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
-    // libfaketime preloaded into the node itself (the `faketime` tool would fork it, and a
-    // kill would hit the wrapper).
-    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("libfaketime is not installed: apt-get install faketime (./scripts/test does it)");
+    let lib = libfaketime();
     let faketime = |offset: &str| {
         vec![
             ("LD_PRELOAD".to_string(), lib.clone()),
