@@ -24,13 +24,19 @@ use anyhow::{bail, Context};
 use clap::Args;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rota::{
-    harness::{poll, proxy::CutProxy, ProcessCluster},
+    harness::{
+        poll,
+        proxy::CutProxy,
+        servers::{free_port, ServerError},
+        zookeeper::ZkEnsemble,
+        ProcessCluster,
+    },
     store,
 };
 use serde::Serialize;
 
 use super::{owners, BenchStore, PrivateServer, StoreArgs};
-use check::{ExitHow, Fault, FaultKind, ProcessExit, Report, TaskInfo};
+use check::{ExitHow, Fault, FaultKind, ProcessExit, RecordLine, Report, TaskInfo, UnitLine};
 
 #[derive(Args)]
 #[command(after_long_help = "\
@@ -137,6 +143,21 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// The `command` array (its inside, TOML) of a run: `bash -c SCRIPT ARG0 RECORD FIFOS WORK`.
+fn command_argv(script: &str, arg0: &str, record: &Path, fifos: &Path, work: &str) -> String {
+    [
+        "bash",
+        "-c",
+        script,
+        arg0,
+        &record.display().to_string(),
+        &fifos.display().to_string(),
+        work,
+    ]
+    .map(toml_string)
+    .join(", ")
+}
+
 /// The `[[task]]` sections: `short-1..n` and `long`, all every second, default policies.
 fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>) {
     let mut toml = String::new();
@@ -145,17 +166,7 @@ fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>
         .map(|i| (format!("short-{i}"), SHORT_WORK))
         .chain([("long".to_string(), LONG_WORK)]);
     for (name, work) in names {
-        let argv = [
-            "bash",
-            "-c",
-            RUN_SCRIPT,
-            "rota-run",
-            &record.display().to_string(),
-            &fifos.display().to_string(),
-            work,
-        ]
-        .map(toml_string)
-        .join(", ");
+        let argv = command_argv(RUN_SCRIPT, "rota-run", record, fifos, work);
         toml.push_str(&format!(
             "[[task]]\nname = \"{name}\"\nevery = \"1s\"\ncommand = [{argv}]\n\n"
         ));
@@ -168,12 +179,16 @@ fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>
     (toml, tasks)
 }
 
-/// The last START of each task and service, and the runs still open, read from the record
-/// file as it grows.
+/// The record file's lines, the last START of each task and service, and the runs still
+/// open, read from the record file as it grows.
 struct RecordTail {
     path: PathBuf,
     offset: u64,
     partial: String,
+    /// The tasks' complete lines so far, in file order.
+    lines: Vec<RecordLine>,
+    /// The services' complete lines so far, in file order.
+    units: Vec<UnitLine>,
     last_start: BTreeMap<String, i64>,
     /// (task or service, instant or key, run pid)
     open_runs: BTreeSet<(String, String, u32)>,
@@ -185,6 +200,8 @@ impl RecordTail {
             path,
             offset: 0,
             partial: String::new(),
+            lines: Vec::new(),
+            units: Vec::new(),
             last_start: BTreeMap::new(),
             open_runs: BTreeSet::new(),
         }
@@ -206,14 +223,16 @@ impl RecordTail {
             return;
         };
         let rest = self.partial.split_off(complete + 1);
-        let tasks = check::parse_record(&self.partial).into_iter().map(|l| {
-            let key = (l.task, l.instant_ms.to_string(), l.pid);
+        let lines = check::parse_record(&self.partial);
+        let units = check::parse_units(&self.partial);
+        let tasks = lines.iter().map(|l| {
+            let key = (l.task.clone(), l.instant_ms.to_string(), l.pid);
             (l.mark, key, l.at_ms)
         });
-        let units = check::parse_units(&self.partial)
-            .into_iter()
-            .map(|l| (l.mark, (l.service, l.key, l.pid), l.at_ms));
-        for (mark, key, at_ms) in tasks.chain(units) {
+        let services = units
+            .iter()
+            .map(|l| (l.mark, (l.service.clone(), l.key.clone(), l.pid), l.at_ms));
+        for (mark, key, at_ms) in tasks.chain(services) {
             match mark {
                 check::Mark::Start => {
                     let last = self.last_start.entry(key.0.clone()).or_default();
@@ -225,6 +244,8 @@ impl RecordTail {
                 }
             }
         }
+        self.lines.extend(lines);
+        self.units.extend(units);
         self.partial = rest;
     }
 
@@ -255,8 +276,6 @@ struct Campaign {
     admin: Option<Admin>,
     /// This program: `rota ctl`.
     exe: PathBuf,
-    /// The current process of each node.
-    pids: BTreeMap<String, u32>,
     /// Each node's proxies to the store's servers (only when cuts are drawn).
     proxies: BTreeMap<String, Vec<CutProxy>>,
     tail: RecordTail,
@@ -265,13 +284,16 @@ struct Campaign {
     exits: Vec<ProcessExit>,
 }
 
+/// How many servers the ensemble has.
+fn zk_servers(zk: &ZkEnsemble) -> usize {
+    zk.hosts().split(',').count()
+}
+
 /// Ports of the private server(s) the nodes reach, if the campaign started them.
 fn server_ports(server: Option<&PrivateServer>) -> Vec<u16> {
     match server {
         Some(PrivateServer::Db(db)) => vec![db.port()],
-        Some(PrivateServer::ZooKeeper(zk)) => (0..zk.hosts().split(',').count())
-            .map(|i| zk.port(i))
-            .collect(),
+        Some(PrivateServer::ZooKeeper(zk)) => (0..zk_servers(zk)).map(|i| zk.port(i)).collect(),
         None => Vec::new(),
     }
 }
@@ -326,25 +348,65 @@ struct Output<'a> {
     report: &'a Report,
 }
 
+/// The kinds of fault to draw from: `--kinds`, or every kind the store allows.
+fn kinds(args: &FaultsArgs, server: Option<&PrivateServer>) -> anyhow::Result<Vec<FaultKind>> {
+    let allowed = allowed_kinds(server);
+    if let Some(k) = args.kinds.iter().find(|k| !allowed.contains(k)) {
+        bail!(
+            "--kinds {}: not possible on this store (allowed: {}); cuts and store restarts need --server",
+            k.as_str(),
+            kinds_list(&allowed)
+        );
+    }
+    Ok(if args.kinds.is_empty() {
+        allowed
+    } else {
+        args.kinds.clone()
+    })
+}
+
+fn kinds_list(kinds: &[FaultKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every node's proxies to the store's servers, from the start, so that any node can be cut;
+/// each node's store URL goes through its own.
+async fn proxies(
+    cluster: &mut ProcessCluster,
+    run: &BenchStore,
+    ids: &[String],
+) -> anyhow::Result<BTreeMap<String, Vec<CutProxy>>> {
+    let ports = server_ports(run.server.as_ref());
+    let mut proxies = BTreeMap::new();
+    for id in ids {
+        let mut own = Vec::new();
+        for &port in &ports {
+            own.push(CutProxy::start(port).await?);
+        }
+        let map: Vec<(u16, u16)> = ports
+            .iter()
+            .copied()
+            .zip(own.iter().map(|p| p.port()))
+            .collect();
+        cluster
+            .store_url_of
+            .insert(id.clone(), via_proxies(&run.url, &map));
+        proxies.insert(id.clone(), own);
+    }
+    Ok(proxies)
+}
+
 pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
     }
     let mut run = args.store.open("faults").await?;
     run.keep = args.keep;
-    let allowed = allowed_kinds(run.server.as_ref());
-    let kinds = if args.kinds.is_empty() {
-        allowed.clone()
-    } else {
-        args.kinds.clone()
-    };
-    if let Some(k) = kinds.iter().find(|k| !allowed.contains(k)) {
-        bail!(
-            "--kinds {}: not possible on this store (allowed: {}); cuts and store restarts need --server",
-            k.as_str(),
-            allowed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
-        );
-    }
+    let kinds = kinds(&args, run.server.as_ref())?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let cluster_name = format!("faults-{}", std::process::id());
     let record = run.dir.join("record.log");
@@ -385,11 +447,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             format!(" + {}", services_desc.join(" + "))
         },
         args.faults,
-        kinds
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
+        kinds_list(&kinds),
         store::redact_url(&run.url),
         run.dir.display()
     );
@@ -397,44 +455,19 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe.clone(), &run.dir, &run.url, &cluster_name);
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
-    let mut proxies = BTreeMap::new();
-    if kinds.contains(&FaultKind::Cut) || kinds.contains(&FaultKind::CutAll) {
-        // Every node reaches the store through proxies of its own from the start, so that
-        // any node can be cut.
-        let ports = server_ports(run.server.as_ref());
-        for id in &ids {
-            let mut own = Vec::new();
-            for &port in &ports {
-                own.push(CutProxy::start(port).await?);
-            }
-            let map: Vec<(u16, u16)> = ports
-                .iter()
-                .copied()
-                .zip(own.iter().map(|p| p.port()))
-                .collect();
-            cluster
-                .store_url_of
-                .insert(id.clone(), via_proxies(&run.url, &map));
-            proxies.insert(id.clone(), own);
-        }
-    }
-    let admin = if kinds.iter().any(|k| k.operator()) {
-        let mut ports = BTreeMap::new();
-        for id in &ids {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            ports.insert(id.clone(), port);
-        }
-        let token = |_| format!("{:032x}", rand::random::<u128>());
-        Some(Admin {
-            ports,
-            token: token(0),
-            read_token: token(1),
-        })
+    let proxies = if kinds.contains(&FaultKind::Cut) || kinds.contains(&FaultKind::CutAll) {
+        proxies(&mut cluster, &run, &ids).await?
     } else {
-        None
+        BTreeMap::new()
     };
+    let admin = kinds.iter().any(|k| k.operator()).then(|| {
+        let token = || format!("{:032x}", rand::random::<u128>());
+        Admin {
+            ports: ids.iter().map(|id| (id.clone(), free_port())).collect(),
+            token: token(),
+            read_token: token(),
+        }
+    });
     let mut c = Campaign {
         run,
         cluster,
@@ -447,10 +480,9 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         command_service: args.service.then(|| services::COMMAND_SERVICE.to_string()),
         task_names: task_infos.iter().map(|t| t.name.clone()).collect(),
         admin,
-        exe: exe.clone(),
-        pids: BTreeMap::new(),
+        exe,
         proxies,
-        tail: RecordTail::new(record.clone()),
+        tail: RecordTail::new(record),
         rng: StdRng::seed_from_u64(seed),
         faults: Vec::new(),
         exits: Vec::new(),
@@ -461,8 +493,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             .admin
             .as_ref()
             .map(|a| (a.ports[id], Some((a.token.as_str(), a.read_token.as_str()))));
-        let pid = c.cluster.spawn_with_admin(id, &tasks_toml, admin)?;
-        c.pids.insert(id.clone(), pid);
+        c.cluster.spawn_with_admin(id, &tasks_toml, admin)?;
     }
     let dropper = file_dirs
         .as_ref()
@@ -473,59 +504,10 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             c.cluster.dir().display()
         );
     }
-
     for i in 0..args.faults {
-        let pause = c.rng.random_range(PAUSE_MS);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        let kind = kinds[c.rng.random_range(0..kinds.len())];
-        let mut fault = c.cause(kind).await?;
-        fault.recovered_ms = c.recover(fault.end_ms).await;
-        eprintln!(
-            "  fault {i:>3}: {:<13} {:<12} {:>5} ms, recovered after {}{}",
-            kind.as_str(),
-            fault.target,
-            fault.end_ms - fault.start_ms,
-            fault
-                .recovered_ms
-                .map_or("NEVER".into(), |t| format!("{} ms", t - fault.end_ms)),
-            if fault.note.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", fault.note)
-            }
-        );
-        if let Some(why) = &fault.failed {
-            eprintln!("             the command did not complete: {why}");
-        }
-        c.faults.push(fault);
+        c.fault_and_recover(i, &kinds).await?;
     }
-
-    // A last stretch without faults, then a graceful stop of every node at once (so that
-    // nothing moves), and the END lines of the last runs.
-    let steady = now_ms();
-    c.recover(steady).await;
-    // No more files: the last ones are handled before the nodes stop.
-    let mut dropped = Vec::new();
-    if let (Some(d), Some(dirs)) = (dropper, &file_dirs) {
-        dropped = d.stop().await;
-        let drained = poll(Duration::from_secs(30), || {
-            std::future::ready((dirs.waiting() == 0).then_some(()))
-        })
-        .await;
-        if drained.is_none() {
-            eprintln!(
-                "  {} file(s) still in the inbox 30 s after the last drop",
-                dirs.waiting()
-            );
-        }
-    }
-    let until_ms = now_ms();
-    c.stop_all().await;
-    poll(Duration::from_secs(5), || {
-        c.tail.update();
-        std::future::ready(c.tail.open_runs.is_empty().then_some(()))
-    })
-    .await;
+    let (dropped, until_ms) = c.wind_down(dropper, file_dirs.as_ref()).await;
 
     let history = c
         .run
@@ -533,9 +515,6 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         .history(&cluster_name, None, i64::MAX / 2)
         .await
         .context("reading the store's history")?;
-    let text = std::fs::read_to_string(&record).unwrap_or_default();
-    let lines = check::parse_record(&text);
-    let units = check::parse_units(&text);
     let (items, places) = match &file_dirs {
         Some(dirs) => (
             services::item_rows(&c.run.url, &cluster_name, services::FILE_SERVICE)
@@ -546,14 +525,14 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         None => (Vec::new(), BTreeMap::new()),
     };
     let report = check::check(&check::Input {
-        record: &lines,
+        record: &c.tail.lines,
         history: &history,
         faults: &c.faults,
         exits: &c.exits,
         tasks: &task_infos,
         until_ms,
         origin_ms,
-        units: &units,
+        units: &c.tail.units,
         files: args.files.then_some(check::FilesInput {
             service: services::FILE_SERVICE,
             dropped: &dropped,
@@ -682,6 +661,71 @@ fn print_report(report: &Report, faults: &[Fault], seed: u64, store: &str, origi
 }
 
 impl Campaign {
+    /// Fault `i`: a random pause, a fault of a random kind, and the wait until the cluster
+    /// recovered.
+    async fn fault_and_recover(&mut self, i: usize, kinds: &[FaultKind]) -> anyhow::Result<()> {
+        let pause = self.rng.random_range(PAUSE_MS);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        let mut fault = self.cause(kind).await?;
+        fault.recovered_ms = self.recover(fault.end_ms).await;
+        eprintln!(
+            "  fault {i:>3}: {:<13} {:<12} {:>5} ms, recovered after {}{}",
+            kind.as_str(),
+            fault.target,
+            fault.end_ms - fault.start_ms,
+            fault
+                .recovered_ms
+                .map_or("NEVER".into(), |t| format!("{} ms", t - fault.end_ms)),
+            if fault.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", fault.note)
+            }
+        );
+        if let Some(why) = &fault.failed {
+            eprintln!("             the command did not complete: {why}");
+        }
+        self.faults.push(fault);
+        Ok(())
+    }
+
+    /// A last stretch without faults; no more files (the last ones handled before the nodes
+    /// stop); then a graceful stop of every node at once (so that nothing moves), and the END
+    /// lines of the last runs, read. Returns the files dropped, and when the nodes were
+    /// told to stop.
+    async fn wind_down(
+        &mut self,
+        dropper: Option<services::Dropper>,
+        file_dirs: Option<&services::FileDirs>,
+    ) -> (Vec<(String, i64)>, i64) {
+        self.recover(now_ms()).await;
+        let mut dropped = Vec::new();
+        if let (Some(d), Some(dirs)) = (dropper, file_dirs) {
+            dropped = d.stop().await;
+            let drained = poll(Duration::from_secs(30), || {
+                std::future::ready((dirs.waiting() == 0).then_some(()))
+            })
+            .await;
+            if drained.is_none() {
+                eprintln!(
+                    "  {} file(s) still in the inbox 30 s after the last drop",
+                    dirs.waiting()
+                );
+            }
+        }
+        let until_ms = now_ms();
+        self.stop_all().await;
+        poll(Duration::from_secs(5), || {
+            self.tail.update();
+            std::future::ready(self.tail.open_runs.is_empty().then_some(()))
+        })
+        .await;
+        // What came after the last look.
+        self.tail.update();
+        (dropped, until_ms)
+    }
+
     async fn cause(&mut self, kind: FaultKind) -> anyhow::Result<Fault> {
         match kind {
             FaultKind::Kill => self.kill().await,
@@ -738,47 +782,63 @@ impl Campaign {
     async fn drain(&mut self) -> anyhow::Result<Fault> {
         let (target, owned, how) = self.choose_node().await;
         let via = self.other_node(&target);
-        let mut f = self.fault(
+        let f = self.fault(
             FaultKind::Drain,
             &target,
             owned,
             format!("{how}; via {via}"),
         );
-        match self.ctl(&via, &["drain", &target]).await {
-            Ok(()) => f.applied_ms = Some(now_ms()),
-            Err(e) => f.failed = Some(e),
-        }
-        let hold = self.rng.random_range(HOLD_MS);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
-        f.end_ms = now_ms();
-        if let Err(e) = self.ctl(&via, &["undrain", &target]).await {
-            f.failed.get_or_insert(e);
-        }
-        Ok(f)
+        Ok(self
+            .held_command(f, &via, ["drain", &target], ["undrain", &target])
+            .await)
     }
 
     /// A cluster-wide pause of a task, held for a while, then resumed.
     async fn pause(&mut self) -> anyhow::Result<Fault> {
         let task = self.task_names[self.rng.random_range(0..self.task_names.len())].clone();
-        let via = self.ids[self.rng.random_range(0..self.ids.len())].clone();
+        let via = self.any_node();
         let mut f = self.fault(FaultKind::Pause, &task, Vec::new(), format!("via {via}"));
         f.pid = None;
-        match self.ctl(&via, &["pause", &task]).await {
+        Ok(self
+            .held_command(f, &via, ["pause", &task], ["resume", &task])
+            .await)
+    }
+
+    /// `rota ctl APPLY` through node `via`, held for a while, then `rota ctl UNDO`: fault `f`
+    /// applied then (unless the command failed), ending at the undo.
+    async fn held_command(
+        &mut self,
+        mut f: Fault,
+        via: &str,
+        apply: [&str; 2],
+        undo: [&str; 2],
+    ) -> Fault {
+        match self.ctl(via, &apply).await {
             Ok(()) => f.applied_ms = Some(now_ms()),
             Err(e) => f.failed = Some(e),
         }
-        let hold = self.rng.random_range(HOLD_MS);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+        self.hold().await;
         f.end_ms = now_ms();
-        if let Err(e) = self.ctl(&via, &["resume", &task]).await {
+        if let Err(e) = self.ctl(via, &undo).await {
             f.failed.get_or_insert(e);
         }
-        Ok(f)
+        f
+    }
+
+    /// Sleeps for a random time in [`HOLD_MS`]: how long a fault lasts.
+    async fn hold(&mut self) {
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+    }
+
+    /// Any node.
+    fn any_node(&mut self) -> String {
+        self.ids[self.rng.random_range(0..self.ids.len())].clone()
     }
 
     /// Every node restarted once, one at a time (each re-executes itself: same process id).
     async fn rolling_restart(&mut self) -> anyhow::Result<Fault> {
-        let via = self.ids[self.rng.random_range(0..self.ids.len())].clone();
+        let via = self.any_node();
         let mut f = self.fault(
             FaultKind::RollingRestart,
             "all nodes",
@@ -813,10 +873,7 @@ impl Campaign {
             1 if leader.as_ref().is_some_and(|l| self.ids.contains(l)) => {
                 (leader.clone().unwrap_or_default(), "leader".to_string())
             }
-            _ => (
-                self.ids[self.rng.random_range(0..self.ids.len())].clone(),
-                "any node".to_string(),
-            ),
+            _ => (self.any_node(), "any node".to_string()),
         };
         let owned = owners
             .into_iter()
@@ -836,7 +893,7 @@ impl Campaign {
         Fault {
             kind,
             target: target.to_string(),
-            pid: self.pids.get(target).copied(),
+            pid: self.cluster.pid(target),
             start_ms: now_ms(),
             end_ms: 0,
             recovered_ms: None,
@@ -849,8 +906,7 @@ impl Campaign {
 
     fn respawn(&mut self, node: &str) -> anyhow::Result<()> {
         let config = self.cluster.config_path(node);
-        let pid = self.cluster.spawn_with_config(node, &config)?;
-        self.pids.insert(node.to_string(), pid);
+        self.cluster.spawn_with_config(node, &config)?;
         Ok(())
     }
 
@@ -896,8 +952,7 @@ impl Campaign {
         let mut f = self.fault(FaultKind::Stop, &target, owned, how);
         self.cluster.signal(&target, libc::SIGSTOP);
         f.start_ms = now_ms();
-        let hold = self.rng.random_range(HOLD_MS);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+        self.hold().await;
         f.end_ms = now_ms();
         self.cluster.signal(&target, libc::SIGCONT);
         Ok(f)
@@ -919,7 +974,7 @@ impl Campaign {
 
     /// SIGTERM and wait (SIGKILL after 30 s).
     async fn stop_node(&mut self, node: &str) -> ProcessExit {
-        let pid = self.pids.get(node).copied().unwrap_or_default();
+        let pid = self.cluster.pid(node).unwrap_or_default();
         self.cluster.signal(node, libc::SIGTERM);
         let how = match self.cluster.wait_exit(node, Duration::from_secs(30)).await {
             Some(_) => ExitHow::Graceful,
@@ -967,9 +1022,7 @@ impl Campaign {
             let mut server = server;
             let result = match &mut server {
                 PrivateServer::Db(db) => db.restart(),
-                PrivateServer::ZooKeeper(zk) => {
-                    (0..zk.hosts().split(',').count()).try_for_each(|i| zk.restart(i))
-                }
+                PrivateServer::ZooKeeper(zk) => (0..zk_servers(zk)).try_for_each(|i| zk.restart(i)),
             };
             (server, result)
         })
@@ -989,17 +1042,14 @@ impl Campaign {
         let hold = self.rng.random_range(1000..3000);
         let start_ms = now_ms();
         let (zk, result) = tokio::task::spawn_blocking(move || {
-            let n = zk.hosts().split(',').count();
-            let leader = (0..n).find(|&i| zk.mode(i).as_deref() == Some("leader"));
+            let leader = (0..zk_servers(&zk)).find(|&i| zk.mode(i).as_deref() == Some("leader"));
             let result = match leader {
                 Some(i) => {
                     zk.kill(i);
                     std::thread::sleep(Duration::from_millis(hold));
                     zk.restart(i).map(|()| i)
                 }
-                None => Err(rota::harness::servers::ServerError(
-                    "the ensemble has no leader".into(),
-                )),
+                None => Err(ServerError("the ensemble has no leader".into())),
             };
             (zk, result)
         })
@@ -1019,49 +1069,63 @@ impl Campaign {
 
     /// Waits until the cluster is healthy: every node runs and is alive in the store (a
     /// node that exited by itself is recorded and started again), every task (and the file
-    /// service) started after `since_ms`, and the command service runs. When, or `None` after [`RECOVERY`].
+    /// service) started after `since_ms`, and the command service runs. When, or `None` after
+    /// [`RECOVERY`].
     async fn recover(&mut self, since_ms: i64) -> Option<i64> {
-        let name = self.cluster.cluster().to_string();
-        let store = self.run.store.clone();
         let deadline = tokio::time::Instant::now() + RECOVERY;
         loop {
-            for id in self.ids.clone() {
-                if let Some(status) = self.cluster.wait_exit(&id, Duration::ZERO).await {
-                    self.exits.push(ProcessExit {
-                        node: id.clone(),
-                        pid: self.pids.get(&id).copied().unwrap_or_default(),
-                        at_ms: now_ms(),
-                        how: ExitHow::Unexpected(status.to_string()),
-                    });
-                    eprintln!("  {id} exited by itself ({status}); starting it again");
-                    if let Err(e) = self.respawn(&id) {
-                        eprintln!("  cannot start {id} again: {e}");
-                    }
-                }
-            }
+            self.restart_exited().await;
             self.tail.update();
-            if self.tail.all_started_after(&self.tasks, since_ms)
-                && self
-                    .command_service
-                    .as_ref()
-                    .is_none_or(|s| self.tail.running(s))
-            {
-                if let Ok(view) = store.view(&name).await {
-                    let alive = self.ids.iter().all(|id| {
-                        view.nodes
-                            .iter()
-                            .any(|n| &n.node == id && n.alive && !n.leaving)
-                    });
-                    if alive {
-                        return Some(now_ms());
-                    }
-                }
+            if self.healthy(since_ms).await {
+                return Some(now_ms());
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Records every node process that exited by itself, and starts the node again.
+    async fn restart_exited(&mut self) {
+        for id in self.ids.clone() {
+            let pid = self.cluster.pid(&id).unwrap_or_default();
+            let Some(status) = self.cluster.wait_exit(&id, Duration::ZERO).await else {
+                continue;
+            };
+            self.exits.push(ProcessExit {
+                node: id.clone(),
+                pid,
+                at_ms: now_ms(),
+                how: ExitHow::Unexpected(status.to_string()),
+            });
+            eprintln!("  {id} exited by itself ({status}); starting it again");
+            if let Err(e) = self.respawn(&id) {
+                eprintln!("  cannot start {id} again: {e}");
+            }
+        }
+    }
+
+    /// Whether every task (and the file service) started after `since_ms`, the command
+    /// service runs, and every node is alive in the store and not leaving (by the record as
+    /// last read).
+    async fn healthy(&self, since_ms: i64) -> bool {
+        let started = self.tail.all_started_after(&self.tasks, since_ms)
+            && self
+                .command_service
+                .as_ref()
+                .is_none_or(|s| self.tail.running(s));
+        if !started {
+            return false;
+        }
+        let Ok(view) = self.run.store.view(self.cluster.cluster()).await else {
+            return false;
+        };
+        self.ids.iter().all(|id| {
+            view.nodes
+                .iter()
+                .any(|n| &n.node == id && n.alive && !n.leaving)
+        })
     }
 
     /// SIGTERM to every node at once, then waits for each.

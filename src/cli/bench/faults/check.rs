@@ -46,6 +46,71 @@ pub enum Mark {
     End,
 }
 
+impl Mark {
+    /// As a context line shows it.
+    fn label(self) -> &'static str {
+        match self {
+            Mark::Start => "START",
+            Mark::End => "END  ",
+        }
+    }
+}
+
+/// The fields of a record line, `MARK a b node pid node_pid attempt token time_us`, whose mark
+/// is `start` or `end`; `None` for a partial or foreign line.
+fn fields<'l>(line: &'l str, [start, end]: [&str; 2]) -> Option<(Mark, [&'l str; 8])> {
+    let mut p = line.split_whitespace();
+    let mark = match p.next()? {
+        m if m == start => Mark::Start,
+        m if m == end => Mark::End,
+        _ => return None,
+    };
+    let fields: Vec<&str> = p.collect();
+    Some((mark, fields.try_into().ok()?))
+}
+
+/// What the checker reads alike in a task's record line and a service's ([`UnitLine`]).
+trait Line {
+    fn mark(&self) -> Mark;
+    fn node(&self) -> &str;
+    /// The run's own process.
+    fn pid(&self) -> u32;
+    /// The node process that started the run.
+    fn node_pid(&self) -> u32;
+    fn attempt(&self) -> i64;
+    fn token(&self) -> i64;
+    fn at_ms(&self) -> i64;
+}
+
+macro_rules! impl_line {
+    ($($t:ty),*) => {$(
+        impl Line for $t {
+            fn mark(&self) -> Mark {
+                self.mark
+            }
+            fn node(&self) -> &str {
+                &self.node
+            }
+            fn pid(&self) -> u32 {
+                self.pid
+            }
+            fn node_pid(&self) -> u32 {
+                self.node_pid
+            }
+            fn attempt(&self) -> i64 {
+                self.attempt
+            }
+            fn token(&self) -> i64 {
+                self.token
+            }
+            fn at_ms(&self) -> i64 {
+                self.at_ms
+            }
+        }
+    )*};
+}
+impl_line!(RecordLine, UnitLine);
+
 /// One line of the campaign's record file:
 /// `S|E task instant node pid node_pid attempt token time_us`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,24 +132,19 @@ pub struct RecordLine {
 impl RecordLine {
     /// Parses one line; `None` for a partial or foreign line.
     pub fn parse(line: &str) -> Option<RecordLine> {
-        let mut p = line.split_whitespace();
-        let mark = match p.next()? {
-            "S" => Mark::Start,
-            "E" => Mark::End,
-            _ => return None,
-        };
-        let line = RecordLine {
+        let (mark, [task, instant, node, pid, node_pid, attempt, token, at]) =
+            fields(line, ["S", "E"])?;
+        Some(RecordLine {
             mark,
-            task: p.next()?.to_string(),
-            instant_ms: p.next()?.parse().ok()?,
-            node: p.next()?.to_string(),
-            pid: p.next()?.parse().ok()?,
-            node_pid: p.next()?.parse().ok()?,
-            attempt: p.next()?.parse().ok()?,
-            token: p.next()?.parse().ok()?,
-            at_ms: p.next()?.parse::<i64>().ok()? / 1000,
-        };
-        p.next().is_none().then_some(line)
+            task: task.to_string(),
+            instant_ms: instant.parse().ok()?,
+            node: node.to_string(),
+            pid: pid.parse().ok()?,
+            node_pid: node_pid.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+            token: token.parse().ok()?,
+            at_ms: at.parse::<i64>().ok()? / 1000,
+        })
     }
 }
 
@@ -313,6 +373,14 @@ impl Percentiles {
             max: samples[samples.len() - 1],
         })
     }
+
+    /// Each sample's percentiles, by key (an empty sample has none).
+    pub fn by_key(samples: BTreeMap<String, Vec<i64>>) -> BTreeMap<String, Percentiles> {
+        samples
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
+            .collect()
+    }
 }
 
 impl fmt::Display for Percentiles {
@@ -351,10 +419,10 @@ pub struct Report {
     pub violations: Vec<Violation>,
 }
 
-/// One run, from its START line to its end.
+/// One run of a task (or of a service's work: [`UnitLine`]), from its START line to its end.
 #[derive(Debug, Clone)]
-struct Run<'a> {
-    start: &'a RecordLine,
+struct Run<'a, L = RecordLine> {
+    start: &'a L,
     end_ms: i64,
     /// How its end is known.
     end: RunEnd,
@@ -370,68 +438,54 @@ enum RunEnd {
     Never,
 }
 
+impl RunEnd {
+    /// As a violation's detail says it, before the end's time.
+    fn how(self) -> &'static str {
+        match self {
+            RunEnd::Line => "ended",
+            RunEnd::NodeExit => "ended with its node process",
+            RunEnd::Never => "never ended; open until",
+        }
+    }
+}
+
 /// Checks a campaign; see the module's doc for what counts as a violation.
 pub fn check(input: &Input) -> Report {
     let mut c = Checker {
         input,
+        rows: input
+            .history
+            .iter()
+            .map(|f| ((f.task.as_str(), f.instant_ms), f))
+            .collect(),
         violations: Vec::new(),
     };
     let runs = c.runs();
-    let (outcome_lag_ms, outcome_lag_by_outcome) = outcome_lags(&runs, input.history);
+    let (outcome_lag_ms, outcome_lag_by_outcome) = c.outcome_lags(&runs);
     c.overlaps(&runs);
     c.double_starts();
     c.stale_tokens();
     c.unclaimed_starts();
     c.starts_of_dead_or_frozen_nodes();
     let units = c.units();
-    let (instants, not_started, per_fault_not_started) = c.lost_instants();
-    for (i, f) in input.faults.iter().enumerate() {
-        if f.recovered_ms.is_none() {
-            c.violation(
-                ViolationKind::NotRecovered,
-                None,
-                f.end_ms,
-                format!(
-                    "fault {i} ({} {}): the cluster did not recover",
-                    f.kind.as_str(),
-                    f.target
-                ),
-            );
-        }
-    }
-    for (i, f) in input.faults.iter().enumerate() {
-        if let Some(why) = &f.failed {
-            c.violation(
-                ViolationKind::CommandFailed,
-                None,
-                f.end_ms,
-                format!(
-                    "fault {i} ({} {}): the operator's command did not complete: {why}",
-                    f.kind.as_str(),
-                    f.target
-                ),
-            );
-        }
-    }
-    for e in input.exits {
-        if let ExitHow::Unexpected(status) = &e.how {
-            c.violation(
-                ViolationKind::NodeExited,
-                None,
-                e.at_ms,
-                format!("{} (pid {}) exited by itself: {status}", e.node, e.pid),
-            );
-        }
-    }
+    let started: BTreeSet<(&str, i64)> = starts(input.record)
+        .map(|l| (l.task.as_str(), l.instant_ms))
+        .collect();
+    let (instants, not_started, per_fault_not_started) = c.lost_instants(&started);
+    c.unrecovered_faults_and_exits();
 
     let mut failover: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut per_fault = Vec::new();
+    let mut faults_by_kind = BTreeMap::new();
     for (i, f) in input.faults.iter().enumerate() {
         let samples = resumed(input.record, f);
         failover
             .entry(f.kind.as_str().to_string())
             .or_default()
             .extend(&samples);
+        *faults_by_kind
+            .entry(f.kind.as_str().to_string())
+            .or_default() += 1;
         per_fault.push(FaultSummary {
             index: i,
             kind: f.kind,
@@ -440,30 +494,16 @@ pub fn check(input: &Input) -> Report {
             resumed_ms: samples.iter().copied().max(),
         });
     }
-    let mut faults_by_kind = BTreeMap::new();
-    for f in input.faults {
-        *faults_by_kind
-            .entry(f.kind.as_str().to_string())
-            .or_default() += 1;
-    }
-    let starts: Vec<&RecordLine> = starts(input.record).collect();
-    let fires: BTreeSet<(&str, i64)> = starts
-        .iter()
-        .map(|l| (l.task.as_str(), l.instant_ms))
-        .collect();
     let mut violations = c.violations;
     violations.sort_by_key(|v| (v.at_ms, v.kind));
     Report {
         faults_by_kind,
         instants,
-        fires: fires.len(),
-        starts: starts.len(),
+        fires: started.len(),
+        starts: starts(input.record).count(),
         not_started,
         per_fault,
-        failover_ms: failover
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
-            .collect(),
+        failover_ms: Percentiles::by_key(failover),
         outcome_lag_ms,
         outcome_lag_by_outcome,
         units,
@@ -471,40 +511,32 @@ pub fn check(input: &Input) -> Report {
     }
 }
 
-/// The outcome lag of every run that ended by its END line and whose attempt the store
-/// records as finished: overall and by outcome.
-fn outcome_lags(
-    runs: &[Run],
-    history: &[FireRecord],
-) -> (Option<Percentiles>, BTreeMap<String, Percentiles>) {
-    let rows: BTreeMap<(&str, i64), &FireRecord> = history
-        .iter()
-        .map(|f| ((f.task.as_str(), f.instant_ms), f))
-        .collect();
-    let mut all = Vec::new();
-    let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.end == RunEnd::Line) {
-        let Some(f) = rows.get(&(r.start.task.as_str(), r.start.instant_ms)) else {
-            continue;
-        };
-        let Some(finished) = f.finished_at_ms.filter(|_| f.attempt == r.start.attempt) else {
-            continue;
-        };
-        all.push(finished - r.end_ms);
-        by.entry(f.outcome.as_str().to_string())
-            .or_default()
-            .push(finished - r.end_ms);
-    }
-    (
-        Percentiles::of(all),
-        by.into_iter()
-            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
-            .collect(),
-    )
+fn starts<L: Line>(lines: &[L]) -> impl Iterator<Item = &L> {
+    lines.iter().filter(|l| l.mark() == Mark::Start)
 }
 
-fn starts(record: &[RecordLine]) -> impl Iterator<Item = &RecordLine> {
-    record.iter().filter(|l| l.mark == Mark::Start)
+/// `items` by `key`, each group in the order given.
+fn group<'i, T, K: Ord>(
+    items: impl IntoIterator<Item = &'i T>,
+    key: impl Fn(&'i T) -> K,
+) -> BTreeMap<K, Vec<&'i T>> {
+    let mut groups: BTreeMap<K, Vec<&T>> = BTreeMap::new();
+    for i in items {
+        groups.entry(key(i)).or_default().push(i);
+    }
+    groups
+}
+
+/// From `since_ms` until the first of `starts` by a node process other than `pid`.
+fn first_start_elsewhere<'l, L: Line + 'l>(
+    starts: impl Iterator<Item = &'l L>,
+    pid: u32,
+    since_ms: i64,
+) -> Option<i64> {
+    starts
+        .filter(|l| l.node_pid() != pid && l.at_ms() > since_ms)
+        .map(|l| l.at_ms() - since_ms)
+        .min()
 }
 
 /// From fault `f` on a node that owned tasks until each of them started in another process.
@@ -515,16 +547,54 @@ fn resumed(record: &[RecordLine], f: &Fault) -> Vec<i64> {
     f.owned
         .iter()
         .filter_map(|task| {
-            starts(record)
-                .filter(|l| &l.task == task && l.node_pid != pid && l.at_ms > f.start_ms)
-                .map(|l| l.at_ms - f.start_ms)
-                .min()
+            first_start_elsewhere(starts(record).filter(|l| &l.task == task), pid, f.start_ms)
         })
         .collect()
 }
 
+/// The runs of one task (or service) that started before an earlier one ended, with the
+/// earlier one reaching furthest; `slack(earlier, later)` ms are allowed between two runs.
+fn overlapping<'r, 'a, L: Line>(
+    mut runs: Vec<&'r Run<'a, L>>,
+    slack: impl Fn(&Run<L>, &Run<L>) -> i64,
+) -> Vec<(&'r Run<'a, L>, &'r Run<'a, L>)> {
+    runs.sort_by_key(|r| (r.start.at_ms(), r.start.pid()));
+    let mut out = Vec::new();
+    // The run reaching furthest so far: any later start before its end overlaps it.
+    let mut reach: Option<&Run<L>> = None;
+    for r in runs {
+        if let Some(p) = reach {
+            if r.start.at_ms() + slack(p, r) < p.end_ms {
+                out.push((p, r));
+            }
+        }
+        if reach.is_none_or(|p| r.end_ms > p.end_ms) {
+            reach = Some(r);
+        }
+    }
+    out
+}
+
+/// The STARTs of one task (or service) with a lower token than an earlier START: each with
+/// the first START of the highest token before it.
+fn stale<L: Line>(mut starts: Vec<&L>) -> Vec<(&L, &L)> {
+    starts.sort_by_key(|l| l.at_ms());
+    let mut out = Vec::new();
+    let mut highest: Option<&L> = None;
+    for l in starts {
+        match highest {
+            Some(h) if l.token() < h.token() => out.push((h, l)),
+            Some(h) if l.token() <= h.token() => {}
+            _ => highest = Some(l),
+        }
+    }
+    out
+}
+
 struct Checker<'a> {
     input: &'a Input<'a>,
+    /// The store's record of each fire.
+    rows: BTreeMap<(&'a str, i64), &'a FireRecord>,
     violations: Vec<Violation>,
 }
 
@@ -557,22 +627,22 @@ impl<'a> Checker<'a> {
         format!("{:+.3}s", (ms - self.input.origin_ms) as f64 / 1000.0)
     }
 
-    fn line(&self, l: &RecordLine) -> String {
+    /// A task's run: `task@instant`.
+    fn fire(&self, l: &RecordLine) -> String {
+        format!("{}@{}", l.task, self.rel(l.instant_ms))
+    }
+
+    /// A record line (of a task, or of a service: `what` says which run) as context.
+    fn line_text(&self, l: &impl Line, what: &str) -> String {
         format!(
-            "{} {} {}@{} on {} (pid {}), run pid {}, attempt {}, token {}",
-            self.rel(l.at_ms),
-            if l.mark == Mark::Start {
-                "START"
-            } else {
-                "END  "
-            },
-            l.task,
-            self.rel(l.instant_ms),
-            l.node,
-            l.node_pid,
-            l.pid,
-            l.attempt,
-            l.token
+            "{} {} {what} on {} (pid {}), run pid {}, attempt {}, token {}",
+            self.rel(l.at_ms()),
+            l.mark().label(),
+            l.node(),
+            l.node_pid(),
+            l.pid(),
+            l.attempt(),
+            l.token()
         )
     }
 
@@ -602,12 +672,12 @@ impl<'a> Checker<'a> {
         let mut out: Vec<(i64, String)> = Vec::new();
         for l in self.input.record {
             if of_task(&l.task) && near(l.at_ms) {
-                out.push((l.at_ms, self.line(l)));
+                out.push((l.at_ms, self.line_text(l, &self.fire(l))));
             }
         }
         for l in self.input.units {
             if (of_task(&l.service) || of_task(&l.key)) && near(l.at_ms) {
-                out.push((l.at_ms, self.unit_line(l)));
+                out.push((l.at_ms, self.line_text(l, &l.label())));
             }
         }
         for f in self.input.history {
@@ -657,34 +727,42 @@ impl<'a> Checker<'a> {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Every START with its end: its END line, else its node process's exit, else open.
-    fn runs(&mut self) -> Vec<Run<'a>> {
+    /// Every START of `lines` with its end: its END line (the one of the same `run`), else
+    /// its node process's exit, else open until the end of the campaign: a violation, of the
+    /// task `never_ended` gives, with what it says of the run.
+    fn runs_of<L: Line, K: Ord>(
+        &mut self,
+        lines: &'a [L],
+        run: impl Fn(&'a L) -> K,
+        never_ended: impl Fn(&'a L) -> (&'a str, String),
+    ) -> Vec<Run<'a, L>> {
         let input = self.input;
-        let ends: BTreeMap<(&str, i64, u32), i64> = input
-            .record
+        let ends: BTreeMap<K, i64> = lines
             .iter()
-            .filter(|l| l.mark == Mark::End)
-            .map(|l| ((l.task.as_str(), l.instant_ms, l.pid), l.at_ms))
+            .filter(|l| l.mark() == Mark::End)
+            .map(|l| (run(l), l.at_ms()))
             .collect();
         let mut runs = Vec::new();
-        for s in starts(input.record) {
+        for s in starts(lines) {
             let exit = input
                 .exits
                 .iter()
-                .find(|e| e.pid == s.node_pid && e.at_ms >= s.at_ms);
-            let (end_ms, end) = match (ends.get(&(s.task.as_str(), s.instant_ms, s.pid)), exit) {
+                .find(|e| e.pid == s.node_pid() && e.at_ms >= s.at_ms());
+            let (end_ms, end) = match (ends.get(&run(s)), exit) {
                 (Some(&t), _) => (t, RunEnd::Line),
                 (None, Some(e)) => (e.at_ms, RunEnd::NodeExit),
-                (None, None) => (input.until_ms.max(s.at_ms), RunEnd::Never),
+                (None, None) => (input.until_ms.max(s.at_ms()), RunEnd::Never),
             };
             if end == RunEnd::Never {
+                let (task, what) = never_ended(s);
                 self.violation(
                     ViolationKind::NeverEnded,
-                    Some(&s.task),
-                    s.at_ms,
+                    Some(task),
+                    s.at_ms(),
                     format!(
-                        "{}@{} started on {} (pid {}) never ended: no END line, and its node process did not end",
-                        s.task, s.instant_ms, s.node, s.node_pid
+                        "{what} started on {} (pid {}) never ended: no END line, and its node process did not end",
+                        s.node(),
+                        s.node_pid()
                     ),
                 );
             }
@@ -697,55 +775,68 @@ impl<'a> Checker<'a> {
         runs
     }
 
-    fn overlaps(&mut self, runs: &[Run<'a>]) {
-        let mut by_task: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
-        for r in runs {
-            by_task.entry(r.start.task.as_str()).or_default().push(r);
+    /// Every task's run.
+    fn runs(&mut self) -> Vec<Run<'a>> {
+        self.runs_of(
+            self.input.record,
+            |l| (l.task.as_str(), l.instant_ms, l.pid),
+            |s| (s.task.as_str(), format!("{}@{}", s.task, s.instant_ms)),
+        )
+    }
+
+    /// The outcome lag of every run that ended by its END line and whose attempt the store
+    /// records as finished: overall and by outcome.
+    fn outcome_lags(&self, runs: &[Run]) -> (Option<Percentiles>, BTreeMap<String, Percentiles>) {
+        let mut all = Vec::new();
+        let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for r in runs.iter().filter(|r| r.end == RunEnd::Line) {
+            let Some(f) = self.rows.get(&(r.start.task.as_str(), r.start.instant_ms)) else {
+                continue;
+            };
+            let Some(finished) = f.finished_at_ms.filter(|_| f.attempt == r.start.attempt) else {
+                continue;
+            };
+            all.push(finished - r.end_ms);
+            by.entry(f.outcome.as_str().to_string())
+                .or_default()
+                .push(finished - r.end_ms);
         }
-        for (task, mut runs) in by_task {
-            runs.sort_by_key(|r| (r.start.at_ms, r.start.pid));
-            // The run reaching furthest so far: any later start before its end overlaps it.
-            let mut reach: Option<&Run> = None;
-            for r in runs {
-                if let Some(p) = reach {
-                    // One node process starts a task's next run once the previous one ended
-                    // (a queued instant), and an END line can come a little after the work
-                    // ended (its watcher must wake up first).
-                    let slack = if p.start.node_pid == r.start.node_pid && p.end == RunEnd::Line {
-                        units::END_LAG_MS
-                    } else {
-                        0
-                    };
-                    if r.start.at_ms + slack < p.end_ms {
-                        let how = match p.end {
-                            RunEnd::Line => "ended",
-                            RunEnd::NodeExit => "ended with its node process",
-                            RunEnd::Never => "never ended; open until",
-                        };
-                        self.violation_since(
-                            ViolationKind::Overlap,
-                            Some(task),
-                            p.start.at_ms,
-                            r.start.at_ms,
-                            format!(
-                                "{task}: run of {} on {} (pid {}, started {}, {how} {}) overlaps run of {} on {} (pid {}) started {} ({} ms)",
-                                self.rel(p.start.instant_ms),
-                                p.start.node,
-                                p.start.node_pid,
-                                self.rel(p.start.at_ms),
-                                self.rel(p.end_ms),
-                                self.rel(r.start.instant_ms),
-                                r.start.node,
-                                r.start.node_pid,
-                                self.rel(r.start.at_ms),
-                                p.end_ms.min(r.end_ms) - r.start.at_ms
-                            ),
-                        );
-                    }
+        (Percentiles::of(all), Percentiles::by_key(by))
+    }
+
+    fn overlaps(&mut self, runs: &[Run<'a>]) {
+        for (task, runs) in group(runs, |r| r.start.task.as_str()) {
+            // One node process starts a task's next run once the previous one ended (a
+            // queued instant), and an END line can come a little after the work ended (its
+            // watcher must wake up first).
+            let slack = |p: &Run, r: &Run| {
+                if p.start.node_pid == r.start.node_pid && p.end == RunEnd::Line {
+                    units::END_LAG_MS
+                } else {
+                    0
                 }
-                if reach.is_none_or(|p| r.end_ms > p.end_ms) {
-                    reach = Some(r);
-                }
+            };
+            for (p, r) in overlapping(runs, slack) {
+                self.violation_since(
+                    ViolationKind::Overlap,
+                    Some(task),
+                    p.start.at_ms,
+                    r.start.at_ms,
+                    format!(
+                        "{task}: run of {} on {} (pid {}, started {}, {} {}) overlaps run of {} on {} (pid {}) started {} ({} ms)",
+                        self.rel(p.start.instant_ms),
+                        p.start.node,
+                        p.start.node_pid,
+                        self.rel(p.start.at_ms),
+                        p.end.how(),
+                        self.rel(p.end_ms),
+                        self.rel(r.start.instant_ms),
+                        r.start.node,
+                        r.start.node_pid,
+                        self.rel(r.start.at_ms),
+                        p.end_ms.min(r.end_ms) - r.start.at_ms
+                    ),
+                );
             }
         }
     }
@@ -755,13 +846,9 @@ impl<'a> Checker<'a> {
     }
 
     fn double_starts(&mut self) {
-        let mut by_fire: BTreeMap<(&str, i64), Vec<&RecordLine>> = BTreeMap::new();
-        for s in starts(self.input.record) {
-            by_fire
-                .entry((s.task.as_str(), s.instant_ms))
-                .or_default()
-                .push(s);
-        }
+        let by_fire = group(starts(self.input.record), |s| {
+            (s.task.as_str(), s.instant_ms)
+        });
         for ((task, instant), lines) in by_fire {
             if lines.len() < 2 {
                 continue;
@@ -800,54 +887,36 @@ impl<'a> Checker<'a> {
     }
 
     fn stale_tokens(&mut self) {
-        let mut by_task: BTreeMap<&str, Vec<&RecordLine>> = BTreeMap::new();
-        for s in starts(self.input.record) {
-            by_task.entry(s.task.as_str()).or_default().push(s);
-        }
-        for (task, mut lines) in by_task {
-            lines.sort_by_key(|l| l.at_ms);
-            let mut highest: Option<&RecordLine> = None;
-            for l in lines {
-                match highest {
-                    Some(h) if l.token < h.token => {
-                        let detail = format!(
-                            "{task}@{} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {}@{} with token {} at {}",
-                            self.rel(l.instant_ms),
-                            l.node,
-                            l.node_pid,
-                            l.token,
-                            self.rel(l.at_ms),
-                            h.node,
-                            h.node_pid,
-                            task,
-                            self.rel(h.instant_ms),
-                            h.token,
-                            self.rel(h.at_ms)
-                        );
-                        self.violation_since(
-                            ViolationKind::StaleToken,
-                            Some(task),
-                            h.at_ms,
-                            l.at_ms,
-                            detail,
-                        );
-                    }
-                    Some(h) if l.token <= h.token => {}
-                    _ => highest = Some(l),
-                }
+        for (task, lines) in group(starts(self.input.record), |s| s.task.as_str()) {
+            for (h, l) in stale(lines) {
+                let detail = format!(
+                    "{task}@{} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {}@{} with token {} at {}",
+                    self.rel(l.instant_ms),
+                    l.node,
+                    l.node_pid,
+                    l.token,
+                    self.rel(l.at_ms),
+                    h.node,
+                    h.node_pid,
+                    task,
+                    self.rel(h.instant_ms),
+                    h.token,
+                    self.rel(h.at_ms)
+                );
+                self.violation_since(
+                    ViolationKind::StaleToken,
+                    Some(task),
+                    h.at_ms,
+                    l.at_ms,
+                    detail,
+                );
             }
         }
     }
 
     fn unclaimed_starts(&mut self) {
-        let rows: BTreeMap<(&str, i64), &FireRecord> = self
-            .input
-            .history
-            .iter()
-            .map(|f| ((f.task.as_str(), f.instant_ms), f))
-            .collect();
         for s in starts(self.input.record) {
-            let detail = match rows.get(&(s.task.as_str(), s.instant_ms)) {
+            let detail = match self.rows.get(&(s.task.as_str(), s.instant_ms)) {
                 None => "the store has no record of this fire".to_string(),
                 // A later attempt's claim replaces the row: only the same attempt must match.
                 Some(f) if f.attempt == s.attempt && (f.node != s.node || f.token != s.token) => {
@@ -871,206 +940,278 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Every START, of a task's run or a service's, against what the campaign did to its node
+    /// process (frozen, drained, its task paused, ended).
     fn starts_of_dead_or_frozen_nodes(&mut self) {
         let input = self.input;
-        // (what, its task or service, node, node process, when)
         let all = starts(input.record)
-            .map(|s| {
-                (
-                    format!("{}@{}", s.task, self.rel(s.instant_ms)),
-                    s.task.as_str(),
-                    s.node.as_str(),
-                    s.node_pid,
-                    s.at_ms,
-                )
+            .map(|s| Started {
+                what: self.fire(s),
+                task: &s.task,
+                node: &s.node,
+                node_pid: s.node_pid,
+                at_ms: s.at_ms,
             })
-            .chain(
-                input
-                    .units
-                    .iter()
-                    .filter(|l| l.mark == Mark::Start)
-                    .map(|l| {
-                        (
-                            format!("{} {}", l.service, l.key),
-                            l.key.as_str(),
-                            l.node.as_str(),
-                            l.node_pid,
-                            l.at_ms,
-                        )
-                    }),
-            )
+            .chain(starts(input.units).map(|l| Started {
+                what: l.label(),
+                task: &l.key,
+                node: &l.node,
+                node_pid: l.node_pid,
+                at_ms: l.at_ms,
+            }))
             .collect::<Vec<_>>();
-        for (what, task, node, node_pid, at_ms) in all {
-            let frozen = input.faults.iter().find(|f| {
-                f.kind == FaultKind::Stop
-                    && f.pid == Some(node_pid)
-                    && at_ms > f.start_ms + SPAWN_SLACK_MS
-                    && at_ms < f.end_ms
-            });
-            if let Some(f) = frozen {
-                self.violation(
-                    ViolationKind::StartWhileFrozen,
-                    Some(task),
-                    at_ms,
-                    format!(
-                        "{what} started on {node} (pid {node_pid}) at {}, while it was stopped from {} to {}",
-                        self.rel(at_ms),
-                        self.rel(f.start_ms),
-                        self.rel(f.end_ms)
-                    ),
-                );
-            }
-            // Work already on its way when the command was applied may still write its START.
-            let held = input.faults.iter().find(|f| {
-                let on = match f.kind {
-                    FaultKind::Drain => f.target == node,
-                    FaultKind::Pause => f.target == task,
-                    _ => false,
-                };
-                on && f
-                    .applied_ms
-                    .is_some_and(|t| at_ms > t + SPAWN_SLACK_MS && at_ms < f.end_ms)
-            });
-            if let Some(f) = held {
-                let (kind, how) = if f.kind == FaultKind::Drain {
-                    (ViolationKind::StartWhileDrained, "drained")
-                } else {
-                    (ViolationKind::StartWhilePaused, "paused")
-                };
-                self.violation(
-                    kind,
-                    Some(task),
-                    at_ms,
-                    format!(
-                        "{what} started on {node} (pid {node_pid}) at {}, while {} was {how} (applied {}, until {})",
-                        self.rel(at_ms),
-                        f.target,
-                        self.rel(f.applied_ms.unwrap_or_default()),
-                        self.rel(f.end_ms)
-                    ),
-                );
-            }
-            let dead = input
-                .exits
-                .iter()
-                .find(|e| e.pid == node_pid && at_ms > e.at_ms);
-            if let Some(e) = dead {
-                self.violation(
-                    ViolationKind::StartAfterExit,
-                    Some(task),
-                    at_ms,
-                    format!(
-                        "{what} started on {node} (pid {node_pid}) at {}, after that process ended ({:?}) at {}",
-                        self.rel(at_ms),
-                        e.how,
-                        self.rel(e.at_ms)
-                    ),
-                );
-            }
+        for s in &all {
+            self.start_while_frozen(s);
+            self.start_while_held(s);
+            self.start_after_exit(s);
+        }
+    }
+
+    fn start_while_frozen(&mut self, s: &Started) {
+        let frozen = self.input.faults.iter().find(|f| {
+            f.kind == FaultKind::Stop
+                && f.pid == Some(s.node_pid)
+                && s.at_ms > f.start_ms + SPAWN_SLACK_MS
+                && s.at_ms < f.end_ms
+        });
+        if let Some(f) = frozen {
+            self.violation(
+                ViolationKind::StartWhileFrozen,
+                Some(s.task),
+                s.at_ms,
+                format!(
+                    "{} started on {} (pid {}) at {}, while it was stopped from {} to {}",
+                    s.what,
+                    s.node,
+                    s.node_pid,
+                    self.rel(s.at_ms),
+                    self.rel(f.start_ms),
+                    self.rel(f.end_ms)
+                ),
+            );
+        }
+    }
+
+    /// A START on a drained node, or of a paused task.
+    fn start_while_held(&mut self, s: &Started) {
+        // Work already on its way when the command was applied may still write its START.
+        let held = self.input.faults.iter().find(|f| {
+            let on = match f.kind {
+                FaultKind::Drain => f.target == s.node,
+                FaultKind::Pause => f.target == s.task,
+                _ => false,
+            };
+            on && f
+                .applied_ms
+                .is_some_and(|t| s.at_ms > t + SPAWN_SLACK_MS && s.at_ms < f.end_ms)
+        });
+        if let Some(f) = held {
+            let (kind, how) = if f.kind == FaultKind::Drain {
+                (ViolationKind::StartWhileDrained, "drained")
+            } else {
+                (ViolationKind::StartWhilePaused, "paused")
+            };
+            self.violation(
+                kind,
+                Some(s.task),
+                s.at_ms,
+                format!(
+                    "{} started on {} (pid {}) at {}, while {} was {how} (applied {}, until {})",
+                    s.what,
+                    s.node,
+                    s.node_pid,
+                    self.rel(s.at_ms),
+                    f.target,
+                    self.rel(f.applied_ms.unwrap_or_default()),
+                    self.rel(f.end_ms)
+                ),
+            );
+        }
+    }
+
+    fn start_after_exit(&mut self, s: &Started) {
+        let dead = self
+            .input
+            .exits
+            .iter()
+            .find(|e| e.pid == s.node_pid && s.at_ms > e.at_ms);
+        if let Some(e) = dead {
+            self.violation(
+                ViolationKind::StartAfterExit,
+                Some(s.task),
+                s.at_ms,
+                format!(
+                    "{} started on {} (pid {}) at {}, after that process ended ({:?}) at {}",
+                    s.what,
+                    s.node,
+                    s.node_pid,
+                    self.rel(s.at_ms),
+                    e.how,
+                    self.rel(e.at_ms)
+                ),
+            );
         }
     }
 
     /// Every instant of every task from its first to its last seen (up to `until_ms`) either
-    /// has a START line, or a store record of why not. Returns the number of instants checked,
-    /// and the ones not started by reason, overall and per fault.
+    /// has a START line (it is in `started`), or a store record of why not. Returns the number
+    /// of instants checked, and the ones not started by reason, overall and per fault.
     #[allow(clippy::type_complexity)]
     fn lost_instants(
         &mut self,
+        started: &BTreeSet<(&str, i64)>,
     ) -> (
         usize,
         BTreeMap<String, usize>,
         BTreeMap<usize, BTreeMap<String, usize>>,
     ) {
         let input = self.input;
-        let started: BTreeSet<(&str, i64)> = starts(input.record)
-            .map(|l| (l.task.as_str(), l.instant_ms))
-            .collect();
-        let rows: BTreeMap<(&str, i64), &FireRecord> = input
-            .history
-            .iter()
-            .map(|f| ((f.task.as_str(), f.instant_ms), f))
-            .collect();
         let (mut checked, mut overall, mut per_fault) = (0, BTreeMap::new(), BTreeMap::new());
         for task in input.tasks {
-            let seen = starts(input.record)
-                .filter(|l| l.task == task.name)
-                .map(|l| l.instant_ms)
-                .chain(
-                    input
-                        .history
-                        .iter()
-                        .filter(|f| f.task == task.name)
-                        .map(|f| f.instant_ms),
-                )
-                .filter(|&t| t <= input.until_ms)
-                .collect::<Vec<_>>();
+            let seen: Vec<i64> = started
+                .iter()
+                .chain(self.rows.keys())
+                .filter(|&&(t, instant)| t == task.name && instant <= input.until_ms)
+                .map(|&(_, instant)| instant)
+                .collect();
             let (Some(&first), Some(&last)) = (seen.iter().min(), seen.iter().max()) else {
                 continue;
             };
-            let mut t = first;
-            while t <= last {
+            for t in (first..=last).step_by(task.period_ms as usize) {
                 checked += 1;
-                let key = (task.name.as_str(), t);
-                let paused = input.faults.iter().any(|f| {
-                    f.kind == FaultKind::Pause
-                        && f.target == task.name
-                        && t >= f.start_ms
-                        && t <= f.end_ms + task.period_ms
-                });
-                let reason = match (started.contains(&key), rows.get(&key)) {
-                    (true, _) => None,
-                    (false, None) if paused => Some(("paused", "")),
-                    (false, None) => Some(("lost", "no START line and no store record")),
-                    // Begun as every node stopped at the end: its node stopped before
-                    // starting the work, and the next owner, which would record it
-                    // abandoned, never came.
-                    (false, Some(f))
-                        if f.outcome == Outcome::Running
-                            && t + 2 * task.period_ms > input.until_ms =>
-                    {
-                        Some(("running-at-the-end", ""))
-                    }
-                    (false, Some(f)) => match f.outcome {
-                        Outcome::Ok | Outcome::Running => Some((
-                            "lost",
-                            "the store recorded it started, but no START line: the job never ran",
-                        )),
-                        o => Some((o.as_str(), "")),
-                    },
+                let Some((reason, why)) = self.not_started(task, t, started) else {
+                    continue;
                 };
-                if let Some((reason, why)) = reason {
-                    *overall.entry(reason.to_string()).or_default() += 1;
-                    if let Some(i) = fault_around(input.faults, t, task.period_ms) {
-                        *per_fault
-                            .entry(i)
-                            .or_insert_with(BTreeMap::new)
-                            .entry(reason.to_string())
-                            .or_default() += 1;
-                    }
-                    if reason == "lost" {
-                        // A pause soon after: the instant was still waiting when it came.
-                        let pause = input.faults.iter().position(|f| {
-                            f.kind == FaultKind::Pause
-                                && f.target == task.name
-                                && f.start_ms > t
-                                && f.start_ms - t <= PAUSE_NEAR_MS
-                        });
-                        let near = pause.map_or(String::new(), |i| {
-                            format!(
-                                " (due {} ms before fault {i} paused {})",
-                                input.faults[i].start_ms - t,
-                                task.name
-                            )
-                        });
-                        let detail = format!("{}@{} lost: {why}{near}", task.name, self.rel(t));
-                        self.violation(ViolationKind::Lost, Some(&task.name), t, detail);
-                    }
+                *overall.entry(reason.to_string()).or_default() += 1;
+                if let Some(i) = fault_around(input.faults, t, task.period_ms) {
+                    *per_fault
+                        .entry(i)
+                        .or_insert_with(BTreeMap::new)
+                        .entry(reason.to_string())
+                        .or_default() += 1;
                 }
-                t += task.period_ms;
+                if reason == "lost" {
+                    self.lost(task, t, why);
+                }
             }
         }
         (checked, overall, per_fault)
     }
+
+    /// Why instant `t` of `task` did not start, and (when lost) what shows it; `None` if it
+    /// started.
+    fn not_started(
+        &self,
+        task: &TaskInfo,
+        t: i64,
+        started: &BTreeSet<(&str, i64)>,
+    ) -> Option<(&'static str, &'static str)> {
+        let key = (task.name.as_str(), t);
+        if started.contains(&key) {
+            return None;
+        }
+        let paused = self.input.faults.iter().any(|f| {
+            f.kind == FaultKind::Pause
+                && f.target == task.name
+                && t >= f.start_ms
+                && t <= f.end_ms + task.period_ms
+        });
+        Some(match self.rows.get(&key) {
+            None if paused => ("paused", ""),
+            None => ("lost", "no START line and no store record"),
+            // Begun as every node stopped at the end: its node stopped before starting the
+            // work, and the next owner, which would record it abandoned, never came.
+            Some(f)
+                if f.outcome == Outcome::Running
+                    && t + 2 * task.period_ms > self.input.until_ms =>
+            {
+                ("running-at-the-end", "")
+            }
+            Some(f) => match f.outcome {
+                Outcome::Ok | Outcome::Running => (
+                    "lost",
+                    "the store recorded it started, but no START line: the job never ran",
+                ),
+                o => (o.as_str(), ""),
+            },
+        })
+    }
+
+    /// Instant `t` of `task` lost: `why`.
+    fn lost(&mut self, task: &TaskInfo, t: i64, why: &str) {
+        let faults = self.input.faults;
+        // A pause soon after: the instant was still waiting when it came.
+        let pause = faults.iter().position(|f| {
+            f.kind == FaultKind::Pause
+                && f.target == task.name
+                && f.start_ms > t
+                && f.start_ms - t <= PAUSE_NEAR_MS
+        });
+        let near = pause.map_or(String::new(), |i| {
+            format!(
+                " (due {} ms before fault {i} paused {})",
+                faults[i].start_ms - t,
+                task.name
+            )
+        });
+        let detail = format!("{}@{} lost: {why}{near}", task.name, self.rel(t));
+        self.violation(ViolationKind::Lost, Some(&task.name), t, detail);
+    }
+
+    /// Faults the cluster did not recover from, operators' commands that did not complete,
+    /// and node processes that exited by themselves.
+    fn unrecovered_faults_and_exits(&mut self) {
+        let input = self.input;
+        for (i, f) in input.faults.iter().enumerate() {
+            if f.recovered_ms.is_none() {
+                self.violation(
+                    ViolationKind::NotRecovered,
+                    None,
+                    f.end_ms,
+                    format!(
+                        "fault {i} ({} {}): the cluster did not recover",
+                        f.kind.as_str(),
+                        f.target
+                    ),
+                );
+            }
+        }
+        for (i, f) in input.faults.iter().enumerate() {
+            if let Some(why) = &f.failed {
+                self.violation(
+                    ViolationKind::CommandFailed,
+                    None,
+                    f.end_ms,
+                    format!(
+                        "fault {i} ({} {}): the operator's command did not complete: {why}",
+                        f.kind.as_str(),
+                        f.target
+                    ),
+                );
+            }
+        }
+        for e in input.exits {
+            if let ExitHow::Unexpected(status) = &e.how {
+                self.violation(
+                    ViolationKind::NodeExited,
+                    None,
+                    e.at_ms,
+                    format!("{} (pid {}) exited by itself: {status}", e.node, e.pid),
+                );
+            }
+        }
+    }
+}
+
+/// A START line, of a task's run or of a service's, as the checks of its node process see it.
+struct Started<'l> {
+    /// The run: `task@instant`, or `service key`.
+    what: String,
+    /// Its task, or the service's key.
+    task: &'l str,
+    node: &'l str,
+    node_pid: u32,
+    at_ms: i64,
 }
 
 /// The last fault whose window (a period before it, to its recovery and a period after)
@@ -1189,6 +1330,16 @@ mod tests {
         })
     }
 
+    /// Node process `pid` of `node` ended at `at`.
+    pub(super) fn exit(node: &str, pid: u32, at: i64, how: ExitHow) -> ProcessExit {
+        ProcessExit {
+            node: node.into(),
+            pid,
+            at_ms: T0 + at,
+            how,
+        }
+    }
+
     fn fault(kind: FaultKind, pid: u32, start: i64, end: i64) -> Fault {
         Fault {
             kind,
@@ -1282,12 +1433,7 @@ mod tests {
         let mut record = vec![start("a", 0, "n1", 70, 7, 1, 5)];
         record.extend(run("a", 1000, "n2", 8, 2, 1400, 1600));
         let history = claims(&record);
-        let exits = [ProcessExit {
-            node: "n1".into(),
-            pid: 7,
-            at_ms: T0 + 1500,
-            how: ExitHow::Killed,
-        }];
+        let exits = [exit("n1", 7, 1500, ExitHow::Killed)];
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::Overlap]);
         // Killed before the next start: no overlap.
@@ -1396,12 +1542,7 @@ mod tests {
         history.push(row("a", 1000, "n1", 1, Outcome::Abandoned));
         history.push(row("a", 2000, "n2", 2, Outcome::Misfired));
         let faults = [fault(FaultKind::Kill, 7, 900, 1000)];
-        let exits = [ProcessExit {
-            node: "n1".into(),
-            pid: 7,
-            at_ms: T0 + 900,
-            how: ExitHow::Killed,
-        }];
+        let exits = [exit("n1", 7, 900, ExitHow::Killed)];
         let report = check_with(&record, &history, &faults, &exits);
         assert!(report.violations.is_empty(), "{:#?}", report.violations);
         let f = &report.per_fault[0];
@@ -1456,12 +1597,7 @@ mod tests {
 
         let record = run("a", 2000, "n1", 7, 1, 2000, 2100);
         let history = claims(&record);
-        let exits = [ProcessExit {
-            node: "n1".into(),
-            pid: 7,
-            at_ms: T0 + 1500,
-            how: ExitHow::Graceful,
-        }];
+        let exits = [exit("n1", 7, 1500, ExitHow::Graceful)];
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::StartAfterExit]);
     }
@@ -1508,12 +1644,12 @@ mod tests {
     fn no_recovery_and_unexpected_exits_are_violations() {
         let mut f = fault(FaultKind::Graceful, 7, 0, 100);
         f.recovered_ms = None;
-        let exits = [ProcessExit {
-            node: "n2".into(),
-            pid: 8,
-            at_ms: T0 + 50,
-            how: ExitHow::Unexpected("exit status: 1".into()),
-        }];
+        let exits = [exit(
+            "n2",
+            8,
+            50,
+            ExitHow::Unexpected("exit status: 1".into()),
+        )];
         let report = check_with(&[], &[], &[f], &exits);
         assert_eq!(
             kinds(&report),

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 
 use super::{
     check::{ItemRow, Place},
-    now_ms, toml_string,
+    command_argv, now_ms, toml_string,
 };
 
 /// The `file_inbound` service.
@@ -99,17 +99,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 fn argv(record: &Path, fifos: &Path, work: &str) -> String {
-    [
-        "bash",
-        "-c",
-        UNIT_SCRIPT,
-        "rota-unit",
-        &record.display().to_string(),
-        &fifos.display().to_string(),
-        work,
-    ]
-    .map(toml_string)
-    .join(", ")
+    command_argv(UNIT_SCRIPT, "rota-unit", record, fifos, work)
 }
 
 /// The `[[service]]` sections, default policies: the file service when `files` is given, the

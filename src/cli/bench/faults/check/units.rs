@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Checker, ExitHow, FaultKind, Mark, Percentiles, ViolationKind};
+use super::{
+    fields, first_start_elsewhere, group, overlapping, stale, starts, Checker, ExitHow, FaultKind,
+    Mark, Percentiles, Run, RunEnd, ViolationKind,
+};
 
 /// How late an END line may be, after the work ended, for two runs in one node process.
 pub(super) const END_LAG_MS: i64 = 100;
@@ -45,24 +48,24 @@ pub struct UnitLine {
 impl UnitLine {
     /// Parses one line; `None` for a partial or foreign line.
     pub fn parse(line: &str) -> Option<UnitLine> {
-        let mut p = line.split_whitespace();
-        let mark = match p.next()? {
-            "US" => Mark::Start,
-            "UE" => Mark::End,
-            _ => return None,
-        };
-        let line = UnitLine {
+        let (mark, [service, key, node, pid, node_pid, attempt, token, at]) =
+            fields(line, ["US", "UE"])?;
+        Some(UnitLine {
             mark,
-            service: p.next()?.to_string(),
-            key: p.next()?.to_string(),
-            node: p.next()?.to_string(),
-            pid: p.next()?.parse().ok()?,
-            node_pid: p.next()?.parse().ok()?,
-            attempt: p.next()?.parse().ok()?,
-            token: p.next()?.parse().ok()?,
-            at_ms: p.next()?.parse::<i64>().ok()? / 1000,
-        };
-        p.next().is_none().then_some(line)
+            service: service.to_string(),
+            key: key.to_string(),
+            node: node.to_string(),
+            pid: pid.parse().ok()?,
+            node_pid: node_pid.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+            token: token.parse().ok()?,
+            at_ms: at.parse::<i64>().ok()? / 1000,
+        })
+    }
+
+    /// The run: `service key`.
+    pub(super) fn label(&self) -> String {
+        format!("{} {}", self.service, self.key)
     }
 }
 
@@ -131,6 +134,31 @@ pub struct FileReport {
     pub outcome_lag_ms: Option<Percentiles>,
 }
 
+impl FileReport {
+    /// Counts a file by its outcome, place and how often it was handled (`runs`).
+    fn count(&mut self, runs: &[&UnitRun], item: Option<&ItemRow>, place: Place) {
+        *self
+            .places
+            .entry(format!("{place:?}").to_lowercase())
+            .or_default() += 1;
+        let outcome = item.map_or("none", |i| i.outcome.as_str());
+        *self.outcomes.entry(outcome.to_string()).or_default() += 1;
+        if let Some(i) = item.filter(|i| i.outcome != "ok") {
+            let message = i.message.as_deref().unwrap_or("-");
+            let short: String = message.chars().take(60).collect();
+            *self.messages.entry(short).or_default() += 1;
+        }
+        if runs.is_empty() && matches!(outcome, "abandoned" | "failed") {
+            self.set_aside_unhandled += 1;
+        }
+        match runs.len() {
+            0 => self.never_handled += 1,
+            1 => self.handled_once += 1,
+            _ => self.handled_again += 1,
+        }
+    }
+}
+
 /// The services' part of the report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UnitsReport {
@@ -143,44 +171,9 @@ pub struct UnitsReport {
 }
 
 /// One run of a service's work, from its START line to its end.
-struct UnitRun<'a> {
-    start: &'a UnitLine,
-    end_ms: i64,
-    how: &'static str,
-}
-
-fn starts(units: &[UnitLine]) -> impl Iterator<Item = &UnitLine> {
-    units.iter().filter(|l| l.mark == Mark::Start)
-}
-
-/// From a fault on a node owning `service` until a START of it by another process.
-fn resumed(units: &[UnitLine], service: &str, pid: u32, since_ms: i64) -> Option<i64> {
-    starts(units)
-        .filter(|l| l.service == service && l.node_pid != pid && l.at_ms > since_ms)
-        .map(|l| l.at_ms - since_ms)
-        .min()
-}
+type UnitRun<'a> = Run<'a, UnitLine>;
 
 impl<'a> Checker<'a> {
-    pub(super) fn unit_line(&self, l: &UnitLine) -> String {
-        format!(
-            "{} {} {} {} on {} (pid {}), run pid {}, attempt {}, token {}",
-            self.rel(l.at_ms),
-            if l.mark == Mark::Start {
-                "START"
-            } else {
-                "END  "
-            },
-            l.service,
-            l.key,
-            l.node,
-            l.node_pid,
-            l.pid,
-            l.attempt,
-            l.token
-        )
-    }
-
     /// Checks the services' record and files; see the module's doc.
     pub(super) fn units(&mut self) -> UnitsReport {
         let input = self.input;
@@ -192,11 +185,13 @@ impl<'a> Checker<'a> {
             *report.service_starts.entry(l.service.clone()).or_default() += 1;
         }
         let services: BTreeSet<&str> = input.units.iter().map(|l| l.service.as_str()).collect();
+        // From a fault on a node owning a service until a START of it by another process.
         let mut failover: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for f in input.faults {
             let Some(pid) = f.pid else { continue };
             for s in f.owned.iter().filter(|s| services.contains(s.as_str())) {
-                if let Some(ms) = resumed(input.units, s, pid, f.start_ms) {
+                let of_service = starts(input.units).filter(|l| &l.service == s);
+                if let Some(ms) = first_start_elsewhere(of_service, pid, f.start_ms) {
                     failover
                         .entry(f.kind.as_str().to_string())
                         .or_default()
@@ -204,10 +199,7 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        report.service_failover_ms = failover
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, Percentiles::of(v)?)))
-            .collect();
+        report.service_failover_ms = Percentiles::by_key(failover);
         if let Some(files) = &input.files {
             report.files = Some(self.files(files, &runs));
         }
@@ -217,138 +209,80 @@ impl<'a> Checker<'a> {
     /// Every unit START with its end: its END line, else its node process's exit, else open
     /// until the end of the campaign (a violation).
     fn unit_runs(&mut self) -> Vec<UnitRun<'a>> {
-        let input = self.input;
-        let ends: BTreeMap<(&str, &str, u32), i64> = input
-            .units
-            .iter()
-            .filter(|l| l.mark == Mark::End)
-            .map(|l| ((l.service.as_str(), l.key.as_str(), l.pid), l.at_ms))
-            .collect();
-        let mut runs = Vec::new();
-        for s in starts(input.units) {
-            let exit = input
-                .exits
-                .iter()
-                .find(|e| e.pid == s.node_pid && e.at_ms >= s.at_ms);
-            let (end_ms, how) = match (ends.get(&(s.service.as_str(), s.key.as_str(), s.pid)), exit)
-            {
-                (Some(&t), _) => (t, "ended"),
-                (None, Some(e)) => (e.at_ms, "ended with its node process"),
-                (None, None) => {
-                    self.violation(
-                        ViolationKind::NeverEnded,
-                        Some(&s.key),
-                        s.at_ms,
-                        format!(
-                            "{} {} started on {} (pid {}) never ended: no END line, and its node process did not end",
-                            s.service, s.key, s.node, s.node_pid
-                        ),
-                    );
-                    (input.until_ms.max(s.at_ms), "never ended; open until")
-                }
-            };
-            runs.push(UnitRun {
-                start: s,
-                end_ms,
-                how,
-            });
-        }
-        runs
+        self.runs_of(
+            self.input.units,
+            |l| (l.service.as_str(), l.key.as_str(), l.pid),
+            |s| (s.key.as_str(), s.label()),
+        )
     }
 
     fn unit_overlaps(&mut self, runs: &[UnitRun<'a>]) {
-        let mut by_service: BTreeMap<&str, Vec<&UnitRun>> = BTreeMap::new();
-        for r in runs {
-            by_service
-                .entry(r.start.service.as_str())
-                .or_default()
-                .push(r);
-        }
-        for (service, mut runs) in by_service {
-            runs.sort_by_key(|r| (r.start.at_ms, r.start.pid));
-            let mut reach: Option<&UnitRun> = None;
-            for r in runs {
-                if let Some(p) = reach {
-                    // One node process hands out one file at a time, and an END line can
-                    // come a little after the work ended (its watcher must wake up first).
-                    let slack = if p.start.node_pid == r.start.node_pid {
-                        END_LAG_MS
+        for (service, runs) in group(runs, |r| r.start.service.as_str()) {
+            // One node process hands out one file at a time, and an END line can come a
+            // little after the work ended (its watcher must wake up first).
+            let slack = |p: &UnitRun, r: &UnitRun| {
+                if p.start.node_pid == r.start.node_pid {
+                    END_LAG_MS
+                } else {
+                    0
+                }
+            };
+            for (p, r) in overlapping(runs, slack) {
+                let detail = format!(
+                    "{service}: {} on {} (pid {}, token {}, started {}, {} {}) overlaps {} on {} (pid {}, token {}) started {} ({} ms){}",
+                    p.start.key,
+                    p.start.node,
+                    p.start.node_pid,
+                    p.start.token,
+                    self.rel(p.start.at_ms),
+                    p.end.how(),
+                    self.rel(p.end_ms),
+                    r.start.key,
+                    r.start.node,
+                    r.start.node_pid,
+                    r.start.token,
+                    self.rel(r.start.at_ms),
+                    p.end_ms.min(r.end_ms) - r.start.at_ms,
+                    if p.start.node_pid == r.start.node_pid {
+                        ", in one node process"
                     } else {
-                        0
-                    };
-                    if r.start.at_ms + slack < p.end_ms {
-                        let detail = format!(
-                            "{service}: {} on {} (pid {}, token {}, started {}, {} {}) overlaps {} on {} (pid {}, token {}) started {} ({} ms){}",
-                            p.start.key,
-                            p.start.node,
-                            p.start.node_pid,
-                            p.start.token,
-                            self.rel(p.start.at_ms),
-                            p.how,
-                            self.rel(p.end_ms),
-                            r.start.key,
-                            r.start.node,
-                            r.start.node_pid,
-                            r.start.token,
-                            self.rel(r.start.at_ms),
-                            p.end_ms.min(r.end_ms) - r.start.at_ms,
-                            if p.start.node_pid == r.start.node_pid {
-                                ", in one node process"
-                            } else {
-                                ""
-                            }
-                        );
-                        self.violation_since(
-                            ViolationKind::ServiceOverlap,
-                            Some(service),
-                            p.start.at_ms,
-                            r.start.at_ms,
-                            detail,
-                        );
+                        ""
                     }
-                }
-                if reach.is_none_or(|p| r.end_ms > p.end_ms) {
-                    reach = Some(r);
-                }
+                );
+                self.violation_since(
+                    ViolationKind::ServiceOverlap,
+                    Some(service),
+                    p.start.at_ms,
+                    r.start.at_ms,
+                    detail,
+                );
             }
         }
     }
 
     fn unit_stale_tokens(&mut self) {
-        let mut by_service: BTreeMap<&str, Vec<&UnitLine>> = BTreeMap::new();
-        for s in starts(self.input.units) {
-            by_service.entry(s.service.as_str()).or_default().push(s);
-        }
-        for (service, mut lines) in by_service {
-            lines.sort_by_key(|l| l.at_ms);
-            let mut highest: Option<&UnitLine> = None;
-            for l in lines {
-                match highest {
-                    Some(h) if l.token < h.token => {
-                        let detail = format!(
-                            "{service}: {} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {} with token {} at {}",
-                            l.key,
-                            l.node,
-                            l.node_pid,
-                            l.token,
-                            self.rel(l.at_ms),
-                            h.node,
-                            h.node_pid,
-                            h.key,
-                            h.token,
-                            self.rel(h.at_ms)
-                        );
-                        self.violation_since(
-                            ViolationKind::StaleToken,
-                            Some(service),
-                            h.at_ms,
-                            l.at_ms,
-                            detail,
-                        );
-                    }
-                    Some(h) if l.token <= h.token => {}
-                    _ => highest = Some(l),
-                }
+        for (service, lines) in group(starts(self.input.units), |s| s.service.as_str()) {
+            for (h, l) in stale(lines) {
+                let detail = format!(
+                    "{service}: {} started on {} (pid {}) with token {} at {}, after {} (pid {}) started {} with token {} at {}",
+                    l.key,
+                    l.node,
+                    l.node_pid,
+                    l.token,
+                    self.rel(l.at_ms),
+                    h.node,
+                    h.node_pid,
+                    h.key,
+                    h.token,
+                    self.rel(h.at_ms)
+                );
+                self.violation_since(
+                    ViolationKind::StaleToken,
+                    Some(service),
+                    h.at_ms,
+                    l.at_ms,
+                    detail,
+                );
             }
         }
     }
@@ -375,10 +309,10 @@ impl<'a> Checker<'a> {
         };
         let items: BTreeMap<&str, &ItemRow> =
             files.items.iter().map(|i| (i.name.as_str(), i)).collect();
-        let mut by_file: BTreeMap<&str, Vec<&UnitRun>> = BTreeMap::new();
-        for r in runs.iter().filter(|r| r.start.service == files.service) {
-            by_file.entry(r.start.key.as_str()).or_default().push(r);
-        }
+        let mut by_file = group(
+            runs.iter().filter(|r| r.start.service == files.service),
+            |r| r.start.key.as_str(),
+        );
         let (mut waits, mut lags) = (Vec::new(), Vec::new());
         // Files never handled and still in the inbox: one violation for all of them (a stuck
         // service leaves hundreds).
@@ -388,31 +322,13 @@ impl<'a> Checker<'a> {
             runs.sort_by_key(|r| r.start.at_ms);
             let item = items.get(name.as_str()).copied();
             let place = files.places.get(name).copied().unwrap_or(Place::Missing);
-            *report
-                .places
-                .entry(format!("{place:?}").to_lowercase())
-                .or_default() += 1;
-            let outcome = item.map_or("none", |i| i.outcome.as_str());
-            *report.outcomes.entry(outcome.to_string()).or_default() += 1;
-            if let Some(i) = item.filter(|i| i.outcome != "ok") {
-                let message = i.message.as_deref().unwrap_or("-");
-                let short: String = message.chars().take(60).collect();
-                *report.messages.entry(short).or_default() += 1;
-            }
-            if runs.is_empty() && matches!(outcome, "abandoned" | "failed") {
-                report.set_aside_unhandled += 1;
-            }
-            match runs.len() {
-                0 => report.never_handled += 1,
-                1 => report.handled_once += 1,
-                _ => report.handled_again += 1,
-            }
+            report.count(&runs, item, place);
             if let Some(first) = runs.first() {
                 waits.push(first.start.at_ms - dropped_ms);
             }
             for r in &runs {
                 let finished = item
-                    .filter(|i| i.attempt == r.start.attempt && r.how == "ended")
+                    .filter(|i| i.attempt == r.start.attempt && r.end == RunEnd::Line)
                     .and_then(|i| i.finished_at_ms);
                 if let Some(t) = finished {
                     lags.push(t - r.end_ms);
@@ -477,7 +393,7 @@ impl<'a> Checker<'a> {
                     prev.start.attempt,
                     prev.start.node,
                     prev.start.node_pid,
-                    prev.how,
+                    prev.end.how(),
                     self.rel(prev.end_ms)
                 )
             };
@@ -583,7 +499,7 @@ impl<'a> Checker<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{check, Fault, Input, ProcessExit, Report, TaskInfo};
+    use super::super::{check, tests::exit, Fault, Input, ProcessExit, Report, TaskInfo};
     use super::*;
 
     const T0: i64 = 1_000_000;
@@ -702,6 +618,17 @@ mod tests {
         }
     }
 
+    /// [`run_check`] with the file workload.
+    fn check_files(
+        units: &[UnitLine],
+        dropped: &[(String, i64)],
+        items: &[ItemRow],
+        places: &BTreeMap<String, Place>,
+        exits: &[ProcessExit],
+    ) -> Report {
+        run_check(units, Some(files_input(dropped, items, places)), &[], exits)
+    }
+
     #[test]
     fn files_handled_once_or_abandoned_with_a_record_are_fine() {
         let dropped = vec![
@@ -726,18 +653,8 @@ mod tests {
             ("f-2".to_string(), Place::Failed),
             ("f-3".to_string(), Place::Failed),
         ]);
-        let exits = [ProcessExit {
-            node: "n1".into(),
-            pid: 7,
-            at_ms: T0 + 250,
-            how: ExitHow::Killed,
-        }];
-        let r = run_check(
-            &units,
-            Some(files_input(&dropped, &items, &places)),
-            &[],
-            &exits,
-        );
+        let exits = [exit("n1", 7, 250, ExitHow::Killed)];
+        let r = check_files(&units, &dropped, &items, &places, &exits);
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
         let f = r.units.files.unwrap();
         assert_eq!(
@@ -771,12 +688,7 @@ mod tests {
             ("f-3".to_string(), Place::Done),
             ("f-4".to_string(), Place::Inbox),
         ]);
-        let r = run_check(
-            &units,
-            Some(files_input(&dropped, &items, &places)),
-            &[],
-            &[],
-        );
+        let r = check_files(&units, &dropped, &items, &places, &[]);
         let mut k = kinds(&r);
         k.sort();
         assert_eq!(
@@ -821,30 +733,15 @@ mod tests {
             ..item("f-1", "n2", 2, "ok")
         }];
         let places = BTreeMap::from([("f-1".to_string(), Place::Done)]);
-        let exits = [ProcessExit {
-            node: "n1".into(),
-            pid: 7,
-            at_ms: T0 + 1000,
-            how: ExitHow::Graceful,
-        }];
-        let r = run_check(
-            &units,
-            Some(files_input(&dropped, &items, &places)),
-            &[],
-            &exits,
-        );
+        let exits = [exit("n1", 7, 1000, ExitHow::Graceful)];
+        let r = check_files(&units, &dropped, &items, &places, &exits);
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
         // After a kill, not even a later attempt.
         let exits = [ProcessExit {
             how: ExitHow::Killed,
             ..exits[0].clone()
         }];
-        let r = run_check(
-            &units,
-            Some(files_input(&dropped, &items, &places)),
-            &[],
-            &exits,
-        );
+        let r = check_files(&units, &dropped, &items, &places, &exits);
         assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
     }
 }
