@@ -189,10 +189,7 @@ impl Runner {
     /// still start within the misfire threshold; past that it is recorded as skipped
     /// (contract 11). Returns `false` when fenced or stopped: the runner must stop.
     async fn claim_and_start(&self, instant: i64, elsewhere: &mut bool) -> Result<bool> {
-        let latest = self
-            .shared
-            .clock
-            .instant_of(instant + self.spec.misfire_threshold.as_millis() as i64);
+        let latest = self.latest_start(instant);
         let free = tokio::select! {
             free = self.previous_run_ended(latest, elsewhere) => free?,
             _ = self.stop.cancelled() => return Ok(false),
@@ -235,6 +232,14 @@ impl Runner {
         }
     }
 
+    /// The latest moment `instant` may still start: its misfire threshold, on this node's
+    /// clock.
+    fn latest_start(&self, instant: i64) -> Instant {
+        self.shared
+            .clock
+            .instant_of(instant + self.spec.misfire_threshold.as_millis() as i64)
+    }
+
     /// Waits until no run of this task goes on, here or (while `elsewhere`) on a previous
     /// owner that is still leaving, until `latest`. `true`: none does.
     async fn previous_run_ended(&self, latest: Instant, elsewhere: &mut bool) -> Result<bool> {
@@ -274,7 +279,7 @@ impl Runner {
                 .lock()
                 .unwrap()
                 .contains(&(self.spec.name.clone(), fire.instant_ms));
-            if !fire.node_alive || (mine && !started_here) || self.never_begins(fire) {
+            if !fire.node_alive || (mine && !started_here) || fire.stranded(self.token) {
                 if !self.recover(fire).await? {
                     return Ok(None);
                 }
@@ -283,13 +288,6 @@ impl Runner {
             }
         }
         Ok(Some(elsewhere))
-    }
-
-    /// A fire claimed under an older token but not begun: its claimant, alive or not, can
-    /// no longer begin it (a begin needs the current token), so nothing runs it and nothing
-    /// will; it is this owner's to start.
-    fn never_begins(&self, fire: &RunningFire) -> bool {
-        !fire.begun && fire.token != self.token
     }
 
     /// Settles a `running` fire left by a dead node, or by this incarnation that lost track
@@ -352,8 +350,14 @@ impl Runner {
             );
             return Ok(false);
         }
-        // Another run of this task may still go on here (queued instants wait for it).
-        if self.shared.active.is_active(&self.spec.name) {
+        // Another run of this task may still go on here (a previous term's, when a fire is
+        // taken over): wait for it as a queued instant would, within the misfire threshold.
+        let latest = self.latest_start(instant);
+        let idle = tokio::select! {
+            idle = self.shared.active.wait_idle(&self.spec.name, latest) => idle,
+            _ = self.stop.cancelled() => return Ok(false),
+        };
+        if !idle {
             warn!(
                 instant,
                 "a run of this task still goes on here: not starting"

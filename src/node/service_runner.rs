@@ -114,7 +114,7 @@ async fn start_instance(
             let mut elsewhere = false;
             for f in store.running_fires(&member.cluster, &spec.name).await? {
                 let mine = f.node == member.node && f.incarnation == member.incarnation;
-                if !f.begun && (f.token != token || mine) {
+                if f.stranded(token) || (mine && !f.begun) {
                     // Claimed but never begun (its claimant lost the service before it could
                     // begin): nothing runs it. Take it over as this instance.
                     if store

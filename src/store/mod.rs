@@ -181,6 +181,15 @@ pub struct RunningFire {
     pub begun: bool,
 }
 
+impl RunningFire {
+    /// Claimed under another token than `token` (the task's current one) and never begun:
+    /// a begin needs the current token, so its claimant, alive or not, can no longer begin
+    /// it. Nothing runs it and nothing will; the current owner takes it over.
+    pub fn stranded(&self, token: i64) -> bool {
+        !self.begun && self.token != token
+    }
+}
+
 /// A claimed fire whose work is about to start (see [`Store::begin_fires`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Begin {
