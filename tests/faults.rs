@@ -401,6 +401,42 @@ async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() 
     );
 }
 
+/// The child process of the test below, which runs this test binary again with
+/// `STUCK_HANDLER_CHILD` set: a node whose library handler ignores its cancellation and blocks
+/// its thread (do not do this). Without the variable it returns at once.
+#[test]
+fn stuck_handler_child() {
+    let Some(started) = std::env::var_os(STUCK_HANDLER_CHILD) else {
+        return;
+    };
+    let url = std::env::var("ROTA_STORE_URL").expect("ROTA_STORE_URL is set by the parent");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let started = std::path::PathBuf::from(started);
+        let stuck = rota::TaskSpec::new(
+            "stuck",
+            rota::Schedule::every(Duration::from_secs(1)).unwrap(),
+            move |_ctx: rota::FireContext| {
+                let started = started.clone();
+                async move {
+                    std::fs::write(&started, format!("{}\n", std::process::id())).ok();
+                    loop {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            },
+        );
+        let _node = rota::Node::builder("stuck-1", "stuck-demo", url)
+            .task(stuck)
+            .start()
+            .await
+            .unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+const STUCK_HANDLER_CHILD: &str = "ROTA_TEST_STUCK_HANDLER_CHILD";
+
 /// Contract 12 for in-process work: a library handler that ignores its cancellation and
 /// blocks its thread cannot be stopped from inside its process. When its node's lease runs
 /// out with the handler alive (here the process is frozen), the work guard ends the process.
@@ -409,24 +445,21 @@ async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out(
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let example = std::path::Path::new(BIN)
-        .parent()
-        .unwrap()
-        .join("examples/stuck_handler");
-    let child = std::process::Command::new(&example)
-        .arg(&started)
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stuck_handler_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(STUCK_HANDLER_CHILD, &started)
         .env(
             "ROTA_STORE_URL",
             format!("sqlite://{}", dir.path().join("rota.db").display()),
         )
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): cargo test --all-targets builds it",
-                example.display()
-            )
-        });
+        .unwrap();
     eventually("the stuck handler runs", LONG, None, || async {
         started.exists().then_some(())
     })
