@@ -205,3 +205,89 @@ async fn a_runner_restarted_after_a_store_error_waits_for_the_run_still_going() 
     node.shutdown().await.unwrap();
     assert_eq!(runs.overlap(), None, "two runs of one task overlapped");
 }
+
+/// A service whose work runs in child processes it manages, as `file_inbound`'s commands
+/// do (so the work guard does not end the node's process when its lease runs out): it asks
+/// for one item, writes down what `begin_item` decided, and hands the item over if told to.
+struct OneItem {
+    decisions: Arc<Mutex<Vec<String>>>,
+}
+
+impl rota::ServiceHandler for OneItem {
+    fn run(&self, ctx: rota::ServiceContext) -> rota::service::ServiceFuture {
+        let decisions = self.decisions.clone();
+        Box::pin(async move {
+            let start = ctx.begin_item("item-1").await;
+            decisions.lock().unwrap().push(format!("{start:?}"));
+            if let Ok(rota::ItemStart::Handle { attempt }) = start {
+                ctx.end_item("item-1", attempt, &Ok(())).await.ok();
+            }
+            ctx.cancel.cancelled().await;
+            Ok(())
+        })
+    }
+
+    fn in_process(&self) -> bool {
+        false
+    }
+}
+
+/// Contract 4 for service items (hole 4): a node frozen between an item claim's commit and
+/// its reply, for longer than its lease, does not hand the item over when it resumes: the
+/// claim is checked again after the reply, and the item is the next owner's (here, this
+/// node's next incarnation's, as attempt 2). The node runs on the test's one thread, and
+/// the store blocks that thread after the claim commits: the whole node is frozen, as under
+/// SIGSTOP, and the reply is the first thing it sees when it thaws. Before the fix the old
+/// incarnation was told to handle the item as attempt 1.
+#[tokio::test(flavor = "current_thread")]
+async fn an_item_claim_whose_reply_comes_after_a_freeze_past_the_lease_is_not_handled() {
+    let s = TestStore::sqlite().await;
+    let store = FaultyStore::new(s.store.clone());
+    // Longer than the 3 s node timeout: the store expires the node meanwhile.
+    store.plan(
+        "claim_item",
+        Fault::FreezeAfterCommit(Duration::from_millis(4500)),
+    );
+    let decisions = Arc::new(Mutex::new(Vec::new()));
+    let service = rota::ServiceSpec::new(
+        "items",
+        OneItem {
+            decisions: decisions.clone(),
+        },
+    )
+    .recovery(rota::RecoveryPolicy::Retry);
+    let node = Node::builder("node-1", "injected", &s.url)
+        .store(store.clone())
+        .timing(timing())
+        .service(service)
+        .start()
+        .await
+        .expect("the node starts");
+    let first_incarnation = node.status().incarnation;
+    until("the item is handed over", || async {
+        decisions
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d.contains("Handle"))
+            .then_some(())
+    })
+    .await;
+    let seen = decisions.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["Ok(NotOwner)", "Ok(Handle { attempt: 2 })"],
+        "the frozen claim is not handed over; the next incarnation hands the item over once"
+    );
+    assert_eq!(
+        store.replied("claim_item"),
+        1,
+        "the claim's reply came late"
+    );
+    assert_ne!(
+        node.status().incarnation,
+        first_incarnation,
+        "the lease was lost"
+    );
+    node.shutdown().await.unwrap();
+}

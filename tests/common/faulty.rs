@@ -30,6 +30,10 @@ pub enum Fault {
     LoseReply,
     /// Reaches the store, then the reply arrives this much later.
     DelayReply(Duration),
+    /// Reaches the store, then blocks the calling thread this long before the reply: on a
+    /// one-thread runtime the whole node is frozen, as under SIGSTOP, and the reply is the
+    /// first thing it sees when it thaws.
+    FreezeAfterCommit(Duration),
 }
 
 pub struct FaultyStore {
@@ -38,6 +42,8 @@ pub struct FaultyStore {
     planned: Mutex<HashMap<&'static str, Vec<Fault>>>,
     /// Per method: calls that met a fault.
     pub struck: Mutex<HashMap<&'static str, usize>>,
+    /// Per method: calls that met a fault and have returned to their caller.
+    replied: Mutex<HashMap<&'static str, usize>>,
 }
 
 impl FaultyStore {
@@ -46,6 +52,7 @@ impl FaultyStore {
             inner,
             planned: Mutex::default(),
             struck: Mutex::default(),
+            replied: Mutex::default(),
         })
     }
 
@@ -60,12 +67,17 @@ impl FaultyStore {
     }
 
     pub fn struck(&self, method: &'static str) -> usize {
-        self.struck
-            .lock()
-            .unwrap()
-            .get(method)
-            .copied()
-            .unwrap_or(0)
+        Self::count(&self.struck, method)
+    }
+
+    /// Calls of `method` that met a fault and whose (failed, lost or late) reply has
+    /// reached the caller.
+    pub fn replied(&self, method: &'static str) -> usize {
+        Self::count(&self.replied, method)
+    }
+
+    fn count(counts: &Mutex<HashMap<&'static str, usize>>, method: &'static str) -> usize {
+        counts.lock().unwrap().get(method).copied().unwrap_or(0)
     }
 
     async fn call<T>(
@@ -84,7 +96,7 @@ impl FaultyStore {
             return call.await;
         };
         *self.struck.lock().unwrap().entry(method).or_default() += 1;
-        match fault {
+        let reply = match fault {
             Fault::Fail => Err(Error::StoreUnavailable(format!(
                 "injected: {method} failed"
             ))),
@@ -99,7 +111,14 @@ impl FaultyStore {
                 tokio::time::sleep(d).await;
                 reply
             }
-        }
+            Fault::FreezeAfterCommit(d) => {
+                let reply = call.await;
+                std::thread::sleep(d);
+                reply
+            }
+        };
+        *self.replied.lock().unwrap().entry(method).or_default() += 1;
+        reply
     }
 }
 
