@@ -1340,7 +1340,7 @@ mod tests {
         }
     }
 
-    fn fault(kind: FaultKind, pid: u32, start: i64, end: i64) -> Fault {
+    pub(super) fn fault(kind: FaultKind, pid: u32, start: i64, end: i64) -> Fault {
         Fault {
             kind,
             target: "n1".into(),

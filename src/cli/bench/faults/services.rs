@@ -24,8 +24,9 @@ use super::{
 pub const FILE_SERVICE: &str = "inbox";
 /// The command service.
 pub const COMMAND_SERVICE: &str = "listener";
-/// How long the handling of one file lasts.
-const FILE_WORK: &str = "0.1";
+/// How long the handling of one file lasts, in ms: a file run whose END line comes sooner
+/// was cut short.
+pub const FILE_WORK_MS: i64 = 100;
 /// How often the inbox is listed.
 const FILE_POLL: &str = "200ms";
 
@@ -112,7 +113,7 @@ pub fn workload(record: &Path, fifos: &Path, files: Option<&FileDirs>, command: 
             toml_string(&d.inbox.display().to_string()),
             toml_string(&d.done.display().to_string()),
             toml_string(&d.failed.display().to_string()),
-            argv(record, fifos, FILE_WORK)
+            argv(record, fifos, &(FILE_WORK_MS as f64 / 1000.0).to_string())
         ));
     }
     if command {

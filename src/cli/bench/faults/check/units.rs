@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::super::services::FILE_WORK_MS;
 use super::{
     fields, first_start_elsewhere, group, overlapping, stale, starts, Checker, ExitHow, FaultKind,
     Mark, Percentiles, Run, RunEnd, ViolationKind,
@@ -302,6 +303,29 @@ impl<'a> Checker<'a> {
         })
     }
 
+    /// Was file run `r` interrupted by a graceful handover, so that its file may be handed
+    /// over again as a later attempt? At a graceful stop of its node; or cut short (its END
+    /// line before the work's length) while an operator drained its node, paused its
+    /// service or restarted the cluster node by node. A run that did its whole work never
+    /// was.
+    fn handed_over(&self, r: &UnitRun) -> bool {
+        let cut_short = r.end_ms - r.start.at_ms < FILE_WORK_MS - 1;
+        if r.end == RunEnd::Line && !cut_short {
+            return false;
+        }
+        self.ended_by_graceful_stop(r)
+            || (r.end == RunEnd::Line
+                && self.input.faults.iter().any(|f| {
+                    let moved = match f.kind {
+                        FaultKind::Drain => f.pid == Some(r.start.node_pid),
+                        FaultKind::Pause => f.target == r.start.service,
+                        FaultKind::RollingRestart => true,
+                        _ => false,
+                    };
+                    moved && f.start_ms <= r.end_ms && r.end_ms <= f.end_ms
+                }))
+    }
+
     fn files(&mut self, files: &FilesInput, runs: &[UnitRun<'a>]) -> FileReport {
         let mut report = FileReport {
             dropped: files.dropped.len(),
@@ -380,7 +404,7 @@ impl<'a> Checker<'a> {
                     r.start.token,
                     self.rel(r.start.at_ms)
                 )
-            } else if self.ended_by_graceful_stop(prev) && r.start.attempt > prev.start.attempt {
+            } else if r.start.attempt > prev.start.attempt && self.handed_over(prev) {
                 // A graceful handover may hand the file over again, as a later attempt.
                 continue;
             } else {
@@ -726,7 +750,8 @@ mod tests {
     #[test]
     fn a_later_attempt_after_a_graceful_handover_is_allowed() {
         let dropped = vec![("f-1".to_string(), T0)];
-        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 900);
+        // Cut short after 40 ms of its 100 ms of work.
+        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 90);
         units.extend(urun("in", "f-1", "n2", 8, 2, 2, 1050, 1150));
         let items = vec![ItemRow {
             attempt: 2,
@@ -737,11 +762,28 @@ mod tests {
         let r = check_files(&units, &dropped, &items, &places, &exits);
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
         // After a kill, not even a later attempt.
-        let exits = [ProcessExit {
+        let killed = [ProcessExit {
             how: ExitHow::Killed,
             ..exits[0].clone()
         }];
-        let r = check_files(&units, &dropped, &items, &places, &exits);
+        let r = check_files(&units, &dropped, &items, &places, &killed);
+        assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
+        // Cut short while an operator restarts the cluster node by node, or drains the
+        // node: handed over again.
+        let files = || Some(files_input(&dropped, &items, &places));
+        let rolling = super::super::tests::fault(FaultKind::RollingRestart, 0, 0, 2000);
+        let drain = super::super::tests::fault(FaultKind::Drain, 7, 0, 2000);
+        let drain_other = super::super::tests::fault(FaultKind::Drain, 9, 0, 2000);
+        for f in [&rolling, &drain] {
+            let r = run_check(&units, files(), std::slice::from_ref(f), &[]);
+            assert!(r.violations.is_empty(), "{:?}: {:#?}", f.kind, r.violations);
+        }
+        let r = run_check(&units, files(), &[drain_other], &[]);
+        assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
+        // A run that did its whole work is never handed over again, whatever went on.
+        let mut whole = urun("in", "f-1", "n1", 7, 1, 1, 50, 150);
+        whole.extend(urun("in", "f-1", "n2", 8, 2, 2, 1050, 1150));
+        let r = run_check(&whole, files(), &[rolling], &exits);
         assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
     }
 }
