@@ -258,6 +258,8 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         .map(|s| tokio::spawn(drain(s, call.label.clone(), "stderr", Some(tail.clone()))));
 
     let status = tokio::select! {
+        // An exit that is there already wins over a cancel that came at the same time.
+        biased;
         status = child.wait() => status,
         _ = call.cancel.cancelled() => {
             if let (Some(grace), Some(pgid)) = (call.term_grace, guard.0) {
@@ -267,6 +269,12 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
                 }
                 if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
                     guard.0 = None;
+                    // Exit status 0 within the grace: the work was done (it had just
+                    // ended, or the command finished it on SIGTERM, which is what the grace
+                    // is for). Calling it interrupted would have it done again.
+                    if status.as_ref().is_ok_and(|s| s.success()) {
+                        return Ok(());
+                    }
                     return Err(TaskError::new(format!(
                         "cancelled: `{program}` stopped on SIGTERM ({})",
                         status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
@@ -449,6 +457,49 @@ mod tests {
             .nth(1)
             .is_some_and(|rest| !rest.starts_with('Z'));
         assert!(!alive, "grandchild sleep {pid} survived: {state}");
+    }
+
+    /// A cancel with a grace period: a command that finishes its work on SIGTERM (exit 0)
+    /// did it, one that dies of the signal was interrupted.
+    #[tokio::test]
+    async fn a_command_that_finishes_within_its_grace_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let invoke = |script: String| {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let call = Invocation {
+                label: "t".into(),
+                vars: Vec::new(),
+                body: None,
+                cancel: cancel.clone(),
+                term_grace: Some(Duration::from_secs(10)),
+            };
+            (
+                cancel,
+                tokio::spawn(async move { sh(&script).invoke(call).await }),
+            )
+        };
+        for (script, finishes) in [
+            // Traps SIGTERM, completes its work, exits 0.
+            (
+                format!(
+                    "trap 'exit 0' TERM; touch {}; while :; do sleep 0.01; done",
+                    ready.display()
+                ),
+                true,
+            ),
+            // Dies of the signal.
+            (format!("touch {}; exec sleep 30", ready.display()), false),
+        ] {
+            let _ = std::fs::remove_file(&ready);
+            let (cancel, run) = invoke(script);
+            while !ready.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+            let result = run.await.unwrap();
+            assert_eq!(result.is_ok(), finishes, "{result:?}");
+        }
     }
 
     #[test]

@@ -242,6 +242,7 @@ impl RecordTail {
                 check::Mark::End => {
                     self.open_runs.remove(&key);
                 }
+                check::Mark::Done => {}
             }
         }
         self.lines.extend(lines);

@@ -44,6 +44,8 @@ const CONTEXT_LINES: usize = 40;
 pub enum Mark {
     Start,
     End,
+    /// The run did its whole work (a file's handler only: see `services::UNIT_SCRIPT`).
+    Done,
 }
 
 impl Mark {
@@ -52,19 +54,18 @@ impl Mark {
         match self {
             Mark::Start => "START",
             Mark::End => "END  ",
+            Mark::Done => "DONE ",
         }
     }
 }
 
 /// The fields of a record line, `MARK a b node pid node_pid attempt token time_us`, whose mark
 /// is `start` or `end`; `None` for a partial or foreign line.
-fn fields<'l>(line: &'l str, [start, end]: [&str; 2]) -> Option<(Mark, [&'l str; 8])> {
+fn fields<'l>(line: &'l str, marks: &[(&str, Mark)]) -> Option<(Mark, [&'l str; 8])> {
     let mut p = line.split_whitespace();
-    let mark = match p.next()? {
-        m if m == start => Mark::Start,
-        m if m == end => Mark::End,
-        _ => return None,
-    };
+    let tag = p.next()?;
+    let (_, mark) = marks.iter().find(|(t, _)| *t == tag)?;
+    let mark = *mark;
     let fields: Vec<&str> = p.collect();
     Some((mark, fields.try_into().ok()?))
 }
@@ -133,7 +134,7 @@ impl RecordLine {
     /// Parses one line; `None` for a partial or foreign line.
     pub fn parse(line: &str) -> Option<RecordLine> {
         let (mark, [task, instant, node, pid, node_pid, attempt, token, at]) =
-            fields(line, ["S", "E"])?;
+            fields(line, &[("S", Mark::Start), ("E", Mark::End)])?;
         Some(RecordLine {
             mark,
             task: task.to_string(),

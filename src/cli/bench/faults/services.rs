@@ -24,17 +24,19 @@ use super::{
 pub const FILE_SERVICE: &str = "inbox";
 /// The command service.
 pub const COMMAND_SERVICE: &str = "listener";
-/// How long the handling of one file lasts, in ms: a file run whose END line comes sooner
-/// was cut short.
-pub const FILE_WORK_MS: i64 = 100;
+/// How long the handling of one file lasts.
+const FILE_WORK: &str = "0.1";
 /// How often the inbox is listed.
 const FILE_POLL: &str = "200ms";
 
 /// One run of a service's work, like the tasks' runs (see `RUN_SCRIPT`): the START line once
 /// the END watcher holds the FIFO, the END line whenever the work ends. The key is the file's
 /// name for a file, the service's name for the command service; the attempt is
-/// `ROTA_ATTEMPT` for a file, `ROTA_RESTARTS` for the command service. `$1`: record file,
-/// `$2`: FIFO directory, `$3`: work seconds (`infinity`: until stopped).
+/// `ROTA_ATTEMPT` for a file, `ROTA_RESTARTS` for the command service. Once the work is done
+/// (never, for the command service), the run ignores SIGTERM, writes a DONE line and exits
+/// 0: a file with a DONE line was handled whole, and must never be handled again; one
+/// without was interrupted. `$1`: record file, `$2`: FIFO directory, `$3`: work seconds
+/// (`infinity`: until stopped).
 const UNIT_SCRIPT: &str = r#"f="$2/$$"
 mkfifo "$f" || exit 1
 id="$ROTA_SERVICE ${ROTA_FILE_NAME:-$ROTA_SERVICE} $ROTA_NODE $$ $PPID ${ROTA_ATTEMPT:-${ROTA_RESTARTS:-0}} $ROTA_FENCING_TOKEN"
@@ -42,7 +44,10 @@ setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "UE $3 $t" >> "
 exec 3> "$f"
 t=${EPOCHREALTIME/[.,]/}
 echo "US $id $t" >> "$1"
-exec sleep "$3"
+sleep "$3" || exit 1
+trap '' TERM
+t=${EPOCHREALTIME/[.,]/}
+echo "UD $id $t" >> "$1"
 "#;
 
 /// The three directories of the file workload, on one file system.
@@ -113,7 +118,7 @@ pub fn workload(record: &Path, fifos: &Path, files: Option<&FileDirs>, command: 
             toml_string(&d.inbox.display().to_string()),
             toml_string(&d.done.display().to_string()),
             toml_string(&d.failed.display().to_string()),
-            argv(record, fifos, &(FILE_WORK_MS as f64 / 1000.0).to_string())
+            argv(record, fifos, FILE_WORK)
         ));
     }
     if command {

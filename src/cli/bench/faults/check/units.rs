@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::super::services::FILE_WORK_MS;
 use super::{
     fields, first_start_elsewhere, group, overlapping, stale, starts, Checker, ExitHow, FaultKind,
     Mark, Percentiles, Run, RunEnd, ViolationKind,
@@ -29,7 +28,8 @@ use super::{
 pub(super) const END_LAG_MS: i64 = 100;
 
 /// One line a service's work wrote:
-/// `US|UE service key node pid node_pid attempt token time_us`. For a file the key is the
+/// `US|UE|UD service key node pid node_pid attempt token time_us` (`UD`: a file's handler
+/// did its whole work). For a file the key is the
 /// file's name and the attempt `ROTA_ATTEMPT`; for a command service the key is the service
 /// and the attempt its restart count (`ROTA_RESTARTS`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,8 +49,10 @@ pub struct UnitLine {
 impl UnitLine {
     /// Parses one line; `None` for a partial or foreign line.
     pub fn parse(line: &str) -> Option<UnitLine> {
-        let (mark, [service, key, node, pid, node_pid, attempt, token, at]) =
-            fields(line, ["US", "UE"])?;
+        let (mark, [service, key, node, pid, node_pid, attempt, token, at]) = fields(
+            line,
+            &[("US", Mark::Start), ("UE", Mark::End), ("UD", Mark::Done)],
+        )?;
         Some(UnitLine {
             mark,
             service: service.to_string(),
@@ -304,13 +306,16 @@ impl<'a> Checker<'a> {
     }
 
     /// Was file run `r` interrupted by a graceful handover, so that its file may be handed
-    /// over again as a later attempt? At a graceful stop of its node; or cut short (its END
-    /// line before the work's length) while an operator drained its node, paused its
-    /// service or restarted the cluster node by node. A run that did its whole work never
-    /// was.
+    /// over again as a later attempt? At a graceful stop of its node, or while an operator
+    /// drained its node, paused its service or restarted the cluster node by node. A run
+    /// that did its whole work (its `UD` line) never was.
     fn handed_over(&self, r: &UnitRun) -> bool {
-        let cut_short = r.end_ms - r.start.at_ms < FILE_WORK_MS - 1;
-        if r.end == RunEnd::Line && !cut_short {
+        let done = self
+            .input
+            .units
+            .iter()
+            .any(|l| l.mark == Mark::Done && l.pid == r.start.pid && l.key == r.start.key);
+        if done {
             return false;
         }
         self.ended_by_graceful_stop(r)
@@ -603,6 +608,10 @@ mod tests {
             (Mark::Start, "f-1", 42, 3, 1_000_123)
         );
         assert!(UnitLine::parse("S a 1 n1 42 7 1 3 1000").is_none());
+        assert_eq!(
+            UnitLine::parse("UD in f-1 n1 42 7 1 3 1000123456").map(|l| l.mark),
+            Some(Mark::Done)
+        );
         assert_eq!(parse_units("UE s s n1 1 2 0 3 5000\nUS s s n1").len(), 1);
     }
 
@@ -750,7 +759,7 @@ mod tests {
     #[test]
     fn a_later_attempt_after_a_graceful_handover_is_allowed() {
         let dropped = vec![("f-1".to_string(), T0)];
-        // Cut short after 40 ms of its 100 ms of work.
+        // Interrupted: no DONE line.
         let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 90);
         units.extend(urun("in", "f-1", "n2", 8, 2, 2, 1050, 1150));
         let items = vec![ItemRow {
@@ -780,8 +789,14 @@ mod tests {
         }
         let r = run_check(&units, files(), &[drain_other], &[]);
         assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
-        // A run that did its whole work is never handed over again, whatever went on.
+        // A run that did its whole work (its DONE line) is never handed over again,
+        // whatever went on.
         let mut whole = urun("in", "f-1", "n1", 7, 1, 1, 50, 150);
+        whole.push(UnitLine {
+            mark: Mark::Done,
+            at_ms: T0 + 149,
+            ..whole[0].clone()
+        });
         whole.extend(urun("in", "f-1", "n2", 8, 2, 2, 1050, 1150));
         let r = run_check(&whole, files(), &[rolling], &exits);
         assert_eq!(kinds(&r), [ViolationKind::FileHandledTwice]);
