@@ -704,15 +704,19 @@ impl Campaign {
         let mut dropped = Vec::new();
         if let (Some(d), Some(dirs)) = (dropper, file_dirs) {
             dropped = d.stop().await;
-            let drained = poll(Duration::from_secs(30), || {
-                std::future::ready((dirs.waiting() == 0).then_some(()))
-            })
-            .await;
-            if drained.is_none() {
-                eprintln!(
-                    "  {} file(s) still in the inbox 30 s after the last drop",
-                    dirs.waiting()
-                );
+            // Waits while the service makes progress: a slow inbox is measured (each file's
+            // wait), a stuck one leaves its files to be reported lost.
+            let mut left = dirs.waiting();
+            while left > 0 {
+                let progressed = poll(Duration::from_secs(30), || {
+                    std::future::ready((dirs.waiting() < left).then_some(()))
+                })
+                .await;
+                if progressed.is_none() {
+                    eprintln!("  {left} file(s) still in the inbox, none handled for 30 s");
+                    break;
+                }
+                left = dirs.waiting();
             }
         }
         let until_ms = now_ms();
