@@ -227,6 +227,11 @@ async fn a_second_node_with_a_live_id_is_refused(kind: Kind) {
         stderr.contains("node id `node-1` is already alive in cluster `dup`"),
         "{stderr}"
     );
+    let live_pid = cluster.pid("node-1").unwrap();
+    assert!(
+        stderr.contains(&format!("registered by pid {live_pid} ")),
+        "names the live node's pid {live_pid}: {stderr}"
+    );
     let v = s.store.view("dup").await.unwrap();
     assert_eq!(v.nodes.len(), 1);
     assert_eq!(

@@ -19,6 +19,11 @@ pub fn process_fingerprint() -> String {
     )
 }
 
+/// The pid a fingerprint names (`?` if it names none).
+pub fn fingerprint_pid(fingerprint: &str) -> &str {
+    fingerprint.split(':').nth(2).unwrap_or("?")
+}
+
 /// The inode of this process's pid namespace, e.g. `4026531836`.
 fn pid_namespace() -> String {
     std::fs::read_link("/proc/self/ns/pid")
@@ -99,6 +104,13 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_names_its_pid() {
+        let mine = process_fingerprint();
+        assert_eq!(fingerprint_pid(&mine), std::process::id().to_string());
+        assert_eq!(fingerprint_pid("garbage"), "?");
+    }
 
     #[test]
     fn a_running_process_is_not_a_dead_predecessor() {

@@ -433,12 +433,7 @@ async fn join(
                 req.replaces = Some(existing.incarnation);
             }
             JoinOutcome::Occupied(existing) => {
-                let pid = existing
-                    .process
-                    .split(':')
-                    .nth(1)
-                    .unwrap_or("?")
-                    .to_string();
+                let pid = super::identity::fingerprint_pid(&existing.process);
                 return Err(Error::DuplicateNode {
                     cluster: member.cluster.clone(),
                     node: member.node.clone(),

@@ -309,6 +309,7 @@ fn allowed_kinds(server: Option<&PrivateServer>) -> Vec<FaultKind> {
         FaultKind::Drain,
         FaultKind::Pause,
         FaultKind::RollingRestart,
+        FaultKind::Duplicate,
     ];
     if server.is_some() {
         kinds.extend([FaultKind::Cut, FaultKind::CutAll, FaultKind::RestartStore]);
@@ -743,6 +744,7 @@ impl Campaign {
             FaultKind::Drain => self.drain().await,
             FaultKind::Pause => self.pause().await,
             FaultKind::RollingRestart => self.rolling_restart().await,
+            FaultKind::Duplicate => self.duplicate().await,
         }
     }
 
@@ -906,6 +908,7 @@ impl Campaign {
             note,
             applied_ms: None,
             failed: None,
+            second_pid: None,
         }
     }
 
@@ -973,6 +976,43 @@ impl Campaign {
         }
         self.exits.push(exit);
         self.respawn(&target)?;
+        f.end_ms = now_ms();
+        Ok(f)
+    }
+
+    /// A second process started with a live node's config: it must be refused at once
+    /// (contract 10), start nothing, and leave the live node running.
+    async fn duplicate(&mut self) -> anyhow::Result<Fault> {
+        // Its tasks are not meant to move: no failover to measure.
+        let (target, _owned, how) = self.choose_node().await;
+        let mut f = self.fault(FaultKind::Duplicate, &target, Vec::new(), how);
+        let log = self.cluster.dir().join(format!("{target}.second.log"));
+        let log = std::fs::File::create(&log)?;
+        let mut second = tokio::process::Command::new(&self.exe)
+            .arg("node")
+            .arg("--config")
+            .arg(self.cluster.config_path(&target))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        f.second_pid = second.id();
+        match tokio::time::timeout(Duration::from_secs(30), second.wait()).await {
+            Ok(Ok(status)) if !status.success() => {
+                f.note = format!("{}; refused ({status})", f.note);
+            }
+            Ok(Ok(status)) => {
+                f.failed = Some(format!(
+                    "the second process exited with {status}, not refused"
+                ));
+            }
+            Ok(Err(e)) => f.failed = Some(format!("cannot wait for the second process: {e}")),
+            Err(_) => {
+                let _ = second.kill().await;
+                f.failed = Some("the second process was not refused within 30 s".into());
+            }
+        }
         f.end_ms = now_ms();
         Ok(f)
     }

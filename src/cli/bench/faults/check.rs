@@ -179,6 +179,9 @@ pub enum FaultKind {
     Pause,
     /// An operator restarts every node, one at a time (`rota ctl rolling-restart`).
     RollingRestart,
+    /// A second process started with a live node's id (and config): it must be refused,
+    /// start nothing, and leave the live node running.
+    Duplicate,
 }
 
 impl FaultKind {
@@ -194,6 +197,7 @@ impl FaultKind {
             FaultKind::Drain => "drain",
             FaultKind::Pause => "pause",
             FaultKind::RollingRestart => "rolling-restart",
+            FaultKind::Duplicate => "duplicate",
         }
     }
 
@@ -230,9 +234,13 @@ pub struct Fault {
     /// undrain or resume issued).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_ms: Option<i64>,
-    /// An operator's action that did not complete: why (`rota ctl`'s output).
+    /// An operator's action that did not complete: why (`rota ctl`'s output); a second
+    /// process that was not refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// A `duplicate` fault's second process: nothing may start in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_pid: Option<u32>,
 }
 
 /// How a node process ended.
@@ -292,6 +300,7 @@ pub enum ViolationKind {
     UnclaimedStart,
     StartWhileFrozen,
     StartAfterExit,
+    StartInDuplicate,
     NeverEnded,
     NotRecovered,
     NodeExited,
@@ -314,6 +323,7 @@ impl ViolationKind {
             ViolationKind::UnclaimedStart => "unclaimed-start",
             ViolationKind::StartWhileFrozen => "start-while-frozen",
             ViolationKind::StartAfterExit => "start-after-exit",
+            ViolationKind::StartInDuplicate => "start-in-duplicate",
             ViolationKind::NeverEnded => "never-ended",
             ViolationKind::NotRecovered => "not-recovered",
             ViolationKind::NodeExited => "node-exited",
@@ -965,6 +975,29 @@ impl<'a> Checker<'a> {
             self.start_while_frozen(s);
             self.start_while_held(s);
             self.start_after_exit(s);
+            self.start_in_duplicate(s);
+        }
+    }
+
+    fn start_in_duplicate(&mut self, s: &Started) {
+        let second = self
+            .input
+            .faults
+            .iter()
+            .find(|f| f.second_pid == Some(s.node_pid));
+        if let Some(f) = second {
+            self.violation(
+                ViolationKind::StartInDuplicate,
+                Some(s.task),
+                s.at_ms,
+                format!(
+                    "{} started at {} in a second process (pid {}) with the id of live node {}, which should have been refused",
+                    s.what,
+                    self.rel(s.at_ms),
+                    s.node_pid,
+                    f.target
+                ),
+            );
         }
     }
 
@@ -1184,7 +1217,7 @@ impl<'a> Checker<'a> {
                     None,
                     f.end_ms,
                     format!(
-                        "fault {i} ({} {}): the operator's command did not complete: {why}",
+                        "fault {i} ({} {}): did not complete: {why}",
                         f.kind.as_str(),
                         f.target
                     ),
@@ -1353,6 +1386,7 @@ mod tests {
             note: String::new(),
             applied_ms: None,
             failed: None,
+            second_pid: None,
         }
     }
 
@@ -1601,6 +1635,21 @@ mod tests {
         let exits = [exit("n1", 7, 1500, ExitHow::Graceful)];
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::StartAfterExit]);
+
+        // A second process with a live node's id (pid 9) must start nothing.
+        let second = Fault {
+            second_pid: Some(9),
+            ..fault(FaultKind::Duplicate, 7, 1000, 1200)
+        };
+        let record = run("a", 2000, "n1", 9, 1, 2000, 2100);
+        let history = claims(&record);
+        let report = check_with(&record, &history, std::slice::from_ref(&second), &[]);
+        assert_eq!(kinds(&report), [ViolationKind::StartInDuplicate]);
+        let record = run("a", 2000, "n1", 7, 1, 2000, 2100);
+        let history = claims(&record);
+        assert!(check_with(&record, &history, &[second], &[])
+            .violations
+            .is_empty());
     }
 
     #[test]
