@@ -738,9 +738,10 @@ impl<'a> Checker<'a> {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Every START of `lines` with its end: its END line (the one of the same `run`), else
-    /// its node process's exit, else open until the end of the campaign: a violation, of the
-    /// task `never_ended` gives, with what it says of the run.
+    /// Every START of `lines` with its end: the first END line of the same `run` at or after
+    /// it (a long campaign reuses pids), else its node process's exit, else open until the
+    /// end of the campaign: a violation, of the task `never_ended` gives, with what it says
+    /// of the run.
     fn runs_of<L: Line, K: Ord>(
         &mut self,
         lines: &'a [L],
@@ -748,19 +749,27 @@ impl<'a> Checker<'a> {
         never_ended: impl Fn(&'a L) -> (&'a str, String),
     ) -> Vec<Run<'a, L>> {
         let input = self.input;
-        let ends: BTreeMap<K, i64> = lines
-            .iter()
-            .filter(|l| l.mark() == Mark::End)
-            .map(|l| (run(l), l.at_ms()))
-            .collect();
+        let mut ends: BTreeMap<K, Vec<i64>> = BTreeMap::new();
+        for l in lines.iter().filter(|l| l.mark() == Mark::End) {
+            ends.entry(run(l)).or_default().push(l.at_ms());
+        }
+        for times in ends.values_mut() {
+            times.sort_unstable();
+        }
+        let end_of = |s: &'a L| {
+            let times = ends.get(&run(s))?;
+            times
+                .get(times.partition_point(|&t| t < s.at_ms()))
+                .copied()
+        };
         let mut runs = Vec::new();
         for s in starts(lines) {
             let exit = input
                 .exits
                 .iter()
                 .find(|e| e.pid == s.node_pid() && e.at_ms >= s.at_ms());
-            let (end_ms, end) = match (ends.get(&run(s)), exit) {
-                (Some(&t), _) => (t, RunEnd::Line),
+            let (end_ms, end) = match (end_of(s), exit) {
+                (Some(t), _) => (t, RunEnd::Line),
                 (None, Some(e)) => (e.at_ms, RunEnd::NodeExit),
                 (None, None) => (input.until_ms.max(s.at_ms()), RunEnd::Never),
             };

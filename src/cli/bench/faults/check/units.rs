@@ -210,13 +210,30 @@ impl<'a> Checker<'a> {
     }
 
     /// Every unit START with its end: its END line, else its node process's exit, else open
-    /// until the end of the campaign (a violation).
+    /// until the end of the campaign (a violation). A file run whose DONE line came first
+    /// ended then: the process exits right after writing it, while its END line waits for
+    /// a watcher that a busy machine may wake late.
     fn unit_runs(&mut self) -> Vec<UnitRun<'a>> {
-        self.runs_of(
-            self.input.units,
-            |l| (l.service.as_str(), l.key.as_str(), l.pid),
-            |s| (s.key.as_str(), s.label()),
-        )
+        let key = |l: &'a UnitLine| (l.service.as_str(), l.key.as_str(), l.node_pid, l.pid);
+        let done: BTreeMap<_, Vec<i64>> = self
+            .input
+            .units
+            .iter()
+            .filter(|l| l.mark == Mark::Done)
+            .fold(BTreeMap::new(), |mut m, l| {
+                m.entry(key(l)).or_insert_with(Vec::new).push(l.at_ms);
+                m
+            });
+        let mut runs = self.runs_of(self.input.units, key, |s| (s.key.as_str(), s.label()));
+        for r in &mut runs {
+            let done_at = done
+                .get(&key(r.start))
+                .and_then(|times| times.iter().find(|&&t| t >= r.start.at_ms));
+            if let Some(&t) = done_at {
+                r.end_ms = r.end_ms.min(t);
+            }
+        }
+        runs
     }
 
     fn unit_overlaps(&mut self, runs: &[UnitRun<'a>]) {
@@ -636,6 +653,39 @@ mod tests {
             kinds(&run_check(&units, None, &[], &[])),
             [ViolationKind::StaleToken]
         );
+    }
+
+    #[test]
+    fn a_reused_pid_pairs_each_start_with_its_own_end() {
+        // pid 42 runs the service twice, 4 s apart (pids wrap around in a long campaign).
+        let mut units = urun("svc", "svc", "n1", 7, 0, 1, 0, 1000);
+        units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2000, 3000));
+        units.extend(urun("svc", "svc", "n1", 7, 0, 3, 5000, 6000));
+        for (i, l) in units.iter_mut().enumerate() {
+            if i < 2 || i >= 4 {
+                l.pid = 42;
+            }
+        }
+        let r = run_check(&units, None, &[], &[]);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    }
+
+    #[test]
+    fn a_file_run_ends_at_its_done_line_when_its_end_line_is_late() {
+        // f-1's END line comes 450 ms after its DONE line; f-2 started in between.
+        let mut units = urun("in", "f-1", "n1", 7, 1, 1, 50, 600);
+        units.push(UnitLine {
+            mark: Mark::Done,
+            at_ms: T0 + 150,
+            ..units[0].clone()
+        });
+        units.extend(urun("in", "f-2", "n1", 7, 1, 1, 200, 300));
+        let r = run_check(&units, None, &[], &[]);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        // Without the DONE line it overlaps.
+        units.remove(2);
+        let r = run_check(&units, None, &[], &[]);
+        assert_eq!(kinds(&r), [ViolationKind::ServiceOverlap]);
     }
 
     fn files_input<'a>(
