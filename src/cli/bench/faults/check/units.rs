@@ -662,7 +662,7 @@ mod tests {
         units.extend(urun("svc", "svc", "n2", 8, 0, 2, 2000, 3000));
         units.extend(urun("svc", "svc", "n1", 7, 0, 3, 5000, 6000));
         for (i, l) in units.iter_mut().enumerate() {
-            if i < 2 || i >= 4 {
+            if !(2..4).contains(&i) {
                 l.pid = 42;
             }
         }
