@@ -122,7 +122,7 @@ struct Admin {
 /// work itself (`exec sleep` keeps descriptor 3). Times come from `EPOCHREALTIME`: no fork
 /// between the event and its timestamp. `$1`: record file, `$2`: FIFO directory, `$3`: work
 /// seconds.
-const RUN_SCRIPT: &str = r#"f="$2/$$"
+const RUN_SCRIPT: &str = r#"f="$2/$$-${EPOCHREALTIME/[.,]/}"
 mkfifo "$f" || exit 1
 id="$ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $$ $PPID $ROTA_ATTEMPT $ROTA_FENCING_TOKEN"
 setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "E $3 $t" >> "$1"; rm -f "$2"' end "$1" "$f" "$id" < /dev/null > /dev/null 2>&1 &

@@ -37,7 +37,7 @@ const FILE_POLL: &str = "200ms";
 /// 0: a file with a DONE line was handled whole, and must never be handled again; one
 /// without was interrupted. `$1`: record file, `$2`: FIFO directory, `$3`: work seconds
 /// (`infinity`: until stopped).
-const UNIT_SCRIPT: &str = r#"f="$2/$$"
+const UNIT_SCRIPT: &str = r#"f="$2/$$-${EPOCHREALTIME/[.,]/}"
 mkfifo "$f" || exit 1
 id="$ROTA_SERVICE ${ROTA_FILE_NAME:-$ROTA_SERVICE} $ROTA_NODE $$ $PPID ${ROTA_ATTEMPT:-${ROTA_RESTARTS:-0}} $ROTA_FENCING_TOKEN"
 setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "UE $3 $t" >> "$1"; rm -f "$2"' end "$1" "$f" "$id" < /dev/null > /dev/null 2>&1 &
