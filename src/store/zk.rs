@@ -109,6 +109,17 @@ struct LeaderData {
     epoch: i64,
 }
 
+impl LeaderData {
+    /// Who holds the leadership, if anyone (a vacated row names nobody).
+    fn holder(&self) -> Option<Leadership> {
+        (!self.node.is_empty()).then(|| Leadership {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AssignData {
     node: Option<String>,
@@ -1103,6 +1114,16 @@ impl ZkStore {
         )
     }
 
+    /// The cluster's leader znode and its stat.
+    async fn leader(&self, z: &zk::Client, cluster: &str) -> Result<(LeaderData, zk::Stat)> {
+        self.read();
+        let (bytes, stat) = z
+            .get_data(&format!("{}/leader", Self::base(cluster)))
+            .await
+            .map_err(unavailable)?;
+        Ok((parse("leader", &bytes)?, stat))
+    }
+
     /// The versions a fenced leader write checks, if `leader` holds `epoch` and is alive by
     /// server time (contract 6).
     async fn leader_fence(
@@ -1111,13 +1132,7 @@ impl ZkStore {
         leader: &Member,
         epoch: i64,
     ) -> Result<Option<LeaderFence>> {
-        let base = Self::base(&leader.cluster);
-        self.read();
-        let (bytes, lstat) = z
-            .get_data(&format!("{base}/leader"))
-            .await
-            .map_err(unavailable)?;
-        let l: LeaderData = parse("leader", &bytes)?;
+        let (l, lstat) = self.leader(z, &leader.cluster).await?;
         let now = self.server_now(z, &leader.cluster).await?;
         let alive = self
             .registration_alive(z, &leader.cluster, &leader.node, leader.incarnation, now)
@@ -1594,17 +1609,7 @@ impl Store for ZkStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        self.read();
-        let (bytes, _) = z
-            .get_data(&format!("{base}/leader"))
-            .await
-            .map_err(unavailable)?;
-        let l: LeaderData = parse("leader", &bytes)?;
-        let leader = (!l.node.is_empty()).then_some(Leadership {
-            node: l.node,
-            incarnation: l.incarnation,
-            epoch: l.epoch,
-        });
+        let leader = self.leader(&z, cluster).await?.0.holder();
         Ok(ClusterView {
             now_ms: now,
             generation,
@@ -1699,21 +1704,12 @@ impl Store for ZkStore {
         let z = self.zk().await?;
         self.ensure_cluster(&z, &m.cluster).await?;
         let base = Self::base(&m.cluster);
-        self.read();
-        let (bytes, lstat) = z
-            .get_data(&format!("{base}/leader"))
-            .await
-            .map_err(unavailable)?;
-        let current: LeaderData = parse("leader", &bytes)?;
+        let (current, lstat) = self.leader(&z, &m.cluster).await?;
         let now = self.server_now(&z, &m.cluster).await?;
         let candidate = self.node(&z, &m.cluster, &m.node).await?.filter(|(d, s)| {
             d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now)
         });
-        let holder = (!current.node.is_empty()).then(|| Leadership {
-            node: current.node.clone(),
-            incarnation: current.incarnation,
-            epoch: current.epoch,
-        });
+        let holder = current.holder();
         if let Some(h) = &holder {
             let alive = self
                 .registration_alive(&z, &m.cluster, &h.node, h.incarnation, now)
@@ -1752,16 +1748,7 @@ impl Store for ZkStore {
             })),
             // Another candidate won the race: report the current holder.
             Err(e) if condition_failed(&e).is_some() => {
-                let (bytes, _) = z
-                    .get_data(&format!("{base}/leader"))
-                    .await
-                    .map_err(unavailable)?;
-                let l: LeaderData = parse("leader", &bytes)?;
-                Ok((!l.node.is_empty()).then_some(Leadership {
-                    node: l.node,
-                    incarnation: l.incarnation,
-                    epoch: l.epoch,
-                }))
+                Ok(self.leader(&z, &m.cluster).await?.0.holder())
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -1948,12 +1935,7 @@ impl Store for ZkStore {
                 Err(e) => match condition_failed(&e) {
                     Some(_) => {
                         // The leader row moved: deposed; else a row or the generation moved.
-                        self.read();
-                        let (bytes, _) = z
-                            .get_data(&format!("{base}/leader"))
-                            .await
-                            .map_err(unavailable)?;
-                        let now_l: LeaderData = parse("leader", &bytes)?;
+                        let (now_l, _) = self.leader(&z, cluster).await?;
                         return Ok(if now_l.epoch != epoch || now_l.node != leader.node {
                             LeaderWrite::Deposed
                         } else {
