@@ -55,7 +55,8 @@ pub struct FaultsArgs {
     store: StoreArgs,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Faults caused, one at a time.
+    /// Faults caused, one at a time. An interrupt (Ctrl-C) ends the run after the fault in
+    /// progress and checks what ran; a second one exits at once.
     #[arg(long, default_value_t = 20)]
     faults: usize,
     /// Random seed for the faults, their targets and pauses (printed, to replay a run).
@@ -506,7 +507,12 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             c.cluster.dir().display()
         );
     }
+    let interrupted = interrupt_ends_faults();
     for i in 0..args.faults {
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("  interrupted after {i} faults: winding down and checking what ran");
+            break;
+        }
         c.fault_and_recover(i, &kinds).await?;
     }
     let (dropped, until_ms) = c.wind_down(dropper, file_dirs.as_ref()).await;
@@ -660,6 +666,25 @@ fn print_report(report: &Report, faults: &[Fault], seed: u64, store: &str, origi
             println!("      {line}");
         }
     }
+}
+
+/// A first interrupt (Ctrl-C, SIGINT) ends the campaign after the fault in progress: it
+/// winds down and checks the history so far, so a long run cut short still reports. A second
+/// one exits at once.
+fn interrupt_ends_faults() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        set.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("  interrupt: ending after this fault (interrupt again to exit at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    flag
 }
 
 impl Campaign {
