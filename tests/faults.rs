@@ -333,11 +333,10 @@ async fn a_frozen_or_killed_nodes_commands_end_with_its_lease() {
 /// libfaketime, preloaded into a node itself (the `faketime` tool would fork it, and a kill
 /// would hit the wrapper).
 fn libfaketime() -> String {
-    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
-        .find(|p| std::path::Path::new(p).exists())
+    rota::harness::clock::libfaketime()
         .expect("libfaketime is not installed: apt-get install faketime (./scripts/test does it)")
+        .display()
+        .to_string()
 }
 
 /// Contract 12 under a store clock step: SQLite's store time is the host's clock. Stepped

@@ -555,6 +555,8 @@ struct BenchStore {
     url: String,
     store: Arc<dyn Store>,
     server: Option<PrivateServer>,
+    /// The private server's wall clock, when it was started on a fake one.
+    server_clock: Option<rota::harness::clock::FakeClock>,
     keep: bool,
 }
 
@@ -568,9 +570,29 @@ impl Drop for BenchStore {
 
 impl StoreArgs {
     async fn open(&self, bench: &str) -> anyhow::Result<BenchStore> {
+        self.open_with(bench, false).await
+    }
+
+    /// With `server_clock`, a private server runs on a [`rota::harness::clock::FakeClock`]
+    /// (if libfaketime is installed), so that its clock can be stepped.
+    async fn open_with(&self, bench: &str, server_clock: bool) -> anyhow::Result<BenchStore> {
         let dir = std::env::temp_dir().join(format!("rota-{bench}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let (url, server) = store_for(self.store.clone(), self.server.as_deref(), &dir).await?;
+        let server_clock = match (server_clock, &self.server) {
+            (true, Some(_)) => rota::harness::clock::FakeClock::new(dir.join("store-clock.rc"))?,
+            _ => None,
+        };
+        let jvm = matches!(
+            self.server.as_deref(),
+            Some("zookeeper" | "zookeeper-ensemble")
+        );
+        let env = match &server_clock {
+            Some(c) if jvm => c.env_read_each_second(),
+            Some(c) => c.env(),
+            None => Vec::new(),
+        };
+        let (url, server) =
+            store_for(self.store.clone(), self.server.as_deref(), &dir, env).await?;
         let store = store::open(&url).await?;
         store.prepare(true).await?;
         Ok(BenchStore {
@@ -578,6 +600,7 @@ impl StoreArgs {
             url,
             store,
             server,
+            server_clock,
             keep: false,
         })
     }
@@ -594,6 +617,7 @@ async fn store_for(
     url: Option<String>,
     server: Option<&str>,
     dir: &std::path::Path,
+    env: Vec<(String, String)>,
 ) -> anyhow::Result<(String, Option<PrivateServer>)> {
     use rota::harness::servers::{DbKind, DbServer};
     let kind = match server {
@@ -605,9 +629,10 @@ async fn store_for(
         }
         Some(kind @ ("zookeeper" | "zookeeper-ensemble")) => {
             let size = if kind == "zookeeper" { 1 } else { 3 };
-            let zk =
-                tokio::task::spawn_blocking(move || rota::harness::zookeeper::ZkEnsemble::start(size))
-                    .await??;
+            let zk = tokio::task::spawn_blocking(move || {
+                rota::harness::zookeeper::ZkEnsemble::start_with_env(size, env)
+            })
+            .await??;
             // On stderr: `--json` reports own stdout.
             eprintln!("private ZooKeeper server(s) on {}", zk.hosts());
             return Ok((zk.url("rota-bench"), Some(PrivateServer::ZooKeeper(zk))));
@@ -618,7 +643,7 @@ async fn store_for(
             "--server `{other}` is not known; use postgres, mariadb, zookeeper or zookeeper-ensemble"
         ),
     };
-    let server = tokio::task::spawn_blocking(move || DbServer::start(kind)).await??;
+    let server = tokio::task::spawn_blocking(move || DbServer::start_with_env(kind, env)).await??;
     let url = server.create_database("rota_bench").await?;
     eprintln!("private {kind:?} server on 127.0.0.1:{}", server.port());
     Ok((url, Some(PrivateServer::Db(server))))

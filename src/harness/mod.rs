@@ -4,6 +4,7 @@
 //! private database servers and [`proxy`] cuts a node off from one.
 
 pub mod browser;
+pub mod clock;
 pub mod proxy;
 pub mod servers;
 pub mod zookeeper;

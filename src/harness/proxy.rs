@@ -1,24 +1,30 @@
-//! A TCP proxy between one node and its database that can cut the node off: while cut, its
-//! connections are dropped and new ones are closed at once, as if the database were down
-//! for that node only.
+//! A TCP proxy between one node and its store's server that can cut the node off (while cut,
+//! its connections are dropped and new ones are closed at once, as if the server were down
+//! for that node only) or slow it down (every byte delivered a set time after it was sent,
+//! both ways, as over a congested link).
 
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{mpsc, watch},
     task::JoinHandle,
+    time::Instant,
 };
 
 pub struct CutProxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    /// Added one-way latency, ms (0: none).
+    delay_ms: Arc<AtomicU64>,
     severed: watch::Sender<u64>,
     accept: JoinHandle<()>,
 }
@@ -29,10 +35,12 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let cut = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let (severed, _) = watch::channel(0u64);
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
         let accept = {
             let cut = cut.clone();
+            let delay_ms = delay_ms.clone();
             let severed = severed.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
@@ -41,13 +49,16 @@ impl CutProxy {
                         continue;
                     }
                     let mut severed = severed.subscribe();
+                    let delay_ms = delay_ms.clone();
                     tokio::spawn(async move {
-                        let Ok(mut server) = TcpStream::connect(target).await else {
+                        let Ok(server) = TcpStream::connect(target).await else {
                             return;
                         };
-                        let mut client = client;
+                        let (client_in, client_out) = client.into_split();
+                        let (server_in, server_out) = server.into_split();
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = pump(client_in, server_out, delay_ms.clone()) => {}
+                            _ = pump(server_in, client_out, delay_ms) => {}
                             _ = severed.changed() => {}
                         }
                     });
@@ -57,6 +68,7 @@ impl CutProxy {
         Ok(CutProxy {
             port,
             cut,
+            delay_ms,
             severed,
             accept,
         })
@@ -75,6 +87,49 @@ impl CutProxy {
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+
+    /// From now on every byte, either way, is delivered `latency` after it was read (bytes
+    /// already in flight keep the latency they were read with). `Duration::ZERO` ends it.
+    pub fn slow(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, each chunk held until the latency in force when it was read has
+/// passed. Order is kept; returns when either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<AtomicU64>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let due =
+                        Instant::now() + Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    // The writer drains what was read before the reader saw the end.
+    tokio::join!(read, write);
 }
 
 impl Drop for CutProxy {

@@ -20,6 +20,8 @@ pub struct DbServer {
     child: Option<Child>,
     /// The admin URL (no database chosen yet for MariaDB: `mysql`).
     admin_url: String,
+    /// Extra environment of the server process (for example a [`super::clock::FakeClock`]).
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +150,14 @@ pub(crate) fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, ServerErr
 impl DbServer {
     /// Starts a private server of `kind` and waits until it accepts connections.
     pub fn start(kind: DbKind) -> Result<DbServer, ServerError> {
+        DbServer::start_with_env(kind, Vec::new())
+    }
+
+    /// [`DbServer::start`], the server (and its restarts) with extra environment.
+    pub fn start_with_env(
+        kind: DbKind,
+        env: Vec<(String, String)>,
+    ) -> Result<DbServer, ServerError> {
         let prefix = match kind {
             DbKind::Postgres => "rota-pg-",
             DbKind::MariaDb => "rota-mariadb-",
@@ -164,6 +174,7 @@ impl DbServer {
             port,
             child: None,
             admin_url: String::new(),
+            env,
         };
         match kind {
             DbKind::Postgres => server.init_postgres()?,
@@ -280,7 +291,8 @@ impl DbServer {
             }
         };
         let mut cmd = cmd;
-        cmd.stdin(Stdio::null())
+        cmd.envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
             .stderr(log);
         self.child = Some(spawn_tied_to_process(cmd)?);

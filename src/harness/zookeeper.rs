@@ -22,6 +22,9 @@ const TICK_MS: u64 = 200;
 pub struct ZkEnsemble {
     dir: PathBuf,
     members: Vec<Member>,
+    /// Extra environment of every server process (for example a
+    /// [`super::clock::FakeClock`]).
+    env: Vec<(String, String)>,
 }
 
 struct Member {
@@ -34,6 +37,14 @@ struct Member {
 impl ZkEnsemble {
     /// Starts `size` servers (1, or 3 for a quorum) and waits until they serve clients.
     pub fn start(size: usize) -> Result<ZkEnsemble, ServerError> {
+        ZkEnsemble::start_with_env(size, Vec::new())
+    }
+
+    /// [`ZkEnsemble::start`], every server (and its restarts) with extra environment.
+    pub fn start_with_env(
+        size: usize,
+        env: Vec<(String, String)>,
+    ) -> Result<ZkEnsemble, ServerError> {
         if !std::path::Path::new(JAR).exists() {
             return Err(err(
                 "ZooKeeper is not installed: `apt-get install zookeeper` (./scripts/test does it)",
@@ -51,7 +62,7 @@ impl ZkEnsemble {
                 child: None,
             })
             .collect();
-        let mut ensemble = ZkEnsemble { dir, members };
+        let mut ensemble = ZkEnsemble { dir, members, env };
         for i in 0..size {
             ensemble.write_config(i)?;
         }
@@ -107,6 +118,7 @@ impl ZkEnsemble {
             .arg(JAR)
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(dir.join("zoo.cfg"))
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
             .stderr(log);

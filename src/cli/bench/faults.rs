@@ -25,6 +25,7 @@ use clap::Args;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rota::{
     harness::{
+        clock::{libfaketime, FakeClock},
         poll,
         proxy::CutProxy,
         servers::{free_port, ServerError},
@@ -102,6 +103,12 @@ const SHORT_WORK: &str = "0.2";
 const LONG_WORK: &str = "2.5";
 /// How long a frozen node or a cut stays so: well over the default node timeout (1 s).
 const HOLD_MS: std::ops::Range<u64> = 2000..4000;
+/// Added latency each way on a slowed link: over the default node timeout (1 s).
+const SLOW_MS: std::ops::Range<u64> = 1200..3000;
+/// How far a node's wall clock is skewed, either way: up to five minutes.
+const SKEW_MS: std::ops::Range<i64> = 1000..300_000;
+/// How far the store's clock steps, either way: the documented bound is 2 s.
+const STEP_MS: std::ops::Range<i64> = 200..2001;
 /// Steady state between faults.
 const PAUSE_MS: std::ops::Range<u64> = 300..2000;
 /// A cluster that is not healthy this long after a fault did not recover.
@@ -144,9 +151,13 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// The `command` array (its inside, TOML) of a run: `bash -c SCRIPT ARG0 RECORD FIFOS WORK`.
+/// The `command` array (its inside, TOML) of a run: `bash -c SCRIPT ARG0 RECORD FIFOS WORK`,
+/// without `LD_PRELOAD`: on a node whose clock is faked, the record keeps the real clock.
 fn command_argv(script: &str, arg0: &str, record: &Path, fifos: &Path, work: &str) -> String {
     [
+        "env",
+        "-u",
+        "LD_PRELOAD",
         "bash",
         "-c",
         script,
@@ -278,8 +289,10 @@ struct Campaign {
     admin: Option<Admin>,
     /// This program: `rota ctl`.
     exe: PathBuf,
-    /// Each node's proxies to the store's servers (only when cuts are drawn).
+    /// Each node's proxies to the store's servers (only when cuts or slow links are drawn).
     proxies: BTreeMap<String, Vec<CutProxy>>,
+    /// Each node's wall clock (only when skews or, on SQLite, store steps are drawn).
+    clocks: BTreeMap<String, FakeClock>,
     tail: RecordTail,
     rng: StdRng,
     faults: Vec<Fault>,
@@ -300,9 +313,11 @@ fn server_ports(server: Option<&PrivateServer>) -> Vec<u16> {
     }
 }
 
-/// The kinds a store allows: cuts and restarts need a server the campaign started; the
-/// leader of an ensemble needs an ensemble.
-fn allowed_kinds(server: Option<&PrivateServer>) -> Vec<FaultKind> {
+/// The kinds a store allows: cuts, slow links and restarts need a server the campaign
+/// started; the leader of an ensemble needs an ensemble; clocks need libfaketime, and a
+/// store's clock is a private server's or, on SQLite, the host's (the nodes').
+fn allowed_kinds(run: &BenchStore) -> Vec<FaultKind> {
+    let server = run.server.as_ref();
     let mut kinds = vec![
         FaultKind::Kill,
         FaultKind::Stop,
@@ -313,10 +328,22 @@ fn allowed_kinds(server: Option<&PrivateServer>) -> Vec<FaultKind> {
         FaultKind::Duplicate,
     ];
     if server.is_some() {
-        kinds.extend([FaultKind::Cut, FaultKind::CutAll, FaultKind::RestartStore]);
+        kinds.extend([
+            FaultKind::Cut,
+            FaultKind::CutAll,
+            FaultKind::RestartStore,
+            FaultKind::Slow,
+        ]);
     }
     if server_ports(server).len() > 1 {
         kinds.push(FaultKind::ZkLeader);
+    }
+    let sqlite = run.url.starts_with("sqlite:");
+    if libfaketime().is_some() && !sqlite {
+        kinds.push(FaultKind::Skew);
+    }
+    if (libfaketime().is_some() && sqlite) || run.server_clock.is_some() {
+        kinds.push(FaultKind::StoreStep);
     }
     kinds
 }
@@ -352,14 +379,19 @@ struct Output<'a> {
 }
 
 /// The kinds of fault to draw from: `--kinds`, or every kind the store allows.
-fn kinds(args: &FaultsArgs, server: Option<&PrivateServer>) -> anyhow::Result<Vec<FaultKind>> {
-    let allowed = allowed_kinds(server);
+fn kinds(args: &FaultsArgs, run: &BenchStore) -> anyhow::Result<Vec<FaultKind>> {
+    let allowed = allowed_kinds(run);
     if let Some(k) = args.kinds.iter().find(|k| !allowed.contains(k)) {
         bail!(
-            "--kinds {}: not possible on this store (allowed: {}); cuts and store restarts need --server",
+            "--kinds {}: not possible on this store (allowed: {}); cuts, slow links and store \
+             restarts need --server; skew and store-step need libfaketime (apt-get install \
+             faketime), and skew a store other than SQLite",
             k.as_str(),
             kinds_list(&allowed)
         );
+    }
+    if args.kinds.is_empty() && libfaketime().is_none() {
+        eprintln!("  skew, store-step: not drawn (libfaketime is not installed: apt-get install faketime)");
     }
     Ok(if args.kinds.is_empty() {
         allowed
@@ -407,9 +439,10 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
     }
-    let mut run = args.store.open("faults").await?;
+    let step_drawn = args.kinds.is_empty() || args.kinds.contains(&FaultKind::StoreStep);
+    let mut run = args.store.open_with("faults", step_drawn).await?;
     run.keep = args.keep;
-    let kinds = kinds(&args, run.server.as_ref())?;
+    let kinds = kinds(&args, &run)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let cluster_name = format!("faults-{}", std::process::id());
     let record = run.dir.join("record.log");
@@ -458,11 +491,25 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe.clone(), &run.dir, &run.url, &cluster_name);
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
-    let proxies = if kinds.contains(&FaultKind::Cut) || kinds.contains(&FaultKind::CutAll) {
+    let proxies = if [FaultKind::Cut, FaultKind::CutAll, FaultKind::Slow]
+        .iter()
+        .any(|k| kinds.contains(k))
+    {
         proxies(&mut cluster, &run, &ids).await?
     } else {
         BTreeMap::new()
     };
+    let node_clocks = kinds.contains(&FaultKind::Skew)
+        || (kinds.contains(&FaultKind::StoreStep) && run.server_clock.is_none());
+    let mut clocks = BTreeMap::new();
+    if node_clocks {
+        for id in &ids {
+            let clock = FakeClock::new(run.dir.join(format!("clock-{id}.rc")))?
+                .context("libfaketime is not installed: apt-get install faketime")?;
+            cluster.env_of.insert(id.clone(), clock.env());
+            clocks.insert(id.clone(), clock);
+        }
+    }
     let admin = kinds.iter().any(|k| k.operator()).then(|| {
         let token = || format!("{:032x}", rand::random::<u128>());
         Admin {
@@ -485,6 +532,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         admin,
         exe,
         proxies,
+        clocks,
         tail: RecordTail::new(record),
         rng: StdRng::seed_from_u64(seed),
         faults: Vec::new(),
@@ -770,6 +818,9 @@ impl Campaign {
             FaultKind::Pause => self.pause().await,
             FaultKind::RollingRestart => self.rolling_restart().await,
             FaultKind::Duplicate => self.duplicate().await,
+            FaultKind::Slow => self.slow().await,
+            FaultKind::Skew => self.skew().await,
+            FaultKind::StoreStep => self.store_step().await,
         }
     }
 
@@ -1082,6 +1133,86 @@ impl Campaign {
         f.end_ms = now_ms();
         cut.iter().for_each(|p| p.heal());
         Ok(f)
+    }
+
+    /// One node's link to the store slowed: every byte both ways late by more than the node
+    /// timeout, for a while.
+    async fn slow(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let latency = Duration::from_millis(self.rng.random_range(SLOW_MS));
+        let mut f = self.fault(
+            FaultKind::Slow,
+            &target,
+            owned,
+            format!("{how}; {} ms each way", latency.as_millis()),
+        );
+        let links = self.proxies.get(&target).context("no proxy")?;
+        links.iter().for_each(|p| p.slow(latency));
+        f.start_ms = now_ms();
+        self.hold().await;
+        f.end_ms = now_ms();
+        let links = self.proxies.get(&target).context("no proxy")?;
+        links.iter().for_each(|p| p.slow(Duration::ZERO));
+        Ok(f)
+    }
+
+    /// One node's wall clock stepped by up to five minutes either way, for a while, then
+    /// back: nothing the node decides may depend on it.
+    async fn skew(&mut self) -> anyhow::Result<Fault> {
+        // Nothing should move: no failover is measured (a later fault's would be counted).
+        let (target, _, how) = self.choose_node().await;
+        let offset = self.signed(SKEW_MS);
+        let mut f = self.fault(
+            FaultKind::Skew,
+            &target,
+            Vec::new(),
+            format!("{how}; {offset:+} ms"),
+        );
+        let clock = self.clocks.get(&target).context("no clock")?;
+        clock.set_offset_ms(offset)?;
+        f.start_ms = now_ms();
+        self.hold().await;
+        f.end_ms = now_ms();
+        self.clocks[&target].set_offset_ms(0)?;
+        Ok(f)
+    }
+
+    /// The store's clock stepped by up to 2 s either way, for a while, then back (two
+    /// steps): the private server's, or on SQLite every node's, as the host's clock.
+    async fn store_step(&mut self) -> anyhow::Result<Fault> {
+        let offset = self.signed(STEP_MS);
+        let mut f = self.fault(
+            FaultKind::StoreStep,
+            "store",
+            Vec::new(),
+            format!("{offset:+} ms"),
+        );
+        let clocks: Vec<&FakeClock> = match &self.run.server_clock {
+            Some(clock) => vec![clock],
+            None => self.clocks.values().collect(),
+        };
+        anyhow::ensure!(!clocks.is_empty(), "no store clock");
+        clocks.iter().try_for_each(|c| c.set_offset_ms(offset))?;
+        f.start_ms = now_ms();
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        let clocks: Vec<&FakeClock> = match &self.run.server_clock {
+            Some(clock) => vec![clock],
+            None => self.clocks.values().collect(),
+        };
+        clocks.iter().try_for_each(|c| c.set_offset_ms(0))?;
+        Ok(f)
+    }
+
+    /// A value of `range`, either sign.
+    fn signed(&mut self, range: std::ops::Range<i64>) -> i64 {
+        let magnitude = self.rng.random_range(range);
+        if self.rng.random_bool(0.5) {
+            magnitude
+        } else {
+            -magnitude
+        }
     }
 
     /// The store's server restarted (every server of an ensemble, one after the other).

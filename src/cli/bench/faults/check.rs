@@ -182,6 +182,15 @@ pub enum FaultKind {
     /// A second process started with a live node's id (and config): it must be refused,
     /// start nothing, and leave the live node running.
     Duplicate,
+    /// One node's link to the store slowed (every byte both ways late by more than the
+    /// node timeout), then back to normal.
+    Slow,
+    /// One node's wall clock stepped by up to five minutes either way, then back (not on
+    /// SQLite, where every node shares the host's clock, which is store time).
+    Skew,
+    /// The store's clock stepped by up to two seconds either way, then back: the server's
+    /// (PostgreSQL, MariaDB, every ZooKeeper server), or the host's on SQLite.
+    StoreStep,
 }
 
 impl FaultKind {
@@ -198,6 +207,9 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::RollingRestart => "rolling-restart",
             FaultKind::Duplicate => "duplicate",
+            FaultKind::Slow => "slow",
+            FaultKind::Skew => "skew",
+            FaultKind::StoreStep => "store-step",
         }
     }
 
