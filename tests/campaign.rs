@@ -1,8 +1,10 @@
 //! The fault campaign (`rota bench faults`), CI-sized: on every store, thirty faults of every
 //! kind a store given by URL allows (SIGKILL, SIGSTOP past the lease and graceful stop of
 //! any node, the leader and task and service owners included; a second process with a live
-//! node's id; drain, pause and rolling restart through the admin API) under the tasks, a command service and a `file_inbound`
-//! service fed four files a second, and not one violation in the independent checker's
+//! node's id; drain, pause and rolling restart through the admin API; a node's wall clock
+//! stepped by minutes on the server stores, the host's clock by up to 2 s on SQLite) under
+//! the tasks, a command service and a `file_inbound` service fed four files a second, and
+//! not one violation in the independent checker's
 //! report. A failure prints the report, with the seed that replays the run. Two stores'
 //! campaigns run at once (the test threads of a 2-core machine): the contract must hold on a
 //! busy machine too.

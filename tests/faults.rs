@@ -353,18 +353,11 @@ async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() 
     std::fs::create_dir_all(cluster.dir()).unwrap();
     let record = cluster.dir().join("runs.log");
     let lock = cluster.dir().join("run.lock");
-    let clock = cluster.dir().join("faketime.rc");
-    std::fs::write(&clock, "+0\n").unwrap();
-    let env = vec![
-        ("LD_PRELOAD".to_string(), libfaketime()),
-        (
-            "FAKETIME_TIMESTAMP_FILE".to_string(),
-            clock.display().to_string(),
-        ),
-        ("FAKETIME_NO_CACHE".to_string(), "1".to_string()),
-        // Leases run on the monotonic clock, which a wall-clock step does not move.
-        ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
-    ];
+    // Leases run on the monotonic clock, which a wall-clock step does not move.
+    let clock = rota::harness::clock::FakeClock::new(cluster.dir().join("faketime.rc"))
+        .unwrap()
+        .expect("libfaketime is not installed: apt-get install faketime (./scripts/test does it)");
+    let env = clock.env();
     for id in ["node-1", "node-2"] {
         cluster.env_of.insert(id.into(), env.clone());
     }
@@ -384,7 +377,7 @@ async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() 
     .await;
 
     assert!(cluster.signal("node-1", libc::SIGSTOP));
-    std::fs::write(&clock, "+3\n").unwrap();
+    clock.set_offset_ms(3000).unwrap();
     eventually(
         "node-2 takes the task over",
         LONG,
