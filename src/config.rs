@@ -71,6 +71,11 @@ pub struct Config {
 /// Environment variables that supply the admin API's tokens (they win over the file).
 pub const ADMIN_TOKEN_ENV: &str = "ROTA_ADMIN_TOKEN";
 pub const READ_TOKEN_ENV: &str = "ROTA_READ_TOKEN";
+/// The token `rota ctl` sends.
+pub const CTL_TOKEN_ENV: &str = "ROTA_TOKEN";
+/// The node's secrets in its environment: the programs it runs do not inherit them (a task
+/// that needs one passes it on purpose, in its `env`).
+pub const SECRET_ENV: [&str; 4] = [STORE_URL_ENV, ADMIN_TOKEN_ENV, READ_TOKEN_ENV, CTL_TOKEN_ENV];
 /// Shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;
 

@@ -541,3 +541,58 @@ async fn a_second_node_with_a_live_id_in_the_same_process_is_refused() {
     successor.shutdown().await.unwrap();
     first.force_shutdown();
 }
+
+/// The node's secrets in its environment (admin, read and `rota ctl` tokens) do not reach
+/// the programs it runs; a task that needs one passes it on purpose in its `env`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programs_a_node_runs_inherit_none_of_its_secrets() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("secrets");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let secrets = [
+        ("ROTA_ADMIN_TOKEN", "admin-secret-0123456789abcdef"),
+        ("ROTA_READ_TOKEN", "read-secret-0123456789abcdef"),
+        ("ROTA_TOKEN", "ctl-secret-0123456789abcdef"),
+    ];
+    cluster.env_of.insert(
+        "node-1".into(),
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let plain = cluster.dir().join("plain.env");
+    let passed = cluster.dir().join("passed.env");
+    let dump = |file: &std::path::Path| {
+        format!(
+            "[\"sh\", \"-c\", \"env > {f}.part && mv {f}.part {f}\"]",
+            f = file.display()
+        )
+    };
+    let tasks = format!(
+        "[[task]]\nname = \"plain\"\nevery = \"1s\"\ncommand = {}\n\n\
+         [[task]]\nname = \"passed\"\nevery = \"1s\"\ncommand = {}\n\
+         env = {{ ROTA_READ_TOKEN = \"passed-on-purpose\" }}\n",
+        dump(&plain),
+        dump(&passed)
+    );
+    spawn_registered(&mut cluster, &s.store, "node-1", &tasks).await;
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).ok();
+    let (plain, passed) = eventually("both tasks ran", LONG, Some(&cluster), || async {
+        Some((read(&plain)?, read(&passed)?))
+    })
+    .await;
+    assert!(plain.contains("ROTA_TASK=plain"), "the dump is the task's environment");
+    for (name, value) in secrets {
+        assert!(
+            !plain.contains(value) && !plain.contains(&format!("{name}=")),
+            "a task inherited {name}:\n{plain}"
+        );
+    }
+    assert!(
+        passed.contains("ROTA_READ_TOKEN=passed-on-purpose"),
+        "a task's own env passes a value on purpose:\n{passed}"
+    );
+    assert!(!passed.contains("admin-secret"), "{passed}");
+}

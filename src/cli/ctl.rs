@@ -312,7 +312,7 @@ impl Client {
             }
         }
         // An empty variable is no token, so the server says one is needed.
-        let token = std::env::var("ROTA_TOKEN")
+        let token = std::env::var(rota::config::CTL_TOKEN_ENV)
             .ok()
             .filter(|t| !t.trim().is_empty());
         Ok(Client {

@@ -225,10 +225,13 @@ impl Drop for GroupGuard {
 async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     let program = &inner.argv[0];
     let mut cmd = Command::new(program);
-    cmd.args(&inner.argv[1..])
-        // The daemon's store URL may hold a password: children do not inherit it.
-        .env_remove("ROTA_STORE_URL")
-        .envs(&inner.env)
+    cmd.args(&inner.argv[1..]);
+    // The node's store URL (a password) and tokens: children do not inherit them. The
+    // task's own `env` comes after, so a task can still pass one on purpose.
+    for secret in crate::config::SECRET_ENV {
+        cmd.env_remove(secret);
+    }
+    cmd.envs(&inner.env)
         .envs(call.vars.iter().map(|(k, v)| (format!("ROTA_{k}"), v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
