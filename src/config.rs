@@ -75,7 +75,12 @@ pub const READ_TOKEN_ENV: &str = "ROTA_READ_TOKEN";
 pub const CTL_TOKEN_ENV: &str = "ROTA_TOKEN";
 /// The node's secrets in its environment: the programs it runs do not inherit them (a task
 /// that needs one passes it on purpose, in its `env`).
-pub const SECRET_ENV: [&str; 4] = [STORE_URL_ENV, ADMIN_TOKEN_ENV, READ_TOKEN_ENV, CTL_TOKEN_ENV];
+pub const SECRET_ENV: [&str; 4] = [
+    STORE_URL_ENV,
+    ADMIN_TOKEN_ENV,
+    READ_TOKEN_ENV,
+    CTL_TOKEN_ENV,
+];
 /// Shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -1757,6 +1762,36 @@ mod tests {
             "at most once by default"
         );
         assert!(config.builder().is_ok());
+    }
+
+    /// Durations past the bound (and past u64) are problems naming their field, not panics.
+    #[test]
+    fn durations_too_long_are_problems_naming_their_field() {
+        let text = r#"
+            [node]
+            id = "n"
+            cluster = "c"
+            [store]
+            url = "sqlite:///tmp/x.db"
+            [[task]]
+            name = "huge"
+            every = "18446744073709551615d"
+            log = {}
+            [[task]]
+            name = "long"
+            every = "200000000000d"
+            timeout = "99999999999999999999999999s"
+            log = {}
+        "#;
+        let problems = parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec!["task[0].every", "task[1].every", "task[1].timeout"],
+            "{problems:?}"
+        );
+        assert!(problems
+            .iter()
+            .all(|p| p.to_string().contains("longer than 3650d")));
     }
 
     #[test]

@@ -583,7 +583,10 @@ async fn programs_a_node_runs_inherit_none_of_its_secrets() {
         Some((read(&plain)?, read(&passed)?))
     })
     .await;
-    assert!(plain.contains("ROTA_TASK=plain"), "the dump is the task's environment");
+    assert!(
+        plain.contains("ROTA_TASK=plain"),
+        "the dump is the task's environment"
+    );
     for (name, value) in secrets {
         assert!(
             !plain.contains(value) && !plain.contains(&format!("{name}=")),

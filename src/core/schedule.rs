@@ -17,7 +17,7 @@ pub enum ScheduleError {
     Cron { expr: String, reason: String },
     #[error("unknown time zone `{0}`; use an IANA name such as \"Europe/Paris\" or \"UTC\"")]
     TimeZone(String),
-    #[error("interval must be at least 1ms, got {0:?}")]
+    #[error("an interval is from 1ms to 3650d; got {0:?}")]
     Interval(Duration),
 }
 
@@ -69,7 +69,7 @@ impl Schedule {
 
     /// Fires every `period`, at instants aligned to the Unix epoch.
     pub fn every(period: Duration) -> Result<Self, ScheduleError> {
-        if period.as_millis() == 0 {
+        if period.as_millis() == 0 || period > MAX_DURATION {
             return Err(ScheduleError::Interval(period));
         }
         Ok(Schedule::Every { period })
@@ -154,29 +154,39 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, `1d` (integer with a unit).
+/// The longest duration rota takes anywhere (an interval, a timeout, a time to live): ten
+/// years. A longer one is a mistake, and would overflow the arithmetic on instants.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, `1d` (integer with a unit), up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!(
+    let too_long = || format!("`{text}` is longer than 3650d, the longest duration rota takes");
+    if num.is_empty() {
+        return Err(format!(
             "`{text}` is not a duration; write a whole number with a unit: 250ms, 5s, 2m, 1h, 1d"
-        )
-    })?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+        ));
+    }
+    // Only digits: the one way parsing fails is a number too large for u64.
+    let n: u64 = num.parse().map_err(|_| too_long())?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => {
             return Err(format!(
                 "`{text}` has no known unit; write 250ms, 5s, 2m, 1h or 1d"
             ))
         }
     };
-    Ok(Duration::from_millis(ms))
+    match n.checked_mul(unit_ms).map(Duration::from_millis) {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(too_long()),
+    }
 }
 
 /// What the scheduler does with the instants due at `now`.
@@ -317,6 +327,18 @@ mod tests {
         }
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        for huge in [
+            "3651d",
+            "200000000000d",
+            "18446744073709551615d",
+            "99999999999999999999999ms",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains(huge) && e.contains("longer than 3650d"), "{e}");
+        }
+        assert!(Schedule::every(MAX_DURATION + Duration::from_millis(1)).is_err());
+        assert!(Schedule::every(Duration::MAX).is_err());
         assert!(parse_duration("fast")
             .unwrap_err()
             .contains("not a duration"));
