@@ -823,14 +823,105 @@ struct RollingBody {
     timeout_secs: Option<u64>,
 }
 
+/// The body of `POST /api/v1/commands`, flat as the OpenAPI document gives it. (serde's
+/// `flatten` of the tagged [`Operation`] cannot be combined with `deny_unknown_fields`: it
+/// refused every body with "unknown field `op`".)
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GenericBody {
-    #[serde(flatten)]
-    op: Operation,
+    op: String,
+    task: Option<String>,
+    service: Option<String>,
+    node: Option<String>,
+    level: Option<String>,
+    timeout_secs: Option<u64>,
     #[serde(default = "cluster_scope")]
     scope: Scope,
 }
+
+impl GenericBody {
+    /// The operation the fields describe: each op's own fields, and no other.
+    fn operation(self) -> Result<(Operation, Scope), Problem> {
+        let op_name = self.op.clone();
+        let mut fields = [
+            ("task", self.task),
+            ("service", self.service),
+            ("node", self.node),
+            ("level", self.level),
+            ("timeout_secs", self.timeout_secs.map(|t| t.to_string())),
+        ];
+        let mut take = |name: &str| {
+            fields
+                .iter_mut()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.take())
+        };
+        let mut need = |name: &str| {
+            take(name).ok_or_else(|| {
+                Problem::bad(format!("body: op `{op_name}` needs the field `{name}`"))
+            })
+        };
+        let op = match self.op.as_str() {
+            "pause" => Operation::Pause {
+                task: need("task")?,
+            },
+            "resume" => Operation::Resume {
+                task: need("task")?,
+            },
+            "stop" => Operation::Stop {
+                service: need("service")?,
+            },
+            "start" => Operation::Start {
+                service: need("service")?,
+            },
+            "drain" => Operation::Drain,
+            "undrain" => Operation::Undrain,
+            "act_as" => Operation::ActAs {
+                node: need("node")?,
+            },
+            "stop_acting" => Operation::StopActing,
+            "restart" => Operation::Restart,
+            "shutdown" => Operation::Shutdown,
+            "set_log_level" => Operation::SetLogLevel {
+                level: need("level")?,
+            },
+            "rolling_restart" => Operation::RollingRestart {
+                timeout_secs: self.timeout_secs.unwrap_or(ROLLING_TIMEOUT_SECS),
+            },
+            other => {
+                return Err(Problem::bad(format!(
+                    "body: `op` = `{other}` is not an operation; use one of {}",
+                    OPERATIONS.join(", ")
+                )))
+            }
+        };
+        if op_name == "rolling_restart" {
+            take("timeout_secs");
+        }
+        if let Some((name, _)) = fields.iter().find(|(_, v)| v.is_some()) {
+            return Err(Problem::bad(format!(
+                "body: the field `{name}` does not apply to op `{op_name}`; leave it out"
+            )));
+        }
+        Ok((op, self.scope))
+    }
+}
+
+/// The operations `POST /api/v1/commands` takes, as the OpenAPI document lists them.
+const OPERATIONS: [&str; 12] = [
+    "pause",
+    "resume",
+    "stop",
+    "start",
+    "drain",
+    "undrain",
+    "act_as",
+    "stop_acting",
+    "restart",
+    "shutdown",
+    "set_log_level",
+    "rolling_restart",
+];
 
 fn cluster_scope() -> Scope {
     Scope::Cluster
@@ -858,7 +949,7 @@ async fn act(api: &Api, template: &str, id: &str, name: &str, body: &[u8]) -> Re
     let (op, scope) = match template {
         "/api/v1/commands" => {
             let g: GenericBody = parse_body(body)?;
-            (g.op, g.scope)
+            g.operation()?
         }
         "/api/v1/tasks/{name}/pause" | "/api/v1/tasks/{name}/resume" => {
             let s: ScopeBody = parse_body(body)?;
@@ -1023,7 +1114,6 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
 
 // The cluster's caches: entries read, written and deleted by key, with versions for
 // compare-and-set (see `crate::cache`).
-
 
 /// `/api/v1/cache/...`: `{cache}` and `{key}` arrive percent-encoded, one path segment each.
 async fn cache_request(
@@ -1348,6 +1438,67 @@ mod tests {
             .map_err(|p| p.1)
             .unwrap_err()
             .contains("ttl"));
+    }
+
+    #[test]
+    fn every_command_body_the_document_describes_is_taken() {
+        let op = |body: &str| {
+            parse_body::<GenericBody>(body.as_bytes())
+                .and_then(GenericBody::operation)
+                .map_err(|p| p.1)
+        };
+        assert_eq!(
+            op(r#"{"op": "pause", "task": "report"}"#),
+            Ok((
+                Operation::Pause {
+                    task: "report".into()
+                },
+                Scope::Cluster
+            ))
+        );
+        assert_eq!(
+            op(r#"{"op": "drain", "scope": {"nodes": ["node-2"]}}"#),
+            Ok((Operation::Drain, Scope::Nodes(vec!["node-2".into()])))
+        );
+        assert_eq!(
+            op(r#"{"op": "rolling_restart"}"#),
+            Ok((
+                Operation::RollingRestart {
+                    timeout_secs: ROLLING_TIMEOUT_SECS
+                },
+                Scope::Cluster
+            ))
+        );
+        assert_eq!(
+            op(r#"{"op": "set_log_level", "level": "debug", "scope": "cluster"}"#),
+            Ok((
+                Operation::SetLogLevel {
+                    level: "debug".into()
+                },
+                Scope::Cluster
+            ))
+        );
+        let refused = [
+            (r#"{"op": "pause"}"#, "needs the field `task`"),
+            (
+                r#"{"op": "drain", "task": "x"}"#,
+                "`task` does not apply to op `drain`",
+            ),
+            (r#"{"op": "fly"}"#, "`fly` is not an operation"),
+            (
+                r#"{"op": "drain", "colour": "red"}"#,
+                "unknown field `colour`",
+            ),
+        ];
+        for (body, why) in refused {
+            let e = op(body).unwrap_err();
+            assert!(e.contains(why), "{body}: {e}");
+        }
+        // The document's list of operations is the server's.
+        let doc: Value = serde_json::from_str(crate::admin::OPENAPI).unwrap();
+        let listed = &doc["paths"]["/api/v1/commands"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"]["properties"]["op"]["enum"];
+        assert_eq!(listed, &json!(OPERATIONS));
     }
 
     #[test]
