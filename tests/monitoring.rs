@@ -362,3 +362,83 @@ async fn json_logs_name_node_task_and_token_on_every_line_about_a_fire() {
     assert_eq!(ended["reason"], "`sh`: exit status 3");
     assert!(ended["took_ms"].as_u64().is_some(), "{ended}");
 }
+
+/// Clients without a token cannot exhaust the node: more idle and half-sent connections than
+/// the cap make the oldest idle ones close, every one of them is closed once the header
+/// deadline passes, and meanwhile `/healthz` answers and the task keeps firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_is_bounded_and_the_node_keeps_working() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("flood");
+    let record = cluster.dir().join("fires.log");
+    let port = harness::servers::free_port();
+    spawn_with_admin(&mut cluster, "node-1", &task_toml(&record), port);
+    wait_alive(&s.store, &cluster, "node-1").await;
+    assert_eq!(get(port, "/healthz", None).await.0, 200);
+
+    let flood = rota::admin::MAX_CONNECTIONS + 50;
+    let started = Instant::now();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..flood {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            // Half a request: the headers never end.
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: flood\r\n")
+                .await
+                .unwrap();
+        }
+        let closed_tx = closed_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            // Ends at EOF or a reset: the server closed it.
+            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            let _ = closed_tx.send((i, started.elapsed()));
+        });
+    }
+    drop(closed_tx);
+    let fired_before = harness::read_fire_lines(&record).len();
+
+    // The cap: at least the 50 connections over it were closed at once to make room.
+    let mut closed_at = Vec::new();
+    while closed_at.len() < 50 {
+        let (i, at) = tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("connections over the cap are closed at once")
+            .expect("a closed connection");
+        closed_at.push((i, at));
+    }
+    assert!(
+        closed_at
+            .iter()
+            .all(|(_, at)| *at < rota::admin::HEADER_TIMEOUT),
+        "closed to make room, not by the deadline: {closed_at:?}"
+    );
+    let (status, body) = get(port, "/healthz", None).await;
+    assert_eq!(status, 200, "/healthz under the flood: {body}");
+
+    // The header deadline: every flood connection is closed.
+    while closed_at.len() < flood {
+        let next = tokio::time::timeout(
+            rota::admin::HEADER_TIMEOUT + Duration::from_secs(20),
+            closed.recv(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} of {flood} flood connections still open after the header deadline",
+                flood - closed_at.len()
+            )
+        });
+        closed_at.push(next.expect("a closed connection"));
+    }
+    eventually("the task kept firing", LONG, Some(&cluster), || async {
+        (harness::read_fire_lines(&record).len() > fired_before + 2).then_some(())
+    })
+    .await;
+    assert!(cluster.running("node-1"), "the node is still up");
+    assert_eq!(get(port, "/healthz", None).await.0, 200);
+}

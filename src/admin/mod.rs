@@ -8,6 +8,7 @@
 //! are compared in constant time and never logged. With no token configured, reads are open
 //! and actions are refused.
 
+mod connections;
 mod dashboard;
 mod routes;
 
@@ -15,13 +16,14 @@ use std::{net::SocketAddr, sync::Arc};
 
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{body::Bytes, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{node::NodeStatus, store::Store, Error, Result};
 
+pub use connections::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 pub use routes::ROUTES;
 
 /// The OpenAPI 3 document of this API.
@@ -129,35 +131,75 @@ pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
         read_token: config.read_token,
     });
     let stopped = stop.clone();
+    let connections = Arc::new(connections::Connections::default());
     let task = tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        // Out of file descriptors, most likely: wait rather than spin.
                         debug!(error = %e, "accept failed");
+                        tokio::time::sleep(connections::ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
                 _ = stopped.cancelled() => return,
             };
+            let Some(admitted) = connections.admit() else {
+                debug!(%peer, "connection refused: every connection is inside a request");
+                continue;
+            };
             let shared = shared.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let busy = admitted.busy.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, req).await) }
+                    let in_request = connections::InRequest::new(&busy);
+                    async move {
+                        let response = routes::handle(&shared, req).await;
+                        // A streamed body (server-sent events) keeps the connection busy.
+                        let response = response.map(|body| {
+                            BoxBody::new(body.map_frame(move |frame| {
+                                let _ = &in_request;
+                                frame
+                            }))
+                        });
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
-                let served = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
-                        Err(e) => {
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new())
+                    .header_read_timeout(connections::HEADER_TIMEOUT);
+                let serve = async {
+                    match tls {
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                connections::HEADER_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(s)) => http.serve_connection(TokioIo::new(s), service).await,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    Ok(())
+                                }
+                            }
                         }
-                    },
-                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    }
+                };
+                let served = tokio::select! {
+                    served = serve => served,
+                    _ = admitted.close.cancelled() => {
+                        debug!(%peer, "idle connection closed to make room");
+                        Ok(())
+                    }
                 };
                 if let Err(e) = served {
                     debug!(%peer, error = %e, "connection ended with an error");
