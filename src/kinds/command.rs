@@ -309,7 +309,7 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     };
     let tail = tail
         .lock()
-        .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+        .map(|t| super::printable(t.trim_ascii()))
         .unwrap_or_default();
     if tail.is_empty() {
         Err(TaskError::new(format!("`{program}`: {what}")))
@@ -353,7 +353,7 @@ async fn drain(
             Ok(n) => n,
         };
         let chunk = &buf[..n];
-        tracing::debug!(task = %task, stream, "{}", String::from_utf8_lossy(chunk).trim_end());
+        tracing::debug!(task = %task, stream, "{}", super::printable(chunk.trim_ascii_end()));
         if let Some(tail) = &tail {
             if let Ok(mut t) = tail.lock() {
                 t.extend_from_slice(chunk);

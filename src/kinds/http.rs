@@ -167,8 +167,7 @@ async fn send(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         }
     }
     prefix.truncate(BODY_PREFIX);
-    let body = String::from_utf8_lossy(&prefix);
-    let body = body.trim();
+    let body = super::printable(prefix.trim_ascii());
     if body.is_empty() {
         Err(TaskError::new(format!(
             "{} {target}: status {status}",

@@ -190,6 +190,22 @@ impl Invocation {
     }
 }
 
+/// Output of the work (a program's stdout and stderr, a response body) as text that is safe
+/// to log or show: invalid UTF-8 replaced, and every control character escaped (`\n`,
+/// `\u{1b}`), so that output cannot forge a log line or drive a terminal.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) fn test_context(task: &str) -> FireContext {
     FireContext {
@@ -206,7 +222,19 @@ pub(crate) fn test_context(task: &str) -> FireContext {
 
 #[cfg(test)]
 mod tests {
-    use super::Invocation;
+    use super::{printable, Invocation};
+
+    #[test]
+    fn output_cannot_forge_log_lines_or_drive_a_terminal() {
+        let forged = b"done\n2026-01-01T00:00:00Z INFO forged\r\x1b[31mred\x1b[0m \xff tab\t";
+        let shown = printable(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(
+            shown,
+            "done\\n2026-01-01T00:00:00Z INFO forged\\r\\u{1b}[31mred\\u{1b}[0m \u{fffd} tab\\t"
+        );
+        assert_eq!(printable("été ✓".as_bytes()), "été ✓");
+    }
 
     #[test]
     fn variables_become_header_names() {
