@@ -144,13 +144,30 @@ impl AdminSection {
         }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(c), Some(k)) => {
+                let mut missing = false;
                 for (field, path) in [("admin.tls_cert", c), ("admin.tls_key", k)] {
                     if !path.is_file() {
+                        missing = true;
                         p.push(ConfigProblem::new(
                             field,
                             path.display().to_string(),
                             "no such file",
                             "give the path of a PEM file",
+                        ));
+                    }
+                }
+                // Read them as the server will: unreadable, not PEM, or a key that is not
+                // the certificate's is caught here, not when the node starts.
+                if !missing {
+                    if let Err(crate::Error::Config { field, message }) =
+                        crate::admin::tls_acceptor(c, k)
+                    {
+                        let path = if field == "admin.tls_cert" { c } else { k };
+                        p.push(ConfigProblem::from_message(
+                            field,
+                            path.display().to_string(),
+                            &message,
+                            "give a PEM certificate chain and its private key",
                         ));
                     }
                 }
@@ -576,7 +593,7 @@ impl Config {
                 };
                 p.push(ConfigProblem::new(
                     "store.url",
-                    safe_url(url),
+                    redact_url(url),
                     reason,
                     scheme_fix,
                 ));
@@ -961,14 +978,6 @@ fn duration(p: &mut Vec<ConfigProblem>, field: &str, text: &str) -> Option<Durat
             ));
             None
         }
-    }
-}
-
-/// The URL with its password hidden, even when it is too malformed for `redact_url`.
-fn safe_url(url: &str) -> String {
-    match (url.contains("://"), url.rsplit_once('@')) {
-        (false, Some((_, host))) => format!("***@{host}"),
-        _ => redact_url(url),
     }
 }
 
@@ -1562,7 +1571,7 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
     };
     ConfigProblem::new(
         field,
-        safe_url(value.trim()),
+        redact_url(value.trim()),
         format!("line {line_no}, column {column}: {message}"),
         fix,
     )
@@ -1762,6 +1771,33 @@ mod tests {
             "at most once by default"
         );
         assert!(config.builder().is_ok());
+    }
+
+    #[test]
+    fn tls_files_are_read_by_the_check_as_the_server_reads_them() {
+        let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let problems = |cert: &str, key: &str| {
+            parse(&format!(
+                "[node]\nid = \"n1\"\n[store]\nurl = \"sqlite:///tmp/x.db\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                fixture(cert),
+                fixture(key)
+            ))
+            .unwrap()
+            .validate()
+            .into_iter()
+            .filter(|p| p.field.starts_with("admin.tls"))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(problems("admin-test.crt", "admin-test.key"), vec![]);
+        // A key that is not the certificate's.
+        let mismatched = problems("admin-test.crt", "unrelated.key");
+        assert_eq!(mismatched.len(), 1, "{mismatched:?}");
+        assert_eq!(mismatched[0].field, "admin.tls_key", "{}", mismatched[0]);
+        // A certificate where the key should be, and the other way round.
+        let not_a_key = problems("admin-test.crt", "admin-test-ca.crt");
+        assert_eq!(not_a_key[0].field, "admin.tls_key", "{}", not_a_key[0]);
+        let not_a_cert = problems("admin-test.key", "admin-test.key");
+        assert_eq!(not_a_cert[0].field, "admin.tls_cert", "{}", not_a_cert[0]);
     }
 
     /// Durations past the bound (and past u64) are problems naming their field, not panics.

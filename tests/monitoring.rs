@@ -378,8 +378,31 @@ async fn a_flood_of_idle_connections_is_bounded_and_the_node_keeps_working() {
     wait_alive(&s.store, &cluster, "node-1").await;
     assert_eq!(get(port, "/healthz", None).await.0, 200);
 
-    let flood = rota::admin::MAX_CONNECTIONS + 50;
+    // A request whose body never ends: inside a request, so never closed to make room, but
+    // answered 408 at the body deadline.
     let started = Instant::now();
+    let mut trickle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    trickle
+        .write_all(
+            format!(
+                "POST /api/v1/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let trickled = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = trickle.read_to_end(&mut answer).await;
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    });
+
+    let flood = rota::admin::MAX_CONNECTIONS + 50;
     let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..flood {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -441,4 +464,45 @@ async fn a_flood_of_idle_connections_is_bounded_and_the_node_keeps_working() {
     .await;
     assert!(cluster.running("node-1"), "the node is still up");
     assert_eq!(get(port, "/healthz", None).await.0, 200);
+
+    let (answer, after) = tokio::time::timeout(
+        rota::admin::BODY_TIMEOUT + Duration::from_secs(20),
+        trickled,
+    )
+    .await
+    .expect("a request whose body never ends is answered")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        after >= rota::admin::BODY_TIMEOUT,
+        "answered after {after:?}"
+    );
+}
+
+/// A node whose admin port is taken stops before it joins (exit 2, the config's code): it
+/// never registers, so nothing moves in the cluster on its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_api_port_is_taken_exits_before_joining() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("port-taken");
+    let record = cluster.dir().join("fires.log");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let before = s.store.view(cluster.cluster()).await.unwrap().generation;
+    spawn_with_admin(&mut cluster, "node-1", &task_toml(&record), port);
+    let status = cluster
+        .wait_exit("node-1", LONG)
+        .await
+        .expect("the node exits");
+    assert_eq!(status.code(), Some(2), "{}", cluster.log("node-1"));
+    assert!(
+        cluster.log("node-1").contains("admin.listen"),
+        "the error names the field:\n{}",
+        cluster.log("node-1")
+    );
+    let view = s.store.view(cluster.cluster()).await.unwrap();
+    assert_eq!(view.generation, before, "the node joined: {view:?}");
+    assert!(view.nodes.is_empty(), "{view:?}");
+    drop(taken);
 }

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::{node::NodeStatus, store::Store, Error, Result};
 
 pub use connections::{HEADER_TIMEOUT, MAX_CONNECTIONS};
-pub use routes::ROUTES;
+pub use routes::{BODY_TIMEOUT, ROUTES};
 
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -99,9 +99,17 @@ impl AdminServer {
     }
 }
 
-/// Binds `config.listen` and serves the API until shut down. Fails (with the field named)
-/// if the address cannot be bound or the TLS files cannot be read.
-pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
+/// The admin API's socket, bound, and its TLS settings, read: what can fail about the API
+/// before a node joins, so that a port in use or a bad key stops the node before it starts
+/// anything ([`bind`], then [`BoundAdmin::serve`]).
+pub struct BoundAdmin {
+    config: AdminConfig,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Reads the TLS files and binds `config.listen`. Fails with the field named.
+pub async fn bind(config: AdminConfig) -> Result<BoundAdmin> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
@@ -115,6 +123,32 @@ pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
             ),
         )
     })?;
+    Ok(BoundAdmin {
+        config,
+        listener,
+        tls,
+    })
+}
+
+/// Binds `config.listen` and serves the API until shut down. Fails (with the field named)
+/// if the address cannot be bound or the TLS files cannot be read.
+pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
+    bind(config).await?.serve(api)
+}
+
+impl BoundAdmin {
+    /// Serves the API on the bound socket until shut down.
+    pub fn serve(self, api: Api) -> Result<AdminServer> {
+        serve_bound(self, api)
+    }
+}
+
+fn serve_bound(bound: BoundAdmin, api: Api) -> Result<AdminServer> {
+    let BoundAdmin {
+        config,
+        listener,
+        tls,
+    } = bound;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Store(e.to_string()))?;
@@ -210,7 +244,9 @@ pub async fn serve(config: AdminConfig, api: Api) -> Result<AdminServer> {
     Ok(AdminServer { addr, stop, task })
 }
 
-fn tls_acceptor(
+/// The TLS settings from a PEM certificate chain and its private key; an error names the
+/// file at fault. `rota config check` calls it too.
+pub(crate) fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_rustls::TlsAcceptor> {

@@ -147,7 +147,14 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     };
     let (parts, body) = req.into_parts();
     let token = bearer_token(&parts.headers);
-    if let Err(p) = authorize(shared, access, token.as_deref()) {
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if let Err(p) = authorize(shared, access, token.as_deref(), host) {
+        return error_response(p.0, p.1);
+    }
+    if let Err(p) = no_repeated_query(&query) {
         return error_response(p.0, p.1);
     }
     // A cache value is the body itself, and may be larger than any JSON body.
@@ -182,13 +189,30 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     reply.unwrap_or_else(|p| error_response(p.0, p.1))
 }
 
-fn authorize(shared: &Shared, access: Access, token: Option<&str>) -> Result<(), Problem> {
+fn authorize(
+    shared: &Shared,
+    access: Access,
+    token: Option<&str>,
+    host: Option<&str>,
+) -> Result<(), Problem> {
     if access == Access::Open {
         return Ok(());
     }
     let is_admin = token.is_some_and(|t| shared.admin_token.as_ref().is_some_and(|s| s.matches(t)));
     let is_reader = token.is_some_and(|t| shared.read_token.as_ref().is_some_and(|s| s.matches(t)));
     let any_token = shared.admin_token.is_some() || shared.read_token.is_some();
+    // Open reads answer only a client that names the node by address or as localhost: a
+    // web page whose own name was made to resolve to this node (DNS rebinding) names it by
+    // that name, and must not read the cluster through the visitor's browser.
+    if access == Access::Read && !any_token && !host.is_none_or(host_names_an_address) {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "reads need no token on this node, so they answer only requests to an IP address or localhost, not to Host `{}`; use the address, or set [admin] read_token",
+                host.unwrap_or_default()
+            ),
+        ));
+    }
     match access {
         Access::Read if is_admin || is_reader || !any_token => Ok(()),
         Access::Admin if is_admin => Ok(()),
@@ -211,8 +235,22 @@ fn authorize(shared: &Shared, access: Access, token: Option<&str>) -> Result<(),
     }
 }
 
+/// A request's body must arrive within this: a client trickling one byte at a time must not
+/// hold a connection (one of [`super::MAX_CONNECTIONS`]) as long as it likes.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Problem> {
-    match Limited::new(body, limit).collect().await {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await
+    else {
+        return Err(Problem(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s; send it at once",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -259,6 +297,36 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, BTreeMap<&'static
         .iter()
         .filter(|(m, _)| *m == method.as_str())
         .find_map(|(_, t)| matches(t, path).map(|p| (*t, p)))
+}
+
+/// Whether a `Host` header names an IP address or localhost (with or without a port).
+fn host_names_an_address(host: &str) -> bool {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Refuses a query parameter given twice: which value counts would be a guess.
+fn no_repeated_query(query: &str) -> Result<(), Problem> {
+    let mut seen = std::collections::BTreeSet::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !seen.insert(name) {
+            return Err(Problem::bad(format!(
+                "query parameter `{name}` is given more than once; give it once"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -1499,6 +1567,39 @@ mod tests {
         let listed = &doc["paths"]["/api/v1/commands"]["post"]["requestBody"]["content"]
             ["application/json"]["schema"]["properties"]["op"]["enum"];
         assert_eq!(listed, &json!(OPERATIONS));
+    }
+
+    #[test]
+    fn open_reads_answer_only_hosts_that_are_addresses() {
+        for ok in [
+            "127.0.0.1:7070",
+            "127.0.0.1",
+            "localhost:7070",
+            "LOCALHOST",
+            "[::1]:7070",
+            "10.1.2.3",
+        ] {
+            assert!(host_names_an_address(ok), "{ok}");
+        }
+        for no in [
+            "evil.example:7070",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "localhost.evil:80",
+            "",
+        ] {
+            assert!(!host_names_an_address(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_query_parameter_given_twice_is_refused() {
+        assert!(no_repeated_query("").is_ok());
+        assert!(no_repeated_query("limit=5&prefix=a").is_ok());
+        let p = no_repeated_query("limit=5&prefix=a&limit=500").unwrap_err();
+        assert!(p.1.contains("`limit` is given more than once"), "{}", p.1);
+        assert!(no_repeated_query("ttl&ttl=5s").is_err());
     }
 
     #[test]

@@ -292,7 +292,8 @@ struct Client {
 impl Client {
     fn new(args: &CtlArgs) -> anyhow::Result<Client> {
         let base = args.url.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&base).with_context(|| format!("--url `{base}`"))?;
+        reqwest::Url::parse(&base)
+            .with_context(|| format!("--url `{}`", rota::store::redact_url(&base)))?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -358,8 +359,13 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(bytes);
         }
+        // reqwest's message names the URL, password included: ours is redacted.
         let unreachable = |e: reqwest::Error| {
-            Failure::Unreachable(format!("cannot reach {}: {}", self.base, causes(&e)))
+            Failure::Unreachable(format!(
+                "cannot reach {}: {}",
+                rota::store::redact_url(&self.base),
+                causes(&e.without_url())
+            ))
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();

@@ -44,6 +44,19 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(incarnation) = std::env::var(REEXEC_ENV).ok().and_then(|v| v.parse().ok()) {
         builder = builder.reexecuted_from(incarnation);
     }
+    // The API's port and TLS files before the node joins: a port in use must not make a
+    // node join, then leave.
+    let admin = match admin {
+        Some(admin) => match rota::admin::bind(admin).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                eprintln!("error: {e}");
+                tracing::error!(error = %e, "cannot start the admin API");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+        None => None,
+    };
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let node = match builder.start().await {
@@ -64,7 +77,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 status: node.watch_status(),
                 metrics: node.metrics(),
             };
-            match rota::admin::serve(admin, api).await {
+            match admin.serve(api) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     // The node joined already: leave cleanly rather than run without its API.

@@ -78,7 +78,8 @@ impl CommandTask {
             .inner
             .argv
             .iter()
-            .map(|a| quote(a))
+            // An argument may be a URL with a password (`curl https://u:pw@host`).
+            .map(|a| quote(&crate::store::redact_url(a)))
             .collect::<Vec<_>>()
             .join(" ");
         if let Some(dir) = &self.inner.workdir {
@@ -508,14 +509,19 @@ mod tests {
     #[test]
     fn description_quotes_arguments_and_hides_env_values() {
         let task = CommandTask::new(
-            vec!["/bin/transfer.sh".into(), "--today".into(), "a b".into()],
+            vec![
+                "/bin/transfer.sh".into(),
+                "--today".into(),
+                "a b".into(),
+                "sftp://ops:s3cret@files/in?key=s3cret".into(),
+            ],
             BTreeMap::from([("TOKEN".to_string(), "secret".to_string())]),
             Some("/tmp".into()),
         )
         .unwrap();
         assert_eq!(
             task.description(),
-            "/bin/transfer.sh --today 'a b' (in /tmp) (env TOKEN)"
+            "/bin/transfer.sh --today 'a b' 'sftp://ops:***@files/in?key=***' (in /tmp) (env TOKEN)"
         );
     }
 }

@@ -348,7 +348,10 @@ impl ZkStore {
     /// `zookeeper://h1:2181,h2:2181/chroot` (chroot defaults to `/rota`).
     pub async fn connect(url: &str) -> Result<ZkStore> {
         let rest = url.strip_prefix("zookeeper://").ok_or_else(|| {
-            Error::config("store.url", format!("`{url}` is not a zookeeper:// URL"))
+            Error::config(
+                "store.url",
+                format!("`{}` is not a zookeeper:// URL", super::redact_url(url)),
+            )
         })?;
         let (hosts, root) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),

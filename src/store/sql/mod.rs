@@ -78,9 +78,13 @@ fn unavailable(e: sqlx::Error) -> Error {
 impl SqlStore {
     pub async fn connect(url: &str) -> Result<SqlStore> {
         sqlx::any::install_default_drivers();
-        let scheme = url.split("://").next().unwrap_or("");
-        let dialect = Dialect::from_scheme(scheme)
-            .ok_or_else(|| Error::config("store.url", format!("unknown scheme `{scheme}`")))?;
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        let dialect = Dialect::from_scheme(scheme).ok_or_else(|| {
+            Error::config(
+                "store.url",
+                format!("`{}` has no SQL scheme", redact_url(url)),
+            )
+        })?;
         let url = dialect.normalize_url(url);
         let options = |size: u32| {
             AnyPoolOptions::new()
