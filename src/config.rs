@@ -532,6 +532,85 @@ impl Config {
         problems
     }
 
+    /// The config against this host's file system: every directory a task or service works
+    /// in or polls exists and is a directory, and a log task's file is not one. `rota config
+    /// check` and a starting node run it after [`Config::validate`] (a config is written
+    /// for the hosts it runs on; the example file is valid everywhere but not on every host).
+    pub fn check_host(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let is_dir = |p: &mut Vec<ConfigProblem>, field: String, dir: &str, what: &str| {
+            let path = Path::new(dir);
+            let reason = if !path.exists() {
+                "no such directory"
+            } else if !path.is_dir() {
+                "is not a directory"
+            } else {
+                return;
+            };
+            p.push(ConfigProblem::new(
+                field,
+                dir,
+                reason,
+                format!("create it, or give the path of the directory {what}"),
+            ));
+        };
+        for (i, t) in self.tasks.iter().enumerate() {
+            if let Some(dir) = &t.workdir {
+                is_dir(
+                    &mut p,
+                    format!("task[{i}].workdir"),
+                    dir,
+                    "the command runs in",
+                );
+            }
+            if let Some(file) = t.log.as_ref().and_then(|l| l.append_to.as_deref()) {
+                let path = Path::new(file);
+                let field = format!("task[{i}].log.append_to");
+                if path.is_dir() {
+                    p.push(ConfigProblem::new(
+                        field,
+                        file,
+                        "is a directory",
+                        "give the path of a file to append to, e.g. \"/var/log/rota/fires.log\"",
+                    ));
+                } else if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if !parent.is_dir() {
+                        p.push(ConfigProblem::new(
+                            field,
+                            file,
+                            format!("its directory {} does not exist", parent.display()),
+                            "create the directory, or append to a file in one that exists",
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if let Some(dir) = &s.workdir {
+                is_dir(
+                    &mut p,
+                    format!("service[{i}].workdir"),
+                    dir,
+                    "the command runs in",
+                );
+            }
+            let Some(fi) = &s.file_inbound else { continue };
+            let f = |key: &str| format!("service[{i}].file_inbound.{key}");
+            if !fi.dir.trim().is_empty() {
+                is_dir(&mut p, f("dir"), &fi.dir, "to poll for files");
+            }
+            if let Some(dir) = &fi.workdir {
+                is_dir(&mut p, f("workdir"), dir, "the command runs in");
+            }
+            for (key, dir) in [("done", &fi.done), ("failed", &fi.failed)] {
+                if let Some(dir) = dir.as_deref().filter(|d| Path::new(d).exists()) {
+                    is_dir(&mut p, f(key), dir, "to move files into");
+                }
+            }
+        }
+        p
+    }
+
     /// The timing, with defaults for unset (or invalid) durations.
     pub fn timing(&self) -> Timing {
         self.timing.resolve(&mut Vec::new())
@@ -1014,6 +1093,18 @@ fn compile_task(
         (Some(expr), None) => {
             let tz = t.time_zone.as_deref();
             match Schedule::cron(expr, tz) {
+                Ok(s)
+                    if s.next_after(chrono::Utc::now().timestamp_millis())
+                        .is_none() =>
+                {
+                    p.push(ConfigProblem::new(
+                        f("cron"),
+                        expr,
+                        "never fires: no date matches it from now on (a day a month does not have, or a year past)",
+                        "check the day of month, the month and the year, e.g. \"0 0 0 28 2 *\"",
+                    ));
+                    None
+                }
                 Ok(s) => Some(s),
                 Err(ScheduleError::TimeZone(name)) => {
                     p.push(ConfigProblem::new(
@@ -1279,7 +1370,9 @@ fn compile_file_inbound(
         .failed
         .as_ref()
         .map_or_else(|| dir.join("failed"), PathBuf::from);
-    if done == failed {
+    // Compared as the kernel resolves them: `<dir>/sub/..` is `<dir>`.
+    let (dir_is, done_is, failed_is) = (resolved(&dir), resolved(&done), resolved(&failed));
+    if done_is == failed_is {
         p.push(ConfigProblem::new(
             f("failed"),
             failed.display().to_string(),
@@ -1287,13 +1380,15 @@ fn compile_file_inbound(
             "give handled and failed files their own directories",
         ));
     }
-    if done == dir || failed == dir {
-        p.push(ConfigProblem::new(
-            f(if done == dir { "done" } else { "failed" }),
-            dir.display().to_string(),
-            "is the polled directory itself: files would be handled again",
-            "use another directory, e.g. the default <dir>/done",
-        ));
+    for (key, path, is) in [("done", &done, &done_is), ("failed", &failed, &failed_is)] {
+        if *is == dir_is {
+            p.push(ConfigProblem::new(
+                f(key),
+                path.display().to_string(),
+                "is the polled directory itself: files would be handled again",
+                "use another directory, e.g. the default <dir>/done",
+            ));
+        }
     }
     let poll = match &fi.poll {
         Some(text) => match duration(p, &f("poll"), text) {
@@ -1344,6 +1439,25 @@ fn compile_file_inbound(
         poll: poll?,
         handler: handler?,
     })
+}
+
+/// `path` with `.` and `..` resolved: its real path when it exists (symbolic links
+/// followed), else by its components.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
@@ -1445,6 +1559,57 @@ fn compile_command(
     env: &Option<BTreeMap<String, String>>,
     workdir: &Option<String>,
 ) -> Option<CommandTask> {
+    // `task[2].command` -> `task[2]`: env and workdir are its siblings.
+    let parent = field.rsplit_once('.').map_or(field, |(parent, _)| parent);
+    let before = p.len();
+    for (j, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            p.push(ConfigProblem::new(
+                format!("{field}[{j}]"),
+                arg.replace('\0', "\\0"),
+                "holds a NUL character, which no program argument can",
+                "remove the NUL (\\u0000)",
+            ));
+        }
+    }
+    for (key, value) in env.iter().flatten() {
+        let bad_key = if key.is_empty() {
+            Some("is empty")
+        } else if key.contains('=') {
+            Some("holds `=`, which ends an environment variable's name")
+        } else if key.contains('\0') {
+            Some("holds a NUL character")
+        } else {
+            None
+        };
+        if let Some(reason) = bad_key {
+            p.push(ConfigProblem::new(
+                format!("{parent}.env"),
+                key.replace('\0', "\\0"),
+                format!("a variable's name {reason}"),
+                "name it with letters, digits and `_`, e.g. TARGET_DIR = \"/data\"",
+            ));
+        }
+        if value.contains('\0') {
+            p.push(ConfigProblem::new(
+                format!("{parent}.env.{key}"),
+                "",
+                "the value holds a NUL character, which no environment variable can",
+                "remove the NUL (\\u0000)",
+            ));
+        }
+    }
+    if let Some(dir) = workdir.as_deref().filter(|d| d.contains('\0')) {
+        p.push(ConfigProblem::new(
+            format!("{parent}.workdir"),
+            dir.replace('\0', "\\0"),
+            "holds a NUL character, which no path can",
+            "remove the NUL (\\u0000)",
+        ));
+    }
+    if p.len() != before {
+        return None;
+    }
     let env = env.clone().unwrap_or_default();
     match CommandTask::new(argv.to_vec(), env, workdir.as_ref().map(PathBuf::from)) {
         Ok(k) => Some(k),
@@ -1512,7 +1677,14 @@ fn compile_http(p: &mut Vec<ConfigProblem>, field: &str, h: &HttpSection) -> Opt
 
 /// One problem from a TOML error, located as precisely as the error allows.
 fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
-    let message = e.message().trim().to_string();
+    // One line: the parser's message may run over several.
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let Some(span) = e
         .span()
         .filter(|s| s.start <= text.len() && s.end <= text.len())
@@ -1520,9 +1692,22 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
         return ConfigProblem::new("config", "", message, "correct the TOML");
     };
     let line_start = text[..span.start].rfind('\n').map_or(0, |n| n + 1);
+    let line_end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |n| span.start + n);
     let line_no = text[..span.start].matches('\n').count() + 1;
     let column = text[line_start..span.start].chars().count() + 1;
     let prefix = &text[line_start..span.start];
+    // An error in a table header is about the header itself, not about the table before it.
+    let header = text[line_start..line_end].trim();
+    if header.starts_with('[') {
+        return ConfigProblem::new(
+            "config",
+            redact_url(header),
+            format!("line {line_no}, column {column}: {message}"),
+            "write the header as [section] or [[task]] / [[service]]",
+        );
+    }
 
     // The key: named by the message for unknown or duplicate keys, else the one before `=`.
     let named = ["unknown field `", "duplicate key `"]
@@ -1559,10 +1744,17 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
     };
 
     // A key named by the message is already in `field`.
+    // The whole value: a span may point at its first character only (a number too large).
     let value: String = if named.is_some() {
         String::new()
     } else {
-        text[span.clone()].chars().take(80).collect()
+        let token_end = text[span.start..line_end]
+            .find([' ', '\t', '\r', ',', '}', ']', '#'])
+            .map_or(line_end, |n| span.start + n);
+        text[span.start..span.end.max(token_end)]
+            .chars()
+            .take(80)
+            .collect()
     };
     let fix = if named.is_some_and(|_| message.starts_with("unknown field")) {
         "correct or remove the key; the allowed keys are listed above"
@@ -1771,6 +1963,108 @@ mod tests {
             "at most once by default"
         );
         assert!(config.builder().is_ok());
+    }
+
+    /// Mistakes that once passed the check and failed later, or silently (issue 14.8).
+    #[test]
+    fn mistakes_that_fail_later_are_caught_by_the_check() {
+        let base = tempfile::tempdir().unwrap();
+        let inbox = base.path().join("in");
+        std::fs::create_dir(&inbox).unwrap();
+        let a_file = base.path().join("file.txt");
+        std::fs::write(&a_file, "x").unwrap();
+        let text = format!(
+            r#"
+            [node]
+            id = "n1"
+            cluster = "c"
+            [store]
+            url = "sqlite:///tmp/x.db"
+            [[task]]
+            name = "feb-30"
+            cron = "0 0 0 30 2 *"
+            log = {{}}
+            [[task]]
+            name = "past-year"
+            cron = "0 0 0 1 1 * 2001"
+            log = {{}}
+            [[task]]
+            name = "nul"
+            every = "1s"
+            command = ["/bin/echo", "a\u0000b"]
+            [[task]]
+            name = "env-keys"
+            every = "1s"
+            command = ["/bin/true"]
+            env = {{ "A=B" = "1", "" = "2" }}
+            [[task]]
+            name = "workdir"
+            every = "1s"
+            command = ["/bin/true"]
+            workdir = "{missing}"
+            [[task]]
+            name = "append"
+            every = "1s"
+            log = {{ append_to = "{dir}" }}
+            [[service]]
+            name = "missing-inbox"
+            file_inbound = {{ dir = "{missing}", command = ["/bin/true"] }}
+            [[service]]
+            name = "file-inbox"
+            file_inbound = {{ dir = "{file}", command = ["/bin/true"] }}
+            [[service]]
+            name = "done-is-dir"
+            file_inbound = {{ dir = "{inbox}", done = "{inbox}/sub/..", command = ["/bin/true"] }}
+            "#,
+            missing = base.path().join("missing").display(),
+            dir = base.path().display(),
+            file = a_file.display(),
+            inbox = inbox.display(),
+        );
+        let config = parse(&text).unwrap();
+        let mut problems = config.validate();
+        problems.extend(config.check_host());
+        let fields = fields(&problems);
+        for expected in [
+            "task[0].cron",
+            "task[1].cron",
+            "task[2].command[1]",
+            "task[3].env",
+            "task[4].workdir",
+            "task[5].log.append_to",
+            "service[0].file_inbound.dir",
+            "service[1].file_inbound.dir",
+            "service[2].file_inbound.done",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing: {problems:#?}"
+            );
+        }
+        assert_eq!(
+            fields.iter().filter(|f| **f == "task[3].env").count(),
+            2,
+            "both bad names: {problems:#?}"
+        );
+        assert_eq!(problems.len(), 10, "{problems:#?}");
+        let never = problems.iter().find(|p| p.field == "task[0].cron").unwrap();
+        assert!(never.reason.contains("never fires"), "{never}");
+    }
+
+    /// A TOML syntax error names the place it is at: a broken table header is not a key of
+    /// the table before it, and a number too large is shown whole.
+    #[test]
+    fn toml_errors_name_their_place_and_show_the_whole_value() {
+        let header =
+            parse("[store]\nurl = \"sqlite:///x.db\"\n[[task]\nname = \"a\"\n").unwrap_err();
+        assert_eq!(header[0].field, "config", "{}", header[0]);
+        assert_eq!(header[0].value, "[[task]", "{}", header[0]);
+        assert!(!header[0].reason.contains('\n'), "{}", header[0]);
+        let number = parse(
+            "[[task]]\nname = \"a\"\nevery = \"1s\"\nlog = {}\nstate = 99999999999999999999\n",
+        )
+        .unwrap_err();
+        assert_eq!(number[0].value, "99999999999999999999", "{}", number[0]);
     }
 
     #[test]

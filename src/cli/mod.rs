@@ -22,6 +22,7 @@ pub fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
     let problems = match rota::config::load(file) {
         Ok(config) => {
             let mut problems = config.validate();
+            problems.extend(config.check_host());
             if problems.is_empty() {
                 println!(
                     "{}: ok (node `{}` in cluster `{}`, {} task(s))",

@@ -23,7 +23,8 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(problems) => return Ok(report(path, problems)),
     };
-    let problems = config.validate();
+    let mut problems = config.validate();
+    problems.extend(config.check_host());
     if !problems.is_empty() {
         return Ok(report(path, problems));
     }

@@ -243,9 +243,17 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         cmd.current_dir(dir);
     }
     die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| TaskError::new(format!("cannot start `{program}`: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        // A missing working directory fails the spawn as "not found", as a missing program
+        // would: name the one that is missing.
+        match &inner.workdir {
+            Some(dir) if !dir.is_dir() => TaskError::new(format!(
+                "cannot start `{program}`: its working directory {} is not a directory ({e})",
+                dir.display()
+            )),
+            _ => TaskError::new(format!("cannot start `{program}`: {e}")),
+        }
+    })?;
     let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
     // The node's work guard kills the group if the node cannot: frozen past its lease, or
     // dead (contract 12). Unwatched once reaped, when this function returns.
@@ -403,6 +411,21 @@ mod tests {
         assert_eq!(
             text.trim(),
             format!("t1 1700000000000 42 node-1 1 bar {}", cwd.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_directory_is_named_as_such() {
+        let task = CommandTask::new(
+            vec!["true".into()],
+            BTreeMap::new(),
+            Some("/nonexistent/rota-workdir".into()),
+        )
+        .unwrap();
+        let err = task.run(test_context("t")).await.unwrap_err().to_string();
+        assert!(
+            err.contains("working directory /nonexistent/rota-workdir is not a directory"),
+            "{err}"
         );
     }
 

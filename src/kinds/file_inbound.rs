@@ -116,11 +116,20 @@ impl FileInbound {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let (name, meta) = match entry.file_name().into_string() {
+                Ok(name) => (name, entry.metadata()),
+                Err(raw) => match give_utf8_name(&self.dir, &raw) {
+                    Some(name) => {
+                        let meta = std::fs::metadata(self.dir.join(&name));
+                        (name, meta)
+                    }
+                    None => continue,
+                },
+            };
             if name.starts_with('.') {
                 continue;
             }
-            if let Ok(meta) = entry.metadata() {
+            if let Ok(meta) = meta {
                 if meta.is_file() {
                     files.push((name, meta));
                 }
@@ -298,6 +307,35 @@ fn item_key(name: &str, meta: &std::fs::Metadata) -> String {
     key + &suffix
 }
 
+/// Renames a file whose name is not UTF-8 (which `ROTA_FILE` and the store's item key
+/// cannot carry) to the same name with each byte that is not UTF-8 written `%XX`; the new
+/// name, or `None` when the rename failed (it is tried again at the next poll).
+fn give_utf8_name(dir: &Path, raw: &std::ffi::OsStr) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut name = String::new();
+    for chunk in raw.as_bytes().utf8_chunks() {
+        name.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            name.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    let target = dir.join(&name);
+    if target.exists() {
+        warn!(file = %name, "a file's name is not UTF-8 and its escaped name is taken: left where it is");
+        return None;
+    }
+    match std::fs::rename(dir.join(raw), &target) {
+        Ok(()) => {
+            warn!(file = %name, "a file's name was not UTF-8: renamed with its other bytes escaped as %XX");
+            Some(name)
+        }
+        Err(e) => {
+            warn!(file = %name, error = %e, "a file's name is not UTF-8 and it cannot be renamed");
+            None
+        }
+    }
+}
+
 /// Moves `path` into `dir`, keeping its name unless a file there has it already.
 fn move_into(path: &Path, dir: &Path) -> Result<(), String> {
     let name = path.file_name().unwrap_or_default();
@@ -346,6 +384,28 @@ mod tests {
         std::fs::write(&a, "22").unwrap();
         let again = item_key("a.csv", &std::fs::metadata(&a).unwrap());
         assert_ne!(key, again);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_escaped_so_the_file_can_be_handed_over() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"r\xffport-\xc3.csv");
+        std::fs::write(dir.path().join(raw), "1").unwrap();
+        let name = give_utf8_name(dir.path(), raw).expect("renamed");
+        assert_eq!(name, "r%FFport-%C3.csv");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&name)).unwrap(),
+            "1"
+        );
+        assert!(!dir.path().join(raw).exists());
+        // Its escaped name taken: left alone, not overwritten.
+        std::fs::write(dir.path().join(raw), "2").unwrap();
+        assert_eq!(give_utf8_name(dir.path(), raw), None);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&name)).unwrap(),
+            "1"
+        );
     }
 
     #[test]
