@@ -54,13 +54,13 @@ pub fn validate_cache_name(name: &str) -> Result<()> {
 /// Caches whose name starts with this are rota's own ([`crate::store::TASK_STATE_CACHE`]).
 pub const RESERVED_PREFIX: &str = "rota.";
 
-/// Checks a key: 1 to [`MAX_KEY`] bytes, no control characters.
+/// Checks a key: 1 to [`MAX_KEY`] characters, no control characters.
 pub fn validate_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_KEY || key.chars().any(char::is_control) {
+    if key.is_empty() || key.chars().count() > MAX_KEY || key.chars().any(char::is_control) {
         return Err(Error::config(
             "key",
             format!(
-                "`{}` is not a valid key; use 1 to {MAX_KEY} bytes without control characters",
+                "`{}` is not a valid key; use 1 to {MAX_KEY} characters, none of them a control character",
                 key.chars().take(40).collect::<String>()
             ),
         ));

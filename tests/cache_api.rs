@@ -495,7 +495,7 @@ async fn the_cache_api_reads_writes_and_refuses(kind: Kind) {
             entry("app", &long_key),
             vec![],
             400,
-            "1 to 255 bytes",
+            "1 to 255 characters",
         ),
         (
             "PUT",
@@ -516,7 +516,7 @@ async fn the_cache_api_reads_writes_and_refuses(kind: Kind) {
             format!("{}?ttl=soon", entry("app", "t")),
             vec![],
             400,
-            "`soon` is not a duration",
+            "`soon` is not a time to live",
         ),
         (
             "PUT",
@@ -564,8 +564,8 @@ async fn the_cache_api_reads_writes_and_refuses(kind: Kind) {
             "PUT",
             entry("app", "t"),
             vec![("if-match", "1"), ("if-none-match", "*")],
-            400,
-            "both given",
+            409,
+            "can never both hold",
         ),
         (
             "DELETE",
@@ -805,7 +805,7 @@ async fn rota_ctl_cache_puts_gets_lists_and_deletes() {
     assert_eq!((r.code, &r.stdout), (0, &bytes), "but it can read: {r}");
     let r = run(&["put", "app", "k", "v", "--ttl", "soon"]).await;
     assert_eq!(r.code, 2, "{r}");
-    assert!(r.stderr.contains("`soon` is not a duration"), "{r}");
+    assert!(r.stderr.contains("`soon` is not a time to live"), "{r}");
     let r = run(&["put", "app", "k"]).await;
     assert_eq!(r.code, 2, "no value: {r}");
     let r = run(&["put", "app", "k", "v", "--stdin"]).await;

@@ -678,7 +678,7 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
             "POST",
             "/api/v1/nodes/api-1/act-as",
             Some("{\"node\": \"api-1\"}"),
-            400,
+            409,
             "cannot act as itself",
         ),
         ("DELETE", "/api/v1/nodes", None, 405, "not allowed"),

@@ -127,10 +127,23 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     let Some((template, params)) = route(&method, &path) else {
         let known = ROUTES.iter().any(|(_, t)| matches(t, &path).is_some());
         return if known {
-            error_response(
+            // RFC 9110: a 405 lists the methods the resource has.
+            let allowed: Vec<&str> = ROUTES
+                .iter()
+                .filter(|(_, t)| matches(t, &path).is_some())
+                .map(|(m, _)| *m)
+                .collect();
+            let mut response = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}"),
-            )
+                format!(
+                    "{method} is not allowed on {path}; use {}",
+                    allowed.join(" or ")
+                ),
+            );
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(hyper::header::ALLOW, value);
+            }
+            response
         } else {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -864,10 +877,21 @@ pub(super) fn merge_events(
     events.into_iter().map(|(_, v)| v).collect()
 }
 
+/// An optional field that may be left out but not given as `null`: the document says what
+/// each field holds, and `null` is none of them.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// `{"nodes": [...]}`: the scope of an action (absent: the whole cluster).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ScopeBody {
+    #[serde(default, deserialize_with = "present")]
     nodes: Option<Vec<String>>,
 }
 
@@ -881,13 +905,16 @@ struct ActAsBody {
 #[serde(deny_unknown_fields)]
 struct LogLevelBody {
     level: String,
+    #[serde(default, deserialize_with = "present")]
     nodes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RollingBody {
+    #[serde(default, deserialize_with = "present")]
     nodes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     timeout_secs: Option<u64>,
 }
 
@@ -898,10 +925,15 @@ struct RollingBody {
 #[serde(deny_unknown_fields)]
 struct GenericBody {
     op: String,
+    #[serde(default, deserialize_with = "present")]
     task: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     service: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     node: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     level: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     timeout_secs: Option<u64>,
     #[serde(default = "cluster_scope")]
     scope: Scope,
@@ -1103,8 +1135,9 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
                     "no live node declares {kind} `{name}`; see GET /api/v1/{plural}"
                 )))
             }
+            // Not a task (or not a service) of that name: not found as what the path says.
             Some((schedule, _)) if (schedule == SERVICE_SCHEDULE) != service => {
-                return Err(Problem::bad(if service {
+                return Err(Problem::not_found(if service {
                     format!(
                         "`{name}` is a scheduled task; use /api/v1/tasks/{name}/pause or resume"
                     )
@@ -1155,9 +1188,11 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
     }
     if let Operation::ActAs { node } = &op {
         if targets.iter().any(|t| t == node) {
-            return Err(Problem::bad(format!(
-                "node: a node cannot act as itself (`{node}`)"
-            )));
+            // Well-formed, but not possible for this target: a conflict, not a bad request.
+            return Err(Problem(
+                StatusCode::CONFLICT,
+                format!("node: a node cannot act as itself (`{node}`); name another node"),
+            ));
         }
     }
     let body = CommandBody {
@@ -1353,14 +1388,24 @@ fn expectation(headers: &HeaderMap, write: bool) -> Result<Expect, Problem> {
     let if_match = header(hyper::header::IF_MATCH)?;
     let if_none_match = header(hyper::header::IF_NONE_MATCH)?;
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(Problem::bad(
-            "headers `If-Match` and `If-None-Match` are both given; send one: If-Match: <version> to compare and set, If-None-Match: * to create only",
+        // Each is a precondition (RFC 9110 13.2.2): an entry at a version exists, so `*`
+        // cannot also find none. Well-formed, never met: a conflict like any unmet one.
+        (Some(_), Some(_)) => Err(Problem(
+            StatusCode::CONFLICT,
+            "headers `If-Match` and `If-None-Match: *` are both given, and can never both hold; send one: If-Match: <version> to compare and set, If-None-Match: * to create only".into(),
         )),
         (Some(m), None) => {
-            // Also as an entity tag: the ETag of a GET is the version in quotes.
-            let bare = m.trim_matches('"');
+            // Also as an entity tag: the ETag of a GET is the version in quotes. Digits
+            // only, from 1, as the document's pattern says (no sign, no leading zero).
+            let bare = m
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or(&m);
+            let digits = (1..=18).contains(&bare.len())
+                && bare.bytes().all(|b| b.is_ascii_digit())
+                && !bare.starts_with('0');
             match bare.parse::<i64>() {
-                Ok(v) if v >= 1 => Ok(Expect::Version(v)),
+                Ok(v) if digits => Ok(Expect::Version(v)),
                 _ if bare == "*" => Err(Problem::bad(
                     "header `If-Match` = `*` is not supported; send the entry's version (If-Match: 3), as GET answers it",
                 )),
@@ -1404,6 +1449,14 @@ fn command_number(raw: &str) -> Result<i64, Problem> {
 /// [`crate::core::schedule::MAX_DURATION`].
 fn parse_ttl(text: &str) -> Result<i64, Problem> {
     let fix = "give a time to live from 1ms to 3650d, e.g. ttl=30s";
+    // Exactly as the document's pattern: digits from 1 without a leading zero, then a unit.
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let leading_zero = digits > 1 && text.starts_with('0');
+    if digits == 0 || leading_zero || !["ms", "s", "m", "h", "d"].contains(&&text[digits..]) {
+        return Err(Problem::bad(format!(
+            "query `ttl` = `{text}` is not a time to live; {fix}"
+        )));
+    }
     let d = crate::core::schedule::parse_duration(text)
         .map_err(|e| Problem::bad(format!("query `ttl`: {e}; {fix}")))?;
     // At most MAX_DURATION: no overflow.
@@ -1564,9 +1617,31 @@ mod tests {
         }
         // The document's list of operations is the server's.
         let doc: Value = serde_json::from_str(crate::admin::OPENAPI).unwrap();
-        let listed = &doc["paths"]["/api/v1/commands"]["post"]["requestBody"]["content"]
-            ["application/json"]["schema"]["properties"]["op"]["enum"];
-        assert_eq!(listed, &json!(OPERATIONS));
+        let variants = doc["paths"]["/api/v1/commands"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"]["oneOf"]
+            .as_array()
+            .unwrap();
+        let listed: Vec<&str> = variants
+            .iter()
+            .map(|v| v["properties"]["op"]["enum"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, OPERATIONS);
+        // Each op's body in the document is one the server takes.
+        for v in variants {
+            let name = v["properties"]["op"]["enum"][0].as_str().unwrap();
+            let mut body = json!({ "op": name });
+            for field in v["required"].as_array().unwrap() {
+                let field = field.as_str().unwrap();
+                if field != "op" {
+                    body[field] = json!(if field == "level" {
+                        "debug"
+                    } else {
+                        "some-name"
+                    });
+                }
+            }
+            op(&body.to_string()).unwrap_or_else(|e| panic!("{body}: {e}"));
+        }
     }
 
     #[test]
