@@ -36,13 +36,13 @@ async fn serve(s: &TestStore) -> AdminServer {
             read_token: Some(Secret::new(READ_TOKEN)),
             tls: None,
         },
-        Api {
-            store: s.store.clone(),
-            cluster: CLUSTER.into(),
-            node: "api-1".into(),
+        Api::new(
+            s.store.clone(),
+            CLUSTER,
+            "api-1",
             status,
-            metrics: Arc::new(rota::metrics::Metrics::default()),
-        },
+            Arc::new(rota::metrics::Metrics::default()),
+        ),
     )
     .await
     .unwrap()

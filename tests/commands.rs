@@ -553,13 +553,13 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
             read_token: Some(rota::admin::Secret::new(READ_TOKEN)),
             tls: Some((tls.0.clone().into(), tls.1.clone().into())),
         },
-        rota::admin::Api {
-            store: s.store.clone(),
-            cluster: "api".into(),
-            node: "api-1".into(),
-            status: node.watch_status(),
-            metrics: node.metrics(),
-        },
+        rota::admin::Api::new(
+            s.store.clone(),
+            "api",
+            "api-1",
+            node.watch_status(),
+            node.metrics(),
+        ),
     )
     .await
     .unwrap();

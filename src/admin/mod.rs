@@ -77,6 +77,27 @@ pub struct Api {
     pub status: watch::Receiver<NodeStatus>,
     /// The serving node's counters, rendered at `/metrics` ([`crate::NodeHandle::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The command log as far as this API has read it, folded.
+    log: Arc<routes::LogCache>,
+}
+
+impl Api {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cluster: impl Into<String>,
+        node: impl Into<String>,
+        status: watch::Receiver<NodeStatus>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Api {
+        Api {
+            store,
+            cluster: cluster.into(),
+            node: node.into(),
+            status,
+            metrics,
+            log: Arc::default(),
+        }
+    }
 }
 
 /// A running API server. Dropping it does not stop it; call [`AdminServer::shutdown`].

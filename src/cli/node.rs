@@ -71,13 +71,13 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let server = match admin {
         Some(admin) => {
-            let api = rota::admin::Api {
+            let api = rota::admin::Api::new(
                 store,
-                cluster: config.node.cluster.clone(),
-                node: config.node.id.clone(),
-                status: node.watch_status(),
-                metrics: node.metrics(),
-            };
+                &config.node.cluster,
+                &config.node.id,
+                node.watch_status(),
+                node.metrics(),
+            );
             match admin.serve(api) {
                 Ok(s) => Some(s),
                 Err(e) => {
