@@ -124,20 +124,26 @@ struct Admin {
 }
 
 /// One run of a command task: the START line is written once the END watcher runs in a
-/// session of its own, so that the END line is written whenever the work ends, however it
-/// ends: it exits, its process group is killed (a cancel), or its node dies (the work gets
-/// `PR_SET_PDEATHSIG`). The watcher holds the read end of a FIFO whose only writer is the
-/// work itself (`exec sleep` keeps descriptor 3). Times come from `EPOCHREALTIME`: no fork
-/// between the event and its timestamp. `$1`: record file, `$2`: FIFO directory, `$3`: work
-/// seconds.
+/// session of its own, so that an END line is written whenever the work ends, however it
+/// ends: it is killed (a cancel kills its process group; its node's death, through
+/// `PR_SET_PDEATHSIG`), and the watcher, holding the read end of a FIFO whose only writers
+/// are the work's descriptors 3 and 4, sees the FIFO close. A run that ends by itself writes
+/// its own END line just before it exits, so a watcher that a busy machine wakes late cannot
+/// make a run look longer than it was (the checker takes a run's first END). The work waits
+/// in bash itself (`read -t` on the FIFO, which never carries data): one process, which dies
+/// with its node. Times come from `EPOCHREALTIME`: no fork between the event and its
+/// timestamp. `$1`: record file, `$2`: FIFO directory, `$3`: work seconds.
 const RUN_SCRIPT: &str = r#"f="$2/$$-${EPOCHREALTIME/[.,]/}"
 mkfifo "$f" || exit 1
 id="$ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $$ $PPID $ROTA_ATTEMPT $ROTA_FENCING_TOKEN"
 setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "E $3 $t" >> "$1"; rm -f "$2"' end "$1" "$f" "$id" < /dev/null > /dev/null 2>&1 &
 exec 3> "$f"
+exec 4<> "$f"
 t=${EPOCHREALTIME/[.,]/}
 echo "S $id $t" >> "$1"
-exec sleep "$3"
+read -r -t "$3" -u 4 _
+t=${EPOCHREALTIME/[.,]/}
+echo "E $id $t" >> "$1"
 "#;
 
 /// Wall clock, Unix ms: the record's clock.
