@@ -291,3 +291,70 @@ async fn an_item_claim_whose_reply_comes_after_a_freeze_past_the_lease_is_not_ha
     );
     node.shutdown().await.unwrap();
 }
+
+/// A command the node cannot apply yet (its acknowledgement fails, as when the store is
+/// slow) holds back starts only: a service already running goes on, and is not restarted.
+/// Before, every runner stopped until the node had applied the command: a file handler's
+/// file was given back and handled again (a 1000-fault MariaDB campaign, 8 files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_not_yet_applied_does_not_stop_the_work_that_runs() {
+    let s = TestStore::sqlite().await;
+    let store = FaultyStore::new(s.store.clone());
+    let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = starts.clone();
+    let service = rota::ServiceSpec::new("listener", move |ctx: rota::ServiceContext| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ctx.cancel.cancelled().await;
+            Ok(())
+        }
+    });
+    let runs = Arc::new(Runs::default());
+    let node = Node::builder("node-1", "injected", &s.url)
+        .store(store.clone())
+        .timing(timing())
+        .task(held_task(runs, Arc::new(Semaphore::new(100))))
+        .service(service)
+        .start()
+        .await
+        .expect("the node starts");
+    until("the service runs", || async {
+        (starts.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        store.plan("ack_command", Fault::Fail);
+    }
+    let body = serde_json::json!({
+        "op": "pause", "task": "held", "scope": "cluster",
+        "targets": ["node-1"], "issued_by": "test",
+    });
+    let (seq, _) = s
+        .store
+        .append_command("injected", &body.to_string())
+        .await
+        .unwrap();
+    until(
+        "the command is applied, once its acknowledgement gets through",
+        || async {
+            let acks = s
+                .store
+                .command_acks("injected", rota::store::AckFilter::Commands(&[seq]))
+                .await
+                .ok()?;
+            acks.iter().any(|a| a.state.is_final()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        store.struck("ack_command") >= 1,
+        "an acknowledgement failed"
+    );
+    assert_eq!(
+        starts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the service was stopped and started again by a command about a task"
+    );
+    node.shutdown().await.unwrap();
+}

@@ -1168,18 +1168,21 @@ impl Runtime {
 
     fn supervise(&mut self) {
         // No task starts before the commands this node missed are applied (contract 8);
-        // nothing runs here while drained, or while paused here.
+        // nothing runs here while drained, or while paused here. A command not yet applied
+        // only holds back starts: what runs goes on until a command that applies to it is
+        // applied (stopping every runner at each new command cut services short, and made
+        // a file handler's file be given back and handled again).
         let me = self.shared.member().node;
         let control = &self.commands.control;
-        let owned: HashMap<String, i64> =
-            if self.shared.lease_valid() && self.commands.caught_up() && !control.is_drained(&me) {
-                self.owned()
-                    .into_iter()
-                    .filter(|(task, _)| !control.is_paused(&me, task))
-                    .collect()
-            } else {
-                HashMap::new()
-            };
+        let caught_up = self.commands.caught_up();
+        let owned: HashMap<String, i64> = if self.shared.lease_valid() && !control.is_drained(&me) {
+            self.owned()
+                .into_iter()
+                .filter(|(task, _)| !control.is_paused(&me, task))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let lost: Vec<String> = self
             .runners
             .iter()
@@ -1197,7 +1200,7 @@ impl Runtime {
         });
         for (task, token) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
-            if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
+            if !caught_up || self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
                 continue;
             }
             let stop = self.shared.work_token().child_token();
