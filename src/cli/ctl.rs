@@ -524,7 +524,11 @@ fn request(command: CtlCommand) -> Request {
             timeout_secs,
             wait,
         } => {
-            let body = json!({ "timeout_secs": timeout_secs });
+            // Only what was given: the API takes no `null` for a field left out.
+            let mut body = json!({});
+            if let Some(secs) = timeout_secs {
+                body["timeout_secs"] = json!(secs);
+            }
             Action(ROLLING_RESTART.into(), scope.add_to(body), wait)
         }
     }
@@ -1232,6 +1236,38 @@ mod tests {
         assert_eq!(progress_line(&c), "[##########] 1/1 applied");
         assert_eq!(progress_line(&json!({})), "[----------] 0/0 applied");
         assert_eq!(clip("abcdef", 4), "abcd");
+    }
+
+    /// The bodies `rota ctl` sends leave out what was not given: the API refuses `null`.
+    #[test]
+    fn action_bodies_carry_no_nulls() {
+        for argv in [
+            vec!["ctl", "rolling-restart"],
+            vec![
+                "ctl",
+                "rolling-restart",
+                "--timeout-secs",
+                "30",
+                "--nodes",
+                "a,b",
+            ],
+            vec!["ctl", "pause", "report"],
+            vec!["ctl", "log-level", "debug"],
+            vec!["ctl", "drain", "node-1"],
+        ] {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                ctl: CtlArgs,
+            }
+            let cli = <Cli as clap::Parser>::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Request::Action(path, body, _) = request(cli.ctl.command) else {
+                panic!("{argv:?} is an action");
+            };
+            let text = body.to_string();
+            assert!(!text.contains("null"), "{argv:?} -> POST {path} {text}");
+        }
     }
 
     #[test]
