@@ -325,9 +325,15 @@ mod tests {
         }
         let fi = services[0]["file_inbound"].as_table().unwrap();
         assert_eq!(fi["dir"].as_str(), Some("/tmp/in"));
+        let argv: Vec<&str> = fi["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(
-            fi["command"].as_array().unwrap()[2].as_str(),
-            Some(UNIT_SCRIPT)
+            argv[..6],
+            ["env", "-u", "LD_PRELOAD", "bash", "-c", UNIT_SCRIPT]
         );
         assert_eq!(file_name("f-000001|1.000|7|42"), "f-000001");
     }
