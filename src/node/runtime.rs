@@ -1198,9 +1198,12 @@ impl Runtime {
             handles.retain(|h| !h.is_finished());
             !handles.is_empty()
         });
+        if !caught_up {
+            return;
+        }
         for (task, token) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
-            if !caught_up || self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
+            if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
                 continue;
             }
             let stop = self.shared.work_token().child_token();
