@@ -183,6 +183,9 @@ pub(crate) trait Ownership: Send + Sync {
         outcome: Outcome,
         message: Option<&str>,
     ) -> Result<()>;
+    /// Records an interrupted item as released or abandoned: see
+    /// [`ServiceContext::release_item`].
+    async fn give_back(&self, item: &str, attempt: i64) -> Result<bool>;
 }
 
 /// Everything a service handler learns about its run, and its ownership checks.
@@ -268,24 +271,15 @@ impl ServiceContext {
             .await
     }
 
-    /// Gives `item` (begun as `attempt`) back after its handling was interrupted by a
-    /// graceful handover (the service moves, drains, pauses or stops): recorded as
-    /// released, and the service's next owner handles it again as the next attempt.
-    /// `Ok(false)`: this node no longer holds its lease; the item is left to the next
-    /// owner's recovery policy.
+    /// Gives `item` (begun as `attempt`) back after its handling was interrupted because
+    /// `cancel` fired. After a graceful handover (the service moves, drains, pauses or stops
+    /// while this node holds its lease) it is recorded as released, and the service's next
+    /// owner handles it again as the next attempt: `Ok(true)`. If this node lost its lease
+    /// (the handler was cut short as by a crash), the recovery policy settles it here: under
+    /// `retry` it is released as well (`Ok(true)`), under `abandon` (the default) it is
+    /// recorded as abandoned and never handled again: `Ok(false)`.
     pub async fn release_item(&self, item: &str, attempt: i64) -> Result<bool> {
-        if !self.ownership.still_owner() {
-            return Ok(false);
-        }
-        self.ownership
-            .end_item(
-                item,
-                attempt,
-                Outcome::Released,
-                Some("released: interrupted by a handover; the next owner hands it over again"),
-            )
-            .await?;
-        Ok(true)
+        self.ownership.give_back(item, attempt).await
     }
 }
 

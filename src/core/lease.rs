@@ -14,6 +14,10 @@ pub struct Lease {
     timeout: Duration,
     margin: Duration,
     valid_until: Option<Instant>,
+    /// How many times the lease was held and then lost (ran out or was revoked), whether or
+    /// not a later renewal restored it: work that spans a change of this count did not run
+    /// under one unbroken lease.
+    breaks: u64,
 }
 
 impl Lease {
@@ -24,11 +28,16 @@ impl Lease {
             timeout,
             margin,
             valid_until: None,
+            breaks: 0,
         }
     }
 
-    /// A renewal sent at `sent_at` was accepted by the store.
-    pub fn renewed(&mut self, sent_at: Instant) {
+    /// A renewal sent at `sent_at` was accepted by the store; its reply came at `now`.
+    pub fn renewed(&mut self, sent_at: Instant, now: Instant) {
+        if self.valid_until.is_some_and(|v| now >= v) {
+            // It ran out before this reply came: restored, but broken.
+            self.breaks += 1;
+        }
         let until = sent_at + (self.timeout - self.margin);
         // Renewals may complete out of order; keep the latest deadline.
         if self.valid_until.is_none_or(|v| until > v) {
@@ -38,7 +47,16 @@ impl Lease {
 
     /// The store refused a renewal (this registration expired or was replaced): no lease.
     pub fn revoke(&mut self) {
-        self.valid_until = None;
+        if self.valid_until.take().is_some() {
+            self.breaks += 1;
+        }
+    }
+
+    /// How many times the lease was lost so far (see `breaks`). The lease held without a
+    /// gap between two moments if this count is the same at both and it is valid at the
+    /// second.
+    pub fn breaks(&self) -> u64 {
+        self.breaks
     }
 
     pub fn is_valid(&self, now: Instant) -> bool {
@@ -60,7 +78,7 @@ mod tests {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
         assert!(!lease.is_valid(t0), "no lease before the first renewal");
-        lease.renewed(t0);
+        lease.renewed(t0, t0);
         assert!(lease.is_valid(t0 + Duration::from_millis(799)));
         assert!(!lease.is_valid(t0 + Duration::from_millis(800)));
     }
@@ -69,18 +87,49 @@ mod tests {
     async fn late_completing_old_renewal_does_not_shorten_the_lease() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
-        lease.renewed(t0 + Duration::from_millis(500));
-        lease.renewed(t0);
+        lease.renewed(
+            t0 + Duration::from_millis(500),
+            t0 + Duration::from_millis(600),
+        );
+        lease.renewed(t0, t0 + Duration::from_millis(700));
         assert!(lease.is_valid(t0 + Duration::from_millis(1200)));
+        assert_eq!(lease.breaks(), 0, "renewed in time, out of order");
     }
 
     #[tokio::test(start_paused = true)]
     async fn frozen_process_wakes_without_a_lease() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
-        lease.renewed(Instant::now());
+        let t0 = Instant::now();
+        lease.renewed(t0, t0);
         tokio::time::advance(Duration::from_secs(30)).await; // SIGSTOP for 30 s
         assert!(!lease.is_valid(Instant::now()));
         lease.revoke();
         assert_eq!(lease.valid_until(), None);
+        assert_eq!(lease.breaks(), 1);
+        lease.revoke();
+        assert_eq!(lease.breaks(), 1, "nothing held, nothing lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_comes_after_the_deadline_restores_a_broken_lease() {
+        let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
+        let t0 = Instant::now();
+        lease.renewed(t0, t0);
+        assert_eq!(lease.breaks(), 0, "the first renewal breaks nothing");
+        // Sent at 200 ms, answered at 900 ms: valid until 1000 ms, with a gap 800..900 ms.
+        let sent = t0 + Duration::from_millis(200);
+        lease.renewed(sent, t0 + Duration::from_millis(900));
+        assert!(lease.is_valid(t0 + Duration::from_millis(950)));
+        assert_eq!(
+            lease.breaks(),
+            1,
+            "the gap is counted though the lease is valid again"
+        );
+        // Answered just before the deadline: no gap.
+        lease.renewed(
+            t0 + Duration::from_millis(400),
+            t0 + Duration::from_millis(999),
+        );
+        assert_eq!(lease.breaks(), 1);
     }
 }

@@ -235,18 +235,22 @@ impl FileInbound {
         }
     }
 
-    /// Gives back a file whose handling a handover interrupted, so that the next owner hands
-    /// it over again (as the next attempt); retried briefly while the store is unreachable.
-    /// Without the lease, the file is left to the next owner's recovery policy.
+    /// Gives back a file whose handling was interrupted: after a graceful handover the next
+    /// owner hands it over again (as the next attempt); after a lost lease the recovery
+    /// policy settles it (see [`ServiceContext::release_item`]). Retried briefly while the
+    /// store is unreachable; without a record the next owner's recovery policy settles it.
     async fn give_back(&self, ctx: &ServiceContext, key: &str, name: &str, attempt: i64) {
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
             match ctx.release_item(key, attempt).await {
                 Ok(true) => {
-                    info!(file = %name, attempt, "interrupted by a handover: given back to the next owner");
+                    info!(file = %name, attempt, "interrupted: given back to the next owner");
                     return;
                 }
-                Ok(false) => break,
+                Ok(false) => {
+                    warn!(file = %name, attempt, "interrupted when this node lost its lease: recorded abandoned (recovery `abandon`); the next owner moves it to the failed directory");
+                    return;
+                }
                 Err(e) => {
                     debug!(file = %name, error = %e, "could not give the file back yet");
                     tokio::time::sleep(delay).await;

@@ -121,6 +121,12 @@ impl Shared {
         self.lease.lock().unwrap().is_valid(Instant::now())
     }
 
+    /// How many times this node's lease was lost so far, even if restored since (see
+    /// [`crate::core::lease::Lease::breaks`]).
+    pub fn lease_breaks(&self) -> u64 {
+        self.lease.lock().unwrap().breaks()
+    }
+
     pub fn work_token(&self) -> CancellationToken {
         self.work.lock().unwrap().clone()
     }
@@ -271,7 +277,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     })
     .await?;
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
-    lease.renewed(sent);
+    lease.renewed(sent, Instant::now());
     let shared = Arc::new(Shared {
         store: store.clone(),
         tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
@@ -686,7 +692,11 @@ impl Runtime {
                 self.failed_joins.clear();
                 *self.shared.member.write().unwrap() = member.clone();
                 *self.shared.work.lock().unwrap() = CancellationToken::new();
-                self.shared.lease.lock().unwrap().renewed(sent);
+                self.shared
+                    .lease
+                    .lock()
+                    .unwrap()
+                    .renewed(sent, Instant::now());
                 self.shared.publish_deadline();
                 self.shared.clock.observe(now_ms, sent, Instant::now());
                 self.shared.expired.store(false, Ordering::SeqCst);
@@ -1410,7 +1420,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(Ok(true)) => {
                 // Only renew the lease of the incarnation the heartbeat was for.
                 if shared.member().incarnation == member.incarnation {
-                    shared.lease.lock().unwrap().renewed(sent);
+                    shared.lease.lock().unwrap().renewed(sent, Instant::now());
                     shared.publish_deadline();
                 }
                 if failures > 0 {

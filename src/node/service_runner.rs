@@ -3,7 +3,7 @@
 //! period when the service moves.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -293,14 +293,19 @@ struct NodeOwnership {
     recovery: RecoveryPolicy,
     /// The lease term the service started in: it ends when the lease is lost.
     term: CancellationToken,
-    /// Items this instance is handling now.
-    in_progress: Mutex<HashSet<String>>,
+    /// Items this instance is handling now, each with the count of this node's lease
+    /// breaks when it was handed over.
+    in_progress: Mutex<HashMap<String, u64>>,
 }
 
 impl NodeOwnership {
     /// Hands `item` to the handler as `attempt`: noted here and in the process.
     fn handle(&self, item: &str, attempt: i64) -> ItemStart {
-        self.in_progress.lock().unwrap().insert(item.to_string());
+        let breaks = self.shared.lease_breaks();
+        self.in_progress
+            .lock()
+            .unwrap()
+            .insert(item.to_string(), breaks);
         self.shared
             .items_begun
             .lock()
@@ -339,7 +344,7 @@ impl Ownership for NodeOwnership {
             return Ok(ItemStart::Done(record.outcome));
         }
         let mine = record.node == self.member.node && record.incarnation == self.member.incarnation;
-        if mine && self.in_progress.lock().unwrap().contains(item) {
+        if mine && self.in_progress.lock().unwrap().contains_key(item) {
             return Ok(ItemStart::Busy);
         }
         let begun_here = self
@@ -417,5 +422,35 @@ impl Ownership for NodeOwnership {
             .unwrap()
             .remove(&(self.service.clone(), item.to_string()));
         Ok(())
+    }
+
+    async fn give_back(&self, item: &str, attempt: i64) -> Result<bool> {
+        // A graceful handover only if the lease held without a gap from the item's handover
+        // until now: a lapse, even one a late renewal mended, may have cut the handler short
+        // anywhere (the work guard, the margin's grace), as a crash would.
+        let unbroken =
+            self.in_progress.lock().unwrap().get(item).copied() == Some(self.shared.lease_breaks());
+        let graceful = unbroken && self.still_owner();
+        let (outcome, message) = match (graceful, self.recovery) {
+            (true, _) => (
+                Outcome::Released,
+                "released: interrupted by a handover; the next owner hands it over again",
+            ),
+            (false, RecoveryPolicy::Retry) => (
+                Outcome::Released,
+                "released: interrupted when this node lost its lease; recovery `retry`: the next owner hands it over again",
+            ),
+            (false, RecoveryPolicy::Abandon) => (
+                Outcome::Abandoned,
+                "abandoned: interrupted when this node lost its lease (recovery `abandon`)",
+            ),
+        };
+        // Recorded whatever the lease: the store changes only this attempt under this token,
+        // and only while it is running, so a new owner that took it over already wins.
+        self.end_item(item, attempt, outcome, Some(message)).await?;
+        if outcome == Outcome::Abandoned {
+            self.shared.metrics.fire(&self.service, Outcome::Abandoned);
+        }
+        Ok(outcome == Outcome::Released)
     }
 }
