@@ -20,6 +20,7 @@
 //! on one file system (a move is a rename), shared by every node that may run the service.
 
 use std::{
+    collections::HashSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -94,11 +95,14 @@ impl FileInbound {
                 Progress::default()
             }
         };
+        // Files whose last attempt met an error (the store's or the file system's): tried
+        // after the others, so that one stuck file never holds up the rest.
+        let mut troubled = HashSet::new();
         loop {
             if !ctx.still_owner() {
                 return Ok(());
             }
-            match self.sweep(&ctx, &mut progress).await {
+            match self.sweep(&ctx, &mut progress, &mut troubled).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()), // no longer the owner
                 Err(e) => warn!(error = %e, "file sweep interrupted; retrying at the next poll"),
@@ -110,8 +114,14 @@ impl FileInbound {
         }
     }
 
-    /// Handles every file present now, oldest name first. `Ok(false)`: ownership was lost.
-    async fn sweep(&self, ctx: &ServiceContext, progress: &mut Progress) -> Result<bool, String> {
+    /// Handles every file present now, oldest name first (troubled ones last).
+    /// `Ok(false)`: ownership was lost.
+    async fn sweep(
+        &self,
+        ctx: &ServiceContext,
+        progress: &mut Progress,
+        troubled: &mut HashSet<String>,
+    ) -> Result<bool, String> {
         let mut files = Vec::new();
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
@@ -131,70 +141,97 @@ impl FileInbound {
             }
             if let Ok(meta) = meta {
                 if meta.is_file() {
-                    files.push((name, meta));
+                    let key = item_key(&name, &meta);
+                    files.push((troubled.contains(&key), name, key));
                 }
             }
         }
-        files.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, meta) in files {
+        files.sort();
+        // Forget the trouble of files that are gone.
+        troubled.retain(|key| files.iter().any(|f| &f.2 == key));
+        for (known_trouble, name, key) in files {
             if !ctx.still_owner() {
                 return Ok(false);
             }
-            let path = self.dir.join(&name);
-            let key = item_key(&name, &meta);
-            let start = ctx.begin_item(&key).await.map_err(|e| e.to_string())?;
-            match start {
-                ItemStart::Handle { attempt } => {
-                    let result = self.hand_over(ctx, &path, &name, attempt).await;
-                    if result.is_err() && ctx.cancel.is_cancelled() {
-                        // Interrupted by a handover: not the file's failure. It is given
-                        // back, neither recorded as failed nor moved.
-                        self.give_back(ctx, &key, &name, attempt).await;
-                        return Ok(false);
-                    }
-                    if let Err(e) = &result {
-                        warn!(file = %name, attempt, error = %e, "file failed");
-                    } else {
-                        debug!(file = %name, attempt, "file handled");
-                    }
-                    // Recorded first: if this node dies before the move, the next owner
-                    // moves the file without handing it over again.
-                    self.record(ctx, &key, attempt, &result).await?;
-                    let target = if result.is_ok() {
-                        &self.done
-                    } else {
-                        &self.failed
-                    };
-                    move_into(&path, target)?;
-                    if result.is_ok() {
-                        progress.handled += 1;
-                    } else {
-                        progress.failed += 1;
-                    }
-                    progress.last_file = Some(name.clone());
-                    progress.last_at_ms = Some(chrono::Utc::now().timestamp_millis());
-                    match ctx.state().save_json(progress).await {
-                        Ok(()) => {}
-                        Err(crate::Error::Fenced { .. }) => return Ok(false),
-                        Err(e) => warn!(error = %e, "could not save the progress"),
-                    }
+            match self.one_file(ctx, progress, &name, &key).await {
+                Ok(true) => {
+                    troubled.remove(&key);
                 }
-                ItemStart::Done(outcome) => {
-                    // Handled before; its node stopped before moving it.
-                    let target = if outcome == Outcome::Ok {
-                        &self.done
-                    } else {
-                        &self.failed
-                    };
-                    move_into(&path, target)?;
+                Ok(false) => return Ok(false),
+                // Known already: go on with the others; it is tried again at the next poll.
+                Err(e) if known_trouble => debug!(file = %name, error = %e, "still failing"),
+                // New trouble (perhaps the store is down): end the sweep, try again later,
+                // this file last.
+                Err(e) => {
+                    troubled.insert(key);
+                    return Err(format!("{name}: {e}"));
                 }
-                ItemStart::Abandoned => {
-                    warn!(file = %name, "its node died while handling it; recovery is `abandon`: moved to the failed directory");
-                    move_into(&path, &self.failed)?;
-                }
-                ItemStart::Busy => debug!(file = %name, "another node is handling it"),
-                ItemStart::NotOwner => return Ok(false),
             }
+        }
+        Ok(true)
+    }
+
+    /// Claims one file and handles it, or finishes what a previous owner left of it.
+    /// `Ok(false)`: ownership was lost.
+    async fn one_file(
+        &self,
+        ctx: &ServiceContext,
+        progress: &mut Progress,
+        name: &str,
+        key: &str,
+    ) -> Result<bool, String> {
+        let path = self.dir.join(name);
+        match ctx.begin_item(key).await.map_err(|e| e.to_string())? {
+            ItemStart::Handle { attempt } => {
+                let result = self.hand_over(ctx, &path, name, attempt).await;
+                if result.is_err() && ctx.cancel.is_cancelled() {
+                    // Interrupted: not the file's failure. It is given back, neither
+                    // recorded as failed nor moved.
+                    self.give_back(ctx, key, name, attempt).await;
+                    return Ok(false);
+                }
+                if let Err(e) = &result {
+                    warn!(file = %name, attempt, error = %e, "file failed");
+                } else {
+                    debug!(file = %name, attempt, "file handled");
+                }
+                // Recorded first: if this node dies before the move, the next owner
+                // moves the file without handing it over again.
+                self.record(ctx, key, attempt, &result).await?;
+                let target = if result.is_ok() {
+                    &self.done
+                } else {
+                    &self.failed
+                };
+                move_into(&path, target)?;
+                if result.is_ok() {
+                    progress.handled += 1;
+                } else {
+                    progress.failed += 1;
+                }
+                progress.last_file = Some(name.to_string());
+                progress.last_at_ms = Some(chrono::Utc::now().timestamp_millis());
+                match ctx.state().save_json(progress).await {
+                    Ok(()) => {}
+                    Err(crate::Error::Fenced { .. }) => return Ok(false),
+                    Err(e) => warn!(error = %e, "could not save the progress"),
+                }
+            }
+            ItemStart::Done(outcome) => {
+                // Handled before; its node stopped before moving it.
+                let target = if outcome == Outcome::Ok {
+                    &self.done
+                } else {
+                    &self.failed
+                };
+                move_into(&path, target)?;
+            }
+            ItemStart::Abandoned => {
+                warn!(file = %name, "its node died while handling it; recovery is `abandon`: moved to the failed directory");
+                move_into(&path, &self.failed)?;
+            }
+            ItemStart::Busy => debug!(file = %name, "another node is handling it"),
+            ItemStart::NotOwner => return Ok(false),
         }
         Ok(true)
     }

@@ -387,6 +387,23 @@ impl Runner {
             );
             return Ok(false);
         }
+        if self.stop.is_cancelled() {
+            // Stopped while the begin was on its way (a pause applied meanwhile forbids the
+            // start): the work never started, and the instant is recorded as such.
+            let message = "not started: its runner was stopped as it began (the task was paused or moved, or the node is stopping)";
+            info!(instant, "{message}");
+            let finish = Finish {
+                task: self.spec.name.clone(),
+                instant_ms: instant,
+                token: self.token,
+                attempt,
+                outcome: Outcome::Misfired,
+                message: Some(message.into()),
+            };
+            record_finish(&self.shared, &finish).await;
+            self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
+            return Ok(false);
+        }
         let shared = self.shared.clone();
         let spec = self.spec.clone();
         let ctx = FireContext {

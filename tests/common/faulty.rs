@@ -44,6 +44,9 @@ pub struct FaultyStore {
     pub struck: Mutex<HashMap<&'static str, usize>>,
     /// Per method: calls that met a fault and have returned to their caller.
     replied: Mutex<HashMap<&'static str, usize>>,
+    /// Items whose claims always fail (by prefix), and how often they did.
+    failing_items: Mutex<Vec<String>>,
+    pub item_failures: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyStore {
@@ -53,6 +56,8 @@ impl FaultyStore {
             planned: Mutex::default(),
             struck: Mutex::default(),
             replied: Mutex::default(),
+            failing_items: Mutex::default(),
+            item_failures: Default::default(),
         })
     }
 
@@ -64,6 +69,12 @@ impl FaultyStore {
             .entry(method)
             .or_default()
             .push(fault);
+    }
+
+    /// Every claim of an item whose key starts with `prefix` fails from now on, as for a
+    /// record the store cannot read.
+    pub fn fail_items(&self, prefix: &str) {
+        self.failing_items.lock().unwrap().push(prefix.to_string());
     }
 
     pub fn struck(&self, method: &'static str) -> usize {
@@ -275,6 +286,19 @@ impl Store for FaultyStore {
         token: i64,
         item: &str,
     ) -> Result<ItemClaim> {
+        let failing = self
+            .failing_items
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| item.starts_with(p.as_str()));
+        if failing {
+            self.item_failures
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(Error::StoreUnavailable(format!(
+                "injected: the claim of {item} failed"
+            )));
+        }
         self.call(
             "claim_item",
             self.inner.claim_item(member, service, token, item),
