@@ -40,6 +40,8 @@ pub struct SqlStore {
     /// (a leader's large write, a takeover of many tasks), which could fence a healthy node.
     heartbeat_pool: AnyPool,
     dialect: Dialect,
+    /// For PostgreSQL's LISTEN connections.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     url: String,
     reads: AtomicU64,
     writes: AtomicU64,

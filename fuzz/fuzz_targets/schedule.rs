@@ -1,0 +1,57 @@
+//! The duration and cron parsers, and the schedules they make: the first line is a duration
+//! (`every`, `timeout`, ...), the second a cron expression, the third its time zone. Whatever
+//! parses must compute its next instants and plan a late start without a panic, and the
+//! instants must move forward.
+#![no_main]
+
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use rota::core::schedule::{parse_duration, plan_due, Schedule};
+use rota::MisfirePolicy;
+
+/// 2026-12-05T00:00:00Z.
+const NOW_MS: i64 = 1_796_428_800_000;
+
+fn exercise(schedule: &Schedule) {
+    let mut t = NOW_MS;
+    for _ in 0..3 {
+        match schedule.next_after(t) {
+            Some(next) => {
+                assert!(next > t, "next_after({t}) = {next} does not move forward");
+                t = next;
+            }
+            None => break,
+        }
+    }
+    let _ = schedule.instants_between(NOW_MS - 86_400_000, NOW_MS, 100);
+    for policy in [MisfirePolicy::Skip, MisfirePolicy::RunOnce] {
+        let plan = plan_due(
+            schedule,
+            NOW_MS - 3_600_000,
+            NOW_MS,
+            Duration::from_secs(5),
+            policy,
+            100,
+        );
+        assert!(plan.cursor >= NOW_MS - 3_600_000, "the cursor went back");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.splitn(3, '\n');
+    let duration = lines.next().unwrap_or_default();
+    let cron = lines.next().unwrap_or_default();
+    let zone = lines.next();
+    if let Ok(period) = parse_duration(duration) {
+        if let Ok(schedule) = Schedule::every(period) {
+            exercise(&schedule);
+        }
+    }
+    if let Ok(schedule) = Schedule::cron(cron, zone) {
+        exercise(&schedule);
+    }
+});
