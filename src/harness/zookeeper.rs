@@ -70,9 +70,20 @@ impl ZkEnsemble {
             ensemble.launch(i)?;
         }
         for i in 0..size {
-            ensemble.wait_serving(i, Duration::from_secs(60))?;
+            ensemble.wait_serving(i, ensemble.start_bound())?;
         }
         Ok(ensemble)
+    }
+
+    /// How long a server may take to serve: a JVM under libfaketime (extra environment)
+    /// starts several times slower, and three at once on a busy 2-core machine took more
+    /// than a minute.
+    fn start_bound(&self) -> Duration {
+        if self.env.is_empty() {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(240)
+        }
     }
 
     fn member_dir(&self, i: usize) -> PathBuf {
@@ -198,7 +209,7 @@ impl ZkEnsemble {
     pub fn restart(&mut self, i: usize) -> Result<(), ServerError> {
         self.kill(i);
         self.launch(i)?;
-        self.wait_serving(i, Duration::from_secs(60))
+        self.wait_serving(i, self.start_bound())
     }
 }
 
