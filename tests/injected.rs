@@ -98,6 +98,37 @@ where
     common::eventually(what, WAIT, None, check).await
 }
 
+/// Appends a command to the cluster's log, as `rota ctl` would; its sequence number.
+async fn issue(s: &TestStore, body: serde_json::Value) -> i64 {
+    let (seq, _) = s
+        .store
+        .append_command("injected", &body.to_string())
+        .await
+        .unwrap();
+    seq
+}
+
+/// Waits until node-1 has acknowledged command `seq` as applied (or failed).
+async fn until_applied(what: &str, s: &TestStore, seq: i64) {
+    until(what, || async {
+        let acks = s
+            .store
+            .command_acks("injected", rota::store::AckFilter::Commands(&[seq]))
+            .await
+            .ok()?;
+        acks.iter().any(|a| a.state.is_final()).then_some(())
+    })
+    .await;
+}
+
+/// An operator's `pause` of the task `held` on node-1.
+fn pause_held() -> serde_json::Value {
+    serde_json::json!({
+        "op": "pause", "task": "held", "scope": "cluster",
+        "targets": ["node-1"], "issued_by": "test",
+    })
+}
+
 /// Contract 10: a join that committed but whose reply was lost is retried, and the retry
 /// finds the node's own registration: it is joined, not refused as a duplicate of itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,25 +357,11 @@ async fn a_command_not_yet_applied_does_not_stop_the_work_that_runs() {
     for _ in 0..5 {
         store.plan("ack_command", Fault::Fail);
     }
-    let body = serde_json::json!({
-        "op": "pause", "task": "held", "scope": "cluster",
-        "targets": ["node-1"], "issued_by": "test",
-    });
-    let (seq, _) = s
-        .store
-        .append_command("injected", &body.to_string())
-        .await
-        .unwrap();
-    until(
+    let seq = issue(&s, pause_held()).await;
+    until_applied(
         "the command is applied, once its acknowledgement gets through",
-        || async {
-            let acks = s
-                .store
-                .command_acks("injected", rota::store::AckFilter::Commands(&[seq]))
-                .await
-                .ok()?;
-            acks.iter().any(|a| a.state.is_final()).then_some(())
-        },
+        &s,
+        seq,
     )
     .await;
     assert!(
@@ -387,6 +404,34 @@ impl rota::ServiceHandler for HeldItem {
     }
 }
 
+/// Starts node-1 with `service` (a [`HeldItem`]) and waits until the item is handed over.
+/// Renewals every second with a 6 s node timeout: a renewal sent at `t` gives a lease until
+/// `t + 5.8 s`, and the one before it one until `t + 4.8 s`, so a renewal answered between
+/// the two leaves a gap of up to 1 s that the store never sees.
+async fn start_held_item(
+    store: &Arc<FaultyStore>,
+    url: &str,
+    service: rota::ServiceSpec,
+    said: &Arc<Mutex<Vec<String>>>,
+) -> NodeHandle {
+    let node = Node::builder("node-1", "injected", url)
+        .store(store.clone())
+        .timing(Timing {
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(6),
+            ..Timing::default()
+        })
+        .service(service)
+        .start()
+        .await
+        .expect("the node starts");
+    until("the item is handed over", || async {
+        (said.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    node
+}
+
 /// An item whose handler was cut short because its node's lease ran out is not given back
 /// as after a graceful handover, even though a late renewal restores the lease: the node
 /// records it as its recovery policy says (here `abandon`: abandoned, never handled again),
@@ -413,22 +458,8 @@ async fn an_item_interrupted_by_a_lapse_of_the_lease_is_not_given_back() {
         let said = Arc::new(Mutex::new(Vec::new()));
         let service =
             rota::ServiceSpec::new("items", HeldItem { said: said.clone() }).recovery(recovery);
-        let node = Node::builder("node-1", "injected", &s.url)
-            .store(store.clone())
-            .timing(Timing {
-                heartbeat: Duration::from_secs(1),
-                node_timeout: Duration::from_secs(6),
-                ..Timing::default()
-            })
-            .service(service)
-            .start()
-            .await
-            .expect("the node starts");
+        let node = start_held_item(&store, &s.url, service, &said).await;
         let incarnation = node.status().incarnation;
-        until("the item is handed over", || async {
-            (said.lock().unwrap().len() == 1).then_some(())
-        })
-        .await;
         store.plan("heartbeat", Fault::DelayReply(Duration::from_millis(5600)));
         until("the service runs again after the lapse", || async {
             (said.lock().unwrap().len() >= 3).then_some(())
@@ -461,22 +492,8 @@ async fn an_item_handled_across_an_unnoticed_lapse_is_not_given_back() {
     let store = FaultyStore::new(s.store.clone());
     let said = Arc::new(Mutex::new(Vec::new()));
     let service = rota::ServiceSpec::new("items", HeldItem { said: said.clone() });
-    let node = Node::builder("node-1", "injected", &s.url)
-        .store(store.clone())
-        .timing(Timing {
-            heartbeat: Duration::from_secs(1),
-            node_timeout: Duration::from_secs(6),
-            ..Timing::default()
-        })
-        .service(service)
-        .start()
-        .await
-        .expect("the node starts");
+    let node = start_held_item(&store, &s.url, service, &said).await;
     let incarnation = node.status().incarnation;
-    until("the item is handed over", || async {
-        (said.lock().unwrap().len() == 1).then_some(())
-    })
-    .await;
     // Frozen 5.2 s after a renewal's commit: past the 4.8 s the previous renewal gave,
     // within this one's 5.8 s.
     store.plan(
@@ -493,10 +510,7 @@ async fn an_item_handled_across_an_unnoticed_lapse_is_not_given_back() {
             "op": op, "service": "items", "scope": "cluster",
             "targets": ["node-1"], "issued_by": "test",
         });
-        s.store
-            .append_command("injected", &body.to_string())
-            .await
-            .unwrap();
+        issue(&s, body).await;
         if op == "stop" {
             until("the service stopped", || async {
                 (said.lock().unwrap().len() >= 2).then_some(())
@@ -545,24 +559,8 @@ async fn a_pause_applied_while_a_begin_is_on_its_way_stops_that_start() {
         (store.struck("begin_fires") == 1).then_some(())
     })
     .await;
-    let body = serde_json::json!({
-        "op": "pause", "task": "held", "scope": "cluster",
-        "targets": ["node-1"], "issued_by": "test",
-    });
-    let (seq, _) = s
-        .store
-        .append_command("injected", &body.to_string())
-        .await
-        .unwrap();
-    until("the pause is applied", || async {
-        let acks = s
-            .store
-            .command_acks("injected", rota::store::AckFilter::Commands(&[seq]))
-            .await
-            .ok()?;
-        acks.iter().any(|a| a.state.is_final()).then_some(())
-    })
-    .await;
+    let seq = issue(&s, pause_held()).await;
+    until_applied("the pause is applied", &s, seq).await;
     let started = runs.starts().len();
     assert_eq!(
         store.replied("begin_fires"),
@@ -614,33 +612,15 @@ async fn a_file_that_keeps_failing_does_not_hold_up_the_others() {
     let handler = rota::kinds::file_inbound::FileHandler::Command(
         rota::kinds::CommandTask::new(vec!["true".into()], Default::default(), None).unwrap(),
     );
-    let kind = rota::kinds::ServiceKind::FileInbound(rota::kinds::FileInbound {
-        dir: inbox.clone(),
-        done: inbox.join("done"),
-        failed: inbox.join("failed"),
-        poll: Duration::from_millis(50),
-        handler,
-    });
     let node = Node::builder("node-1", "injected", &s.url)
         .store(store.clone())
         .timing(timing())
-        .service(kind.into_spec("inbound"))
+        .service(common::file_inbound(&inbox, handler).into_spec("inbound"))
         .start()
         .await
         .expect("the node starts");
-    let done = |dir: &std::path::Path| {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
     until("the other files are handled", || async {
-        (done(&inbox.join("done")) == ["b", "c"]).then_some(())
+        (common::names_in(&inbox.join("done")) == ["b", "c"]).then_some(())
     })
     .await;
     assert!(

@@ -45,18 +45,6 @@ fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
     record_lines(record)
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// With `recovery = "retry"` (at least once), every file is handed over, and only a file
 /// whose owner was killed while handling it is handed over once more.
 async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
@@ -405,14 +393,7 @@ async fn file_inbound_sends_each_file_to_an_http_endpoint() {
     let handler = rota::kinds::file_inbound::FileHandler::Http(
         rota::kinds::HttpTask::new("POST", &url, &Default::default(), None).unwrap(),
     );
-    let kind = rota::kinds::ServiceKind::FileInbound(rota::kinds::FileInbound {
-        dir: inbox.clone(),
-        done: inbox.join("done"),
-        failed: inbox.join("failed"),
-        poll: Duration::from_millis(50),
-        handler,
-    });
-    let node = one_node(&s, kind.into_spec("inbound")).await;
+    let node = one_node(&s, file_inbound(&inbox, handler).into_spec("inbound")).await;
     eventually("both files moved", LONG, None, || async {
         (names_in(&inbox).is_empty() && names_in(&inbox.join("done")).len() == 1).then_some(())
     })

@@ -185,6 +185,13 @@ impl Shared {
         }
     }
 
+    /// A renewal sent at `sent` was accepted just now: extend the lease (noting a break if it
+    /// ran out meanwhile) and tell the work guard its new deadline.
+    fn renew_lease(&self, sent: Instant) {
+        self.lease.lock().unwrap().renewed(sent, Instant::now());
+        self.publish_deadline();
+    }
+
     /// Tells the work guard the deadline of the lease held now (after every renewal).
     fn publish_deadline(&self) {
         if let Some(slot) = self.guard {
@@ -692,12 +699,7 @@ impl Runtime {
                 self.failed_joins.clear();
                 *self.shared.member.write().unwrap() = member.clone();
                 *self.shared.work.lock().unwrap() = CancellationToken::new();
-                self.shared
-                    .lease
-                    .lock()
-                    .unwrap()
-                    .renewed(sent, Instant::now());
-                self.shared.publish_deadline();
+                self.shared.renew_lease(sent);
                 self.shared.clock.observe(now_ms, sent, Instant::now());
                 self.shared.expired.store(false, Ordering::SeqCst);
                 self.shared.set_store_error(None);
@@ -1420,8 +1422,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(Ok(true)) => {
                 // Only renew the lease of the incarnation the heartbeat was for.
                 if shared.member().incarnation == member.incarnation {
-                    shared.lease.lock().unwrap().renewed(sent, Instant::now());
-                    shared.publish_deadline();
+                    shared.renew_lease(sent);
                 }
                 if failures > 0 {
                     info!(failures, "store reachable again");

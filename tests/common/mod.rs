@@ -339,3 +339,32 @@ pub async fn wait_alive(store: &Arc<dyn Store>, cluster: &ProcessCluster, node: 
     })
     .await
 }
+
+/// The files in `dir`, by name (none if it does not exist).
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A `file_inbound` service polling `inbox` every 50 ms into `inbox/done` and `inbox/failed`.
+pub fn file_inbound(
+    inbox: &Path,
+    handler: rota::kinds::file_inbound::FileHandler,
+) -> rota::kinds::ServiceKind {
+    rota::kinds::ServiceKind::FileInbound(rota::kinds::FileInbound {
+        dir: inbox.to_path_buf(),
+        done: inbox.join("done"),
+        failed: inbox.join("failed"),
+        poll: Duration::from_millis(50),
+        handler,
+    })
+}
