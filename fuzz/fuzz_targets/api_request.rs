@@ -33,7 +33,7 @@ fn server() -> &'static Server {
         let addr = runtime.block_on(async {
             let url = format!("sqlite://{}/rota.db", dir.display());
             let store = rota::store::open(&url).await.expect("the store opens");
-            let (_tx, status) = tokio::sync::watch::channel(rota::NodeStatus {
+            let (sender, status) = tokio::sync::watch::channel(rota::NodeStatus {
                 incarnation: 1,
                 active: true,
                 leader: true,
@@ -41,7 +41,8 @@ fn server() -> &'static Server {
                 store_error: None,
                 generation: 0,
             });
-            std::mem::forget(_tx);
+            // The status never changes: kept for the life of the process.
+            std::mem::forget(sender);
             let api = rota::admin::Api::new(store, "fuzz", "node-1", status, Default::default());
             let config = rota::admin::AdminConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
