@@ -179,11 +179,24 @@ impl Dropper {
 
 /// The item records of `service` in the store at `url`, read directly (the store's API has no
 /// listing of items): SQL `rota_fires` rows with a slot, or ZooKeeper `i-<hex>` znodes.
+/// Retried on a fresh connection: a run of hours leaves tens of thousands of records, and
+/// one slow reply on a busy machine must not cost the whole check (a 291-fault ZooKeeper
+/// run ended with "no response from connection in 1600ms" and no report).
 pub async fn item_rows(url: &str, cluster: &str, service: &str) -> anyhow::Result<Vec<ItemRow>> {
-    if url.starts_with("zookeeper://") {
-        zk_item_rows(url, cluster, service).await
-    } else {
-        sql_item_rows(url, cluster, service).await
+    let mut tries = 1;
+    loop {
+        let read = if url.starts_with("zookeeper://") {
+            zk_item_rows(url, cluster, service).await
+        } else {
+            sql_item_rows(url, cluster, service).await
+        };
+        match read {
+            Err(e) if tries < 3 => {
+                eprintln!("  reading the item records failed ({e:#}); again");
+                tries += 1;
+            }
+            read => return read,
+        }
     }
 }
 
@@ -263,7 +276,8 @@ async fn zk_item_rows(url: &str, cluster: &str, service: &str) -> anyhow::Result
     };
     let root = if root.is_empty() { "/rota" } else { root };
     let client = zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(4))
+        // A reader, not a node: a long session gives each request a generous timeout.
+        .with_session_timeout(Duration::from_secs(30))
         .with_connection_timeout(Duration::from_secs(5))
         .connect(hosts)
         .await
