@@ -592,6 +592,10 @@ async fn a_pause_applied_while_a_begin_is_on_its_way_stops_that_start() {
         })
         .expect("the instant is recorded as not started");
     assert_eq!(stopped.outcome, Outcome::Misfired);
+    assert_eq!(
+        stopped.started_at_ms, None,
+        "a fire stopped before its work started keeps no start time in the history"
+    );
     node.shutdown().await.unwrap();
 }
 

@@ -929,6 +929,9 @@ impl ZkStore {
         f.outcome = outcome.as_str().to_string();
         f.finished_at = Some(now);
         f.message = message.map(str::to_string);
+        if outcome == Outcome::Misfired {
+            f.started_at = None; // begun, then stopped before the work started
+        }
         let mut w = z.new_multi_writer();
         w.add_set_data(
             &format!("{base}/fires/{task}/{key}"),
