@@ -85,11 +85,11 @@ impl Operation {
     /// What is wrong with this operation, if anything: `(field, message with the fix)`.
     pub fn problem(&self) -> Option<(&'static str, String)> {
         // Names follow the rule of every name rota stores.
-        let bad_name =
-            |field: &'static str, value: &str| match crate::node::validate_name(field, value) {
-                Err(crate::Error::Config { message, .. }) => Some((field, message)),
-                _ => None,
-            };
+        let bad_name = |field: &'static str, value: &str| {
+            crate::core::names::check_name(value)
+                .err()
+                .map(|message| (field, message))
+        };
         match self {
             Operation::Pause { task } | Operation::Resume { task } => bad_name("task", task),
             Operation::Stop { service } | Operation::Start { service } => {

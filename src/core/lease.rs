@@ -5,22 +5,22 @@
 //! Since a commit never precedes its send, the local deadline always falls first: the node
 //! stops starting work, and cancels running work, before anyone can take its tasks.
 
-use std::time::Duration;
+use std::{ops::Add, time::Duration};
 
-use tokio::time::Instant;
-
+/// A lease on any monotonic clock `I` the caller reads (the node reads tokio's, so that
+/// tests can pause time); it never reads a clock itself.
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub struct Lease<I> {
     timeout: Duration,
     margin: Duration,
-    valid_until: Option<Instant>,
+    valid_until: Option<I>,
     /// How many times the lease was held and then lost (ran out or was revoked), whether or
     /// not a later renewal restored it: work that spans a change of this count did not run
     /// under one unbroken lease.
     breaks: u64,
 }
 
-impl Lease {
+impl<I: Copy + Ord + Add<Duration, Output = I>> Lease<I> {
     /// `margin` must be smaller than `timeout`; the builder validates it.
     pub fn new(timeout: Duration, margin: Duration) -> Self {
         debug_assert!(margin < timeout);
@@ -33,7 +33,7 @@ impl Lease {
     }
 
     /// A renewal sent at `sent_at` was accepted by the store; its reply came at `now`.
-    pub fn renewed(&mut self, sent_at: Instant, now: Instant) {
+    pub fn renewed(&mut self, sent_at: I, now: I) {
         if self.valid_until.is_some_and(|v| now >= v) {
             // It ran out before this reply came: restored, but broken.
             self.breaks += 1;
@@ -59,22 +59,24 @@ impl Lease {
         self.breaks
     }
 
-    pub fn is_valid(&self, now: Instant) -> bool {
+    pub fn is_valid(&self, now: I) -> bool {
         self.valid_until.is_some_and(|v| now < v)
     }
 
     /// The local deadline, if the lease is held.
-    pub fn valid_until(&self) -> Option<Instant> {
+    pub fn valid_until(&self) -> Option<I> {
         self.valid_until
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn deadline_runs_from_send_time_minus_margin() {
+    #[test]
+    fn deadline_runs_from_send_time_minus_margin() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
         assert!(!lease.is_valid(t0), "no lease before the first renewal");
@@ -83,8 +85,8 @@ mod tests {
         assert!(!lease.is_valid(t0 + Duration::from_millis(800)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn late_completing_old_renewal_does_not_shorten_the_lease() {
+    #[test]
+    fn late_completing_old_renewal_does_not_shorten_the_lease() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
         lease.renewed(
@@ -96,13 +98,13 @@ mod tests {
         assert_eq!(lease.breaks(), 0, "renewed in time, out of order");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn frozen_process_wakes_without_a_lease() {
+    #[test]
+    fn frozen_process_wakes_without_a_lease() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
         lease.renewed(t0, t0);
-        tokio::time::advance(Duration::from_secs(30)).await; // SIGSTOP for 30 s
-        assert!(!lease.is_valid(Instant::now()));
+        let thawed = t0 + Duration::from_secs(30); // SIGSTOP for 30 s
+        assert!(!lease.is_valid(thawed));
         lease.revoke();
         assert_eq!(lease.valid_until(), None);
         assert_eq!(lease.breaks(), 1);
@@ -110,8 +112,8 @@ mod tests {
         assert_eq!(lease.breaks(), 1, "nothing held, nothing lost");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_renewal_that_comes_after_the_deadline_restores_a_broken_lease() {
+    #[test]
+    fn a_renewal_that_comes_after_the_deadline_restores_a_broken_lease() {
         let mut lease = Lease::new(Duration::from_millis(1000), Duration::from_millis(200));
         let t0 = Instant::now();
         lease.renewed(t0, t0);

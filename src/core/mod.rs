@@ -3,5 +3,8 @@
 
 pub mod control;
 pub mod lease;
+pub mod names;
+pub mod outcome;
 pub mod placement;
+pub mod problem;
 pub mod schedule;

@@ -29,7 +29,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::Problem;
+use crate::core::problem::Problem;
 
 /// Which resolver places a task, with its parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -241,11 +241,7 @@ impl fmt::Display for PlacementSpec {
 
 /// Node ids, resolver names, label keys and values follow the rules of node ids.
 fn plain_name(value: &str) -> Result<(), String> {
-    match crate::node::validate_name("", value) {
-        Ok(()) => Ok(()),
-        Err(crate::Error::Config { message, .. }) => Err(message),
-        Err(e) => Err(e.to_string()),
-    }
+    crate::core::names::check_name(value)
 }
 
 fn node_name(p: &mut Vec<Problem>, field: &str, value: &str) {
@@ -351,7 +347,7 @@ impl DeclaredPlacement {
 }
 
 /// What a node registers besides its tasks: its labels and its tasks' placement specs.
-/// Stored with the node's registration (see [`crate::store::JoinRequest`]).
+/// Stored with the node's registration (see the store's `JoinRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMeta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

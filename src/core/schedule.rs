@@ -9,7 +9,7 @@ use std::{str::FromStr, time::Duration};
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::task::MisfirePolicy;
+use crate::core::outcome::MisfirePolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {

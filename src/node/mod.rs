@@ -163,19 +163,7 @@ impl Node {
 
 /// Names are ids in the store and in logs: keep them plain.
 pub(crate) fn validate_name(field: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::config(
-            field,
-            format!("`{value}` is not a valid name; use 1 to 128 letters, digits, `-`, `_` or `.`"),
-        ))
-    }
+    crate::core::names::check_name(value).map_err(|message| Error::config(field, message))
 }
 
 impl NodeBuilder {

@@ -75,7 +75,7 @@ pub(crate) struct Shared {
     pub tasks: HashMap<String, TaskSpec>,
     pub services: HashMap<String, ServiceSpec>,
     member: RwLock<Member>,
-    lease: Mutex<Lease>,
+    lease: Mutex<Lease<Instant>>,
     pub clock: StoreClock,
     /// Cancelled when the lease is lost: every runner and running fire of this term stops.
     work: Mutex<CancellationToken>,
