@@ -43,14 +43,14 @@ fn server() -> &'static Server {
             });
             // The status never changes: kept for the life of the process.
             std::mem::forget(sender);
-            let api = rota::admin::Api::new(store, "fuzz", "node-1", status, Default::default());
-            let config = rota::admin::AdminConfig {
+            let api = rota_admin::Api::new(store, "fuzz", "node-1", status, Default::default());
+            let config = rota_admin::AdminConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                admin_token: Some(rota::admin::Secret::new("fuzz-admin-token")),
+                admin_token: Some(rota_admin::Secret::new("fuzz-admin-token")),
                 read_token: None,
                 tls: None,
             };
-            let server = rota::admin::serve(config, api)
+            let server = rota_admin::serve(config, api)
                 .await
                 .expect("the API listens");
             let addr = server.local_addr();

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(config) = rota::config::parse(text) else {
+    let Ok(config) = rota_cli::config::parse(text) else {
         return;
     };
     let problems = config.validate();

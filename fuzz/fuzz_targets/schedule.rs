@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use rota::core::schedule::{parse_duration, plan_due, Schedule};
-use rota::MisfirePolicy;
+use rota_core::schedule::{parse_duration, plan_due, Schedule};
+use rota_core::outcome::MisfirePolicy;
 
 /// 2026-12-05T00:00:00Z.
 const NOW_MS: i64 = 1_796_428_800_000;

@@ -1,0 +1,100 @@
+//! The `rota` binary: node daemon, status, config check, schema, demo and benchmarks. A thin
+//! layer over the library's public API. `anyhow` lives here, at the edge, and nowhere in
+//! the libraries.
+
+mod bench;
+mod ctl;
+mod demo;
+mod inspect;
+mod node;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rota",
+    version,
+    about = "Task coordination for clusters: every coordinated task runs on exactly one node"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with the given config file.
+    Node {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a cluster's nodes, tasks and recent fires, read from its store.
+    Status {
+        /// Store URL (default: $ROTA_STORE_URL).
+        #[arg(long, env = "ROTA_STORE_URL", hide_env_values = true)]
+        store: String,
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// How many recent fires to show.
+        #[arg(long, default_value_t = 15)]
+        history: i64,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the SQL schema script for a database (for DBAs who create it by hand).
+    Schema {
+        /// sqlite, postgres or mysql
+        #[arg(long)]
+        db: String,
+    },
+    /// Start a 3-node cluster on a temporary SQLite file, kill the owner, show the failover.
+    Demo {
+        /// Seconds to run before the kill, and after it.
+        #[arg(long, default_value_t = 6)]
+        phase: u64,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+    Ctl(ctl::CtlArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and name every problem (field, value, fix).
+    Check { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Node { config } => node::run(&config).await,
+        Command::Status {
+            store,
+            cluster,
+            history,
+        } => inspect::status(&store, &cluster, history).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => inspect::config_check(&file),
+        Command::Schema { db } => inspect::schema(&db),
+        Command::Demo { phase } => demo::run(phase).await,
+        Command::Bench { command } => bench::run(command).await,
+        Command::Ctl(args) => ctl::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

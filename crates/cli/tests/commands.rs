@@ -1,0 +1,742 @@
+//! Cooperative control (contract 8) with real processes on every store: commands missed while
+//! down are applied before any task starts, act-as moves pinned services, a rolling restart
+//! takes one node at a time; and the admin API's tokens and input checks.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{
+    assert_nothing_silently_missed, eventually, spawn_with_admin, tasks_toml, wait_alive,
+    wait_fired_after, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN, SERIAL,
+};
+use rota::store::{AckFilter, AckState, Store};
+use rota_testkit::{self as harness, ProcessCluster};
+use serde_json::{json, Value};
+
+/// A client of one node's admin API.
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(base: String, token: Option<&str>) -> Client {
+        Client {
+            base,
+            token: token.map(str::to_string),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.http.get(&url),
+            "POST" => self.http.post(&url),
+            "DELETE" => self.http.delete(&url),
+            other => panic!("{other}"),
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.send("POST", path, Some(&body.to_string())).await;
+        assert_eq!(status, 202, "POST {path}: {v}");
+        v
+    }
+}
+
+/// The acknowledgement of `node` for command `seq` once it is final.
+async fn final_ack(
+    store: &Arc<dyn Store>,
+    cluster: &ProcessCluster,
+    seq: i64,
+    node: &str,
+    timeout: Duration,
+) -> rota::store::Ack {
+    let name = cluster.cluster().to_string();
+    eventually(
+        &format!("{node} acknowledges #{seq}"),
+        timeout,
+        Some(cluster),
+        || async {
+            let acks = store
+                .command_acks(&name, AckFilter::Commands(&[seq]))
+                .await
+                .ok()?;
+            acks.into_iter()
+                .find(|a| a.node == node && a.state.is_final())
+        },
+    )
+    .await
+}
+
+async fn owner_of(store: &Arc<dyn Store>, cluster: &str, task: &str) -> Option<String> {
+    common::owner(store, cluster, task).await.map(|(n, _)| n)
+}
+
+/// A command issued while its node is down is applied when the node returns, before that
+/// node starts any task; a node-scoped pause holds there only, and resume lifts it.
+async fn a_command_missed_while_down_is_applied_before_any_task_starts(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("missed");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    // Two tasks on every node (`task@node`), so node-2 runs both as soon as it can.
+    let tasks = format!(
+        "{}resolver = \"all\"\n\n{}resolver = \"all\"\n",
+        harness::log_task_toml("tick", "1s", &record),
+        harness::log_task_toml("other", "1s", &record)
+    );
+    let port = harness::servers::free_port();
+    spawn_with_admin(&mut cluster, "node-1", &tasks, port);
+    wait_alive(&s.store, &cluster, "node-1").await;
+    cluster.spawn("node-2", &tasks).unwrap();
+    wait_alive(&s.store, &cluster, "node-2").await;
+    let fired_on = |task: &'static str, since: i64| {
+        let record = record.clone();
+        async move {
+            harness::read_fire_lines(&record)
+                .into_iter()
+                .filter(|l| l.task == task && l.instant_ms > since)
+                .count()
+        }
+    };
+    eventually("node-2 runs tick", LONG, Some(&cluster), || async {
+        (fired_on("tick@node-2", 0).await > 0).then_some(())
+    })
+    .await;
+
+    cluster.kill("node-2");
+    eventually("node-2 expired", LONG, Some(&cluster), || async {
+        let v = s.store.view("missed").await.ok()?;
+        (!v.nodes.iter().any(|n| n.node == "node-2" && n.alive)).then_some(())
+    })
+    .await;
+    let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
+    let issued = api
+        .post("/api/v1/tasks/tick/pause", json!({"nodes": ["node-2"]}))
+        .await;
+    let seq = issued["seq"].as_i64().unwrap();
+    assert_eq!(issued["targets"], json!(["node-2"]));
+    assert!(
+        issued["warnings"][0].as_str().unwrap().contains("not live"),
+        "{issued}"
+    );
+    let paused_at = s.store.now_ms().await.unwrap();
+
+    cluster.spawn("node-2", &tasks).unwrap();
+    let ack = final_ack(&s.store, &cluster, seq, "node-2", LONG).await;
+    assert_eq!(ack.state, AckState::Applied, "{ack:?}");
+    // node-2 runs `other` again, and ran nothing before acknowledging.
+    let firsts = eventually("node-2 runs other again", LONG, Some(&cluster), || async {
+        let h = s
+            .store
+            .history("missed", Some("other@node-2"), 50)
+            .await
+            .ok()?;
+        let started: Vec<i64> = h
+            .iter()
+            .filter(|f| f.instant_ms > paused_at)
+            .filter_map(|f| f.started_at_ms)
+            .collect();
+        (started.len() >= 3).then_some(started)
+    })
+    .await;
+    let first = *firsts.iter().min().unwrap();
+    assert!(
+        first >= ack.at_ms,
+        "node-2 started a task at {first}, before applying the missed command at {}",
+        ack.at_ms
+    );
+    assert_eq!(
+        fired_on("tick@node-2", paused_at).await,
+        0,
+        "tick stays paused on node-2"
+    );
+    assert!(
+        fired_on("tick@node-1", paused_at).await > 0,
+        "tick still runs on node-1"
+    );
+
+    // The pause survives a restart of node-2; resume lifts it.
+    cluster.kill("node-2");
+    cluster.spawn("node-2", &tasks).unwrap();
+    wait_alive(&s.store, &cluster, "node-2").await;
+    let resumed = api
+        .post("/api/v1/tasks/tick/resume", json!({"nodes": ["node-2"]}))
+        .await;
+    let resumed_at = s.store.now_ms().await.unwrap();
+    assert_eq!(
+        fired_on("tick@node-2", paused_at).await,
+        0,
+        "still paused after a restart, until resumed"
+    );
+    final_ack(
+        &s.store,
+        &cluster,
+        resumed["seq"].as_i64().unwrap(),
+        "node-2",
+        LONG,
+    )
+    .await;
+    eventually(
+        "tick runs on node-2 again",
+        LONG,
+        Some(&cluster),
+        || async { (fired_on("tick@node-2", resumed_at).await > 0).then_some(()) },
+    )
+    .await;
+    common::assert_no_duplicates(&record);
+}
+
+/// Contract 3 across a pause: the instants that pass while a task is paused are not made
+/// up, but each one has a record saying why; none is missed silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instants_passed_while_paused_are_recorded_not_made_up() {
+    let _serial = SERIAL.lock().await;
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("paused");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let port = harness::servers::free_port();
+    spawn_with_admin(&mut cluster, "node-1", &tasks_toml(&record), port);
+    let t0 = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, t0, None).await;
+    let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
+    let paused = api.post("/api/v1/tasks/alpha/pause", json!({})).await;
+    final_ack(
+        &s.store,
+        &cluster,
+        paused["seq"].as_i64().unwrap(),
+        "node-1",
+        LONG,
+    )
+    .await;
+    let paused_at = s.store.now_ms().await.unwrap();
+    eventually(
+        "three instants pass while paused",
+        LONG,
+        Some(&cluster),
+        || async { (s.store.now_ms().await.ok()? > paused_at + 3_000).then_some(()) },
+    )
+    .await;
+    let resumed = api.post("/api/v1/tasks/alpha/resume", json!({})).await;
+    final_ack(
+        &s.store,
+        &cluster,
+        resumed["seq"].as_i64().unwrap(),
+        "node-1",
+        LONG,
+    )
+    .await;
+    let back = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, back, None).await;
+    assert_nothing_silently_missed(&s.store, "paused", t0, back).await;
+    let history = s.store.history("paused", Some("alpha"), 100).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|f| f.message.as_deref().is_some_and(|m| m.contains("paused"))),
+        "the paused instants say why: {history:?}"
+    );
+    common::assert_no_duplicates(&record);
+}
+
+/// act-as puts a node in another's place in a service's failover list: the absent node's
+/// pinned service moves to the acting node, and back to its node on stop-acting.
+async fn act_as_moves_an_absent_nodes_pinned_service_and_back(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("actas");
+    let beats = cluster.dir().join("beats.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    // Pinned to node-1; its only backup, node-3, never starts.
+    let service = format!(
+        "[[service]]\nname = \"listener\"\nresolver = \"failover\"\nprimary = \"node-1\"\nbackups = [\"node-3\"]\n\
+         grace = \"2s\"\ncommand = [\"sh\", \"-c\", \"while true; do echo $ROTA_NODE >> {}; sleep 0.1; done\"]\n",
+        beats.display()
+    );
+    let port = harness::servers::free_port();
+    spawn_with_admin(&mut cluster, "node-2", &service, port);
+    wait_alive(&s.store, &cluster, "node-2").await;
+    cluster.spawn("node-1", &service).unwrap();
+    let owner = |want: Option<&'static str>| {
+        let store = s.store.clone();
+        async move {
+            let now = owner_of(&store, "actas", "listener").await;
+            (now.as_deref() == want).then_some(())
+        }
+    };
+    eventually("node-1 runs the listener", LONG, Some(&cluster), || {
+        owner(Some("node-1"))
+    })
+    .await;
+
+    cluster.kill("node-1");
+    eventually("the listener is unplaced", LONG, Some(&cluster), || {
+        owner(None)
+    })
+    .await;
+    let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
+    let acting = api
+        .post("/api/v1/nodes/node-2/act-as", json!({"node": "node-1"}))
+        .await;
+    eventually(
+        "node-2 runs the listener for node-1",
+        LONG,
+        Some(&cluster),
+        || owner(Some("node-2")),
+    )
+    .await;
+    let ack = final_ack(
+        &s.store,
+        &cluster,
+        acting["seq"].as_i64().unwrap(),
+        "node-2",
+        LONG,
+    )
+    .await;
+    assert_eq!(ack.state, AckState::Applied);
+    let lines_of = |node: &str| {
+        std::fs::read_to_string(&beats)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.trim() == node)
+            .count()
+    };
+    eventually(
+        "the listener process runs on node-2",
+        LONG,
+        Some(&cluster),
+        || async { (lines_of("node-2") > 0).then_some(()) },
+    )
+    .await;
+    let (status, node) = api.send("GET", "/api/v1/nodes/node-2", None).await;
+    assert_eq!(
+        (status, node["acting_as"].as_str()),
+        (200, Some("node-1")),
+        "{node}"
+    );
+
+    // node-1 comes back while node-2 acts for it: node-2 keeps its place until stop-acting.
+    cluster.spawn("node-1", &service).unwrap();
+    wait_alive(&s.store, &cluster, "node-1").await;
+    assert_eq!(
+        owner_of(&s.store, "actas", "listener").await.as_deref(),
+        Some("node-2")
+    );
+    api.post("/api/v1/nodes/node-2/stop-acting", json!({}))
+        .await;
+    eventually(
+        "the listener is back on node-1",
+        LONG,
+        Some(&cluster),
+        || owner(Some("node-1")),
+    )
+    .await;
+}
+
+/// A rolling restart of three nodes running a 1-second task: each node is restarted exactly
+/// once (by re-executing itself), the next only once the previous is back, and the task
+/// keeps firing through it.
+async fn a_rolling_restart_takes_one_node_at_a_time(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("rolling");
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let tasks = harness::log_task_toml("beat", "1s", &record);
+    let nodes = ["node-1", "node-2", "node-3"];
+    let mut ports = Vec::new();
+    let mut pids = Vec::new();
+    for node in nodes {
+        let port = harness::servers::free_port();
+        spawn_with_admin(&mut cluster, node, &tasks, port);
+        wait_alive(&s.store, &cluster, node).await;
+        ports.push(port);
+        pids.push(cluster.pid(node).unwrap());
+    }
+    let before: Vec<i64> = {
+        let v = s.store.view("rolling").await.unwrap();
+        nodes
+            .iter()
+            .map(|n| v.nodes.iter().find(|r| r.node == *n).unwrap().incarnation)
+            .collect()
+    };
+    eventually("beat fires", LONG, Some(&cluster), || async {
+        (!harness::read_fire_lines(&record).is_empty()).then_some(())
+    })
+    .await;
+    let started = s.store.now_ms().await.unwrap();
+    let api = Client::new(format!("http://127.0.0.1:{}", ports[1]), Some(ADMIN_TOKEN));
+    let issued = api
+        .post("/api/v1/rolling-restart", json!({"timeout_secs": 60}))
+        .await;
+    let seq = issued["seq"].as_i64().unwrap();
+    let targets: Vec<String> = serde_json::from_value(issued["targets"].clone()).unwrap();
+    assert_eq!(targets.len(), 3, "{issued}");
+    // Watch the cluster while it restarts: never two nodes down (or leaving) at once.
+    let mut incarnations: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
+        Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let view = s.store.view("rolling").await.unwrap();
+        let up: Vec<&rota::store::NodeRecord> = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive && !n.leaving)
+            .collect();
+        for n in &up {
+            incarnations
+                .entry(n.node.clone())
+                .or_default()
+                .insert(n.incarnation);
+        }
+        assert!(
+            up.len() >= 2,
+            "two nodes were down at once: {:?}",
+            view.nodes
+        );
+        let acks = s
+            .store
+            .command_acks("rolling", AckFilter::Commands(&[seq]))
+            .await
+            .unwrap();
+        if acks.iter().filter(|a| a.state.is_final()).count() == 3 {
+            assert!(
+                acks.iter().all(|a| a.state == AckState::Applied),
+                "{acks:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rolling restart unfinished: {acks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_alive(&s.store, &cluster, "node-3").await;
+    for node in nodes {
+        assert_eq!(
+            incarnations[node].len(),
+            2,
+            "{node} restarted exactly once: {incarnations:?}"
+        );
+    }
+    let finished = s.store.now_ms().await.unwrap();
+    // Look at the task from before the restart began to two instants after it ended.
+    let until = finished + 2_000;
+    eventually(
+        "beat fires after the rolling restart",
+        LONG,
+        Some(&cluster),
+        || async {
+            let lines = harness::read_fire_lines(&record);
+            lines.iter().any(|l| l.instant_ms > until).then_some(())
+        },
+    )
+    .await;
+
+    // Each node: a new incarnation, the same process (re-executed), restarted once.
+    let view = s.store.view("rolling").await.unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let now = view.nodes.iter().find(|r| r.node == *node).unwrap();
+        assert!(
+            now.alive && now.incarnation != before[i],
+            "{node} came back as a new incarnation"
+        );
+        assert_eq!(
+            cluster.pid(node),
+            Some(pids[i]),
+            "{node} re-executed itself"
+        );
+        let log = cluster.log(node);
+        assert_eq!(
+            log.matches("\"message\":\"joined\"").count(),
+            2,
+            "{node} joined twice:\n{log}"
+        );
+    }
+    // The leader issued one restart per node, in order.
+    let restarts: Vec<(String, i64)> = s
+        .store
+        .commands("rolling", seq, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.parse().unwrap())
+        .filter(|c| {
+            c.body
+                .issued_by
+                .contains(&format!("rolling restart #{seq}"))
+        })
+        .map(|c| (c.body.targets[0].clone(), c.issued_at_ms))
+        .collect();
+    assert_eq!(
+        restarts.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        targets,
+        "one restart per node, in order"
+    );
+    // The task kept firing: every instant started once, with no long gap.
+    let h = s
+        .store
+        .history("rolling", Some("beat"), 1000)
+        .await
+        .unwrap();
+    let mut starts: Vec<i64> = h
+        .iter()
+        .filter(|f| f.instant_ms > started - 2_000 && f.instant_ms <= until)
+        .filter_map(|f| f.started_at_ms)
+        .collect();
+    starts.sort();
+    let gap = starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        starts.len() >= 4,
+        "beat fired during the rolling restart: {starts:?}"
+    );
+    assert!(
+        gap < 3_500,
+        "beat stalled {gap} ms during the rolling restart"
+    );
+    common::assert_no_duplicates(&record);
+}
+
+/// The API on a running node: tokens (missing, wrong, read-only), malformed requests, and
+/// TLS with the test certificate.
+async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let node = rota::Node::builder("api-1", "api", &s.url)
+        .store(s.store.clone())
+        .task(rota::TaskSpec::new(
+            "nightly",
+            rota::Schedule::every(Duration::from_secs(3600)).unwrap(),
+            |_ctx: rota::FireContext| async { Ok(()) },
+        ))
+        .start()
+        .await
+        .unwrap();
+    let tls = (
+        format!(
+            "{}/tests/fixtures/admin-test.crt",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        format!(
+            "{}/tests/fixtures/admin-test.key",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    );
+    let server = rota_admin::serve(
+        rota_admin::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Some(rota_admin::Secret::new(ADMIN_TOKEN)),
+            read_token: Some(rota_admin::Secret::new(READ_TOKEN)),
+            tls: Some((tls.0.clone().into(), tls.1.clone().into())),
+        },
+        rota_admin::Api::new(
+            s.store.clone(),
+            "api",
+            "api-1",
+            node.watch_status(),
+            node.metrics(),
+        ),
+    )
+    .await
+    .unwrap();
+    let base = format!("https://localhost:{}", server.local_addr().port());
+    let ca = format!(
+        "{}/tests/fixtures/admin-test-ca.crt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let client = |token: Option<&str>| Client {
+        base: base.clone(),
+        token: token.map(str::to_string),
+        http: reqwest::Client::builder()
+            .add_root_certificate(cert.clone())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    };
+    let (anonymous, wrong, reader, admin) = (
+        client(None),
+        client(Some("admin-token-0123456789abcdeX")),
+        client(Some(READ_TOKEN)),
+        client(Some(ADMIN_TOKEN)),
+    );
+    assert_eq!(anonymous.send("GET", "/healthz", None).await.0, 200);
+    eventually("ready", LONG, None, || async {
+        (anonymous.send("GET", "/readyz", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let (status, body) = anonymous.send("GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer"),
+        "{body}"
+    );
+    assert_eq!(wrong.send("GET", "/api/v1/nodes", None).await.0, 401);
+    assert_eq!(
+        wrong
+            .send("POST", "/api/v1/nodes/api-1/drain", None)
+            .await
+            .0,
+        401
+    );
+    let (status, nodes) = reader.send("GET", "/api/v1/nodes", None).await;
+    assert_eq!(
+        (status, nodes[0]["id"].as_str()),
+        (200, Some("api-1")),
+        "{nodes}"
+    );
+    let (status, body) = reader
+        .send("POST", "/api/v1/tasks/nightly/pause", None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    let (status, doc) = reader.send("GET", "/api/v1/openapi.json", None).await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.0.3")));
+
+    // Malformed requests: each answer names the problem.
+    let cases: [(&str, &str, Option<&str>, u16, &str); 10] = [
+        (
+            "POST",
+            "/api/v1/tasks/nightly/pause",
+            Some("{\"nodes\": "),
+            400,
+            "body:",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/nightly/pause",
+            Some("{\"node\": [\"a\"]}"),
+            400,
+            "unknown field `node`",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/nightly/pause",
+            Some("{\"nodes\": []}"),
+            400,
+            "`nodes` is empty",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/nightly/pause",
+            Some("{\"nodes\": [\"bad name\"]}"),
+            400,
+            "bad name",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/nope/pause",
+            None,
+            404,
+            "no live node declares task `nope`",
+        ),
+        (
+            "POST",
+            "/api/v1/log-level",
+            Some("{\"level\": \"loud\"}"),
+            400,
+            "level: `loud`",
+        ),
+        (
+            "POST",
+            "/api/v1/rolling-restart",
+            Some("{\"timeout_secs\": 0}"),
+            400,
+            "timeout_secs",
+        ),
+        (
+            "POST",
+            "/api/v1/nodes/api-1/act-as",
+            Some("{\"node\": \"api-1\"}"),
+            409,
+            "cannot act as itself",
+        ),
+        ("DELETE", "/api/v1/nodes", None, 405, "not allowed"),
+        (
+            "GET",
+            "/api/v1/tasks/nightly/history?limit=lots",
+            None,
+            400,
+            "limit",
+        ),
+    ];
+    for (method, path, body, want, says) in cases {
+        let (status, answer) = admin.send(method, path, body).await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, want, "{method} {path} {body:?}: {answer}");
+        assert!(
+            error.contains(says),
+            "{method} {path}: `{error}` should say `{says}`"
+        );
+    }
+    assert_eq!(admin.send("GET", "/api/v1/nowhere", None).await.0, 404);
+    let huge = format!("{{\"nodes\": [\"{}\"]}}", "a".repeat(70_000));
+    assert_eq!(
+        admin
+            .send("POST", "/api/v1/tasks/nightly/pause", Some(&huge))
+            .await
+            .0,
+        413
+    );
+    let (status, log) = admin.send("GET", "/api/v1/commands", None).await;
+    assert_eq!(
+        (status, log.as_array().map(Vec::len)),
+        (200, Some(0)),
+        "nothing malformed was accepted: {log}"
+    );
+
+    // A good action is accepted, applied, and visible with its per-node state.
+    let issued = admin.post("/api/v1/tasks/nightly/pause", json!({})).await;
+    let seq = issued["seq"].as_i64().unwrap();
+    let applied = eventually("the pause is applied", LONG, None, || async {
+        let (_, c) = reader
+            .send("GET", &format!("/api/v1/commands/{seq}"), None)
+            .await;
+        (c["done"] == json!(true)).then_some(c)
+    })
+    .await;
+    assert_eq!(applied["nodes"][0]["state"], "applied", "{applied}");
+    let task = eventually("the task shows as paused", LONG, None, || async {
+        let (_, t) = reader.send("GET", "/api/v1/tasks/nightly", None).await;
+        (t["state"] == "paused").then_some(t)
+    })
+    .await;
+    assert_eq!(task["paused_on"], json!(["*"]), "{task}");
+    server.shutdown().await;
+    node.shutdown().await.unwrap();
+}
+
+on_every_store!(
+    a_command_missed_while_down_is_applied_before_any_task_starts,
+    act_as_moves_an_absent_nodes_pinned_service_and_back,
+    a_rolling_restart_takes_one_node_at_a_time,
+    the_api_refuses_bad_tokens_and_malformed_requests,
+);

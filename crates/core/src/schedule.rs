@@ -1,0 +1,460 @@
+//! Schedules (cron with seconds, or fixed intervals) and the decision of which due instants
+//! to start, which to record as misfired.
+//!
+//! All instants are Unix milliseconds of *store* time. Interval instants are aligned to the
+//! Unix epoch (`k * period`), so every node computes the same instants whoever owns the task.
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::outcome::MisfirePolicy;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid cron expression `{expr}`: {reason}; expected 6 fields `sec min hour day-of-month month day-of-week` (or 5 without seconds), e.g. \"0 0 12 * * *\"")]
+    Cron { expr: String, reason: String },
+    #[error("unknown time zone `{0}`; use an IANA name such as \"Europe/Paris\" or \"UTC\"")]
+    TimeZone(String),
+    #[error("an interval is from 1ms to 3650d; got {0:?}")]
+    Interval(Duration),
+}
+
+/// When a task fires.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Cron {
+        expr: String,
+        tz: Tz,
+        compiled: Box<cron::Schedule>,
+    },
+    Every {
+        period: Duration,
+    },
+}
+
+impl Schedule {
+    /// A cron expression with seconds (`"0 0 12 * * *"`), or five fields without seconds
+    /// (`"0 12 * * *"`, seconds = 0), in `tz` (UTC when `None`).
+    pub fn cron(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleError> {
+        let tz = match tz {
+            None => Tz::UTC,
+            Some(name) => {
+                Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_string()))?
+            }
+        };
+        let fields = expr.split_whitespace().count();
+        let normalized = if fields == 5 {
+            format!("0 {expr}")
+        } else {
+            expr.to_string()
+        };
+        if !(6..=7).contains(&normalized.split_whitespace().count()) {
+            return Err(ScheduleError::Cron {
+                expr: expr.to_string(),
+                reason: format!("it has {fields} fields"),
+            });
+        }
+        let compiled = cron::Schedule::from_str(&normalized).map_err(|e| ScheduleError::Cron {
+            expr: expr.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Schedule::Cron {
+            expr: expr.to_string(),
+            tz,
+            compiled: Box::new(compiled),
+        })
+    }
+
+    /// Fires every `period`, at instants aligned to the Unix epoch.
+    pub fn every(period: Duration) -> Result<Self, ScheduleError> {
+        if period.as_millis() == 0 || period > MAX_DURATION {
+            return Err(ScheduleError::Interval(period));
+        }
+        Ok(Schedule::Every { period })
+    }
+
+    /// The first instant strictly after `after_ms`, or `None` if the schedule has no more.
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        match self {
+            Schedule::Every { period } => {
+                let p = period.as_millis() as i64;
+                Some((after_ms.div_euclid(p) + 1) * p)
+            }
+            Schedule::Cron { tz, compiled, .. } => {
+                let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms).single()?;
+                let local = after.with_timezone(tz);
+                // cron works in whole seconds; skip instants that are not strictly later.
+                compiled
+                    .after(&local)
+                    .map(|t| t.timestamp_millis())
+                    .find(|&t| t > after_ms)
+            }
+        }
+    }
+
+    /// The instants in `(after_ms, until_ms]`, oldest first, at most `cap` of them.
+    pub fn instants_between(&self, after_ms: i64, until_ms: i64, cap: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = after_ms;
+        while out.len() < cap {
+            match self.next_after(at) {
+                Some(next) if next <= until_ms => {
+                    out.push(next);
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Human text, also part of a task's definition hash.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every { period } => format!("every {}", format_duration(*period)),
+            Schedule::Cron { expr, tz, .. } if *tz == Tz::UTC => format!("cron \"{expr}\""),
+            Schedule::Cron { expr, tz, .. } => format!("cron \"{expr}\" {tz}"),
+        }
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    /// Parses what [`Schedule::describe`] writes (`every 5s`, `cron "0 0 12 * * *" Europe/Paris`),
+    /// so tools can compute next fires from the declarations in the store.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(period) = text.strip_prefix("every ") {
+            return Schedule::every(parse_duration(period)?).map_err(|e| e.to_string());
+        }
+        let rest = text
+            .strip_prefix("cron \"")
+            .ok_or_else(|| format!("`{text}` is not a schedule"))?;
+        let (expr, tz) = rest
+            .split_once('"')
+            .ok_or_else(|| format!("`{text}` has no closing quote"))?;
+        let tz = tz.trim();
+        Schedule::cron(expr, (!tz.is_empty()).then_some(tz)).map_err(|e| e.to_string())
+    }
+}
+
+/// Formats a duration the way config accepts it: `250ms`, `5s`, `2m`, `1h`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 && ms > 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The longest duration rota takes anywhere (an interval, a timeout, a time to live): ten
+/// years. A longer one is a mistake, and would overflow the arithmetic on instants.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, `1d` (integer with a unit), up to [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let too_long = || format!("`{text}` is longer than 3650d, the longest duration rota takes");
+    if num.is_empty() {
+        return Err(format!(
+            "`{text}` is not a duration; write a whole number with a unit: 250ms, 5s, 2m, 1h, 1d"
+        ));
+    }
+    // Only digits: the one way parsing fails is a number too large for u64.
+    let n: u64 = num.parse().map_err(|_| too_long())?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{text}` has no known unit; write 250ms, 5s, 2m, 1h or 1d"
+            ))
+        }
+    };
+    match n.checked_mul(unit_ms).map(Duration::from_millis) {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(too_long()),
+    }
+}
+
+/// What the scheduler does with the instants due at `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DuePlan {
+    /// Instants to record as misfired, oldest first, at most `cap` of them.
+    pub misfired: Vec<i64>,
+    /// How many instants misfired in all (`misfired` lists the first `cap`).
+    pub misfired_total: u64,
+    /// Instants to start now: late but within the threshold, or the one `run-once` keeps.
+    pub start: Vec<i64>,
+    /// The last instant this plan accounts for: the scheduler's new cursor.
+    pub cursor: i64,
+}
+
+/// Decides, for the instants in `(cursor, now]`, which start and which are misfired.
+///
+/// Instants no more than `threshold` behind `now` are started (late). Older ones are
+/// misfired; with `RunOnce`, when nothing recent is due, the newest misfired instant is
+/// started anyway, once. Long outages of fast schedules are counted, not enumerated.
+pub fn plan_due(
+    schedule: &Schedule,
+    cursor: i64,
+    now: i64,
+    threshold: Duration,
+    policy: MisfirePolicy,
+    cap: usize,
+) -> DuePlan {
+    let misfire_before = now - threshold.as_millis() as i64;
+    let mut plan = DuePlan {
+        cursor,
+        ..DuePlan::default()
+    };
+    let mut newest_misfire = None;
+    let mut t = cursor;
+    while let Some(next) = schedule.next_after(t) {
+        if next > now {
+            break;
+        }
+        if next < misfire_before {
+            if plan.misfired.len() < cap {
+                plan.misfired.push(next);
+                plan.misfired_total += 1;
+                t = next;
+            } else if let Schedule::Every { period } = schedule {
+                // Count the rest of the misfired run arithmetically.
+                let p = period.as_millis() as i64;
+                let last = next + (misfire_before - 1 - next) / p * p;
+                plan.misfired_total += ((last - next) / p + 1) as u64;
+                t = last;
+            } else {
+                plan.misfired_total += 1;
+                t = next;
+            }
+            newest_misfire = Some(t);
+        } else {
+            plan.start.push(next);
+            t = next;
+        }
+        plan.cursor = t;
+    }
+    if let (MisfirePolicy::RunOnce, Some(newest), true) =
+        (policy, newest_misfire, plan.start.is_empty())
+    {
+        if plan.misfired.last() == Some(&newest) {
+            plan.misfired.pop();
+        }
+        plan.misfired_total -= 1;
+        plan.start.push(newest);
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    #[test]
+    fn interval_instants_are_epoch_aligned_and_strictly_after() {
+        let s = Schedule::every(Duration::from_secs(5)).unwrap();
+        assert_eq!(s.next_after(0), Some(5 * S));
+        assert_eq!(s.next_after(4_999), Some(5 * S));
+        assert_eq!(s.next_after(5 * S), Some(10 * S));
+        assert_eq!(s.next_after(-1), Some(0));
+    }
+
+    #[test]
+    fn cron_with_seconds_and_five_field_form() {
+        let s = Schedule::cron("*/10 * * * * *", None).unwrap();
+        assert_eq!(s.next_after(0), Some(10 * S));
+        assert_eq!(s.next_after(10 * S), Some(20 * S));
+        assert_eq!(s.next_after(10 * S + 1), Some(20 * S));
+        let noon = Schedule::cron("0 12 * * *", None).unwrap();
+        assert_eq!(noon.next_after(0), Some(12 * 3600 * S));
+    }
+
+    #[test]
+    fn cron_respects_time_zone() {
+        // Noon in Paris on 1970-01-01 is 11:00 UTC (CET, UTC+1).
+        let s = Schedule::cron("0 0 12 * * *", Some("Europe/Paris")).unwrap();
+        assert_eq!(s.next_after(0), Some(11 * 3600 * S));
+        assert!(matches!(
+            Schedule::cron("0 0 12 * * *", Some("Mars/Base")),
+            Err(ScheduleError::TimeZone(_))
+        ));
+    }
+
+    #[test]
+    fn bad_cron_is_explained() {
+        let err = Schedule::cron("0 0 25 * * *", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0 0 25 * * *"), "{err}");
+        let err = Schedule::cron("* *", None).unwrap_err().to_string();
+        assert!(err.contains("2 fields"), "{err}");
+        assert!(Schedule::every(Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn descriptions_parse_back() {
+        for s in [
+            Schedule::every(Duration::from_millis(1500)).unwrap(),
+            Schedule::cron("0 0 12 * * *", None).unwrap(),
+            Schedule::cron("0 30 9 * * Mon-Fri", Some("Europe/Paris")).unwrap(),
+        ] {
+            let back: Schedule = s.describe().parse().unwrap();
+            assert_eq!(back.describe(), s.describe());
+            assert_eq!(back.next_after(0), s.next_after(0));
+        }
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["250ms", "5s", "2m", "1h"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        for huge in [
+            "3651d",
+            "200000000000d",
+            "18446744073709551615d",
+            "99999999999999999999999ms",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains(huge) && e.contains("longer than 3650d"), "{e}");
+        }
+        assert!(Schedule::every(MAX_DURATION + Duration::from_millis(1)).is_err());
+        assert!(Schedule::every(Duration::MAX).is_err());
+        assert!(parse_duration("fast")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    fn every_second() -> Schedule {
+        Schedule::every(Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn on_time_and_slightly_late_instants_start() {
+        let plan = plan_due(
+            &every_second(),
+            10 * S,
+            12 * S + 300,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
+        assert_eq!(plan.start, vec![11 * S, 12 * S]);
+        assert!(plan.misfired.is_empty());
+        assert_eq!(plan.cursor, 12 * S);
+    }
+
+    #[test]
+    fn instants_between_are_bounded_on_both_sides_and_capped() {
+        let s = Schedule::every(Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            s.instants_between(1_000, 4_000, 10),
+            vec![2_000, 3_000, 4_000]
+        );
+        assert_eq!(s.instants_between(1_000, 4_000, 2), vec![2_000, 3_000]);
+        assert!(s.instants_between(4_000, 4_000, 10).is_empty());
+    }
+
+    #[test]
+    fn nothing_due_keeps_cursor() {
+        let plan = plan_due(
+            &every_second(),
+            10 * S,
+            10 * S + 999,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
+        assert_eq!(
+            plan,
+            DuePlan {
+                cursor: 10 * S,
+                ..DuePlan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn skip_policy_records_every_old_instant_and_starts_recent_ones() {
+        let plan = plan_due(
+            &every_second(),
+            0,
+            10 * S,
+            Duration::from_secs(3),
+            MisfirePolicy::Skip,
+            100,
+        );
+        assert_eq!(plan.misfired, (1..=6).map(|i| i * S).collect::<Vec<_>>());
+        assert_eq!(plan.misfired_total, 6);
+        assert_eq!(plan.start, vec![7 * S, 8 * S, 9 * S, 10 * S]);
+        assert_eq!(plan.cursor, 10 * S);
+    }
+
+    #[test]
+    fn run_once_starts_newest_misfire_only_when_nothing_recent_is_due() {
+        let daily = Schedule::every(Duration::from_secs(3600)).unwrap();
+        let now = 3 * 3600 * S + 60 * S; // three instants missed by more than the threshold
+        let plan = plan_due(
+            &daily,
+            0,
+            now,
+            Duration::from_secs(5),
+            MisfirePolicy::RunOnce,
+            100,
+        );
+        assert_eq!(plan.misfired, vec![3600 * S, 2 * 3600 * S]);
+        assert_eq!(plan.start, vec![3 * 3600 * S]);
+        let skip = plan_due(
+            &daily,
+            0,
+            now,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            100,
+        );
+        assert_eq!(skip.misfired, vec![3600 * S, 2 * 3600 * S, 3 * 3600 * S]);
+        assert!(skip.start.is_empty());
+    }
+
+    #[test]
+    fn long_outage_is_counted_without_enumerating_every_instant() {
+        let plan = plan_due(
+            &every_second(),
+            0,
+            86_400 * S,
+            Duration::from_secs(5),
+            MisfirePolicy::Skip,
+            10,
+        );
+        assert_eq!(plan.misfired, (1..=10).map(|i| i * S).collect::<Vec<_>>());
+        assert_eq!(
+            plan.misfired_total,
+            86_400 - 6,
+            "every instant older than the threshold is counted"
+        );
+        assert_eq!(
+            plan.start,
+            ((86_400 - 5)..=86_400).map(|i| i * S).collect::<Vec<_>>()
+        );
+        assert_eq!(plan.cursor, 86_400 * S);
+    }
+}
