@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::{
     clock::StoreClock,
@@ -345,6 +345,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         settled: None,
         reported: String::new(),
         last_purge: Instant::now(),
+        purging: None,
         failures: 0,
         commands: Commands::new(log_level),
         exit: None,
@@ -497,6 +498,8 @@ struct Runtime {
     /// The last placement problems logged, so each is logged once.
     reported: String,
     last_purge: Instant,
+    /// The history purge in progress, beside the leader's rounds (see `after_placement`).
+    purging: Option<tokio::task::JoinHandle<()>>,
     /// Consecutive failed observations (store unreachable).
     failures: u32,
     /// Cluster commands: the folded log and what is left to apply here.
@@ -1097,12 +1100,24 @@ impl Runtime {
             self.shared.store.release_leadership(&me).await?;
             self.epoch = None;
         }
-        if self.last_purge.elapsed() >= Duration::from_secs(60) {
+        // Purging a long history (tens of thousands of item records after a backlog of
+        // files) can take longer than a round: it runs beside the rounds, one at a time, so
+        // that the leader goes on observing, placing and supervising its own runners.
+        let idle = self.purging.as_ref().is_none_or(|p| p.is_finished());
+        if idle && self.last_purge.elapsed() >= Duration::from_secs(60) {
             self.last_purge = Instant::now();
             let before = self.shared.clock.now_ms()
                 - self.shared.timing.history_retention.as_millis() as i64;
-            let purged = self.shared.store.purge_history(&me.cluster, before).await?;
-            debug!(purged, "history purged");
+            let store = self.shared.store.clone();
+            let purge = async move {
+                match store.purge_history(&me.cluster, before).await {
+                    Ok(purged) => debug!(purged, "history purged"),
+                    Err(e) => {
+                        warn!(error = %e, "purging the history failed; trying again in a minute")
+                    }
+                }
+            };
+            self.purging = Some(tokio::spawn(purge.in_current_span()));
         }
         Ok(())
     }
@@ -1311,6 +1326,9 @@ impl Runtime {
 
     /// Stops runners, waits for running fires (or cancels them when forced), leaves.
     async fn finish(&mut self, forced: bool) -> Result<()> {
+        if let Some(purge) = self.purging.take() {
+            purge.abort();
+        }
         let mut runners = Vec::new();
         for (_, runner) in self.runners.drain() {
             runner.stop.cancel();

@@ -337,6 +337,9 @@ fn ephemeral() -> zk::CreateOptions<'static> {
 
 /// Did a multi-op fail on a condition (a version, a missing or existing node) rather than on
 /// the connection?
+/// Requests in flight at once while purging the history.
+const PURGE_BATCH: usize = 256;
+
 fn condition_failed(e: &zk::MultiWriteError) -> Option<&zk::Error> {
     match e {
         zk::MultiWriteError::OperationFailed { source, .. } => Some(source),
@@ -2414,24 +2417,44 @@ impl Store for ZkStore {
         for t in self.children(&z, &format!("{base}/fires")).await? {
             let keys = self.children(&z, &format!("{base}/fires/{t}")).await?;
             let newest = keys.iter().filter(|k| !is_item(k)).max().cloned();
-            for key in keys {
-                let old_fire = !is_item(&key)
-                    && Some(&key) != newest.as_ref()
-                    && key.parse::<i64>().is_ok_and(|i| i < before_ms);
-                if !old_fire && !is_item(&key) {
-                    continue;
+            // Old fires by their key; items (keyed by name) by their record: read them.
+            let candidates: Vec<String> = keys
+                .into_iter()
+                .filter(|key| {
+                    is_item(key)
+                        || (Some(key) != newest.as_ref()
+                            && key.parse::<i64>().is_ok_and(|i| i < before_ms))
+                })
+                .collect();
+            // Pipelined: each batch of requests is sent before the first reply is awaited (a
+            // service's history holds tens of thousands of items; one round trip each took
+            // longer than a placement round).
+            for batch in candidates.chunks(PURGE_BATCH) {
+                let reads: Vec<_> = batch
+                    .iter()
+                    .map(|key| {
+                        self.read();
+                        (key, z.get_data(&format!("{base}/fires/{t}/{key}")))
+                    })
+                    .collect();
+                let mut deletes = Vec::new();
+                for (key, read) in reads {
+                    let (bytes, stat) = match read.await {
+                        Ok(found) => found,
+                        Err(zk::Error::NoNode) => continue,
+                        Err(e) => return Err(unavailable(e)),
+                    };
+                    let f: FireData = parse("fire", &bytes)?;
+                    let done = f.outcome != "running";
+                    let old = !is_item(key) || f.finished_at.is_some_and(|at| at < before_ms);
+                    if done && old {
+                        self.wrote();
+                        let path = format!("{base}/fires/{t}/{key}");
+                        deletes.push(z.delete(&path, Some(stat.version)));
+                    }
                 }
-                let Some((f, stat)) = self.fire(&z, cluster, &t, &key).await? else {
-                    continue;
-                };
-                let done = f.outcome != "running";
-                let old_item = is_item(&key) && f.finished_at.is_some_and(|at| at < before_ms);
-                if done && (old_fire || old_item) {
-                    self.wrote();
-                    match z
-                        .delete(&format!("{base}/fires/{t}/{key}"), Some(stat.version))
-                        .await
-                    {
+                for delete in deletes {
+                    match delete.await {
                         Ok(()) => purged += 1,
                         Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
                         Err(e) => return Err(unavailable(e)),
