@@ -69,6 +69,10 @@ pub struct ZkStore {
     beat: Mutex<Option<zk::Client>>,
     /// Cluster trees and per-task record directories known to exist (created once per process).
     known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When each finished item record seen by a purge finished (by path): a finished item
+    /// never changes, so later purges skip it until it is old enough, instead of reading
+    /// every item of a service's history every time.
+    finished_items: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -374,6 +378,7 @@ impl ZkStore {
             client: Mutex::new(None),
             beat: Mutex::new(None),
             known_dirs: Default::default(),
+            finished_items: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
         };
@@ -2418,14 +2423,20 @@ impl Store for ZkStore {
             let keys = self.children(&z, &format!("{base}/fires/{t}")).await?;
             let newest = keys.iter().filter(|k| !is_item(k)).max().cloned();
             // Old fires by their key; items (keyed by name) by their record: read them.
-            let candidates: Vec<String> = keys
-                .into_iter()
-                .filter(|key| {
-                    is_item(key)
-                        || (Some(key) != newest.as_ref()
-                            && key.parse::<i64>().is_ok_and(|i| i < before_ms))
-                })
-                .collect();
+            let candidates: Vec<String> = {
+                let finished = self.finished_items.lock().unwrap();
+                keys.into_iter()
+                    .filter(|key| {
+                        if is_item(key) {
+                            let path = format!("{base}/fires/{t}/{key}");
+                            finished.get(&path).is_none_or(|at| *at < before_ms)
+                        } else {
+                            Some(key) != newest.as_ref()
+                                && key.parse::<i64>().is_ok_and(|i| i < before_ms)
+                        }
+                    })
+                    .collect()
+            };
             // Pipelined: each batch of requests is sent before the first reply is awaited (a
             // service's history holds tens of thousands of items; one round trip each took
             // longer than a placement round).
@@ -2441,19 +2452,27 @@ impl Store for ZkStore {
                 for (key, read) in reads {
                     let (bytes, stat) = match read.await {
                         Ok(found) => found,
-                        Err(zk::Error::NoNode) => continue,
+                        Err(zk::Error::NoNode) => {
+                            // Purged by another leader meanwhile.
+                            let path = format!("{base}/fires/{t}/{key}");
+                            self.finished_items.lock().unwrap().remove(&path);
+                            continue;
+                        }
                         Err(e) => return Err(unavailable(e)),
                     };
                     let f: FireData = parse("fire", &bytes)?;
                     let done = f.outcome != "running";
+                    let path = format!("{base}/fires/{t}/{key}");
                     let old = !is_item(key) || f.finished_at.is_some_and(|at| at < before_ms);
                     if done && old {
                         self.wrote();
-                        let path = format!("{base}/fires/{t}/{key}");
-                        deletes.push(z.delete(&path, Some(stat.version)));
+                        deletes.push((z.delete(&path, Some(stat.version)), path));
+                    } else if let (true, true, Some(at)) = (done, is_item(key), f.finished_at) {
+                        self.finished_items.lock().unwrap().insert(path, at);
                     }
                 }
-                for delete in deletes {
+                for (delete, path) in deletes {
+                    self.finished_items.lock().unwrap().remove(&path);
                     match delete.await {
                         Ok(()) => purged += 1,
                         Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
