@@ -30,7 +30,7 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    routes::{command_json, merge_events, Model, Problem},
+    model::{command_json, fire_json, merge_events, Model, Problem},
     Api, Body,
 };
 use rota::{
@@ -366,14 +366,6 @@ impl hyper::body::Body for Channel {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
     }
-}
-
-pub(super) fn fire_json(f: &FireRecord) -> Value {
-    json!({
-        "task": f.task, "instant_ms": f.instant_ms, "node": f.node, "token": f.token,
-        "attempt": f.attempt, "outcome": f.outcome.as_str(),
-        "started_at_ms": f.started_at_ms, "finished_at_ms": f.finished_at_ms, "message": f.message,
-    })
 }
 
 /// Per minute of the last [`CHART_MINUTES`], oldest first: fires started, how many failed,

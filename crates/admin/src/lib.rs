@@ -17,6 +17,7 @@
 
 mod connections;
 mod dashboard;
+mod model;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -85,7 +86,7 @@ pub struct Api {
     /// The serving node's counters, rendered at `/metrics` ([`rota::NodeHandle::metrics`]).
     pub metrics: Arc<rota::metrics::Metrics>,
     /// The command log as far as this API has read it, folded.
-    log: Arc<routes::LogCache>,
+    log: Arc<model::LogCache>,
 }
 
 impl Api {

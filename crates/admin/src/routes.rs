@@ -2,7 +2,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
@@ -13,19 +13,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    dashboard::{self, fire_json, Monitor},
-    error_response, json_response, Api, Body, Secret, OPENAPI,
+    dashboard::{self, Monitor},
+    error_response, json_response,
+    model::{command_json, fire_json, merge_events, read_log, Members, Model, Problem},
+    Api, Body, Secret, OPENAPI,
 };
 use rota::{
-    core::{
-        control::{Ack, AckState, Command, CommandBody, ControlState, Operation, Scope},
-        placement::EVERYWHERE_REASON,
-    },
+    core::control::{Command, CommandBody, Operation, Scope},
     node::SERVICE_SCHEDULE,
-    store::{
-        AckFilter, Assignment, CacheOutcome, CacheWrite, ClusterView, EventRecord, Expect,
-        FireRecord, NodeDeclarations,
-    },
+    store::{AckFilter, CacheOutcome, CacheWrite, Expect},
     Error,
 };
 
@@ -86,30 +82,6 @@ pub(super) struct Shared {
     pub admin_token: Option<Secret>,
     pub read_token: Option<Secret>,
     pub monitor: Arc<Monitor>,
-}
-
-/// A failed request: status and message.
-pub(super) struct Problem(pub StatusCode, pub String);
-
-impl Problem {
-    fn bad(message: impl Into<String>) -> Problem {
-        Problem(StatusCode::BAD_REQUEST, message.into())
-    }
-
-    fn not_found(message: impl Into<String>) -> Problem {
-        Problem(StatusCode::NOT_FOUND, message.into())
-    }
-}
-
-impl From<Error> for Problem {
-    fn from(e: Error) -> Problem {
-        let status = if e.is_retryable() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        Problem(status, e.to_string())
-    }
 }
 
 type Reply = std::result::Result<Response<Body>, Problem>;
@@ -373,247 +345,6 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(text).map_err(|e| Problem::bad(format!("body: {e}")))
 }
 
-/// Who is in the cluster: the view and what each live node declares (what an action needs).
-pub(super) struct Members {
-    pub view: ClusterView,
-    declarations: Vec<NodeDeclarations>,
-}
-
-impl Members {
-    async fn read(api: &Api) -> Result<Members, Problem> {
-        let view = api.store.view(&api.cluster).await?;
-        let live: Vec<(String, i64)> = view
-            .nodes
-            .iter()
-            .filter(|n| n.alive)
-            .map(|n| (n.node.clone(), n.incarnation))
-            .collect();
-        let declarations = api.store.declarations(&api.cluster, Some(&live)).await?;
-        Ok(Members { view, declarations })
-    }
-
-    fn live(&self) -> impl Iterator<Item = &rota::store::NodeRecord> {
-        self.view.nodes.iter().filter(|n| n.alive)
-    }
-
-    pub fn leader(&self) -> Option<&rota::store::Leadership> {
-        self.view.leader.as_ref().filter(|l| {
-            self.live()
-                .any(|n| n.node == l.node && n.incarnation == l.incarnation)
-        })
-    }
-
-    /// Declared names with their schedule (`service` for services) and declaring nodes.
-    fn declared(&self) -> BTreeMap<String, (String, Vec<String>)> {
-        let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-        for d in &self.declarations {
-            for t in &d.declared {
-                let entry = out
-                    .entry(t.name.clone())
-                    .or_insert_with(|| (t.schedule.clone(), Vec::new()));
-                entry.1.push(d.node.clone());
-            }
-        }
-        out
-    }
-}
-
-/// What most reads need: the members, the assignments (indexed by task, and per-node shares
-/// by their task), and the command log, folded.
-pub(super) struct Model {
-    pub members: Members,
-    assignments: Vec<Assignment>,
-    own: HashMap<String, usize>,
-    shares: HashMap<String, Vec<usize>>,
-    /// The whole command log, in order.
-    pub log: Arc<Vec<Command>>,
-    control: ControlState,
-    paused: BTreeMap<String, Vec<String>>,
-}
-
-impl Model {
-    pub async fn read(api: &Api) -> Result<Model, Problem> {
-        let members = Members::read(api).await?;
-        let assignments = api.store.assignments(&api.cluster).await?;
-        let mut own = HashMap::new();
-        let mut shares: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, a) in assignments.iter().enumerate() {
-            match rota::core::placement::split_per_node_name(&a.task) {
-                Some((task, _)) => shares.entry(task.to_string()).or_default().push(i),
-                None => {
-                    own.insert(a.task.clone(), i);
-                }
-            }
-        }
-        let (log, control) = api.log.read(api).await?;
-        let paused = control.paused();
-        Ok(Model {
-            members,
-            assignments,
-            own,
-            shares,
-            log,
-            control,
-            paused,
-        })
-    }
-
-    fn task_json(&self, name: &str, schedule: &str, declared_by: &[String]) -> Value {
-        let is_service = schedule == SERVICE_SCHEDULE;
-        let own = self.own.get(name).map(|&i| &self.assignments[i]);
-        let shares: Vec<Value> = self
-            .shares
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.assignments[i])
-            .filter_map(|a| {
-                a.owner
-                    .as_ref()
-                    .map(|(n, _)| json!({"task": a.task, "node": n, "token": a.token}))
-            })
-            .collect();
-        let reason = own.and_then(|a| a.reason.clone());
-        let state = match (own.and_then(|a| a.owner.as_ref()), &reason) {
-            (Some(_), _) => "placed",
-            (None, Some(r)) if r.starts_with(EVERYWHERE_REASON) => "everywhere",
-            (None, Some(r)) if r.starts_with("paused by command") => "paused",
-            _ => "unplaced",
-        };
-        json!({
-            "name": name,
-            "kind": if is_service { "service" } else { "task" },
-            "schedule": schedule,
-            "state": state,
-            "owner": own.and_then(|a| a.owner.as_ref()).map(|(n, i)| json!({"node": n, "incarnation": i})),
-            "token": own.map(|a| a.token),
-            "reason": reason,
-            "per_node": shares,
-            "paused_on": self.paused.get(name).cloned().unwrap_or_default(),
-            "declared_by": declared_by,
-        })
-    }
-
-    /// Every declared task (`Some(false)`), service (`Some(true)`), or both.
-    pub fn tasks_json(&self, services: Option<bool>) -> Vec<Value> {
-        self.members
-            .declared()
-            .iter()
-            .filter(|(_, (schedule, _))| {
-                services.is_none_or(|s| (schedule == SERVICE_SCHEDULE) == s)
-            })
-            .map(|(name, (schedule, by))| self.task_json(name, schedule, by))
-            .collect()
-    }
-
-    pub fn node_json(&self, n: &rota::store::NodeRecord) -> Value {
-        let owned: Vec<&str> = self
-            .assignments
-            .iter()
-            .filter(|a| {
-                a.owner
-                    .as_ref()
-                    .is_some_and(|(o, i)| *o == n.node && *i == n.incarnation)
-            })
-            .map(|a| a.task.as_str())
-            .collect();
-        let paused: Vec<&String> = self
-            .paused
-            .keys()
-            .filter(|name| self.control.is_paused(&n.node, name))
-            .collect();
-        let state = match (n.alive, n.leaving) {
-            (true, false) => "alive",
-            (true, true) => "leaving",
-            (false, _) => "dead",
-        };
-        json!({
-            "id": n.node,
-            "state": state,
-            "incarnation": n.incarnation,
-            "leader": self.members.leader().is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation),
-            "drained": self.control.is_drained(&n.node),
-            "acting_as": self.control.acting_as(&n.node),
-            "log_level": self.control.log_level(&n.node),
-            "paused": paused,
-            "owned": owned,
-            "host": n.host,
-            "joined_at_ms": n.joined_at_ms,
-            "heartbeat_age_ms": self.members.view.now_ms - n.heartbeat_at_ms,
-        })
-    }
-}
-
-pub(super) async fn read_log(api: &Api) -> Result<Arc<Vec<Command>>, Problem> {
-    Ok(api.log.read(api).await?.0)
-}
-
-/// The command log as this API has read it, and its fold. A command never changes once
-/// appended, and commands become visible in sequence order (each takes the cluster's next
-/// generation under the store's lock), so a read fetches only the commands after the last
-/// one seen and folds only those: a read costs the same with 4,000 commands as with 4.
-#[derive(Default)]
-pub(crate) struct LogCache(tokio::sync::Mutex<(Arc<Vec<Command>>, ControlState)>);
-
-impl LogCache {
-    async fn read(&self, api: &Api) -> Result<(Arc<Vec<Command>>, ControlState), Problem> {
-        let mut held = self.0.lock().await;
-        let after = held.0.last().map_or(0, |c| c.seq);
-        let new = rota::store::commands_after(api.store.as_ref(), &api.cluster, after).await?;
-        if !new.is_empty() {
-            let (log, control) = &mut *held;
-            // In place unless a request still holds the previous log.
-            let log = Arc::make_mut(log);
-            for record in &new {
-                let command = record.parse()?;
-                control.apply(&command);
-                log.push(command);
-            }
-        }
-        Ok((held.0.clone(), held.1.clone()))
-    }
-}
-
-/// A command with each target's state (`pending` until it acknowledges).
-pub(super) fn command_json(c: &Command, acks: &[Ack]) -> Value {
-    let mine: BTreeMap<&str, &Ack> = acks
-        .iter()
-        .filter(|a| a.seq == c.seq)
-        .map(|a| (a.node.as_str(), a))
-        .collect();
-    let mut nodes = Vec::new();
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut listed = BTreeSet::new();
-    for node in c
-        .body
-        .targets
-        .iter()
-        .map(String::as_str)
-        .chain(mine.keys().copied())
-    {
-        if !listed.insert(node) {
-            continue;
-        }
-        let (state, message, at) = match mine.get(node) {
-            Some(a) => (a.state, a.message.as_str(), Some(a.at_ms)),
-            None => (AckState::Pending, "", None),
-        };
-        *counts.entry(state.as_str()).or_default() += 1;
-        nodes.push(json!({"node": node, "state": state.as_str(), "message": message, "at_ms": at}));
-    }
-    let done = c
-        .body
-        .targets
-        .iter()
-        .all(|t| mine.get(t.as_str()).is_some_and(|a| a.state.is_final()));
-    let mut v = serde_json::to_value(c).expect("commands serialize");
-    v["nodes"] = Value::from(nodes);
-    v["summary"] = json!(counts);
-    v["done"] = Value::from(done);
-    v["failed"] = Value::from(counts.get("failed").copied().unwrap_or(0) > 0);
-    v
-}
-
 async fn dispatch(
     shared: &Shared,
     method: &Method,
@@ -846,54 +577,6 @@ async fn events(api: &Api, limit: usize) -> Result<Vec<Value>, Problem> {
         .await?;
     let fires = store.history(&api.cluster, None, limit as i64).await?;
     Ok(merge_events(&journal, &recent, &acks, &fires, limit))
-}
-
-/// Events from every source, newest first, at most `limit`.
-pub(super) fn merge_events(
-    journal: &[EventRecord],
-    commands: &[Command],
-    acks: &[Ack],
-    fires: &[FireRecord],
-    limit: usize,
-) -> Vec<Value> {
-    let mut events: Vec<(i64, Value)> = Vec::new();
-    for e in journal {
-        let mut v: Value = serde_json::from_str(&e.body).unwrap_or_else(|_| json!({}));
-        if !v.is_object() {
-            v = json!({ "body": v });
-        }
-        v["at_ms"] = json!(e.at_ms);
-        v["kind"] = json!(e.kind);
-        events.push((e.at_ms, v));
-    }
-    for c in commands {
-        events.push((
-            c.issued_at_ms,
-            json!({"at_ms": c.issued_at_ms, "kind": "command_issued", "seq": c.seq, "op": c.body.op.name(),
-                   "targets": c.body.targets, "issued_by": c.body.issued_by}),
-        ));
-    }
-    for a in acks {
-        events.push((
-            a.at_ms,
-            json!({"at_ms": a.at_ms, "kind": "command_acknowledged", "seq": a.seq, "node": a.node,
-                   "state": a.state.as_str(), "message": a.message}),
-        ));
-    }
-    for f in fires {
-        if matches!(f.outcome, rota::Outcome::Ok | rota::Outcome::Running) {
-            continue;
-        }
-        let at = f.finished_at_ms.unwrap_or(f.instant_ms);
-        events.push((
-            at,
-            json!({"at_ms": at, "kind": "fire", "task": f.task, "instant_ms": f.instant_ms, "node": f.node,
-                   "outcome": f.outcome.as_str(), "message": f.message}),
-        ));
-    }
-    events.sort_by_key(|e| std::cmp::Reverse(e.0));
-    events.truncate(limit);
-    events.into_iter().map(|(_, v)| v).collect()
 }
 
 /// An optional field that may be left out but not given as `null`: the document says what

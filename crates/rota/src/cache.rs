@@ -48,7 +48,7 @@ const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Checks a cache name: 1 to 128 letters, digits, `-`, `_` or `.`, like every name.
 pub fn validate_cache_name(name: &str) -> Result<()> {
-    crate::node::validate_name("cache", name)
+    crate::error::validate_name("cache", name)
 }
 
 /// Caches whose name starts with this are rota's own ([`crate::store::TASK_STATE_CACHE`]).

@@ -59,3 +59,9 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub use crate::core::problem::Problem;
+
+/// Names are ids in the store and in logs: keep them plain (the rule:
+/// [`crate::core::names::check_name`]); the error names `field`.
+pub fn validate_name(field: &str, value: &str) -> Result<()> {
+    crate::core::names::check_name(value).map_err(|message| Error::config(field, message))
+}

@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use crate::task::Outcome;
+use crate::core::outcome::Outcome;
 
 /// Upper bounds (seconds) of the fire lateness buckets.
 const LATENESS_BUCKETS: &[f64] = &[

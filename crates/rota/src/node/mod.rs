@@ -25,6 +25,7 @@ mod journal;
 mod runner;
 mod runtime;
 mod service_runner;
+mod shared;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -161,10 +162,7 @@ impl Node {
     }
 }
 
-/// Names are ids in the store and in logs: keep them plain.
-pub fn validate_name(field: &str, value: &str) -> Result<()> {
-    crate::core::names::check_name(value).map_err(|message| Error::config(field, message))
-}
+pub use crate::error::validate_name;
 
 impl NodeBuilder {
     pub fn timing(mut self, timing: Timing) -> Self {

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::runtime::Shared;
+use super::shared::Shared;
 use crate::{
     core::{placement::ResolverSpec, schedule::plan_due},
     store::{Begin, Claim, ClaimOutcome, Finish, Member, RunningFire},

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::runtime::Shared;
+use super::shared::Shared;
 use crate::{
     service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
     store::{Begin, Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},

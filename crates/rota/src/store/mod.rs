@@ -14,7 +14,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::core::control::{Ack, AckState, Command};
-use crate::{core::placement::NodeMeta, task::Outcome, Error, Result};
+use crate::{
+    core::{outcome::Outcome, placement::NodeMeta},
+    Error, Result,
+};
 
 /// Who a node is in the store: its id and the incarnation of this start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,7 +45,7 @@ pub struct JoinRequest {
     pub timeout_ms: i64,
     /// Host name, for operators and for recognising one's own crashed predecessor.
     pub host: String,
-    /// Identifies the process (`boot-id:pid:start-time`), see [`crate::node::identity`].
+    /// Identifies the process (`boot-id:pid:start-time`), see the node's `identity` module.
     pub process: String,
     pub declared: Vec<Declaration>,
     /// Labels and placement specs, for the leader's placement.

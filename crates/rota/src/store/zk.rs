@@ -41,7 +41,7 @@ use tokio::sync::Mutex;
 use zookeeper_client as zk;
 
 use super::*;
-use crate::task::Outcome;
+use crate::core::outcome::Outcome;
 
 /// Session timeout asked of the server (it clamps it to 2..20 × its tickTime).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);

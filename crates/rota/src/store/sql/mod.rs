@@ -20,7 +20,7 @@ use sqlx::{
 
 use self::dialect::Dialect;
 use super::*;
-use crate::task::Outcome;
+use crate::core::outcome::Outcome;
 
 /// Most rows one batched statement handles (keeps bind parameters well under every
 /// database's limit).
