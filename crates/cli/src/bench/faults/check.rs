@@ -31,6 +31,9 @@ pub use units::{parse_units, FilesInput, ItemRow, Place, UnitLine, UnitsReport};
 pub const SPAWN_SLACK_MS: i64 = 1000;
 
 /// A lost instant due this shortly before a pause of its task is said to be.
+/// How long after a duplicate fault's end a start by that second process's pid still counts
+/// as the second process's (clocks of the run and of the campaign may differ by a step).
+const DUPLICATE_SLACK_MS: i64 = 5_000;
 const PAUSE_NEAR_MS: i64 = 6000;
 
 /// How far around a violation its context reaches.
@@ -1001,11 +1004,13 @@ impl<'a> Checker<'a> {
     }
 
     fn start_in_duplicate(&mut self, s: &Started) {
-        let second = self
-            .input
-            .faults
-            .iter()
-            .find(|f| f.second_pid == Some(s.node_pid));
+        // Only while that second process lived (it is gone at the fault's end; the slack
+        // covers a stepped clock): an hour-long run wraps the pids around, and a later node
+        // may be given the same pid.
+        let second = self.input.faults.iter().find(|f| {
+            f.second_pid == Some(s.node_pid)
+                && (f.start_ms..=f.end_ms + DUPLICATE_SLACK_MS).contains(&s.at_ms)
+        });
         if let Some(f) = second {
             self.violation(
                 ViolationKind::StartInDuplicate,
@@ -1666,6 +1671,12 @@ mod tests {
         let history = claims(&record);
         let report = check_with(&record, &history, std::slice::from_ref(&second), &[]);
         assert_eq!(kinds(&report), [ViolationKind::StartInDuplicate]);
+        // The same pid given to a later process, long after the second one ended: not it.
+        let later = 1200 + DUPLICATE_SLACK_MS + 60_000;
+        let record = run("a", later, "n1", 9, 1, later, later + 100);
+        let history = claims(&record);
+        let report = check_with(&record, &history, std::slice::from_ref(&second), &[]);
+        assert!(report.violations.is_empty(), "{:?}", kinds(&report));
         let record = run("a", 2000, "n1", 7, 1, 2000, 2100);
         let history = claims(&record);
         assert!(check_with(&record, &history, &[second], &[])
