@@ -6,8 +6,9 @@
 //! - two runs of one service overlapping in time, in two node processes or one: the service
 //!   ran twice at once [services run on one node at a time; 11, 12];
 //! - a file handled twice as the same attempt; handled again at all, as the recovery is
-//!   `abandon`, unless its first handling ended with a graceful handover and the second is a
-//!   later attempt [2, 9];
+//!   `abandon`, unless its first handling ended with a graceful handover (a drain, a pause, a
+//!   rolling restart, a graceful stop, or a store clock step that moved the service off a
+//!   live node) and the second is a later attempt [2, 9];
 //! - a file dropped and never handled, unless it is in the failed directory with a store
 //!   record that says why (`abandoned`, `failed`); a file left in the inbox; a file in the
 //!   done directory that no START line shows handled [3];
@@ -342,6 +343,10 @@ impl<'a> Checker<'a> {
                         FaultKind::Drain => f.pid == Some(r.start.node_pid),
                         FaultKind::Pause => f.target == r.start.service,
                         FaultKind::RollingRestart => true,
+                        // A store clock stepped forward makes live nodes look expired: the
+                        // leader moves their services, and a node that still holds its own
+                        // lease hands each file over as it would for a drain.
+                        FaultKind::StoreStep => true,
                         _ => false,
                     };
                     moved && f.start_ms <= r.end_ms && r.end_ms <= f.end_ms
@@ -833,7 +838,8 @@ mod tests {
         let rolling = super::super::tests::fault(FaultKind::RollingRestart, 0, 0, 2000);
         let drain = super::super::tests::fault(FaultKind::Drain, 7, 0, 2000);
         let drain_other = super::super::tests::fault(FaultKind::Drain, 9, 0, 2000);
-        for f in [&rolling, &drain] {
+        let step = super::super::tests::fault(FaultKind::StoreStep, 0, 0, 2000);
+        for f in [&rolling, &drain, &step] {
             let r = run_check(&units, files(), std::slice::from_ref(f), &[]);
             assert!(r.violations.is_empty(), "{:?}: {:#?}", f.kind, r.violations);
         }
