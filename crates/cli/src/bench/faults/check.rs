@@ -34,6 +34,9 @@ pub const SPAWN_SLACK_MS: i64 = 1000;
 /// How long after a duplicate fault's end a start by that second process's pid still counts
 /// as the second process's (clocks of the run and of the campaign may differ by a step).
 const DUPLICATE_SLACK_MS: i64 = 5_000;
+/// A start by an ended process's pid this long after its end is a later process's: an
+/// hour-long run wraps the pids around (a dead process's work ends within its lease).
+const PID_REUSE_MS: i64 = 60_000;
 const PAUSE_NEAR_MS: i64 = 6000;
 
 /// How far around a violation its context reaches.
@@ -1090,11 +1093,9 @@ impl<'a> Checker<'a> {
     }
 
     fn start_after_exit(&mut self, s: &Started) {
-        let dead = self
-            .input
-            .exits
-            .iter()
-            .find(|e| e.pid == s.node_pid && s.at_ms > e.at_ms);
+        let dead = self.input.exits.iter().find(|e| {
+            e.pid == s.node_pid && s.at_ms > e.at_ms && s.at_ms <= e.at_ms + PID_REUSE_MS
+        });
         if let Some(e) = dead {
             self.violation(
                 ViolationKind::StartAfterExit,
@@ -1661,6 +1662,12 @@ mod tests {
         let exits = [exit("n1", 7, 1500, ExitHow::Graceful)];
         let report = check_with(&record, &history, &[], &exits);
         assert_eq!(kinds(&report), [ViolationKind::StartAfterExit]);
+        // The same pid given to a later process long after: not the ended one.
+        let later = 1500 + PID_REUSE_MS + 1000;
+        let record = run("a", later, "n1", 7, 1, later, later + 100);
+        let history = claims(&record);
+        let report = check_with(&record, &history, &[], &exits);
+        assert!(report.violations.is_empty(), "{:?}", kinds(&report));
 
         // A second process with a live node's id (pid 9) must start nothing.
         let second = Fault {
