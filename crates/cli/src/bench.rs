@@ -594,22 +594,13 @@ impl StoreArgs {
         let (url, server) =
             store_for(self.store.clone(), self.server.as_deref(), &dir, env).await?;
         // A server just started may take a while to serve (a ZooKeeper ensemble electing its
-        // first leader on a loaded machine): what may pass later is tried again, for 2 min.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let store = loop {
-            let opened = async {
-                let store = store::open(&url).await?;
-                store.prepare(true).await?;
-                Ok::<_, rota::Error>(store)
-            };
-            match opened.await {
-                Ok(store) => break store,
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(500)).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        // first leader on a loaded machine): as patient as a node starting.
+        let store = store::retry_transient("opening the store", || async {
+            let store = store::open(&url).await?;
+            store.prepare(true).await?;
+            Ok(store)
+        })
+        .await?;
         Ok(BenchStore {
             dir,
             url,

@@ -305,7 +305,7 @@ impl NodeBuilder {
             None => store::open(&self.store_url).await?,
         };
         let migrate = self.migrate;
-        runtime::retry_transient("preparing the schema", || store.prepare(migrate)).await?;
+        crate::store::retry_transient("preparing the schema", || store.prepare(migrate)).await?;
         let config = runtime::NodeConfig {
             id: self.id,
             cluster: self.cluster,

@@ -96,7 +96,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         incarnation: new_incarnation(),
     };
     let sent = Instant::now();
-    let now_ms = retry_transient("joining", || {
+    let now_ms = crate::store::retry_transient("joining", || {
         join(
             store.as_ref(),
             &member,
@@ -193,33 +193,6 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
 
 /// Longest wait for one store call of the main loop (join, leave, mark leaving).
 const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
-
-/// How long start-up keeps retrying a store that is briefly unavailable (a deadlock between
-/// nodes starting together, a database restarting) before giving up.
-const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
-
-/// Retries `step` while it fails with a retryable error, with backoff and jitter, for up to
-/// [`STARTUP_PATIENCE`]. Fatal errors (schema, duplicate id, configuration) return at once.
-pub(crate) async fn retry_transient<T, F, Fut>(what: &str, mut step: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match step().await {
-            Err(e) if e.is_retryable() && started.elapsed() < STARTUP_PATIENCE => {
-                warn!(error = %e, "{what} failed; retrying");
-                let jitter =
-                    Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 + 1));
-                tokio::time::sleep(delay + jitter).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
-        }
-    }
-}
 
 fn new_incarnation() -> i64 {
     // Positive and never 0 (0 marks a vacant leadership); below 2^53, so JSON readers that

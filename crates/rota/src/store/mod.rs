@@ -9,7 +9,7 @@ pub mod sql;
 #[cfg(feature = "zookeeper")]
 pub mod zk;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
@@ -801,6 +801,33 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 redact_url(url)
             ),
         )),
+    }
+}
+
+/// How long start-up keeps retrying a store that is briefly unavailable (a deadlock between
+/// nodes starting together, a database restarting) before giving up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Retries `step` while it fails with a retryable error, with backoff and jitter, for up to
+/// [`STARTUP_PATIENCE`]. Fatal errors (schema, duplicate id, configuration) return at once.
+pub async fn retry_transient<T, F, Fut>(what: &str, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match step().await {
+            Err(e) if e.is_retryable() && started.elapsed() < STARTUP_PATIENCE => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                let jitter =
+                    Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 + 1));
+                tokio::time::sleep(delay + jitter).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 
