@@ -95,6 +95,7 @@ async fn suite(store: Arc<dyn Store>) {
     expiry_is_judged_by_store_time_and_final(&store).await;
     crashed_run_is_settled_once(&store).await;
     history_is_kept_and_purged(&store).await;
+    a_fire_stopped_as_it_began_keeps_no_start_time(&store).await;
     items_are_claimed_once_under_the_current_token(&store).await;
     changed_assignments_are_read_by_generation(&store).await;
     commands_are_ordered_durable_and_acknowledged_per_node(&store).await;
@@ -1130,6 +1131,57 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     // The newest record of each task stays, however old: a new owner resumes after it.
     assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);
     assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
+}
+
+/// A fire begun and then finished `misfired` (its runner was stopped before the start) shows
+/// no start in the history, whether finished alone or in a batch; one that ran keeps it.
+async fn a_fire_stopped_as_it_began_keeps_no_start_time(store: &Arc<dyn Store>) {
+    let a = member("unstart", "a", 1);
+    join(store, &a, 60_000).await;
+    let l = store.acquire_leadership(&a).await.unwrap().unwrap();
+    assign(store, &a, l.epoch, "t", &a).await;
+    let token = store.assignments("unstart").await.unwrap()[0].token;
+    let finish = |instant_ms, outcome| rota::store::Finish {
+        task: "t".into(),
+        instant_ms,
+        token,
+        attempt: 1,
+        outcome,
+        message: None,
+    };
+    for instant in [1000, 2000, 3000] {
+        assert_eq!(
+            store.claim(&claim(&a, "t", instant, token)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        let begun = Begin {
+            task: "t".into(),
+            instant_ms: instant,
+            token,
+            attempt: 1,
+        };
+        assert_eq!(store.begin_fires(&a, &[begun]).await.unwrap(), vec![true]);
+    }
+    store
+        .finish("unstart", &finish(1000, Outcome::Misfired))
+        .await
+        .unwrap();
+    store
+        .finish_batch(
+            "unstart",
+            &[finish(2000, Outcome::Misfired), finish(3000, Outcome::Ok)],
+        )
+        .await
+        .unwrap();
+    let h = store.history("unstart", Some("t"), 10).await.unwrap();
+    let started = |instant| {
+        h.iter()
+            .find(|f| f.instant_ms == instant)
+            .map(|f| (f.outcome, f.started_at_ms.is_some()))
+    };
+    assert_eq!(started(1000), Some((Outcome::Misfired, false)));
+    assert_eq!(started(2000), Some((Outcome::Misfired, false)));
+    assert_eq!(started(3000), Some((Outcome::Ok, true)));
 }
 
 fn item_end<'a>(

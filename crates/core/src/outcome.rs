@@ -46,6 +46,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A fire finished this way never started its work (it may have been begun and then
+    /// stopped before the start): its record keeps no start time.
+    pub fn never_started(self) -> bool {
+        matches!(self, Outcome::Skipped | Outcome::Misfired)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Running => "running",

@@ -172,6 +172,19 @@ struct FireData {
     alive_until: Option<i64>,
 }
 
+impl FireData {
+    /// Its outcome, set at store time `now` (every finish, alone or batched, goes through
+    /// here): a fire that never started its work keeps no start time.
+    fn finish(&mut self, outcome: Outcome, message: Option<&str>, now: i64) {
+        self.outcome = outcome.as_str().to_string();
+        self.finished_at = Some(now);
+        self.message = message.map(str::to_string);
+        if outcome.never_started() {
+            self.started_at = None;
+        }
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::StoreUnavailable(format!("zookeeper: {e}"))
 }
@@ -869,9 +882,11 @@ impl ZkStore {
                 f.message = Some("retried: its node died mid-run".into());
             }
             Recovery::Abandon => {
-                f.outcome = "abandoned".into();
-                f.finished_at = Some(now);
-                f.message = Some("abandoned: its node died mid-run".into());
+                f.finish(
+                    Outcome::Abandoned,
+                    Some("abandoned: its node died mid-run"),
+                    now,
+                );
             }
             Recovery::Reclaim => {
                 f.node = m.node.clone();
@@ -934,12 +949,7 @@ impl ZkStore {
             return Ok(());
         }
         let now = self.server_now(&z, cluster).await?;
-        f.outcome = outcome.as_str().to_string();
-        f.finished_at = Some(now);
-        f.message = message.map(str::to_string);
-        if outcome == Outcome::Misfired {
-            f.started_at = None; // begun, then stopped before the work started
-        }
+        f.finish(outcome, message, now);
         let mut w = z.new_multi_writer();
         w.add_set_data(
             &format!("{base}/fires/{task}/{key}"),
@@ -2182,9 +2192,7 @@ impl Store for ZkStore {
             if data.outcome != "running" || data.token != f.token || data.attempt != f.attempt {
                 continue;
             }
-            data.outcome = f.outcome.as_str().to_string();
-            data.finished_at = Some(now);
-            data.message = f.message.clone();
+            data.finish(f.outcome, f.message.as_deref(), now);
             let key = fire_key(f.instant_ms);
             let mut w = z.new_multi_writer();
             w.add_set_data(
@@ -2422,18 +2430,21 @@ impl Store for ZkStore {
         for t in self.children(&z, &format!("{base}/fires")).await? {
             let keys = self.children(&z, &format!("{base}/fires/{t}")).await?;
             let newest = keys.iter().filter(|k| !is_item(k)).max().cloned();
-            // Old fires by their key; items (keyed by name) by their record: read them.
-            let candidates: Vec<String> = {
+            // Old fires by their key; items (keyed by name) by their record: read them, but
+            // not a finished item whose end is known and too recent.
+            let candidates: Vec<(bool, String)> = {
                 let finished = self.finished_items.lock().unwrap();
                 keys.into_iter()
-                    .filter(|key| {
-                        if is_item(key) {
-                            let path = format!("{base}/fires/{t}/{key}");
+                    .filter_map(|key| {
+                        let item = is_item(&key);
+                        let path = format!("{base}/fires/{t}/{key}");
+                        let candidate = if item {
                             finished.get(&path).is_none_or(|at| *at < before_ms)
                         } else {
-                            Some(key) != newest.as_ref()
+                            Some(&key) != newest.as_ref()
                                 && key.parse::<i64>().is_ok_and(|i| i < before_ms)
-                        }
+                        };
+                        candidate.then_some((item, path))
                     })
                     .collect()
             };
@@ -2443,36 +2454,39 @@ impl Store for ZkStore {
             for batch in candidates.chunks(PURGE_BATCH) {
                 let reads: Vec<_> = batch
                     .iter()
-                    .map(|key| {
+                    .map(|(item, path)| {
                         self.read();
-                        (key, z.get_data(&format!("{base}/fires/{t}/{key}")))
+                        (*item, path, z.get_data(path))
                     })
                     .collect();
                 let mut deletes = Vec::new();
-                for (key, read) in reads {
+                for (item, path, read) in reads {
                     let (bytes, stat) = match read.await {
                         Ok(found) => found,
                         Err(zk::Error::NoNode) => {
                             // Purged by another leader meanwhile.
-                            let path = format!("{base}/fires/{t}/{key}");
-                            self.finished_items.lock().unwrap().remove(&path);
+                            self.finished_items.lock().unwrap().remove(path);
                             continue;
                         }
                         Err(e) => return Err(unavailable(e)),
                     };
                     let f: FireData = parse("fire", &bytes)?;
-                    let done = f.outcome != "running";
-                    let path = format!("{base}/fires/{t}/{key}");
-                    let old = !is_item(key) || f.finished_at.is_some_and(|at| at < before_ms);
-                    if done && old {
-                        self.wrote();
-                        deletes.push((z.delete(&path, Some(stat.version)), path));
-                    } else if let (true, true, Some(at)) = (done, is_item(key), f.finished_at) {
-                        self.finished_items.lock().unwrap().insert(path, at);
+                    if f.outcome == "running" {
+                        continue;
+                    }
+                    match (item, f.finished_at) {
+                        (true, Some(at)) if at >= before_ms => {
+                            self.finished_items.lock().unwrap().insert(path.clone(), at);
+                        }
+                        (true, None) => {}
+                        _ => {
+                            self.wrote();
+                            deletes.push((z.delete(path, Some(stat.version)), path));
+                        }
                     }
                 }
                 for (delete, path) in deletes {
-                    self.finished_items.lock().unwrap().remove(&path);
+                    self.finished_items.lock().unwrap().remove(path);
                     match delete.await {
                         Ok(()) => purged += 1,
                         Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}

@@ -34,9 +34,15 @@ pub const POOL_SIZE: u32 = 4;
 /// fires have real instants and an empty slot.
 const ITEM_INSTANT: i64 = 0;
 
-/// Part of a finish's `SET`, bound to its outcome: a fire finished `misfired` was begun and
-/// then stopped before its work started, so it keeps no start time.
-const UNSTART: &str = "started_at = CASE WHEN ? = 'misfired' THEN NULL ELSE started_at END";
+/// What a finish's `SET` adds for `outcome`: a fire that never started its work keeps no
+/// start time ([`Outcome::never_started`]).
+fn unstart(outcome: Outcome) -> &'static str {
+    if outcome.never_started() {
+        ", started_at = NULL"
+    } else {
+        ""
+    }
+}
 
 pub struct SqlStore {
     pool: AnyPool,
@@ -1435,13 +1441,13 @@ impl Store for SqlStore {
                     .dialect
                     .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
                 let sql = self.sql(&format!(
-                    "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?, {UNSTART} \
-                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}"
+                    "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?{} \
+                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}",
+                    unstart(outcome)
                 ));
                 let mut q = sqlx::query(&sql)
                     .bind(outcome.as_str())
                     .bind(message.map(str::to_string))
-                    .bind(outcome.as_str())
                     .bind(cluster);
                 for f in chunk {
                     q = q
@@ -1458,13 +1464,12 @@ impl Store for SqlStore {
 
     async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {
         let sql = self.sql(
-            &format!("UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?, {UNSTART} \
-             WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' AND token = ? AND attempt = ? AND outcome = 'running'"),
+            &format!("UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?{} \
+             WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' AND token = ? AND attempt = ? AND outcome = 'running'", unstart(f.outcome)),
         );
         sqlx::query(&sql)
             .bind(f.outcome.as_str())
             .bind(f.message.clone())
-            .bind(f.outcome.as_str())
             .bind(cluster)
             .bind(&f.task)
             .bind(f.instant_ms)
