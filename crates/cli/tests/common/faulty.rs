@@ -14,9 +14,10 @@ use rota::{
     core::control::Ack,
     store::{
         AckFilter, Assignment, AssignmentChange, Begin, CacheChange, CacheEntry, CacheOutcome,
-        CacheWrite, Claim, ClaimOutcome, ClusterView, CommandRecord, EventRecord, Expect, Finish,
-        FireRecord, ItemClaim, ItemEnd, ItemRecord, JoinOutcome, JoinRequest, LeaderWrite,
-        Leadership, Member, NodeDeclarations, RunningFire, StatementCounts, Store,
+        CacheStore, CacheWrite, Claim, ClaimOutcome, ClusterView, CommandRecord, CommandStore,
+        EventRecord, EventStore, Expect, Finish, FireRecord, FireStore, HistoryStore, ItemClaim,
+        ItemEnd, ItemRecord, ItemStore, JoinOutcome, JoinRequest, LeaderWrite, Leadership, Member,
+        MembershipStore, NodeDeclarations, PlacementStore, RunningFire, StatementCounts, Store,
     },
     Error, Result,
 };
@@ -138,32 +139,44 @@ impl Store for FaultyStore {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
     fn statements(&self) -> StatementCounts {
         self.inner.statements()
     }
+
     async fn prepare(&self, migrate: bool) -> Result<()> {
         self.call("prepare", self.inner.prepare(migrate)).await
     }
+
     async fn now_ms(&self) -> Result<i64> {
         self.call("now_ms", self.inner.now_ms()).await
     }
+}
+
+#[async_trait]
+impl MembershipStore for FaultyStore {
     async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
         self.call("join", self.inner.join(req)).await
     }
+
     async fn heartbeat(&self, member: &Member, not_after_ms: i64) -> Result<bool> {
         self.call("heartbeat", self.inner.heartbeat(member, not_after_ms))
             .await
     }
+
     async fn mark_leaving(&self, member: &Member) -> Result<()> {
         self.call("mark_leaving", self.inner.mark_leaving(member))
             .await
     }
+
     async fn leave(&self, member: &Member) -> Result<()> {
         self.call("leave", self.inner.leave(member)).await
     }
+
     async fn view(&self, cluster: &str) -> Result<ClusterView> {
         self.call("view", self.inner.view(cluster)).await
     }
+
     async fn declarations(
         &self,
         cluster: &str,
@@ -172,25 +185,34 @@ impl Store for FaultyStore {
         self.call("declarations", self.inner.declarations(cluster, only))
             .await
     }
+
     async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.subscribe(cluster).await
     }
+
     async fn generation(&self, cluster: &str) -> Result<i64> {
         self.call("generation", self.inner.generation(cluster))
             .await
     }
+
     async fn acquire_leadership(&self, member: &Member) -> Result<Option<Leadership>> {
         self.call("acquire_leadership", self.inner.acquire_leadership(member))
             .await
     }
+
     async fn release_leadership(&self, member: &Member) -> Result<()> {
         self.call("release_leadership", self.inner.release_leadership(member))
             .await
     }
+}
+
+#[async_trait]
+impl PlacementStore for FaultyStore {
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>> {
         self.call("assignments", self.inner.assignments(cluster))
             .await
     }
+
     async fn assignments_since(&self, cluster: &str, generation: i64) -> Result<Vec<Assignment>> {
         self.call(
             "assignments_since",
@@ -198,6 +220,7 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn write_assignments(
         &self,
         leader: &Member,
@@ -210,6 +233,10 @@ impl Store for FaultyStore {
         )
         .await
     }
+}
+
+#[async_trait]
+impl CommandStore for FaultyStore {
     async fn lead_commands(
         &self,
         leader: &Member,
@@ -223,21 +250,49 @@ impl Store for FaultyStore {
         )
         .await
     }
+
+    async fn append_command(&self, cluster: &str, body: &str) -> Result<(i64, i64)> {
+        self.call("append_command", self.inner.append_command(cluster, body))
+            .await
+    }
+
+    async fn commands(&self, cluster: &str, after: i64, limit: i64) -> Result<Vec<CommandRecord>> {
+        self.call("commands", self.inner.commands(cluster, after, limit))
+            .await
+    }
+
+    async fn ack_command(&self, cluster: &str, ack: &Ack) -> Result<()> {
+        self.call("ack_command", self.inner.ack_command(cluster, ack))
+            .await
+    }
+
+    async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {
+        self.call("command_acks", self.inner.command_acks(cluster, filter))
+            .await
+    }
+}
+
+#[async_trait]
+impl FireStore for FaultyStore {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome> {
         self.call("claim", self.inner.claim(claim)).await
     }
+
     async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
         self.call("claim_batch", self.inner.claim_batch(claims))
             .await
     }
+
     async fn begin_fires(&self, member: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
         self.call("begin_fires", self.inner.begin_fires(member, fires))
             .await
     }
+
     async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
         self.call("finish_batch", self.inner.finish_batch(cluster, finishes))
             .await
     }
+
     async fn record_misfires(
         &self,
         member: &Member,
@@ -253,18 +308,22 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn finish(&self, cluster: &str, finish: &Finish) -> Result<()> {
         self.call("finish", self.inner.finish(cluster, finish))
             .await
     }
+
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         self.call("last_instant", self.inner.last_instant(cluster, task))
             .await
     }
+
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
         self.call("running_fires", self.inner.running_fires(cluster, task))
             .await
     }
+
     async fn recover_fire(
         &self,
         member: &Member,
@@ -279,6 +338,10 @@ impl Store for FaultyStore {
         )
         .await
     }
+}
+
+#[async_trait]
+impl ItemStore for FaultyStore {
     async fn claim_item(
         &self,
         member: &Member,
@@ -305,6 +368,7 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn recover_item(
         &self,
         member: &Member,
@@ -321,10 +385,15 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn finish_item(&self, cluster: &str, ended: &ItemEnd<'_>) -> Result<()> {
         self.call("finish_item", self.inner.finish_item(cluster, ended))
             .await
     }
+}
+
+#[async_trait]
+impl HistoryStore for FaultyStore {
     async fn history(
         &self,
         cluster: &str,
@@ -334,6 +403,7 @@ impl Store for FaultyStore {
         self.call("history", self.inner.history(cluster, task, limit))
             .await
     }
+
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
         self.call(
             "purge_history",
@@ -341,37 +411,32 @@ impl Store for FaultyStore {
         )
         .await
     }
-    async fn append_command(&self, cluster: &str, body: &str) -> Result<(i64, i64)> {
-        self.call("append_command", self.inner.append_command(cluster, body))
-            .await
-    }
-    async fn commands(&self, cluster: &str, after: i64, limit: i64) -> Result<Vec<CommandRecord>> {
-        self.call("commands", self.inner.commands(cluster, after, limit))
-            .await
-    }
-    async fn ack_command(&self, cluster: &str, ack: &Ack) -> Result<()> {
-        self.call("ack_command", self.inner.ack_command(cluster, ack))
-            .await
-    }
-    async fn command_acks(&self, cluster: &str, filter: AckFilter<'_>) -> Result<Vec<Ack>> {
-        self.call("command_acks", self.inner.command_acks(cluster, filter))
-            .await
-    }
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
     async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()> {
         self.call("record_event", self.inner.record_event(cluster, event))
             .await
     }
+
     async fn events(&self, cluster: &str, limit: i64) -> Result<Vec<EventRecord>> {
         self.call("events", self.inner.events(cluster, limit)).await
     }
+}
+
+#[async_trait]
+impl CacheStore for FaultyStore {
     async fn cache_get(&self, cluster: &str, cache: &str, key: &str) -> Result<Option<CacheEntry>> {
         self.call("cache_get", self.inner.cache_get(cluster, cache, key))
             .await
     }
+
     async fn cache_put(&self, cluster: &str, write: &CacheWrite<'_>) -> Result<CacheOutcome> {
         self.call("cache_put", self.inner.cache_put(cluster, write))
             .await
     }
+
     async fn cache_delete(
         &self,
         cluster: &str,
@@ -385,6 +450,7 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn cache_keys(
         &self,
         cluster: &str,
@@ -398,6 +464,7 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn save_task_state(
         &self,
         cluster: &str,
@@ -411,6 +478,7 @@ impl Store for FaultyStore {
         )
         .await
     }
+
     async fn cache_changes(
         &self,
         cluster: &str,

@@ -124,7 +124,7 @@ impl Batcher {
         rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Marks a claimed fire begun (see [`Store::begin_fires`]): `false`, it must not start.
+    /// Marks a claimed fire begun (see [`crate::store::FireStore::begin_fires`]): `false`, it must not start.
     pub async fn begin(&self, member: Member, begin: Begin) -> Result<bool> {
         let (tx, rx) = oneshot::channel();
         self.begins

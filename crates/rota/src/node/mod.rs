@@ -334,7 +334,7 @@ pub struct NodeStatus {
     /// The last store error, while the store is unreachable.
     pub store_error: Option<String>,
     /// The cluster's generation as this node last observed it (moves with every change of
-    /// membership, placement or the command log; see [`crate::store::Store::view`]).
+    /// membership, placement or the command log; see [`crate::store::MembershipStore::view`]).
     pub generation: i64,
 }
 

@@ -72,7 +72,7 @@ enum InstanceStart {
     Fenced,
 }
 
-/// Begins a claimed instance record (see `Store::begin_fires`): started, or fenced.
+/// Begins a claimed instance record (see `FireStore::begin_fires`): started, or fenced.
 async fn begin_instance(
     shared: &Shared,
     spec: &ServiceSpec,
@@ -162,7 +162,7 @@ async fn start_instance(
                 message: None,
             };
             match shared.batcher.claim(claim).await? {
-                // Begun at once: the instance starts right after (see `Store::begin_fires`).
+                // Begun at once: the instance starts right after (see `FireStore::begin_fires`).
                 ClaimOutcome::Claimed => {
                     begin_instance(shared, spec, member, token, instant, 1).await
                 }

@@ -1,0 +1,20 @@
+//! The history: what ran, and how long it is kept.
+
+use super::*;
+
+/// The record of what ran: recent fires, and the purge of records older than the retention.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// Recent fires, newest first, of one task or all.
+    async fn history(
+        &self,
+        cluster: &str,
+        task: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FireRecord>>;
+
+    /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
+    /// item records finished before it, and events before it. Returns the number of fires and
+    /// items deleted.
+    async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
+}

@@ -1,0 +1,158 @@
+//! Membership and leadership: registrations, liveness by store time, the generation, the
+//! leader's epoch.
+
+use super::*;
+
+/// Who a node is in the store: its id and the incarnation of this start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub cluster: String,
+    pub node: String,
+    pub incarnation: i64,
+}
+
+/// One task as a node declares it (stored with the node's registration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Declaration {
+    pub name: String,
+    /// Digest of the definition: two nodes declaring one name with different hashes conflict.
+    pub hash: String,
+    /// Human description of the schedule, for `rota status`.
+    pub schedule: String,
+}
+
+/// What a node asks for when it joins.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member: Member,
+    /// The store considers the node dead this long after its last renewal.
+    pub timeout_ms: i64,
+    /// Host name, for operators and for recognising one's own crashed predecessor.
+    pub host: String,
+    /// Identifies the process (`boot-id:pid:start-time`), see the node's `identity` module.
+    pub process: String,
+    pub declared: Vec<Declaration>,
+    /// Labels and placement specs, for the leader's placement.
+    pub meta: NodeMeta,
+    /// Replace this live incarnation of the same id (it is our own crashed predecessor).
+    pub replaces: Option<i64>,
+}
+
+/// A registered node as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node: String,
+    pub incarnation: i64,
+    pub joined_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    pub timeout_ms: i64,
+    pub leaving: bool,
+    /// Judged by the store: its last renewal is no older than its timeout.
+    pub alive: bool,
+    pub host: String,
+    pub process: String,
+}
+
+/// The tasks one registration declared, with its labels and placement specs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDeclarations {
+    pub node: String,
+    pub incarnation: i64,
+    pub declared: Vec<Declaration>,
+    pub meta: NodeMeta,
+}
+
+/// How a registration's declarations are kept in the store (one JSON document).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Registration {
+    pub tasks: Vec<Declaration>,
+    #[serde(default, skip_serializing_if = "NodeMeta::is_empty")]
+    pub meta: NodeMeta,
+}
+
+/// Answer to a join.
+#[derive(Debug, Clone)]
+pub enum JoinOutcome {
+    Joined {
+        now_ms: i64,
+    },
+    /// A live node holds this id; the caller decides whether it is its own predecessor.
+    Occupied(NodeRecord),
+}
+
+/// The elected leader of a cluster and its epoch (contract 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub node: String,
+    pub incarnation: i64,
+    pub epoch: i64,
+}
+
+/// A consistent-enough picture of the cluster, read in one go.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub now_ms: i64,
+    pub generation: i64,
+    pub nodes: Vec<NodeRecord>,
+    pub leader: Option<Leadership>,
+}
+
+/// Who is in the cluster and who leads it: registrations judged alive by store time, the
+/// cluster's generation, and the leadership with its epoch (contract 6 and 10).
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// Registers the node (contract 10). If a *live* registration holds the id and is not
+    /// `req.replaces`, nothing is written and [`JoinOutcome::Occupied`] describes it. Otherwise
+    /// the registration is replaced atomically by the new incarnation, whose join and
+    /// heartbeat times are the store's now; the tokens of a replaced incarnation are dead,
+    /// since claims require the claimant's current incarnation.
+    async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome>;
+
+    /// Renews the node's registration, judged by store time. Returns `false`, writing nothing,
+    /// if the registration is gone, belongs to another incarnation, or has already expired:
+    /// an expired node can never renew back to life; it must join again. Also `false` if the
+    /// store's clock has passed `not_after_ms`: a renewal that arrives after the sender gave
+    /// up on it (and fenced itself) must not keep a fenced node looking alive.
+    async fn heartbeat(&self, member: &Member, not_after_ms: i64) -> Result<bool>;
+
+    /// Marks the node as leaving (graceful stop): placement gives it nothing more.
+    async fn mark_leaving(&self, member: &Member) -> Result<()>;
+
+    /// Removes the node's registration and any leadership it holds, at once.
+    async fn leave(&self, member: &Member) -> Result<()>;
+
+    /// Nodes with liveness judged by store time, the leader, and the cluster's generation.
+    /// The generation increases with every change of membership, leadership, declarations or
+    /// assignments (not with heartbeats or fires), so a poll of it is cheap. The rows are at
+    /// least as new as the generation returned (read it first): a node that takes the
+    /// generation as seen must not miss a registration counted in it.
+    async fn view(&self, cluster: &str) -> Result<ClusterView>;
+
+    /// What each registered node declared. Declarations change only with registrations, so
+    /// callers re-read them when the generation changes, never at heartbeat rate.
+    /// `only`: just these registrations `(node, incarnation)`; `None`: all of the cluster.
+    async fn declarations(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<NodeDeclarations>>;
+
+    /// Where the store can push (PostgreSQL LISTEN/NOTIFY), a counter that increases soon
+    /// after every generation change of `cluster`, so nodes react at once. `None` where it
+    /// cannot: nodes then rely on polling [`MembershipStore::generation`], which stays the safety net.
+    async fn subscribe(&self, _cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// The cluster's generation alone (see [`MembershipStore::view`]).
+    async fn generation(&self, cluster: &str) -> Result<i64>;
+
+    /// Becomes leader if there is none, or if the recorded leader's registration is dead,
+    /// gone, or of another incarnation; the epoch then increases by one. Returns the
+    /// leadership in force after the call (ours or another's). At most one node holds a
+    /// given epoch, and epochs only increase (contract 6).
+    async fn acquire_leadership(&self, member: &Member) -> Result<Option<Leadership>>;
+
+    /// Gives up leadership if `member` holds it; others may acquire at once.
+    async fn release_leadership(&self, member: &Member) -> Result<()>;
+}

@@ -1,0 +1,504 @@
+//! Fires in SQL: each instant a row of `rota_fires`, inserted by the claim under the fence
+//! (a share-locked read of the assignment and the registration in the same statement);
+//! begin, finish and recovery of a row.
+
+use super::*;
+
+/// What a finish's `SET` adds for `outcome`: a fire that never started its work keeps no
+/// start time ([`Outcome::never_started`]).
+pub(super) fn unstart(outcome: Outcome) -> &'static str {
+    if outcome.never_started() {
+        ", started_at = NULL"
+    } else {
+        ""
+    }
+}
+
+/// The fence every claim-like write checks (contract 2): the assignment of `task` names the
+/// claimant `(node, incarnation)` with `token`, and the claimant's registration is alive by
+/// store time, judged in the same statement. Each argument is a SQL expression: a `?` bound
+/// in this order, or a column of the statement. The assignment row is share-locked, so the
+/// fence serializes with a reassignment in flight.
+pub(super) fn fence(
+    cluster: &str,
+    task: &str,
+    token: &str,
+    node: &str,
+    incarnation: &str,
+) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
+         ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
+         WHERE a.cluster = {cluster} AND a.task = {task} AND a.token = {token} \
+         AND a.node_id = {node} AND a.incarnation = {incarnation} \
+         AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}})"
+    )
+}
+
+/// [`fence`] with every part bound: cluster, task, token, node, incarnation.
+pub(super) fn bound_fence() -> String {
+    fence("?", "?", "?", "?", "?")
+}
+
+impl SqlStore {
+    /// Claims every instant of `chunk` that passes the fence in one statement. PostgreSQL and
+    /// SQLite return the rows they inserted; MySQL has no `RETURNING`, so the instants
+    /// already recorded are read before. Only rows inserted here count as claimed.
+    pub(super) async fn claim_chunk(
+        &self,
+        m: &Member,
+        chunk: &[Claim],
+    ) -> Result<Vec<ClaimOutcome>> {
+        let returning = self.dialect.has_returning();
+        let existing_before = if returning {
+            Default::default()
+        } else {
+            self.recorded(&m.cluster, chunk).await?
+        };
+        let rows = self.dialect.rows_table(
+            chunk.len(),
+            &["task", "instant", "token", "outcome", "message"],
+        );
+        let sql = self.sql(&format!(
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, c.task, c.instant, '', ?, ?, c.token, 1, c.outcome, \
+             NULL, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
+             FROM {rows} WHERE {}{{on_conflict_nothing}}{}",
+            fence("?", "c.task", "c.token", "?", "?"),
+            if returning { " RETURNING task, instant" } else { "" }
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation);
+        for c in chunk {
+            q = q
+                .bind(&c.task)
+                .bind(c.instant_ms)
+                .bind(c.token)
+                .bind(c.outcome.as_str())
+                .bind(c.message.clone());
+        }
+        let q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
+        // `taken`: every instant of the chunk with a record now (read only when needed).
+        let (claimed, taken): (HashSet<(String, i64)>, _) = if returning {
+            let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+            let claimed: HashSet<(String, i64)> = rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("task").map_err(unavailable)?,
+                        r.try_get("instant").map_err(unavailable)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let taken = if claimed.len() == chunk.len() {
+                HashMap::new()
+            } else {
+                self.recorded(&m.cluster, chunk).await?
+            };
+            (claimed, taken)
+        } else {
+            q.execute(&self.pool).await.map_err(unavailable)?;
+            let after = self.recorded(&m.cluster, chunk).await?;
+            let claimed = chunk
+                .iter()
+                .filter(|c| {
+                    let key = (c.task.clone(), c.instant_ms);
+                    !existing_before.contains_key(&key)
+                        && after.get(&key) == Some(&(m.node.clone(), m.incarnation, c.token))
+                })
+                .map(|c| (c.task.clone(), c.instant_ms))
+                .collect();
+            (claimed, after)
+        };
+        Ok(chunk
+            .iter()
+            .map(|c| {
+                let key = (c.task.clone(), c.instant_ms);
+                if claimed.contains(&key) {
+                    ClaimOutcome::Claimed
+                } else if taken.contains_key(&key) {
+                    ClaimOutcome::AlreadyClaimed
+                } else {
+                    ClaimOutcome::Fenced
+                }
+            })
+            .collect())
+    }
+
+    /// Which of the claims' instants have a record, and whose: `(task, instant)` ->
+    /// `(node, incarnation, token)`.
+    pub(super) async fn recorded(
+        &self,
+        cluster: &str,
+        chunk: &[Claim],
+    ) -> Result<HashMap<(String, i64), (String, i64, i64)>> {
+        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
+        let sql = self.sql(&format!(
+            "SELECT task, instant, node_id, incarnation, token FROM rota_fires \
+             WHERE cluster = ? AND slot = '' AND {pairs}"
+        ));
+        let mut q = sqlx::query(&sql).bind(cluster);
+        for c in chunk {
+            q = q.bind(&c.task).bind(c.instant_ms);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    (
+                        r.try_get("task").map_err(unavailable)?,
+                        r.try_get("instant").map_err(unavailable)?,
+                    ),
+                    (
+                        r.try_get("node_id").map_err(unavailable)?,
+                        r.try_get("incarnation").map_err(unavailable)?,
+                        r.try_get("token").map_err(unavailable)?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    /// Takes over the running record `(task, instant, slot)` at `(token, attempt)` =
+    /// `record`, under the fence, as `how` says. Fires (empty slot) begin with
+    /// `begin_fires`, so a fire claimed again has no start time; an item begins at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn recover_record(
+        &self,
+        m: &Member,
+        task: &str,
+        instant: i64,
+        slot: &str,
+        token: i64,
+        record: (i64, i64),
+        how: Recovery,
+    ) -> Result<ClaimOutcome> {
+        let started = if slot.is_empty() { "NULL" } else { "{now}" };
+        // What it writes, and the state the record must still be in.
+        let (set, state) = match how {
+            Recovery::Claim => (
+                "node_id = ?, incarnation = ?, token = ?, \
+                 message = 'claimed again: its node never began it'"
+                    .to_string(),
+                "outcome = 'running' AND started_at IS NULL",
+            ),
+            Recovery::Retry => (
+                format!(
+                    "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = {started}, \
+                     message = 'retried: its node died mid-run'"
+                ),
+                "outcome = 'running' AND started_at IS NOT NULL",
+            ),
+            Recovery::Abandon => (
+                "outcome = 'abandoned', finished_at = {now}, message = 'abandoned: its node died mid-run'"
+                    .to_string(),
+                "outcome = 'running' AND started_at IS NOT NULL",
+            ),
+            Recovery::Reclaim => (
+                "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, outcome = 'running', \
+                 started_at = {now}, finished_at = NULL, message = 'handed over: released by its previous owner'"
+                    .to_string(),
+                "outcome = 'released'",
+            ),
+        };
+        let sql = self.sql(&format!(
+            "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
+             AND token = ? AND attempt = ? AND {state} AND {}",
+            bound_fence()
+        ));
+        let mut query = sqlx::query(&sql);
+        if how != Recovery::Abandon {
+            query = query.bind(&m.node).bind(m.incarnation).bind(token);
+        }
+        let done = query
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(instant)
+            .bind(slot)
+            .bind(record.0)
+            .bind(record.1)
+            .bind(&m.cluster)
+            .bind(task)
+            .bind(token)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(if done.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::Fenced
+        })
+    }
+
+    /// Begins the fires of `chunk` claimed by `m` in one statement; the ones it did not
+    /// change are read back, since an earlier call whose reply was lost may have begun them.
+    pub(super) async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
+        let fence = fence(
+            "f.cluster",
+            "f.task",
+            "f.token",
+            "f.node_id",
+            "f.incarnation",
+        );
+        let mine =
+            "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NULL \
+             AND f.node_id = ? AND f.incarnation = ?";
+        let columns = ["task", "instant", "token", "attempt"];
+        // PostgreSQL plans a row-value IN list as a scan per tuple: join a VALUES table.
+        let postgres = self.dialect == Dialect::Postgres;
+        let sql = if postgres {
+            let rows = self.dialect.rows_table(chunk.len(), &columns);
+            format!(
+                "UPDATE rota_fires AS f SET started_at = {{now}} FROM {rows} \
+                 WHERE {mine} AND f.task = c.task AND f.instant = c.instant \
+                 AND f.token = c.token AND f.attempt = c.attempt AND {fence}"
+            )
+        } else {
+            let tuples = self.dialect.tuples_in(&columns, chunk.len());
+            format!("UPDATE rota_fires AS f SET started_at = {{now}} WHERE {mine} AND {tuples} AND {fence}")
+        };
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql);
+        if !postgres {
+            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
+        }
+        for b in chunk {
+            q = q
+                .bind(&b.task)
+                .bind(b.instant_ms)
+                .bind(b.token)
+                .bind(b.attempt);
+        }
+        if postgres {
+            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
+        }
+        let done = q.execute(&self.pool).await.map_err(unavailable)?;
+        if done.rows_affected() == chunk.len() as u64 {
+            return Ok(vec![true; chunk.len()]);
+        }
+        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
+        let sql = self.sql(&format!(
+            "SELECT task, instant, token, attempt FROM rota_fires \
+             WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NOT NULL \
+             AND node_id = ? AND incarnation = ? AND {pairs}"
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation);
+        for b in chunk {
+            q = q.bind(&b.task).bind(b.instant_ms);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
+        let begun: HashSet<(String, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task").map_err(unavailable)?,
+                    r.try_get("instant").map_err(unavailable)?,
+                    r.try_get("token").map_err(unavailable)?,
+                    r.try_get("attempt").map_err(unavailable)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(chunk
+            .iter()
+            .map(|b| begun.contains(&(b.task.clone(), b.instant_ms, b.token, b.attempt)))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl FireStore for SqlStore {
+    async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
+        let m = &c.member;
+        // A claimed fire gets its start time when it begins (`begin_fires`); an instant
+        // recorded as not started has an end.
+        let (started, finished) = if c.outcome == Outcome::Running {
+            ("NULL", "NULL")
+        } else {
+            ("NULL", "{now}")
+        };
+        let sql = self.sql(&format!(
+            "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
+             SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {started}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
+            bound_fence()
+        ));
+        let done = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.instant_ms)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .bind(c.token)
+            .bind(c.outcome.as_str())
+            .bind(c.message.clone())
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.token)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() == 1 {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        // Rare path: tell a taken instant from a fenced claimant.
+        let sql = self.sql("SELECT COUNT(*) FROM rota_fires WHERE cluster = ? AND task = ? AND instant = ? AND slot = ''");
+        let taken: i64 = sqlx::query_scalar(&sql)
+            .bind(&m.cluster)
+            .bind(&c.task)
+            .bind(c.instant_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(if taken > 0 {
+            ClaimOutcome::AlreadyClaimed
+        } else {
+            ClaimOutcome::Fenced
+        })
+    }
+
+    async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for chunk in claims.chunks(BATCH_LIMIT) {
+            // A batch is one claimant's; claims of another incarnation go on their own.
+            let m = &chunk[0].member;
+            if chunk.iter().any(|c| c.member != *m) || chunk.len() == 1 {
+                for c in chunk {
+                    out.push(self.claim(c).await?);
+                }
+                continue;
+            }
+            out.extend(self.claim_chunk(m, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
+        // One statement per (outcome, message): in steady state, all are `ok` without one.
+        let mut groups: Vec<(Outcome, Option<&str>, Vec<&Finish>)> = Vec::new();
+        for f in finishes {
+            match groups
+                .iter_mut()
+                .find(|(o, m, _)| *o == f.outcome && *m == f.message.as_deref())
+            {
+                Some((_, _, list)) => list.push(f),
+                None => groups.push((f.outcome, f.message.as_deref(), vec![f])),
+            }
+        }
+        for (outcome, message, list) in groups {
+            for chunk in list.chunks(BATCH_LIMIT) {
+                let tuples = self
+                    .dialect
+                    .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
+                let sql = self.sql(&format!(
+                    "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?{} \
+                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}",
+                    unstart(outcome)
+                ));
+                let mut q = sqlx::query(&sql)
+                    .bind(outcome.as_str())
+                    .bind(message.map(str::to_string))
+                    .bind(cluster);
+                for f in chunk {
+                    q = q
+                        .bind(&f.task)
+                        .bind(f.instant_ms)
+                        .bind(f.token)
+                        .bind(f.attempt);
+                }
+                q.execute(&self.pool).await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, cluster: &str, f: &Finish) -> Result<()> {
+        let sql = self.sql(
+            &format!("UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?{} \
+             WHERE cluster = ? AND task = ? AND instant = ? AND slot = '' AND token = ? AND attempt = ? AND outcome = 'running'", unstart(f.outcome)),
+        );
+        sqlx::query(&sql)
+            .bind(f.outcome.as_str())
+            .bind(f.message.clone())
+            .bind(cluster)
+            .bind(&f.task)
+            .bind(f.instant_ms)
+            .bind(f.token)
+            .bind(f.attempt)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
+        let sql = self.sql(
+            "SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ? AND slot = ''",
+        );
+        sqlx::query_scalar(&sql)
+            .bind(cluster)
+            .bind(task)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
+        let sql = self.sql(
+            "SELECT f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
+             CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
+             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
+             FROM rota_fires f LEFT JOIN rota_nodes n \
+             ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
+             WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? AND f.slot = '' ORDER BY f.instant",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(task)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunningFire {
+                    instant_ms: r.try_get("instant").map_err(unavailable)?,
+                    node: r.try_get("node_id").map_err(unavailable)?,
+                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
+                    token: r.try_get("token").map_err(unavailable)?,
+                    attempt: r.try_get("attempt").map_err(unavailable)?,
+                    node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+                    begun: r.try_get::<i64, _>("begun").map_err(unavailable)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(fires.len());
+        for chunk in fires.chunks(BATCH_LIMIT) {
+            out.extend(self.begin_chunk(m, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn recover_fire(
+        &self,
+        m: &Member,
+        task: &str,
+        token: i64,
+        fire: &RunningFire,
+        retry: bool,
+    ) -> Result<ClaimOutcome> {
+        let record = (fire.token, fire.attempt);
+        let how = Recovery::of(fire.begun, retry);
+        self.recover_record(m, task, fire.instant_ms, "", token, record, how)
+            .await
+    }
+}

@@ -1,0 +1,595 @@
+//! Membership and leadership on ZooKeeper: registrations (`nodes/<id>`, ephemeral, renewed
+//! by the heartbeat), the election and the `leader` znode whose version every leader write
+//! checks.
+
+use super::*;
+
+/// Bytes per declarations chunk: far below the server's 1 MB znode limit.
+pub(super) const DECL_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct NodeData {
+    pub(super) incarnation: i64,
+    pub(super) joined_at: i64,
+    pub(super) timeout_ms: i64,
+    pub(super) leaving: bool,
+    pub(super) host: String,
+    pub(super) process: String,
+    /// The declarations live in `decl/<id>/<incarnation>-<i>` chunks (written once at join):
+    /// the registration itself stays small, since every heartbeat rewrites it.
+    pub(super) declared_chunks: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct LeaderData {
+    pub(super) node: String,
+    pub(super) incarnation: i64,
+    pub(super) epoch: i64,
+}
+
+/// What a leader's write checks in its multi-op (see [`ZkStore::leader_fence`]).
+pub(super) struct LeaderFence {
+    /// The leader znode's version: a takeover in between fails the write.
+    pub(super) leader: i32,
+    /// The leader's registration as its liveness was judged: a renewal in between makes
+    /// the write stale, to be retried.
+    pub(super) registration: i32,
+    /// Server time of the judgement.
+    pub(super) now: i64,
+}
+
+impl LeaderData {
+    /// Who holds the leadership, if anyone (a vacated row names nobody).
+    pub(super) fn holder(&self) -> Option<Leadership> {
+        (!self.node.is_empty()).then(|| Leadership {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+        })
+    }
+}
+
+impl LeaderFence {
+    pub(super) fn check(&self, w: &mut zk::MultiWriter<'_>, base: &str, node: &str) -> Result<()> {
+        w.add_check_version(&format!("{base}/leader"), self.leader)
+            .map_err(unavailable)?;
+        w.add_check_version(&format!("{base}/nodes/{node}"), self.registration)
+            .map_err(unavailable)
+    }
+}
+
+impl ZkStore {
+    pub(super) async fn node(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<(NodeData, zk::Stat)>> {
+        let path = format!("{}/nodes/{id}", Self::base(cluster));
+        self.get_json(z, &path, "node").await
+    }
+
+    pub(super) fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
+        stat.mtime + data.timeout_ms >= now
+    }
+
+    /// Is the registration `(node, incarnation)` alive by server time `now`?
+    pub(super) async fn registration_alive(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        node: &str,
+        incarnation: i64,
+        now: i64,
+    ) -> Result<Option<zk::Stat>> {
+        Ok(self
+            .node(z, cluster, node)
+            .await?
+            .filter(|(d, s)| d.incarnation == incarnation && Self::alive(d, s, now))
+            .map(|(_, s)| s))
+    }
+
+    pub(super) fn record(id: &str, d: &NodeData, s: &zk::Stat, now: i64) -> NodeRecord {
+        NodeRecord {
+            node: id.to_string(),
+            incarnation: d.incarnation,
+            joined_at_ms: d.joined_at,
+            heartbeat_at_ms: s.mtime,
+            timeout_ms: d.timeout_ms,
+            leaving: d.leaving,
+            alive: Self::alive(d, s, now),
+            host: d.host.clone(),
+            process: d.process.clone(),
+        }
+    }
+
+    /// The election recipe: each candidate holds an ephemeral sequential znode under
+    /// `election/` (created on its first call); it is first in line when every candidate
+    /// before it is gone, dead by server time `now`, or leaving. Dead candidates' znodes (their
+    /// session may outlive their registration) are removed on the way. The `leader` znode,
+    /// version-checked, stays the fence: being first in line only allows the attempt.
+    pub(super) async fn first_in_line(&self, z: &zk::Client, m: &Member, now: i64) -> Result<bool> {
+        let dir = format!("{}/election", Self::base(&m.cluster));
+        self.mkdirs(z, std::slice::from_ref(&dir)).await?;
+        let me = format!("{}:{}", m.node, m.incarnation);
+        let mut line: Vec<(i64, String, String)> = Vec::new();
+        for name in self.children(z, &dir).await? {
+            let Some(seq) = name.strip_prefix("n-").and_then(|s| s.parse::<i64>().ok()) else {
+                continue;
+            };
+            self.read();
+            match z.get_data(&format!("{dir}/{name}")).await {
+                Ok((bytes, _)) => {
+                    line.push((seq, name, String::from_utf8_lossy(&bytes).into_owned()))
+                }
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        if !line.iter().any(|(_, _, who)| *who == me) {
+            self.wrote();
+            let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+            let (_, seq) = z
+                .create(&format!("{dir}/n-"), me.as_bytes(), &options)
+                .await
+                .map_err(unavailable)?;
+            line.push((seq.into_i64(), format!("n-{seq}"), me.clone()));
+        }
+        line.sort();
+        for (_, name, who) in line {
+            if who == me {
+                return Ok(true);
+            }
+            let Some((node, incarnation)) = who
+                .rsplit_once(':')
+                .and_then(|(n, i)| Some((n.to_string(), i.parse::<i64>().ok()?)))
+            else {
+                continue;
+            };
+            let standing = self
+                .node(z, &m.cluster, &node)
+                .await?
+                .filter(|(d, s)| d.incarnation == incarnation && Self::alive(d, s, now));
+            match standing {
+                Some((d, _)) if !d.leaving => return Ok(false),
+                Some(_) => {} // leaving: it never takes over
+                None => {
+                    self.wrote();
+                    let _ = z.delete(&format!("{dir}/{name}"), None).await;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes `m`'s candidacy (a node leaving gracefully).
+    pub(super) async fn leave_election(&self, z: &zk::Client, m: &Member) -> Result<()> {
+        let dir = format!("{}/election", Self::base(&m.cluster));
+        let me = format!("{}:{}", m.node, m.incarnation);
+        for name in self.children(z, &dir).await? {
+            self.read();
+            if let Ok((bytes, stat)) = z.get_data(&format!("{dir}/{name}")).await {
+                if bytes == me.as_bytes() {
+                    self.wrote();
+                    let _ = z.delete(&format!("{dir}/{name}"), Some(stat.version)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster's leader znode and its stat.
+    pub(super) async fn leader(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+    ) -> Result<(LeaderData, zk::Stat)> {
+        self.read();
+        let (bytes, stat) = z
+            .get_data(&format!("{}/leader", Self::base(cluster)))
+            .await
+            .map_err(unavailable)?;
+        Ok((parse("leader", &bytes)?, stat))
+    }
+
+    /// The versions a fenced leader write checks, if `leader` holds `epoch` and is alive by
+    /// server time (contract 6).
+    pub(super) async fn leader_fence(
+        &self,
+        z: &zk::Client,
+        leader: &Member,
+        epoch: i64,
+    ) -> Result<Option<LeaderFence>> {
+        let (l, lstat) = self.leader(z, &leader.cluster).await?;
+        let now = self.server_now(z, &leader.cluster).await?;
+        let alive = self
+            .registration_alive(z, &leader.cluster, &leader.node, leader.incarnation, now)
+            .await?;
+        Ok(match alive {
+            Some(registration)
+                if l.node == leader.node
+                    && l.incarnation == leader.incarnation
+                    && l.epoch == epoch =>
+            {
+                Some(LeaderFence {
+                    leader: lstat.version,
+                    registration: registration.version,
+                    now,
+                })
+            }
+            _ => None,
+        })
+    }
+}
+
+#[async_trait]
+impl MembershipStore for ZkStore {
+    async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
+        let m = &req.member;
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, &m.cluster).await?;
+        let base = Self::base(&m.cluster);
+        let path = format!("{base}/nodes/{}", m.node);
+        let now = self.server_now(&z, &m.cluster).await?;
+        let registration = Registration {
+            tasks: req.declared.clone(),
+            meta: req.meta.clone(),
+        };
+        let declared = serde_json::to_vec(&registration).expect("serializes");
+        let chunks: Vec<&[u8]> = declared.chunks(DECL_CHUNK).collect();
+        let decl = format!("{base}/decl/{}", m.node);
+        self.mkdirs(&z, std::slice::from_ref(&decl)).await?;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.wrote();
+            let path = format!("{decl}/{}-{i}", m.incarnation);
+            match z.create(&path, chunk, &persistent()).await {
+                Ok(_) => {}
+                Err(zk::Error::NodeExists) => {
+                    z.set_data(&path, chunk, None).await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        let data = NodeData {
+            incarnation: m.incarnation,
+            joined_at: now,
+            timeout_ms: req.timeout_ms,
+            leaving: false,
+            host: req.host.clone(),
+            process: req.process.clone(),
+            declared_chunks: chunks.len() as u32,
+        };
+        let mut w = z.new_multi_writer();
+        if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
+            let replaceable =
+                !Self::alive(&old, &stat, now) || req.replaces == Some(old.incarnation);
+            if !replaceable {
+                return Ok(JoinOutcome::Occupied(Self::record(
+                    &m.node, &old, &stat, now,
+                )));
+            }
+            w.add_delete(&path, Some(stat.version))
+                .map_err(unavailable)?;
+        }
+        w.add_create(&path, &json(&data), &ephemeral())
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => {
+                // Declarations of earlier incarnations of this id are no longer read.
+                let mine = format!("{}-", m.incarnation);
+                for name in self.children(&z, &decl).await? {
+                    if !name.starts_with(&mine) {
+                        self.wrote();
+                        let _ = z.delete(&format!("{decl}/{name}"), None).await;
+                    }
+                }
+                Ok(JoinOutcome::Joined { now_ms: now })
+            }
+            Err(e) => match condition_failed(&e) {
+                // Someone else registered this id meanwhile: report who.
+                Some(_) => match self.node(&z, &m.cluster, &m.node).await? {
+                    Some((d, s)) => Ok(JoinOutcome::Occupied(Self::record(&m.node, &d, &s, now))),
+                    None => Err(unavailable("the registration changed while joining; retry")),
+                },
+                None => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
+        // The main session must be alive: its end removed the registration anyway, but say
+        // so at once. Never wait for its lock: it is held while a new main session connects
+        // (seconds), and the renewal must not queue behind that (the read below answers).
+        if self
+            .client
+            .try_lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|c| c.state().is_terminated()))
+        {
+            return Ok(false);
+        }
+        let z = self.zk_beat().await?;
+        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(false);
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(false);
+        }
+        let now = self.server_now(&z, &m.cluster).await?;
+        if !Self::alive(&data, &stat, now) || now > not_after_ms {
+            return Ok(false);
+        }
+        let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
+        self.wrote();
+        match z.set_data(&path, &json(&data), Some(stat.version)).await {
+            // Expiry is final: a renewal that came later than the timeout is taken back.
+            Ok(new) if new.mtime - stat.mtime > data.timeout_ms => {
+                let _ = z.delete(&path, Some(new.version)).await;
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn mark_leaving(&self, m: &Member) -> Result<()> {
+        let z = self.zk().await?;
+        let Some((mut data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(());
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(());
+        }
+        data.leaving = true;
+        let base = Self::base(&m.cluster);
+        let mut w = z.new_multi_writer();
+        w.add_set_data(
+            &format!("{base}/nodes/{}", m.node),
+            &json(&data),
+            Some(stat.version),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn leave(&self, m: &Member) -> Result<()> {
+        self.release_leadership(m).await?;
+        let z = self.zk().await?;
+        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+            return Ok(());
+        };
+        if data.incarnation != m.incarnation {
+            return Ok(());
+        }
+        let base = Self::base(&m.cluster);
+        let mut w = z.new_multi_writer();
+        w.add_delete(&format!("{base}/nodes/{}", m.node), Some(stat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn view(&self, cluster: &str) -> Result<ClusterView> {
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, cluster).await?;
+        let base = Self::base(cluster);
+        let generation = self.generation(cluster).await?;
+        let now = self.server_now(&z, cluster).await?;
+        let mut ids = self.children(&z, &format!("{base}/nodes")).await?;
+        ids.sort();
+        // Issued together: the client pipelines them on the session.
+        let reads: Vec<_> = ids
+            .iter()
+            .map(|id| z.get_data(&format!("{base}/nodes/{id}")))
+            .collect();
+        let mut nodes = Vec::with_capacity(ids.len());
+        for (id, read) in ids.iter().zip(reads) {
+            self.read();
+            match read.await {
+                Ok((bytes, stat)) => {
+                    let d: NodeData = parse("node", &bytes)?;
+                    nodes.push(Self::record(id, &d, &stat, now));
+                }
+                Err(zk::Error::NoNode) => {} // left meanwhile
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        let leader = self.leader(&z, cluster).await?.0.holder();
+        Ok(ClusterView {
+            now_ms: now,
+            generation,
+            nodes,
+            leader,
+        })
+    }
+
+    async fn declarations(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<NodeDeclarations>> {
+        let z = self.zk().await?;
+        let ids: Vec<String> = match only {
+            Some(list) => list.iter().map(|(n, _)| n.clone()).collect(),
+            None => {
+                self.children(&z, &format!("{}/nodes", Self::base(cluster)))
+                    .await?
+            }
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let Some((d, _)) = self.node(&z, cluster, &id).await? else {
+                continue;
+            };
+            if only.is_some_and(|list| !list.iter().any(|(n, i)| *n == id && *i == d.incarnation)) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let decl = format!("{}/decl/{id}", Self::base(cluster));
+            for i in 0..d.declared_chunks {
+                self.read();
+                match z.get_data(&format!("{decl}/{}-{i}", d.incarnation)).await {
+                    Ok((chunk, _)) => bytes.extend_from_slice(&chunk),
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            let r: Registration = parse("declarations", &bytes)?;
+            out.push(NodeDeclarations {
+                node: id,
+                incarnation: d.incarnation,
+                declared: r.tasks,
+                meta: r.meta,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        // A watch on the generation znode wakes the node at every change; polling stays as
+        // the safety net (and the only path once this session has expired).
+        let z = self.zk().await.ok()?;
+        let path = format!("{}/generation", Self::base(cluster));
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            loop {
+                match z.check_and_watch_stat(&path).await {
+                    Ok((_, watcher)) => {
+                        let event = watcher.changed().await;
+                        if event.event_type == zk::EventType::Session {
+                            return; // session expired or closed
+                        }
+                        changes += 1;
+                        if tx.send(changes).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) if tx.is_closed() || z.state().is_terminated() => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+        Some(rx)
+    }
+
+    async fn generation(&self, cluster: &str) -> Result<i64> {
+        let z = self.zk().await?;
+        self.read();
+        match z
+            .check_stat(&format!("{}/generation", Self::base(cluster)))
+            .await
+        {
+            Ok(Some(stat)) => Ok(i64::from(stat.version)),
+            Ok(None) => Ok(0),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn acquire_leadership(&self, m: &Member) -> Result<Option<Leadership>> {
+        let z = self.zk().await?;
+        self.ensure_cluster(&z, &m.cluster).await?;
+        let base = Self::base(&m.cluster);
+        let (current, lstat) = self.leader(&z, &m.cluster).await?;
+        let now = self.server_now(&z, &m.cluster).await?;
+        let candidate = self.node(&z, &m.cluster, &m.node).await?.filter(|(d, s)| {
+            d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now)
+        });
+        let holder = current.holder();
+        if let Some(h) = &holder {
+            let alive = self
+                .registration_alive(&z, &m.cluster, &h.node, h.incarnation, now)
+                .await?
+                .is_some();
+            if alive || candidate.is_none() {
+                return Ok(holder);
+            }
+        }
+        if candidate.is_none() {
+            return Ok(None);
+        }
+        // The election recipe: only the first live candidate in line may take over.
+        if !self.first_in_line(&z, m, now).await? {
+            return Ok(holder);
+        }
+        let next = LeaderData {
+            node: m.node.clone(),
+            incarnation: m.incarnation,
+            epoch: current.epoch + 1,
+        };
+        let mut w = z.new_multi_writer();
+        // The registration still exists (any version: heartbeats move it).
+        w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/leader"), &json(&next), Some(lstat.version))
+            .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(Some(Leadership {
+                node: next.node,
+                incarnation: next.incarnation,
+                epoch: next.epoch,
+            })),
+            // Another candidate won the race: report the current holder.
+            Err(e) if condition_failed(&e).is_some() => {
+                Ok(self.leader(&z, &m.cluster).await?.0.holder())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_leadership(&self, m: &Member) -> Result<()> {
+        let z = self.zk().await?;
+        // Stepping down is leaving the line too: a later candidacy starts at its back.
+        self.leave_election(&z, m).await?;
+        let base = Self::base(&m.cluster);
+        self.read();
+        let (bytes, stat) = match z.get_data(&format!("{base}/leader")).await {
+            Ok(v) => v,
+            Err(zk::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let current: LeaderData = parse("leader", &bytes)?;
+        if current.node != m.node || current.incarnation != m.incarnation {
+            return Ok(());
+        }
+        // Vacant, keeping the epoch so the next one continues from it.
+        let vacant = LeaderData {
+            node: String::new(),
+            incarnation: 0,
+            epoch: current.epoch,
+        };
+        let mut w = z.new_multi_writer();
+        w.add_set_data(
+            &format!("{base}/leader"),
+            &json(&vacant),
+            Some(stat.version),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", None)
+            .map_err(unavailable)?;
+        self.wrote();
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e).is_some() => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
