@@ -22,8 +22,8 @@ mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::{body::Bytes, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt};
+use hyper::body::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
@@ -318,25 +318,6 @@ pub fn tls_acceptor(
 }
 
 type Body = BoxBody<Bytes, std::convert::Infallible>;
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut text = serde_json::to_vec_pretty(value).expect("JSON values serialize");
-    text.push(b'\n');
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from(text)).boxed())
-        .expect("valid response")
-}
-
-/// An error body: `{"error": ..., "status": ...}`.
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json_response(
-        status,
-        &serde_json::json!({ "error": message.into(), "status": status.as_u16() }),
-    )
-}
 
 #[cfg(test)]
 mod tests {

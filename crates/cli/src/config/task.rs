@@ -1,0 +1,574 @@
+//! `[[task]]`: a task's schedule, policies, placement and kind (`command`, `http` or
+//! `log`), checked and compiled into a [`TaskSpec`]. The `command` and `http` settings are
+//! compiled here for services' `file_inbound` too.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    path::PathBuf,
+};
+
+use serde::Deserialize;
+
+use rota::{
+    core::{
+        placement::PlacementSpec,
+        schedule::{Schedule, ScheduleError},
+    },
+    kinds::{http, CommandTask, HttpTask, Kind, LogTask},
+    store::redact_url,
+    task::{MisfirePolicy, RecoveryPolicy, TaskSpec},
+};
+
+use super::{check_name, duration, Config, ConfigProblem, PlacementSection};
+
+/// One `[[task]]`: a schedule, policies and exactly one kind (`command`, `http` or `log`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    #[serde(default)]
+    pub name: String,
+    /// Cron with seconds (`"0 0 12 * * *"`) or five fields; exclusive with `every`.
+    pub cron: Option<String>,
+    /// A fixed interval such as `"5s"`; exclusive with `cron`.
+    pub every: Option<String>,
+    /// IANA time zone of `cron` (default UTC).
+    pub time_zone: Option<String>,
+    /// `run-once` (default) or `skip`.
+    pub misfire: Option<String>,
+    /// A fire later than this is a misfire (default 5s).
+    pub misfire_threshold: Option<String>,
+    /// `abandon` (default: at most once) or `retry` (at least once): what to do with a fire whose node died mid-run.
+    pub recovery: Option<String>,
+    /// A fire running longer is cancelled (its process group killed) and recorded as timed out.
+    pub timeout: Option<String>,
+    /// Program and arguments.
+    pub command: Option<Vec<String>>,
+    /// Extra environment of `command`.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory of `command`.
+    pub workdir: Option<String>,
+    /// `command` only: hand the task's saved state over in `ROTA_STATE_FILE` and save what
+    /// the command leaves there (default false: no store read per fire).
+    pub state: Option<bool>,
+    pub http: Option<HttpSection>,
+    pub log: Option<LogKindSection>,
+    /// Placement of this task; without `resolver`, `[placement]`'s resolver applies, and
+    /// without `node_selector`, `[placement]`'s selector. See [`PlacementSection`].
+    pub resolver: Option<String>,
+    pub task_server_count: Option<i64>,
+    pub task_nodes: Option<Vec<String>>,
+    pub primary: Option<String>,
+    pub backups: Option<Vec<String>>,
+    pub custom: Option<String>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+impl TaskSection {
+    fn placement_keys(&self) -> PlacementSection {
+        PlacementSection {
+            resolver: self.resolver.clone(),
+            task_server_count: self.task_server_count,
+            task_nodes: self.task_nodes.clone(),
+            primary: self.primary.clone(),
+            backups: self.backups.clone(),
+            custom: self.custom.clone(),
+            node_selector: self.node_selector.clone(),
+        }
+    }
+}
+
+/// `http = { ... }` of a task.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Default `GET`.
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default)]
+    pub url: String,
+    /// Header values may hold secrets: they are never logged nor shown in problems.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+impl fmt::Debug for HttpSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSection")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &self.body.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+/// `log = { ... }` of a task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogKindSection {
+    /// Default `"fire"`.
+    pub message: Option<String>,
+    /// Appends `"{task} {instant_ms} {node} {token}"` per fire to this file.
+    pub append_to: Option<String>,
+}
+
+impl Config {
+    /// Builds every task; a task with any problem yields problems and no spec.
+    pub(super) fn compile_tasks(&self) -> (Vec<TaskSpec>, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let mut specs = Vec::new();
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        // Its problems are reported under `placement.*` by `check_settings`.
+        let default_placement = self
+            .placement
+            .compile("placement", None, &mut Vec::new())
+            .unwrap_or_default();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let before = problems.len();
+            if let Some(j) = first_index
+                .get(task.name.as_str())
+                .filter(|_| !task.name.is_empty())
+            {
+                problems.push(ConfigProblem::new(
+                    format!("task[{i}].name"),
+                    &task.name,
+                    format!("task[{j}] has this name too"),
+                    "give each task its own name",
+                ));
+            } else {
+                first_index.insert(&task.name, i);
+            }
+            let spec = compile_task(i, task, &default_placement, &mut problems);
+            if problems.len() == before {
+                specs.extend(spec);
+            }
+        }
+        (specs, problems)
+    }
+}
+
+/// Checks one `[[task]]` and builds it when it has no problem.
+fn compile_task(
+    i: usize,
+    t: &TaskSection,
+    default_placement: &PlacementSpec,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<TaskSpec> {
+    let f = |key: &str| format!("task[{i}].{key}");
+    let before = p.len();
+    check_name(p, &f("name"), &t.name, "name = \"nightly-backup\"");
+
+    let schedule = match (&t.cron, &t.every) {
+        (Some(_), Some(every)) => {
+            p.push(ConfigProblem::new(
+                f("every"),
+                every,
+                "a task has `cron` or `every`, not both",
+                "remove one of them",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(ConfigProblem::new(
+                f("cron"),
+                "",
+                "the task has no schedule",
+                "add cron = \"0 0 12 * * *\" or every = \"5s\"",
+            ));
+            None
+        }
+        (Some(expr), None) => {
+            let tz = t.time_zone.as_deref();
+            match Schedule::cron(expr, tz) {
+                Ok(s)
+                    if s.next_after(chrono::Utc::now().timestamp_millis())
+                        .is_none() =>
+                {
+                    p.push(ConfigProblem::new(
+                        f("cron"),
+                        expr,
+                        "never fires: no date matches it from now on (a day a month does not have, or a year past)",
+                        "check the day of month, the month and the year, e.g. \"0 0 0 28 2 *\"",
+                    ));
+                    None
+                }
+                Ok(s) => Some(s),
+                Err(ScheduleError::TimeZone(name)) => {
+                    p.push(ConfigProblem::new(
+                        f("time_zone"),
+                        name,
+                        "unknown time zone",
+                        "use an IANA name such as \"Europe/Paris\" or \"UTC\"",
+                    ));
+                    // Still check the expression itself.
+                    if let Err(e) = Schedule::cron(expr, None) {
+                        p.push(cron_problem(f("cron"), expr, e));
+                    }
+                    None
+                }
+                Err(e) => {
+                    p.push(cron_problem(f("cron"), expr, e));
+                    None
+                }
+            }
+        }
+        (None, Some(every)) => {
+            if let Some(tz) = &t.time_zone {
+                p.push(ConfigProblem::new(
+                    f("time_zone"),
+                    tz,
+                    "a time zone only applies to `cron`",
+                    "remove time_zone, or use cron",
+                ));
+            }
+            duration(p, &f("every"), every).and_then(|d| match Schedule::every(d) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    p.push(ConfigProblem::new(
+                        f("every"),
+                        every,
+                        e.to_string(),
+                        "use an interval of at least 1ms, e.g. \"5s\"",
+                    ));
+                    None
+                }
+            })
+        }
+    };
+
+    let misfire = match t.misfire.as_deref() {
+        None | Some("run-once") => MisfirePolicy::RunOnce,
+        Some("skip") => MisfirePolicy::Skip,
+        Some(other) => {
+            p.push(ConfigProblem::new(
+                f("misfire"),
+                other,
+                "unknown misfire policy",
+                "use \"run-once\" or \"skip\"",
+            ));
+            MisfirePolicy::RunOnce
+        }
+    };
+    let threshold = match &t.misfire_threshold {
+        Some(text) => duration(p, &f("misfire_threshold"), text)
+            .unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD),
+        None => TaskSpec::DEFAULT_MISFIRE_THRESHOLD,
+    };
+    let recovery = match t.recovery.as_deref() {
+        Some("retry") => RecoveryPolicy::Retry,
+        None | Some("abandon") => RecoveryPolicy::Abandon,
+        Some(other) => {
+            p.push(ConfigProblem::new(
+                f("recovery"),
+                other,
+                "unknown recovery policy",
+                "use \"abandon\" (at most once, the default) or \"retry\" (at least once)",
+            ));
+            RecoveryPolicy::Abandon
+        }
+    };
+    let timeout = t
+        .timeout
+        .as_deref()
+        .and_then(|text| match duration(p, &f("timeout"), text) {
+            Some(d) if d.is_zero() => {
+                p.push(ConfigProblem::new(
+                    f("timeout"),
+                    text,
+                    "must be more than 0",
+                    "remove timeout for no limit, or give e.g. \"30s\"",
+                ));
+                None
+            }
+            d => d,
+        });
+
+    let placement = t
+        .placement_keys()
+        .compile(&format!("task[{i}]"), Some(default_placement), p);
+
+    let kind = compile_kind(i, t, p);
+    if p.len() != before {
+        return None;
+    }
+    let mut spec = kind?
+        .into_spec(&t.name, schedule?)
+        .misfire(misfire, threshold)
+        .recovery(recovery)
+        .placement(placement?);
+    if let Some(timeout) = timeout {
+        spec = spec.timeout(timeout);
+    }
+    Some(spec)
+}
+
+fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
+    let reason = match e {
+        // The cron crate repeats the expression with a caret line under it: keep the words.
+        ScheduleError::Cron { reason, .. } => {
+            let words: Vec<&str> = reason
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^'))
+                .collect();
+            format!("invalid cron expression: {}", words.join(" "))
+        }
+        other => other.to_string(),
+    };
+    ConfigProblem::new(
+        field,
+        expr,
+        reason,
+        "write 6 fields `sec min hour day-of-month month day-of-week` (or 5 without seconds), e.g. \"0 0 12 * * *\"",
+    )
+}
+
+fn compile_kind(i: usize, t: &TaskSection, p: &mut Vec<ConfigProblem>) -> Option<Kind> {
+    let f = |key: &str| format!("task[{i}].{key}");
+    let kinds: Vec<&str> = [
+        ("command", t.command.is_some()),
+        ("http", t.http.is_some()),
+        ("log", t.log.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if t.command.is_none() {
+        if let Some(env) = &t.env {
+            let names: Vec<&str> = env.keys().map(String::as_str).collect();
+            p.push(ConfigProblem::new(
+                f("env"),
+                names.join(","),
+                "`env` only applies to `command`",
+                "remove env, or make this a command task",
+            ));
+        }
+        if let Some(dir) = &t.workdir {
+            p.push(ConfigProblem::new(
+                f("workdir"),
+                dir,
+                "`workdir` only applies to `command`",
+                "remove workdir, or make this a command task",
+            ));
+        }
+        if let Some(state) = t.state {
+            p.push(ConfigProblem::new(
+                f("state"),
+                state.to_string(),
+                "`state` only applies to `command` (other tasks reach their state in code)",
+                "remove state, or make this a command task",
+            ));
+        }
+    }
+    match kinds.len() {
+        0 => {
+            p.push(ConfigProblem::new(
+                format!("task[{i}]"),
+                &t.name,
+                "the task has no kind",
+                "add one of command = [\"/path/to/program\", \"arg\"], http = { method = \"POST\", url = \"https://...\" } or log = { message = \"...\" }",
+            ));
+            return None;
+        }
+        1 => {}
+        _ => {
+            p.push(ConfigProblem::new(
+                format!("task[{i}]"),
+                kinds.join(" + "),
+                "a task has exactly one kind",
+                "keep one of command, http or log and move the others to tasks of their own",
+            ));
+            return None;
+        }
+    }
+    if let Some(argv) = &t.command {
+        return compile_command(p, &f("command"), argv, &t.env, &t.workdir)
+            .map(|c| c.with_state(t.state.unwrap_or(false)))
+            .map(Kind::from);
+    }
+    if let Some(h) = &t.http {
+        return compile_http(p, &f("http"), h).map(Kind::from);
+    }
+    let log = t.log.as_ref()?;
+    let message = log.message.clone().unwrap_or_else(|| "fire".into());
+    Some(LogTask::new(message, log.append_to.as_ref().map(PathBuf::from)).into())
+}
+
+pub(super) fn compile_command(
+    p: &mut Vec<ConfigProblem>,
+    field: &str,
+    argv: &[String],
+    env: &Option<BTreeMap<String, String>>,
+    workdir: &Option<String>,
+) -> Option<CommandTask> {
+    // `task[2].command` -> `task[2]`: env and workdir are its siblings.
+    let parent = field.rsplit_once('.').map_or(field, |(parent, _)| parent);
+    let before = p.len();
+    for (j, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            p.push(ConfigProblem::new(
+                format!("{field}[{j}]"),
+                arg.replace('\0', "\\0"),
+                "holds a NUL character, which no program argument can",
+                "remove the NUL (\\u0000)",
+            ));
+        }
+    }
+    for (key, value) in env.iter().flatten() {
+        let bad_key = if key.is_empty() {
+            Some("is empty")
+        } else if key.contains('=') {
+            Some("holds `=`, which ends an environment variable's name")
+        } else if key.contains('\0') {
+            Some("holds a NUL character")
+        } else {
+            None
+        };
+        if let Some(reason) = bad_key {
+            p.push(ConfigProblem::new(
+                format!("{parent}.env"),
+                key.replace('\0', "\\0"),
+                format!("a variable's name {reason}"),
+                "name it with letters, digits and `_`, e.g. TARGET_DIR = \"/data\"",
+            ));
+        }
+        if value.contains('\0') {
+            p.push(ConfigProblem::new(
+                format!("{parent}.env.{key}"),
+                "",
+                "the value holds a NUL character, which no environment variable can",
+                "remove the NUL (\\u0000)",
+            ));
+        }
+    }
+    if let Some(dir) = workdir.as_deref().filter(|d| d.contains('\0')) {
+        p.push(ConfigProblem::new(
+            format!("{parent}.workdir"),
+            dir.replace('\0', "\\0"),
+            "holds a NUL character, which no path can",
+            "remove the NUL (\\u0000)",
+        ));
+    }
+    if p.len() != before {
+        return None;
+    }
+    let env = env.clone().unwrap_or_default();
+    match CommandTask::new(argv.to_vec(), env, workdir.as_ref().map(PathBuf::from)) {
+        Ok(k) => Some(k),
+        Err(message) => {
+            p.push(ConfigProblem::from_message(
+                field,
+                format!("{argv:?}"),
+                &message,
+                "give the program and its arguments",
+            ));
+            None
+        }
+    }
+}
+
+/// `field` is the `http` table's place, e.g. `task[2].http`.
+pub(super) fn compile_http(
+    p: &mut Vec<ConfigProblem>,
+    field: &str,
+    h: &HttpSection,
+) -> Option<HttpTask> {
+    let f = |key: &str| format!("{field}.{key}");
+    {
+        let before = p.len();
+        if let Err(message) = http::parse_method(&h.method) {
+            p.push(ConfigProblem::from_message(
+                f("method"),
+                &h.method,
+                &message,
+                "use GET or POST",
+            ));
+        }
+        if let Err(message) = http::parse_url(&h.url) {
+            p.push(ConfigProblem::new(
+                f("url"),
+                redact_url(&h.url),
+                message,
+                "write an absolute URL such as \"https://example.com/hook\"",
+            ));
+        }
+        for (name, value) in &h.headers {
+            if let Err(message) = http::parse_header(name, value) {
+                // Never echo the value: it may be a secret.
+                p.push(ConfigProblem::from_message(
+                    f(&format!("headers.{name}")),
+                    "",
+                    &message,
+                    "fix the header",
+                ));
+            }
+        }
+        if p.len() != before {
+            return None;
+        }
+        match HttpTask::new(&h.method, &h.url, &h.headers, h.body.clone()) {
+            Ok(k) => Some(k),
+            Err(message) => {
+                p.push(ConfigProblem::new(
+                    field,
+                    "",
+                    message,
+                    "check the http settings",
+                ));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, tests::fields};
+
+    /// Durations past the bound (and past u64) are problems naming their field, not panics.
+    #[test]
+    fn durations_too_long_are_problems_naming_their_field() {
+        let text = r#"
+            [node]
+            id = "n"
+            cluster = "c"
+            [store]
+            url = "sqlite:///tmp/x.db"
+            [[task]]
+            name = "huge"
+            every = "18446744073709551615d"
+            log = {}
+            [[task]]
+            name = "long"
+            every = "200000000000d"
+            timeout = "99999999999999999999999999s"
+            log = {}
+        "#;
+        let problems = parse(text).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec!["task[0].every", "task[1].every", "task[1].timeout"],
+            "{problems:?}"
+        );
+        assert!(problems
+            .iter()
+            .all(|p| p.to_string().contains("longer than 3650d")));
+    }
+
+    #[test]
+    fn header_values_never_appear_in_problems() {
+        let text = "[[task]]\nname = \"h\"\nevery = \"1s\"\nhttp = { url = \"https://x\", headers = { \"X-Key\" = \"sec\\nret\" } }\n";
+        let problems = parse(text).unwrap().validate();
+        let p = problems
+            .iter()
+            .find(|p| p.field == "task[0].http.headers.X-Key")
+            .unwrap();
+        assert!(!p.to_string().contains("sec"), "{p}");
+    }
+}
