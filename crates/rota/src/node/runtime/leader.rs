@@ -1,0 +1,371 @@
+//! Observation and leadership: reading the cluster, and the leader's rounds (placement
+//! written under its epoch, pauses, the journal of deaths and failovers, the purge).
+
+use super::*;
+
+/// The assignment changes that turn `current` into `placement`.
+pub(super) fn diff(
+    current: &[Assignment],
+    placement: &placement::Placement,
+) -> Vec<AssignmentChange> {
+    let by_task: HashMap<&str, &Assignment> =
+        current.iter().map(|a| (a.task.as_str(), a)).collect();
+    let mut changes = Vec::new();
+    let mut want = |task: &str, owner: Option<(String, i64)>, reason: Option<String>| {
+        let existing = by_task.get(task);
+        let same = existing.is_some_and(|a| a.owner == owner && a.reason == reason);
+        if !same {
+            changes.push(AssignmentChange {
+                task: task.to_string(),
+                owner,
+                reason,
+                expected_token: existing.map(|a| a.token),
+            });
+        }
+    };
+    for (task, o) in &placement.owners {
+        want(task, Some((o.node.clone(), o.incarnation)), None);
+    }
+    for (task, reason) in &placement.unplaced {
+        want(task, None, Some(reason.clone()));
+    }
+    for (task, nodes) in &placement.everywhere {
+        let on = if nodes.is_empty() {
+            "none".to_string()
+        } else {
+            nodes.join(", ")
+        };
+        let reason = format!(
+            "{}, as {task}@<node> (now on {on})",
+            placement::EVERYWHERE_REASON
+        );
+        want(task, None, Some(reason));
+    }
+    for a in current {
+        if !placement.owners.contains_key(&a.task)
+            && !placement.unplaced.contains_key(&a.task)
+            && !placement.everywhere.contains_key(&a.task)
+            && a.owner.is_some()
+        {
+            want(&a.task, None, Some("declared by no live node".to_string()));
+        }
+    }
+    changes
+}
+
+impl Runtime {
+    pub(super) async fn observe(&mut self) -> Result<()> {
+        let store = &self.shared.store;
+        let cluster = self.shared.member().cluster;
+        let generation = store.generation(&cluster).await?;
+        let stale = self
+            .view_at
+            .is_none_or(|at| at.elapsed() >= self.shared.timing.heartbeat);
+        if generation != self.generation || stale {
+            let sent = Instant::now();
+            let view = store.view(&cluster).await?;
+            let received = Instant::now();
+            self.shared.clock.observe(view.now_ms, sent, received);
+            self.shared.saw_renewals(&view, received);
+            if view.generation != self.generation {
+                // Only the rows changed since the generation we hold (all at the start).
+                let changed = store.assignments_since(&cluster, self.generation).await?;
+                crate::store::merge_assignments(&mut self.assignments, changed);
+                // A registration's declarations never change: read only new registrations.
+                let registered: HashSet<(String, i64)> = view
+                    .nodes
+                    .iter()
+                    .map(|n| (n.node.clone(), n.incarnation))
+                    .collect();
+                self.declarations.retain(|key, _| registered.contains(key));
+                let unseen: Vec<(String, i64)> = registered
+                    .into_iter()
+                    .filter(|key| !self.declarations.contains_key(key))
+                    .collect();
+                for d in store.declarations(&cluster, Some(&unseen)).await? {
+                    let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
+                    self.declarations
+                        .insert((d.node, d.incarnation), (hashes, d.meta));
+                }
+                // Commands take generations too: read what was appended (all, at the start).
+                self.commands
+                    .read(store.as_ref(), &self.shared.member())
+                    .await?;
+                self.generation = view.generation;
+            }
+            self.view = Some(view);
+            self.view_at = Some(Instant::now());
+        }
+        self.shared.set_store_error(None);
+        Ok(())
+    }
+
+    /// Leadership and placement (contract 6). The leader writes only differences.
+    pub(super) async fn lead(&mut self, leaving: bool) -> Result<()> {
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        let previous_leader = view.leader.as_ref().map(|l| l.node.clone());
+        let me = self.shared.member();
+        let leader_alive = view.leader.as_ref().is_some_and(|l| {
+            view.nodes
+                .iter()
+                .any(|n| n.node == l.node && n.incarnation == l.incarnation && n.alive)
+        });
+        let mine = view
+            .leader
+            .as_ref()
+            .filter(|l| l.node == me.node && l.incarnation == me.incarnation);
+        self.epoch = mine.map(|l| l.epoch);
+        if !leader_alive && !leaving {
+            if let Some(l) = self.shared.store.acquire_leadership(&me).await? {
+                if l.node == me.node
+                    && l.incarnation == me.incarnation
+                    && self.epoch != Some(l.epoch)
+                {
+                    info!(epoch = l.epoch, "became leader");
+                    self.shared.metrics.became_leader();
+                    let previous = previous_leader.filter(|p| *p != me.node);
+                    let at = self.shared.clock.now_ms();
+                    let event = journal::leader_changed(&me, l.epoch, previous.as_deref(), at);
+                    self.shared.journal.record(event);
+                    self.epoch = Some(l.epoch);
+                    self.view_at = None;
+                    return Ok(()); // place on fresh observations
+                }
+            }
+        }
+        let Some(epoch) = self.epoch else {
+            return Ok(());
+        };
+        let view = self.view.as_ref().expect("checked above");
+        let control = &self.commands.control;
+        // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
+        // that found nothing to change (same generation, same live nodes and states). A drain
+        // is a command, so it comes with a new generation too.
+        let inputs: PlacementInputs = (
+            self.generation,
+            view.nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| {
+                    let leaving = n.leaving || control.is_drained(&n.node);
+                    (n.node.clone(), n.incarnation, leaving)
+                })
+                .collect(),
+        );
+        if self.settled.as_ref() == Some(&inputs) {
+            return self.after_placement(leaving).await;
+        }
+        self.journal_deaths().await;
+        let view = self.view.as_ref().expect("checked above");
+        let control = &self.commands.control;
+        let live: Vec<NodeInfo> = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| {
+                let (mut declared, meta) = self
+                    .declarations
+                    .get(&(n.node.clone(), n.incarnation))
+                    .cloned()
+                    .unwrap_or_default();
+                // Commands: a node is not eligible for what is paused on it, nor for
+                // anything while drained.
+                declared.retain(|task, _| !control.is_paused(&n.node, task));
+                NodeInfo {
+                    id: n.node.clone(),
+                    incarnation: n.incarnation,
+                    joined_at_ms: n.joined_at_ms,
+                    leaving: n.leaving || control.is_drained(&n.node),
+                    declared,
+                    labels: meta.labels,
+                    placement: meta.placement,
+                }
+            })
+            .collect();
+        let counted: BTreeSet<(String, i64)> =
+            live.iter().map(|n| (n.id.clone(), n.incarnation)).collect();
+        let current: BTreeMap<String, Owner> = self
+            .assignments
+            .iter()
+            .filter_map(|a| {
+                a.owner
+                    .clone()
+                    .map(|(node, incarnation)| (a.task.clone(), Owner { node, incarnation }))
+            })
+            .collect();
+        let acting_as = self
+            .commands
+            .control
+            .acting_map(live.iter().map(|n| n.id.as_str()));
+        let context = PlaceContext::new(self.resolver.as_ref())
+            .custom(&self.resolvers)
+            .leader(&me.node)
+            .acting_as(&acting_as);
+        let placing = Instant::now();
+        let mut placement = placement::place_with(&context, &live, &current);
+        self.mark_paused(&mut placement, &live);
+        self.report(&placement);
+        let changes = diff(&self.assignments, &placement);
+        if !changes.is_empty() {
+            debug!(
+                changes = changes.len(),
+                placed_in_ms = placing.elapsed().as_millis() as u64,
+                "writing placement"
+            );
+            let writing = Instant::now();
+            let written = self
+                .shared
+                .store
+                .write_assignments(&me, epoch, &changes)
+                .await;
+            self.shared.metrics.store_call(
+                "place",
+                writing.elapsed().as_secs_f64(),
+                written.is_err(),
+            );
+            match written? {
+                LeaderWrite::Written => {
+                    self.journal_failovers(&changes, &counted, epoch).await;
+                    debug!(
+                        changes = changes.len(),
+                        written_in_ms = placing.elapsed().as_millis() as u64,
+                        "placement written"
+                    );
+                    for c in &changes {
+                        match &c.owner {
+                            Some((node, _)) => match placement.acting.get(&c.task) {
+                                Some(primary) => {
+                                    info!(task = %c.task, owner = %node, acting_for = %primary, "assigned")
+                                }
+                                None => info!(task = %c.task, owner = %node, "assigned"),
+                            },
+                            None => {
+                                warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
+                            }
+                        }
+                    }
+                    let changed = self
+                        .shared
+                        .store
+                        .assignments_since(&me.cluster, self.generation)
+                        .await?;
+                    crate::store::merge_assignments(&mut self.assignments, changed);
+                    self.placed_with = counted;
+                }
+                LeaderWrite::Deposed => {
+                    warn!(epoch, "deposed: placement refused by the store");
+                    self.epoch = None;
+                }
+                LeaderWrite::Stale => self.view_at = None,
+            }
+        } else {
+            self.settled = Some(inputs);
+            self.placed_with = counted;
+        }
+        self.after_placement(leaving).await
+    }
+
+    /// Tasks paused cluster-wide are unplaced with a reason naming the command (rather than
+    /// "declared by no live node"), unless a node-scoped resume lets some node run them.
+    pub(super) fn mark_paused(&self, placement: &mut placement::Placement, live: &[NodeInfo]) {
+        for (task, seq) in self.commands.control.paused_in_cluster() {
+            let declared = live.iter().any(|n| {
+                self.declarations
+                    .get(&(n.id.clone(), n.incarnation))
+                    .is_some_and(|(d, _)| d.contains_key(task))
+            });
+            let running_somewhere = placement.owners.contains_key(task)
+                || placement
+                    .everywhere
+                    .get(task)
+                    .is_some_and(|n| !n.is_empty());
+            if declared && !running_somewhere {
+                placement.everywhere.remove(task);
+                placement
+                    .unplaced
+                    .insert(task.to_string(), format!("paused by command #{seq}"));
+            }
+        }
+    }
+
+    /// A leaving leader gives up once it owns nothing; the leader purges old history.
+    pub(super) async fn after_placement(&mut self, leaving: bool) -> Result<()> {
+        // Only the leader in office moves rolling restarts on (not one just deposed).
+        if !leaving && self.epoch.is_some() {
+            self.drive_rolling_restarts().await?;
+        }
+        let me = self.shared.member();
+        if leaving && self.owned().is_empty() {
+            self.shared.store.release_leadership(&me).await?;
+            self.epoch = None;
+        }
+        // Purging a long history (tens of thousands of item records after a backlog of
+        // files) can take longer than a round: it runs beside the rounds, one at a time, so
+        // that the leader goes on observing, placing and supervising its own runners.
+        let idle = self.purging.as_ref().is_none_or(|p| p.is_finished());
+        if idle && self.last_purge.elapsed() >= Duration::from_secs(60) {
+            self.last_purge = Instant::now();
+            let before = self.shared.clock.now_ms()
+                - self.shared.timing.history_retention.as_millis() as i64;
+            let store = self.shared.store.clone();
+            let purge = async move {
+                match store.purge_history(&me.cluster, before).await {
+                    Ok(purged) => debug!(purged, "history purged"),
+                    Err(e) => {
+                        warn!(error = %e, "purging the history failed; trying again in a minute")
+                    }
+                }
+            };
+            self.purging = Some(tokio::spawn(purge.in_current_span()));
+        }
+        Ok(())
+    }
+
+    /// Records the deaths the leader has not recorded yet (every leader reports each death
+    /// with the same id, so the journal holds it once).
+    pub(super) async fn journal_deaths(&mut self) {
+        let Some(view) = &self.view else { return };
+        let retention = self.shared.timing.history_retention.as_millis() as i64;
+        let not_before = self.shared.clock.now_ms() - retention;
+        for event in journal::deaths(view, &mut self.deaths_reported, not_before) {
+            self.shared.journal.record(event);
+        }
+    }
+
+    /// Records the failovers of a placement round just written.
+    pub(super) async fn journal_failovers(
+        &self,
+        changes: &[AssignmentChange],
+        live: &BTreeSet<(String, i64)>,
+        epoch: i64,
+    ) {
+        let Some(view) = &self.view else { return };
+        let at = self.shared.clock.now_ms();
+        for f in journal::failovers(&self.assignments, changes, live, view, at) {
+            info!(from = %f.from, tasks = f.tasks.len(), duration_ms = f.duration_ms, "failover");
+            if let Some(ms) = f.duration_ms {
+                self.shared.metrics.failover(ms);
+            }
+            self.shared.journal.record(f.event(epoch, at));
+        }
+    }
+
+    /// Logs placement problems once each time they change.
+    pub(super) fn report(&mut self, placement: &placement::Placement) {
+        let text = format!("{:?}{:?}", placement.unplaced, placement.conflicts);
+        if text == self.reported {
+            return;
+        }
+        self.reported = text;
+        for c in &placement.conflicts {
+            error!(
+                task = %c.task,
+                definition_in_force = %c.reference_hash,
+                dissenters = ?c.dissenters,
+                "nodes declare different definitions of this task; the dissenting nodes are not eligible for it until their config agrees"
+            );
+        }
+    }
+}

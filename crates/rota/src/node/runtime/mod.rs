@@ -1,0 +1,536 @@
+//! The node's loops. This file starts a node (its join) and runs its rounds; each round
+//! observes the cluster and, on the leader, places tasks ([`leader`], with the rolling
+//! restarts it drives in [`rolling`]); every round then supervises this node's runners
+//! ([`supervisor`]). Beside the rounds, the heartbeat and the fence watchdog keep the node
+//! alive or fence it ([`liveness`]).
+
+mod leader;
+mod liveness;
+mod rolling;
+mod supervisor;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Duration,
+};
+
+use tokio::{sync::watch, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, error, info, warn, Instrument};
+
+use self::liveness::{fence_watchdog, heartbeat_loop};
+use super::{
+    clock::StoreClock,
+    commands::{Commands, LogLevelControl, StopReason},
+    identity, journal, runner,
+    shared::Shared,
+    NodeHandle, NodeStatus, Timing,
+};
+use crate::{
+    core::{
+        control::{self, Ack, AckState, CommandBody, Operation, RollingStep, Scope},
+        lease::Lease,
+        placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
+    },
+    service::ServiceSpec,
+    store::{
+        AckFilter, Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome,
+        JoinRequest, LeaderWrite, Member, Store,
+    },
+    task::TaskSpec,
+    Error, Result,
+};
+
+/// What a service declares in place of a schedule (shown by `rota status`).
+pub const SERVICE_SCHEDULE: &str = "service";
+
+pub(crate) struct NodeConfig {
+    pub id: String,
+    pub cluster: String,
+    pub timing: Timing,
+    pub tasks: Vec<TaskSpec>,
+    pub services: Vec<ServiceSpec>,
+    pub resolver: Arc<dyn Resolver>,
+    /// Custom resolvers by name, used while this node leads.
+    pub resolvers: BTreeMap<String, Arc<dyn Resolver>>,
+    /// This node's labels, published with its declarations.
+    pub labels: BTreeMap<String, String>,
+    pub log_level: Option<LogLevelControl>,
+    /// The incarnation this process had before it re-executed itself (a restart command).
+    pub reexec_of: Option<i64>,
+}
+
+pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<NodeHandle> {
+    let NodeConfig {
+        id,
+        cluster,
+        timing,
+        tasks,
+        services,
+        resolver,
+        resolvers,
+        labels,
+        log_level,
+        reexec_of,
+    } = config;
+    let declared: Vec<Declaration> = tasks
+        .iter()
+        .map(|t| Declaration {
+            name: t.name.clone(),
+            hash: t.definition_hash(),
+            schedule: t.schedule.describe(),
+        })
+        .chain(services.iter().map(|s| Declaration {
+            name: s.name.clone(),
+            hash: s.definition_hash(),
+            schedule: SERVICE_SCHEDULE.to_string(),
+        }))
+        .collect();
+    let meta = NodeMeta {
+        labels,
+        placement: DeclaredPlacement::from_tasks(
+            tasks
+                .iter()
+                .map(|t| (t.name.as_str(), &t.placement))
+                .chain(services.iter().map(|s| (s.name.as_str(), &s.placement))),
+        ),
+    };
+    let member = Member {
+        cluster,
+        node: id,
+        incarnation: new_incarnation(),
+    };
+    let sent = Instant::now();
+    let now_ms = crate::store::retry_transient("joining", || {
+        join(
+            store.as_ref(),
+            &member,
+            &timing,
+            &declared,
+            &meta,
+            reexec_of,
+            &[],
+        )
+    })
+    .await?;
+    let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
+    lease.renewed(sent, Instant::now());
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        member: RwLock::new(member.clone()),
+        lease: Mutex::new(lease),
+        clock: StoreClock::new(now_ms, sent),
+        work: Mutex::new(CancellationToken::new()),
+        expired: AtomicBool::new(false),
+        store_error: Mutex::new(None),
+        fires: TaskTracker::new(),
+        running: Mutex::default(),
+        items_begun: Mutex::default(),
+        active: Arc::default(),
+        guard: super::guard::WorkGuard::get().map(|g| g.slot()),
+        in_process: Arc::default(),
+        renewals: Mutex::default(),
+        started: Instant::now(),
+        startups: tokio::sync::Semaphore::new(2),
+        batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
+        metrics: Arc::default(),
+        journal: journal::Journal::spawn(store.clone(), member.cluster.clone()),
+        timing,
+    });
+    shared.publish_deadline();
+    shared
+        .journal
+        .record(journal::joined(&member, now_ms, &identity::host_name()));
+    info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
+    let initial = NodeStatus {
+        incarnation: member.incarnation,
+        active: true,
+        leader: false,
+        owned: vec![],
+        store_error: None,
+        generation: 0,
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let shared_metrics = shared.metrics.clone();
+    let graceful = CancellationToken::new();
+    let forced = CancellationToken::new();
+    let runtime = Runtime {
+        shared,
+        declared,
+        meta,
+        resolver,
+        resolvers,
+        status: status_tx,
+        runners: HashMap::new(),
+        failed_joins: Vec::new(),
+        stopping: HashMap::new(),
+        view: None,
+        view_at: None,
+        generation: -1,
+        assignments: Vec::new(),
+        declarations: HashMap::new(),
+        epoch: None,
+        settled: None,
+        reported: String::new(),
+        last_purge: Instant::now(),
+        purging: None,
+        failures: 0,
+        commands: Commands::new(log_level),
+        exit: None,
+        placed_with: BTreeSet::new(),
+        rolling_checked: None,
+        deaths_reported: HashSet::new(),
+    };
+    let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
+    Ok(NodeHandle {
+        metrics: shared_metrics,
+        store,
+        cluster: member.cluster.clone(),
+        near: Arc::default(),
+        graceful,
+        forced,
+        status: status_rx,
+        task,
+    })
+}
+
+/// Longest wait for one store call of the main loop (join, leave, mark leaving).
+const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
+
+fn new_incarnation() -> i64 {
+    // Positive and never 0 (0 marks a vacant leadership); below 2^53, so JSON readers that
+    // hold numbers as doubles (JavaScript: the dashboard, most scripts) read it exactly.
+    (rand::random::<u64>() >> 11).max(1) as i64
+}
+
+/// Joins, replacing the registration of our own crashed predecessor if that is what holds
+/// the id; refuses if a live, different process holds it (contract 10). `ours`: earlier
+/// incarnations of this very node whose join may have committed although its reply was
+/// lost: a registration of one of them is replaced, not taken for another node's. One
+/// whose incarnation is `member`'s is this join's own, already done.
+async fn join(
+    store: &dyn Store,
+    member: &Member,
+    timing: &Timing,
+    declared: &[Declaration],
+    meta: &NodeMeta,
+    reexec_of: Option<i64>,
+    ours: &[i64],
+) -> Result<i64> {
+    let mut req = JoinRequest {
+        member: member.clone(),
+        timeout_ms: timing.node_timeout.as_millis() as i64,
+        host: identity::host_name(),
+        process: identity::process_fingerprint(),
+        declared: declared.to_vec(),
+        meta: meta.clone(),
+        replaces: None,
+    };
+    loop {
+        match store.join(&req).await? {
+            JoinOutcome::Joined { now_ms } => return Ok(now_ms),
+            JoinOutcome::Occupied(existing)
+                if existing.incarnation == member.incarnation
+                    && existing.process == req.process =>
+            {
+                // An earlier try of this very join committed; its reply was lost.
+                info!(node = %member.node, incarnation = member.incarnation, "joined (the first reply was lost)");
+                return store.now_ms().await;
+            }
+            JoinOutcome::Occupied(existing)
+                if req.replaces.is_none()
+                    && (identity::is_dead_predecessor(&existing.host, &existing.process)
+                        || identity::is_own_before_reexec(&existing, reexec_of)
+                        || (ours.contains(&existing.incarnation)
+                            && existing.process == req.process)) =>
+            {
+                info!(node = %member.node, old_incarnation = existing.incarnation, "replacing the registration of this node's crashed predecessor");
+                req.replaces = Some(existing.incarnation);
+            }
+            JoinOutcome::Occupied(existing) => {
+                let pid = super::identity::fingerprint_pid(&existing.process);
+                return Err(Error::DuplicateNode {
+                    cluster: member.cluster.clone(),
+                    node: member.node.clone(),
+                    detail: format!(
+                        "registered by pid {pid} on host {}, incarnation {}, heartbeating within its {} ms timeout",
+                        existing.host, existing.incarnation, existing.timeout_ms
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// What a placement depends on, besides the assignments and declarations that the
+/// generation covers: the generation and each live node's id, incarnation and leaving flag.
+type PlacementInputs = (i64, Vec<(String, i64, bool)>);
+
+struct RunnerHandle {
+    token: i64,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Runtime {
+    shared: Arc<Shared>,
+    declared: Vec<Declaration>,
+    /// Labels and placement specs, registered with the declarations.
+    meta: NodeMeta,
+    resolver: Arc<dyn Resolver>,
+    resolvers: BTreeMap<String, Arc<dyn Resolver>>,
+    status: watch::Sender<NodeStatus>,
+    runners: HashMap<String, RunnerHandle>,
+    /// Incarnations of this node whose rejoin failed since the last success: one may have
+    /// committed although its reply was lost (see [`join`]).
+    failed_joins: Vec<i64>,
+    /// Runners told to stop that have not ended yet, by task.
+    stopping: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
+    view: Option<ClusterView>,
+    view_at: Option<Instant>,
+    generation: i64,
+    assignments: Vec<Assignment>,
+    /// Declared task hashes of each registration, re-read when the generation changes.
+    declarations: HashMap<(String, i64), (BTreeMap<String, String>, NodeMeta)>,
+    /// Our leadership epoch, while we lead.
+    epoch: Option<i64>,
+    /// The inputs of the last placement round that changed nothing.
+    settled: Option<PlacementInputs>,
+    /// The last placement problems logged, so each is logged once.
+    reported: String,
+    last_purge: Instant,
+    /// The history purge in progress, beside the leader's rounds (see `after_placement`).
+    purging: Option<tokio::task::JoinHandle<()>>,
+    /// Consecutive failed observations (store unreachable).
+    failures: u32,
+    /// Cluster commands: the folded log and what is left to apply here.
+    commands: Commands,
+    /// Set by a restart or shutdown command: leave gracefully, then end with this reason.
+    exit: Option<StopReason>,
+    /// The live registrations counted by the last placement round that was written, or that
+    /// found nothing to change (while leading).
+    placed_with: BTreeSet<(String, i64)>,
+    /// When the leader last looked at the rolling restarts in progress.
+    rolling_checked: Option<Instant>,
+    /// Deaths this node recorded in the journal while leading.
+    deaths_reported: HashSet<(String, i64)>,
+}
+
+impl Runtime {
+    async fn run(
+        mut self,
+        graceful: CancellationToken,
+        forced: CancellationToken,
+    ) -> Result<StopReason> {
+        let stop_background = CancellationToken::new();
+        tokio::spawn(heartbeat_loop(self.shared.clone(), stop_background.clone()));
+        tokio::spawn(fence_watchdog(self.shared.clone(), stop_background.clone()));
+        let result = self.main_loop(&graceful, &forced).await;
+        stop_background.cancel();
+        result.map(|()| self.exit.unwrap_or(StopReason::Stopped))
+    }
+
+    async fn main_loop(
+        &mut self,
+        graceful: &CancellationToken,
+        forced: &CancellationToken,
+    ) -> Result<()> {
+        let watch = self.shared.timing.watch_interval;
+        let mut leaving_since: Option<Instant> = None;
+        // Pushed changes where the store offers them; polling remains the safety net.
+        let mut pushed = self
+            .shared
+            .store
+            .subscribe(&self.shared.member().cluster)
+            .await;
+        loop {
+            if forced.is_cancelled() {
+                return self.finish(true).await;
+            }
+            if (graceful.is_cancelled() || self.exit.is_some()) && leaving_since.is_none() {
+                info!(reason = ?self.exit.unwrap_or(StopReason::Stopped), "graceful stop: handing tasks over");
+                leaving_since = Some(Instant::now());
+                let member = self.shared.member();
+                let marked =
+                    tokio::time::timeout(STORE_CALL_BOUND, self.shared.store.mark_leaving(&member))
+                        .await;
+                if !matches!(marked, Ok(Ok(()))) {
+                    warn!("could not mark the node as leaving; others will take over on expiry");
+                }
+                self.view_at = None; // observe at once
+            }
+            self.tick(leaving_since.is_some()).await;
+            if let Some(since) = leaving_since {
+                if self.handover_done(since) {
+                    return self.finish(false).await;
+                }
+            }
+            let pause = match self.failures {
+                0 => watch,
+                // Back off while the store is unreachable, with jitter so that nodes do not
+                // hammer a recovering database in step.
+                n => {
+                    let base = (watch * 2u32.saturating_pow(n.min(5))).min(Duration::from_secs(1));
+                    let jitter = rand::random::<u64>() % (base.as_millis() as u64 / 2 + 1);
+                    base + Duration::from_millis(jitter)
+                }
+            };
+            let push = async {
+                let closed = match pushed.as_mut() {
+                    Some(rx) => rx.changed().await.is_err(),
+                    None => true,
+                };
+                if closed {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = push => self.view_at = None,
+                _ = graceful.cancelled(), if leaving_since.is_none() => {}
+                _ = forced.cancelled() => {}
+            }
+        }
+    }
+
+    /// One round: keep membership, observe, lead, supervise.
+    async fn tick(&mut self, leaving: bool) {
+        let tick_started = Instant::now();
+        if !self.shared.lease_valid() {
+            self.fence();
+            if self.shared.expired.load(Ordering::SeqCst) && !leaving {
+                self.rejoin().await;
+            }
+        } else if self.shared.work_token().is_cancelled() {
+            // A late renewal restored the lease before the store expired it: a new term.
+            *self.shared.work.lock().unwrap() = CancellationToken::new();
+        }
+        // Bounded: a store that does not answer must not stall the loop (the fence watchdog
+        // acts on its own regardless).
+        let bound = self.shared.timing.node_timeout.max(Duration::from_secs(2));
+        let observing = Instant::now();
+        let observed = tokio::time::timeout(bound, self.observe()).await;
+        let failed = !matches!(observed, Ok(Ok(())));
+        self.shared
+            .metrics
+            .store_call("observe", observing.elapsed().as_secs_f64(), failed);
+        match observed {
+            Ok(Ok(())) => self.failures = 0,
+            Ok(Err(e)) => self.observation_failed(e.to_string()),
+            Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
+        }
+        if self.failures == 0 && self.exit.is_none() && self.commands.has_queued() {
+            let me = self.shared.member();
+            let owns_nothing = self.owned().is_empty();
+            match tokio::time::timeout(
+                bound,
+                self.commands.apply(
+                    self.shared.store.as_ref(),
+                    &me,
+                    owns_nothing,
+                    &self.shared.metrics,
+                ),
+            )
+            .await
+            {
+                Ok(Ok(exit)) => self.exit = exit,
+                Ok(Err(e)) => warn!(error = %e, "applying cluster commands failed; retrying"),
+                Err(_) => warn!("applying cluster commands timed out; retrying"),
+            }
+        }
+        // Place only on fresh observations: nothing else can change the decision.
+        if self.shared.lease_valid()
+            && self.failures == 0
+            && self.view_at.is_some_and(|at| at >= tick_started)
+        {
+            // Placing thousands of tasks takes one long transaction: a wider bound.
+            match tokio::time::timeout(bound * 15, self.lead(leaving)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "placement round failed"),
+                Err(_) => warn!("placement round timed out"),
+            }
+        }
+        self.supervise();
+        self.publish_status();
+    }
+
+    fn observation_failed(&mut self, error: String) {
+        self.failures += 1;
+        if self.failures == 1 || self.failures % 50 == 0 {
+            warn!(error = %error, failures = self.failures, "cannot read the cluster from the store; retrying with backoff");
+        }
+        self.shared.set_store_error(Some(error));
+    }
+
+    fn publish_status(&self) {
+        let me = self.shared.member();
+        let status = NodeStatus {
+            incarnation: me.incarnation,
+            active: self.shared.lease_valid(),
+            leader: self.epoch.is_some(),
+            owned: self.owned(),
+            store_error: self.shared.store_error.lock().unwrap().clone(),
+            generation: self.generation.max(0),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    /// Stops runners, waits for running fires (or cancels them when forced), leaves.
+    async fn finish(&mut self, forced: bool) -> Result<()> {
+        if let Some(purge) = self.purging.take() {
+            purge.abort();
+        }
+        let mut runners = Vec::new();
+        for (_, runner) in self.runners.drain() {
+            runner.stop.cancel();
+            runners.push(runner.task);
+        }
+        runners.extend(self.stopping.drain().flat_map(|(_, handles)| handles));
+        self.shared.fires.close();
+        if forced {
+            self.shared.work_token().cancel();
+        } else if tokio::time::timeout(self.shared.timing.shutdown_grace, self.shared.fires.wait())
+            .await
+            .is_err()
+        {
+            warn!("running fires did not finish within the grace period; cancelling them");
+            self.shared.work_token().cancel();
+        }
+        // Cancelled handlers get 5 s to stop (see runner::execute), then their outcome is
+        // recorded: wait for both, so no fire of ours is left `running` behind us.
+        let _ = tokio::time::timeout(Duration::from_secs(8), self.shared.fires.wait()).await;
+        // Runners record how their work ended (a service's instance) before we leave.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            for runner in runners {
+                let _ = runner.await;
+            }
+        })
+        .await;
+        let me = self.shared.member();
+        if let Some(slot) = self.shared.guard {
+            slot.set_deadline(None); // nothing of ours runs any more
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.shared.store.leave(&me)).await {
+            Ok(Ok(())) => {
+                info!("left the cluster");
+                let event = journal::left(&me, self.shared.clock.now_ms());
+                journal::write(self.shared.store.as_ref(), &me.cluster, &event).await;
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not leave cleanly; the registration will expire")
+            }
+            Err(_) => warn!("leaving timed out; the registration will expire"),
+        }
+        Ok(())
+    }
+}
