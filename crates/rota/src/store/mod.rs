@@ -104,7 +104,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Retries `step` while it fails with a retryable error, with backoff and jitter, for up to
-/// `STARTUP_PATIENCE` (a minute). Fatal errors (schema, duplicate id, configuration) return at once.
+/// `STARTUP_PATIENCE` (a minute). Fatal errors (schema, duplicate id, configuration) return
+/// at once.
 pub async fn retry_transient<T, F, Fut>(what: &str, mut step: F) -> Result<T>
 where
     F: FnMut() -> Fut,
