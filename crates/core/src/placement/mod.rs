@@ -1,0 +1,373 @@
+//! Placement: which node owns each task. A pure function of the live nodes, what each
+//! declares, and the current owners; the leader runs it and writes the difference.
+//!
+//! The framework decides *eligibility* (a live, non-leaving node that declares the task with
+//! the cluster's reference definition and carries the labels of the task's `node_selector`);
+//! a resolver only picks among eligible nodes, so no resolver can place a task where it
+//! cannot run.
+//!
+//! Each task carries a [`PlacementSpec`] (part of its definition, so nodes that disagree about
+//! it are reported as a conflict). [`place_with`] groups the tasks by spec and applies the
+//! right resolver to each group:
+//!
+//! - `active-passive` (default): every task on one node; they move only when it goes. The
+//!   node's configured default resolver ([`PlaceContext::default_resolver`]) handles them.
+//! - `round-robin`: nothing until `task_server_count` nodes able to run the tasks are live,
+//!   then spread evenly (max - min <= 1) and sticky: a join moves only what the newcomer must
+//!   take, a leave moves only the leaver's tasks.
+//! - `nodes`: only the listed nodes may run the task, active-passive among them.
+//! - `failover`: a primary and an ordered list of backups; the first live one runs the task,
+//!   and the task fails back as soon as an earlier one is live again. A node told to act as
+//!   another ([`PlaceContext::acting_as`]) takes that node's place in the list.
+//! - `custom`: a [`Resolver`] registered under that name on the leader.
+
+mod resolvers;
+mod spec;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
+
+pub use self::{resolvers::*, spec::*};
+
+/// What a node registers besides its tasks: its labels and its tasks' placement specs.
+/// Stored with the node's registration (see the store's `JoinRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMeta {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "DeclaredPlacement::is_default")]
+    pub placement: DeclaredPlacement,
+}
+
+impl NodeMeta {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.placement.is_default()
+    }
+}
+
+/// A live node as placement sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub incarnation: i64,
+    /// Store time of the node's join: orders nodes (the first up is active-passive's primary).
+    pub joined_at_ms: i64,
+    /// Announced a graceful stop: keeps nothing, gets nothing.
+    pub leaving: bool,
+    /// Task name -> definition hash.
+    pub declared: BTreeMap<String, String>,
+    /// The node's labels (`[node] labels`), for `node_selector`s and custom resolvers.
+    pub labels: BTreeMap<String, String>,
+    /// The placement spec of each declared task.
+    pub placement: DeclaredPlacement,
+}
+
+/// The node (and its incarnation) that owns a task.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner {
+    pub node: String,
+    pub incarnation: i64,
+}
+
+/// Two or more definitions of one task name among live nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub task: String,
+    /// The definition in force (the current owner's, else the most declared).
+    pub reference_hash: String,
+    /// Nodes declaring another definition: not eligible for the task until they agree.
+    pub dissenters: Vec<(String, String)>,
+}
+
+/// The decision for every task the cluster knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub owners: BTreeMap<String, Owner>,
+    /// Task -> why it has no owner.
+    pub unplaced: BTreeMap<String, String>,
+    pub conflicts: Vec<Conflict>,
+    /// Task -> the primary its owner acts for: failover tasks running on another node than
+    /// their primary (a backup, or a node acting as the primary).
+    pub acting: BTreeMap<String, String>,
+    /// Tasks with the `all` resolver -> the nodes running them, in join order. Each node's
+    /// share is in `owners` under [`per_node_name`].
+    pub everywhere: BTreeMap<String, Vec<String>>,
+}
+
+static NO_RESOLVERS: BTreeMap<String, Arc<dyn Resolver>> = BTreeMap::new();
+
+static NO_ACTING: BTreeMap<String, String> = BTreeMap::new();
+
+/// What [`place_with`] needs besides the nodes and the current owners.
+#[derive(Clone, Copy)]
+pub struct PlaceContext<'a> {
+    /// Places tasks whose spec is the default (active-passive): [`ActivePassive`] unless the
+    /// node was built with another (`NodeBuilder::resolver` (in `rota`)).
+    pub default_resolver: &'a dyn Resolver,
+    /// Resolvers registered by name, for [`ResolverSpec::Custom`].
+    pub custom: &'a BTreeMap<String, Arc<dyn Resolver>>,
+    /// The leader's node id (named when a custom resolver is missing).
+    pub leader: &'a str,
+    /// Node X -> node Y: X acts as Y. X takes Y's place (just ahead of Y) in the failover
+    /// order of every task whose primary or backups name Y, so X runs Y's pinned tasks,
+    /// provided it declares them.
+    pub acting_as: &'a BTreeMap<String, String>,
+}
+
+impl<'a> PlaceContext<'a> {
+    pub fn new(default_resolver: &'a dyn Resolver) -> Self {
+        PlaceContext {
+            default_resolver,
+            custom: &NO_RESOLVERS,
+            leader: "",
+            acting_as: &NO_ACTING,
+        }
+    }
+
+    pub fn custom(mut self, custom: &'a BTreeMap<String, Arc<dyn Resolver>>) -> Self {
+        self.custom = custom;
+        self
+    }
+
+    pub fn leader(mut self, leader: &'a str) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    pub fn acting_as(mut self, acting_as: &'a BTreeMap<String, String>) -> Self {
+        self.acting_as = acting_as;
+        self
+    }
+}
+
+impl fmt::Debug for PlaceContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlaceContext")
+            .field("default_resolver", &self.default_resolver.name())
+            .field("custom", &self.custom.keys().collect::<Vec<_>>())
+            .field("leader", &self.leader)
+            .field("acting_as", &self.acting_as)
+            .finish()
+    }
+}
+
+/// [`place_with`] with `resolver` as the default resolver (for tasks whose spec is the
+/// default, active-passive), no custom resolvers and nobody acting as another node.
+pub fn place(
+    resolver: &dyn Resolver,
+    nodes: &[NodeInfo],
+    current: &BTreeMap<String, Owner>,
+) -> Placement {
+    place_with(&PlaceContext::new(resolver), nodes, current)
+}
+
+/// Computes the placement. `nodes` are the live nodes (any order); `current` maps each task
+/// to its recorded owner, which counts only if that node is live with the same incarnation.
+/// Every task some node declares ends up in `owners` or in `unplaced` (with the reason).
+pub fn place_with(
+    ctx: &PlaceContext<'_>,
+    nodes: &[NodeInfo],
+    current: &BTreeMap<String, Owner>,
+) -> Placement {
+    let mut ordered: Vec<&NodeInfo> = nodes.iter().collect();
+    ordered.sort_by(|a, b| (a.joined_at_ms, &a.id).cmp(&(b.joined_at_ms, &b.id)));
+    let candidates: Vec<&NodeInfo> = ordered.iter().copied().filter(|n| !n.leaving).collect();
+
+    let valid_owner = |task: &str| -> Option<&NodeInfo> {
+        let owner = current.get(task)?;
+        candidates
+            .iter()
+            .copied()
+            .find(|n| n.id == owner.node && n.incarnation == owner.incarnation)
+    };
+
+    let names: BTreeSet<&String> = ordered.iter().flat_map(|n| n.declared.keys()).collect();
+    let mut placement = Placement::default();
+    // Tasks grouped by spec; each group goes to one resolver.
+    let mut groups: BTreeMap<PlacementSpec, Vec<EligibleTask>> = BTreeMap::new();
+    let mut current_valid = BTreeMap::new();
+    for name in names {
+        let declaring: Vec<(&NodeInfo, &String)> = candidates
+            .iter()
+            .filter_map(|n| n.declared.get(name).map(|h| (*n, h)))
+            .collect();
+        if declaring.is_empty() {
+            placement.unplaced.insert(
+                name.clone(),
+                "declared only by nodes that are leaving".into(),
+            );
+            continue;
+        }
+        let owner = valid_owner(name);
+        let reference = match owner.and_then(|o| o.declared.get(name)) {
+            Some(hash) => hash.clone(),
+            None => most_declared(&declaring),
+        };
+        let dissenters: Vec<(String, String)> = declaring
+            .iter()
+            .filter(|(_, h)| **h != reference)
+            .map(|(n, h)| (n.id.clone(), (*h).clone()))
+            .collect();
+        if !dissenters.is_empty() {
+            placement.conflicts.push(Conflict {
+                task: name.clone(),
+                reference_hash: reference.clone(),
+                dissenters,
+            });
+        }
+        let agreeing: Vec<&NodeInfo> = declaring
+            .iter()
+            .filter(|(_, h)| **h == reference)
+            .map(|(n, _)| *n)
+            .collect();
+        // The spec is part of the definition: every agreeing node declares the same one.
+        let spec = owner
+            .filter(|o| agreeing.iter().any(|n| n.id == o.id))
+            .unwrap_or(agreeing[0])
+            .placement
+            .of(name)
+            .clone();
+        let eligible: Vec<String> = agreeing
+            .iter()
+            .filter(|n| spec.selects(&n.labels))
+            .map(|n| n.id.clone())
+            .collect();
+        if eligible.is_empty() {
+            placement.unplaced.insert(
+                name.clone(),
+                format!(
+                    "no live node declaring it has the labels {} (its node_selector)",
+                    fmt_labels(&spec.node_selector)
+                ),
+            );
+            continue;
+        }
+        if let Some(o) = owner.filter(|o| eligible.contains(&o.id)) {
+            current_valid.insert(name.clone(), o.id.clone());
+        }
+        groups.entry(spec.clone()).or_default().push(EligibleTask {
+            name: name.clone(),
+            eligible,
+            placement: spec,
+        });
+    }
+
+    for (spec, tasks) in &groups {
+        let current: BTreeMap<String, String> = tasks
+            .iter()
+            .filter_map(|t| {
+                current_valid
+                    .get(&t.name)
+                    .map(|o| (t.name.clone(), o.clone()))
+            })
+            .collect();
+        let input = ResolveInput {
+            nodes: &candidates,
+            tasks,
+            current: &current,
+            acting_as: ctx.acting_as,
+        };
+        let decision = match &spec.resolver {
+            ResolverSpec::ActivePassive => run_resolver(ctx.default_resolver, &input),
+            ResolverSpec::RoundRobin { task_server_count } => {
+                round_robin(*task_server_count, &input)
+            }
+            ResolverSpec::Nodes { task_nodes } => pinned_to(task_nodes, &input),
+            ResolverSpec::Failover { primary, backups } => failover(primary, backups, &input),
+            ResolverSpec::All => everywhere(tasks, &candidates, &mut placement),
+            ResolverSpec::Custom { name } => match ctx.custom.get(name) {
+                Some(resolver) => run_resolver(resolver.as_ref(), &input),
+                None => Decision::none(
+                    tasks,
+                    &format!(
+                        "resolver `{name}` is not registered on the leader node `{}`",
+                        ctx.leader
+                    ),
+                ),
+            },
+        };
+        for (task, node) in decision.owners {
+            let incarnation = candidates
+                .iter()
+                .find(|n| n.id == node)
+                .map(|n| n.incarnation)
+                .unwrap_or(0);
+            placement.owners.insert(task, Owner { node, incarnation });
+        }
+        placement.unplaced.extend(decision.unplaced);
+        placement.acting.extend(decision.acting);
+    }
+    // Shares of `all` tasks held by nodes that no longer run them.
+    for name in current.keys() {
+        if let Some((task, node)) = split_per_node_name(name) {
+            if !placement.owners.contains_key(name) {
+                let why = if placement.everywhere.contains_key(task) {
+                    format!("`{node}` is not live, or not eligible for `{task}`")
+                } else {
+                    format!("`{task}` no longer runs on every node")
+                };
+                placement.unplaced.insert(name.clone(), why);
+            }
+        }
+    }
+    placement
+}
+
+/// The `all` resolver: every eligible node gets its own share of each task.
+fn everywhere(
+    tasks: &[EligibleTask],
+    candidates: &[&NodeInfo],
+    placement: &mut Placement,
+) -> Decision {
+    for task in tasks {
+        for node in &task.eligible {
+            let incarnation = candidates
+                .iter()
+                .find(|n| n.id == *node)
+                .map_or(0, |n| n.incarnation);
+            placement.owners.insert(
+                per_node_name(&task.name, node),
+                Owner {
+                    node: node.clone(),
+                    incarnation,
+                },
+            );
+        }
+        placement
+            .everywhere
+            .insert(task.name.clone(), task.eligible.clone());
+    }
+    Decision::default()
+}
+
+/// The definition most live nodes declare; ties go to the earliest-joined node's.
+fn most_declared(declaring: &[(&NodeInfo, &String)]) -> String {
+    let mut counts: Vec<(&String, usize)> = Vec::new();
+    for (_, hash) in declaring {
+        match counts.iter_mut().find(|(h, _)| h == hash) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((hash, 1)),
+        }
+    }
+    // `counts` is in join order of first declaration; max_by_key keeps the last max, so fold.
+    let mut best = counts[0];
+    for entry in &counts[1..] {
+        if entry.1 > best.1 {
+            best = *entry;
+        }
+    }
+    best.0.clone()
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod properties;

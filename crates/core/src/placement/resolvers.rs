@@ -1,0 +1,392 @@
+//! The resolvers: given the eligible nodes of a group of tasks, who runs each.
+//! Active-passive, round-robin, named nodes and failover lists are built in; a
+//! [`Resolver`] written in Rust is called through the same input.
+
+use super::*;
+
+/// A task and the nodes that may run it, in join order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EligibleTask {
+    pub name: String,
+    pub eligible: Vec<String>,
+    /// The task's spec (the same for every task a resolver is given, but for custom ones).
+    pub placement: PlacementSpec,
+}
+
+/// What a resolver sees.
+#[derive(Debug)]
+pub struct ResolveInput<'a> {
+    /// Live, non-leaving nodes in join order, with their labels.
+    pub nodes: &'a [&'a NodeInfo],
+    /// Tasks with at least one eligible node.
+    pub tasks: &'a [EligibleTask],
+    /// Current valid owner (live, same incarnation, not leaving, eligible) of each task.
+    pub current: &'a BTreeMap<String, String>,
+    /// Node -> the node it acts as (an operator's act-as).
+    pub acting_as: &'a BTreeMap<String, String>,
+}
+
+/// Chooses a node for each task among its eligible nodes. Tasks left out stay unplaced.
+///
+/// Register one with `NodeBuilder::resolver_named` (in `rota`) and give tasks
+/// [`PlacementSpec::custom`]; `examples/custom_resolver.rs` is a worked example. The
+/// output must be stable: given its own output as `current`, a resolver should return it
+/// unchanged, or tasks move at every placement round.
+pub trait Resolver: Send + Sync {
+    fn name(&self) -> &str;
+    fn resolve(&self, input: &ResolveInput<'_>) -> BTreeMap<String, String>;
+
+    /// Why `task` was left out of [`Resolver::resolve`]'s answer, for `rota status` and the
+    /// logs. Default: no detail.
+    fn unplaced_reason(&self, _input: &ResolveInput<'_>, _task: &EligibleTask) -> Option<String> {
+        None
+    }
+}
+
+/// The seeds' default: all tasks on one node (the one already running most of them, else the
+/// first to have joined); they move only when it dies or leaves.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ActivePassive;
+
+impl Resolver for ActivePassive {
+    fn name(&self) -> &str {
+        "active-passive"
+    }
+
+    fn resolve(&self, input: &ResolveInput<'_>) -> BTreeMap<String, String> {
+        // Rank nodes once: the one already running most tasks, then the one able to run the
+        // most, then the first to have joined. Every unowned task goes to its best-ranked
+        // eligible node, so the work concentrates on one node whatever the task names.
+        let count = |id: &str, iter: &mut dyn Iterator<Item = &String>| {
+            iter.filter(|n| n.as_str() == id).count()
+        };
+        let rank: BTreeMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> =
+            input
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(order, n)| {
+                    let load = count(&n.id, &mut input.current.values());
+                    let able = count(
+                        &n.id,
+                        &mut input.tasks.iter().flat_map(|t| t.eligible.iter()),
+                    );
+                    (
+                        n.id.as_str(),
+                        (std::cmp::Reverse(load), std::cmp::Reverse(able), order),
+                    )
+                })
+                .collect();
+        input
+            .tasks
+            .iter()
+            .filter_map(|task| {
+                let keep = input
+                    .current
+                    .get(&task.name)
+                    .filter(|o| task.eligible.contains(o));
+                let node =
+                    keep.or_else(|| task.eligible.iter().min_by_key(|id| rank.get(id.as_str())))?;
+                Some((task.name.clone(), node.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Round-robin as a plain [`Resolver`] (for custom resolvers that delegate to it). Tasks
+/// with a [`ResolverSpec::RoundRobin`] spec get the same algorithm, with reasons for the
+/// tasks it leaves unplaced.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundRobin {
+    pub task_server_count: usize,
+}
+
+impl Resolver for RoundRobin {
+    fn name(&self) -> &str {
+        "round-robin"
+    }
+
+    fn resolve(&self, input: &ResolveInput<'_>) -> BTreeMap<String, String> {
+        round_robin(self.task_server_count, input).owners
+    }
+}
+
+/// What one group's resolver decided.
+#[derive(Debug, Default)]
+pub(super) struct Decision {
+    pub(super) owners: BTreeMap<String, String>,
+    pub(super) unplaced: BTreeMap<String, String>,
+    pub(super) acting: BTreeMap<String, String>,
+}
+
+impl Decision {
+    pub(super) fn none(tasks: &[EligibleTask], reason: &str) -> Decision {
+        Decision {
+            unplaced: tasks
+                .iter()
+                .map(|t| (t.name.clone(), reason.to_string()))
+                .collect(),
+            ..Decision::default()
+        }
+    }
+}
+
+/// Runs a [`Resolver`] and keeps only choices of eligible nodes.
+pub(super) fn run_resolver(resolver: &dyn Resolver, input: &ResolveInput<'_>) -> Decision {
+    let chosen = resolver.resolve(input);
+    let mut decision = Decision::default();
+    for task in input.tasks {
+        match chosen.get(&task.name) {
+            Some(node) if task.eligible.contains(node) => {
+                decision.owners.insert(task.name.clone(), node.clone());
+            }
+            Some(node) => {
+                decision.unplaced.insert(
+                    task.name.clone(),
+                    format!(
+                        "resolver `{}` chose `{node}`, which is not eligible",
+                        resolver.name()
+                    ),
+                );
+            }
+            None => {
+                let reason = match resolver.unplaced_reason(input, task) {
+                    Some(why) => format!("resolver `{}` placed it nowhere: {why}", resolver.name()),
+                    None => format!("resolver `{}` placed it nowhere", resolver.name()),
+                };
+                decision.unplaced.insert(task.name.clone(), reason);
+            }
+        }
+    }
+    decision
+}
+
+/// Round-robin: wait for `count` servers, then balance, moving as little as possible.
+///
+/// Current owners keep their tasks, tasks without one go to their least-loaded eligible
+/// node, then single moves from a node to an eligible one at least two tasks lighter are
+/// made, heaviest nodes first, until none is left. Every move lowers the sum of squared
+/// loads, so this ends; its result is its own fixed point (run again on it, nothing moves).
+/// With the same eligible nodes for every task the result has max - min <= 1, a join moves
+/// only the tasks the newcomer takes (at most ceil(tasks / nodes)), and a leave moves only
+/// the leaver's tasks.
+pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
+    let count = count.max(1);
+    let position: BTreeMap<&str, usize> = input
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let eligible: Vec<Vec<usize>> = input
+        .tasks
+        .iter()
+        .map(|t| {
+            t.eligible
+                .iter()
+                .filter_map(|id| position.get(id.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let servers: BTreeSet<usize> = eligible.iter().flatten().copied().collect();
+    let started = input
+        .tasks
+        .iter()
+        .any(|t| input.current.contains_key(&t.name));
+    if servers.len() < count && !started {
+        let live: Vec<&str> = servers
+            .iter()
+            .map(|&i| input.nodes[i].id.as_str())
+            .collect();
+        return Decision::none(
+            input.tasks,
+            &format!(
+                "waiting for {count} servers, {} live ({}): round-robin places nothing until task_server_count nodes able to run the task are up",
+                live.len(),
+                live.join(", ")
+            ),
+        );
+    }
+
+    let mut load = vec![0usize; input.nodes.len()];
+    let mut owner: Vec<Option<usize>> = vec![None; input.tasks.len()];
+    let mut tasks_on: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); input.nodes.len()];
+    for (t, task) in input.tasks.iter().enumerate() {
+        let kept = input
+            .current
+            .get(&task.name)
+            .and_then(|o| position.get(o.as_str()).copied())
+            .filter(|n| eligible[t].contains(n));
+        if let Some(n) = kept {
+            owner[t] = Some(n);
+            load[n] += 1;
+            tasks_on[n].insert(t);
+        }
+    }
+    let lightest = |load: &[usize], t: usize| -> Option<usize> {
+        eligible[t].iter().copied().min_by_key(|&n| (load[n], n))
+    };
+    // Tasks with fewer choices first, so they get them.
+    let mut orphans: Vec<usize> = (0..input.tasks.len())
+        .filter(|&t| owner[t].is_none())
+        .collect();
+    orphans.sort_by_key(|&t| (eligible[t].len(), t));
+    for t in orphans {
+        if let Some(n) = lightest(&load, t) {
+            owner[t] = Some(n);
+            load[n] += 1;
+            tasks_on[n].insert(t);
+        }
+    }
+    while let Some(min) = servers.iter().map(|&n| load[n]).min() {
+        let mut heaviest: Vec<usize> = servers.iter().copied().collect();
+        heaviest.sort_by_key(|&n| (std::cmp::Reverse(load[n]), n));
+        let found = heaviest
+            .iter()
+            .take_while(|&&src| load[src] >= min + 2)
+            .find_map(|&src| {
+                tasks_on[src].iter().find_map(|&t| {
+                    lightest(&load, t)
+                        .filter(|&dst| load[dst] + 2 <= load[src])
+                        .map(|dst| (src, t, dst))
+                })
+            });
+        let Some((src, t, dst)) = found else {
+            break;
+        };
+        tasks_on[src].remove(&t);
+        tasks_on[dst].insert(t);
+        load[src] -= 1;
+        load[dst] += 1;
+        owner[t] = Some(dst);
+    }
+    Decision {
+        owners: input
+            .tasks
+            .iter()
+            .zip(&owner)
+            .filter_map(|(task, o)| o.map(|n| (task.name.clone(), input.nodes[n].id.clone())))
+            .collect(),
+        ..Decision::default()
+    }
+}
+
+/// `nodes`: only the listed nodes, active-passive among them.
+pub(super) fn pinned_to(task_nodes: &[String], input: &ResolveInput<'_>) -> Decision {
+    let listed = |id: &String| task_nodes.contains(id);
+    let mut decision = Decision::default();
+    let mut tasks = Vec::new();
+    for task in input.tasks {
+        let eligible: Vec<String> = task
+            .eligible
+            .iter()
+            .filter(|n| listed(n))
+            .cloned()
+            .collect();
+        if eligible.is_empty() {
+            let live: Vec<&str> = input
+                .nodes
+                .iter()
+                .filter(|n| listed(&n.id))
+                .map(|n| n.id.as_str())
+                .collect();
+            let reason = if live.is_empty() {
+                format!("no live node among task_nodes [{}]", task_nodes.join(", "))
+            } else {
+                format!(
+                    "the live task_nodes ({}) cannot run it: {}",
+                    live.join(", "),
+                    why_not_eligible(&task.placement)
+                )
+            };
+            decision.unplaced.insert(task.name.clone(), reason);
+        } else {
+            tasks.push(EligibleTask {
+                eligible,
+                ..task.clone()
+            });
+        }
+    }
+    let current: BTreeMap<String, String> = input
+        .current
+        .iter()
+        .filter(|(_, o)| listed(o))
+        .map(|(t, o)| (t.clone(), o.clone()))
+        .collect();
+    let inner = run_resolver(
+        &ActivePassive,
+        &ResolveInput {
+            tasks: &tasks,
+            current: &current,
+            ..*input
+        },
+    );
+    decision.owners = inner.owners;
+    decision.unplaced.extend(inner.unplaced);
+    decision
+}
+
+/// The failover order: each slot of `[primary, backups..]` preceded by the nodes acting as it.
+pub(super) fn failover_order<'a>(
+    primary: &'a str,
+    backups: &'a [String],
+    acting_as: &'a BTreeMap<String, String>,
+) -> Vec<&'a str> {
+    let mut order: Vec<&str> = Vec::new();
+    for slot in std::iter::once(primary).chain(backups.iter().map(String::as_str)) {
+        let actors = acting_as
+            .iter()
+            .filter(|(_, target)| target.as_str() == slot)
+            .map(|(actor, _)| actor.as_str());
+        for id in actors.chain(std::iter::once(slot)) {
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+    }
+    order
+}
+
+/// `failover`: the first eligible node of the order; failback is automatic since the choice
+/// does not depend on who runs the task now.
+pub(super) fn failover(primary: &str, backups: &[String], input: &ResolveInput<'_>) -> Decision {
+    let order = failover_order(primary, backups, input.acting_as);
+    let mut decision = Decision::default();
+    for task in input.tasks {
+        match order
+            .iter()
+            .find(|id| task.eligible.iter().any(|e| e == *id))
+        {
+            Some(id) => {
+                decision.owners.insert(task.name.clone(), id.to_string());
+                if *id != primary {
+                    decision
+                        .acting
+                        .insert(task.name.clone(), primary.to_string());
+                }
+            }
+            None => {
+                let live: Vec<&str> = order
+                    .iter()
+                    .copied()
+                    .filter(|id| input.nodes.iter().any(|n| n.id == *id))
+                    .collect();
+                let reason = if live.is_empty() {
+                    format!(
+                        "primary {primary} and backups [{}] all down",
+                        backups.join(", ")
+                    )
+                } else {
+                    format!(
+                        "primary {primary} and backups [{}]: the live ones ({}) cannot run it: {}",
+                        backups.join(", "),
+                        live.join(", "),
+                        why_not_eligible(&task.placement)
+                    )
+                };
+                decision.unplaced.insert(task.name.clone(), reason);
+            }
+        }
+    }
+    decision
+}
