@@ -150,6 +150,33 @@ async fn a_join_whose_reply_was_lost_is_not_refused_as_a_duplicate() {
     node.shutdown().await.unwrap();
 }
 
+/// A join that succeeds after attempts that took longer than the node timeout holds a full
+/// lease from the attempt that succeeded: the node does not fence itself the moment it has
+/// joined (it used to count its lease from the first attempt, already spent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_took_several_tries_starts_with_a_whole_lease() {
+    let s = TestStore::sqlite().await;
+    let store = FaultyStore::new(s.store.clone());
+    let timeout = timing().node_timeout;
+    store.plan("join", Fault::FailAfter(timeout + Duration::from_secs(1)));
+    // The first renewal is slow: until it comes back, the join's lease is all there is.
+    store.plan("heartbeat", Fault::DelayReply(Duration::from_secs(1)));
+    let runs = Arc::new(Runs::default());
+    let release = Arc::new(Semaphore::new(100));
+    let node = start(store.clone(), &s.url, held_task(runs.clone(), release)).await;
+    assert_eq!(store.struck("join"), 1, "the first attempt timed out");
+    let watched = tokio::time::Instant::now();
+    while watched.elapsed() < timeout {
+        assert!(
+            node.status().active,
+            "the node lost its lease {:?} after joining",
+            watched.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown().await.unwrap();
+}
+
 /// Contract 11: an instant that falls due while the previous run goes on waits for it and
 /// starts when it ends, within the misfire threshold; it is not recorded as skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -554,6 +554,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|d| services::Dropper::start(d.inbox.clone(), args.file_rate));
     if c.recover(origin_ms).await.is_none() {
+        c.run.keep = true; // its logs say why
         bail!(
             "the cluster did not start: not every task started within {RECOVERY:?} (logs in {})",
             c.cluster.dir().display()

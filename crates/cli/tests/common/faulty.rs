@@ -27,6 +27,8 @@ use rota::{
 pub enum Fault {
     /// Fails without reaching the store.
     Fail,
+    /// Fails without reaching the store, this much later (a call that timed out).
+    FailAfter(Duration),
     /// Reaches the store, then the reply is lost (a retryable error).
     LoseReply,
     /// Reaches the store, then the reply arrives this much later.
@@ -112,6 +114,12 @@ impl FaultyStore {
             Fault::Fail => Err(Error::StoreUnavailable(format!(
                 "injected: {method} failed"
             ))),
+            Fault::FailAfter(d) => {
+                tokio::time::sleep(d).await;
+                Err(Error::StoreUnavailable(format!(
+                    "injected: {method} timed out"
+                )))
+            }
             Fault::LoseReply => {
                 let _ = call.await;
                 Err(Error::StoreUnavailable(format!(

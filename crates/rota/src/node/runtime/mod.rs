@@ -104,8 +104,12 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         node: id,
         incarnation: new_incarnation(),
     };
-    let sent = Instant::now();
+    // The lease runs from the send time of the attempt that succeeded: from the first one, a
+    // join that took several tries against a slow store would start with its lease spent,
+    // and the node would fence itself at once.
+    let sent = std::cell::Cell::new(Instant::now());
     let now_ms = crate::store::retry_transient("joining", || {
+        sent.set(Instant::now());
         join(
             store.as_ref(),
             &member,
@@ -117,6 +121,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         )
     })
     .await?;
+    let sent = sent.get();
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
     lease.renewed(sent, Instant::now());
     let shared = Arc::new(Shared {
