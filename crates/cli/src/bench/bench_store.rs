@@ -59,7 +59,7 @@ impl StoreArgs {
             Some("zookeeper" | "zookeeper-ensemble")
         );
         let env = match &server_clock {
-            Some(c) if jvm => c.env_read_each_second(),
+            Some(c) if jvm => c.env_for_jvm(),
             Some(c) => c.env(),
             None => Vec::new(),
         };
