@@ -14,7 +14,7 @@
 //!   of a key (within the history retention, after which tombstones are purged).
 //!
 //! A task's own state (a cursor, a checkpoint) is kept the same way, fenced by its token:
-//! see [`crate::FireContext::state`].
+//! see [`crate::task::FireContext::state`].
 
 use std::{
     collections::HashMap,
@@ -29,8 +29,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::time::Instant;
 
 use crate::{
+    error::{Error, Result},
     store::{CacheChange, CacheEntry, CacheOutcome, CacheWrite, Expect, Store},
-    Error, Result,
 };
 
 /// Longest life of a near-cache copy where the store pushes changes (a safety net).
@@ -437,7 +437,7 @@ impl Cache {
 
 /// A task's (or service's) own state in the store, under [`crate::store::TASK_STATE_CACHE`]:
 /// any owner reads the last state saved, and only the current owner saves, fenced by its
-/// token. Reach it through [`crate::FireContext`] or [`crate::ServiceContext`].
+/// token. Reach it through [`crate::task::FireContext`] or [`crate::service::ServiceContext`].
 #[derive(Clone)]
 pub struct TaskState {
     store: Arc<dyn Store>,

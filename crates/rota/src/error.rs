@@ -58,10 +58,10 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub use crate::core::problem::Problem;
+pub use rota_core::problem::Problem;
 
 /// Names are ids in the store and in logs: keep them plain (the rule:
-/// [`crate::core::names::check_name`]); the error names `field`.
+/// [`rota_core::names::check_name`]); the error names `field`.
 pub fn validate_name(field: &str, value: &str) -> Result<()> {
-    crate::core::names::check_name(value).map_err(|message| Error::config(field, message))
+    rota_core::names::check_name(value).map_err(|message| Error::config(field, message))
 }

@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use crate::core::outcome::Outcome;
+use rota_core::outcome::Outcome;
 
 /// Upper bounds (seconds) of the fire lateness buckets.
 const LATENESS_BUCKETS: &[f64] = &[
@@ -93,7 +93,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// What a node counts. Shared by its runtime (which records) and its admin API (which
-/// renders); see [`crate::NodeHandle::metrics`].
+/// renders); see [`crate::node::NodeHandle::metrics`].
 #[derive(Debug)]
 pub struct Metrics {
     fires: Mutex<BTreeMap<(String, &'static str), u64>>,

@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    core::placement::PlacementSpec,
+    error::Result,
     task::{Outcome, RecoveryPolicy, TaskError},
-    Result,
 };
+use rota_core::placement::PlacementSpec;
 
 /// The longest item key the stores accept (bytes).
 pub const MAX_ITEM_KEY: usize = 255;
@@ -56,7 +56,7 @@ where
 #[derive(Clone)]
 pub struct ServiceSpec {
     pub name: String,
-    /// Describes the work, like [`crate::TaskSpec::description`]. Part of the definition hash.
+    /// Describes the work, like [`crate::task::TaskSpec::description`]. Part of the definition hash.
     pub description: String,
     pub placement: PlacementSpec,
     /// After `cancel` fires (moved, lease lost, node stopping), how long the handler may take
@@ -138,7 +138,7 @@ impl ServiceSpec {
             .min(self.restart_backoff_max)
     }
 
-    /// Stable digest of the definition (see [`crate::TaskSpec::definition_hash`]).
+    /// Stable digest of the definition (see [`crate::task::TaskSpec::definition_hash`]).
     pub fn definition_hash(&self) -> String {
         let mut text = format!(
             "service|{}|{:?}|{}",
@@ -222,7 +222,7 @@ impl std::fmt::Debug for ServiceContext {
 impl ServiceContext {
     /// The service's own state: read what the last owner saved (a cursor, the last item
     /// handled), save under this owner's token. A save after the service moved to another
-    /// node fails with [`crate::Error::Fenced`].
+    /// node fails with [`crate::error::Error::Fenced`].
     pub fn state(&self) -> &crate::cache::TaskState {
         &self.state
     }
@@ -239,7 +239,7 @@ impl ServiceContext {
     /// [`ItemStart`]. Store errors are retryable: leave the item and try again later.
     pub async fn begin_item(&self, item: &str) -> Result<ItemStart> {
         if item.is_empty() || item.len() > MAX_ITEM_KEY {
-            return Err(crate::Error::config(
+            return Err(crate::error::Error::config(
                 "item",
                 format!(
                     "an item key has 1 to {MAX_ITEM_KEY} bytes; `{}` has {}",

@@ -4,10 +4,10 @@
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
 use crate::{
-    core::schedule::Schedule,
+    error::Result,
     store::{FireRecord, NodeRecord, Store},
-    Result,
 };
+use rota_core::schedule::Schedule;
 
 #[derive(Debug, Clone)]
 pub struct TaskRow {
@@ -181,7 +181,7 @@ impl Snapshot {
             let owner = match (&t.owner, &t.unplaced_reason) {
                 (Some((n, true)), _) => n.clone(),
                 (Some((n, false)), _) => format!("{n} (dead)"),
-                (None, Some(r)) if r.starts_with(crate::core::placement::EVERYWHERE_REASON) => {
+                (None, Some(r)) if r.starts_with(rota_core::placement::EVERYWHERE_REASON) => {
                     "(every node)".to_string()
                 }
                 (None, _) => "UNPLACED".to_string(),

@@ -4,9 +4,9 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{placement::PlacementSpec, schedule::Schedule};
+use rota_core::{placement::PlacementSpec, schedule::Schedule};
 
-pub use crate::core::outcome::{MisfirePolicy, Outcome, RecoveryPolicy};
+pub use rota_core::outcome::{MisfirePolicy, Outcome, RecoveryPolicy};
 
 /// Everything a handler learns about the fire it runs.
 #[derive(Debug, Clone)]
@@ -28,10 +28,10 @@ pub struct FireContext {
 
 impl FireContext {
     /// The task's own state: read what the last owner saved, save under this fire's token.
-    /// A save after the task moved to another node fails with [`crate::Error::Fenced`].
-    pub fn state(&self) -> crate::Result<&crate::cache::TaskState> {
+    /// A save after the task moved to another node fails with [`crate::error::Error::Fenced`].
+    pub fn state(&self) -> crate::error::Result<&crate::cache::TaskState> {
         self.state.as_ref().ok_or_else(|| {
-            crate::Error::config(
+            crate::error::Error::config(
                 "state",
                 "this context has no store (made by hand, not by a node)",
             )

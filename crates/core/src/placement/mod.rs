@@ -32,8 +32,6 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::Problem;
-
 pub use self::{resolvers::*, spec::*};
 
 /// What a node registers besides its tasks: its labels and its tasks' placement specs.
@@ -50,23 +48,6 @@ impl NodeMeta {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.placement.is_default()
     }
-}
-
-/// A live node as placement sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    pub id: String,
-    pub incarnation: i64,
-    /// Store time of the node's join: orders nodes (the first up is active-passive's primary).
-    pub joined_at_ms: i64,
-    /// Announced a graceful stop: keeps nothing, gets nothing.
-    pub leaving: bool,
-    /// Task name -> definition hash.
-    pub declared: BTreeMap<String, String>,
-    /// The node's labels (`[node] labels`), for `node_selector`s and custom resolvers.
-    pub labels: BTreeMap<String, String>,
-    /// The placement spec of each declared task.
-    pub placement: DeclaredPlacement,
 }
 
 /// The node (and its incarnation) that owns a task.

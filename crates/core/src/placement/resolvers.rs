@@ -2,7 +2,26 @@
 //! Active-passive, round-robin, named nodes and failover lists are built in; a
 //! [`Resolver`] written in Rust is called through the same input.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::spec::{why_not_eligible, DeclaredPlacement, PlacementSpec};
+
+/// A live node as placement sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub incarnation: i64,
+    /// Store time of the node's join: orders nodes (the first up is active-passive's primary).
+    pub joined_at_ms: i64,
+    /// Announced a graceful stop: keeps nothing, gets nothing.
+    pub leaving: bool,
+    /// Task name -> definition hash.
+    pub declared: BTreeMap<String, String>,
+    /// The node's labels (`[node] labels`), for `node_selector`s and custom resolvers.
+    pub labels: BTreeMap<String, String>,
+    /// The placement spec of each declared task.
+    pub placement: DeclaredPlacement,
+}
 
 /// A task and the nodes that may run it, in join order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +113,7 @@ impl Resolver for ActivePassive {
 }
 
 /// Round-robin as a plain [`Resolver`] (for custom resolvers that delegate to it). Tasks
-/// with a [`ResolverSpec::RoundRobin`] spec get the same algorithm, with reasons for the
+/// with a [`ResolverSpec::RoundRobin`](super::ResolverSpec::RoundRobin) spec get the same algorithm, with reasons for the
 /// tasks it leaves unplaced.
 #[derive(Debug, Clone, Copy)]
 pub struct RoundRobin {

@@ -1,7 +1,11 @@
 //! What a task asks of placement: its resolver, pins and backups, node selector, and the
 //! checks of each, with the problems they report.
 
-use super::*;
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
 
 /// Which resolver places a task, with its parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

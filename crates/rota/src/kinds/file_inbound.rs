@@ -213,7 +213,7 @@ impl FileInbound {
                 progress.last_at_ms = Some(chrono::Utc::now().timestamp_millis());
                 match ctx.state().save_json(progress).await {
                     Ok(()) => {}
-                    Err(crate::Error::Fenced { .. }) => return Ok(false),
+                    Err(crate::error::Error::Fenced { .. }) => return Ok(false),
                     Err(e) => warn!(error = %e, "could not save the progress"),
                 }
             }

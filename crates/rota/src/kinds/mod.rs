@@ -10,10 +10,10 @@ pub mod http;
 pub mod log;
 
 use crate::{
-    core::schedule::Schedule,
     service::{ServiceContext, ServiceFuture, ServiceHandler, ServiceSpec},
     task::{FireContext, Handler, HandlerFuture, TaskSpec},
 };
+use rota_core::schedule::Schedule;
 
 pub use command::CommandTask;
 pub use file_inbound::FileInbound;

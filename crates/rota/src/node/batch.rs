@@ -13,8 +13,8 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
+    error::{Error, Result},
     store::{Begin, Claim, ClaimOutcome, Finish, Member, Store},
-    Error, Result,
 };
 
 /// Requests in one batch at most.

@@ -1,6 +1,6 @@
 //! The node's side of cluster commands (contract 8): read the log, fold it into control
 //! state, apply what is addressed to this node in order, acknowledge durably. The decisions
-//! are in [`crate::core::control`]; this is the bookkeeping around them.
+//! are in [`rota_core::control`]; this is the bookkeeping around them.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -10,9 +10,11 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    core::control::{disposition, Ack, AckState, Command, ControlState, Disposition, Operation},
+    error::Result,
     store::{self, AckFilter, Member, Store},
-    Result,
+};
+use rota_core::control::{
+    disposition, Ack, AckState, Command, ControlState, Disposition, Operation,
 };
 
 /// Sets the process's log level (`None`: back to the configured one). Given by the program

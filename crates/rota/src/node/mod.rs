@@ -20,101 +20,31 @@ mod batch;
 mod clock;
 pub mod commands;
 pub(crate) mod guard;
+mod handle;
 pub mod identity;
 mod journal;
 mod runner;
 mod runtime;
 mod service_runner;
 mod shared;
+mod timing;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use rota_core::placement::{ActivePassive, Resolver};
 
 pub use self::commands::{LogLevelControl, StopReason};
 pub use self::runtime::SERVICE_SCHEDULE;
+pub use self::{
+    handle::{NodeHandle, NodeStatus},
+    timing::Timing,
+};
 use crate::{
-    core::placement::{ActivePassive, Resolver},
+    error::{Error, Result},
     service::ServiceSpec,
     store::{self, Store},
     task::TaskSpec,
-    Error, Result,
 };
-
-/// Timing of membership and failover. Defaults give failover within about a second.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timing {
-    /// How often the node renews its registration.
-    pub heartbeat: Duration,
-    /// The store declares a node dead this long after its last renewal.
-    pub node_timeout: Duration,
-    /// The node stops starting work this long *before* the store could declare it dead.
-    pub fence_margin: Duration,
-    /// How often the node polls the cluster's generation for changes (the safety net where
-    /// the store cannot push).
-    pub watch_interval: Duration,
-    /// On a graceful stop, how long running fires may take to finish.
-    pub shutdown_grace: Duration,
-    /// On a graceful stop, how long to wait for other nodes to take over this node's tasks.
-    pub handover_timeout: Duration,
-    /// How long fire history is kept.
-    pub history_retention: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            heartbeat: Duration::from_millis(200),
-            node_timeout: Duration::from_millis(1000),
-            fence_margin: Duration::from_millis(200),
-            watch_interval: Duration::from_millis(50),
-            shutdown_grace: Duration::from_secs(10),
-            handover_timeout: Duration::from_secs(5),
-            history_retention: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl Timing {
-    /// Checks the relations failover depends on; names the field and the fix.
-    pub fn validate(&self) -> Result<()> {
-        let ms = |d: Duration| d.as_millis();
-        if self.heartbeat.is_zero() {
-            return Err(Error::config(
-                "timing.heartbeat",
-                "must be more than 0; the default is 200ms",
-            ));
-        }
-        if self.watch_interval.is_zero() {
-            return Err(Error::config(
-                "timing.watch_interval",
-                "must be more than 0; the default is 50ms",
-            ));
-        }
-        if self.fence_margin.is_zero() {
-            return Err(Error::config(
-                "timing.fence_margin",
-                "must be more than 0; the default is 200ms",
-            ));
-        }
-        // At least two renewals must fit in the time the node may go without one.
-        if self.node_timeout < self.fence_margin + self.heartbeat * 2 {
-            return Err(Error::config(
-                "timing.node_timeout",
-                format!(
-                    "{}ms is too short for heartbeat {}ms and fence_margin {}ms; it must be at least \
-                     fence_margin + 2 x heartbeat ({}ms): raise node_timeout or lower heartbeat",
-                    ms(self.node_timeout),
-                    ms(self.heartbeat),
-                    ms(self.fence_margin),
-                    ms(self.fence_margin + self.heartbeat * 2)
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Builds a node. See [`Node::builder`].
 pub struct NodeBuilder {
@@ -197,14 +127,14 @@ impl NodeBuilder {
 
     /// The placement policy, when this node is the leader, of the tasks whose placement spec
     /// is the default (active-passive): [`ActivePassive`] unless replaced here. Tasks with
-    /// another spec follow it (see [`crate::core::placement`]).
+    /// another spec follow it (see [`rota_core::placement`]).
     pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self
     }
 
     /// Registers a custom resolver under `name`, for tasks whose placement spec is
-    /// [`PlacementSpec::custom(name)`](crate::core::placement::PlacementSpec::custom). Register
+    /// [`PlacementSpec::custom(name)`](rota_core::placement::PlacementSpec::custom). Register
     /// it on every node that may lead: while the leader lacks it, those tasks stay unplaced
     /// with a reason saying so.
     pub fn resolver_named(mut self, name: impl Into<String>, resolver: Arc<dyn Resolver>) -> Self {
@@ -244,13 +174,13 @@ impl NodeBuilder {
         validate_name("node.id", &self.id)?;
         validate_name("node.cluster", &self.cluster)?;
         self.timing.validate()?;
-        let spec_error = |prefix: &str, p: &crate::Problem| {
+        let spec_error = |prefix: &str, p: &crate::error::Problem| {
             Error::config(
                 format!("{prefix}.{}", p.field),
                 format!("`{}`: {}; {}", p.value, p.reason, p.fix),
             )
         };
-        if let Some(p) = crate::core::placement::label_problems("labels", &self.labels).first() {
+        if let Some(p) = rota_core::placement::label_problems("labels", &self.labels).first() {
             return Err(spec_error("node", p));
         }
         for name in self.resolvers.keys() {
@@ -306,7 +236,7 @@ impl NodeBuilder {
         };
         let migrate = self.migrate;
         crate::store::retry_transient("preparing the schema", || store.prepare(migrate)).await?;
-        let config = runtime::NodeConfig {
+        let config = runtime::start::NodeConfig {
             id: self.id,
             cluster: self.cluster,
             timing: self.timing,
@@ -318,90 +248,6 @@ impl NodeBuilder {
             log_level: self.log_level,
             reexec_of: self.reexec_of,
         };
-        runtime::start(config, store).await
-    }
-}
-
-/// What a running node reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub incarnation: i64,
-    /// Holds a valid lease: may start work.
-    pub active: bool,
-    pub leader: bool,
-    /// Tasks this node owns now, with their tokens.
-    pub owned: Vec<(String, i64)>,
-    /// The last store error, while the store is unreachable.
-    pub store_error: Option<String>,
-    /// The cluster's generation as this node last observed it (moves with every change of
-    /// membership, placement or the command log; see [`crate::store::MembershipStore::view`]).
-    pub generation: i64,
-}
-
-/// A running node. Dropping it does not stop the node; call [`NodeHandle::shutdown`].
-pub struct NodeHandle {
-    graceful: CancellationToken,
-    forced: CancellationToken,
-    status: watch::Receiver<NodeStatus>,
-    task: JoinHandle<Result<StopReason>>,
-    metrics: Arc<crate::metrics::Metrics>,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) cluster: String,
-    /// Started with the first cache handle.
-    pub(crate) near: Arc<tokio::sync::OnceCell<Arc<crate::cache::NearCache>>>,
-}
-
-impl NodeHandle {
-    /// Graceful stop: stop taking new work, hand tasks over, let running fires finish within
-    /// the grace period, leave the cluster. Returns when done.
-    pub async fn shutdown(self) -> Result<()> {
-        self.graceful.cancel();
-        self.wait().await.map(|_| ())
-    }
-
-    /// Asks for a graceful stop without waiting.
-    pub fn begin_shutdown(&self) {
-        self.graceful.cancel();
-    }
-
-    /// Forced stop: cancel running fires at once and leave.
-    pub fn force_shutdown(&self) {
-        self.graceful.cancel();
-        self.forced.cancel();
-    }
-
-    /// Waits for the node to end (after a shutdown, a restart or shutdown command, or a
-    /// fatal error), and says why it ended.
-    pub async fn wait(self) -> Result<StopReason> {
-        match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Store(format!("node task panicked: {e}"))),
-        }
-    }
-
-    pub fn status(&self) -> NodeStatus {
-        self.status.borrow().clone()
-    }
-
-    /// The cluster cache `name` (1 to 128 letters, digits, `-`, `_`, `.`), with this node's
-    /// near cache: see [`crate::cache`].
-    pub async fn cache(&self, name: &str) -> Result<crate::cache::Cache> {
-        let near = self
-            .near
-            .get_or_init(|| crate::cache::NearCache::start(&self.store, &self.cluster))
-            .await
-            .clone();
-        crate::cache::Cache::new(self.store.clone(), &self.cluster, name, near)
-    }
-
-    /// What this node counts (fires, lateness, failovers, commands, store round trips), for
-    /// an embedding program's own `/metrics`; `rota node` serves it on its admin listener.
-    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
-        self.metrics.clone()
-    }
-
-    /// A receiver that sees every status change.
-    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
-        self.status.clone()
+        runtime::start::start(config, store).await
     }
 }

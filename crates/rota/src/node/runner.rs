@@ -9,11 +9,11 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::shared::Shared;
 use crate::{
-    core::{placement::ResolverSpec, schedule::plan_due},
+    error::Result,
     store::{Begin, Claim, ClaimOutcome, Finish, Member, RunningFire},
     task::{FireContext, Outcome, RecoveryPolicy, TaskSpec},
-    Result,
 };
+use rota_core::{placement::ResolverSpec, schedule::plan_due};
 
 /// Misfired instants listed one by one in history before they are only counted.
 const MISFIRE_LIST_CAP: usize = 1000;

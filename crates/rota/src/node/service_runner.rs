@@ -15,10 +15,10 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::shared::Shared;
 use crate::{
+    error::Result,
     service::{ItemStart, Ownership, ServiceContext, ServiceSpec},
     store::{Begin, Claim, ClaimOutcome, Finish, ItemClaim, ItemEnd, Member},
     task::{Outcome, RecoveryPolicy},
-    Result,
 };
 
 /// How often a new owner looks whether the previous owner's instance has ended.

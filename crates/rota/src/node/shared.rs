@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::debug;
 
-use super::{clock::StoreClock, journal, Timing};
+use super::{clock::StoreClock, journal, timing::Timing};
 use crate::{
-    core::lease::Lease,
     service::ServiceSpec,
     store::{Member, Store},
     task::TaskSpec,
 };
+use rota_core::lease::Lease;
 
 /// One in-process handler alive (see [`Shared::in_process_run`]).
 pub(crate) struct InProcessRun {
@@ -90,7 +90,7 @@ impl Shared {
     }
 
     /// How many times this node's lease was lost so far, even if restored since (see
-    /// [`crate::core::lease::Lease::breaks`]).
+    /// [`rota_core::lease::Lease::breaks`]).
     pub fn lease_breaks(&self) -> u64 {
         self.lease.lock().unwrap().breaks()
     }

@@ -1,6 +1,7 @@
 //! The cluster cache's entries as the store keeps them.
 
-use super::*;
+use crate::error::Result;
+use async_trait::async_trait;
 
 /// The cache that holds tasks' own state (see [`CacheStore::save_task_state`]).
 pub const TASK_STATE_CACHE: &str = "rota.task-state";
@@ -67,7 +68,7 @@ pub trait CacheStore: Send + Sync {
     /// makes it expire that long after this write, by store time. Each write of a key gives
     /// it a higher version than any it had before, deletes and expiries included, so a
     /// compare-and-set on a version never succeeds against a later incarnation of the key
-    /// (within the history retention: [`HistoryStore::purge_history`] removes tombstones and expired
+    /// (within the history retention: [`HistoryStore::purge_history`](crate::store::HistoryStore::purge_history) removes tombstones and expired
     /// entries older than that, and a key written after that starts again at version 1).
     async fn cache_put(&self, cluster: &str, write: &CacheWrite<'_>) -> Result<CacheOutcome>;
 

@@ -1,19 +1,22 @@
 //! The command log and its acknowledgements.
 
-use super::*;
+use super::{membership::Member, placement::LeaderWrite};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use rota_core::control::{Ack, Command};
 
 /// One entry of a cluster's command log, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRecord {
     pub seq: i64,
     pub issued_at_ms: i64,
-    /// The command as JSON ([`crate::core::control::CommandBody`]).
+    /// The command as JSON ([`rota_core::control::CommandBody`]).
     pub body: String,
 }
 
 /// Every command after `after`, in order, read a page at a time (the log is never pruned).
 pub async fn commands_after(
-    store: &dyn Store,
+    store: &dyn CommandStore,
     cluster: &str,
     mut after: i64,
 ) -> Result<Vec<CommandRecord>> {

@@ -1,6 +1,7 @@
 //! The event journal.
 
-use super::*;
+use crate::error::Result;
+use async_trait::async_trait;
 
 /// One entry of the cluster's event journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub trait EventStore: Send + Sync {
     /// Records an event of the cluster's journal (joins, leaves, deaths, failovers, leader
     /// changes). Idempotent per `event.id`: recording an id that is present changes nothing,
     /// so several nodes may report the same fact. Durable when this returns. Events older
-    /// than the history retention are deleted by [`HistoryStore::purge_history`].
+    /// than the history retention are deleted by [`HistoryStore::purge_history`](crate::store::HistoryStore::purge_history).
     async fn record_event(&self, cluster: &str, event: &EventRecord) -> Result<()>;
 
     /// The newest events, newest first (by id, which starts with the time), at most `limit`.

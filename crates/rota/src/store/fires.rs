@@ -1,6 +1,9 @@
 //! Fires: the claim, begin and outcome of each instant of a scheduled task, and the history.
 
-use super::*;
+use super::membership::Member;
+use crate::error::Result;
+use async_trait::async_trait;
+use rota_core::outcome::Outcome;
 
 /// A fire to claim (contract 2).
 #[derive(Debug, Clone)]

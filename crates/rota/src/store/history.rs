@@ -1,6 +1,8 @@
 //! The history: what ran, and how long it is kept.
 
-use super::*;
+use super::fires::FireRecord;
+use crate::error::Result;
+use async_trait::async_trait;
 
 /// The record of what ran: recent fires, and the purge of records older than the retention.
 #[async_trait]

@@ -1,6 +1,9 @@
 //! Items: the units of a service's work, claimed and finished like fires.
 
-use super::*;
+use super::{fires::ClaimOutcome, membership::Member};
+use crate::error::Result;
+use async_trait::async_trait;
+use rota_core::outcome::Outcome;
 
 /// A unit of a service's work (a file, a message) as recorded in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +44,7 @@ pub struct ItemEnd<'a> {
 #[async_trait]
 pub trait ItemStore: Send + Sync {
     /// Claims a unit of a long-running service's work (`item`: at most 255 bytes) in one
-    /// write, fenced like [`FireStore::claim`] by the service's assignment: accepted only under
+    /// write, fenced like [`FireStore::claim`](crate::store::FireStore::claim) by the service's assignment: accepted only under
     /// the current token of a live owner, and only if the item has no record yet. A
     /// recorded item is never claimed again; its record is returned instead.
     async fn claim_item(

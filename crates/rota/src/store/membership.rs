@@ -1,7 +1,9 @@
 //! Membership and leadership: registrations, liveness by store time, the generation, the
 //! leader's epoch.
 
-use super::*;
+use crate::error::Result;
+use async_trait::async_trait;
+use rota_core::placement::NodeMeta;
 
 /// Who a node is in the store: its id and the incarnation of this start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,6 +1,8 @@
 //! Placement: the assignments of tasks to nodes, and their fencing tokens.
 
-use super::*;
+use super::membership::Member;
+use crate::error::Result;
+use async_trait::async_trait;
 
 /// The current owner of a task and its fencing token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub trait PlacementStore: Send + Sync {
     async fn assignments(&self, cluster: &str) -> Result<Vec<Assignment>>;
 
     /// The assignments changed by generations after `generation` (a generation read before
-    /// from [`MembershipStore::generation`] or [`MembershipStore::view`]): with what was read up to it, the
+    /// from [`MembershipStore::generation`](crate::store::MembershipStore::generation) or [`MembershipStore::view`](crate::store::MembershipStore::view)): with what was read up to it, the
     /// whole table as of any later generation read. A row may come back although it did
     /// not change. Stores without change tracking return every row (the default).
     async fn assignments_since(&self, cluster: &str, _generation: i64) -> Result<Vec<Assignment>> {

@@ -7,6 +7,7 @@
 mod leader;
 mod liveness;
 mod rolling;
+pub(super) mod start;
 mod supervisor;
 
 use std::{
@@ -22,188 +23,31 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, error, info, warn, Instrument};
 
-use self::liveness::{fence_watchdog, heartbeat_loop};
 use super::{
     clock::StoreClock,
     commands::{Commands, LogLevelControl, StopReason},
+    handle::{NodeHandle, NodeStatus},
     identity, journal, runner,
     shared::Shared,
-    NodeHandle, NodeStatus, Timing,
+    timing::Timing,
 };
 use crate::{
-    core::{
-        control::{self, Ack, AckState, CommandBody, Operation, RollingStep, Scope},
-        lease::Lease,
-        placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
-    },
+    error::{Error, Result},
     service::ServiceSpec,
     store::{
         AckFilter, Assignment, AssignmentChange, ClusterView, Declaration, JoinOutcome,
         JoinRequest, LeaderWrite, Member, Store,
     },
     task::TaskSpec,
-    Error, Result,
+};
+use rota_core::{
+    control::{self, Ack, AckState, CommandBody, Operation, RollingStep, Scope},
+    lease::Lease,
+    placement::{self, DeclaredPlacement, NodeInfo, NodeMeta, Owner, PlaceContext, Resolver},
 };
 
 /// What a service declares in place of a schedule (shown by `rota status`).
 pub const SERVICE_SCHEDULE: &str = "service";
-
-pub(crate) struct NodeConfig {
-    pub id: String,
-    pub cluster: String,
-    pub timing: Timing,
-    pub tasks: Vec<TaskSpec>,
-    pub services: Vec<ServiceSpec>,
-    pub resolver: Arc<dyn Resolver>,
-    /// Custom resolvers by name, used while this node leads.
-    pub resolvers: BTreeMap<String, Arc<dyn Resolver>>,
-    /// This node's labels, published with its declarations.
-    pub labels: BTreeMap<String, String>,
-    pub log_level: Option<LogLevelControl>,
-    /// The incarnation this process had before it re-executed itself (a restart command).
-    pub reexec_of: Option<i64>,
-}
-
-pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<NodeHandle> {
-    let NodeConfig {
-        id,
-        cluster,
-        timing,
-        tasks,
-        services,
-        resolver,
-        resolvers,
-        labels,
-        log_level,
-        reexec_of,
-    } = config;
-    let declared: Vec<Declaration> = tasks
-        .iter()
-        .map(|t| Declaration {
-            name: t.name.clone(),
-            hash: t.definition_hash(),
-            schedule: t.schedule.describe(),
-        })
-        .chain(services.iter().map(|s| Declaration {
-            name: s.name.clone(),
-            hash: s.definition_hash(),
-            schedule: SERVICE_SCHEDULE.to_string(),
-        }))
-        .collect();
-    let meta = NodeMeta {
-        labels,
-        placement: DeclaredPlacement::from_tasks(
-            tasks
-                .iter()
-                .map(|t| (t.name.as_str(), &t.placement))
-                .chain(services.iter().map(|s| (s.name.as_str(), &s.placement))),
-        ),
-    };
-    let member = Member {
-        cluster,
-        node: id,
-        incarnation: new_incarnation(),
-    };
-    // The lease runs from the send time of the attempt that succeeded: from the first one, a
-    // join that took several tries against a slow store would start with its lease spent,
-    // and the node would fence itself at once.
-    let sent = std::cell::Cell::new(Instant::now());
-    let now_ms = crate::store::retry_transient("joining", || {
-        sent.set(Instant::now());
-        join(
-            store.as_ref(),
-            &member,
-            &timing,
-            &declared,
-            &meta,
-            reexec_of,
-            &[],
-        )
-    })
-    .await?;
-    let sent = sent.get();
-    let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
-    lease.renewed(sent, Instant::now());
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
-        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
-        member: RwLock::new(member.clone()),
-        lease: Mutex::new(lease),
-        clock: StoreClock::new(now_ms, sent),
-        work: Mutex::new(CancellationToken::new()),
-        expired: AtomicBool::new(false),
-        store_error: Mutex::new(None),
-        fires: TaskTracker::new(),
-        running: Mutex::default(),
-        items_begun: Mutex::default(),
-        active: Arc::default(),
-        guard: super::guard::WorkGuard::get().map(|g| g.slot()),
-        in_process: Arc::default(),
-        renewals: Mutex::default(),
-        started: Instant::now(),
-        startups: tokio::sync::Semaphore::new(2),
-        batcher: super::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
-        metrics: Arc::default(),
-        journal: journal::Journal::spawn(store.clone(), member.cluster.clone()),
-        timing,
-    });
-    shared.publish_deadline();
-    shared
-        .journal
-        .record(journal::joined(&member, now_ms, &identity::host_name()));
-    info!(node = %member.node, cluster = %member.cluster, incarnation = member.incarnation, store = shared.store.kind(), "joined");
-    let initial = NodeStatus {
-        incarnation: member.incarnation,
-        active: true,
-        leader: false,
-        owned: vec![],
-        store_error: None,
-        generation: 0,
-    };
-    let (status_tx, status_rx) = watch::channel(initial);
-    let shared_metrics = shared.metrics.clone();
-    let graceful = CancellationToken::new();
-    let forced = CancellationToken::new();
-    let runtime = Runtime {
-        shared,
-        declared,
-        meta,
-        resolver,
-        resolvers,
-        status: status_tx,
-        runners: HashMap::new(),
-        failed_joins: Vec::new(),
-        stopping: HashMap::new(),
-        view: None,
-        view_at: None,
-        generation: -1,
-        assignments: Vec::new(),
-        declarations: HashMap::new(),
-        epoch: None,
-        settled: None,
-        reported: String::new(),
-        last_purge: Instant::now(),
-        purging: None,
-        failures: 0,
-        commands: Commands::new(log_level),
-        exit: None,
-        placed_with: BTreeSet::new(),
-        rolling_checked: None,
-        deaths_reported: HashSet::new(),
-    };
-    let task = tokio::spawn(runtime.run(graceful.clone(), forced.clone()));
-    Ok(NodeHandle {
-        metrics: shared_metrics,
-        store,
-        cluster: member.cluster.clone(),
-        near: Arc::default(),
-        graceful,
-        forced,
-        status: status_rx,
-        task,
-    })
-}
 
 /// Longest wait for one store call of the main loop (join, leave, mark leaving).
 const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
@@ -328,14 +172,13 @@ struct Runtime {
 }
 
 impl Runtime {
+    /// Runs the rounds until the node stops, then ends the loops beside them (`background`).
     async fn run(
         mut self,
         graceful: CancellationToken,
         forced: CancellationToken,
+        stop_background: CancellationToken,
     ) -> Result<StopReason> {
-        let stop_background = CancellationToken::new();
-        tokio::spawn(heartbeat_loop(self.shared.clone(), stop_background.clone()));
-        tokio::spawn(fence_watchdog(self.shared.clone(), stop_background.clone()));
         let result = self.main_loop(&graceful, &forced).await;
         stop_background.cancel();
         result.map(|()| self.exit.unwrap_or(StopReason::Stopped))

@@ -1,5 +1,6 @@
 //! The history in SQL: reading recent fires, and the purge of old rows.
 
+use super::items::ITEM_INSTANT;
 use super::*;
 
 #[async_trait]

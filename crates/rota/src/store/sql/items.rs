@@ -1,5 +1,6 @@
 //! Items in SQL: a service's units of work, rows of `rota_fires` keyed by their slot.
 
+use super::fires::bound_fence;
 use super::*;
 
 /// Items of services are kept in `rota_fires` at this instant, keyed by their `slot`;

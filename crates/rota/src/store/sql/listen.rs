@@ -11,7 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use tracing::debug;
 
-use crate::store::CacheChange;
+use super::super::cache::CacheChange;
 
 /// The channel of generation changes.
 pub const CHANGES_CHANNEL: &str = "rota_changes";

@@ -26,11 +26,15 @@ use sqlx::{
     AnyPool, Executor, Row,
 };
 
-// The fence and item helpers the concern files share.
 use self::dialect::Dialect;
-use self::{fires::*, items::*};
-use super::*;
-use crate::core::outcome::Outcome;
+use rota_core::control::{Ack, AckState};
+
+use super::{
+    backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
+    placement::*, url::*,
+};
+use crate::error::{Error, Result};
+use rota_core::outcome::Outcome;
 
 /// Most rows one batched statement handles (keeps bind parameters well under every
 /// database's limit).

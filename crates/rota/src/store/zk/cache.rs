@@ -1,6 +1,7 @@
 //! The cluster cache on ZooKeeper: `cache/<cache>/<key>`, escaped names, a header with the
 //! live flag and time to live, and watches for near caches.
 
+use super::placement::AssignData;
 use super::*;
 
 /// Bytes before the value in a cache znode: the live/tombstone byte and the TTL.

@@ -3,6 +3,7 @@
 //! `running/` index; begin, finish and recovery of a record.
 
 use super::*;
+use super::{membership::NodeData, placement::AssignData};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct FireData {

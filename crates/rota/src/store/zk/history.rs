@@ -1,5 +1,6 @@
 //! The history on ZooKeeper: reading recent fires, and the purge of old records.
 
+use super::fires::{is_item, FireData};
 use super::*;
 
 /// Did a multi-op fail on a condition (a version, a missing or existing node) rather than on

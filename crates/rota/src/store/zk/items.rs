@@ -1,6 +1,7 @@
 //! Items on ZooKeeper: a service's units of work, recorded like fires under
 //! `fires/<service>/i-<hex key>`.
 
+use super::fires::FireData;
 use super::*;
 
 pub(super) fn item_key(item: &str) -> String {

@@ -20,13 +20,6 @@ pub(super) struct NodeData {
     pub(super) declared_chunks: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct LeaderData {
-    pub(super) node: String,
-    pub(super) incarnation: i64,
-    pub(super) epoch: i64,
-}
-
 /// What a leader's write checks in its multi-op (see [`ZkStore::leader_fence`]).
 pub(super) struct LeaderFence {
     /// The leader znode's version: a takeover in between fails the write.
@@ -36,17 +29,6 @@ pub(super) struct LeaderFence {
     pub(super) registration: i32,
     /// Server time of the judgement.
     pub(super) now: i64,
-}
-
-impl LeaderData {
-    /// Who holds the leadership, if anyone (a vacated row names nobody).
-    pub(super) fn holder(&self) -> Option<Leadership> {
-        (!self.node.is_empty()).then(|| Leadership {
-            node: self.node.clone(),
-            incarnation: self.incarnation,
-            epoch: self.epoch,
-        })
-    }
 }
 
 impl LeaderFence {

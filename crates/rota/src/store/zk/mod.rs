@@ -49,16 +49,38 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zookeeper_client as zk;
 
-// The record shapes and helpers the concern files share.
-use self::{fires::*, membership::*, placement::*};
-use super::*;
-use crate::core::outcome::Outcome;
+use rota_core::control::{Ack, AckState};
+
+use super::{
+    backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
+    placement::*, url::*,
+};
+use crate::error::{Error, Result};
+use rota_core::outcome::Outcome;
 
 /// Session timeout asked of the server (it clamps it to 2..20 × its tickTime).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Operations per multi-op: far below the server's 1 MB request limit.
 const MULTI_LIMIT: usize = 400;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LeaderData {
+    pub(super) node: String,
+    pub(super) incarnation: i64,
+    pub(super) epoch: i64,
+}
+
+impl LeaderData {
+    /// Who holds the leadership, if anyone (a vacated row names nobody).
+    fn holder(&self) -> Option<Leadership> {
+        (!self.node.is_empty()).then(|| Leadership {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+        })
+    }
+}
 
 pub struct ZkStore {
     hosts: String,
@@ -115,7 +137,7 @@ impl ZkStore {
         let rest = url.strip_prefix("zookeeper://").ok_or_else(|| {
             Error::config(
                 "store.url",
-                format!("`{}` is not a zookeeper:// URL", super::redact_url(url)),
+                format!("`{}` is not a zookeeper:// URL", redact_url(url)),
             )
         })?;
         let (hosts, root) = match rest.find('/') {
