@@ -1,7 +1,7 @@
 //! The record the work writes itself: one line per start and end of a run (a task's fire, a
 //! file's handling, the command service), parsed.
 
-use super::*;
+use serde::Serialize;
 
 /// Which end of a run a record line marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,4 +117,52 @@ impl RecordLine {
 /// Every complete line of a record file, in file order.
 pub fn parse_record(text: &str) -> Vec<RecordLine> {
     text.lines().filter_map(RecordLine::parse).collect()
+}
+
+/// One line a service's work wrote:
+/// `US|UE|UD service key node pid node_pid attempt token time_us` (`UD`: a file's handler
+/// did its whole work). For a file the key is the
+/// file's name and the attempt `ROTA_ATTEMPT`; for a command service the key is the service
+/// and the attempt its restart count (`ROTA_RESTARTS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitLine {
+    pub mark: Mark,
+    pub service: String,
+    pub key: String,
+    pub node: String,
+    pub pid: u32,
+    pub node_pid: u32,
+    pub attempt: i64,
+    pub token: i64,
+    /// Wall clock, Unix ms.
+    pub at_ms: i64,
+}
+impl UnitLine {
+    /// Parses one line; `None` for a partial or foreign line.
+    pub fn parse(line: &str) -> Option<UnitLine> {
+        let (mark, [service, key, node, pid, node_pid, attempt, token, at]) = fields(
+            line,
+            &[("US", Mark::Start), ("UE", Mark::End), ("UD", Mark::Done)],
+        )?;
+        Some(UnitLine {
+            mark,
+            service: service.to_string(),
+            key: key.to_string(),
+            node: node.to_string(),
+            pid: pid.parse().ok()?,
+            node_pid: node_pid.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+            token: token.parse().ok()?,
+            at_ms: at.parse::<i64>().ok()? / 1000,
+        })
+    }
+
+    /// The run: `service key`.
+    pub(super) fn label(&self) -> String {
+        format!("{} {}", self.service, self.key)
+    }
+}
+/// Every complete unit line of a record file, in file order.
+pub fn parse_units(text: &str) -> Vec<UnitLine> {
+    text.lines().filter_map(UnitLine::parse).collect()
 }

@@ -1,7 +1,11 @@
 //! What the checker reports: the violations with the history around them, and the summary
 //! (faults by kind, instants, failover percentiles, files).
 
-use super::*;
+use std::{collections::BTreeMap, fmt};
+
+use serde::Serialize;
+
+use super::input::FaultKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -141,4 +145,41 @@ pub struct Report {
     #[serde(flatten)]
     pub units: UnitsReport,
     pub violations: Vec<Violation>,
+}
+
+/// What became of the files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    pub dropped: usize,
+    /// One START line.
+    pub handled_once: usize,
+    /// Two or more START lines.
+    pub handled_again: usize,
+    /// No START line.
+    pub never_handled: usize,
+    /// Of those, set aside with a store record saying why (`abandoned`, `failed`): claimed,
+    /// but never handed to the handler.
+    pub set_aside_unhandled: usize,
+    /// By the store's item record: `ok`, `failed`, `abandoned`, ... (`none` without one).
+    pub outcomes: BTreeMap<String, usize>,
+    /// By the store's message of the files not `ok` (what the product said happened).
+    pub messages: BTreeMap<String, usize>,
+    /// Where the files ended up.
+    pub places: BTreeMap<String, usize>,
+    /// Files lost (a violation each).
+    pub lost: usize,
+    /// From a file's drop until its first START.
+    pub wait_ms: Option<Percentiles>,
+    /// From a file's END line until the store's `finished_at` of that attempt.
+    pub outcome_lag_ms: Option<Percentiles>,
+}
+/// The services' part of the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitsReport {
+    /// START lines of each service.
+    pub service_starts: BTreeMap<String, usize>,
+    /// From a fault on a service's owner until the service started in another process
+    /// (a file handed over, a command service's process), by kind.
+    pub service_failover_ms: BTreeMap<String, Percentiles>,
+    pub files: Option<FileReport>,
 }

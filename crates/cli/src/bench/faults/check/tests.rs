@@ -1,3 +1,5 @@
+use rota::{store::FireRecord, Outcome};
+
 use super::*;
 
 const T0: i64 = 1_000_000;

@@ -18,129 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
-use super::{
-    fields, first_start_elsewhere, group, overlapping, stale, starts, Checker, ExitHow, FaultKind,
-    Mark, Percentiles, Run, RunEnd, ViolationKind,
-};
+use super::{checker::*, input::*, record::*, report::*};
 
 /// How late an END line may be, after the work ended, for two runs in one node process.
 pub(super) const END_LAG_MS: i64 = 100;
 
-/// One line a service's work wrote:
-/// `US|UE|UD service key node pid node_pid attempt token time_us` (`UD`: a file's handler
-/// did its whole work). For a file the key is the
-/// file's name and the attempt `ROTA_ATTEMPT`; for a command service the key is the service
-/// and the attempt its restart count (`ROTA_RESTARTS`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnitLine {
-    pub mark: Mark,
-    pub service: String,
-    pub key: String,
-    pub node: String,
-    pub pid: u32,
-    pub node_pid: u32,
-    pub attempt: i64,
-    pub token: i64,
-    /// Wall clock, Unix ms.
-    pub at_ms: i64,
-}
-
-impl UnitLine {
-    /// Parses one line; `None` for a partial or foreign line.
-    pub fn parse(line: &str) -> Option<UnitLine> {
-        let (mark, [service, key, node, pid, node_pid, attempt, token, at]) = fields(
-            line,
-            &[("US", Mark::Start), ("UE", Mark::End), ("UD", Mark::Done)],
-        )?;
-        Some(UnitLine {
-            mark,
-            service: service.to_string(),
-            key: key.to_string(),
-            node: node.to_string(),
-            pid: pid.parse().ok()?,
-            node_pid: node_pid.parse().ok()?,
-            attempt: attempt.parse().ok()?,
-            token: token.parse().ok()?,
-            at_ms: at.parse::<i64>().ok()? / 1000,
-        })
-    }
-
-    /// The run: `service key`.
-    pub(super) fn label(&self) -> String {
-        format!("{} {}", self.service, self.key)
-    }
-}
-
-/// Every complete unit line of a record file, in file order.
-pub fn parse_units(text: &str) -> Vec<UnitLine> {
-    text.lines().filter_map(UnitLine::parse).collect()
-}
-
-/// Where a dropped file was at the end of the campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Place {
-    Done,
-    Failed,
-    Inbox,
-    Missing,
-}
-
-/// A file's item record in the store.
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemRow {
-    /// The file's name (the item key up to its first `|`).
-    pub name: String,
-    pub node: String,
-    pub token: i64,
-    pub attempt: i64,
-    pub outcome: String,
-    pub started_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-    pub message: Option<String>,
-}
-
-/// The `file_inbound` workload, as the checker needs to know it.
-pub struct FilesInput<'a> {
-    pub service: &'a str,
-    /// Each file the campaign dropped, and when (wall clock, Unix ms: its rename into place).
-    pub dropped: &'a [(String, i64)],
-    pub items: &'a [ItemRow],
-    pub places: &'a BTreeMap<String, Place>,
-}
-
-/// What became of the files.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FileReport {
-    pub dropped: usize,
-    /// One START line.
-    pub handled_once: usize,
-    /// Two or more START lines.
-    pub handled_again: usize,
-    /// No START line.
-    pub never_handled: usize,
-    /// Of those, set aside with a store record saying why (`abandoned`, `failed`): claimed,
-    /// but never handed to the handler.
-    pub set_aside_unhandled: usize,
-    /// By the store's item record: `ok`, `failed`, `abandoned`, ... (`none` without one).
-    pub outcomes: BTreeMap<String, usize>,
-    /// By the store's message of the files not `ok` (what the product said happened).
-    pub messages: BTreeMap<String, usize>,
-    /// Where the files ended up.
-    pub places: BTreeMap<String, usize>,
-    /// Files lost (a violation each).
-    pub lost: usize,
-    /// From a file's drop until its first START.
-    pub wait_ms: Option<Percentiles>,
-    /// From a file's END line until the store's `finished_at` of that attempt.
-    pub outcome_lag_ms: Option<Percentiles>,
-}
+/// One run of a service's work, from its START line to its end.
+type UnitRun<'a> = Run<'a, UnitLine>;
 
 impl FileReport {
     /// Counts a file by its outcome, place and how often it was handled (`runs`).
-    fn count(&mut self, runs: &[&UnitRun], item: Option<&ItemRow>, place: Place) {
+    pub(super) fn count(&mut self, runs: &[&UnitRun], item: Option<&ItemRow>, place: Place) {
         *self
             .places
             .entry(format!("{place:?}").to_lowercase())
@@ -162,20 +50,6 @@ impl FileReport {
         }
     }
 }
-
-/// The services' part of the report.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct UnitsReport {
-    /// START lines of each service.
-    pub service_starts: BTreeMap<String, usize>,
-    /// From a fault on a service's owner until the service started in another process
-    /// (a file handed over, a command service's process), by kind.
-    pub service_failover_ms: BTreeMap<String, Percentiles>,
-    pub files: Option<FileReport>,
-}
-
-/// One run of a service's work, from its START line to its end.
-type UnitRun<'a> = Run<'a, UnitLine>;
 
 impl<'a> Checker<'a> {
     /// Checks the services' record and files; see the module's doc.

@@ -2,7 +2,11 @@
 //! faults: overlapping runs, instants started twice, starts by stale tokens or dead, frozen
 //! or duplicate processes, lost instants and unrecovered faults.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rota::Outcome;
+
+use super::{checker::*, input::*, report::*};
 
 impl<'a> Checker<'a> {
     pub(super) fn overlaps(&mut self, runs: &[Run<'a>]) {
@@ -12,7 +16,7 @@ impl<'a> Checker<'a> {
             // watcher must wake up first).
             let slack = |p: &Run, r: &Run| {
                 if p.start.node_pid == r.start.node_pid && p.end == RunEnd::Line {
-                    units::END_LAG_MS
+                    super::units::END_LAG_MS
                 } else {
                     0
                 }
