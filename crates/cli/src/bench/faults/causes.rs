@@ -1,7 +1,19 @@
 //! Each kind of fault: how the campaign causes it (signals, proxies, store restarts, clock
 //! steps, operator commands) and undoes it.
 
-use super::*;
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{bail, Context};
+use rand::Rng;
+use rota_testkit::{
+    clock::FakeClock, poll, proxy::CutProxy, servers::ServerError, zookeeper::ZkEnsemble,
+    ProcessCluster,
+};
+
+use super::super::{owners, BenchStore, PrivateServer};
+use super::campaign::*;
+use super::check::{ExitHow, Fault, FaultKind, ProcessExit};
+use super::workload::*;
 
 /// How long a frozen node or a cut stays so: well over the default node timeout (1 s).
 pub(super) const HOLD_MS: std::ops::Range<u64> = 2000..4000;

@@ -9,18 +9,13 @@
 //! whose process writes a START and an END line like a task's run, and a `file_inbound`
 //! service handling files the campaign drops into a directory all nodes share.
 
+mod campaign;
 mod causes;
 mod check;
 mod services;
 mod workload;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    io::{Read, Seek, SeekFrom},
-    path::{Path, PathBuf},
-    process::ExitCode,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -29,16 +24,14 @@ use rota::store;
 use rota_testkit::{
     clock::{libfaketime, FakeClock},
     poll,
-    proxy::CutProxy,
-    servers::{free_port, ServerError},
-    zookeeper::ZkEnsemble,
+    servers::free_port,
     ProcessCluster,
 };
 use serde::Serialize;
 
-use self::{causes::*, workload::*};
-use super::{owners, BenchStore, PrivateServer, StoreArgs};
-use check::{ExitHow, Fault, FaultKind, ProcessExit, RecordLine, Report, TaskInfo, UnitLine};
+use self::{campaign::*, causes::*, workload::*};
+use super::{BenchStore, StoreArgs};
+use check::{ExitHow, Fault, FaultKind, ProcessExit, Report};
 
 #[derive(Args)]
 #[command(after_long_help = "\
@@ -98,40 +91,6 @@ pub struct FaultsArgs {
 
 /// Steady state between faults.
 const PAUSE_MS: std::ops::Range<u64> = 300..2000;
-
-/// A cluster that is not healthy this long after a fault did not recover.
-const RECOVERY: Duration = Duration::from_secs(60);
-
-/// The nodes' admin API, when operator actions are drawn.
-struct Admin {
-    ports: BTreeMap<String, u16>,
-    token: String,
-    read_token: String,
-}
-
-struct Campaign {
-    run: BenchStore,
-    cluster: ProcessCluster,
-    ids: Vec<String>,
-    /// The tasks, and the file service when files are dropped: each starts again after a
-    /// fault.
-    tasks: Vec<String>,
-    /// The command service, when it runs: one of its processes runs after a fault.
-    command_service: Option<String>,
-    /// The tasks (an operator pauses one of them).
-    task_names: Vec<String>,
-    admin: Option<Admin>,
-    /// This program: `rota ctl`.
-    exe: PathBuf,
-    /// Each node's proxies to the store's servers (only when cuts or slow links are drawn).
-    proxies: BTreeMap<String, Vec<CutProxy>>,
-    /// Each node's wall clock (only when skews or, on SQLite, store steps are drawn).
-    clocks: BTreeMap<String, FakeClock>,
-    tail: RecordTail,
-    rng: StdRng,
-    faults: Vec<Fault>,
-    exits: Vec<ProcessExit>,
-}
 
 /// The kinds a store allows: cuts, slow links and restarts need a server the campaign
 /// started; the leader of an ensemble needs an ensemble; clocks need libfaketime, and a

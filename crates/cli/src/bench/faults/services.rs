@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 
 use super::{
     check::{ItemRow, Place},
-    command_argv, now_ms, toml_string,
+    workload::{command_argv, now_ms, toml_string},
 };
 
 /// The `file_inbound` service.

@@ -1,7 +1,14 @@
 //! The campaign's task workload: command tasks whose runs write their own START and END
 //! lines, the node config that declares them, and the tail of the record file.
 
-use super::*;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use super::check::{self, RecordLine, TaskInfo, UnitLine};
 
 /// Every task fires every second (the product's epoch-aligned interval).
 pub(super) const PERIOD_MS: i64 = 1000;
