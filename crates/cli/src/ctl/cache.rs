@@ -1,71 +1,21 @@
 //! `rota ctl cache`: get, put, delete and list the entries of the cluster's caches.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, process::ExitCode};
 
 use base64::{
     alphabet,
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
     Engine as _,
 };
-use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
 use super::{
-    client::{Answer, Client, Failure},
-    segment,
+    args::CacheCommand,
+    args::{EXIT_FAILED, EXIT_USAGE},
+    client::{segment, Answer, Client, Failure},
     table::text,
-    EXIT_FAILED, EXIT_USAGE,
 };
-
-#[derive(Subcommand)]
-pub enum CacheCommand {
-    /// Print an entry's value as stored, bytes unchanged (--json: with its version and expiry).
-    Get { cache: String, key: String },
-    /// Write an entry: VALUE, the contents of --file, or standard input (--stdin).
-    Put(PutArgs),
-    /// Delete an entry (not there: nothing to do).
-    Del {
-        cache: String,
-        key: String,
-        /// Only if the entry is at this version (exit 1 if not).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-        if_version: Option<i64>,
-    },
-    /// The live keys of a cache, in order.
-    Keys {
-        cache: String,
-        /// Only keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: u32,
-    },
-}
-
-#[derive(Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["value", "file", "stdin"])))]
-pub struct PutArgs {
-    cache: String,
-    key: String,
-    /// The value, as text.
-    value: Option<String>,
-    /// Write the contents of this file (any bytes).
-    #[arg(long, value_name = "PATH")]
-    file: Option<PathBuf>,
-    /// Write what standard input holds (any bytes).
-    #[arg(long)]
-    stdin: bool,
-    /// Let the entry expire this long after the write: 250ms, 30s, 5m, 1h, 1d.
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
-    /// Only if the entry is at this version (compare and set; exit 1 if not).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "if_absent")]
-    if_version: Option<i64>,
-    /// Only if the key has no live entry (exit 1 if it has).
-    #[arg(long)]
-    if_absent: bool,
-}
 
 /// `rota ctl cache ...`. An absent entry (get) and a condition not met (put and del with
 /// --if-version or --if-absent) exit 1 with the API's message.

@@ -8,7 +8,9 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Duration;
 
-use super::{CtlArgs, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::args::{CtlArgs, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE};
 
 /// Why a call got no useful answer.
 #[derive(Debug)]
@@ -201,6 +203,17 @@ fn causes(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A name as one path segment: anything outside the names rota accepts is percent-encoded,
+/// so a stray `/` or `?` cannot reach another endpoint.
+pub(super) fn segment(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// What [`segment`] percent-encodes: every byte but ASCII letters, digits, `-`, `_` and `.`.
+pub(super) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+pub(super) const ROLLING_RESTART: &str = "/api/v1/rolling-restart";
 
 #[cfg(test)]
 mod tests {

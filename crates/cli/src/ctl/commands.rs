@@ -8,9 +8,9 @@ use serde_json::Value;
 use tokio::time::{sleep, Duration, Instant};
 
 use super::{
-    client::{Client, Failure},
+    args::{Wait, EXIT_FAILED, EXIT_TIMEOUT},
+    client::{Client, Failure, ROLLING_RESTART},
     table::{columns, print_value, table, text, time_of},
-    Wait, EXIT_FAILED, EXIT_TIMEOUT, ROLLING_RESTART,
 };
 
 const POLL: Duration = Duration::from_millis(200);

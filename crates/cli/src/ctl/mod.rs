@@ -2,203 +2,31 @@
 //! tables (or the raw JSON with `--json`); actions issue a cluster command and, by default,
 //! follow it until every target has applied or failed it.
 //!
-//! This file holds the command line (the verbs and their flags) and what each verb asks of
-//! the API; `client` talks to the API, `reads` prints the answers of the read verbs,
+//! This file holds what each verb asks of the API; `args` the command line (the verbs, their
+//! flags and the exit codes), `client` talks to the API, `reads` prints the answers of the read verbs,
 //! `commands` issues actions, follows them and shows commands, `cache` reads and writes
 //! cache entries, and `table` lays answers out as text.
 
+mod args;
 mod cache;
 mod client;
 mod commands;
 mod reads;
 mod table;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{builder::PossibleValuesParser, Args, Subcommand};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rota::core::control::LOG_LEVELS;
 use serde_json::{json, Value};
 
-use cache::{cache, CacheCommand};
-use client::{Client, Failure};
-use commands::{act, command_text, commands_table};
-use reads::{events_table, history_table, nodes_table, status, tasks_table};
-use table::print_value;
-
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-const EXIT_UNREACHABLE: u8 = 4;
-const EXIT_TIMEOUT: u8 = 5;
-
-/// Operate a cluster through a node's admin API.
-///
-/// The token comes from the environment only, so it never shows in `ps`:
-///   ROTA_TOKEN   the admin token (actions) or the read-only token (reads)
-///
-/// Actions wait until every target node has applied or failed the command, unless --no-wait.
-///
-/// Exit codes:
-///   0  ok (actions: every target applied)
-///   1  the command failed on some node, or a rolling restart stopped; cache: the entry
-///      is absent (get), or not as --if-version/--if-absent expected (put, del)
-///   2  bad request or usage (HTTP 400, 404, 405, 409, 413)
-///   3  refused: missing or wrong token (HTTP 401, 403)
-///   4  cannot reach the API, or a server or store error (HTTP 5xx)
-///   5  timed out waiting for the command; it may still complete: follow it with
-///      `rota ctl commands SEQ`
-#[derive(Args)]
-#[command(verbatim_doc_comment)]
-pub struct CtlArgs {
-    /// Base URL of any node's admin API.
-    #[arg(
-        long,
-        env = "ROTA_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    url: String,
-    /// Print the API's JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Accept any TLS certificate (self-signed test setups only).
-    #[arg(long, global = true)]
-    insecure: bool,
-    /// Trust the CA certificate(s) in this PEM file.
-    #[arg(long, value_name = "PATH", global = true)]
-    cacert: Option<PathBuf>,
-    #[command(subcommand)]
-    command: CtlCommand,
-}
-
-#[derive(Subcommand)]
-pub enum CtlCommand {
-    /// Cluster summary and its nodes.
-    Status,
-    /// Every registered node.
-    Nodes,
-    /// Every declared task: state, owner, fencing token.
-    Tasks,
-    /// Every declared service.
-    Services,
-    /// Recent fires of a task, newest first.
-    History {
-        task: String,
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: u32,
-    },
-    /// Recent commands, or one command with each target's state.
-    Commands {
-        seq: Option<i64>,
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: u32,
-    },
-    /// Recent events, newest first: commands, acknowledgements, joins, fires that went wrong.
-    Events {
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: u32,
-    },
-    /// Stop firing a task (on the given nodes, or everywhere).
-    Pause(TaskArgs),
-    /// Undo a pause; instants that passed meanwhile are not made up.
-    Resume(TaskArgs),
-    /// Stop a service (on the given nodes, or everywhere).
-    Stop(ServiceArgs),
-    /// Undo a stop.
-    Start(ServiceArgs),
-    /// Move a node's work away and keep it away, across restarts.
-    Drain(NodeArgs),
-    /// Undo a drain.
-    Undrain(NodeArgs),
-    /// NODE stands in for TARGET wherever TARGET is named, while TARGET is absent.
-    ActAs {
-        node: String,
-        target: String,
-        #[command(flatten)]
-        wait: Wait,
-    },
-    /// Undo act-as.
-    StopActing(NodeArgs),
-    /// Restart a node (graceful leave, then re-execute).
-    Restart(NodeArgs),
-    /// Stop a node gracefully; it stays down.
-    Shutdown(NodeArgs),
-    /// Set the log level (on the given nodes, or everywhere); `config` returns to the file's.
-    LogLevel {
-        #[arg(value_parser = PossibleValuesParser::new(LOG_LEVELS))]
-        level: String,
-        #[command(flatten)]
-        scope: Scope,
-        #[command(flatten)]
-        wait: Wait,
-    },
-    /// Read and write the cluster's caches (`rota.task-state` holds tasks' own state).
-    #[command(subcommand)]
-    Cache(CacheCommand),
-    /// Restart the nodes one at a time, each once the previous one is back.
-    RollingRestart {
-        #[command(flatten)]
-        scope: Scope,
-        /// Seconds each node has to come back before the rolling restart stops [default: 120].
-        #[arg(long, value_name = "SECS")]
-        timeout_secs: Option<u64>,
-        #[command(flatten)]
-        wait: Wait,
-    },
-}
-
-#[derive(Args)]
-pub struct TaskArgs {
-    task: String,
-    #[command(flatten)]
-    scope: Scope,
-    #[command(flatten)]
-    wait: Wait,
-}
-
-#[derive(Args)]
-pub struct ServiceArgs {
-    service: String,
-    #[command(flatten)]
-    scope: Scope,
-    #[command(flatten)]
-    wait: Wait,
-}
-
-#[derive(Args)]
-pub struct NodeArgs {
-    node: String,
-    #[command(flatten)]
-    wait: Wait,
-}
-
-#[derive(Args)]
-pub struct Scope {
-    /// Only these nodes (comma-separated); default: the whole cluster.
-    #[arg(long, value_delimiter = ',')]
-    nodes: Option<Vec<String>>,
-}
-
-#[derive(Args)]
-pub struct Wait {
-    /// Return once the command is accepted, without waiting for the nodes.
-    #[arg(long)]
-    no_wait: bool,
-    /// Seconds to wait for the command to finish [default: 60; rolling-restart: 600, or
-    /// --timeout-secs times the number of nodes if that is more].
-    #[arg(long, value_name = "SECS")]
-    wait_timeout: Option<u64>,
-}
-
-/// A name as one path segment: anything outside the names rota accepts is percent-encoded,
-/// so a stray `/` or `?` cannot reach another endpoint.
-fn segment(name: &str) -> String {
-    utf8_percent_encode(name, SEGMENT).to_string()
-}
-
-/// What [`segment`] percent-encodes: every byte but ASCII letters, digits, `-`, `_` and `.`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+pub use self::args::{CtlArgs, CtlCommand};
+use self::{
+    args::*,
+    cache::cache,
+    client::{segment, Client, Failure, ROLLING_RESTART},
+    commands::{act, command_text, commands_table},
+    reads::{events_table, history_table, nodes_table, status, tasks_table},
+    table::print_value,
+};
 
 /// What a subcommand asks of the API.
 enum Request {
@@ -209,18 +37,6 @@ enum Request {
     Action(String, Value, Wait),
     /// A read or write of a cache entry.
     Cache(CacheCommand),
-}
-
-const ROLLING_RESTART: &str = "/api/v1/rolling-restart";
-
-impl Scope {
-    /// `body` with `nodes` when given (without: the whole cluster).
-    fn add_to(self, mut body: Value) -> Value {
-        if let Some(nodes) = self.nodes {
-            body["nodes"] = json!(nodes);
-        }
-        body
-    }
 }
 
 /// `/api/v1/{kind}/{name}/{verb}`.
