@@ -29,9 +29,9 @@ use serde_json::{json, Value};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::{
+    api::{Api, Body},
     model::{command_json, fire_json, merge_events, Model, Problem},
-    Api, Body,
 };
 use rota::{
     core::schedule::Schedule,

@@ -15,6 +15,7 @@
 //! are compared in constant time and never logged. With no token configured, reads are open
 //! and actions are refused.
 
+mod api;
 mod connections;
 mod dashboard;
 mod model;
@@ -22,91 +23,15 @@ mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
 
+pub use api::{AdminConfig, Api, Secret};
+pub use connections::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 use http_body_util::{combinators::BoxBody, BodyExt};
-use hyper::body::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::watch};
+use rota::{Error, Result};
+pub use routes::{BODY_TIMEOUT, OPENAPI, ROUTES};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-use rota::{node::NodeStatus, store::Store, Error, Result};
-
-pub use connections::{HEADER_TIMEOUT, MAX_CONNECTIONS};
-pub use routes::{BODY_TIMEOUT, ROUTES};
-
-/// The OpenAPI 3 document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// A token, kept out of logs and debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// Constant time in the length of the presented value: no early exit on a mismatch.
-    fn matches(&self, presented: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
-        let mut diff = (a.len() != b.len()) as u8;
-        for (i, byte) in b.iter().enumerate() {
-            diff |= a.get(i).copied().unwrap_or(0) ^ byte;
-        }
-        diff == 0 && !a.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// `[admin]` settings.
-#[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
-    /// Needed for anything that changes state (and good for reads).
-    pub admin_token: Option<Secret>,
-    /// Good for reads only.
-    pub read_token: Option<Secret>,
-    /// PEM certificate chain and private key: serve HTTPS.
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-/// What the API reads and acts on: the cluster's store and the node serving it.
-#[derive(Clone)]
-pub struct Api {
-    pub store: Arc<dyn Store>,
-    pub cluster: String,
-    /// The node serving this API (it issues the commands accepted here).
-    pub node: String,
-    pub status: watch::Receiver<NodeStatus>,
-    /// The serving node's counters, rendered at `/metrics` ([`rota::NodeHandle::metrics`]).
-    pub metrics: Arc<rota::metrics::Metrics>,
-    /// The command log as far as this API has read it, folded.
-    log: Arc<model::LogCache>,
-}
-
-impl Api {
-    pub fn new(
-        store: Arc<dyn Store>,
-        cluster: impl Into<String>,
-        node: impl Into<String>,
-        status: watch::Receiver<NodeStatus>,
-        metrics: Arc<rota::metrics::Metrics>,
-    ) -> Api {
-        Api {
-            store,
-            cluster: cluster.into(),
-            node: node.into(),
-            status,
-            metrics,
-            log: Arc::default(),
-        }
-    }
-}
 
 /// A running API server. Dropping it does not stop it; call [`AdminServer::shutdown`].
 pub struct AdminServer {
@@ -316,8 +241,6 @@ pub fn tls_acceptor(
         })?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
-
-type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 #[cfg(test)]
 mod tests {

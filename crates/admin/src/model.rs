@@ -7,7 +7,6 @@ use std::{
     sync::Arc,
 };
 
-use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use rota::{
@@ -17,34 +16,10 @@ use rota::{
     },
     node::SERVICE_SCHEDULE,
     store::{Assignment, ClusterView, EventRecord, FireRecord, NodeDeclarations},
-    Error,
 };
 
-use crate::Api;
-
-/// A failed request: status and message.
-pub(crate) struct Problem(pub StatusCode, pub String);
-
-impl Problem {
-    pub(crate) fn bad(message: impl Into<String>) -> Problem {
-        Problem(StatusCode::BAD_REQUEST, message.into())
-    }
-
-    pub(crate) fn not_found(message: impl Into<String>) -> Problem {
-        Problem(StatusCode::NOT_FOUND, message.into())
-    }
-}
-
-impl From<Error> for Problem {
-    fn from(e: Error) -> Problem {
-        let status = if e.is_retryable() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        Problem(status, e.to_string())
-    }
-}
+use crate::api::Api;
+pub(crate) use crate::api::Problem;
 
 /// Who is in the cluster: the view and what each live node declares (what an action needs).
 pub(crate) struct Members {
@@ -219,35 +194,6 @@ impl Model {
 
 pub(crate) async fn read_log(api: &Api) -> Result<Arc<Vec<Command>>, Problem> {
     Ok(api.log.read(api).await?.0)
-}
-
-/// The command log as this API has read it, and its fold. A command never changes once
-/// appended, and commands become visible in sequence order (each takes the cluster's next
-/// generation under the store's lock), so a read fetches only the commands after the last
-/// one seen and folds only those: a read costs the same with 4,000 commands as with 4.
-#[derive(Default)]
-pub(crate) struct LogCache(tokio::sync::Mutex<(Arc<Vec<Command>>, ControlState)>);
-
-impl LogCache {
-    pub(crate) async fn read(
-        &self,
-        api: &Api,
-    ) -> Result<(Arc<Vec<Command>>, ControlState), Problem> {
-        let mut held = self.0.lock().await;
-        let after = held.0.last().map_or(0, |c| c.seq);
-        let new = rota::store::commands_after(api.store.as_ref(), &api.cluster, after).await?;
-        if !new.is_empty() {
-            let (log, control) = &mut *held;
-            // In place unless a request still holds the previous log.
-            let log = Arc::make_mut(log);
-            for record in &new {
-                let command = record.parse()?;
-                control.apply(&command);
-                log.push(command);
-            }
-        }
-        Ok((held.0.clone(), held.1.clone()))
-    }
 }
 
 /// A command with each target's state (`pending` until it acknowledges).

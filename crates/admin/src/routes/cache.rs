@@ -7,8 +7,11 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use hyper::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
 
-use super::{json_response, limit, query_param, Reply};
-use crate::{model::Problem, Api, Body};
+use super::reply::{json_response, limit, query_param, Reply};
+use crate::{
+    api::{Api, Body},
+    model::Problem,
+};
 use rota::{
     store::{CacheOutcome, CacheWrite, Expect},
     Error,

@@ -4,8 +4,8 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use super::{json_response, Reply};
-use crate::{model::Model, Api};
+use super::reply::{json_response, Reply};
+use crate::{api::Api, model::Model};
 
 /// `GET /api/v1/cluster`.
 pub(super) async fn summary(api: &Api) -> Reply {

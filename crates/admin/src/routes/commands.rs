@@ -8,10 +8,10 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, limit, Reply};
+use super::reply::{json_response, limit, Reply};
 use crate::{
+    api::Api,
     model::{command_json, read_log, Members, Problem},
-    Api,
 };
 use rota::{
     core::control::{Command, CommandBody, Operation, Scope},

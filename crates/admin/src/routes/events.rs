@@ -3,10 +3,10 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::{json_response, limit, Reply};
+use super::reply::{json_response, limit, Reply};
 use crate::{
+    api::Api,
     model::{merge_events, read_log, Problem},
-    Api,
 };
 use rota::{core::control::Command, store::AckFilter};
 

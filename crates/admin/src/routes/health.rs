@@ -4,8 +4,8 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use super::{json_response, Reply};
-use crate::Api;
+use super::reply::{json_response, Reply};
+use crate::api::Api;
 
 pub(super) fn healthz() -> Reply {
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 
-use super::Reply;
-use crate::Api;
+use super::reply::Reply;
+use crate::api::Api;
 
 /// `/metrics`: this node's counters, with the cluster's registrations as last seen.
 pub(super) async fn metrics(api: &Api) -> Reply {

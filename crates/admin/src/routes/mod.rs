@@ -11,20 +11,25 @@ mod events;
 mod health;
 mod metrics;
 mod nodes;
+mod reply;
 mod tasks;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{body::Bytes, body::Incoming, HeaderMap, Method, Request, Response, StatusCode};
+use cache::{CACHE_ENTRY, CACHE_KEYS};
+use http_body_util::{BodyExt, Limited};
+use hyper::{body::Incoming, HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
 
+use self::reply::*;
 use crate::{
+    api::{Api, Body, Secret},
     dashboard::{self, Monitor},
     model::Problem,
-    Api, Body, Secret, OPENAPI,
 };
-use cache::{CACHE_ENTRY, CACHE_KEYS};
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Every route: method and path template (`{x}` is one path segment). The OpenAPI
 /// document lists exactly these (a test checks).
@@ -77,8 +82,6 @@ pub(super) struct Shared {
     pub read_token: Option<Secret>,
     pub monitor: Arc<Monitor>,
 }
-
-type Reply = std::result::Result<Response<Body>, Problem>;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Access {
@@ -319,26 +322,6 @@ fn no_repeated_query(query: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn limit(query: &str, default: i64, max: i64) -> Result<i64, Problem> {
-    match query_param(query, "limit") {
-        None => Ok(default),
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(Problem::bad(format!(
-                "query `limit` = `{v}` is not a number from 1 to {max}"
-            ))),
-        },
-    }
-}
-
 async fn dispatch(
     shared: &Shared,
     method: &Method,
@@ -385,25 +368,6 @@ async fn dispatch(
         "/api/v1/events" => events::list(api, query).await,
         _ => Err(Problem::not_found("no such endpoint")),
     }
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut text = serde_json::to_vec_pretty(value).expect("JSON values serialize");
-    text.push(b'\n');
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from(text)).boxed())
-        .expect("valid response")
-}
-
-/// An error body: `{"error": ..., "status": ...}`.
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json_response(
-        status,
-        &serde_json::json!({ "error": message.into(), "status": status.as_u16() }),
-    )
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::{json_response, Reply};
+use super::reply::{json_response, Reply};
 use crate::{
+    api::Api,
     model::{Model, Problem},
-    Api,
 };
 
 /// `GET /api/v1/nodes`.

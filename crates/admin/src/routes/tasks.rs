@@ -5,10 +5,10 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::{json_response, limit, Reply};
+use super::reply::{json_response, limit, Reply};
 use crate::{
+    api::Api,
     model::{fire_json, Model, Problem},
-    Api,
 };
 use rota::node::SERVICE_SCHEDULE;
 
