@@ -5,7 +5,9 @@ use std::{fmt, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigProblem, ADMIN_TOKEN_ENV, READ_TOKEN_ENV};
+use rota::kinds::command::{ADMIN_TOKEN_ENV, READ_TOKEN_ENV};
+
+use super::checks::ConfigProblem;
 
 /// Shortest token accepted.
 const MIN_TOKEN_LEN: usize = 16;

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::ConfigProblem;
+use super::checks::ConfigProblem;
 
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 

@@ -9,6 +9,7 @@
 //! This file ties them together: [`Config`], [`parse`], [`load`] and the checks of the whole.
 
 mod admin;
+mod checks;
 mod log;
 mod node;
 mod placement;
@@ -18,31 +19,29 @@ mod task;
 mod timing;
 mod toml_errors;
 
-use std::{path::Path, time::Duration};
-
-use serde::Deserialize;
-
-use rota::{
-    core::{placement::label_problems, schedule::parse_duration},
-    node::{validate_name, NodeBuilder, Timing},
-    task::TaskSpec,
-    Error, Node,
-};
+use std::path::Path;
 
 pub use admin::AdminSection;
+use checks::check_name;
+pub use checks::ConfigProblem;
 pub use log::LogSection;
 pub use node::NodeSection;
 pub use placement::PlacementSection;
+pub use rota::kinds::command::{
+    ADMIN_TOKEN_ENV, CTL_TOKEN_ENV, READ_TOKEN_ENV, SECRET_ENV, STORE_URL_ENV,
+};
+use rota::{
+    core::placement::label_problems,
+    node::{NodeBuilder, Timing},
+    task::TaskSpec,
+    Node,
+};
+use serde::Deserialize;
 pub use service::{FileInboundSection, ServiceSection};
 pub use store::StoreSection;
 pub use task::{HttpSection, LogKindSection, TaskSection};
 pub use timing::TimingSection;
-
 use toml_errors::toml_problem;
-
-pub use rota::kinds::command::{
-    ADMIN_TOKEN_ENV, CTL_TOKEN_ENV, READ_TOKEN_ENV, SECRET_ENV, STORE_URL_ENV,
-};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,9 +68,6 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminSection,
 }
-
-/// One thing wrong with a config: where, what, why and how to fix it.
-pub type ConfigProblem = rota::Problem;
 
 /// Parses a config: TOML syntax, types and unknown keys. See [`Config::validate`] for the rest.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
@@ -104,8 +100,8 @@ impl Config {
     /// Every problem of the config, in file order; empty when it is valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = self.check_settings();
-        problems.extend(self.compile_tasks().1);
-        problems.extend(self.compile_services().1);
+        problems.extend(task::compile_tasks(&self.tasks, &self.placement).1);
+        problems.extend(service::compile_services(&self.services, &self.tasks, &self.placement).1);
         problems
     }
 
@@ -195,7 +191,7 @@ impl Config {
 
     /// The tasks with their handlers, or the problems of the `[[task]]` tables.
     pub fn task_specs(&self) -> Result<Vec<TaskSpec>, Vec<ConfigProblem>> {
-        match self.compile_tasks() {
+        match task::compile_tasks(&self.tasks, &self.placement) {
             (specs, problems) if problems.is_empty() => Ok(specs),
             (_, problems) => Err(problems),
         }
@@ -204,9 +200,10 @@ impl Config {
     /// A node builder with this node's identity, store, timing and tasks; all problems if invalid.
     pub fn builder(&self) -> Result<NodeBuilder, Vec<ConfigProblem>> {
         let mut problems = self.check_settings();
-        let (specs, task_problems) = self.compile_tasks();
+        let (specs, task_problems) = task::compile_tasks(&self.tasks, &self.placement);
         problems.extend(task_problems);
-        let (services, service_problems) = self.compile_services();
+        let (services, service_problems) =
+            service::compile_services(&self.services, &self.tasks, &self.placement);
         problems.extend(service_problems);
         if !problems.is_empty() {
             return Err(problems);
@@ -246,42 +243,10 @@ impl Config {
     }
 }
 
-fn check_name(p: &mut Vec<ConfigProblem>, field: &str, value: &str, example: &str) {
-    if value.is_empty() {
-        p.push(ConfigProblem::new(
-            field,
-            "",
-            "is missing",
-            format!("set {example}"),
-        ));
-    } else if let Err(Error::Config { message, .. }) = validate_name(field, value) {
-        p.push(ConfigProblem::from_message(
-            field,
-            value,
-            &message,
-            "use 1 to 128 letters, digits, `-`, `_` or `.`",
-        ));
-    }
-}
-
-/// Parses a duration, or records why not.
-fn duration(p: &mut Vec<ConfigProblem>, field: &str, text: &str) -> Option<Duration> {
-    match parse_duration(text) {
-        Ok(d) => Some(d),
-        Err(message) => {
-            p.push(ConfigProblem::from_message(
-                field,
-                text,
-                &message,
-                "write 250ms, 5s, 2m, 1h or 1d",
-            ));
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use rota::{
         core::placement::PlacementSpec,
@@ -308,7 +273,8 @@ mod tests {
             config.services.len() >= 2,
             "the example shows every service kind"
         );
-        let (services, problems) = config.compile_services();
+        let (services, problems) =
+            service::compile_services(&config.services, &config.tasks, &config.placement);
         assert_eq!(problems, vec![]);
         assert_eq!(services.len(), config.services.len());
         assert!(services[1]

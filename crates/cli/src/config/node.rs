@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::ConfigProblem;
+use super::checks::ConfigProblem;
 
 /// `[node]`: who this node is.
 #[derive(Debug, Clone, Default, Deserialize)]

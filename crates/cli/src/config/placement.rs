@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use rota::core::placement::{label_problems, PlacementSpec, ResolverSpec};
 
-use super::ConfigProblem;
+use super::checks::ConfigProblem;
 
 /// Where tasks run: `[placement]` (the default of every task) or the same keys in a `[[task]]`.
 #[derive(Debug, Clone, Default, Deserialize)]

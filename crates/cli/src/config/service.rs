@@ -20,9 +20,9 @@ use rota::{
 };
 
 use super::{
-    check_name, duration,
-    task::{compile_command, compile_http, HttpSection},
-    Config, ConfigProblem, PlacementSection,
+    checks::{check_name, duration, ConfigProblem},
+    placement::PlacementSection,
+    task::{compile_command, compile_http, HttpSection, TaskSection},
 };
 
 /// One `[[service]]`: a long-running service of one kind (`command` or `file_inbound`).
@@ -89,49 +89,49 @@ pub struct FileInboundSection {
     pub http: Option<HttpSection>,
 }
 
-impl Config {
-    /// Builds every service; a service with any problem yields problems and no spec.
-    pub(super) fn compile_services(&self) -> (Vec<ServiceSpec>, Vec<ConfigProblem>) {
-        let mut problems = Vec::new();
-        let mut specs = Vec::new();
-        let tasks: HashMap<&str, usize> = self
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        let mut first_index: HashMap<&str, usize> = HashMap::new();
-        let default_placement = self
-            .placement
-            .compile("placement", None, &mut Vec::new())
-            .unwrap_or_default();
-        for (i, service) in self.services.iter().enumerate() {
-            let before = problems.len();
-            let name = service.name.as_str();
-            if let Some(j) = tasks.get(name).filter(|_| !name.is_empty()) {
-                problems.push(ConfigProblem::new(
-                    format!("service[{i}].name"),
-                    name,
-                    format!("task[{j}] has this name; tasks and services share one namespace"),
-                    "give the service its own name",
-                ));
-            } else if let Some(j) = first_index.get(name).filter(|_| !name.is_empty()) {
-                problems.push(ConfigProblem::new(
-                    format!("service[{i}].name"),
-                    name,
-                    format!("service[{j}] has this name too"),
-                    "give each service its own name",
-                ));
-            } else {
-                first_index.insert(name, i);
-            }
-            let spec = compile_service(i, service, &default_placement, &mut problems);
-            if problems.len() == before {
-                specs.extend(spec);
-            }
+/// Builds every service; a service with any problem yields problems and no spec.
+pub(super) fn compile_services(
+    services: &[ServiceSection],
+    tasks: &[TaskSection],
+    placement: &PlacementSection,
+) -> (Vec<ServiceSpec>, Vec<ConfigProblem>) {
+    let mut problems = Vec::new();
+    let mut specs = Vec::new();
+    let tasks: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    let default_placement = placement
+        .compile("placement", None, &mut Vec::new())
+        .unwrap_or_default();
+    for (i, service) in services.iter().enumerate() {
+        let before = problems.len();
+        let name = service.name.as_str();
+        if let Some(j) = tasks.get(name).filter(|_| !name.is_empty()) {
+            problems.push(ConfigProblem::new(
+                format!("service[{i}].name"),
+                name,
+                format!("task[{j}] has this name; tasks and services share one namespace"),
+                "give the service its own name",
+            ));
+        } else if let Some(j) = first_index.get(name).filter(|_| !name.is_empty()) {
+            problems.push(ConfigProblem::new(
+                format!("service[{i}].name"),
+                name,
+                format!("service[{j}] has this name too"),
+                "give each service its own name",
+            ));
+        } else {
+            first_index.insert(name, i);
         }
-        (specs, problems)
+        let spec = compile_service(i, service, &default_placement, &mut problems);
+        if problems.len() == before {
+            specs.extend(spec);
+        }
     }
+    (specs, problems)
 }
 
 /// Checks one `[[service]]` and builds it when it has no problem.

@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 use rota::store::redact_url;
 
-use super::{ConfigProblem, STORE_URL_ENV};
+use rota::kinds::command::STORE_URL_ENV;
+
+use super::checks::ConfigProblem;
 
 const STORE_SCHEMES: [&str; 6] = [
     "sqlite",

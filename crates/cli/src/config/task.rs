@@ -20,7 +20,10 @@ use rota::{
     task::{MisfirePolicy, RecoveryPolicy, TaskSpec},
 };
 
-use super::{check_name, duration, Config, ConfigProblem, PlacementSection};
+use super::{
+    checks::{check_name, duration, ConfigProblem},
+    placement::PlacementSection,
+};
 
 /// One `[[task]]`: a schedule, policies and exactly one kind (`command`, `http` or `log`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,39 +121,39 @@ pub struct LogKindSection {
     pub append_to: Option<String>,
 }
 
-impl Config {
-    /// Builds every task; a task with any problem yields problems and no spec.
-    pub(super) fn compile_tasks(&self) -> (Vec<TaskSpec>, Vec<ConfigProblem>) {
-        let mut problems = Vec::new();
-        let mut specs = Vec::new();
-        let mut first_index: HashMap<&str, usize> = HashMap::new();
-        // Its problems are reported under `placement.*` by `check_settings`.
-        let default_placement = self
-            .placement
-            .compile("placement", None, &mut Vec::new())
-            .unwrap_or_default();
-        for (i, task) in self.tasks.iter().enumerate() {
-            let before = problems.len();
-            if let Some(j) = first_index
-                .get(task.name.as_str())
-                .filter(|_| !task.name.is_empty())
-            {
-                problems.push(ConfigProblem::new(
-                    format!("task[{i}].name"),
-                    &task.name,
-                    format!("task[{j}] has this name too"),
-                    "give each task its own name",
-                ));
-            } else {
-                first_index.insert(&task.name, i);
-            }
-            let spec = compile_task(i, task, &default_placement, &mut problems);
-            if problems.len() == before {
-                specs.extend(spec);
-            }
+/// Builds every task; a task with any problem yields problems and no spec.
+pub(super) fn compile_tasks(
+    tasks: &[TaskSection],
+    placement: &PlacementSection,
+) -> (Vec<TaskSpec>, Vec<ConfigProblem>) {
+    let mut problems = Vec::new();
+    let mut specs = Vec::new();
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    // Its problems are reported under `placement.*` by `check_settings`.
+    let default_placement = placement
+        .compile("placement", None, &mut Vec::new())
+        .unwrap_or_default();
+    for (i, task) in tasks.iter().enumerate() {
+        let before = problems.len();
+        if let Some(j) = first_index
+            .get(task.name.as_str())
+            .filter(|_| !task.name.is_empty())
+        {
+            problems.push(ConfigProblem::new(
+                format!("task[{i}].name"),
+                &task.name,
+                format!("task[{j}] has this name too"),
+                "give each task its own name",
+            ));
+        } else {
+            first_index.insert(&task.name, i);
         }
-        (specs, problems)
+        let spec = compile_task(i, task, &default_placement, &mut problems);
+        if problems.len() == before {
+            specs.extend(spec);
+        }
     }
+    (specs, problems)
 }
 
 /// Checks one `[[task]]` and builds it when it has no problem.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use rota::{node::Timing, Error};
 
-use super::{duration, ConfigProblem};
+use super::checks::{duration, ConfigProblem};
 
 /// `[timing]`: durations such as `"200ms"` or `"1s"`; unset keys keep [`Timing::default`].
 #[derive(Debug, Clone, Default, Deserialize)]

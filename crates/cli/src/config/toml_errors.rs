@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rota::store::redact_url;
 
-use super::ConfigProblem;
+use super::checks::ConfigProblem;
 
 /// One problem from a TOML error, located as precisely as the error allows.
 pub(super) fn toml_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
