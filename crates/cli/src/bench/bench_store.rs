@@ -1,7 +1,11 @@
 //! The store a benchmark runs on: a URL given, or a private server started for the run and
 //! removed with it.
 
-use super::*;
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Args;
+use rota::store::{self, Store};
 
 /// Where a benchmark's nodes meet: `--store URL`, a private `--server`, or (neither) a new
 /// temporary SQLite file.

@@ -11,7 +11,7 @@ use rota::{
 };
 use tokio::time::Instant;
 
-use super::StoreArgs;
+use super::bench_store::StoreArgs;
 
 #[derive(Args)]
 pub struct CacheArgs {
@@ -109,7 +109,7 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<ExitCode> {
         } else {
             "copies kept at most 500 ms"
         },
-        super::stats(&mut seen_ms)
+        super::measure::stats(&mut seen_ms)
     );
 
     for (op, name) in [

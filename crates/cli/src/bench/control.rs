@@ -14,7 +14,7 @@ use rota::{
 use rota_testkit::{self as harness, ProcessCluster};
 use tokio::time::Instant;
 
-use super::{stats, StoreArgs};
+use super::{bench_store::StoreArgs, measure::stats};
 
 #[derive(Args)]
 pub struct CommandsArgs {

@@ -16,7 +16,7 @@ use rota::store::{self, Store};
 use rota_testkit::{self as harness, browser::Browser, ProcessCluster};
 use tokio::time::Instant;
 
-use super::{stats, StoreArgs};
+use super::{bench_store::StoreArgs, measure::stats};
 
 #[derive(Args)]
 pub struct DashboardArgs {
@@ -43,7 +43,7 @@ fn unix_ms() -> i64 {
 
 /// The live owner of the task, by the store.
 async fn owner(store: &Arc<dyn Store>, cluster: &str) -> anyhow::Result<Option<String>> {
-    Ok(super::owners(store, cluster)
+    Ok(super::measure::owners(store, cluster)
         .await?
         .into_iter()
         .find_map(|(task, node)| (task == TASK).then_some(node)))

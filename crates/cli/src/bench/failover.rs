@@ -4,7 +4,23 @@
 //! instant, duplicates (from an independent record the tasks write), missed fires, and the
 //! store load of idle nodes for several task counts.
 
-use super::*;
+use std::{collections::BTreeSet, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rota::{
+    core::schedule::{parse_duration, Schedule},
+    store::{self, FireRecord},
+    Outcome,
+};
+use rota_testkit::{self as harness, ProcessCluster};
+
+use super::{
+    bench_store::StoreArgs,
+    measure::{owners, stats, wait_all_fired},
+    throughput::idle_load,
+};
 
 #[derive(Args)]
 pub struct FailoverArgs {

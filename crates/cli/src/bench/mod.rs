@@ -9,23 +9,15 @@ mod control;
 mod dashboard;
 mod failover;
 mod faults;
+mod measure;
 mod rebalance;
 mod throughput;
 
-use std::{collections::BTreeSet, process::ExitCode, sync::Arc, time::Duration};
+use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
-use rand::{Rng, SeedableRng};
-use rota::{
-    core::schedule::{parse_duration, Schedule},
-    store::{self, FireRecord, Store},
-    Node, Outcome, TaskSpec, Timing,
-};
-use rota_testkit::{self as harness, ProcessCluster};
-use tokio::time::Instant;
+use clap::Subcommand;
 
-use self::{bench_store::*, failover::*, rebalance::*, throughput::*};
+use self::{failover::*, rebalance::*, throughput::*};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -67,70 +59,5 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,
         BenchCommand::Cache(args) => cache::cache(args).await,
         BenchCommand::Faults(args) => faults::faults(args).await,
-    }
-}
-
-/// `median, p99, max` of a sample, in ms.
-fn stats(samples: &mut [i64]) -> String {
-    if samples.is_empty() {
-        return "no samples".into();
-    }
-    samples.sort_unstable();
-    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    format!(
-        "median {} ms, p99 {} ms, max {} ms (n = {})",
-        pick(0.5),
-        pick(0.99),
-        samples[samples.len() - 1],
-        samples.len()
-    )
-}
-
-/// (task, owner) for every task whose owner is alive.
-async fn owners(store: &Arc<dyn Store>, cluster: &str) -> rota::Result<Vec<(String, String)>> {
-    let view = store.view(cluster).await?;
-    Ok(store
-        .assignments(cluster)
-        .await?
-        .into_iter()
-        .filter_map(|a| {
-            let (node, inc) = a.owner?;
-            view.nodes
-                .iter()
-                .any(|n| n.node == node && n.incarnation == inc && n.alive)
-                .then_some((a.task, node))
-        })
-        .collect())
-}
-
-/// Waits until every task in `tasks` has started a fire with an instant after `since_ms`.
-async fn wait_all_fired(
-    store: &Arc<dyn Store>,
-    cluster: &str,
-    tasks: &[String],
-    since_ms: i64,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let recent = store
-            .history(cluster, None, (tasks.len() * 8) as i64)
-            .await?;
-        let fired: BTreeSet<&str> = recent
-            .iter()
-            .filter(|f| f.instant_ms > since_ms && f.started_at_ms.is_some())
-            .map(|f| f.task.as_str())
-            .collect();
-        if tasks.iter().all(|t| fired.contains(t.as_str())) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} of {} tasks had not fired after {timeout:?}",
-                tasks.len() - fired.len().min(tasks.len()),
-                tasks.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

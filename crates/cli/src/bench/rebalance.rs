@@ -1,6 +1,17 @@
 //! `rota bench rebalance`: how long a join or a leave takes to be placed, and how much moves.
 
-use super::*;
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::bail;
+use clap::Args;
+use rota::{
+    core::schedule::Schedule,
+    store::{self, Store},
+    Node, TaskSpec,
+};
+use tokio::time::Instant;
+
+use super::{bench_store::StoreArgs, measure::stats};
 
 #[derive(Args)]
 pub struct RebalanceArgs {

@@ -1,7 +1,18 @@
 //! `rota bench throughput`: claimed fires per second and their lateness, and the store's idle
 //! load.
 
-use super::*;
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rota::{
+    core::schedule::{parse_duration, Schedule},
+    store::{self, FireRecord},
+    Node, TaskSpec, Timing,
+};
+use tokio::time::Instant;
+
+use super::{bench_store::StoreArgs, measure::stats};
 
 #[derive(Args)]
 pub struct ThroughputArgs {

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::{io::AsyncReadExt, process::Command};
 
-use super::Invocation;
+use super::invocation::Invocation;
 use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
 
 /// How much of the end of stderr a failure keeps.
@@ -334,7 +334,7 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     };
     let tail = tail
         .lock()
-        .map(|t| super::printable(t.trim_ascii()))
+        .map(|t| super::invocation::printable(t.trim_ascii()))
         .unwrap_or_default();
     if tail.is_empty() {
         Err(TaskError::new(format!("`{program}`: {what}")))
@@ -378,7 +378,7 @@ async fn drain(
             Ok(n) => n,
         };
         let chunk = &buf[..n];
-        tracing::debug!(task = %task, stream, "{}", super::printable(chunk.trim_ascii_end()));
+        tracing::debug!(task = %task, stream, "{}", super::invocation::printable(chunk.trim_ascii_end()));
         if let Some(tail) = &tail {
             if let Ok(mut t) = tail.lock() {
                 t.extend_from_slice(chunk);
@@ -396,7 +396,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::kinds::test_context;
+    use crate::kinds::invocation::test_context;
 
     fn sh(script: &str) -> CommandTask {
         CommandTask::new(

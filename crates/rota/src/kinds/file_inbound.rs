@@ -28,7 +28,7 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-use super::{CommandTask, HttpTask, Invocation};
+use super::{command::CommandTask, http::HttpTask, invocation::Invocation};
 use crate::{
     service::{ItemStart, ServiceContext, MAX_ITEM_KEY},
     task::{Outcome, TaskError},

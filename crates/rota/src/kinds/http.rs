@@ -7,7 +7,7 @@ use reqwest::{
     Method, Url,
 };
 
-use super::Invocation;
+use super::invocation::Invocation;
 use crate::{
     store::redact_url,
     task::{FireContext, Handler, HandlerFuture, TaskError},
@@ -167,7 +167,7 @@ async fn send(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         }
     }
     prefix.truncate(BODY_PREFIX);
-    let body = super::printable(prefix.trim_ascii());
+    let body = super::invocation::printable(prefix.trim_ascii());
     if body.is_empty() {
         Err(TaskError::new(format!(
             "{} {target}: status {status}",
@@ -191,7 +191,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::kinds::test_context;
+    use crate::kinds::invocation::test_context;
 
     /// Answers one connection with `reply` and hands back the request it read.
     async fn one_shot(reply: &'static str) -> (String, tokio::task::JoinHandle<String>) {

@@ -86,7 +86,7 @@ fn append_line(path: &std::path::Path, line: &str) -> Result<(), TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::test_context;
+    use crate::kinds::invocation::test_context;
 
     #[tokio::test]
     async fn appends_one_line_per_fire() {

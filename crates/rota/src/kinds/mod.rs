@@ -7,18 +7,20 @@
 pub mod command;
 pub mod file_inbound;
 pub mod http;
+mod invocation;
 pub mod log;
+
+pub use command::CommandTask;
+pub use file_inbound::FileInbound;
+pub use http::HttpTask;
+use invocation::Invocation;
+pub use log::LogTask;
+use rota_core::schedule::Schedule;
 
 use crate::{
     service::{ServiceContext, ServiceFuture, ServiceHandler, ServiceSpec},
     task::{FireContext, Handler, HandlerFuture, TaskSpec},
 };
-use rota_core::schedule::Schedule;
-
-pub use command::CommandTask;
-pub use file_inbound::FileInbound;
-pub use http::HttpTask;
-pub use log::LogTask;
 
 /// One configured task kind.
 #[derive(Debug, Clone)]
@@ -141,88 +143,9 @@ impl From<LogTask> for Kind {
     }
 }
 
-/// What one run of a command or an HTTP request is told about itself: each `(NAME, value)`
-/// becomes `ROTA_NAME` in a command's environment and an `X-Rota-Name` header of a request.
-pub(crate) struct Invocation {
-    /// The task or service, for logs.
-    pub label: String,
-    pub vars: Vec<(&'static str, String)>,
-    /// Replaces the configured request body (a file handed to an endpoint).
-    pub body: Option<Vec<u8>>,
-    pub cancel: tokio_util::sync::CancellationToken,
-    /// On cancel, a command gets SIGTERM and this long to exit before SIGKILL; `None`:
-    /// SIGKILL at once (a fire whose lease is lost must stop now).
-    pub term_grace: Option<std::time::Duration>,
-}
-
-impl Invocation {
-    pub fn of_fire(ctx: &FireContext) -> Invocation {
-        Invocation {
-            label: ctx.task.clone(),
-            vars: vec![
-                ("CLUSTER", ctx.cluster.clone()),
-                ("NODE", ctx.node.clone()),
-                ("TASK", ctx.task.clone()),
-                ("FIRE_TIME_MS", ctx.instant_ms.to_string()),
-                ("FENCING_TOKEN", ctx.token.to_string()),
-                ("ATTEMPT", ctx.attempt.to_string()),
-            ],
-            body: None,
-            cancel: ctx.cancel.clone(),
-            term_grace: None,
-        }
-    }
-
-    /// `FIRE_TIME_MS` -> `X-Rota-Fire-Time-Ms`.
-    pub fn header_name(var: &str) -> String {
-        let words: Vec<String> = var
-            .split('_')
-            .map(|w| {
-                let lower = w.to_ascii_lowercase();
-                let mut chars = lower.chars();
-                match chars.next() {
-                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
-                    None => String::new(),
-                }
-            })
-            .collect();
-        format!("X-Rota-{}", words.join("-"))
-    }
-}
-
-/// Output of the work (a program's stdout and stderr, a response body) as text that is safe
-/// to log or show: invalid UTF-8 replaced, and every control character escaped (`\n`,
-/// `\u{1b}`), so that output cannot forge a log line or drive a terminal.
-pub(crate) fn printable(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-pub(crate) fn test_context(task: &str) -> FireContext {
-    FireContext {
-        cluster: "test-cluster".into(),
-        task: task.into(),
-        node: "node-1".into(),
-        instant_ms: 1_700_000_000_000,
-        token: 42,
-        attempt: 1,
-        cancel: tokio_util::sync::CancellationToken::new(),
-        state: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{printable, Invocation};
+    use super::invocation::{printable, Invocation};
 
     #[test]
     fn output_cannot_forge_log_lines_or_drive_a_terminal() {

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use rand::rngs::StdRng;
 use rota_testkit::{clock::FakeClock, proxy::CutProxy, ProcessCluster};
 
-use super::super::BenchStore;
+use super::super::bench_store::BenchStore;
 use super::check::{Fault, ProcessExit};
 use super::workload::RecordTail;
 

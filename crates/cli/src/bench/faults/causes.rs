@@ -10,7 +10,10 @@ use rota_testkit::{
     ProcessCluster,
 };
 
-use super::super::{owners, BenchStore, PrivateServer};
+use super::super::{
+    bench_store::{BenchStore, PrivateServer},
+    measure::owners,
+};
 use super::campaign::*;
 use super::check::{ExitHow, Fault, FaultKind, ProcessExit};
 use super::workload::*;

@@ -30,7 +30,7 @@ use rota_testkit::{
 use serde::Serialize;
 
 use self::{campaign::*, causes::*, workload::*};
-use super::{BenchStore, StoreArgs};
+use super::bench_store::{BenchStore, StoreArgs};
 use check::{ExitHow, Fault, FaultKind, ProcessExit, Report};
 
 #[derive(Args)]
