@@ -21,20 +21,21 @@ use std::{
 };
 
 use async_trait::async_trait;
+use rota_core::{
+    control::{Ack, AckState},
+    outcome::Outcome,
+};
 use sqlx::{
     any::{AnyPoolOptions, AnyRow},
     AnyPool, Executor, Row,
 };
 
 use self::dialect::Dialect;
-use rota_core::control::{Ack, AckState};
-
 use super::{
     backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
     placement::*, url::*,
 };
 use crate::error::{Error, Result};
-use rota_core::outcome::Outcome;
 
 /// Most rows one batched statement handles (keeps bind parameters well under every
 /// database's limit).

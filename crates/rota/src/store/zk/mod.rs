@@ -45,18 +45,19 @@ mod placement;
 use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
+use rota_core::{
+    control::{Ack, AckState},
+    outcome::Outcome,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zookeeper_client as zk;
-
-use rota_core::control::{Ack, AckState};
 
 use super::{
     backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
     placement::*, url::*,
 };
 use crate::error::{Error, Result};
-use rota_core::outcome::Outcome;
 
 /// Session timeout asked of the server (it clamps it to 2..20 × its tickTime).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
