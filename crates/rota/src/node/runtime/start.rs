@@ -5,6 +5,7 @@
 use super::liveness::{fence_watchdog, heartbeat_loop};
 use super::*;
 
+/// What the builder hands the runtime: the node's identity, timing, work and placement.
 pub(crate) struct NodeConfig {
     pub id: String,
     pub cluster: String,
@@ -20,6 +21,9 @@ pub(crate) struct NodeConfig {
     /// The incarnation this process had before it re-executed itself (a restart command).
     pub reexec_of: Option<i64>,
 }
+
+/// Joins, then runs the node: the rounds on a task of their own, the heartbeat and the fence
+/// watchdog beside them. Returns once the node holds its lease.
 pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<NodeHandle> {
     let NodeConfig {
         id,
