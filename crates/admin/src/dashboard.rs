@@ -30,8 +30,8 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{Api, Body},
-    model::{command_json, fire_json, merge_events, Model, Problem},
+    api::{Api, Body, Problem},
+    model::{command_json, fire_json, merge_events, Model},
 };
 use rota::{
     core::schedule::Schedule,

@@ -8,10 +8,7 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
 
 use super::reply::{json_response, limit, query_param, Reply};
-use crate::{
-    api::{Api, Body},
-    model::Problem,
-};
+use crate::api::{Api, Body, Problem};
 use rota::{
     store::{CacheOutcome, CacheWrite, Expect},
     Error,

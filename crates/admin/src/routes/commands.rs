@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::reply::{json_response, limit, Reply};
 use crate::{
-    api::Api,
-    model::{command_json, read_log, Members, Problem},
+    api::{Api, Problem},
+    model::{command_json, read_log, Members},
 };
 use rota::{
     core::control::{Command, CommandBody, Operation, Scope},

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::reply::{json_response, limit, Reply};
 use crate::{
-    api::Api,
-    model::{merge_events, read_log, Problem},
+    api::{Api, Problem},
+    model::{merge_events, read_log},
 };
 use rota::{core::control::Command, store::AckFilter};
 

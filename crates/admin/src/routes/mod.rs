@@ -23,9 +23,8 @@ use serde_json::Value;
 
 use self::reply::*;
 use crate::{
-    api::{Api, Body, Secret},
+    api::{Api, Body, Problem, Secret},
     dashboard::{self, Monitor},
-    model::Problem,
 };
 
 /// The OpenAPI 3 document of this API.

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::reply::{json_response, Reply};
 use crate::{
-    api::Api,
-    model::{Model, Problem},
+    api::{Api, Problem},
+    model::Model,
 };
 
 /// `GET /api/v1/nodes`.

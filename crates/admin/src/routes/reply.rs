@@ -4,7 +4,7 @@
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, Response, StatusCode};
 
-use crate::{api::Body, model::Problem};
+use crate::api::{Body, Problem};
 
 pub(super) type Reply = std::result::Result<Response<Body>, Problem>;
 

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::reply::{json_response, limit, Reply};
 use crate::{
-    api::Api,
-    model::{fire_json, Model, Problem},
+    api::{Api, Problem},
+    model::{fire_json, Model},
 };
 use rota::node::SERVICE_SCHEDULE;
 
