@@ -20,6 +20,7 @@ mod connections;
 mod dashboard;
 mod model;
 mod routes;
+mod tokens;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -29,6 +30,7 @@ use http_body_util::{combinators::BoxBody, BodyExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rota::{Error, Result};
 pub use routes::{BODY_TIMEOUT, OPENAPI, ROUTES};
+pub use tokens::{Role, TOKENS_CACHE};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};

@@ -258,7 +258,7 @@ pub(crate) fn merge_events(
         events.push((
             c.issued_at_ms,
             json!({"at_ms": c.issued_at_ms, "kind": "command_issued", "seq": c.seq, "op": c.body.op.name(),
-                   "targets": c.body.targets, "issued_by": c.body.issued_by}),
+                   "targets": c.body.targets, "issued_by": c.body.issued_by, "requested_by": c.body.requested_by}),
         ));
     }
     for a in acks {

@@ -734,9 +734,220 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
     node.shutdown().await.unwrap();
 }
 
+/// Named tokens on every store: roles limit what each may do, the command log names the
+/// token that asked, the store keeps only hashes, and a revoked token is refused by every
+/// node at its very next request.
+async fn named_tokens_have_roles_and_a_revoked_one_is_refused_at_once(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let node = rota::Node::builder("tok-1", "tok", &s.url)
+        .store(s.store.clone())
+        .task(rota::TaskSpec::new(
+            "nightly",
+            rota::Schedule::every(Duration::from_secs(3600)).unwrap(),
+            |_ctx: rota::FireContext| async { Ok(()) },
+        ))
+        .start()
+        .await
+        .unwrap();
+    // Two API servers over one store, as two nodes of a cluster serve it.
+    let mut servers = Vec::new();
+    for name in ["tok-1", "tok-2"] {
+        let server = rota_admin::serve(
+            rota_admin::AdminConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                admin_token: Some(rota_admin::Secret::new(ADMIN_TOKEN)),
+                read_token: Some(rota_admin::Secret::new(READ_TOKEN)),
+                tls: None,
+            },
+            rota_admin::Api::new(
+                s.store.clone(),
+                "tok",
+                name,
+                node.watch_status(),
+                node.metrics(),
+            ),
+        )
+        .await
+        .unwrap();
+        servers.push(server);
+    }
+    let base = |i: usize| format!("http://127.0.0.1:{}", servers[i].local_addr().port());
+    let admin = Client::new(base(0), Some(ADMIN_TOKEN));
+    eventually("the task is declared", LONG, None, || async {
+        (admin.send("GET", "/api/v1/tasks/nightly", None).await.0 == 200).then_some(())
+    })
+    .await;
+
+    let create = |name: &str, role: &str| json!({"name": name, "role": role}).to_string();
+    let (status, ops) = admin
+        .send("POST", "/api/v1/tokens", Some(&create("ops", "operate")))
+        .await;
+    assert_eq!(status, 201, "{ops}");
+    let ops_secret = ops["token"].as_str().unwrap().to_string();
+    assert!(
+        ops_secret.starts_with("rota_") && ops_secret.len() > 40,
+        "{ops}"
+    );
+    assert_eq!(
+        (ops["role"].as_str(), ops["created_by"].as_str()),
+        (Some("operate"), Some("admin"))
+    );
+    let (status, viewer) = admin
+        .send("POST", "/api/v1/tokens", Some(&create("viewer", "read")))
+        .await;
+    assert_eq!(status, 201, "{viewer}");
+    let viewer_secret = viewer["token"].as_str().unwrap().to_string();
+    for (body, want, says) in [
+        (create("ops", "admin"), 409, "a token named `ops` exists"),
+        (
+            create("root", "superuser"),
+            400,
+            "role: `superuser` is not a role",
+        ),
+        (
+            create("admin", "read"),
+            400,
+            "name of a token of the nodes' config",
+        ),
+        (create("bad name", "read"), 400, "name:"),
+    ] {
+        let (status, answer) = admin.send("POST", "/api/v1/tokens", Some(&body)).await;
+        assert_eq!(status, want, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(says),
+            "{body}: `{error}` should say `{says}`"
+        );
+    }
+    let (status, list) = admin.send("GET", "/api/v1/tokens", None).await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ops", "viewer"], "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("token").is_none()),
+        "a list shows no secret: {list}"
+    );
+
+    // The store keeps hashes, never a token itself.
+    let keys = s
+        .store
+        .cache_keys("tok", rota_admin::TOKENS_CACHE, "", 100)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    for key in &keys {
+        let entry = s
+            .store
+            .cache_get("tok", rota_admin::TOKENS_CACHE, key)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored = format!("{key} {}", String::from_utf8_lossy(&entry.value));
+        assert!(
+            !stored.contains(&ops_secret) && !stored.contains(&viewer_secret),
+            "{stored}"
+        );
+    }
+
+    // A read token reads, and cannot act or see the tokens.
+    let reader = Client::new(base(1), Some(&viewer_secret));
+    assert_eq!(reader.send("GET", "/api/v1/nodes", None).await.0, 200);
+    let (status, answer) = reader
+        .send("POST", "/api/v1/tasks/nightly/pause", None)
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("`viewer` is read-only"),
+        "{answer}"
+    );
+    assert_eq!(reader.send("GET", "/api/v1/tokens", None).await.0, 403);
+
+    // An operate token pauses, on any node, and the log names it; it cannot restart a node,
+    // shut one down through the generic route, or make tokens.
+    let operator = Client::new(base(1), Some(&ops_secret));
+    let issued = operator
+        .post("/api/v1/tasks/nightly/pause", json!({}))
+        .await;
+    assert_eq!(issued["requested_by"], "ops", "{issued}");
+    let seq = issued["seq"].as_i64().unwrap();
+    let stored = s.store.commands("tok", seq - 1, 1).await.unwrap()[0]
+        .parse()
+        .unwrap();
+    assert_eq!(stored.body.requested_by.as_deref(), Some("ops"));
+    for (path, body, says) in [
+        (
+            "/api/v1/nodes/tok-1/restart",
+            None,
+            "needs a token of role admin",
+        ),
+        (
+            "/api/v1/commands",
+            Some(r#"{"op": "shutdown"}"#),
+            "op `shutdown` needs a token of role admin",
+        ),
+        (
+            "/api/v1/tokens",
+            Some(r#"{"name": "mine", "role": "admin"}"#),
+            "role admin",
+        ),
+    ] {
+        let (status, answer) = operator.send("POST", path, body).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(says),
+            "{path}: `{error}` should say `{says}`"
+        );
+    }
+    let (_, log) = admin.send("GET", "/api/v1/commands", None).await;
+    assert_eq!(
+        log.as_array().map(Vec::len),
+        Some(1),
+        "only the pause was accepted: {log}"
+    );
+
+    // Revoked on one node: the other refuses it at its very next request.
+    let (status, answer) = admin.send("DELETE", "/api/v1/tokens/ops", None).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = operator.send("GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 401, "a revoked token still reads: {answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("revoked"),
+        "{answer}"
+    );
+    assert_eq!(
+        admin.send("DELETE", "/api/v1/tokens/ops", None).await.0,
+        404
+    );
+    let (_, list) = admin.send("GET", "/api/v1/tokens", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        reader.send("GET", "/api/v1/nodes", None).await.0,
+        200,
+        "the other token still works"
+    );
+
+    for server in servers {
+        server.shutdown().await;
+    }
+    node.shutdown().await.unwrap();
+}
+
 on_every_store!(
     a_command_missed_while_down_is_applied_before_any_task_starts,
     act_as_moves_an_absent_nodes_pinned_service_and_back,
     a_rolling_restart_takes_one_node_at_a_time,
     the_api_refuses_bad_tokens_and_malformed_requests,
+    named_tokens_have_roles_and_a_revoked_one_is_refused_at_once,
 );

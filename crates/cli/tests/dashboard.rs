@@ -381,9 +381,14 @@ async fn the_dashboard_follows_a_failover_and_guards_its_actions() {
         },
     )
     .await;
+    assert_eq!(
+        command.body.requested_by.as_deref(),
+        Some("admin"),
+        "the command names the token that asked for it"
+    );
     page.wait(
-        &format!("#commands lists #{seq}"),
-        &format!("document.querySelector('#commands tr[data-seq=\"{seq}\"]') !== null"),
+        &format!("#commands lists #{seq} with the token that asked for it"),
+        &format!("document.querySelector('#commands tr[data-seq=\"{seq}\"]')?.textContent.includes('token admin') === true"),
     )
     .await;
 

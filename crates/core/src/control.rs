@@ -145,6 +145,10 @@ pub struct CommandBody {
     pub targets: Vec<String>,
     /// Who issued it (the node whose API accepted it, or the leader driving a rolling restart).
     pub issued_by: String,
+    /// The name of the API token that asked for it (absent in commands rota issues itself,
+    /// and in logs written before tokens had names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// A command with its place in the log.
@@ -497,6 +501,7 @@ mod tests {
                 scope,
                 targets,
                 issued_by: "test".into(),
+                requested_by: None,
             },
         }
     }
@@ -632,6 +637,7 @@ mod tests {
             scope: nodes(&["a"]),
             targets: vec!["a".into()],
             issued_by: "n".into(),
+            requested_by: None,
         };
         let json = serde_json::to_string(&body).unwrap();
         assert!(

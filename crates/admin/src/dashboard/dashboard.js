@@ -334,7 +334,7 @@
       const html = '<tr data-seq="' + esc(c.seq) + '" class="' + (c.failed ? 'c-failed' : c.done ? 'c-done' : 'c-open') + '">' +
         '<th scope="row">#' + esc(c.seq) + '</th>' +
         '<td title="' + esc(full(c.issued_at_ms)) + '">' + clock(c.issued_at_ms) + '</td>' +
-        '<td><b>' + esc(opText(c)) + '</b>' + (c.issued_by ? '<div class="sub">by ' + esc(c.issued_by) + '</div>' : '') + '</td>' +
+        '<td><b>' + esc(opText(c)) + '</b>' + (c.issued_by ? '<div class="sub">by ' + esc(c.issued_by) + (c.requested_by ? ', token ' + esc(c.requested_by) : '') + '</div>' : '') + '</td>' +
         '<td title="' + esc((c.targets || []).join(', ')) + '">' + (scope === 'cluster' ? 'cluster <span class="muted">(' + plural((c.targets || []).length, 'node') + ')</span>'
           : esc((c.targets || []).join(', ') || scope)) + '</td>' +
         '<td class="chips">' + (chips || '<span class="muted">—</span>') + '</td>' +
@@ -360,7 +360,7 @@
         return o + ': ' + e.task + ' at ' + clock(e.instant_ms) + (e.node ? ' on ' + e.node : '') + (e.message ? ' — ' + e.message : '');
       }
       case 'command_issued': return 'command #' + e.seq + ' issued: ' + String(e.op || '').replace(/_/g, '-') +
-        (e.targets && e.targets.length ? ' → ' + e.targets.join(', ') : '') + (e.issued_by ? ' (by ' + e.issued_by + ')' : '');
+        (e.targets && e.targets.length ? ' → ' + e.targets.join(', ') : '') + (e.issued_by ? ' (by ' + e.issued_by + (e.requested_by ? ', token ' + e.requested_by : '') + ')' : '');
       case 'command_acknowledged': return 'command #' + e.seq + ' ' + String(e.state || '').replace('_', ' ') + ' on ' + e.node + (e.message ? ': ' + e.message : '');
       default: {
         const o = Object.assign({}, e); delete o.at_ms; delete o.kind;

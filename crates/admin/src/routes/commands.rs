@@ -12,6 +12,7 @@ use super::reply::{json_response, limit, Reply};
 use crate::{
     api::{Api, Problem},
     model::{command_json, read_log, Members},
+    tokens::{Caller, Role},
 };
 use rota::{
     core::control::{Command, CommandBody, Operation, Scope},
@@ -237,7 +238,27 @@ fn scope_of(nodes: Option<Vec<String>>) -> Result<Scope, Problem> {
     }
 }
 
-pub(super) async fn act(api: &Api, template: &str, id: &str, name: &str, body: &[u8]) -> Reply {
+/// The role an operation needs: day-to-day control is `operate`, the rest `admin`.
+fn role_for(op: &Operation) -> Role {
+    match op {
+        Operation::Pause { .. }
+        | Operation::Resume { .. }
+        | Operation::Stop { .. }
+        | Operation::Start { .. }
+        | Operation::Drain
+        | Operation::Undrain => Role::Operate,
+        _ => Role::Admin,
+    }
+}
+
+pub(super) async fn act(
+    api: &Api,
+    caller: Option<&Caller>,
+    template: &str,
+    id: &str,
+    name: &str,
+    body: &[u8],
+) -> Reply {
     let one = || Scope::Nodes(vec![id.to_string()]);
     let no_body = |body: &[u8]| -> Result<(), Problem> {
         if body.iter().all(u8::is_ascii_whitespace) || body == b"{}" {
@@ -297,7 +318,25 @@ pub(super) async fn act(api: &Api, template: &str, id: &str, name: &str, body: &
         }
         _ => return Err(Problem::not_found("no such action")),
     };
-    let (command, warnings) = issue(api, op, scope).await?;
+    let Some(caller) = caller else {
+        return Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "a token is required: send `Authorization: Bearer <token>`".into(),
+        ));
+    };
+    let needed = role_for(&op);
+    if caller.role < needed {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "op `{}` needs a token of role {needed}; the token `{}` has role {}",
+                op.name(),
+                caller.name,
+                caller.role
+            ),
+        ));
+    }
+    let (command, warnings) = issue(api, op, scope, &caller.name).await?;
     let mut v = command_json(&command, &[]);
     v["warnings"] = json!(warnings);
     let mut response = json_response(StatusCode::ACCEPTED, &v);
@@ -311,7 +350,12 @@ pub(super) async fn act(api: &Api, template: &str, id: &str, name: &str, body: &
 
 /// Validates a command against the cluster as it is, works out its targets, and appends it.
 /// Returns it with warnings (nodes named that are not live now).
-async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<String>), Problem> {
+async fn issue(
+    api: &Api,
+    op: Operation,
+    scope: Scope,
+    requested_by: &str,
+) -> Result<(Command, Vec<String>), Problem> {
     if let Some((field, message)) = op.problem() {
         return Err(Problem::bad(format!("{field}: {message}")));
     }
@@ -400,10 +444,11 @@ async fn issue(api: &Api, op: Operation, scope: Scope) -> Result<(Command, Vec<S
         scope,
         targets,
         issued_by: api.node.clone(),
+        requested_by: Some(requested_by.to_string()),
     };
     let text = serde_json::to_string(&body).expect("commands serialize");
     let (seq, issued_at_ms) = api.store.append_command(&api.cluster, &text).await?;
-    tracing::info!(seq, op = body.op.name(), targets = ?body.targets, "command issued");
+    tracing::info!(seq, op = body.op.name(), targets = ?body.targets, by = requested_by, "command issued");
     api.metrics.command_issued(body.op.name());
     Ok((
         Command {

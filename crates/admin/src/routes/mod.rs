@@ -13,6 +13,7 @@ mod metrics;
 mod nodes;
 mod reply;
 mod tasks;
+mod tokens;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -25,6 +26,7 @@ use self::reply::*;
 use crate::{
     api::{Api, Body, Problem, Secret},
     dashboard::{self, Monitor},
+    tokens::{caller_of, Caller, Role},
 };
 
 /// The OpenAPI 3 document of this API.
@@ -66,6 +68,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/nodes/{id}/shutdown"),
     ("POST", "/api/v1/log-level"),
     ("POST", "/api/v1/rolling-restart"),
+    ("GET", "/api/v1/tokens"),
+    ("POST", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{name}"),
     ("GET", CACHE_KEYS),
     ("GET", CACHE_ENTRY),
     ("PUT", CACHE_ENTRY),
@@ -82,11 +87,35 @@ pub(super) struct Shared {
     pub monitor: Arc<Monitor>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a route needs: nothing, or a caller with at least a role.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
     Open,
-    Read,
-    Admin,
+    Needs(Role),
+}
+
+/// The role each route needs. Day-to-day control (pause, resume, stop, start, drain,
+/// undrain, run now, and the generic command route, which checks its operation again) needs
+/// `operate`; every other change, and the list of tokens, `admin`.
+fn access_of(template: &str, method: &Method) -> Access {
+    match (template, method) {
+        ("/" | "/assets/dashboard.js" | "/assets/dashboard.css" | "/healthz" | "/readyz", _) => {
+            Access::Open
+        }
+        ("/api/v1/tokens", &Method::GET) => Access::Needs(Role::Admin),
+        (_, &Method::GET) => Access::Needs(Role::Read),
+        (
+            "/api/v1/commands"
+            | "/api/v1/tasks/{name}/pause"
+            | "/api/v1/tasks/{name}/resume"
+            | "/api/v1/services/{name}/stop"
+            | "/api/v1/services/{name}/start"
+            | "/api/v1/nodes/{id}/drain"
+            | "/api/v1/nodes/{id}/undrain",
+            &Method::POST,
+        ) => Access::Needs(Role::Operate),
+        _ => Access::Needs(Role::Admin),
+    }
 }
 
 pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -120,22 +149,17 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             )
         };
     };
-    let access = match (template, &method) {
-        ("/" | "/assets/dashboard.js" | "/assets/dashboard.css" | "/healthz" | "/readyz", _) => {
-            Access::Open
-        }
-        (_, &Method::GET) => Access::Read,
-        _ => Access::Admin,
-    };
+    let access = access_of(template, &method);
     let (parts, body) = req.into_parts();
     let token = bearer_token(&parts.headers);
     let host = parts
         .headers
         .get(hyper::header::HOST)
         .and_then(|v| v.to_str().ok());
-    if let Err(p) = authorize(shared, access, token.as_deref(), host) {
-        return error_response(p.0, p.1);
-    }
+    let caller = match authorize(shared, access, token.as_deref(), host).await {
+        Ok(caller) => caller,
+        Err(p) => return error_response(p.0, p.1),
+    };
     if let Err(p) = no_repeated_query(&query) {
         return error_response(p.0, p.1);
     }
@@ -160,6 +184,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     };
     let reply = dispatch(
         shared,
+        caller.as_ref(),
         &method,
         template,
         &params,
@@ -171,50 +196,79 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     reply.unwrap_or_else(|p| error_response(p.0, p.1))
 }
 
-fn authorize(
+/// The caller a request's token names, checked against what the route needs: the config's
+/// admin and read tokens, or a named token from the store. `None`: an open route, or a read
+/// on a node whose config has no token (reads are then open).
+async fn authorize(
     shared: &Shared,
     access: Access,
     token: Option<&str>,
     host: Option<&str>,
-) -> Result<(), Problem> {
-    if access == Access::Open {
-        return Ok(());
-    }
-    let is_admin = token.is_some_and(|t| shared.admin_token.as_ref().is_some_and(|s| s.matches(t)));
-    let is_reader = token.is_some_and(|t| shared.read_token.as_ref().is_some_and(|s| s.matches(t)));
+) -> Result<Option<Caller>, Problem> {
+    let Access::Needs(needed) = access else {
+        return Ok(None);
+    };
+    let configured =
+        |secret: &Option<Secret>, t: &str| secret.as_ref().is_some_and(|s| s.matches(t));
+    let caller = match token {
+        None => None,
+        Some(t) if configured(&shared.admin_token, t) => Some(Caller {
+            name: "admin".into(),
+            role: Role::Admin,
+        }),
+        Some(t) if configured(&shared.read_token, t) => Some(Caller {
+            name: "read".into(),
+            role: Role::Read,
+        }),
+        Some(t) => caller_of(shared.api.store.as_ref(), &shared.api.cluster, t).await?,
+    };
     let any_token = shared.admin_token.is_some() || shared.read_token.is_some();
-    // Open reads answer only a client that names the node by address or as localhost: a
-    // web page whose own name was made to resolve to this node (DNS rebinding) names it by
-    // that name, and must not read the cluster through the visitor's browser.
-    if access == Access::Read && !any_token && !host.is_none_or(host_names_an_address) {
+    if let Some(caller) = caller {
+        if caller.role >= needed {
+            return Ok(Some(caller));
+        }
+        let what = if caller.role == Role::Read {
+            "read-only".to_string()
+        } else {
+            format!("of role {}", caller.role)
+        };
         return Err(Problem(
             StatusCode::FORBIDDEN,
             format!(
-                "reads need no token on this node, so they answer only requests to an IP address or localhost, not to Host `{}`; use the address, or set [admin] read_token",
-                host.unwrap_or_default()
+                "the token `{}` is {what}; this needs a token of role {needed} or above",
+                caller.name
             ),
         ));
     }
-    match access {
-        Access::Read if is_admin || is_reader || !any_token => Ok(()),
-        Access::Admin if is_admin => Ok(()),
-        Access::Admin if shared.admin_token.is_none() => Err(Problem(
+    if needed == Role::Read && !any_token {
+        // Open reads answer only a client that names the node by address or as localhost:
+        // a web page whose own name was made to resolve to this node (DNS rebinding) names
+        // it by that name, and must not read the cluster through the visitor's browser.
+        if !host.is_none_or(host_names_an_address) {
+            return Err(Problem(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "reads need no token on this node, so they answer only requests to an IP address or localhost, not to Host `{}`; use the address, or set [admin] read_token",
+                    host.unwrap_or_default()
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    Err(match token {
+        None if shared.admin_token.is_none() && needed > Role::Read => Problem(
             StatusCode::FORBIDDEN,
-            "actions are disabled on this node: no admin token is configured; set [admin] token or ROTA_ADMIN_TOKEN".into(),
-        )),
-        Access::Admin if is_reader => Err(Problem(
-            StatusCode::FORBIDDEN,
-            "this token is read-only; actions need the admin token".into(),
-        )),
-        _ if token.is_none() => Err(Problem(
+            "actions need a token, and this node's config has no admin token: send a named token (`rota ctl token create`), or set [admin] token or ROTA_ADMIN_TOKEN".into(),
+        ),
+        None => Problem(
             StatusCode::UNAUTHORIZED,
             "a token is required: send `Authorization: Bearer <token>`".into(),
-        )),
-        _ => Err(Problem(
+        ),
+        Some(_) => Problem(
             StatusCode::UNAUTHORIZED,
-            "the token is not valid here; check ROTA_TOKEN or [admin] token".into(),
-        )),
-    }
+            "the token is not valid here (unknown, or revoked); check ROTA_TOKEN or [admin] token".into(),
+        ),
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme's case does not
@@ -321,8 +375,10 @@ fn no_repeated_query(query: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     shared: &Shared,
+    caller: Option<&Caller>,
     method: &Method,
     template: &str,
     params: &BTreeMap<&'static str, String>,
@@ -335,8 +391,16 @@ async fn dispatch(
     if template == CACHE_KEYS || template == CACHE_ENTRY {
         return cache::cache_request(api, method, template, params, query, headers, body).await;
     }
+    match (template, method) {
+        ("/api/v1/tokens", &Method::GET) => return tokens::list(api).await,
+        ("/api/v1/tokens", &Method::POST) => return tokens::create(api, caller, body).await,
+        ("/api/v1/tokens/{name}", &Method::DELETE) => {
+            return tokens::revoke(api, caller, &param("name")).await
+        }
+        _ => {}
+    }
     if method == Method::POST {
-        return commands::act(api, template, &param("id"), &param("name"), body).await;
+        return commands::act(api, caller, template, &param("id"), &param("name"), body).await;
     }
     if let Some(page) = dashboard::asset(template) {
         return Ok(page);

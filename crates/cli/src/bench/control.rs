@@ -50,6 +50,7 @@ async fn issue(
         scope: Scope::Cluster,
         targets: targets.to_vec(),
         issued_by: "bench".into(),
+        requested_by: None,
     };
     Ok(store
         .append_command(cluster, &serde_json::to_string(&body)?)

@@ -19,7 +19,8 @@ pub(super) const EXIT_TIMEOUT: u8 = 5;
 /// Operate a cluster through a node's admin API.
 ///
 /// The token comes from the environment only, so it never shows in `ps`:
-///   ROTA_TOKEN   the admin token (actions) or the read-only token (reads)
+///   ROTA_TOKEN   a token of the nodes' config (admin or read-only), or a named token
+///                from `rota ctl token create` (role read, operate or admin)
 ///
 /// Actions wait until every target node has applied or failed the command, unless --no-wait.
 ///
@@ -120,6 +121,9 @@ pub enum CtlCommand {
     /// Read and write the cluster's caches (`rota.task-state` holds tasks' own state).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Named API tokens with roles (read, operate, admin), kept in the store as hashes.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Restart the nodes one at a time, each once the previous one is back.
     RollingRestart {
         #[command(flatten)]
@@ -183,6 +187,22 @@ impl Scope {
         }
         body
     }
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once, here, and kept nowhere (the store has its hash).
+    Create {
+        name: String,
+        /// read: reads; operate: reads, pause, resume, stop, start, drain, undrain, run;
+        /// admin: everything, tokens included.
+        #[arg(long, value_parser = PossibleValuesParser::new(["read", "operate", "admin"]))]
+        role: String,
+    },
+    /// Every named token: name, role, when and by whom it was created.
+    List,
+    /// Revoke a token: every node refuses it from its next request on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]

@@ -220,6 +220,9 @@ pub(super) fn commands_table(list: &Value) -> String {
             ("SCOPE/TARGETS", targets_label),
             ("STATE-SUMMARY", summary_label),
             ("ISSUED-BY", |c| text(&c["issued_by"])),
+            ("TOKEN", |c| {
+                c["requested_by"].as_str().unwrap_or("-").to_string()
+            }),
         ],
     )
 }
@@ -236,8 +239,12 @@ pub(super) fn command_text(c: &Value) -> String {
         .into_iter()
         .map(|(n, s, m)| vec![n, s, m])
         .collect();
+    let token = match c["requested_by"].as_str() {
+        Some(name) => format!(" for token `{name}`"),
+        None => String::new(),
+    };
     format!(
-        "command #{} {} ({}), issued by {} at {at} UTC: {state}, {}\n{}",
+        "command #{} {} ({}), issued by {}{token} at {at} UTC: {state}, {}\n{}",
         text(&c["seq"]),
         op_label(c),
         targets_label(c),

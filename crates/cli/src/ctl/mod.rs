@@ -5,7 +5,7 @@
 //! This file holds what each verb asks of the API; `args` the command line (the verbs, their
 //! flags and the exit codes), `client` talks to the API, `reads` prints the answers of the read verbs,
 //! `commands` issues actions, follows them and shows commands, `cache` reads and writes
-//! cache entries, and `table` lays answers out as text.
+//! cache entries, `tokens` manages named tokens, and `table` lays answers out as text.
 
 mod args;
 mod cache;
@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod reads;
 mod table;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ use self::{
     commands::{act, command_text, commands_table},
     reads::{events_table, history_table, nodes_table, status, tasks_table},
     table::print_value,
+    tokens::token,
 };
 
 /// What a subcommand asks of the API.
@@ -37,6 +39,8 @@ enum Request {
     Action(String, Value, Wait),
     /// A read or write of a cache entry.
     Cache(CacheCommand),
+    /// Create, list or revoke a named token.
+    Token(TokenCommand),
 }
 
 /// `/api/v1/{kind}/{name}/{verb}`.
@@ -96,6 +100,7 @@ fn request(command: CtlCommand) -> Request {
             wait,
         ),
         C::Cache(command) => Request::Cache(command),
+        C::Token(command) => Request::Token(command),
         C::RollingRestart {
             scope,
             timeout_secs,
@@ -128,12 +133,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         }),
         Request::Action(path, body, wait) => act(&client, json, &path, &body, &wait).await,
         Request::Cache(command) => cache(&client, json, command).await,
+        Request::Token(command) => token(&client, json, command).await,
     };
     let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));
     let code = result.unwrap_or_else(|f| f.report());
     if unauthorized && client.token.is_none() {
         eprintln!(
-            "hint: set ROTA_TOKEN to the admin token (actions) or the read-only token (reads)"
+            "hint: set ROTA_TOKEN to a token: the admin or read-only token of the nodes' config, or a named one"
         );
     }
     Ok(code)

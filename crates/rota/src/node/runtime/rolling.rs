@@ -77,6 +77,7 @@ impl Runtime {
                         scope: Scope::Nodes(vec![node.clone()]),
                         targets: vec![node.clone()],
                         issued_by: format!("{} (rolling restart #{seq})", me.node),
+                        requested_by: command.body.requested_by.clone(),
                     };
                     let json = serde_json::to_string(&body).expect("serializable");
                     let note = "restarting".to_string();
