@@ -229,6 +229,11 @@ pub(crate) fn command_json(c: &Command, acks: &[Ack]) -> Value {
         .iter()
         .all(|t| mine.get(t.as_str()).is_some_and(|a| a.state.is_final()));
     let mut v = serde_json::to_value(c).expect("commands serialize");
+    // A run's variables may carry what their values must not show: their names only.
+    if let Some(env) = v.get("env").and_then(Value::as_object) {
+        let names: Vec<String> = env.keys().cloned().collect();
+        v["env"] = json!(names);
+    }
     v["nodes"] = Value::from(nodes);
     v["summary"] = json!(counts);
     v["done"] = Value::from(done);
@@ -286,9 +291,20 @@ pub(crate) fn merge_events(
 
 /// A fire as the API and the dashboard show it.
 pub(crate) fn fire_json(f: &FireRecord) -> Value {
-    json!({
+    let mut v = json!({
         "task": f.task, "instant_ms": f.instant_ms, "node": f.node, "token": f.token,
         "attempt": f.attempt, "outcome": f.outcome.as_str(),
         "started_at_ms": f.started_at_ms, "finished_at_ms": f.finished_at_ms, "message": f.message,
-    })
+    });
+    // A run-now fire's record starts with its label (`run now #12 ...`): its request.
+    if let Some(seq) = f
+        .message
+        .as_deref()
+        .and_then(|m| m.strip_prefix("run now #"))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<i64>().ok())
+    {
+        v["run"] = json!(seq);
+    }
+    v
 }

@@ -944,10 +944,166 @@ async fn named_tokens_have_roles_and_a_revoked_one_is_refused_at_once(kind: Kind
     node.shutdown().await.unwrap();
 }
 
+/// `rota ctl run` on every store: a run-now fire is started once even when its owner is
+/// killed in the middle of it (the new owner records it abandoned, and does not start it
+/// again); a later run reaches the command with its variables and is followed to its exit
+/// status by `--wait`; a read token cannot run a task.
+async fn a_run_now_is_started_once_across_a_failover(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("runnow");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let record = cluster.dir().join("runs.log");
+    let tasks = format!(
+        "[[task]]\nname = \"report\"\nevery = \"1h\"\ncommand = [\"sh\", \"-c\", \"echo START $ROTA_RUN $ROTA_NODE $ROTA_ATTEMPT $GREETING >> {0}; sleep 4; echo END $ROTA_RUN >> {0}\"]\n",
+        record.display()
+    );
+    let ports: Vec<u16> = (0..2).map(|_| harness::servers::free_port()).collect();
+    for (i, node) in ["node-1", "node-2"].iter().enumerate() {
+        spawn_with_admin(&mut cluster, node, &tasks, ports[i]);
+        wait_alive(&s.store, &cluster, node).await;
+    }
+    let port_of = |node: &str| if node == "node-1" { ports[0] } else { ports[1] };
+    let owner = eventually("report is placed", LONG, Some(&cluster), || {
+        owner_of(&s.store, "runnow", "report")
+    })
+    .await;
+    let survivor = if owner == "node-1" {
+        "node-2"
+    } else {
+        "node-1"
+    };
+    let api = Client::new(
+        format!("http://127.0.0.1:{}", port_of(survivor)),
+        Some(ADMIN_TOKEN),
+    );
+    let reader = Client::new(
+        format!("http://127.0.0.1:{}", port_of(survivor)),
+        Some(READ_TOKEN),
+    );
+    assert_eq!(
+        reader
+            .send("POST", "/api/v1/tasks/report/run", None)
+            .await
+            .0,
+        403,
+        "a read token cannot run a task"
+    );
+    let lines = |prefix: &str, seq: i64| {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{prefix} {seq} ")) || *l == format!("{prefix} {seq}")
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // Killed in the middle of the run: started once, then recorded abandoned.
+    let asked = api
+        .post(
+            "/api/v1/tasks/report/run",
+            json!({"env": {"GREETING": "hello"}}),
+        )
+        .await;
+    let seq = asked["run"]["seq"].as_i64().unwrap();
+    assert_eq!(asked["requested_by"], "admin", "{asked}");
+    assert_eq!(
+        asked["env"],
+        json!(["GREETING"]),
+        "variables show by name only: {asked}"
+    );
+    let url = asked["run"]["url"].as_str().unwrap().to_string();
+    let started = eventually(
+        "the run starts on the owner",
+        LONG,
+        Some(&cluster),
+        || async { lines("START", seq).first().cloned() },
+    )
+    .await;
+    assert_eq!(started, format!("START {seq} {owner} 1 hello"));
+    cluster.kill(&owner);
+    let run = eventually(
+        "the run is recorded abandoned",
+        LONG,
+        Some(&cluster),
+        || async {
+            let (status, v) = api.send("GET", &url, None).await;
+            (status == 200 && v["state"] == "abandoned").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(run["fire"]["node"], owner, "{run}");
+    assert_eq!(run["fire"]["run"], seq, "{run}");
+    // The new owner holds the task a while: the run does not start again meanwhile.
+    eventually("the survivor owns report", LONG, Some(&cluster), || async {
+        (owner_of(&s.store, "runnow", "report").await.as_deref() == Some(survivor)).then_some(())
+    })
+    .await;
+    let (_, again) = api.send("GET", &url, None).await;
+    assert_eq!(again["state"], "abandoned", "{again}");
+    assert_eq!(
+        lines("START", seq).len(),
+        1,
+        "the run started once: {:?}",
+        lines("START", seq)
+    );
+
+    // `rota ctl run --wait` follows a run to its exit status on the survivor.
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["ctl", "run", "report", "--env", "GREETING=again", "--wait"])
+        .env(
+            "ROTA_URL",
+            format!("http://127.0.0.1:{}", port_of(survivor)),
+        )
+        .env("ROTA_TOKEN", ADMIN_TOKEN)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(LONG, out)
+        .await
+        .expect("rota ctl run finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(": ok on {survivor}")) && stdout.contains("(exit status 0)"),
+        "{stdout}"
+    );
+    let seq2: i64 = stderr
+        .split("run #")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no run number in: {stderr}"));
+    assert_eq!(
+        lines("START", seq2),
+        [format!("START {seq2} {survivor} 1 again")]
+    );
+    assert_eq!(lines("END", seq2).len(), 1);
+    let (_, history) = api.send("GET", "/api/v1/tasks/report/history", None).await;
+    let fire = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["run"] == seq2)
+        .unwrap_or_else(|| panic!("run #{seq2} is not in the history: {history}"));
+    assert_eq!(fire["outcome"], "ok", "{fire}");
+    assert!(
+        fire["message"].as_str().unwrap().contains("token `admin`"),
+        "the history says who asked: {fire}"
+    );
+}
+
 on_every_store!(
     a_command_missed_while_down_is_applied_before_any_task_starts,
     act_as_moves_an_absent_nodes_pinned_service_and_back,
     a_rolling_restart_takes_one_node_at_a_time,
     the_api_refuses_bad_tokens_and_malformed_requests,
     named_tokens_have_roles_and_a_revoked_one_is_refused_at_once,
+    a_run_now_is_started_once_across_a_failover,
 );

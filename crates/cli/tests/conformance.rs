@@ -1126,7 +1126,13 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assert!(h
         .iter()
         .all(|f| f.outcome == Outcome::Ok && f.finished_at_ms.is_some()));
+    // One fire read by its instant is the history's record of it; none where nothing is.
+    let one = store.fire("hist", "t", 2000).await.unwrap();
+    assert_eq!(one.as_ref(), h.iter().find(|f| f.instant_ms == 2000));
+    assert_eq!(store.fire("hist", "t", 2500).await.unwrap(), None);
+    assert_eq!(store.fire("hist", "other", 2000).await.unwrap(), None);
     assert_eq!(store.purge_history("hist", 2500).await.unwrap(), 2);
+    assert_eq!(store.fire("hist", "t", 2000).await.unwrap(), None, "purged");
     assert_eq!(store.history("hist", None, 10).await.unwrap().len(), 1);
     // The newest record of each task stays, however old: a new owner resumes after it.
     assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);

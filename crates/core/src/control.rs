@@ -55,6 +55,14 @@ pub enum Operation {
     RollingRestart {
         timeout_secs: u64,
     },
+    /// Start one extra fire of a task now, on its owner ("run now"), claimed and fenced like
+    /// a scheduled one, with `env` added to a command task's environment. Every node folds
+    /// it ([`ControlState::runs`]); whichever node owns the task starts it, once.
+    Run {
+        task: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
 }
 
 /// Log levels a command may set; `config` returns to the configured one.
@@ -79,6 +87,7 @@ impl Operation {
             Operation::Shutdown => "shutdown",
             Operation::SetLogLevel { .. } => "set_log_level",
             Operation::RollingRestart { .. } => "rolling_restart",
+            Operation::Run { .. } => "run",
         }
     }
 
@@ -92,6 +101,7 @@ impl Operation {
         };
         match self {
             Operation::Pause { task } | Operation::Resume { task } => bad_name("task", task),
+            Operation::Run { task, env } => bad_name("task", task).or_else(|| env_problem(env)),
             Operation::Stop { service } | Operation::Start { service } => {
                 bad_name("service", service)
             }
@@ -114,6 +124,63 @@ impl Operation {
         }
     }
 }
+
+/// Most variables a run-now adds to a command's environment.
+pub const MAX_RUN_ENV: usize = 32;
+/// Longest value of one such variable, in bytes.
+pub const MAX_RUN_ENV_VALUE: usize = 4096;
+
+/// What is wrong with a run-now's environment, if anything.
+fn env_problem(env: &BTreeMap<String, String>) -> Option<(&'static str, String)> {
+    if env.len() > MAX_RUN_ENV {
+        return Some((
+            "env",
+            format!("{} variables is more than the {MAX_RUN_ENV} a run takes; pass fewer, or a file's path", env.len()),
+        ));
+    }
+    for (key, value) in env {
+        let well_formed = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && key.len() <= 128;
+        if !well_formed {
+            return Some((
+                "env",
+                format!("`{}` is not a variable name; use letters, digits and `_`, not starting with a digit", key.chars().take(40).collect::<String>()),
+            ));
+        }
+        if key.starts_with("ROTA_") {
+            return Some((
+                "env",
+                format!("`{key}` is rota's own; name the variable otherwise"),
+            ));
+        }
+        if value.len() > MAX_RUN_ENV_VALUE || value.contains('\0') {
+            return Some((
+                "env",
+                format!("the value of `{key}` is over {MAX_RUN_ENV_VALUE} bytes or holds a NUL byte; pass a file's path instead"),
+            ));
+        }
+    }
+    None
+}
+
+/// A run-now request as the log folds it: which command, when, with what, asked by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManualRun {
+    /// The `run` command's sequence number: the run's id.
+    pub seq: i64,
+    /// Store time of the command: the run is due then.
+    pub issued_at_ms: i64,
+    pub env: BTreeMap<String, String>,
+    /// The token that asked for it.
+    pub requested_by: Option<String>,
+}
+
+/// Run-now requests each task keeps in the fold, the newest: a new owner looks at these.
+pub const RUNS_KEPT: usize = 32;
 
 /// Which nodes a command addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +329,8 @@ pub struct ControlState {
     drained: Setting<bool>,
     acting_as: Setting<Option<String>>,
     log_level: Setting<Option<String>>,
+    /// Each task's latest run-now requests, by sequence number (at most [`RUNS_KEPT`]).
+    runs: BTreeMap<String, BTreeMap<i64, ManualRun>>,
 }
 
 impl ControlState {
@@ -295,8 +364,36 @@ impl ControlState {
                 let level = (level != "config").then(|| level.clone());
                 self.log_level.set(scope, level)
             }
+            Operation::Run { task, env } => {
+                let runs = self.runs.entry(task.clone()).or_default();
+                runs.insert(
+                    command.seq,
+                    ManualRun {
+                        seq: command.seq,
+                        issued_at_ms: command.issued_at_ms,
+                        env: env.clone(),
+                        requested_by: command.body.requested_by.clone(),
+                    },
+                );
+                while runs.len() > RUNS_KEPT {
+                    runs.pop_first();
+                }
+            }
             Operation::Restart | Operation::Shutdown | Operation::RollingRestart { .. } => {}
         }
+    }
+
+    /// The latest run-now requests of `task`, oldest first.
+    pub fn runs(&self, task: &str) -> Vec<ManualRun> {
+        self.runs
+            .get(task)
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The run-now request `seq` of `task`, if the fold still keeps it.
+    pub fn run(&self, task: &str, seq: i64) -> Option<&ManualRun> {
+        self.runs.get(task)?.get(&seq)
     }
 
     /// Is `task` (or a service) paused on `node`? A per-node share `task@node` follows `task`.
@@ -735,5 +832,82 @@ mod tests {
         let live = BTreeMap::from([("b".to_string(), 2)]);
         let step = rolling_step(&targets, &BTreeMap::new(), &live, &BTreeSet::new(), 0, 1000);
         assert_eq!(step, RollingStep::Skip { node: "a".into() });
+    }
+
+    #[test]
+    fn run_requests_are_folded_per_task_newest_kept() {
+        let mut state = ControlState::default();
+        for seq in 1..=(RUNS_KEPT as i64 + 3) {
+            let body = CommandBody {
+                op: Operation::Run {
+                    task: "report".into(),
+                    env: BTreeMap::from([("DAY".to_string(), seq.to_string())]),
+                },
+                scope: Scope::Cluster,
+                targets: vec!["a".into()],
+                issued_by: "a".into(),
+                requested_by: Some("ops".into()),
+            };
+            state.apply(&Command {
+                seq,
+                issued_at_ms: 1000 * seq,
+                body,
+            });
+        }
+        let runs = state.runs("report");
+        assert_eq!(runs.len(), RUNS_KEPT);
+        assert_eq!(runs.first().unwrap().seq, 4, "the oldest are dropped");
+        let last = runs.last().unwrap();
+        assert_eq!(
+            (
+                last.seq,
+                last.issued_at_ms,
+                last.env["DAY"].as_str(),
+                last.requested_by.as_deref()
+            ),
+            (
+                RUNS_KEPT as i64 + 3,
+                1000 * (RUNS_KEPT as i64 + 3),
+                "35",
+                Some("ops")
+            )
+        );
+        assert!(state.runs("other").is_empty());
+        assert!(state.run("report", 4).is_some() && state.run("report", 3).is_none());
+    }
+
+    #[test]
+    fn a_run_names_what_is_wrong_with_its_environment() {
+        let run = |pairs: &[(&str, &str)]| Operation::Run {
+            task: "report".into(),
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(run(&[("DAY", "monday"), ("_x1", "")]).problem(), None);
+        for (pairs, says) in [
+            (vec![("1DAY", "x")], "`1DAY` is not a variable name"),
+            (vec![("A-B", "x")], "`A-B` is not a variable name"),
+            (vec![("ROTA_NODE", "x")], "`ROTA_NODE` is rota's own"),
+            (vec![("NUL", "a\0b")], "NUL byte"),
+        ] {
+            let (field, message) = run(&pairs).problem().expect("a problem");
+            assert_eq!(field, "env");
+            assert!(message.contains(says), "{message}");
+        }
+        let many: Vec<(String, String)> = (0..=MAX_RUN_ENV)
+            .map(|i| (format!("V{i}"), String::new()))
+            .collect();
+        let op = Operation::Run {
+            task: "report".into(),
+            env: many.into_iter().collect(),
+        };
+        assert!(op.problem().unwrap().1.contains("more than the 32"));
+        let bad_task = Operation::Run {
+            task: "no such".into(),
+            env: BTreeMap::new(),
+        };
+        assert_eq!(bad_task.problem().unwrap().0, "task");
     }
 }

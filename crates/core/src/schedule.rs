@@ -94,6 +94,13 @@ impl Schedule {
         }
     }
 
+    /// The key of a run-now fire in the task's history: the time it is due, moved past any
+    /// instant of this schedule (which keeps its own record). Every node computes the same.
+    /// `None` only for a schedule with an instant in each of the next 1,000 milliseconds.
+    pub fn manual_key(&self, due_ms: i64) -> Option<i64> {
+        (due_ms..due_ms + 1000).find(|&k| self.next_after(k - 1) != Some(k))
+    }
+
     /// The instants in `(after_ms, until_ms]`, oldest first, at most `cap` of them.
     pub fn instants_between(&self, after_ms: i64, until_ms: i64, cap: usize) -> Vec<i64> {
         let mut out = Vec::new();
@@ -456,5 +463,24 @@ mod tests {
             ((86_400 - 5)..=86_400).map(|i| i * S).collect::<Vec<_>>()
         );
         assert_eq!(plan.cursor, 86_400 * S);
+    }
+
+    #[test]
+    fn a_run_now_key_is_its_due_time_off_the_schedules_instants() {
+        let every = Schedule::every(std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(every.manual_key(5_500), Some(5_500));
+        assert_eq!(
+            every.manual_key(6_000),
+            Some(6_001),
+            "6,000 is a scheduled instant"
+        );
+        let cron = Schedule::cron("* * * * * *", None).unwrap();
+        assert_eq!(cron.manual_key(7_000), Some(7_001));
+        let every_ms = Schedule::every(std::time::Duration::from_millis(1)).unwrap();
+        assert_eq!(
+            every_ms.manual_key(7_000),
+            None,
+            "every millisecond is an instant"
+        );
     }
 }

@@ -24,6 +24,9 @@ pub struct FireContext {
     pub cancel: CancellationToken,
     /// The task's own state ([`FireContext::state`]); `None` only in contexts made by hand.
     pub(crate) state: Option<crate::cache::TaskState>,
+    /// A run-now fire's request (`rota ctl run`): its id, who asked, the environment it adds.
+    /// `None` for a scheduled instant.
+    pub manual: Option<rota_core::control::ManualRun>,
 }
 
 impl FireContext {

@@ -112,6 +112,13 @@ struct LogLevelBody {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RunBody {
+    #[serde(default, deserialize_with = "present")]
+    env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RollingBody {
     #[serde(default, deserialize_with = "present")]
     nodes: Option<Vec<String>>,
@@ -246,7 +253,8 @@ fn role_for(op: &Operation) -> Role {
         | Operation::Stop { .. }
         | Operation::Start { .. }
         | Operation::Drain
-        | Operation::Undrain => Role::Operate,
+        | Operation::Undrain
+        | Operation::Run { .. } => Role::Operate,
         _ => Role::Admin,
     }
 }
@@ -301,6 +309,17 @@ pub(super) async fn act(
             let b: ActAsBody = parse_body(body)?;
             (Operation::ActAs { node: b.node }, one())
         }
+        "/api/v1/tasks/{name}/run" => {
+            let b: RunBody = parse_body(body)?;
+            let env = b.env.unwrap_or_default();
+            (
+                Operation::Run {
+                    task: name.to_string(),
+                    env,
+                },
+                Scope::Cluster,
+            )
+        }
         "/api/v1/log-level" => {
             let b: LogLevelBody = parse_body(body)?;
             (
@@ -339,8 +358,17 @@ pub(super) async fn act(
     let (command, warnings) = issue(api, op, scope, &caller.name).await?;
     let mut v = command_json(&command, &[]);
     v["warnings"] = json!(warnings);
+    // A run is followed by its fire, a command by its acknowledgements.
+    let location = match &command.body.op {
+        Operation::Run { task, .. } => {
+            let url = format!("/api/v1/tasks/{task}/runs/{}", command.seq);
+            v["run"] = json!({ "seq": command.seq, "task": task, "url": url });
+            url
+        }
+        _ => format!("/api/v1/commands/{}", command.seq),
+    };
     let mut response = json_response(StatusCode::ACCEPTED, &v);
-    if let Ok(location) = format!("/api/v1/commands/{}", command.seq).parse() {
+    if let Ok(location) = location.parse() {
         response
             .headers_mut()
             .insert(hyper::header::LOCATION, location);
@@ -363,7 +391,9 @@ async fn issue(
     let declared = m.declared();
     // A task is paused and resumed, a service stopped and started: the name must say which.
     let named = match &op {
-        Operation::Pause { task } | Operation::Resume { task } => Some((task, false)),
+        Operation::Pause { task } | Operation::Resume { task } | Operation::Run { task, .. } => {
+            Some((task, false))
+        }
         Operation::Stop { service } | Operation::Start { service } => Some((service, true)),
         _ => None,
     };
@@ -398,6 +428,10 @@ async fn issue(
         .filter(|n| !n.leaving)
         .map(|n| n.node.clone())
         .collect();
+    if let Operation::Run { task, .. } = &op {
+        let targets = run_targets(api, task).await?;
+        return append(api, op, scope, targets, requested_by, warnings).await;
+    }
     let targets = match &scope {
         Scope::Cluster => {
             let mut t = live.clone();
@@ -439,6 +473,50 @@ async fn issue(
             ));
         }
     }
+    append(api, op, scope, targets, requested_by, warnings).await
+}
+
+/// The nodes a run-now addresses: the task's owner now (each owner of an `all` task's
+/// shares). Whichever node owns the task when the command arrives starts the run; the
+/// owner acknowledges it.
+async fn run_targets(api: &Api, task: &str) -> Result<Vec<String>, Problem> {
+    let (_, control) = api.log.read(api).await?;
+    if control.paused_in_cluster().any(|(t, _)| t == task) {
+        return Err(Problem(
+            StatusCode::CONFLICT,
+            format!("task `{task}` is paused; resume it first (`rota ctl resume {task}`)"),
+        ));
+    }
+    let assignments = api.store.assignments(&api.cluster).await?;
+    let mut owners: Vec<String> = assignments
+        .iter()
+        .filter(|a| {
+            a.task == task
+                || rota::core::placement::split_per_node_name(&a.task)
+                    .is_some_and(|(t, _)| t == task)
+        })
+        .filter_map(|a| a.owner.as_ref().map(|(node, _)| node.clone()))
+        .collect();
+    owners.sort();
+    owners.dedup();
+    if owners.is_empty() {
+        return Err(Problem(
+            StatusCode::CONFLICT,
+            format!("task `{task}` has no owner now (see GET /api/v1/tasks/{task}); try again once it is placed"),
+        ));
+    }
+    Ok(owners)
+}
+
+/// Appends a validated command with its targets.
+async fn append(
+    api: &Api,
+    op: Operation,
+    scope: Scope,
+    targets: Vec<String>,
+    requested_by: &str,
+    warnings: Vec<String>,
+) -> Result<(Command, Vec<String>), Problem> {
     let body = CommandBody {
         op,
         scope,

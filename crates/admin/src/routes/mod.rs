@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/tasks"),
     ("GET", "/api/v1/tasks/{name}"),
     ("GET", "/api/v1/tasks/{name}/history"),
+    ("GET", "/api/v1/tasks/{name}/runs/{seq}"),
     ("GET", "/api/v1/services"),
     ("GET", "/api/v1/services/{name}"),
     ("GET", "/api/v1/commands"),
@@ -58,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/commands"),
     ("POST", "/api/v1/tasks/{name}/pause"),
     ("POST", "/api/v1/tasks/{name}/resume"),
+    ("POST", "/api/v1/tasks/{name}/run"),
     ("POST", "/api/v1/services/{name}/stop"),
     ("POST", "/api/v1/services/{name}/start"),
     ("POST", "/api/v1/nodes/{id}/drain"),
@@ -108,6 +110,7 @@ fn access_of(template: &str, method: &Method) -> Access {
             "/api/v1/commands"
             | "/api/v1/tasks/{name}/pause"
             | "/api/v1/tasks/{name}/resume"
+            | "/api/v1/tasks/{name}/run"
             | "/api/v1/services/{name}/stop"
             | "/api/v1/services/{name}/start"
             | "/api/v1/nodes/{id}/drain"
@@ -426,6 +429,7 @@ async fn dispatch(
             tasks::one(api, template, param("name")).await
         }
         "/api/v1/tasks/{name}/history" => tasks::list_history(api, &param("name"), query).await,
+        "/api/v1/tasks/{name}/runs/{seq}" => tasks::run(api, &param("name"), &param("seq")).await,
         "/api/v1/commands" => commands::list(api, query).await,
         "/api/v1/commands/{seq}" => commands::one(api, &param("seq")).await,
         "/api/v1/events" => events::list(api, query).await,

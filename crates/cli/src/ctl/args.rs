@@ -84,6 +84,19 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
+    /// Run a task now: one extra fire on its owner, claimed and fenced like a scheduled one.
+    Run {
+        task: String,
+        /// A variable for a command task's environment (repeat for more).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Follow the run to its outcome; exit 0 only if it ended ok.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait [default: 3600].
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        wait_timeout: Option<u64>,
+    },
     /// Stop firing a task (on the given nodes, or everywhere).
     Pause(TaskArgs),
     /// Undo a pause; instants that passed meanwhile are not made up.

@@ -12,6 +12,7 @@ mod cache;
 mod client;
 mod commands;
 mod reads;
+mod run;
 mod table;
 mod tokens;
 
@@ -41,6 +42,8 @@ enum Request {
     Cache(CacheCommand),
     /// Create, list or revoke a named token.
     Token(TokenCommand),
+    /// Run a task now: task, environment, seconds to wait for its outcome.
+    Run(String, Vec<String>, Option<u64>),
 }
 
 /// `/api/v1/{kind}/{name}/{verb}`.
@@ -101,6 +104,12 @@ fn request(command: CtlCommand) -> Request {
         ),
         C::Cache(command) => Request::Cache(command),
         C::Token(command) => Request::Token(command),
+        C::Run {
+            task,
+            env,
+            wait,
+            wait_timeout,
+        } => Request::Run(task, env, wait.then(|| wait_timeout.unwrap_or(3600))),
         C::RollingRestart {
             scope,
             timeout_secs,
@@ -134,6 +143,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         Request::Action(path, body, wait) => act(&client, json, &path, &body, &wait).await,
         Request::Cache(command) => cache(&client, json, command).await,
         Request::Token(command) => token(&client, json, command).await,
+        Request::Run(task, env, wait) => run::run(&client, json, &task, &env, wait).await,
     };
     let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));
     let code = result.unwrap_or_else(|f| f.report());

@@ -412,6 +412,11 @@ impl HistoryStore for FaultyStore {
             .await
     }
 
+    async fn fire(&self, cluster: &str, task: &str, instant_ms: i64) -> Result<Option<FireRecord>> {
+        self.call("fire", self.inner.fire(cluster, task, instant_ms))
+            .await
+    }
+
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
         self.call(
             "purge_history",

@@ -249,6 +249,7 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         cmd.env_remove(secret);
     }
     cmd.envs(&inner.env)
+        .envs(call.env.iter().map(|(k, v)| (k, v)))
         .envs(call.vars.iter().map(|(k, v)| (format!("ROTA_{k}"), v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -513,6 +514,7 @@ mod tests {
             let call = Invocation {
                 label: "t".into(),
                 vars: Vec::new(),
+                env: Vec::new(),
                 body: None,
                 cancel: cancel.clone(),
                 term_grace: Some(Duration::from_secs(10)),

@@ -255,6 +255,7 @@ impl FileInbound {
         let call = |body| Invocation {
             label: ctx.service.clone(),
             vars: vars.clone(),
+            env: Vec::new(),
             body,
             cancel: ctx.cancel.clone(),
             // A handover gives the handler the service's grace to finish the file (a lost

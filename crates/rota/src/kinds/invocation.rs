@@ -9,6 +9,8 @@ pub(crate) struct Invocation {
     /// The task or service, for logs.
     pub label: String,
     pub vars: Vec<(&'static str, String)>,
+    /// Variables a run-now adds to a command's environment, as given.
+    pub env: Vec<(String, String)>,
     /// Replaces the configured request body (a file handed to an endpoint).
     pub body: Option<Vec<u8>>,
     pub cancel: tokio_util::sync::CancellationToken,
@@ -18,16 +20,25 @@ pub(crate) struct Invocation {
 }
 impl Invocation {
     pub fn of_fire(ctx: &FireContext) -> Invocation {
+        let mut vars = vec![
+            ("CLUSTER", ctx.cluster.clone()),
+            ("NODE", ctx.node.clone()),
+            ("TASK", ctx.task.clone()),
+            ("FIRE_TIME_MS", ctx.instant_ms.to_string()),
+            ("FENCING_TOKEN", ctx.token.to_string()),
+            ("ATTEMPT", ctx.attempt.to_string()),
+        ];
+        if let Some(run) = &ctx.manual {
+            vars.push(("RUN", run.seq.to_string()));
+        }
         Invocation {
             label: ctx.task.clone(),
-            vars: vec![
-                ("CLUSTER", ctx.cluster.clone()),
-                ("NODE", ctx.node.clone()),
-                ("TASK", ctx.task.clone()),
-                ("FIRE_TIME_MS", ctx.instant_ms.to_string()),
-                ("FENCING_TOKEN", ctx.token.to_string()),
-                ("ATTEMPT", ctx.attempt.to_string()),
-            ],
+            vars,
+            env: ctx
+                .manual
+                .iter()
+                .flat_map(|run| run.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect(),
             body: None,
             cancel: ctx.cancel.clone(),
             term_grace: None,
@@ -76,5 +87,6 @@ pub(crate) fn test_context(task: &str) -> FireContext {
         attempt: 1,
         cancel: tokio_util::sync::CancellationToken::new(),
         state: None,
+        manual: None,
     }
 }

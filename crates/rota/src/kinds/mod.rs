@@ -101,6 +101,7 @@ impl ServiceHandler for ServiceKind {
                             ("FENCING_TOKEN", ctx.token.to_string()),
                             ("RESTARTS", ctx.restarts.to_string()),
                         ],
+                        env: Vec::new(),
                         body: None,
                         cancel: ctx.cancel.clone(),
                         term_grace: Some(ctx.grace),

@@ -267,6 +267,9 @@ fn describe(op: &Operation, control: &ControlState, me: &str) -> String {
             format!("acting as {node}: first in its place in failover lists")
         }
         Operation::StopActing => "acting as no other node".into(),
+        Operation::Run { task, .. } => {
+            format!("noted: whichever node owns {task} starts this run, once")
+        }
         other => other.name().to_string(),
     }
 }

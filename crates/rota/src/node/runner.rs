@@ -1,22 +1,42 @@
 //! One owned task under one fencing token: computes its instants, claims each in the store,
 //! runs the handler, records the outcome. Stops when the token is lost.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::shared::Shared;
 use crate::{
     error::Result,
-    store::{Begin, Claim, ClaimOutcome, Finish, Member, RunningFire},
+    store::{
+        Begin, CacheWrite, Claim, ClaimOutcome, Expect, Finish, Member, RunningFire, RUNS_CACHE,
+    },
     task::{FireContext, Outcome, RecoveryPolicy, TaskSpec},
 };
-use rota_core::{placement::ResolverSpec, schedule::plan_due};
+use rota_core::{control::ManualRun, placement::ResolverSpec, schedule::plan_due};
 
 /// Misfired instants listed one by one in history before they are only counted.
 const MISFIRE_LIST_CAP: usize = 1000;
+
+/// A run-now request older than this is no longer looked at by a new owner.
+const RUN_WINDOW_MS: i64 = 3_600_000;
+
+/// How long the note of where a run-now fire is recorded is kept ([`RUNS_CACHE`]).
+const RUN_NOTE_TTL_MS: i64 = 7 * 86_400_000;
+
+/// The label a run-now fire's record starts with: which request, and who asked.
+pub fn manual_label(run: &ManualRun) -> String {
+    match &run.requested_by {
+        Some(token) => format!("run now #{} (token `{token}`)", run.seq),
+        None => format!("run now #{}", run.seq),
+    }
+}
 
 /// Where a new runner's schedule starts.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +52,7 @@ pub(crate) async fn run(
     spec: TaskSpec,
     token: i64,
     start: Start,
+    runs: watch::Receiver<Vec<ManualRun>>,
     stop: CancellationToken,
 ) {
     let member = shared.member();
@@ -41,6 +62,7 @@ pub(crate) async fn run(
         // even if a later term has begun by the time they would start.
         let term = shared.work_token();
         let runner = Runner {
+            known_runs: Mutex::new(runs.borrow().clone()),
             shared,
             spec,
             token,
@@ -49,7 +71,7 @@ pub(crate) async fn run(
             term,
             start,
         };
-        match runner.schedule().await {
+        match runner.schedule(runs).await {
             Ok(()) => debug!("runner stopped"),
             Err(e) => {
                 warn!(error = %e, "runner stopped on a store error; it restarts shortly");
@@ -73,10 +95,12 @@ struct Runner {
     stop: CancellationToken,
     term: CancellationToken,
     start: Start,
+    /// The task's run-now requests as last seen (a recovered run-now fire needs its own).
+    known_runs: Mutex<Vec<ManualRun>>,
 }
 
 impl Runner {
-    async fn schedule(&self) -> Result<()> {
+    async fn schedule(&self, mut runs: watch::Receiver<Vec<ManualRun>>) -> Result<()> {
         let store = &self.shared.store;
         let cluster = &self.member.cluster;
         info!("owner now");
@@ -127,69 +151,191 @@ impl Runner {
         }
         let mut cursor = cursor.max(self.start.resumed_at);
         drop(permit);
+        // Run-now requests this runner has looked at; the sender goes when the runner is
+        // retired.
+        let mut handled = BTreeSet::new();
+        let mut runs_open = true;
         loop {
-            let Some(next) = self.spec.schedule.next_after(cursor) else {
+            let next = self.spec.schedule.next_after(cursor);
+            let pending = self.pending_runs(&runs, &handled);
+            let wake_at = match (next, pending.first().map(|(key, _)| *key)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if wake_at.is_none() && !runs_open {
                 info!("the schedule has no more instants");
                 self.stop.cancelled().await;
                 return Ok(());
-            };
-            let wake = self.shared.clock.instant_of(next);
+            }
+            let wake = wake_at.map(|at| self.shared.clock.instant_of(at));
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
+                changed = runs.changed(), if runs_open => {
+                    runs_open = changed.is_ok();
+                    continue;
+                }
                 _ = self.stop.cancelled() => return Ok(()),
             }
+            // Scheduled instants first: a run-now fire is claimed only once every instant up
+            // to its key has a record, so that a new owner's resume after the last record
+            // passes over none (contract 3).
             let now = self.shared.clock.now_ms();
-            if now < next {
-                continue; // the clock was re-anchored backwards: sleep again
-            }
-            let plan = plan_due(
-                &self.spec.schedule,
-                cursor,
-                now,
-                self.spec.misfire_threshold,
-                self.spec.misfire,
-                MISFIRE_LIST_CAP,
-            );
-            if self.stop.is_cancelled() || !self.shared.lease_valid() {
-                return Ok(());
-            }
-            if plan.misfired_total > 0 {
-                let message = format!(
-                    "misfired: {} instant(s) up to {} passed more than {} ms ago without a start (policy {:?})",
-                    plan.misfired_total,
-                    plan.misfired.last().copied().unwrap_or(plan.cursor),
-                    self.spec.misfire_threshold.as_millis(),
-                    self.spec.misfire
+            if next.is_some_and(|n| now >= n) {
+                let plan = plan_due(
+                    &self.spec.schedule,
+                    cursor,
+                    now,
+                    self.spec.misfire_threshold,
+                    self.spec.misfire,
+                    MISFIRE_LIST_CAP,
                 );
-                warn!(count = plan.misfired_total, "{message}");
-                store
-                    .record_misfires(
-                        &self.member,
+                if self.stop.is_cancelled() || !self.shared.lease_valid() {
+                    return Ok(());
+                }
+                if plan.misfired_total > 0 {
+                    let message = format!(
+                        "misfired: {} instant(s) up to {} passed more than {} ms ago without a start (policy {:?})",
+                        plan.misfired_total,
+                        plan.misfired.last().copied().unwrap_or(plan.cursor),
+                        self.spec.misfire_threshold.as_millis(),
+                        self.spec.misfire
+                    );
+                    warn!(count = plan.misfired_total, "{message}");
+                    store
+                        .record_misfires(
+                            &self.member,
+                            &self.spec.name,
+                            self.token,
+                            &plan.misfired,
+                            &message,
+                        )
+                        .await?;
+                    self.shared.metrics.fires(
                         &self.spec.name,
-                        self.token,
-                        &plan.misfired,
-                        &message,
-                    )
-                    .await?;
-                self.shared
-                    .metrics
-                    .fires(&self.spec.name, Outcome::Misfired, plan.misfired_total);
+                        Outcome::Misfired,
+                        plan.misfired_total,
+                    );
+                }
+                for instant in plan.start {
+                    if !self
+                        .claim_and_start(instant, instant, None, &mut elsewhere)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
+                cursor = plan.cursor;
             }
-            for instant in plan.start {
-                if !self.claim_and_start(instant, &mut elsewhere).await? {
+            for (key, run) in pending {
+                if key > now {
+                    continue; // not due yet on this node's clock: a later round takes it
+                }
+                handled.insert(run.seq);
+                if !self.start_manual(key, &run, &mut elsewhere).await? {
                     return Ok(());
                 }
             }
-            cursor = plan.cursor;
         }
     }
 
-    /// Claims `instant` and starts it. An instant due while the previous run of the task
-    /// goes on (here, or on a previous owner still leaving) waits for it as long as it can
-    /// still start within the misfire threshold; past that it is recorded as skipped
-    /// (contract 11). Returns `false` when fenced or stopped: the runner must stop.
-    async fn claim_and_start(&self, instant: i64, elsewhere: &mut bool) -> Result<bool> {
-        let latest = self.latest_start(instant);
+    /// The run-now requests not looked at yet, each with its key, by key. A request older
+    /// than [`RUN_WINDOW_MS`] is no longer looked at.
+    fn pending_runs(
+        &self,
+        runs: &watch::Receiver<Vec<ManualRun>>,
+        handled: &BTreeSet<i64>,
+    ) -> Vec<(i64, ManualRun)> {
+        let all = runs.borrow().clone();
+        let now = self.shared.clock.now_ms();
+        let mut out: Vec<(i64, ManualRun)> = all
+            .iter()
+            .filter(|run| !handled.contains(&run.seq) && now - run.issued_at_ms <= RUN_WINDOW_MS)
+            .filter_map(|run| {
+                let key = self.spec.schedule.manual_key(run.issued_at_ms);
+                if key.is_none() {
+                    warn!(run = run.seq, "run now: the schedule has an instant in every millisecond of the next second; not started");
+                }
+                key.map(|k| (k, run.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(key, _)| *key);
+        *self.known_runs.lock().unwrap() = all;
+        out
+    }
+
+    /// The run-now request whose fire is recorded under `key`, if it is one.
+    fn manual_of(&self, key: i64) -> Option<ManualRun> {
+        self.known_runs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|run| self.spec.schedule.manual_key(run.issued_at_ms) == Some(key))
+            .cloned()
+    }
+
+    /// Starts a run-now request as the fire of `key`: noted in [`RUNS_CACHE`] (so that the
+    /// API can follow it), then claimed and started as a scheduled instant due at the
+    /// request's time would be, subject to the same overlap rule; recorded misfired if it
+    /// can no longer start within the misfire threshold. `false` when fenced or stopped.
+    async fn start_manual(&self, key: i64, run: &ManualRun, elsewhere: &mut bool) -> Result<bool> {
+        let note = key.to_string();
+        let entry = format!("{}/{}", self.spec.name, run.seq);
+        self.shared
+            .store
+            .cache_put(
+                &self.member.cluster,
+                &CacheWrite {
+                    cache: RUNS_CACHE,
+                    key: &entry,
+                    value: note.as_bytes(),
+                    ttl_ms: Some(RUN_NOTE_TTL_MS),
+                    expect: Expect::Any,
+                },
+            )
+            .await?;
+        if Instant::now() <= self.latest_start(run.issued_at_ms) {
+            info!(run = run.seq, key, "run now");
+            return self
+                .claim_and_start(key, run.issued_at_ms, Some(run), elsewhere)
+                .await;
+        }
+        let message = format!(
+            "{}: misfired: not started within {} ms of the request (misfire_threshold)",
+            manual_label(run),
+            self.spec.misfire_threshold.as_millis()
+        );
+        let claim = Claim {
+            member: self.member.clone(),
+            task: self.spec.name.clone(),
+            instant_ms: key,
+            token: self.token,
+            outcome: Outcome::Misfired,
+            message: Some(message.clone()),
+        };
+        match self.shared.batcher.claim(claim).await? {
+            ClaimOutcome::Claimed => {
+                warn!(run = run.seq, "{message}");
+                self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
+                Ok(true)
+            }
+            ClaimOutcome::AlreadyClaimed => Ok(true),
+            ClaimOutcome::Fenced => Ok(false),
+        }
+    }
+
+    /// Claims the fire of `instant` (a scheduled instant, or a run-now request's key), due
+    /// at `due`, and starts it. A fire due while the previous run of the task goes on (here,
+    /// or on a previous owner still leaving) waits for it as long as it can still start
+    /// within the misfire threshold; past that it is recorded as skipped (contract 11).
+    /// Returns `false` when fenced or stopped: the runner must stop.
+    async fn claim_and_start(
+        &self,
+        instant: i64,
+        due: i64,
+        manual: Option<&ManualRun>,
+        elsewhere: &mut bool,
+    ) -> Result<bool> {
+        let latest = self.latest_start(due);
         let free = tokio::select! {
             free = self.previous_run_ended(latest, elsewhere) => free?,
             _ = self.stop.cancelled() => return Ok(false),
@@ -207,12 +353,15 @@ impl Runner {
             } else {
                 Outcome::Skipped
             },
-            message: (!free).then(|| {
-                format!(
-                    "skipped: the previous run was still going {} ms after this instant (misfire_threshold)",
+            message: match (free, manual) {
+                (false, _) => Some(format!(
+                    "{}skipped: the previous run was still going {} ms after this instant (misfire_threshold)",
+                    manual.map(|run| format!("{}: ", manual_label(run))).unwrap_or_default(),
                     self.spec.misfire_threshold.as_millis()
-                )
-            }),
+                )),
+                (true, Some(run)) => Some(manual_label(run)),
+                (true, None) => None,
+            },
         };
         match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed if !free => {
@@ -220,7 +369,7 @@ impl Runner {
                 self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
                 Ok(true)
             }
-            ClaimOutcome::Claimed => self.start(instant, 1).await,
+            ClaimOutcome::Claimed => self.start(instant, due, 1, manual).await,
             ClaimOutcome::AlreadyClaimed => {
                 debug!(instant, "already claimed");
                 Ok(true)
@@ -316,13 +465,22 @@ impl Runner {
             debug!(instant = fire.instant_ms, "another node settled this fire");
             return Ok(true);
         }
+        // A run-now fire is due at its request, and starts with its request's environment.
+        let manual = self.manual_of(fire.instant_ms);
+        let due = manual
+            .as_ref()
+            .map_or(fire.instant_ms, |run| run.issued_at_ms);
         if !fire.begun {
             info!(instant = fire.instant_ms, from_node = %fire.node, "starting a fire that was claimed but never begun");
-            return self.start(fire.instant_ms, fire.attempt).await;
+            return self
+                .start(fire.instant_ms, due, fire.attempt, manual.as_ref())
+                .await;
         }
         if retry {
             warn!(instant = fire.instant_ms, dead_node = %fire.node, "re-running a fire whose node died mid-run (recovery = retry)");
-            return self.start(fire.instant_ms, fire.attempt + 1).await;
+            return self
+                .start(fire.instant_ms, due, fire.attempt + 1, manual.as_ref())
+                .await;
         }
         warn!(instant = fire.instant_ms, dead_node = %fire.node, "abandoned a fire whose node died mid-run");
         self.shared
@@ -341,7 +499,14 @@ impl Runner {
 
     /// Begins a claimed fire in the store, then runs its handler in the background and
     /// records its outcome. Returns `false` when fenced: the runner must stop.
-    async fn start(&self, instant: i64, attempt: i64) -> Result<bool> {
+    async fn start(
+        &self,
+        instant: i64,
+        due: i64,
+        attempt: i64,
+        manual: Option<&ManualRun>,
+    ) -> Result<bool> {
+        let label = manual.map(manual_label);
         if !self.may_start() {
             // Not begun: the next owner (or this node's next term) starts it.
             warn!(
@@ -352,7 +517,7 @@ impl Runner {
         }
         // Another run of this task may still go on here (a previous term's, when a fire is
         // taken over): wait for it as a queued instant would, within the misfire threshold.
-        let latest = self.latest_start(instant);
+        let latest = self.latest_start(due);
         let idle = tokio::select! {
             idle = self.shared.active.wait_idle(&self.spec.name, latest) => idle,
             _ = self.stop.cancelled() => return Ok(false),
@@ -398,7 +563,7 @@ impl Runner {
                 token: self.token,
                 attempt,
                 outcome: Outcome::Misfired,
-                message: Some(message.into()),
+                message: labelled(&label, Some(message.into())),
             };
             record_finish(&self.shared, &finish).await;
             self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
@@ -420,10 +585,13 @@ impl Runner {
                 &spec.name,
                 self.token,
             )),
+            manual: manual.cloned(),
         };
-        let lateness = shared.clock.now_ms() - instant;
+        let lateness = shared.clock.now_ms() - due;
         info!(instant, attempt, lateness_ms = lateness, "fire started");
-        shared.metrics.lateness(lateness);
+        if manual.is_none() {
+            shared.metrics.lateness(lateness);
+        }
         let key = (spec.name.clone(), instant);
         shared.running.lock().unwrap().insert(key.clone());
         let fires = shared.fires.clone();
@@ -444,6 +612,7 @@ impl Runner {
                     Outcome::Ok => info!(instant, took_ms = took, "fire ok"),
                     _ => warn!(instant, took_ms = took, outcome = %outcome, reason = message.as_deref().unwrap_or(""), "fire ended"),
                 }
+                let message = labelled(&label, message);
                 let finish =
                     Finish { task: spec.name.clone(), instant_ms: instant, token: ctx.token, attempt, outcome, message };
                 record_finish(&shared, &finish).await;
@@ -452,6 +621,16 @@ impl Runner {
             .in_current_span(),
         );
         Ok(true)
+    }
+}
+
+/// A run-now fire's outcome message, after its label: its history always says which request
+/// it ran.
+fn labelled(label: &Option<String>, message: Option<String>) -> Option<String> {
+    match (label, message) {
+        (Some(l), Some(m)) => Some(format!("{l}: {m}")),
+        (Some(l), None) => Some(l.clone()),
+        (None, m) => m,
     }
 }
 

@@ -6,6 +6,10 @@ use async_trait::async_trait;
 /// The cache that holds tasks' own state (see [`CacheStore::save_task_state`]).
 pub const TASK_STATE_CACHE: &str = "rota.task-state";
 
+/// Where each run-now fire is recorded: `<task>/<seq>` holds the instant of its record,
+/// written by the owner that starts it, for the API to follow it.
+pub const RUNS_CACHE: &str = "rota.runs";
+
 /// A cache entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {

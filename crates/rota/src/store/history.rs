@@ -15,6 +15,10 @@ pub trait HistoryStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<FireRecord>>;
 
+    /// The record of one fire of `task`: the scheduled instant or run-now key `instant_ms`
+    /// (not a service's item). `None` if it has none (not claimed yet, or purged).
+    async fn fire(&self, cluster: &str, task: &str, instant_ms: i64) -> Result<Option<FireRecord>>;
+
     /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
     /// item records finished before it, and events before it. Returns the number of fires and
     /// items deleted.

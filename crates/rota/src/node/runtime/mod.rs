@@ -125,6 +125,8 @@ struct RunnerHandle {
     token: i64,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// A task's run-now requests, as the command log folds them (none for a service).
+    runs: Option<watch::Sender<Vec<rota_core::control::ManualRun>>>,
 }
 
 struct Runtime {

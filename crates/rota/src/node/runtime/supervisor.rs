@@ -64,13 +64,33 @@ impl Runtime {
         if !caught_up {
             return;
         }
+        // A run-now request reaches the runner of its task (every share of an `all` task).
+        let runs_of = |task: &str| {
+            let base = rota_core::placement::split_per_node_name(task).map_or(task, |(t, _)| t);
+            self.commands.control.runs(base)
+        };
+        for (task, runner) in &self.runners {
+            if let Some(runs) = &runner.runs {
+                let now = runs_of(task);
+                runs.send_if_modified(|seen| {
+                    let changed = *seen != now;
+                    if changed {
+                        *seen = now;
+                    }
+                    changed
+                });
+            }
+        }
         for (task, token) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
             if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
                 continue;
             }
             let stop = self.shared.work_token().child_token();
+            let mut runs = None;
             let handle = if let Some(spec) = self.task_spec(&task) {
+                let (sender, receiver) = watch::channel(runs_of(&task));
+                runs = Some(sender);
                 let placed_at = self
                     .assignments
                     .iter()
@@ -85,6 +105,7 @@ impl Runtime {
                         placed_at,
                         resumed_at,
                     },
+                    receiver,
                     stop.clone(),
                 ))
             } else if let Some(spec) = self.service_spec(&task) {
@@ -103,6 +124,7 @@ impl Runtime {
                     token,
                     stop,
                     task: handle,
+                    runs,
                 },
             );
         }

@@ -13,8 +13,7 @@ impl HistoryStore for SqlStore {
     ) -> Result<Vec<FireRecord>> {
         let filter = if task.is_some() { " AND task = ?" } else { "" };
         let sql = self.sql(&format!(
-            "SELECT task, instant, node_id, token, attempt, outcome, started_at, finished_at, message \
-             FROM rota_fires WHERE cluster = ? AND slot = ''{filter} ORDER BY instant DESC, task LIMIT ?"
+            "SELECT {FIRE_COLUMNS} FROM rota_fires WHERE cluster = ? AND slot = ''{filter} ORDER BY instant DESC, task LIMIT ?"
         ));
         let mut q = sqlx::query(&sql).bind(cluster);
         if let Some(t) = task {
@@ -25,24 +24,21 @@ impl HistoryStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let outcome: String = r.try_get("outcome").map_err(unavailable)?;
-                Ok(FireRecord {
-                    task: r.try_get("task").map_err(unavailable)?,
-                    instant_ms: r.try_get("instant").map_err(unavailable)?,
-                    node: r.try_get("node_id").map_err(unavailable)?,
-                    token: r.try_get("token").map_err(unavailable)?,
-                    attempt: r.try_get("attempt").map_err(unavailable)?,
-                    outcome: Outcome::parse(&outcome).ok_or_else(|| {
-                        Error::Store(format!("unknown outcome `{outcome}` in rota_fires"))
-                    })?,
-                    started_at_ms: r.try_get("started_at").map_err(unavailable)?,
-                    finished_at_ms: r.try_get("finished_at").map_err(unavailable)?,
-                    message: text(r, "message")?,
-                })
-            })
-            .collect()
+        rows.iter().map(fire_record).collect()
+    }
+
+    async fn fire(&self, cluster: &str, task: &str, instant_ms: i64) -> Result<Option<FireRecord>> {
+        let sql = self.sql(&format!(
+            "SELECT {FIRE_COLUMNS} FROM rota_fires WHERE cluster = ? AND task = ? AND instant = ? AND slot = ''"
+        ));
+        let row = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(task)
+            .bind(instant_ms)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(fire_record).transpose()
     }
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
@@ -88,4 +84,24 @@ impl HistoryStore for SqlStore {
             .map_err(unavailable)?;
         Ok(fires.rows_affected() + items.rows_affected())
     }
+}
+
+/// The columns of a fire's record, as [`fire_record`] reads them.
+const FIRE_COLUMNS: &str =
+    "task, instant, node_id, token, attempt, outcome, started_at, finished_at, message";
+
+fn fire_record(r: &sqlx::any::AnyRow) -> Result<FireRecord> {
+    let outcome: String = r.try_get("outcome").map_err(unavailable)?;
+    Ok(FireRecord {
+        task: r.try_get("task").map_err(unavailable)?,
+        instant_ms: r.try_get("instant").map_err(unavailable)?,
+        node: r.try_get("node_id").map_err(unavailable)?,
+        token: r.try_get("token").map_err(unavailable)?,
+        attempt: r.try_get("attempt").map_err(unavailable)?,
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| Error::Store(format!("unknown outcome `{outcome}` in rota_fires")))?,
+        started_at_ms: r.try_get("started_at").map_err(unavailable)?,
+        finished_at_ms: r.try_get("finished_at").map_err(unavailable)?,
+        message: text(r, "message")?,
+    })
 }

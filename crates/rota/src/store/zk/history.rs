@@ -1,6 +1,6 @@
 //! The history on ZooKeeper: reading recent fires, and the purge of old records.
 
-use super::fires::{is_item, FireData};
+use super::fires::{fire_key, is_item, FireData};
 use super::*;
 
 /// Did a multi-op fail on a condition (a version, a missing or existing node) rather than on
@@ -42,6 +42,14 @@ impl HistoryStore for ZkStore {
         out.sort_by(|a, b| b.instant_ms.cmp(&a.instant_ms).then(a.task.cmp(&b.task)));
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn fire(&self, cluster: &str, task: &str, instant_ms: i64) -> Result<Option<FireRecord>> {
+        let z = self.zk().await?;
+        match self.fire(&z, cluster, task, &fire_key(instant_ms)).await? {
+            Some((f, _)) => Ok(Some(Self::fire_record(task, f)?)),
+            None => Ok(None),
+        }
     }
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
