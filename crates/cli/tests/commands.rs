@@ -1003,7 +1003,7 @@ async fn a_run_now_is_started_once_across_a_failover(kind: Kind) {
     let asked = api
         .post(
             "/api/v1/tasks/report/run",
-            json!({"env": {"GREETING": "hello"}}),
+            json!({"env": [{"name": "GREETING", "value": "hello"}]}),
         )
         .await;
     let seq = asked["run"]["seq"].as_i64().unwrap();

@@ -127,7 +127,7 @@ impl Operation {
 
 /// Most variables a run-now adds to a command's environment.
 pub const MAX_RUN_ENV: usize = 32;
-/// Longest value of one such variable, in bytes.
+/// Longest value of one such variable, in characters.
 pub const MAX_RUN_ENV_VALUE: usize = 4096;
 
 /// What is wrong with a run-now's environment, if anything.
@@ -151,16 +151,10 @@ fn env_problem(env: &BTreeMap<String, String>) -> Option<(&'static str, String)>
                 format!("`{}` is not a variable name; use letters, digits and `_`, not starting with a digit", key.chars().take(40).collect::<String>()),
             ));
         }
-        if key.starts_with("ROTA_") {
+        if value.chars().count() > MAX_RUN_ENV_VALUE || value.contains('\0') {
             return Some((
                 "env",
-                format!("`{key}` is rota's own; name the variable otherwise"),
-            ));
-        }
-        if value.len() > MAX_RUN_ENV_VALUE || value.contains('\0') {
-            return Some((
-                "env",
-                format!("the value of `{key}` is over {MAX_RUN_ENV_VALUE} bytes or holds a NUL byte; pass a file's path instead"),
+                format!("the value of `{key}` is over {MAX_RUN_ENV_VALUE} characters or holds a NUL; pass a file's path instead"),
             ));
         }
     }
@@ -889,8 +883,7 @@ mod tests {
         for (pairs, says) in [
             (vec![("1DAY", "x")], "`1DAY` is not a variable name"),
             (vec![("A-B", "x")], "`A-B` is not a variable name"),
-            (vec![("ROTA_NODE", "x")], "`ROTA_NODE` is rota's own"),
-            (vec![("NUL", "a\0b")], "NUL byte"),
+            (vec![("NUL", "a\0b")], "holds a NUL"),
         ] {
             let (field, message) = run(&pairs).problem().expect("a problem");
             assert_eq!(field, "env");

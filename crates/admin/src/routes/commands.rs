@@ -114,7 +114,16 @@ struct LogLevelBody {
 #[serde(deny_unknown_fields)]
 struct RunBody {
     #[serde(default, deserialize_with = "present")]
-    env: Option<std::collections::BTreeMap<String, String>>,
+    env: Option<Vec<EnvVar>>,
+}
+
+/// One variable of a run's environment (a list, not a map: the document can then say what
+/// a name may be).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvVar {
+    name: String,
+    value: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -311,7 +320,13 @@ pub(super) async fn act(
         }
         "/api/v1/tasks/{name}/run" => {
             let b: RunBody = parse_body(body)?;
-            let env = b.env.unwrap_or_default();
+            // A name given twice: the last value counts, as in a shell.
+            let env = b
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| (v.name, v.value))
+                .collect();
             (
                 Operation::Run {
                     task: name.to_string(),

@@ -53,7 +53,11 @@ pub(super) async fn run(
     let body = if env.is_empty() {
         json!({})
     } else {
-        json!({ "env": env })
+        let vars: Vec<Value> = env
+            .iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect();
+        json!({ "env": vars })
     };
     let path = format!("/api/v1/tasks/{}/run", segment(task));
     let accepted = client.call(Method::POST, &path, Some(&body)).await?;
