@@ -1,10 +1,11 @@
-//! The `rota` binary: node daemon, status, config check, schema, demo, benchmarks,
+//! The `rota` binary: node daemon, status, config check and init, schema, demo, benchmarks,
 //! shell completions and man pages. A thin layer over the library's public API. `anyhow`
 //! lives here, at the edge, and nowhere in the libraries.
 
 mod bench;
 mod ctl;
 mod demo;
+mod init;
 mod inspect;
 mod manual;
 mod node;
@@ -28,7 +29,7 @@ struct Args {
 enum Command {
     /// Run a node with the given config file.
     Node {
-        /// The node's TOML config (`rota config check` checks it).
+        /// The node's TOML config (`rota init` writes one, `rota config check` checks it).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -48,6 +49,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write a commented config file for a new node, from flags, and on a terminal from
+    /// questions for the flags not given.
+    Init(init::InitArgs),
     /// Print the SQL schema script for a database (for DBAs who create it by hand).
     Schema {
         /// sqlite, postgres or mysql
@@ -99,6 +103,7 @@ async fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => inspect::config_check(&file),
+        Command::Init(args) => init::run(args),
         Command::Schema { db } => inspect::schema(&db),
         Command::Demo { phase } => demo::run(phase).await,
         Command::Bench { command } => bench::run(command).await,
