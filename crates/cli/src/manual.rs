@@ -130,6 +130,11 @@ fn overview_sections() -> Roff {
         r.text([roman(text)]);
     };
     r.control("SH", ["EXIT STATUS"]);
+    r.text([
+        roman("Of rota node and the other commands; rota ctl has its own, listed in "),
+        bold("rota-ctl"),
+        roman("(1)."),
+    ]);
     item(
         &mut r,
         "0",
