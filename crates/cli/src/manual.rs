@@ -37,14 +37,15 @@ pub fn man(cmd: Command, out: Option<&Path>) -> anyhow::Result<ExitCode> {
         print(&pages[0].1)?;
         return Ok(ExitCode::SUCCESS);
     };
-    if !dir.is_dir() {
-        let reason = if dir.exists() {
-            "is not a directory"
-        } else {
-            "does not exist"
-        };
+    if dir.exists() && !dir.is_dir() {
         bail!(
-            "--out {}: {reason}; give an existing directory (mkdir -p {} first)",
+            "--out {}: is not a directory; give the directory to write the pages into",
+            dir.display()
+        );
+    }
+    if !dir.exists() {
+        bail!(
+            "--out {}: does not exist; create it first (mkdir -p {})",
             dir.display(),
             dir.display()
         );
