@@ -418,11 +418,12 @@ fn init_asks_on_a_terminal_for_the_flags_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rota.toml");
     // Under `script`, rota's stdin is a terminal. Answers: a bad id (asked again), a good
-    // one, the default cluster, a store URL; then the end of input takes the default of
-    // the last question.
-    let command = format!("{ROTA} init --restart exit --out {}", file.display());
-    let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
+    // one, the default cluster, a store URL; then the end of input (^D) takes the default
+    // of the last question.
+    let command = format!("'{ROTA}' init --restart exit --out '{}'", file.display());
+    // `timeout`: a `script` that kept waiting for input would otherwise hang the suite.
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-q", "-e", "-c", &command, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -432,7 +433,8 @@ fn init_asks_on_a_terminal_for_the_flags_not_given() {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
         stdin
-            .write_all(b"bad id\nasked-node\n\nsqlite:///tmp/asked.db\n")
+            // ^D: the end of input on the terminal, whatever `script` does at its own.
+            .write_all(b"bad id\nasked-node\n\nsqlite:///tmp/asked.db\n\x04")
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
