@@ -1,16 +1,18 @@
-//! The `rota` binary: node daemon, status, config check, schema, demo and benchmarks. A thin
-//! layer over the library's public API. `anyhow` lives here, at the edge, and nowhere in
-//! the libraries.
+//! The `rota` binary: node daemon, status, config check and init, schema, demo, benchmarks,
+//! shell completions and man pages. A thin layer over the library's public API. `anyhow`
+//! lives here, at the edge, and nowhere in the libraries.
 
 mod bench;
 mod ctl;
 mod demo;
+mod init;
 mod inspect;
+mod manual;
 mod node;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +29,7 @@ struct Args {
 enum Command {
     /// Run a node with the given config file.
     Node {
+        /// The node's TOML config (`rota init` writes one, `rota config check` checks it).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -46,6 +49,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write a commented config file for a new node, from flags, and on a terminal from
+    /// questions for the flags not given.
+    Init(init::InitArgs),
     /// Print the SQL schema script for a database (for DBAs who create it by hand).
     Schema {
         /// sqlite, postgres or mysql
@@ -64,6 +70,18 @@ enum Command {
         command: bench::BenchCommand,
     },
     Ctl(ctl::CtlArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page rota(1), or write it and one page per command into a directory.
+    Man {
+        /// Write rota.1 and rota-<command>.1 (rota-node.1, rota-config-check.1, ...) into
+        /// this directory, instead of printing rota.1.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,10 +103,13 @@ async fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => inspect::config_check(&file),
+        Command::Init(args) => init::run(args),
         Command::Schema { db } => inspect::schema(&db),
         Command::Demo { phase } => demo::run(phase).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Completions { shell } => manual::completions(shell, Args::command()),
+        Command::Man { out } => manual::man(Args::command(), out.as_deref()),
     };
     match result {
         Ok(code) => code,
