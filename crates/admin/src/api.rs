@@ -79,6 +79,10 @@ pub struct AdminConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
+/// The cluster's own definitions as last compiled for reads: their version, and each name
+/// with its schedule (`service` for a service).
+pub(crate) type DefinedNames = (i64, Vec<(String, String)>);
+
 /// What the API reads and acts on: the cluster's store and the node serving it.
 #[derive(Clone)]
 pub struct Api {
@@ -91,6 +95,13 @@ pub struct Api {
     pub metrics: Arc<rota::metrics::Metrics>,
     /// The command log as far as this API has read it, folded.
     pub(crate) log: Arc<LogCache>,
+    /// Compiles the cluster's own definitions (the node's own compiler): lists what they
+    /// define, and checks a document before `POST /api/v1/definitions` applies it.
+    pub(crate) definitions: Option<rota::node::DefinitionCompiler>,
+    /// May this node's API apply definitions (`[admin] definitions`)? They run commands.
+    pub(crate) accepts_definitions: bool,
+    /// The last definitions compiled for reads.
+    pub(crate) defined: Arc<std::sync::Mutex<DefinedNames>>,
 }
 
 impl Api {
@@ -108,7 +119,18 @@ impl Api {
             status,
             metrics,
             log: Arc::default(),
+            definitions: None,
+            accepts_definitions: false,
+            defined: Arc::default(),
         }
+    }
+
+    /// Lists the cluster's own tasks and services with `compile`, and (with `accept`) lets
+    /// this API apply new definitions, which `compile` checks first.
+    pub fn definitions(mut self, compile: rota::node::DefinitionCompiler, accept: bool) -> Api {
+        self.definitions = Some(compile);
+        self.accepts_definitions = accept;
+        self
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) use crate::api::Problem;
 pub(crate) struct Members {
     pub view: ClusterView,
     pub(crate) declarations: Vec<NodeDeclarations>,
+    /// The cluster's own tasks and services (`rota ctl apply`), with their schedules.
+    pub(crate) defined: Vec<(String, String)>,
 }
 
 impl Members {
@@ -37,7 +39,12 @@ impl Members {
             .map(|n| (n.node.clone(), n.incarnation))
             .collect();
         let declarations = api.store.declarations(&api.cluster, Some(&live)).await?;
-        Ok(Members { view, declarations })
+        let defined = defined(api).await?;
+        Ok(Members {
+            view,
+            declarations,
+            defined,
+        })
     }
 
     pub(crate) fn live(&self) -> impl Iterator<Item = &rota::store::NodeRecord> {
@@ -51,7 +58,8 @@ impl Members {
         })
     }
 
-    /// Declared names with their schedule (`service` for services) and declaring nodes.
+    /// Declared names with their schedule (`service` for services) and declaring nodes: a
+    /// cluster-defined one is declared by every live node that runs definitions.
     pub(crate) fn declared(&self) -> BTreeMap<String, (String, Vec<String>)> {
         let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
         for d in &self.declarations {
@@ -62,8 +70,47 @@ impl Members {
                 entry.1.push(d.node.clone());
             }
         }
+        for (name, schedule) in &self.defined {
+            let entry = out
+                .entry(name.clone())
+                .or_insert_with(|| (schedule.clone(), Vec::new()));
+            for d in self.declarations.iter().filter(|d| d.meta.runs_definitions) {
+                if !d.declared.iter().any(|t| &t.name == name) {
+                    entry.1.push(d.node.clone());
+                }
+            }
+        }
         out
     }
+}
+
+/// The cluster's own tasks and services with their schedules (`service` for services), as
+/// the serving node compiles them; compiled again only when a newer `define` arrives.
+pub(crate) async fn defined(api: &Api) -> Result<Vec<(String, String)>, Problem> {
+    let Some(compile) = &api.definitions else {
+        return Ok(Vec::new());
+    };
+    let (_, control) = api.log.read(api).await?;
+    let Some(latest) = control.definitions() else {
+        return Ok(Vec::new());
+    };
+    let mut cached = api.defined.lock().unwrap();
+    if cached.0 != latest.version {
+        let names = match compile(&latest.document) {
+            Ok((tasks, services)) => tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.schedule.describe()))
+                .chain(
+                    services
+                        .iter()
+                        .map(|s| (s.name.clone(), SERVICE_SCHEDULE.to_string())),
+                )
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        *cached = (latest.version, names);
+    }
+    Ok(cached.1.clone())
 }
 
 /// What most reads need: the members, the assignments (indexed by task, and per-node shares
@@ -233,6 +280,11 @@ pub(crate) fn command_json(c: &Command, acks: &[Ack]) -> Value {
     if let Some(env) = v.get("env").and_then(Value::as_object) {
         let names: Vec<String> = env.keys().cloned().collect();
         v["env"] = json!(names);
+    }
+    // A definitions document may hold commands' environment: it is exported to admins only
+    // (GET /api/v1/definitions), never with the log.
+    if let Some(document) = v.as_object_mut().and_then(|o| o.remove("document")) {
+        v["document_bytes"] = json!(document.as_str().map_or(0, str::len));
     }
     v["nodes"] = Value::from(nodes);
     v["summary"] = json!(counts);

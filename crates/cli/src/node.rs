@@ -33,10 +33,16 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(problems) => return Ok(report(path, problems)),
     };
     let log_control = init_logging(&config.log.format, &config.log.level);
-    let builder = match config.builder() {
+    let mut builder = match config.builder() {
         Ok(b) => b.log_level_control(log_control),
         Err(problems) => return Ok(report(path, problems)),
     };
+    // The cluster's own definitions: listed by the API always, run here only if allowed.
+    let definitions =
+        rota_cli::config::definitions::compiler(config.admin.definition_programs.clone());
+    if config.admin.definitions {
+        builder = builder.definitions(definitions.clone());
+    }
     // One store (one connection pool) for the node and its admin API.
     let store = rota::store::open(&config.store.url)
         .await
@@ -77,7 +83,8 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 &config.node.id,
                 node.watch_status(),
                 node.metrics(),
-            );
+            )
+            .definitions(definitions, config.admin.definitions);
             match admin.serve(api) {
                 Ok(s) => Some(s),
                 Err(e) => {

@@ -1099,6 +1099,202 @@ async fn a_run_now_is_started_once_across_a_failover(kind: Kind) {
     );
 }
 
+/// Cluster-defined work on every store (`rota ctl apply`): a read token cannot apply, a dry
+/// run changes nothing, an applied task fires on its owner and survives a kill of every
+/// node, a change made while a node is down reaches it when it returns, a name a node's
+/// file declares is refused, and the definitions export as applied.
+async fn a_task_applied_at_run_time_survives_every_node_and_reaches_a_node_that_was_down(
+    kind: Kind,
+) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("defs");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let (v1_record, v2_record, filed_record) = (
+        cluster.dir().join("v1.log"),
+        cluster.dir().join("v2.log"),
+        cluster.dir().join("filed.log"),
+    );
+    let ports: Vec<u16> = (0..2).map(|_| harness::servers::free_port()).collect();
+    let spawn = |cluster: &mut ProcessCluster, i: usize| {
+        let node = format!("node-{}", i + 1);
+        // node-1's own file declares `filed`; both nodes run the cluster's definitions.
+        let own = if i == 0 {
+            harness::log_task_toml("filed", "1h", &filed_record)
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:{}\"\ntoken = \"{ADMIN_TOKEN}\"\nread_token = \"{READ_TOKEN}\"\ndefinitions = true\n",
+            cluster.config_text(&node, &own),
+            ports[i]
+        );
+        let path = cluster.config_path(&node);
+        std::fs::write(&path, text).unwrap();
+        cluster.spawn_with_config(&node, &path).unwrap();
+        node
+    };
+    for i in 0..2 {
+        let node = spawn(&mut cluster, i);
+        wait_alive(&s.store, &cluster, &node).await;
+    }
+    let api = |i: usize| Client::new(format!("http://127.0.0.1:{}", ports[i]), Some(ADMIN_TOKEN));
+    let echo = |task: &str, record: &std::path::Path| {
+        format!(
+            "[[task]]\nname = \"{task}\"\nevery = \"1s\"\ncommand = [\"sh\", \"-c\", \"echo $ROTA_TASK $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_FENCING_TOKEN $ROTA_ATTEMPT >> {}\"]\n",
+            record.display()
+        )
+    };
+    let apply = |doc: &str, dry_run: bool| json!({"document": doc, "dry_run": dry_run}).to_string();
+    let v1 = echo("applied", &v1_record);
+
+    let reader = Client::new(format!("http://127.0.0.1:{}", ports[0]), Some(READ_TOKEN));
+    assert_eq!(
+        reader
+            .send("POST", "/api/v1/definitions", Some(&apply(&v1, false)))
+            .await
+            .0,
+        403
+    );
+    let (status, dry) = api(0)
+        .send("POST", "/api/v1/definitions", Some(&apply(&v1, true)))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["diff"]["added"][0]["name"], "applied", "{dry}");
+    let (_, exported) = api(0).send("GET", "/api/v1/definitions", None).await;
+    assert_eq!(
+        exported["version"], 0,
+        "a dry run applies nothing: {exported}"
+    );
+    let (status, bad) = api(0)
+        .send(
+            "POST",
+            "/api/v1/definitions",
+            Some(&apply("[[task]]\nname = \"x\"\nevery = \"soon\"\n", false)),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("every"), "{bad}");
+
+    let applied = api(0)
+        .post(
+            "/api/v1/definitions",
+            serde_json::from_str(&apply(&v1, false)).unwrap(),
+        )
+        .await;
+    assert!(
+        applied.get("document").is_none(),
+        "the log does not show documents: {applied}"
+    );
+    let fired = |record: std::path::PathBuf,
+                 task: &'static str,
+                 since: i64,
+                 node: Option<String>| async move {
+        harness::read_fire_lines(&record)
+            .into_iter()
+            .filter(|l| {
+                l.task == task && l.instant_ms > since && node.as_ref().is_none_or(|n| *n == l.node)
+            })
+            .count()
+    };
+    eventually("the applied task fires", LONG, Some(&cluster), || async {
+        (fired(v1_record.clone(), "applied", 0, None).await >= 2).then_some(())
+    })
+    .await;
+    let (_, task) = api(1).send("GET", "/api/v1/tasks/applied", None).await;
+    assert_eq!(task["declared_by"], json!(["node-1", "node-2"]), "{task}");
+
+    // Every node killed and started again: the definition is in the store, not in a process.
+    cluster.kill("node-1");
+    cluster.kill("node-2");
+    let restarted = s.store.now_ms().await.unwrap();
+    for i in 0..2 {
+        let node = spawn(&mut cluster, i);
+        wait_alive(&s.store, &cluster, &node).await;
+    }
+    eventually(
+        "the applied task fires after every node restarted",
+        LONG,
+        Some(&cluster),
+        || async {
+            (fired(v1_record.clone(), "applied", restarted, None).await >= 2).then_some(())
+        },
+    )
+    .await;
+
+    // A change made while node-2 is down reaches it when it returns.
+    cluster.kill("node-2");
+    eventually("node-2 expired", LONG, Some(&cluster), || async {
+        let v = s.store.view("defs").await.ok()?;
+        (!v.nodes.iter().any(|n| n.node == "node-2" && n.alive)).then_some(())
+    })
+    .await;
+    let v2 = format!(
+        "{}\n{}",
+        echo("applied", &v2_record),
+        echo("second", &v2_record)
+    );
+    let (status, changed) = api(0)
+        .send("POST", "/api/v1/definitions", Some(&apply(&v2, false)))
+        .await;
+    assert_eq!(status, 202, "{changed}");
+    assert_eq!(
+        changed["diff"]["changed"][0]["name"], "applied",
+        "{changed}"
+    );
+    assert_eq!(changed["diff"]["added"][0]["name"], "second", "{changed}");
+    spawn(&mut cluster, 1);
+    wait_alive(&s.store, &cluster, "node-2").await;
+    cluster.kill("node-1");
+    let alone = s.store.now_ms().await.unwrap();
+    for task in ["applied", "second"] {
+        eventually(
+            &format!("node-2 runs {task} as changed"),
+            LONG,
+            Some(&cluster),
+            || async {
+                (fired(v2_record.clone(), task, alone, Some("node-2".into())).await >= 2)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        fired(v1_record.clone(), "applied", alone, Some("node-2".into())).await,
+        0,
+        "node-2 ran the old definition after the change"
+    );
+
+    // A name a node's file declares is refused, with the reason; the export is the document.
+    spawn(&mut cluster, 0);
+    wait_alive(&s.store, &cluster, "node-1").await;
+    let clash = format!("{v2}\n{}", echo("filed", &v2_record));
+    let (status, refused) = api(1)
+        .send("POST", "/api/v1/definitions", Some(&apply(&clash, false)))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("`filed` is declared in the file of node node-1"),
+        "{refused}"
+    );
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["ctl", "export"])
+        .env("ROTA_URL", format!("http://127.0.0.1:{}", ports[1]))
+        .env("ROTA_TOKEN", ADMIN_TOKEN)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(LONG, out)
+        .await
+        .expect("rota ctl export finishes")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), v2);
+    common::assert_no_duplicates(&v1_record);
+    common::assert_no_duplicates(&v2_record);
+}
+
 on_every_store!(
     a_command_missed_while_down_is_applied_before_any_task_starts,
     act_as_moves_an_absent_nodes_pinned_service_and_back,
@@ -1106,4 +1302,5 @@ on_every_store!(
     the_api_refuses_bad_tokens_and_malformed_requests,
     named_tokens_have_roles_and_a_revoked_one_is_refused_at_once,
     a_run_now_is_started_once_across_a_failover,
+    a_task_applied_at_run_time_survives_every_node_and_reaches_a_node_that_was_down,
 );

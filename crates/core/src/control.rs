@@ -63,6 +63,12 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
     },
+    /// Replace the cluster's own task and service definitions with `document` (the TOML of
+    /// `[[task]]` and `[[service]]` tables, as a node's file has them; empty: none). Every
+    /// node folds it ([`ControlState::definitions`]) and runs what it defines.
+    Define {
+        document: String,
+    },
 }
 
 /// Log levels a command may set; `config` returns to the configured one.
@@ -88,6 +94,7 @@ impl Operation {
             Operation::SetLogLevel { .. } => "set_log_level",
             Operation::RollingRestart { .. } => "rolling_restart",
             Operation::Run { .. } => "run",
+            Operation::Define { .. } => "define",
         }
     }
 
@@ -325,6 +332,20 @@ pub struct ControlState {
     log_level: Setting<Option<String>>,
     /// Each task's latest run-now requests, by sequence number (at most [`RUNS_KEPT`]).
     runs: BTreeMap<String, BTreeMap<i64, ManualRun>>,
+    /// The cluster's own definitions: the last `define` command.
+    definitions: Option<Definitions>,
+}
+
+/// The cluster's own task and service definitions, as the last `define` command set them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Definitions {
+    /// The `define` command's sequence number: the version of the definitions.
+    pub version: i64,
+    pub defined_at_ms: i64,
+    /// The TOML document, as applied.
+    pub document: String,
+    /// The token that applied it.
+    pub requested_by: Option<String>,
 }
 
 impl ControlState {
@@ -373,8 +394,21 @@ impl ControlState {
                     runs.pop_first();
                 }
             }
+            Operation::Define { document } => {
+                self.definitions = Some(Definitions {
+                    version: command.seq,
+                    defined_at_ms: command.issued_at_ms,
+                    document: document.clone(),
+                    requested_by: command.body.requested_by.clone(),
+                });
+            }
             Operation::Restart | Operation::Shutdown | Operation::RollingRestart { .. } => {}
         }
+    }
+
+    /// The cluster's own definitions, if any were ever applied.
+    pub fn definitions(&self) -> Option<&Definitions> {
+        self.definitions.as_ref()
     }
 
     /// The latest run-now requests of `task`, oldest first.

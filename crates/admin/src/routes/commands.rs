@@ -393,7 +393,7 @@ pub(super) async fn act(
 
 /// Validates a command against the cluster as it is, works out its targets, and appends it.
 /// Returns it with warnings (nodes named that are not live now).
-async fn issue(
+pub(super) async fn issue(
     api: &Api,
     op: Operation,
     scope: Scope,

@@ -7,6 +7,7 @@
 mod cache;
 mod cluster;
 mod commands;
+mod definitions;
 mod events;
 mod health;
 mod metrics;
@@ -70,6 +71,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/nodes/{id}/shutdown"),
     ("POST", "/api/v1/log-level"),
     ("POST", "/api/v1/rolling-restart"),
+    ("GET", "/api/v1/definitions"),
+    ("POST", "/api/v1/definitions"),
     ("GET", "/api/v1/tokens"),
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/{name}"),
@@ -104,7 +107,7 @@ fn access_of(template: &str, method: &Method) -> Access {
         ("/" | "/assets/dashboard.js" | "/assets/dashboard.css" | "/healthz" | "/readyz", _) => {
             Access::Open
         }
-        ("/api/v1/tokens", &Method::GET) => Access::Needs(Role::Admin),
+        ("/api/v1/tokens" | "/api/v1/definitions", &Method::GET) => Access::Needs(Role::Admin),
         (_, &Method::GET) => Access::Needs(Role::Read),
         (
             "/api/v1/commands"
@@ -396,6 +399,10 @@ async fn dispatch(
     }
     match (template, method) {
         ("/api/v1/tokens", &Method::GET) => return tokens::list(api).await,
+        ("/api/v1/definitions", &Method::GET) => return definitions::export(api).await,
+        ("/api/v1/definitions", &Method::POST) => {
+            return definitions::apply(api, caller, body).await
+        }
         ("/api/v1/tokens", &Method::POST) => return tokens::create(api, caller, body).await,
         ("/api/v1/tokens/{name}", &Method::DELETE) => {
             return tokens::revoke(api, caller, &param("name")).await

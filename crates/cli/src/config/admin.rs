@@ -25,6 +25,12 @@ pub struct AdminSection {
     /// PEM certificate chain and key: serve HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Runs the cluster's own definitions (`rota ctl apply`), and lets this API apply them.
+    /// Off by default: a definition runs commands on every node that takes them.
+    #[serde(default)]
+    pub definitions: bool,
+    /// The only programs a definition's command may start on this node (unset: any).
+    pub definition_programs: Option<Vec<String>>,
 }
 
 // Tokens are secrets.
@@ -37,6 +43,8 @@ impl fmt::Debug for AdminSection {
             .field("read_token", &set(&self.read_token))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("definitions", &self.definitions)
+            .field("definition_programs", &self.definition_programs)
             .finish()
     }
 }

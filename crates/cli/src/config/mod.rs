@@ -10,6 +10,7 @@
 
 mod admin;
 mod checks;
+pub mod definitions;
 mod log;
 mod node;
 mod placement;

@@ -134,6 +134,18 @@ pub enum CtlCommand {
     /// Read and write the cluster's caches (`rota.task-state` holds tasks' own state).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Replace the cluster's own task and service definitions with FILE's `[[task]]` and
+    /// `[[service]]` tables (same schema as a node's file); --dry-run prints the changes only.
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Print the cluster's own definitions as applied (TOML).
+    Export,
     /// Named API tokens with roles (read, operate, admin), kept in the store as hashes.
     #[command(subcommand)]
     Token(TokenCommand),

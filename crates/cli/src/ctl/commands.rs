@@ -29,14 +29,36 @@ pub(super) async fn act(
     wait: &Wait,
 ) -> Result<ExitCode, Failure> {
     let accepted = client.call(Method::POST, path, Some(body)).await?;
-    let seq = accepted["seq"].as_i64().unwrap_or_default();
     let rolling = path == ROLLING_RESTART;
     // A rolling restart takes up to its per-node timeout (server default 120 s) per target.
     let targets = accepted["targets"].as_array().map_or(1, Vec::len) as u64;
     let rolling_secs = (body["timeout_secs"].as_u64().unwrap_or(120) * targets).max(600);
-    let secs = wait
-        .wait_timeout
-        .unwrap_or(if rolling { rolling_secs } else { 60 });
+    let default_secs = if rolling { rolling_secs } else { 60 };
+    follow_command(client, json, accepted, wait, default_secs, rolling).await
+}
+
+/// Follows a command the API accepted (unless told not to), prints where each target got,
+/// and ends with the exit code that says so.
+pub(super) async fn follow_accepted(
+    client: &Client,
+    json: bool,
+    accepted: Value,
+    wait: &Wait,
+    default_secs: u64,
+) -> Result<ExitCode, Failure> {
+    follow_command(client, json, accepted, wait, default_secs, false).await
+}
+
+async fn follow_command(
+    client: &Client,
+    json: bool,
+    accepted: Value,
+    wait: &Wait,
+    default_secs: u64,
+    rolling: bool,
+) -> Result<ExitCode, Failure> {
+    let seq = accepted["seq"].as_i64().unwrap_or_default();
+    let secs = wait.wait_timeout.unwrap_or(default_secs);
     let (mut command, finished) = match wait.no_wait {
         true => (accepted.clone(), true),
         false => follow(client, accepted.clone(), Duration::from_secs(secs), rolling).await?,

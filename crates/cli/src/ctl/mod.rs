@@ -11,6 +11,7 @@ mod args;
 mod cache;
 mod client;
 mod commands;
+mod definitions;
 mod reads;
 mod run;
 mod table;
@@ -42,6 +43,9 @@ enum Request {
     Cache(CacheCommand),
     /// Create, list or revoke a named token.
     Token(TokenCommand),
+    /// Apply a definitions file (dry run or not), or export the definitions.
+    Apply(std::path::PathBuf, bool, Wait),
+    Export,
     /// Run a task now: task, environment, seconds to wait for its outcome.
     Run(String, Vec<String>, Option<u64>),
 }
@@ -104,6 +108,12 @@ fn request(command: CtlCommand) -> Request {
         ),
         C::Cache(command) => Request::Cache(command),
         C::Token(command) => Request::Token(command),
+        C::Apply {
+            file,
+            dry_run,
+            wait,
+        } => Request::Apply(file, dry_run, wait),
+        C::Export => Request::Export,
         C::Run {
             task,
             env,
@@ -143,6 +153,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         Request::Action(path, body, wait) => act(&client, json, &path, &body, &wait).await,
         Request::Cache(command) => cache(&client, json, command).await,
         Request::Token(command) => token(&client, json, command).await,
+        Request::Apply(file, dry_run, wait) => {
+            definitions::apply(&client, json, &file, dry_run, &wait).await
+        }
+        Request::Export => definitions::export(&client, json).await,
         Request::Run(task, env, wait) => run::run(&client, json, &task, &env, wait).await,
     };
     let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));

@@ -304,7 +304,11 @@ pub async fn assert_nothing_silently_missed(
         while t <= to {
             assert!(
                 h.iter().any(|f| f.task == task && f.instant_ms == t),
-                "{task} at {t} has no record"
+                "{task} at {t} has no record; its records from {from} to {to}: {:?}",
+                h.iter()
+                    .filter(|f| f.task == task && (from..=to).contains(&f.instant_ms))
+                    .map(|f| (f.instant_ms, f.outcome, f.message.clone()))
+                    .collect::<Vec<_>>()
             );
             t += 1000;
         }

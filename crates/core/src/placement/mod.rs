@@ -42,11 +42,15 @@ pub struct NodeMeta {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "DeclaredPlacement::is_default")]
     pub placement: DeclaredPlacement,
+    /// The node runs the cluster's own definitions (`rota ctl apply`): it is eligible for
+    /// every task and service they define.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runs_definitions: bool,
 }
 
 impl NodeMeta {
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.placement.is_default()
+        self.labels.is_empty() && self.placement.is_default() && !self.runs_definitions
     }
 }
 

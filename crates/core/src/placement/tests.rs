@@ -263,6 +263,7 @@ fn node_meta_is_compact_and_round_trips() {
     let meta = NodeMeta {
         labels: BTreeMap::from([("zone".to_string(), "eu".to_string())]),
         placement,
+        runs_definitions: true,
     };
     assert!(!meta.is_empty());
     let json = serde_json::to_string(&meta).unwrap();
@@ -272,6 +273,7 @@ fn node_meta_is_compact_and_round_trips() {
     let plain = NodeMeta {
         labels: BTreeMap::new(),
         placement: DeclaredPlacement::from_tasks([("t", &ap)]),
+        runs_definitions: false,
     };
     assert!(plain.is_empty());
     assert_eq!(serde_json::to_string(&plain).unwrap(), "{}");

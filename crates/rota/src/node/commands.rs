@@ -267,6 +267,9 @@ fn describe(op: &Operation, control: &ControlState, me: &str) -> String {
             format!("acting as {node}: first in its place in failover lists")
         }
         Operation::StopActing => "acting as no other node".into(),
+        Operation::Define { .. } => {
+            "noted: this node runs the cluster's definitions from this version on, if its config lets it ([admin] definitions)".into()
+        }
         Operation::Run { task, .. } => {
             format!("noted: whichever node owns {task} starts this run, once")
         }

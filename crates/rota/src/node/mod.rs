@@ -61,7 +61,16 @@ pub struct NodeBuilder {
     labels: BTreeMap<String, String>,
     log_level: Option<LogLevelControl>,
     reexec_of: Option<i64>,
+    definitions: Option<DefinitionCompiler>,
 }
+
+/// Turns the cluster's own definitions (the TOML document of a `define` command, see
+/// [`rota_core::control::Operation::Define`]) into tasks and services, or says what is
+/// wrong. Given by the program that owns the config format (the `rota` binary); a node
+/// without one runs no cluster-defined work, and is not given any.
+pub type DefinitionCompiler = Arc<
+    dyn Fn(&str) -> std::result::Result<(Vec<TaskSpec>, Vec<ServiceSpec>), String> + Send + Sync,
+>;
 
 /// Entry point of the library.
 pub struct Node;
@@ -88,6 +97,7 @@ impl Node {
             labels: BTreeMap::new(),
             log_level: None,
             reexec_of: None,
+            definitions: None,
         }
     }
 }
@@ -158,6 +168,13 @@ impl NodeBuilder {
     /// commands are acknowledged as failed on this node.
     pub fn log_level_control(mut self, set: LogLevelControl) -> Self {
         self.log_level = Some(set);
+        self
+    }
+
+    /// Runs the cluster's own tasks and services too (`rota ctl apply`), compiled by
+    /// `compile`. Without it, this node neither runs nor is given any.
+    pub fn definitions(mut self, compile: DefinitionCompiler) -> Self {
+        self.definitions = Some(compile);
         self
     }
 
@@ -247,6 +264,7 @@ impl NodeBuilder {
             labels: self.labels,
             log_level: self.log_level,
             reexec_of: self.reexec_of,
+            definitions: self.definitions,
         };
         runtime::start::start(config, store).await
     }

@@ -91,6 +91,7 @@ impl Runtime {
                 self.commands
                     .read(store.as_ref(), &self.shared.member())
                     .await?;
+                self.refresh_definitions();
                 self.generation = view.generation;
             }
             self.view = Some(view);
@@ -160,16 +161,27 @@ impl Runtime {
         self.journal_deaths().await;
         let view = self.view.as_ref().expect("checked above");
         let control = &self.commands.control;
+        let defined = self.defined_declarations();
         let live: Vec<NodeInfo> = view
             .nodes
             .iter()
             .filter(|n| n.alive)
             .map(|n| {
-                let (mut declared, meta) = self
+                let (mut declared, mut meta) = self
                     .declarations
                     .get(&(n.node.clone(), n.incarnation))
                     .cloned()
                     .unwrap_or_default();
+                // The cluster's own definitions: every node that runs them may run each
+                // (a name its own file declares too keeps the file's, and conflicts).
+                if meta.runs_definitions {
+                    for (name, hash, spec) in &defined {
+                        if !declared.contains_key(name) {
+                            declared.insert(name.clone(), hash.clone());
+                            meta.placement.tasks.insert(name.clone(), spec.clone());
+                        }
+                    }
+                }
                 // Commands: a node is not eligible for what is paused on it, nor for
                 // anything while drained.
                 declared.retain(|task, _| !control.is_paused(&n.node, task));

@@ -4,6 +4,7 @@
 //! ([`supervisor`]). Beside the rounds, the heartbeat and the fence watchdog keep the node
 //! alive or fence it ([`liveness`]).
 
+mod definitions;
 mod leader;
 mod liveness;
 mod rolling;
@@ -121,8 +122,21 @@ async fn join(
 /// generation covers: the generation and each live node's id, incarnation and leaving flag.
 type PlacementInputs = (i64, Vec<(String, i64, bool)>);
 
+/// The cluster's own tasks and services, compiled from the last `define` command this node
+/// folded.
+#[derive(Default)]
+struct Defined {
+    /// The `define` command they come from (0: none yet).
+    version: i64,
+    tasks: HashMap<String, TaskSpec>,
+    services: HashMap<String, ServiceSpec>,
+}
+
 struct RunnerHandle {
     token: i64,
+    /// The definition it runs ([`TaskSpec::definition_hash`]): a changed definition retires
+    /// it (what it started finishes under the old one) and starts a runner of the new.
+    definition: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// A task's run-now requests, as the command log folds them (none for a service).
@@ -171,6 +185,11 @@ struct Runtime {
     rolling_checked: Option<Instant>,
     /// Deaths this node recorded in the journal while leading.
     deaths_reported: HashSet<(String, i64)>,
+    /// The cluster's own definitions, compiled (empty without a compiler).
+    defined: Defined,
+    compiler: Option<super::DefinitionCompiler>,
+    /// The definitions version the supervisor last compared its runners with.
+    supervised_version: i64,
 }
 
 impl Runtime {

@@ -20,6 +20,8 @@ pub(crate) struct NodeConfig {
     pub log_level: Option<LogLevelControl>,
     /// The incarnation this process had before it re-executed itself (a restart command).
     pub reexec_of: Option<i64>,
+    /// Compiles the cluster's own definitions; `None`: this node runs none.
+    pub definitions: Option<super::super::DefinitionCompiler>,
 }
 
 /// Joins, then runs the node: the rounds on a task of their own, the heartbeat and the fence
@@ -36,6 +38,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         labels,
         log_level,
         reexec_of,
+        definitions,
     } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
@@ -58,6 +61,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
                 .map(|t| (t.name.as_str(), &t.placement))
                 .chain(services.iter().map(|s| (s.name.as_str(), &s.placement))),
         ),
+        runs_definitions: definitions.is_some(),
     };
     let member = Member {
         cluster,
@@ -151,6 +155,9 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         placed_with: BTreeSet::new(),
         rolling_checked: None,
         deaths_reported: HashSet::new(),
+        defined: Defined::default(),
+        compiler: definitions,
+        supervised_version: 0,
     };
     // The heartbeat and the fence watchdog run beside the rounds, on tasks of their own, so
     // that a slow round never delays a renewal or the fence.

@@ -46,11 +46,18 @@ impl Runtime {
         } else {
             HashMap::new()
         };
+        // A runner whose definition changed (or went) is retired like one whose task moved:
+        // what it started finishes under the old definition, and a runner of the new one
+        // starts once it has ended.
+        let redefined = self.defined.version != self.supervised_version;
+        self.supervised_version = self.defined.version;
         let lost: Vec<String> = self
             .runners
             .iter()
             .filter(|(task, runner)| {
-                owned.get(*task) != Some(&runner.token) || runner.task.is_finished()
+                owned.get(*task) != Some(&runner.token)
+                    || runner.task.is_finished()
+                    || (redefined && self.definition_of(task).as_ref() != Some(&runner.definition))
             })
             .map(|(task, _)| task.clone())
             .collect();
@@ -88,6 +95,9 @@ impl Runtime {
             }
             let stop = self.shared.work_token().child_token();
             let mut runs = None;
+            let Some(definition) = self.definition_of(&task) else {
+                continue;
+            };
             let handle = if let Some(spec) = self.task_spec(&task) {
                 let (sender, receiver) = watch::channel(runs_of(&task));
                 runs = Some(sender);
@@ -122,6 +132,7 @@ impl Runtime {
                 task,
                 RunnerHandle {
                     token,
+                    definition,
                     stop,
                     task: handle,
                     runs,
@@ -132,24 +143,46 @@ impl Runtime {
 
     /// The spec of an owned task: a declared one, or this node's share of an `all` task
     /// (named `task@node`, under which it is claimed and recorded).
+    /// The spec of an owned task: this node's own, or the cluster's (`rota ctl apply`).
     pub(super) fn task_spec(&self, owned: &str) -> Option<TaskSpec> {
-        if let Some(spec) = self.shared.tasks.get(owned) {
+        let find = |name: &str| {
+            self.shared
+                .tasks
+                .get(name)
+                .or_else(|| self.defined.tasks.get(name))
+        };
+        if let Some(spec) = find(owned) {
             return Some(spec.clone());
         }
         let (task, _) = placement::split_per_node_name(owned)?;
-        let mut spec = self.shared.tasks.get(task)?.clone();
+        let mut spec = find(task)?.clone();
         spec.name = owned.to_string();
         Some(spec)
     }
 
+    /// The spec of an owned service: this node's own, or the cluster's.
     pub(super) fn service_spec(&self, owned: &str) -> Option<ServiceSpec> {
-        if let Some(spec) = self.shared.services.get(owned) {
+        let find = |name: &str| {
+            self.shared
+                .services
+                .get(name)
+                .or_else(|| self.defined.services.get(name))
+        };
+        if let Some(spec) = find(owned) {
             return Some(spec.clone());
         }
         let (service, _) = placement::split_per_node_name(owned)?;
-        let mut spec = self.shared.services.get(service)?.clone();
+        let mut spec = find(service)?.clone();
         spec.name = owned.to_string();
         Some(spec)
+    }
+
+    /// The definition hash of what `task` is now (`None`: nothing of that name).
+    fn definition_of(&self, task: &str) -> Option<String> {
+        match self.task_spec(task) {
+            Some(t) => Some(t.definition_hash()),
+            None => self.service_spec(task).map(|s| s.definition_hash()),
+        }
     }
 
     pub(super) fn handover_done(&self, since: Instant) -> bool {
