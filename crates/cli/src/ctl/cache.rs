@@ -8,13 +8,12 @@ use base64::{
     Engine as _,
 };
 use reqwest::Method;
-use serde_json::Value;
 
 use super::{
     args::CacheCommand,
     args::{EXIT_FAILED, EXIT_USAGE},
     client::{segment, Answer, Client, Failure},
-    table::text,
+    table::{print_json, text},
 };
 
 /// `rota ctl cache ...`. An absent entry (get) and a condition not met (put and del with
@@ -24,12 +23,6 @@ pub(super) async fn cache(
     json: bool,
     command: CacheCommand,
 ) -> Result<ExitCode, Failure> {
-    let print_json = |v: &Value| {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).expect("JSON values serialize")
-        )
-    };
     match command {
         CacheCommand::Get { cache, key } => {
             let path = match entry_path(&cache, &key) {

@@ -10,7 +10,7 @@ use super::{
     args::{Wait, EXIT_USAGE},
     client::{Client, Failure},
     commands::follow_accepted,
-    table::text,
+    table::{print_json, text},
 };
 
 const DEFINITIONS: &str = "/api/v1/definitions";
@@ -33,7 +33,7 @@ pub(super) async fn apply(
     let answer = client.call(Method::POST, DEFINITIONS, Some(&body)).await?;
     if dry_run {
         if json {
-            println!("{}", serde_json::to_string_pretty(&answer).expect("JSON"));
+            print_json(&answer);
         } else {
             print!("{}", diff_text(&answer["diff"]));
             println!("dry run: nothing changed");
@@ -49,7 +49,7 @@ pub(super) async fn apply(
 pub(super) async fn export(client: &Client, json: bool) -> Result<ExitCode, Failure> {
     let v = client.get(DEFINITIONS).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        print_json(&v);
     } else {
         let version = v["version"].as_i64().unwrap_or(0);
         if version == 0 {

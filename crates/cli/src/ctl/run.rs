@@ -10,7 +10,7 @@ use tokio::time::{sleep, Duration, Instant};
 use super::{
     args::{EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE},
     client::{segment, Client, Failure},
-    table::text,
+    table::{print_json, text},
 };
 
 const POLL: Duration = Duration::from_millis(250);
@@ -68,7 +68,7 @@ pub(super) async fn run(
         .to_string();
     let Some(secs) = wait else {
         if json {
-            println!("{}", serde_json::to_string_pretty(&accepted).expect("JSON"));
+            print_json(&accepted);
         } else {
             println!("run #{seq} of {task} asked for; follow it with `rota ctl run {task} --wait`... or GET {url}");
         }
@@ -107,7 +107,7 @@ pub(super) async fn run(
         sleep(POLL).await;
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&last).expect("JSON"));
+        print_json(&last);
     } else {
         println!("{}", outcome_line(&last));
     }

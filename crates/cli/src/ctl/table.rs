@@ -3,12 +3,17 @@
 use rota::status::fmt_time;
 use serde_json::Value;
 
+/// The API's JSON as it came, pretty-printed (`--json`).
+pub(super) fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
+
 pub(super) fn print_value(json: bool, value: &Value, render: fn(&Value) -> String) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("JSON values serialize")
-        );
+        print_json(value);
     } else {
         print!("{}", render(value));
     }

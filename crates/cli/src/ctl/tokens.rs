@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{
     args::TokenCommand,
     client::{segment, Client, Failure},
-    table::{columns, text, time_of},
+    table::{columns, print_json, text, time_of},
 };
 
 const TOKENS: &str = "/api/v1/tokens";
@@ -18,12 +18,6 @@ pub(super) async fn token(
     json: bool,
     command: TokenCommand,
 ) -> Result<ExitCode, Failure> {
-    let print_json = |v: &Value| {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).expect("JSON values serialize")
-        )
-    };
     match command {
         TokenCommand::Create { name, role } => {
             let v = client
