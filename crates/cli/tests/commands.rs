@@ -210,6 +210,74 @@ async fn a_command_missed_while_down_is_applied_before_any_task_starts(kind: Kin
     common::assert_no_duplicates(&record);
 }
 
+/// A definition changed while its task runs: the run goes on to its end under the old
+/// definition, and the new one starts only after it (no overlap, no kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_changed_while_it_runs_finishes_under_its_old_definition() {
+    let s = TestStore::sqlite().await;
+    let mut cluster = s.cluster("redefine");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let record = cluster.dir().join("runs.log");
+    let port = harness::servers::free_port();
+    let text = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{ADMIN_TOKEN}\"\ndefinitions = true\n",
+        cluster.config_text("node-1", "")
+    );
+    let path = cluster.config_path("node-1");
+    std::fs::write(&path, text).unwrap();
+    cluster.spawn_with_config("node-1", &path).unwrap();
+    wait_alive(&s.store, &cluster, "node-1").await;
+    // Every 2 s, a run of 3 s: START and END lines with the definition's version.
+    let doc = |version: &str| {
+        format!(
+            "[[task]]\nname = \"long\"\nevery = \"2s\"\ncommand = [\"sh\", \"-c\", \"echo START {version} $(date +%s%3N) >> {0}; sleep 3; echo END {version} $(date +%s%3N) >> {0}\"]\n",
+            record.display()
+        )
+    };
+    let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
+    let apply = |version: &str| json!({"document": doc(version)});
+    api.post("/api/v1/definitions", apply("v1")).await;
+    let lines = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    eventually("a v1 run starts", LONG, Some(&cluster), || async {
+        lines()
+            .iter()
+            .any(|l| l[0] == "START" && l[1] == "v1")
+            .then_some(())
+    })
+    .await;
+    api.post("/api/v1/definitions", apply("v2")).await;
+    let all = eventually("a v2 run ends", LONG, Some(&cluster), || async {
+        let all = lines();
+        all.iter()
+            .any(|l| l[0] == "END" && l[1] == "v2")
+            .then_some(all)
+    })
+    .await;
+    // Every v1 run that started ended (none was killed), and no run overlapped another.
+    let starts_v1 = all
+        .iter()
+        .filter(|l| l[0] == "START" && l[1] == "v1")
+        .count();
+    let ends_v1 = all.iter().filter(|l| l[0] == "END" && l[1] == "v1").count();
+    assert_eq!(starts_v1, ends_v1, "a v1 run was cut short: {all:?}");
+    let mut open = 0;
+    for l in &all {
+        open += if l[0] == "START" { 1 } else { -1 };
+        assert!((0..=1).contains(&open), "two runs at once: {all:?}");
+    }
+    let first_v2 = all.iter().position(|l| l[1] == "v2").unwrap();
+    assert!(
+        all[first_v2..].iter().all(|l| l[1] == "v2"),
+        "after the first v2 run, only v2 runs: {all:?}"
+    );
+}
+
 /// Contract 3 across a pause: the instants that pass while a task is paused are not made
 /// up, but each one has a record saying why; none is missed silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
