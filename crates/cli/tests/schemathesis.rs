@@ -25,16 +25,32 @@ async fn the_admin_api_keeps_its_openapi_document_as_schemathesis_checks_it() {
         "{}[[service]]\nname = \"listener\"\ncommand = [\"sleep\", \"1000\"]\n",
         harness::log_task_toml("report", "1s", &record)
     );
+    // Both nodes run the cluster's own definitions, so that applying them is tested too.
+    let spawn = |cluster: &mut harness::ProcessCluster, node: &str, port: u16| {
+        let text = format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{ADMIN_TOKEN}\"\nread_token = \"{READ_TOKEN}\"\ndefinitions = true\n",
+            cluster.config_text(node, &tasks)
+        );
+        let path = cluster.config_path(node);
+        std::fs::create_dir_all(cluster.dir()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        cluster.spawn_with_config(node, &path).unwrap();
+    };
     let port = harness::servers::free_port();
-    spawn_with_admin(&mut cluster, SERVING, &tasks, port);
-    spawn_with_admin(
-        &mut cluster,
-        "node-2",
-        &tasks,
-        harness::servers::free_port(),
-    );
+    spawn(&mut cluster, SERVING, port);
+    spawn(&mut cluster, "node-2", harness::servers::free_port());
     wait_alive(&s.store, &cluster, SERVING).await;
     wait_alive(&s.store, &cluster, "node-2").await;
+    // One run of `report`, so that reading a run reaches a real one.
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/tasks/report/run");
+    let run: serde_json::Value = eventually("report takes a run", LONG, Some(&cluster), || async {
+        let answer = http.post(&url).bearer_auth(ADMIN_TOKEN).send().await.ok()?;
+        (answer.status() == 202).then_some(())?;
+        serde_json::from_slice(&answer.bytes().await.ok()?).ok()
+    })
+    .await;
+    let run_seq = run["run"]["seq"].as_i64().expect("a run number");
 
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     let run = tokio::process::Command::new("schemathesis")
@@ -55,6 +71,7 @@ async fn the_admin_api_keeps_its_openapi_document_as_schemathesis_checks_it() {
         .env("PYTHONPATH", &hooks)
         .env("SCHEMATHESIS_HOOKS", "rota_hooks")
         .env("ROTA_SERVING_NODE", SERVING)
+        .env("ROTA_RUN", format!("report/{run_seq}"))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -4,6 +4,10 @@ Every operation is tested with every check, against a live node that the run may
 pause, reconfigure and command. One thing is kept out: requests that would stop or restart
 the node serving the API (ROTA_SERVING_NODE), which would end the run itself. Restarting or
 stopping any other node, live or not, stays in.
+
+A definitions document is TOML, which the OpenAPI document cannot describe: a generated
+string is replaced by one of two valid documents (none, or one harmless task), so that
+applying definitions is tested beyond the parse error every random string gets.
 """
 import os
 
@@ -16,6 +20,43 @@ STOPPING_OPS = {"restart", "shutdown", "rolling_restart"}
 def _spares_serving(nodes):
     """A list of nodes that leaves the serving node out; anything else may include it."""
     return isinstance(nodes, list) and SERVING not in nodes
+
+
+DOCUMENTS = [
+    "",
+    '[[task]]\nname = "st-defined"\nevery = "1h"\nlog = { message = "defined by schemathesis" }\n',
+]
+
+
+@schemathesis.hook
+def map_body(ctx, body):
+    operation = getattr(ctx, "operation", None)
+    is_apply = (
+        operation is not None
+        and operation.path == "/api/v1/definitions"
+        and operation.method.upper() == "POST"
+    )
+    if is_apply and isinstance(body, dict) and isinstance(body.get("document"), str):
+        body["document"] = DOCUMENTS[len(body["document"]) % 2]
+    return body
+
+
+RUN = os.environ.get("ROTA_RUN", "")
+
+
+@schemathesis.hook
+def map_path_parameters(ctx, params):
+    """A run that exists (ROTA_RUN, `task/seq`) for reads of a run; only for a well-formed
+    number, so that a malformed one is still sent, and refused."""
+    operation = getattr(ctx, "operation", None)
+    is_run = operation is not None and operation.path == "/api/v1/tasks/{name}/runs/{seq}"
+    if is_run and RUN and isinstance(params, dict):
+        seq = params.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            name, number = RUN.split("/")
+            params["name"] = name
+            params["seq"] = int(number)
+    return params
 
 
 @schemathesis.hook

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{io::AsyncReadExt, process::Command};
+use tokio::{io::AsyncReadExt, process::Command, time::Instant};
 
 use super::invocation::Invocation;
 use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
@@ -205,6 +205,47 @@ impl CommandTask {
 /// Kills the child's process group if the fire's future is dropped while the child runs.
 struct GroupGuard(Option<i32>);
 
+/// How long the processes of a killed group may take to go.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until no process of group `pgid` is alive (zombies do not count), or `deadline`;
+/// `true` if none is. Read from `/proc`, every 10 ms.
+async fn group_ended(pgid: i32, deadline: Instant) -> bool {
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Is any process of group `pgid` alive (not a zombie)? `/proc/<pid>/stat` gives the state
+/// and the group after the command's name, which may hold spaces and parentheses.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        let Some((_, after)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = after.split(' ');
+        let state = fields.next().unwrap_or("Z");
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && !matches!(state, "Z" | "X" | "x")
+    })
+}
+
 impl GroupGuard {
     fn kill(&mut self) {
         if let Some(pgid) = self.0.take() {
@@ -291,28 +332,45 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
         biased;
         status = child.wait() => status,
         _ = call.cancel.cancelled() => {
-            if let (Some(grace), Some(pgid)) = (call.term_grace, guard.0) {
-                // SAFETY: plain syscall; the leader is not reaped yet (see GroupGuard).
-                unsafe {
-                    libc::kill(-pgid, libc::SIGTERM);
-                }
-                if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-                    guard.0 = None;
-                    // Exit status 0 within the grace: the work was done (it had just
-                    // ended, or the command finished it on SIGTERM, which is what the grace
-                    // is for). Calling it interrupted would have it done again.
-                    if status.as_ref().is_ok_and(|s| s.success()) {
-                        return Ok(());
+            let Some(pgid) = guard.0 else {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(TaskError::new(format!("cancelled: killed `{program}`")));
+            };
+            // The run has ended only when every process of its group has: a grandchild
+            // that outlives the command would still be working when the task's next owner
+            // starts. The leader stays unreaped (a zombie once it exits) until then, so
+            // that its pid, the group's id, cannot be reused by another process meanwhile.
+            let ended_in_grace = match call.term_grace {
+                Some(grace) => {
+                    // SAFETY: plain syscall; the leader is not reaped yet (see GroupGuard).
+                    unsafe {
+                        libc::kill(-pgid, libc::SIGTERM);
                     }
-                    return Err(TaskError::new(format!(
-                        "cancelled: `{program}` stopped on SIGTERM ({})",
-                        status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
-                    )));
+                    group_ended(pgid, Instant::now() + grace).await
+                }
+                None => false,
+            };
+            if !ended_in_grace {
+                guard.kill();
+                if !group_ended(pgid, Instant::now() + KILL_WAIT).await {
+                    tracing::warn!(pgid, "processes of a killed command are still there");
                 }
             }
-            guard.kill();
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            let status = child.wait().await;
+            guard.0 = None;
+            if ended_in_grace {
+                // Exit status 0 within the grace: the work was done (it had just ended, or
+                // the command finished it on SIGTERM, which is what the grace is for).
+                // Calling it interrupted would have it done again.
+                if status.as_ref().is_ok_and(|s| s.success()) {
+                    return Ok(());
+                }
+                return Err(TaskError::new(format!(
+                    "cancelled: `{program}` stopped on SIGTERM ({})",
+                    status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+                )));
+            }
             return Err(TaskError::new(format!("cancelled: killed `{program}` and its process group")));
         }
     };
@@ -501,6 +559,47 @@ mod tests {
             .nth(1)
             .is_some_and(|rest| !rest.starts_with('Z'));
         assert!(!alive, "grandchild sleep {pid} survived: {state}");
+    }
+
+    /// A cancelled command has ended only once every process of its group has: here the
+    /// command dies of SIGTERM at once, and a grandchild that ignores it goes on; it is
+    /// killed after the grace, and the invocation returns only after that.
+    #[tokio::test]
+    async fn a_cancel_waits_for_every_process_of_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ready, late) = (dir.path().join("ready"), dir.path().join("late"));
+        let script = format!(
+            "(trap '' TERM; touch {}; sleep 1; touch {}) & wait",
+            ready.display(),
+            late.display()
+        );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let call = Invocation {
+            label: "t".into(),
+            vars: Vec::new(),
+            env: Vec::new(),
+            body: None,
+            cancel: cancel.clone(),
+            term_grace: Some(Duration::from_millis(300)),
+        };
+        let run = tokio::spawn(async move { sh(&script).invoke(call).await });
+        while !ready.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cancelled = Instant::now();
+        cancel.cancel();
+        let result = run.await.unwrap();
+        let took = cancelled.elapsed();
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            took >= Duration::from_millis(300),
+            "returned after {took:?}, before the grandchild was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !late.exists(),
+            "the grandchild went on after the cancel returned"
+        );
     }
 
     /// A cancel with a grace period: a command that finishes its work on SIGTERM (exit 0)
