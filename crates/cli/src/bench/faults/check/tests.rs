@@ -300,6 +300,28 @@ fn an_instant_the_store_says_ran_without_a_start_line_is_lost() {
 }
 
 #[test]
+fn a_fire_claimed_and_waiting_as_the_campaign_ends_is_not_lost() {
+    // Claimed 6 s before the end, still waiting for the previous run (never begun) when every
+    // node stopped: in flight, not lost. Begun that early and never started: lost.
+    let record = run("a", 90_000, "n1", 7, 1, 90_005, 90_200);
+    let mut history = claims(&record);
+    for t in [91_000, 92_000, 93_000] {
+        history.push(row("a", t, "n1", 1, Outcome::Skipped));
+    }
+    let waiting = history.clone();
+    history.push(row("a", 94_000, "n1", 1, Outcome::Running));
+    let report = check_with(&record, &history, &[], &[]);
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert_eq!(report.not_started.get("running-at-the-end"), Some(&1));
+    let mut begun = row("a", 94_000, "n1", 1, Outcome::Running);
+    begun.started_at_ms = Some(T0 + 94_010);
+    let mut history = waiting;
+    history.push(begun);
+    let report = check_with(&record, &history, &[], &[]);
+    assert_eq!(kinds(&report), [ViolationKind::Lost]);
+}
+
+#[test]
 fn a_fire_begun_as_the_campaign_ends_is_not_lost() {
     let record = run("a", 98_000, "n1", 7, 1, 98_005, 98_200);
     let mut history = claims(&record);

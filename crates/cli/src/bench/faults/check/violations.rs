@@ -8,6 +8,11 @@ use rota::Outcome;
 
 use super::{checker::*, input::*, report::*};
 
+/// How long a claimed fire may wait for the previous run before it is skipped: the nodes'
+/// default `misfire_threshold`, which the campaign's tasks keep.
+const MISFIRE_THRESHOLD_MS: i64 =
+    rota::task::TaskSpec::DEFAULT_MISFIRE_THRESHOLD.as_millis() as i64;
+
 impl<'a> Checker<'a> {
     pub(super) fn overlaps(&mut self, runs: &[Run<'a>]) {
         for (task, runs) in group(runs, |r| r.start.task.as_str()) {
@@ -352,6 +357,16 @@ impl<'a> Checker<'a> {
             Some(f)
                 if f.outcome == Outcome::Running
                     && t + 2 * task.period_ms > self.input.until_ms =>
+            {
+                ("running-at-the-end", "")
+            }
+            // Claimed, never begun, as every node stopped: it was waiting for the previous
+            // run to end (it may, up to the misfire threshold), and the next owner, which
+            // would start it, never came.
+            Some(f)
+                if f.outcome == Outcome::Running
+                    && f.started_at_ms.is_none()
+                    && t + MISFIRE_THRESHOLD_MS + 2 * task.period_ms > self.input.until_ms =>
             {
                 ("running-at-the-end", "")
             }
