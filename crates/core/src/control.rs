@@ -332,6 +332,8 @@ pub struct ControlState {
     log_level: Setting<Option<String>>,
     /// Each task's latest run-now requests, by sequence number (at most [`RUNS_KEPT`]).
     runs: BTreeMap<String, BTreeMap<i64, ManualRun>>,
+    /// The sequence number of the last run-now request folded (0: none).
+    last_run: i64,
     /// The cluster's own definitions: the last `define` command.
     definitions: Option<Definitions>,
 }
@@ -393,6 +395,7 @@ impl ControlState {
                 while runs.len() > RUNS_KEPT {
                     runs.pop_first();
                 }
+                self.last_run = command.seq;
             }
             Operation::Define { document } => {
                 self.definitions = Some(Definitions {
@@ -417,6 +420,12 @@ impl ControlState {
             .get(task)
             .map(|r| r.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The sequence number of the last run-now request folded: the runs changed since a
+    /// caller saw another (0: none ever).
+    pub fn last_run(&self) -> i64 {
+        self.last_run
     }
 
     /// The run-now request `seq` of `task`, if the fold still keeps it.

@@ -190,6 +190,8 @@ struct Runtime {
     compiler: Option<super::DefinitionCompiler>,
     /// The definitions version the supervisor last compared its runners with.
     supervised_version: i64,
+    /// The last run-now request the runners were told of (see `ControlState::last_run`).
+    runs_pushed: i64,
 }
 
 impl Runtime {

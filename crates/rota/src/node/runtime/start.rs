@@ -158,6 +158,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         defined: Defined::default(),
         compiler: definitions,
         supervised_version: 0,
+        runs_pushed: 0,
     };
     // The heartbeat and the fence watchdog run beside the rounds, on tasks of their own, so
     // that a slow round never delays a renewal or the fence.

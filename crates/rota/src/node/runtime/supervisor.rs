@@ -71,12 +71,15 @@ impl Runtime {
         if !caught_up {
             return;
         }
-        // A run-now request reaches the runner of its task (every share of an `all` task).
+        // A run-now request reaches the runner of its task (every share of an `all` task);
+        // the runners are told only when the log brought one.
         let runs_of = |task: &str| {
             let base = rota_core::placement::split_per_node_name(task).map_or(task, |(t, _)| t);
             self.commands.control.runs(base)
         };
-        for (task, runner) in &self.runners {
+        let new_runs = self.commands.control.last_run() != self.runs_pushed;
+        self.runs_pushed = self.commands.control.last_run();
+        for (task, runner) in self.runners.iter().filter(|_| new_runs) {
             if let Some(runs) = &runner.runs {
                 let now = runs_of(task);
                 runs.send_if_modified(|seen| {
