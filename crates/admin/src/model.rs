@@ -27,6 +27,9 @@ pub(crate) struct Members {
     pub(crate) declarations: Vec<NodeDeclarations>,
     /// The cluster's own tasks and services (`rota ctl apply`), with their schedules.
     pub(crate) defined: Vec<(String, String)>,
+    /// The command log and its fold, read once for all that a request needs of them.
+    pub(crate) log: Arc<Vec<Command>>,
+    pub(crate) control: ControlState,
 }
 
 impl Members {
@@ -39,11 +42,14 @@ impl Members {
             .map(|n| (n.node.clone(), n.incarnation))
             .collect();
         let declarations = api.store.declarations(&api.cluster, Some(&live)).await?;
-        let defined = defined(api).await?;
+        let (log, control) = api.log.read(api).await?;
+        let defined = defined(api, &control);
         Ok(Members {
             view,
             declarations,
             defined,
+            log,
+            control,
         })
     }
 
@@ -86,13 +92,12 @@ impl Members {
 
 /// The cluster's own tasks and services with their schedules (`service` for services), as
 /// the serving node compiles them; compiled again only when a newer `define` arrives.
-pub(crate) async fn defined(api: &Api) -> Result<Vec<(String, String)>, Problem> {
+fn defined(api: &Api, control: &ControlState) -> Vec<(String, String)> {
     let Some(compile) = &api.definitions else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let (_, control) = api.log.read(api).await?;
     let Some(latest) = control.definitions() else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let mut cached = api.defined.lock().unwrap();
     if cached.0 != latest.version {
@@ -110,7 +115,7 @@ pub(crate) async fn defined(api: &Api) -> Result<Vec<(String, String)>, Problem>
         };
         *cached = (latest.version, names);
     }
-    Ok(cached.1.clone())
+    cached.1.clone()
 }
 
 /// What most reads need: the members, the assignments (indexed by task, and per-node shares
@@ -140,7 +145,7 @@ impl Model {
                 }
             }
         }
-        let (log, control) = api.log.read(api).await?;
+        let (log, control) = (members.log.clone(), members.control.clone());
         let paused = control.paused();
         Ok(Model {
             members,

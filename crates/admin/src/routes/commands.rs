@@ -15,7 +15,7 @@ use crate::{
     tokens::{Caller, Role},
 };
 use rota::{
-    core::control::{Command, CommandBody, Operation, Scope},
+    core::control::{Command, CommandBody, ControlState, Operation, Scope},
     node::SERVICE_SCHEDULE,
     store::AckFilter,
 };
@@ -444,7 +444,7 @@ pub(super) async fn issue(
         .map(|n| n.node.clone())
         .collect();
     if let Operation::Run { task, .. } = &op {
-        let targets = run_targets(api, task).await?;
+        let targets = run_targets(api, &m.control, task).await?;
         return append(api, op, scope, targets, requested_by, warnings).await;
     }
     let targets = match &scope {
@@ -494,8 +494,11 @@ pub(super) async fn issue(
 /// The nodes a run-now addresses: the task's owner now (each owner of an `all` task's
 /// shares). Whichever node owns the task when the command arrives starts the run; the
 /// owner acknowledges it.
-async fn run_targets(api: &Api, task: &str) -> Result<Vec<String>, Problem> {
-    let (_, control) = api.log.read(api).await?;
+async fn run_targets(
+    api: &Api,
+    control: &ControlState,
+    task: &str,
+) -> Result<Vec<String>, Problem> {
     if control.paused_in_cluster().any(|(t, _)| t == task) {
         return Err(Problem(
             StatusCode::CONFLICT,

@@ -106,8 +106,7 @@ pub(super) async fn apply(api: &Api, caller: Option<&Caller>, body: &[u8]) -> Re
             ));
         }
     }
-    let (_, control) = api.log.read(api).await?;
-    let old = match control.definitions() {
+    let old = match members.control.definitions() {
         Some(latest) => compile(api, &latest.document).unwrap_or_default(),
         None => Defined::new(),
     };
