@@ -561,6 +561,18 @@ mod tests {
         assert!(!alive, "grandchild sleep {pid} survived: {state}");
     }
 
+    /// A call of a test command that `cancel` cancels, with `grace` after SIGTERM.
+    fn cancellable(cancel: &tokio_util::sync::CancellationToken, grace: Duration) -> Invocation {
+        Invocation {
+            label: "t".into(),
+            vars: Vec::new(),
+            env: Vec::new(),
+            body: None,
+            cancel: cancel.clone(),
+            term_grace: Some(grace),
+        }
+    }
+
     /// A cancelled command has ended only once every process of its group has: here the
     /// command dies of SIGTERM at once, and a grandchild that ignores it goes on; it is
     /// killed after the grace, and the invocation returns only after that.
@@ -574,14 +586,7 @@ mod tests {
             late.display()
         );
         let cancel = tokio_util::sync::CancellationToken::new();
-        let call = Invocation {
-            label: "t".into(),
-            vars: Vec::new(),
-            env: Vec::new(),
-            body: None,
-            cancel: cancel.clone(),
-            term_grace: Some(Duration::from_millis(300)),
-        };
+        let call = cancellable(&cancel, Duration::from_millis(300));
         let run = tokio::spawn(async move { sh(&script).invoke(call).await });
         while !ready.exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -610,14 +615,7 @@ mod tests {
         let ready = dir.path().join("ready");
         let invoke = |script: String| {
             let cancel = tokio_util::sync::CancellationToken::new();
-            let call = Invocation {
-                label: "t".into(),
-                vars: Vec::new(),
-                env: Vec::new(),
-                body: None,
-                cancel: cancel.clone(),
-                term_grace: Some(Duration::from_secs(10)),
-            };
+            let call = cancellable(&cancel, Duration::from_secs(10));
             (
                 cancel,
                 tokio::spawn(async move { sh(&script).invoke(call).await }),
