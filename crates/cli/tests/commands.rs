@@ -289,8 +289,22 @@ async fn instants_passed_while_paused_are_recorded_not_made_up() {
     std::fs::create_dir_all(cluster.dir()).unwrap();
     let port = harness::servers::free_port();
     spawn_with_admin(&mut cluster, "node-1", &tasks_toml(&record), port);
-    let t0 = s.store.now_ms().await.unwrap();
-    wait_fired_after(&s.store, &cluster, t0, None).await;
+    let spawned = s.store.now_ms().await.unwrap();
+    let fired = wait_fired_after(&s.store, &cluster, spawned, None).await;
+    // Instants before a task's first placement belong to nobody: count from the moment
+    // every task had fired.
+    let t0 = common::TASKS
+        .iter()
+        .filter_map(|t| {
+            fired
+                .iter()
+                .filter(|f| f.task == *t)
+                .map(|f| f.instant_ms)
+                .min()
+        })
+        .max()
+        .unwrap_or(spawned)
+        - 1;
     let api = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN));
     let paused = api.post("/api/v1/tasks/alpha/pause", json!({})).await;
     final_ack(
