@@ -94,6 +94,7 @@ async fn suite(store: Arc<dyn Store>) {
     tokens_increase_and_stale_claims_are_refused(&store).await;
     expiry_is_judged_by_store_time_and_final(&store).await;
     crashed_run_is_settled_once(&store).await;
+    a_failed_attempt_is_readied_for_the_next_under_the_fence(&store).await;
     history_is_kept_and_purged(&store).await;
     a_fire_stopped_as_it_began_keeps_no_start_time(&store).await;
     items_are_claimed_once_under_the_current_token(&store).await;
@@ -1095,6 +1096,143 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     let outcome = |i: i64| history.iter().find(|f| f.instant_ms == i).unwrap().outcome;
     assert_eq!(outcome(3000), Outcome::Abandoned);
     assert_eq!(outcome(4000), Outcome::Running);
+}
+
+/// `retry_fire` (a task's retry policy): a begun attempt that failed is made ready for the
+/// next, not begun, only by its claimant under the current token; the next attempt then
+/// begins like any fire, or is taken over by the next owner as a fire never begun.
+async fn a_failed_attempt_is_readied_for_the_next_under_the_fence(store: &Arc<dyn Store>) {
+    let a = member("retries", "a", 1);
+    let b = member("retries", "b", 1);
+    join(store, &a, 60_000).await;
+    join(store, &b, 60_000).await;
+    let l = store.acquire_leadership(&a).await.unwrap().unwrap();
+    assign(store, &a, l.epoch, "t", &a).await;
+    let t1 = store.assignments("retries").await.unwrap()[0].token;
+    let begin = |instant_ms, token, attempt| Begin {
+        task: "t".into(),
+        instant_ms,
+        token,
+        attempt,
+    };
+    let state = |f: &rota::store::RunningFire| (f.instant_ms, f.attempt, f.token, f.begun);
+    assert_eq!(
+        store.claim(&claim(&a, "t", 1000, t1)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Not begun yet: nothing ran, so there is no attempt to retry.
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 1), "x")
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        store.begin_fires(&a, &[begin(1000, t1, 1)]).await.unwrap(),
+        vec![true]
+    );
+    // Only the attempt that runs, under its own token.
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 2), "x")
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced
+    );
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1 + 1, 1), "x")
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced
+    );
+    let note = "attempt 1 failed: exit status 1; attempt 2 at 2000";
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 1), note)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 1), note)
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced,
+        "once"
+    );
+    let running = store.running_fires("retries", "t").await.unwrap();
+    assert_eq!(
+        running.iter().map(state).collect::<Vec<_>>(),
+        vec![(1000, 2, t1, false)]
+    );
+    let history = store.history("retries", Some("t"), 10).await.unwrap();
+    assert_eq!(history[0].outcome, Outcome::Running);
+    assert_eq!(history[0].attempt, 2);
+    assert_eq!(history[0].message.as_deref(), Some(note));
+    assert_eq!(
+        store.begin_fires(&a, &[begin(1000, t1, 2)]).await.unwrap(),
+        vec![true]
+    );
+    // Failed again, readied for attempt 3; then the task moves before it begins: the old
+    // owner can neither ready nor begin anything, the new one takes it over, same attempt.
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 2), "again")
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assign(store, &a, l.epoch, "t", &b).await;
+    let t2 = store.assignments("retries").await.unwrap()[0].token;
+    assert_eq!(
+        store.begin_fires(&a, &[begin(1000, t1, 3)]).await.unwrap(),
+        vec![false],
+        "the old owner begins nothing"
+    );
+    let waiting = store.running_fires("retries", "t").await.unwrap();
+    assert_eq!(
+        waiting.iter().map(state).collect::<Vec<_>>(),
+        vec![(1000, 3, t1, false)]
+    );
+    assert!(waiting[0].stranded(t2));
+    assert_eq!(
+        store
+            .recover_fire(&b, "t", t2, &waiting[0], false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.begin_fires(&b, &[begin(1000, t2, 3)]).await.unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        store
+            .retry_fire(&a, &begin(1000, t1, 3), "late")
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced,
+        "a deposed owner readies nothing"
+    );
+    store
+        .finish(
+            "retries",
+            &rota::store::Finish {
+                task: "t".into(),
+                instant_ms: 1000,
+                token: t2,
+                attempt: 3,
+                outcome: Outcome::Ok,
+                message: None,
+            },
+        )
+        .await
+        .unwrap();
+    let history = store.history("retries", Some("t"), 10).await.unwrap();
+    assert_eq!((history[0].outcome, history[0].attempt), (Outcome::Ok, 3));
 }
 
 async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {

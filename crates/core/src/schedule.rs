@@ -21,9 +21,17 @@ pub enum ScheduleError {
     Interval(Duration),
 }
 
-/// When a task fires.
+/// When a task fires: a cron expression or an interval, moved by a fixed offset when the
+/// task has a `jitter` (see [`Schedule::jittered`]).
 #[derive(Debug, Clone)]
-pub enum Schedule {
+pub struct Schedule {
+    base: Base,
+    /// Added to every instant of `base`; the same on every node.
+    offset_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+enum Base {
     Cron {
         expr: String,
         tz: Tz,
@@ -60,10 +68,13 @@ impl Schedule {
             expr: expr.to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Schedule::Cron {
-            expr: expr.to_string(),
-            tz,
-            compiled: Box::new(compiled),
+        Ok(Schedule {
+            base: Base::Cron {
+                expr: expr.to_string(),
+                tz,
+                compiled: Box::new(compiled),
+            },
+            offset_ms: 0,
         })
     }
 
@@ -72,26 +83,43 @@ impl Schedule {
         if period.as_millis() == 0 || period > MAX_DURATION {
             return Err(ScheduleError::Interval(period));
         }
-        Ok(Schedule::Every { period })
+        Ok(Schedule {
+            base: Base::Every { period },
+            offset_ms: 0,
+        })
+    }
+
+    /// This schedule with every instant moved by an offset in `[0, jitter)` derived from
+    /// `task`'s name: tasks sharing a schedule spread over `jitter`, and every node computes
+    /// the same instants for one task (so claims and fencing are unchanged).
+    pub fn jittered(mut self, task: &str, jitter: Duration) -> Schedule {
+        let span = jitter.as_millis() as u64;
+        self.offset_ms = if span == 0 {
+            0
+        } else {
+            (crate::names::stable_hash(task.as_bytes()) % span) as i64
+        };
+        self
+    }
+
+    /// The offset every instant is moved by (0 without jitter).
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
+    /// The interval of an `every` schedule.
+    pub fn period(&self) -> Option<Duration> {
+        match &self.base {
+            Base::Every { period } => Some(*period),
+            Base::Cron { .. } => None,
+        }
     }
 
     /// The first instant strictly after `after_ms`, or `None` if the schedule has no more.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
-        match self {
-            Schedule::Every { period } => {
-                let p = period.as_millis() as i64;
-                Some((after_ms.div_euclid(p) + 1) * p)
-            }
-            Schedule::Cron { tz, compiled, .. } => {
-                let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms).single()?;
-                let local = after.with_timezone(tz);
-                // cron works in whole seconds; skip instants that are not strictly later.
-                compiled
-                    .after(&local)
-                    .map(|t| t.timestamp_millis())
-                    .find(|&t| t > after_ms)
-            }
-        }
+        self.base
+            .next_after(after_ms.checked_sub(self.offset_ms)?)
+            .map(|t| t + self.offset_ms)
     }
 
     /// The key of a run-now fire in the task's history: the time it is due, moved past any
@@ -119,10 +147,37 @@ impl Schedule {
 
     /// Human text, also part of a task's definition hash.
     pub fn describe(&self) -> String {
+        let base = match &self.base {
+            Base::Every { period } => format!("every {}", format_duration(*period)),
+            Base::Cron { expr, tz, .. } if *tz == Tz::UTC => format!("cron \"{expr}\""),
+            Base::Cron { expr, tz, .. } => format!("cron \"{expr}\" {tz}"),
+        };
+        match self.offset_ms {
+            0 => base,
+            offset => format!("{base} {OFFSET}{offset}ms"),
+        }
+    }
+}
+
+/// How [`Schedule::describe`] writes a jitter's offset.
+const OFFSET: &str = "+";
+
+impl Base {
+    fn next_after(&self, after_ms: i64) -> Option<i64> {
         match self {
-            Schedule::Every { period } => format!("every {}", format_duration(*period)),
-            Schedule::Cron { expr, tz, .. } if *tz == Tz::UTC => format!("cron \"{expr}\""),
-            Schedule::Cron { expr, tz, .. } => format!("cron \"{expr}\" {tz}"),
+            Base::Every { period } => {
+                let p = period.as_millis() as i64;
+                Some((after_ms.div_euclid(p) + 1) * p)
+            }
+            Base::Cron { tz, compiled, .. } => {
+                let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms).single()?;
+                let local = after.with_timezone(tz);
+                // cron works in whole seconds; skip instants that are not strictly later.
+                compiled
+                    .after(&local)
+                    .map(|t| t.timestamp_millis())
+                    .find(|&t| t > after_ms)
+            }
         }
     }
 }
@@ -133,6 +188,17 @@ impl FromStr for Schedule {
     /// Parses what [`Schedule::describe`] writes (`every 5s`, `cron "0 0 12 * * *" Europe/Paris`),
     /// so tools can compute next fires from the declarations in the store.
     fn from_str(text: &str) -> Result<Self, String> {
+        // A jitter's offset ends the text: ` +1234ms`.
+        if let Some((base, offset)) = text.rsplit_once(&format!(" {OFFSET}")) {
+            if let Some(ms) = offset
+                .strip_suffix("ms")
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                let mut schedule: Schedule = base.parse()?;
+                schedule.offset_ms = ms;
+                return Ok(schedule);
+            }
+        }
         if let Some(period) = text.strip_prefix("every ") {
             return Schedule::every(parse_duration(period)?).map_err(|e| e.to_string());
         }
@@ -238,7 +304,7 @@ pub fn plan_due(
                 plan.misfired.push(next);
                 plan.misfired_total += 1;
                 t = next;
-            } else if let Schedule::Every { period } = schedule {
+            } else if let Some(period) = schedule.period() {
                 // Count the rest of the misfired run arithmetically.
                 let p = period.as_millis() as i64;
                 let last = next + (misfire_before - 1 - next) / p * p;
@@ -304,6 +370,50 @@ mod tests {
     }
 
     #[test]
+    fn a_jitter_moves_every_instant_by_one_offset_of_the_tasks_name() {
+        let hourly = || Schedule::every(Duration::from_secs(3600)).unwrap();
+        let jitter = Duration::from_secs(30);
+        let a = hourly().jittered("send-invoices", jitter);
+        let again = hourly().jittered("send-invoices", jitter);
+        let offset = a.offset_ms();
+        assert!((0..30 * S).contains(&offset), "{offset}");
+        assert_eq!(
+            again.offset_ms(),
+            offset,
+            "every node computes the same offset"
+        );
+        assert_eq!(a.next_after(0), Some(offset));
+        assert_eq!(a.next_after(3600 * S + offset - 1), Some(3600 * S + offset));
+        assert_eq!(a.next_after(3600 * S + offset), Some(7200 * S + offset));
+        // Tasks of one schedule spread over the jitter.
+        let offsets: std::collections::BTreeSet<i64> = (0..50)
+            .map(|i| hourly().jittered(&format!("task-{i}"), jitter).offset_ms())
+            .collect();
+        assert!(offsets.len() > 40, "{offsets:?}");
+        assert!(offsets.iter().all(|o| (0..30 * S).contains(o)));
+        // A cron instant moves too; no jitter is no offset.
+        let noon = Schedule::cron("0 0 12 * * *", None).unwrap();
+        assert_eq!(
+            noon.clone().jittered("ftp", jitter).next_after(0),
+            Some(12 * 3600 * S + noon.clone().jittered("ftp", jitter).offset_ms()),
+        );
+        assert_eq!(noon.jittered("ftp", Duration::ZERO).offset_ms(), 0);
+        // The misfire plan counts a long outage of a jittered schedule the same way.
+        let fast = Schedule::every(Duration::from_millis(10))
+            .unwrap()
+            .jittered("t", Duration::from_millis(10));
+        let plan = plan_due(
+            &fast,
+            0,
+            1_000_000,
+            Duration::from_secs(1),
+            MisfirePolicy::Skip,
+            5,
+        );
+        assert_eq!(plan.misfired_total + plan.start.len() as u64, 100_000);
+    }
+
+    #[test]
     fn bad_cron_is_explained() {
         let err = Schedule::cron("0 0 25 * * *", None)
             .unwrap_err()
@@ -320,6 +430,12 @@ mod tests {
             Schedule::every(Duration::from_millis(1500)).unwrap(),
             Schedule::cron("0 0 12 * * *", None).unwrap(),
             Schedule::cron("0 30 9 * * Mon-Fri", Some("Europe/Paris")).unwrap(),
+            Schedule::every(Duration::from_secs(60))
+                .unwrap()
+                .jittered("report", Duration::from_secs(30)),
+            Schedule::cron("0 0 12 * * *", Some("Etc/GMT+5"))
+                .unwrap()
+                .jittered("ftp", Duration::from_secs(600)),
         ] {
             let back: Schedule = s.describe().parse().unwrap();
             assert_eq!(back.describe(), s.describe());

@@ -30,5 +30,8 @@ pub use crate::core::{
 pub use error::{Error, Problem, Result};
 pub use node::{Node, NodeBuilder, NodeHandle, NodeStatus, StopReason, Timing};
 pub use service::{ItemStart, ServiceContext, ServiceHandler, ServiceSpec};
-pub use task::{FireContext, Handler, MisfirePolicy, Outcome, RecoveryPolicy, TaskError, TaskSpec};
+pub use task::{
+    FireContext, Handler, MisfirePolicy, Outcome, OverlapPolicy, RecoveryPolicy, RetryPolicy,
+    TaskError, TaskSpec,
+};
 pub use tokio_util::sync::CancellationToken;

@@ -100,6 +100,7 @@ pub struct Metrics {
     lateness: Mutex<Histogram>,
     failovers: Mutex<Histogram>,
     leader_changes: AtomicU64,
+    retries: Mutex<BTreeMap<String, u64>>,
     commands_applied: Mutex<BTreeMap<(String, &'static str), u64>>,
     commands_issued: Mutex<BTreeMap<String, u64>>,
     store: Mutex<BTreeMap<&'static str, (Histogram, u64)>>,
@@ -112,6 +113,7 @@ impl Default for Metrics {
             lateness: Mutex::new(Histogram::new(LATENESS_BUCKETS)),
             failovers: Mutex::new(Histogram::new(FAILOVER_BUCKETS)),
             leader_changes: AtomicU64::new(0),
+            retries: Mutex::default(),
             commands_applied: Mutex::default(),
             commands_issued: Mutex::default(),
             store: Mutex::default(),
@@ -135,6 +137,16 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// A failed fire of `task` is run again (its retry policy).
+    pub fn retry(&self, task: &str) {
+        *self
+            .retries
+            .lock()
+            .unwrap()
+            .entry(task.to_string())
+            .or_default() += 1;
+    }
+
     /// A fire of `task` ended with `outcome`.
     pub fn fire(&self, task: &str, outcome: Outcome) {
         self.fires(task, outcome, 1);
@@ -260,6 +272,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "rota_fires_total{{task=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(task)
+            );
+        }
+        header(
+            &mut out,
+            "rota_fire_retries_total",
+            "counter",
+            "Failed or timed-out fires this node runs again (the task's retry policy), by task.",
+        );
+        for (task, n) in self.retries.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "rota_fire_retries_total{{task=\"{}\"}} {n}",
                 label(task)
             );
         }

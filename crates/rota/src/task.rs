@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use rota_core::{placement::PlacementSpec, schedule::Schedule};
 
-pub use rota_core::outcome::{MisfirePolicy, Outcome, RecoveryPolicy};
+pub use rota_core::outcome::{MisfirePolicy, Outcome, OverlapPolicy, RecoveryPolicy, RetryPolicy};
 
 /// Everything a handler learns about the fire it runs.
 #[derive(Debug, Clone)]
@@ -86,6 +86,10 @@ pub struct TaskSpec {
     /// A fire later than this is a misfire and follows `misfire`.
     pub misfire_threshold: Duration,
     pub recovery: RecoveryPolicy,
+    /// What an instant does while the previous run goes on (default: `queue`).
+    pub overlap: OverlapPolicy,
+    /// Runs a failed or timed-out fire again (default: never).
+    pub retry: Option<RetryPolicy>,
     /// A fire running longer is cancelled and recorded as timed out.
     pub timeout: Option<Duration>,
     /// Describes the work (for example the command line) so that two nodes declaring one name
@@ -104,6 +108,8 @@ impl std::fmt::Debug for TaskSpec {
             .field("schedule", &self.schedule)
             .field("misfire", &self.misfire)
             .field("recovery", &self.recovery)
+            .field("overlap", &self.overlap)
+            .field("retry", &self.retry)
             .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
@@ -121,6 +127,8 @@ impl TaskSpec {
             misfire: MisfirePolicy::RunOnce,
             misfire_threshold: Self::DEFAULT_MISFIRE_THRESHOLD,
             recovery: RecoveryPolicy::default(),
+            overlap: OverlapPolicy::default(),
+            retry: None,
             timeout: None,
             description: String::new(),
             placement: PlacementSpec::default(),
@@ -136,6 +144,16 @@ impl TaskSpec {
 
     pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
         self.recovery = policy;
+        self
+    }
+
+    pub fn overlap(mut self, policy: OverlapPolicy) -> Self {
+        self.overlap = policy;
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 
@@ -174,23 +192,26 @@ impl TaskSpec {
             text.push_str("|placement=");
             text.push_str(&self.placement.canonical());
         }
+        // Likewise only when set: the hash of a task without them is unchanged.
+        if self.overlap != OverlapPolicy::default() {
+            text.push_str("|overlap=");
+            text.push_str(self.overlap.as_str());
+        }
+        if let Some(r) = &self.retry {
+            text.push_str(&format!(
+                "|retry={}/{}/{}",
+                r.max,
+                r.backoff.as_millis(),
+                r.max_backoff.as_millis()
+            ));
+        }
         definition_digest(&text)
     }
 }
 
 /// The digest of a definition's canonical text (tasks and services).
 pub(crate) fn definition_digest(text: &str) -> String {
-    format!("{:016x}", fnv1a64(text.as_bytes()))
-}
-
-/// FNV-1a: a small, stable (across builds and platforms) hash for definition digests.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    format!("{:016x}", rota_core::names::stable_hash(text.as_bytes()))
 }
 
 #[cfg(test)]

@@ -359,6 +359,7 @@
         const o = e.outcome === 'misfired' ? 'misfire' : String(e.outcome || '').replace('_', ' ');
         return o + ': ' + e.task + ' at ' + clock(e.instant_ms) + (e.node ? ' on ' + e.node : '') + (e.message ? ' — ' + e.message : '');
       }
+      case 'fire_retry': return e.task + ' at ' + clock(e.instant_ms) + ' failed; attempt ' + e.attempt + ' at ' + clock(e.retry_at_ms) + (e.node ? ' on ' + e.node : '');
       case 'command_issued': return 'command #' + e.seq + ' issued: ' + String(e.op || '').replace(/_/g, '-') +
         (e.targets && e.targets.length ? ' → ' + e.targets.join(', ') : '') + (e.issued_by ? ' (by ' + e.issued_by + (e.requested_by ? ', token ' + e.requested_by : '') + ')' : '');
       case 'command_acknowledged': return 'command #' + e.seq + ' ' + String(e.state || '').replace('_', ' ') + ' on ' + e.node + (e.message ? ': ' + e.message : '');
@@ -372,7 +373,7 @@
     if (e.kind === 'failover' && e.tasks) return e.tasks.map((t) => t.task + ' → ' + t.to).join('\n');
     return full(e.at_ms);
   }
-  const KIND = { node_joined: 'joined', node_left: 'left', node_died: 'died', leader_changed: 'leader', command_issued: 'command', command_acknowledged: 'ack' };
+  const KIND = { node_joined: 'joined', node_left: 'left', node_died: 'died', leader_changed: 'leader', fire_retry: 'retry', command_issued: 'command', command_acknowledged: 'ack' };
   function renderEvents(s) {
     const h = (s.events || []).map((e) => {
       const k = esc(e.kind);

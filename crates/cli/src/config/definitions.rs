@@ -17,6 +17,10 @@ use rota::{node::DefinitionCompiler, service::ServiceSpec, task::TaskSpec};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
+    /// Policies of the document's tasks that do not set their own (the nodes' files'
+    /// `[defaults]` do not apply: a definition means the same on every node).
+    #[serde(default)]
+    defaults: task::TaskDefaults,
     #[serde(default, rename = "task")]
     tasks: Vec<TaskSection>,
     #[serde(default, rename = "service")]
@@ -71,7 +75,7 @@ pub fn compile(
         }
     }
     let placement = PlacementSection::default();
-    let (tasks, task_problems) = task::compile_tasks(&doc.tasks, &placement);
+    let (tasks, task_problems) = task::compile_tasks(&doc.tasks, &doc.defaults, &placement);
     let (services, service_problems) =
         service::compile_services(&doc.services, &doc.tasks, &placement);
     problems.extend(task_problems);

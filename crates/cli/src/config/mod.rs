@@ -40,7 +40,7 @@ use rota::{
 use serde::Deserialize;
 pub use service::{FileInboundSection, ServiceSection};
 pub use store::StoreSection;
-pub use task::{HttpSection, LogKindSection, TaskSection};
+pub use task::{HttpSection, LogKindSection, RetrySection, TaskDefaults, TaskSection};
 pub use timing::TimingSection;
 use toml_errors::toml_problem;
 
@@ -59,6 +59,9 @@ pub struct Config {
     /// `[placement]`: the cluster-wide default of every task without its own `resolver`.
     #[serde(default)]
     pub placement: PlacementSection,
+    /// `[defaults]`: policies of every task that does not set its own.
+    #[serde(default)]
+    pub defaults: TaskDefaults,
     /// `[[task]]` tables, in file order.
     #[serde(default, rename = "task")]
     pub tasks: Vec<TaskSection>,
@@ -101,7 +104,7 @@ impl Config {
     /// Every problem of the config, in file order; empty when it is valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = self.check_settings();
-        problems.extend(task::compile_tasks(&self.tasks, &self.placement).1);
+        problems.extend(task::compile_tasks(&self.tasks, &self.defaults, &self.placement).1);
         problems.extend(service::compile_services(&self.services, &self.tasks, &self.placement).1);
         problems
     }
@@ -192,7 +195,7 @@ impl Config {
 
     /// The tasks with their handlers, or the problems of the `[[task]]` tables.
     pub fn task_specs(&self) -> Result<Vec<TaskSpec>, Vec<ConfigProblem>> {
-        match task::compile_tasks(&self.tasks, &self.placement) {
+        match task::compile_tasks(&self.tasks, &self.defaults, &self.placement) {
             (specs, problems) if problems.is_empty() => Ok(specs),
             (_, problems) => Err(problems),
         }
@@ -201,7 +204,8 @@ impl Config {
     /// A node builder with this node's identity, store, timing and tasks; all problems if invalid.
     pub fn builder(&self) -> Result<NodeBuilder, Vec<ConfigProblem>> {
         let mut problems = self.check_settings();
-        let (specs, task_problems) = task::compile_tasks(&self.tasks, &self.placement);
+        let (specs, task_problems) =
+            task::compile_tasks(&self.tasks, &self.defaults, &self.placement);
         problems.extend(task_problems);
         let (services, service_problems) =
             service::compile_services(&self.services, &self.tasks, &self.placement);

@@ -17,7 +17,7 @@ use rota::{
     },
     kinds::{http, CommandTask, HttpTask, Kind, LogTask},
     store::redact_url,
-    task::{MisfirePolicy, RecoveryPolicy, TaskSpec},
+    task::{MisfirePolicy, OverlapPolicy, RecoveryPolicy, RetryPolicy, TaskSpec},
 };
 
 use super::{
@@ -45,6 +45,12 @@ pub struct TaskSection {
     pub recovery: Option<String>,
     /// A fire running longer is cancelled (its process group killed) and recorded as timed out.
     pub timeout: Option<String>,
+    /// Runs a failed or timed-out fire again: `{ max = 3, backoff = "10s", max_backoff = "5m" }`.
+    pub retry: Option<RetrySection>,
+    /// `queue` (default), `skip` or `replace`: what an instant does while the previous run goes on.
+    pub overlap: Option<String>,
+    /// Moves every instant by a fixed offset below this, derived from the task's name.
+    pub jitter: Option<String>,
     /// Program and arguments.
     pub command: Option<Vec<String>>,
     /// Extra environment of `command`.
@@ -78,6 +84,45 @@ impl TaskSection {
             custom: self.custom.clone(),
             node_selector: self.node_selector.clone(),
         }
+    }
+}
+
+/// `retry = { ... }` of a task or of `[defaults]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Retries after the first attempt (default 3; 0: none, to turn a default off).
+    pub max: Option<i64>,
+    /// Wait before the first retry, doubled at each one after (default 10s).
+    pub backoff: Option<String>,
+    /// Longest wait between attempts (default 5m).
+    pub max_backoff: Option<String>,
+}
+
+/// `[defaults]`: policies of every `[[task]]` that does not set its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefaults {
+    pub misfire: Option<String>,
+    pub misfire_threshold: Option<String>,
+    pub recovery: Option<String>,
+    pub timeout: Option<String>,
+    pub retry: Option<RetrySection>,
+    pub overlap: Option<String>,
+    pub jitter: Option<String>,
+}
+
+/// A task's own value of a key, else `[defaults]`'s, with the field to name in a problem.
+fn pick<'a, T>(
+    own: &'a Option<T>,
+    own_field: String,
+    default: &'a Option<T>,
+    key: &str,
+) -> Option<(String, &'a T)> {
+    match (own, default) {
+        (Some(v), _) => Some((own_field, v)),
+        (None, Some(v)) => Some((format!("defaults.{key}"), v)),
+        (None, None) => None,
     }
 }
 
@@ -124,6 +169,7 @@ pub struct LogKindSection {
 /// Builds every task; a task with any problem yields problems and no spec.
 pub(super) fn compile_tasks(
     tasks: &[TaskSection],
+    defaults: &TaskDefaults,
     placement: &PlacementSection,
 ) -> (Vec<TaskSpec>, Vec<ConfigProblem>) {
     let mut problems = Vec::new();
@@ -148,11 +194,14 @@ pub(super) fn compile_tasks(
         } else {
             first_index.insert(&task.name, i);
         }
-        let spec = compile_task(i, task, &default_placement, &mut problems);
+        let spec = compile_task(i, task, defaults, &default_placement, &mut problems);
         if problems.len() == before {
             specs.extend(spec);
         }
     }
+    // A bad `[defaults]` value is found once per task that uses it: name it once.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| !p.field.starts_with("defaults.") || seen.insert(p.to_string()));
     (specs, problems)
 }
 
@@ -160,6 +209,7 @@ pub(super) fn compile_tasks(
 fn compile_task(
     i: usize,
     t: &TaskSection,
+    d: &TaskDefaults,
     default_placement: &PlacementSpec,
     p: &mut Vec<ConfigProblem>,
 ) -> Option<TaskSpec> {
@@ -245,12 +295,13 @@ fn compile_task(
         }
     };
 
-    let misfire = match t.misfire.as_deref() {
-        None | Some("run-once") => MisfirePolicy::RunOnce,
-        Some("skip") => MisfirePolicy::Skip,
-        Some(other) => {
+    let misfire = match pick(&t.misfire, f("misfire"), &d.misfire, "misfire") {
+        None => MisfirePolicy::RunOnce,
+        Some((_, v)) if v == "run-once" => MisfirePolicy::RunOnce,
+        Some((_, v)) if v == "skip" => MisfirePolicy::Skip,
+        Some((field, other)) => {
             p.push(ConfigProblem::new(
-                f("misfire"),
+                field,
                 other,
                 "unknown misfire policy",
                 "use \"run-once\" or \"skip\"",
@@ -258,17 +309,24 @@ fn compile_task(
             MisfirePolicy::RunOnce
         }
     };
-    let threshold = match &t.misfire_threshold {
-        Some(text) => duration(p, &f("misfire_threshold"), text)
-            .unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD),
+    let threshold = match pick(
+        &t.misfire_threshold,
+        f("misfire_threshold"),
+        &d.misfire_threshold,
+        "misfire_threshold",
+    ) {
+        Some((field, text)) => {
+            duration(p, &field, text).unwrap_or(TaskSpec::DEFAULT_MISFIRE_THRESHOLD)
+        }
         None => TaskSpec::DEFAULT_MISFIRE_THRESHOLD,
     };
-    let recovery = match t.recovery.as_deref() {
-        Some("retry") => RecoveryPolicy::Retry,
-        None | Some("abandon") => RecoveryPolicy::Abandon,
-        Some(other) => {
+    let recovery = match pick(&t.recovery, f("recovery"), &d.recovery, "recovery") {
+        None => RecoveryPolicy::Abandon,
+        Some((_, v)) if v == "abandon" => RecoveryPolicy::Abandon,
+        Some((_, v)) if v == "retry" => RecoveryPolicy::Retry,
+        Some((field, other)) => {
             p.push(ConfigProblem::new(
-                f("recovery"),
+                field,
                 other,
                 "unknown recovery policy",
                 "use \"abandon\" (at most once, the default) or \"retry\" (at least once)",
@@ -276,21 +334,37 @@ fn compile_task(
             RecoveryPolicy::Abandon
         }
     };
-    let timeout = t
-        .timeout
-        .as_deref()
-        .and_then(|text| match duration(p, &f("timeout"), text) {
-            Some(d) if d.is_zero() => {
-                p.push(ConfigProblem::new(
-                    f("timeout"),
-                    text,
-                    "must be more than 0",
-                    "remove timeout for no limit, or give e.g. \"30s\"",
-                ));
-                None
+    let timeout =
+        pick(&t.timeout, f("timeout"), &d.timeout, "timeout").and_then(|(field, text)| {
+            match duration(p, &field, text) {
+                Some(d) if d.is_zero() => {
+                    p.push(ConfigProblem::new(
+                        field,
+                        text,
+                        "must be more than 0",
+                        "remove timeout for no limit, or give e.g. \"30s\"",
+                    ));
+                    None
+                }
+                d => d,
             }
-            d => d,
         });
+    let overlap = match pick(&t.overlap, f("overlap"), &d.overlap, "overlap") {
+        None => OverlapPolicy::default(),
+        Some((field, text)) => OverlapPolicy::parse(text).unwrap_or_else(|| {
+            p.push(ConfigProblem::new(
+                field,
+                text,
+                "unknown overlap rule",
+                "use \"queue\" (wait for the run going on, the default), \"skip\" or \"replace\"",
+            ));
+            OverlapPolicy::default()
+        }),
+    };
+    let retry = pick(&t.retry, f("retry"), &d.retry, "retry")
+        .and_then(|(field, section)| compile_retry(p, &field, section));
+    let jitter = pick(&t.jitter, f("jitter"), &d.jitter, "jitter")
+        .and_then(|(field, text)| duration(p, &field, text));
 
     let placement = t
         .placement_keys()
@@ -300,15 +374,68 @@ fn compile_task(
     if p.len() != before {
         return None;
     }
+    let schedule = match jitter {
+        Some(jitter) => schedule?.jittered(&t.name, jitter),
+        None => schedule?,
+    };
     let mut spec = kind?
-        .into_spec(&t.name, schedule?)
+        .into_spec(&t.name, schedule)
         .misfire(misfire, threshold)
         .recovery(recovery)
+        .overlap(overlap)
         .placement(placement?);
     if let Some(timeout) = timeout {
         spec = spec.timeout(timeout);
     }
+    if let Some(retry) = retry {
+        spec = spec.retry(retry);
+    }
     Some(spec)
+}
+
+/// `retry = { max, backoff, max_backoff }`; `None` for `max = 0` (no retry) or a problem.
+fn compile_retry(p: &mut Vec<ConfigProblem>, field: &str, r: &RetrySection) -> Option<RetryPolicy> {
+    let before = p.len();
+    let max = r.max.unwrap_or(3);
+    if !(0..=100).contains(&max) {
+        p.push(ConfigProblem::new(
+            format!("{field}.max"),
+            max.to_string(),
+            "retries are from 0 (none) to 100",
+            "give e.g. max = 3",
+        ));
+    }
+    let backoff = duration(
+        p,
+        &format!("{field}.backoff"),
+        r.backoff.as_deref().unwrap_or("10s"),
+    );
+    let max_backoff = duration(
+        p,
+        &format!("{field}.max_backoff"),
+        r.max_backoff.as_deref().unwrap_or("5m"),
+    );
+    if let (Some(b), Some(m)) = (backoff, max_backoff) {
+        if m < b {
+            p.push(ConfigProblem::new(
+                format!("{field}.max_backoff"),
+                r.max_backoff.clone().unwrap_or_default(),
+                format!(
+                    "is shorter than backoff ({})",
+                    rota::core::schedule::format_duration(b)
+                ),
+                "make max_backoff at least backoff",
+            ));
+        }
+    }
+    if p.len() != before || max == 0 {
+        return None;
+    }
+    Some(RetryPolicy {
+        max: max as u32,
+        backoff: backoff?,
+        max_backoff: max_backoff?,
+    })
 }
 
 fn cron_problem(field: String, expr: &str, e: ScheduleError) -> ConfigProblem {
@@ -562,6 +689,101 @@ mod tests {
         assert!(problems
             .iter()
             .all(|p| p.to_string().contains("longer than 3650d")));
+    }
+
+    /// `retry`, `overlap` and `jitter` per task and from `[defaults]`: a task's own value
+    /// wins, `max = 0` turns a default retry off, and a bad value names where it came from.
+    #[test]
+    fn failure_policies_come_from_the_task_or_its_defaults() {
+        use rota::task::{OverlapPolicy, RetryPolicy};
+        use std::time::Duration;
+        let text = r#"
+            [defaults]
+            retry = { max = 2, backoff = "1s" }
+            overlap = "skip"
+            jitter = "30s"
+            [[task]]
+            name = "plain"
+            every = "1h"
+            log = {}
+            [[task]]
+            name = "own"
+            every = "1h"
+            retry = { max = 0 }
+            overlap = "replace"
+            jitter = "0s"
+            log = {}
+        "#;
+        let specs = parse(text).unwrap().task_specs().unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(
+            specs[0].retry,
+            Some(RetryPolicy {
+                max: 2,
+                backoff: secs(1),
+                max_backoff: secs(300)
+            })
+        );
+        assert_eq!(specs[0].overlap, OverlapPolicy::Skip);
+        assert!((1..30_000).contains(&specs[0].schedule.offset_ms()));
+        assert_eq!(specs[1].retry, None, "max = 0 turns the default off");
+        assert_eq!(specs[1].overlap, OverlapPolicy::Replace);
+        assert_eq!(specs[1].schedule.offset_ms(), 0);
+        assert_ne!(
+            specs[0].definition_hash(),
+            parse("[[task]]\nname = \"plain\"\nevery = \"1h\"\nlog = {}\n")
+                .unwrap()
+                .task_specs()
+                .unwrap()[0]
+                .definition_hash(),
+            "the policies are part of the definition"
+        );
+
+        let bad = r#"
+            [node]
+            id = "n"
+            cluster = "c"
+            [store]
+            url = "sqlite:///tmp/x.db"
+            [defaults]
+            overlap = "allow"
+            retry = { max = 101, backoff = "1m", max_backoff = "10s" }
+            [[task]]
+            name = "a"
+            every = "1h"
+            jitter = "soon"
+            log = {}
+            [[task]]
+            name = "b"
+            every = "1h"
+            overlap = "queue"
+            retry = { max = 1, backoff = "1x" }
+            log = {}
+            [[task]]
+            name = "c"
+            every = "1h"
+            log = {}
+        "#;
+        let problems = parse(bad).unwrap().validate();
+        assert_eq!(
+            fields(&problems),
+            vec![
+                "defaults.overlap",
+                "defaults.retry.max",
+                "defaults.retry.max_backoff",
+                "task[0].jitter",
+                "task[1].retry.backoff",
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].to_string().contains("\"allow\"")
+                || problems[0].to_string().contains("allow")
+        );
+        assert!(
+            parse("[defaults]\nretries = 3\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

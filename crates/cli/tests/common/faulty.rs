@@ -346,6 +346,16 @@ impl FireStore for FaultyStore {
         )
         .await
     }
+
+    async fn retry_fire(
+        &self,
+        member: &Member,
+        fire: &Begin,
+        message: &str,
+    ) -> Result<ClaimOutcome> {
+        self.call("retry_fire", self.inner.retry_fire(member, fire, message))
+            .await
+    }
 }
 
 #[async_trait]

@@ -85,6 +85,23 @@ pub(crate) fn leader_changed(
     )
 }
 
+/// A failed fire of `task` is run again as `attempt`, at `retry_at_ms` (its retry policy).
+pub(crate) fn retried(
+    member: &Member,
+    task: &str,
+    instant: i64,
+    attempt: i64,
+    retry_at_ms: i64,
+    at_ms: i64,
+) -> EventRecord {
+    EventRecord::new(
+        at_ms,
+        "fire_retry",
+        &format!("{task}-{instant}-{attempt}"),
+        &json!({"task": task, "instant_ms": instant, "attempt": attempt, "retry_at_ms": retry_at_ms, "node": member.node}),
+    )
+}
+
 /// One `node_died` per registration that expired without leaving, timed at its expiry
 /// (store time), so every leader reports the same death with the same id. `reported`
 /// remembers what this leader already recorded (only registrations still dead).

@@ -11,15 +11,17 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::shared::Shared;
+use super::{active::ActiveRun, shared::Shared};
 use crate::{
     error::Result,
     store::{
         Begin, CacheWrite, Claim, ClaimOutcome, Expect, Finish, Member, RunningFire, RUNS_CACHE,
     },
-    task::{FireContext, Outcome, RecoveryPolicy, TaskSpec},
+    task::{FireContext, Outcome, OverlapPolicy, RecoveryPolicy, TaskSpec},
 };
-use rota_core::{control::ManualRun, placement::ResolverSpec, schedule::plan_due};
+use rota_core::{
+    control::ManualRun, outcome::NoRetry, placement::ResolverSpec, schedule::plan_due,
+};
 
 /// Misfired instants listed one by one in history before they are only counted.
 const MISFIRE_LIST_CAP: usize = 1000;
@@ -216,15 +218,19 @@ impl Runner {
                         plan.misfired_total,
                     );
                 }
+                // Instants due already (a catch-up) each wait their turn within the misfire
+                // threshold; the ones that come due while an instant waits are recorded
+                // skipped, and `watched` moves to the last of them.
+                let mut watched = plan.start.last().copied().unwrap_or(cursor).max(cursor);
                 for instant in plan.start {
                     if !self
-                        .claim_and_start(instant, instant, None, &mut elsewhere)
+                        .claim_and_start(instant, instant, None, &mut elsewhere, &mut watched)
                         .await?
                     {
                         return Ok(());
                     }
                 }
-                cursor = plan.cursor;
+                cursor = plan.cursor.max(watched);
             }
             for (key, run) in pending {
                 if key > now {
@@ -296,7 +302,13 @@ impl Runner {
         if Instant::now() <= self.latest_start(run.issued_at_ms) {
             info!(run = run.seq, key, "run now");
             return self
-                .claim_and_start(key, run.issued_at_ms, Some(run), elsewhere)
+                .claim_and_start(
+                    key,
+                    run.issued_at_ms,
+                    Some(run),
+                    elsewhere,
+                    &mut key.clone(),
+                )
                 .await;
         }
         let message = format!(
@@ -325,24 +337,58 @@ impl Runner {
 
     /// Claims the fire of `instant` (a scheduled instant, or a run-now request's key), due
     /// at `due`, and starts it. A fire due while the previous run of the task goes on (here,
-    /// or on a previous owner still leaving) waits for it as long as it can still start
-    /// within the misfire threshold; past that it is recorded as skipped (contract 11).
-    /// Returns `false` when fenced or stopped: the runner must stop.
+    /// or on a previous owner still leaving) follows the task's overlap rule: `skip` records
+    /// it skipped at once; `queue` waits for the run to end, and `replace` asks it to stop
+    /// and waits for that, as long as the fire can still start within the misfire
+    /// threshold (past that it is recorded as skipped, contract 11). While a scheduled
+    /// instant waits, the instants after `watched` that come due are recorded skipped, and
+    /// `watched` moves to the last of them. Returns `false` when fenced or stopped: the
+    /// runner must stop.
     async fn claim_and_start(
         &self,
         instant: i64,
         due: i64,
         manual: Option<&ManualRun>,
         elsewhere: &mut bool,
+        watched: &mut i64,
     ) -> Result<bool> {
-        let latest = self.latest_start(due);
+        let overlap = self.spec.overlap;
+        let latest = match overlap {
+            OverlapPolicy::Skip => Instant::now(),
+            OverlapPolicy::Queue | OverlapPolicy::Replace => self.latest_start(due),
+        };
         let free = tokio::select! {
-            free = self.previous_run_ended(latest, elsewhere) => free?,
+            free = self.previous_run_ended(Instant::now(), elsewhere) => free?,
             _ = self.stop.cancelled() => return Ok(false),
+        };
+        let free = if free || overlap == OverlapPolicy::Skip {
+            free
+        } else {
+            if overlap == OverlapPolicy::Replace && self.shared.active.replace(&self.spec.name) {
+                info!(
+                    instant,
+                    "asking the run going on to stop: this instant replaces it (overlap = replace)"
+                );
+            }
+            match self
+                .wait_for_previous_run(instant, latest, manual.is_none(), elsewhere, watched)
+                .await?
+            {
+                Some(free) => free,
+                None => return Ok(false),
+            }
         };
         if !self.shared.lease_valid() || self.stop.is_cancelled() {
             return Ok(false);
         }
+        let skipped = |why: String| {
+            Some(format!(
+                "{}skipped: {why}",
+                manual
+                    .map(|run| format!("{}: ", manual_label(run)))
+                    .unwrap_or_default(),
+            ))
+        };
         let claim = Claim {
             member: self.member.clone(),
             task: self.spec.name.clone(),
@@ -354,9 +400,11 @@ impl Runner {
                 Outcome::Skipped
             },
             message: match (free, manual) {
-                (false, _) => Some(format!(
-                    "{}skipped: the previous run was still going {} ms after this instant (misfire_threshold)",
-                    manual.map(|run| format!("{}: ", manual_label(run))).unwrap_or_default(),
+                (false, _) if overlap == OverlapPolicy::Skip => {
+                    skipped("the previous run was still going (overlap = skip)".into())
+                }
+                (false, _) => skipped(format!(
+                    "the previous run was still going {} ms after this instant (misfire_threshold)",
                     self.spec.misfire_threshold.as_millis()
                 )),
                 (true, Some(run)) => Some(manual_label(run)),
@@ -378,6 +426,57 @@ impl Runner {
                 info!(instant, "claim refused: this token is no longer current");
                 Ok(false)
             }
+        }
+    }
+
+    /// Waits, until `latest`, for the previous run of the task to end; while a scheduled
+    /// instant (`watch`) waits, the instants after `watched` that come due are recorded as
+    /// skipped (one instant waits at a time) and `watched` follows them. `Some(true)`: the run
+    /// ended; `Some(false)`: it still goes on at `latest`; `None`: fenced or stopped.
+    async fn wait_for_previous_run(
+        &self,
+        instant: i64,
+        latest: Instant,
+        watch: bool,
+        elsewhere: &mut bool,
+        watched: &mut i64,
+    ) -> Result<Option<bool>> {
+        loop {
+            let following = watch
+                .then(|| self.spec.schedule.next_after((*watched).max(instant)))
+                .flatten();
+            let tick = following.map(|at| self.shared.clock.instant_of(at));
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(None),
+                free = self.previous_run_ended(latest, elsewhere) => return free.map(Some),
+                _ = async { tokio::time::sleep_until(tick.expect("guarded")).await }, if tick.is_some() => {}
+            }
+            let next = following.expect("a tick has an instant");
+            let claim = Claim {
+                member: self.member.clone(),
+                task: self.spec.name.clone(),
+                instant_ms: next,
+                token: self.token,
+                outcome: Outcome::Skipped,
+                message: Some(format!(
+                    "skipped: instant {instant} was already waiting for the previous run to end (overlap = {})",
+                    self.spec.overlap.as_str()
+                )),
+            };
+            match self.shared.batcher.claim(claim).await? {
+                ClaimOutcome::Claimed => {
+                    warn!(
+                        instant = next,
+                        waiting = instant,
+                        "skipped: an earlier instant already waits for the run going on"
+                    );
+                    self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
+                }
+                ClaimOutcome::AlreadyClaimed => {}
+                ClaimOutcome::Fenced => return Ok(None),
+            }
+            *watched = next;
         }
     }
 
@@ -470,6 +569,31 @@ impl Runner {
         let due = manual
             .as_ref()
             .map_or(fire.instant_ms, |run| run.issued_at_ms);
+        // A retry never runs past the task's next instant (its retry policy).
+        let next = self.spec.schedule.next_after(fire.instant_ms);
+        if !fire.begun
+            && fire.attempt > 1
+            && self.spec.retry.is_some()
+            && next.is_some_and(|n| n <= self.shared.clock.now_ms())
+        {
+            let message = format!(
+                "attempt {} not started: the task's next instant ({}) came first (its node stopped or died while it waited)",
+                fire.attempt,
+                next.unwrap_or_default()
+            );
+            warn!(instant = fire.instant_ms, "{message}");
+            let finish = Finish {
+                task: self.spec.name.clone(),
+                instant_ms: fire.instant_ms,
+                token: self.token,
+                attempt: fire.attempt,
+                outcome: Outcome::Failed,
+                message: labelled(&manual.as_ref().map(manual_label), Some(message)),
+            };
+            record_finish(&self.shared, &finish).await;
+            self.shared.metrics.fire(&self.spec.name, Outcome::Failed);
+            return Ok(true);
+        }
         if !fire.begun {
             info!(instant = fire.instant_ms, from_node = %fire.node, "starting a fire that was claimed but never begun");
             return self
@@ -492,9 +616,7 @@ impl Runner {
     /// May this runner start work now? Not if its term ended meanwhile (lease lost, perhaps
     /// regained since), nor after a freeze whose end the fence watchdog has not seen yet.
     fn may_start(&self) -> bool {
-        !self.term.is_cancelled()
-            && self.shared.lease_valid()
-            && self.shared.member().incarnation == self.member.incarnation
+        may_start(&self.shared, &self.term, &self.member)
     }
 
     /// Begins a claimed fire in the store, then runs its handler in the background and
@@ -569,59 +691,250 @@ impl Runner {
             self.shared.metrics.fire(&self.spec.name, Outcome::Misfired);
             return Ok(false);
         }
-        let shared = self.shared.clone();
-        let spec = self.spec.clone();
-        let ctx = FireContext {
+        let lateness = self.shared.clock.now_ms() - due;
+        info!(instant, attempt, lateness_ms = lateness, "fire started");
+        if manual.is_none() && attempt == 1 {
+            self.shared.metrics.lateness(lateness);
+        }
+        let key = (self.spec.name.clone(), instant);
+        self.shared.running.lock().unwrap().insert(key);
+        let fire = Fire {
+            shared: self.shared.clone(),
+            spec: self.spec.clone(),
+            member: self.member.clone(),
+            token: self.token,
+            term: self.term.clone(),
+            stop: self.stop.clone(),
+            instant,
+            manual: manual.cloned(),
+            label,
+        };
+        self.shared
+            .fires
+            .spawn(fire.run(attempt, active).in_current_span());
+        Ok(true)
+    }
+}
+
+/// May a fire of `member` start now? Not if the runner's term ended meanwhile (lease lost,
+/// perhaps regained since), nor after a freeze whose end the fence watchdog has not seen yet.
+fn may_start(shared: &Shared, term: &CancellationToken, member: &Member) -> bool {
+    !term.is_cancelled()
+        && shared.lease_valid()
+        && shared.member().incarnation == member.incarnation
+}
+
+/// A begun fire, run in the background: its handler, then its retries (the task's retry
+/// policy), then its outcome in the store.
+struct Fire {
+    shared: Arc<Shared>,
+    spec: TaskSpec,
+    member: Member,
+    token: i64,
+    term: CancellationToken,
+    /// The runner's: a retry waiting when the runner stops is left to the task's next
+    /// runner (here or on its next owner), as a fire claimed but not begun.
+    stop: CancellationToken,
+    instant: i64,
+    manual: Option<ManualRun>,
+    label: Option<String>,
+}
+
+impl Fire {
+    async fn run(self, mut attempt: i64, active: ActiveRun) {
+        let (shared, spec, instant) = (&self.shared, &self.spec, self.instant);
+        // What each earlier attempt came to, for the history of the instant.
+        let mut attempts: Vec<String> = Vec::new();
+        loop {
+            let began = Instant::now();
+            let ctx = self.context(attempt);
+            let stop_grace = shared.timing.fence_margin / 4;
+            let (outcome, message) = shared
+                .guarded(
+                    spec.handler.in_process(),
+                    execute(spec, ctx, stop_grace, active.replaced.clone()),
+                )
+                .await;
+            shared.metrics.fire(&spec.name, outcome);
+            let took = began.elapsed().as_millis() as u64;
+            match outcome {
+                Outcome::Ok => info!(instant, attempt, took_ms = took, "fire ok"),
+                _ => {
+                    warn!(instant, attempt, took_ms = took, outcome = %outcome, reason = message.as_deref().unwrap_or(""), "fire ended")
+                }
+            }
+            let retry = match spec.retry {
+                Some(policy)
+                    if matches!(outcome, Outcome::Failed | Outcome::TimedOut)
+                        && !active.replaced.is_cancelled()
+                        && !self.term.is_cancelled() =>
+                {
+                    Some(policy.next_attempt_at(
+                        attempt,
+                        shared.clock.now_ms(),
+                        spec.schedule.next_after(instant),
+                    ))
+                }
+                _ => None,
+            };
+            let ended = match &message {
+                Some(m) => format!("attempt {attempt} {outcome}: {m}"),
+                None => format!("attempt {attempt} {outcome}"),
+            };
+            // The instant's history if this attempt is its last.
+            let last = match retry {
+                None | Some(Ok(_)) if attempts.is_empty() => message,
+                None | Some(Ok(_)) => Some(with_attempts(&attempts, ended.clone())),
+                Some(Err(NoRetry::Spent)) => Some(with_attempts(
+                    &attempts,
+                    format!("{ended}; no retry: its {attempt} attempts are spent"),
+                )),
+                Some(Err(NoRetry::NextInstant(next))) => Some(with_attempts(
+                    &attempts,
+                    format!("{ended}; no retry: the task's next instant ({next}) comes first"),
+                )),
+            };
+            let finish = Finish {
+                task: spec.name.clone(),
+                instant_ms: instant,
+                token: self.token,
+                attempt,
+                outcome,
+                message: labelled(&self.label, last),
+            };
+            let Some(Ok(at)) = retry else {
+                drop(active);
+                record_finish(shared, &finish).await;
+                break;
+            };
+            // The record says attempt + 1, not begun: whoever runs it next begins it.
+            attempts.push(ended);
+            let note = labelled(
+                &self.label,
+                Some(with_attempts(
+                    &attempts,
+                    format!("attempt {} at {at}", attempt + 1),
+                )),
+            );
+            let fire = Begin {
+                task: spec.name.clone(),
+                instant_ms: instant,
+                token: self.token,
+                attempt,
+            };
+            let readied = shared
+                .store
+                .retry_fire(&self.member, &fire, note.as_deref().unwrap_or_default())
+                .await;
+            if !matches!(readied, Ok(ClaimOutcome::Claimed)) {
+                // Fenced (the task moved) or the store failed: this attempt's end is what
+                // the history keeps.
+                match readied {
+                    Err(e) => {
+                        warn!(error = %e, instant, "could not record the retry; the fire is recorded as ended")
+                    }
+                    _ => info!(
+                        instant,
+                        attempt, "retry refused: this token is no longer current"
+                    ),
+                }
+                drop(active);
+                record_finish(shared, &finish).await;
+                break;
+            }
+            attempt += 1;
+            shared.metrics.retry(&spec.name);
+            shared.journal.record(super::journal::retried(
+                &self.member,
+                &spec.name,
+                instant,
+                attempt,
+                at,
+                shared.clock.now_ms(),
+            ));
+            info!(
+                instant,
+                attempt, at, "retrying after a failure (retry policy)"
+            );
+            // The task stays busy while it waits (`active` is held): a run-now request or a
+            // replacing instant waits for it, as for a run.
+            tokio::select! {
+                _ = tokio::time::sleep_until(shared.clock.instant_of(at)) => {}
+                _ = self.stop.cancelled() => break,
+                _ = self.term.cancelled() => break,
+                _ = active.replaced.cancelled() => {
+                    // Given way to a newer fire: this attempt never starts.
+                    let finish = Finish {
+                        task: spec.name.clone(),
+                        instant_ms: instant,
+                        token: self.token,
+                        attempt,
+                        outcome: Outcome::Failed,
+                        message: labelled(&self.label, Some(with_attempts(&attempts, format!("attempt {attempt} not started: a newer fire replaced it (overlap = replace)")))),
+                    };
+                    drop(active);
+                    record_finish(shared, &finish).await;
+                    break;
+                }
+            }
+            if !may_start(shared, &self.term, &self.member) || self.stop.is_cancelled() {
+                break;
+            }
+            let begin = Begin {
+                task: spec.name.clone(),
+                instant_ms: instant,
+                token: self.token,
+                attempt,
+            };
+            match shared.batcher.begin(self.member.clone(), begin).await {
+                Ok(true) if may_start(shared, &self.term, &self.member) => {}
+                Ok(_) => {
+                    info!(
+                        instant,
+                        attempt, "retry not begun: this token is no longer current"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    // Not begun, as far as this node knows: the task's next runner settles it.
+                    warn!(error = %e, instant, attempt, "could not begin the retry");
+                    break;
+                }
+            }
+            info!(instant, attempt, "fire started");
+        }
+        let key = (spec.name.clone(), instant);
+        shared.running.lock().unwrap().remove(&key);
+    }
+
+    fn context(&self, attempt: i64) -> FireContext {
+        FireContext {
             cluster: self.member.cluster.clone(),
-            task: spec.name.clone(),
+            task: self.spec.name.clone(),
             node: self.member.node.clone(),
-            instant_ms: instant,
+            instant_ms: self.instant,
             token: self.token,
             attempt,
             cancel: self.term.child_token(),
             state: Some(crate::cache::TaskState::new(
-                shared.store.clone(),
+                self.shared.store.clone(),
                 &self.member.cluster,
-                &spec.name,
+                &self.spec.name,
                 self.token,
             )),
-            manual: manual.cloned(),
-        };
-        let lateness = shared.clock.now_ms() - due;
-        info!(instant, attempt, lateness_ms = lateness, "fire started");
-        if manual.is_none() {
-            shared.metrics.lateness(lateness);
+            manual: self.manual.clone(),
         }
-        let key = (spec.name.clone(), instant);
-        shared.running.lock().unwrap().insert(key.clone());
-        let fires = shared.fires.clone();
-        fires.spawn(
-            async move {
-                let began = Instant::now();
-                let stop_grace = shared.timing.fence_margin / 4;
-                let (outcome, message) = shared
-                    .guarded(
-                        spec.handler.in_process(),
-                        execute(&spec, ctx.clone(), stop_grace),
-                    )
-                    .await;
-                drop(active);
-                shared.metrics.fire(&spec.name, outcome);
-                let took = began.elapsed().as_millis() as u64;
-                match outcome {
-                    Outcome::Ok => info!(instant, took_ms = took, "fire ok"),
-                    _ => warn!(instant, took_ms = took, outcome = %outcome, reason = message.as_deref().unwrap_or(""), "fire ended"),
-                }
-                let message = labelled(&label, message);
-                let finish =
-                    Finish { task: spec.name.clone(), instant_ms: instant, token: ctx.token, attempt, outcome, message };
-                record_finish(&shared, &finish).await;
-                shared.running.lock().unwrap().remove(&key);
-            }
-            .in_current_span(),
-        );
-        Ok(true)
     }
+}
+
+/// An instant's history after retries: each earlier attempt's end, then `last`.
+fn with_attempts(attempts: &[String], last: String) -> String {
+    let mut text = attempts.join("; ");
+    if !text.is_empty() {
+        text.push_str("; ");
+    }
+    text.push_str(&last);
+    text
 }
 
 /// A run-now fire's outcome message, after its label: its history always says which request
@@ -636,12 +949,19 @@ fn labelled(label: &Option<String>, message: Option<String>) -> Option<String> {
 
 /// Runs the handler under the task's timeout and the fire's cancellation. A handler cancelled
 /// by its node (lease lost, forced stop) has `stop_grace` to return before it is dropped:
-/// the lease's margin bounds it (contract 12); one that timed out has 5 s.
+/// the lease's margin bounds it (contract 12); one that timed out or was `replaced` by a
+/// newer instant has 5 s.
 async fn execute(
     spec: &TaskSpec,
     ctx: FireContext,
     stop_grace: Duration,
+    replaced: CancellationToken,
 ) -> (Outcome, Option<String>) {
+    enum Early {
+        TimedOut,
+        Replaced,
+        Stopped,
+    }
     let cancel = ctx.cancel.clone();
     let handler = spec.handler.run(ctx);
     tokio::pin!(handler);
@@ -651,33 +971,43 @@ async fn execute(
             None => std::future::pending().await,
         }
     };
-    let ended_early = tokio::select! {
+    let early = tokio::select! {
         result = &mut handler => return match result {
             Ok(()) => (Outcome::Ok, None),
             Err(e) if cancel.is_cancelled() => (Outcome::Failed, Some(format!("cancelled: {e}"))),
             Err(e) => (Outcome::Failed, Some(e.to_string())),
         },
-        _ = timeout => Outcome::TimedOut,
-        _ = cancel.cancelled() => Outcome::Failed,
+        _ = timeout => Early::TimedOut,
+        _ = replaced.cancelled() => Early::Replaced,
+        _ = cancel.cancelled() => Early::Stopped,
     };
     // Ask the handler to stop, and give it a moment to do so before dropping it.
     cancel.cancel();
     // A command kills its process group at once and returns when it is reaped: wait for
     // that, so that the run counts as going on until its process is gone (contract 11).
-    let grace = match ended_early {
-        Outcome::TimedOut => Duration::from_secs(5),
-        _ if !spec.handler.in_process() => Duration::from_secs(5),
-        _ => stop_grace,
+    let grace = match early {
+        Early::TimedOut | Early::Replaced => Duration::from_secs(5),
+        Early::Stopped if !spec.handler.in_process() => Duration::from_secs(5),
+        Early::Stopped => stop_grace,
     };
     let _ = tokio::time::timeout(grace, &mut handler).await;
-    let message = match ended_early {
-        Outcome::TimedOut => format!(
-            "timed out after {} ms",
-            spec.timeout.unwrap_or_default().as_millis()
+    match early {
+        Early::TimedOut => (
+            Outcome::TimedOut,
+            Some(format!(
+                "timed out after {} ms",
+                spec.timeout.unwrap_or_default().as_millis()
+            )),
         ),
-        _ => "cancelled: the node lost its lease or was forced to stop".to_string(),
-    };
-    (ended_early, Some(message))
+        Early::Replaced => (
+            Outcome::Failed,
+            Some("cancelled: a newer instant replaced it (overlap = replace)".into()),
+        ),
+        Early::Stopped => (
+            Outcome::Failed,
+            Some("cancelled: the node lost its lease or was forced to stop".into()),
+        ),
+    }
 }
 
 /// Records a fire's outcome, retrying while the store is unreachable: a fire left as

@@ -9,7 +9,7 @@ pub struct EventRecord {
     /// Unique, and ordered like time: see [`EventRecord::new`].
     pub id: String,
     pub at_ms: i64,
-    /// `node_joined`, `node_left`, `node_died`, `failover`, `leader_changed`.
+    /// `node_joined`, `node_left`, `node_died`, `failover`, `leader_changed`, `fire_retry`.
     pub kind: String,
     /// The event's fields as a JSON object (opaque to the store).
     pub body: String,

@@ -59,6 +59,9 @@ pub(crate) enum Recovery {
     Retry,
     /// Begun: recorded as abandoned.
     Abandon,
+    /// Begun by the caller, whose attempt failed: made ready for attempt + 1 under the same
+    /// token, not begun (see [`FireStore::retry_fire`]).
+    AfterFailure,
     /// An item released by its owner at a handover: handled again, attempt + 1.
     Reclaim,
 }
@@ -193,5 +196,18 @@ pub trait FireStore: Send + Sync {
         token: i64,
         fire: &RunningFire,
         retry: bool,
+    ) -> Result<ClaimOutcome>;
+
+    /// Ends `attempt` of a fire that `member` began under `token` and whose work failed, and
+    /// readies the instant for attempt + 1 (the task's retry policy): its record stays
+    /// `running`, with attempt + 1, not begun, and `message` (what failed, when the next
+    /// attempt starts). Fenced like `claim`; only the record in that state changes. The
+    /// next attempt then begins with [`FireStore::begin_fires`], by this member or, if it
+    /// dies or loses the task first, by the task's next owner (a fire never begun).
+    async fn retry_fire(
+        &self,
+        member: &Member,
+        fire: &Begin,
+        message: &str,
     ) -> Result<ClaimOutcome>;
 }

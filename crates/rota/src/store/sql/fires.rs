@@ -174,6 +174,7 @@ impl SqlStore {
         token: i64,
         record: (i64, i64),
         how: Recovery,
+        note: Option<&str>,
     ) -> Result<ClaimOutcome> {
         let started = if slot.is_empty() { "NULL" } else { "{now}" };
         // What it writes, and the state the record must still be in.
@@ -196,6 +197,12 @@ impl SqlStore {
                     .to_string(),
                 "outcome = 'running' AND started_at IS NOT NULL",
             ),
+            Recovery::AfterFailure => (
+                "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, started_at = NULL, \
+                 message = ?"
+                    .to_string(),
+                "outcome = 'running' AND started_at IS NOT NULL",
+            ),
             Recovery::Reclaim => (
                 "node_id = ?, incarnation = ?, token = ?, attempt = attempt + 1, outcome = 'running', \
                  started_at = {now}, finished_at = NULL, message = 'handed over: released by its previous owner'"
@@ -211,6 +218,9 @@ impl SqlStore {
         let mut query = sqlx::query(&sql);
         if how != Recovery::Abandon {
             query = query.bind(&m.node).bind(m.incarnation).bind(token);
+        }
+        if how == Recovery::AfterFailure {
+            query = query.bind(note.unwrap_or_default());
         }
         let done = query
             .bind(&m.cluster)
@@ -498,7 +508,22 @@ impl FireStore for SqlStore {
     ) -> Result<ClaimOutcome> {
         let record = (fire.token, fire.attempt);
         let how = Recovery::of(fire.begun, retry);
-        self.recover_record(m, task, fire.instant_ms, "", token, record, how)
+        self.recover_record(m, task, fire.instant_ms, "", token, record, how, None)
             .await
+    }
+
+    async fn retry_fire(&self, m: &Member, fire: &Begin, message: &str) -> Result<ClaimOutcome> {
+        let record = (fire.token, fire.attempt);
+        self.recover_record(
+            m,
+            &fire.task,
+            fire.instant_ms,
+            "",
+            fire.token,
+            record,
+            Recovery::AfterFailure,
+            Some(message),
+        )
+        .await
     }
 }

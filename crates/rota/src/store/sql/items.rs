@@ -85,7 +85,7 @@ impl ItemStore for SqlStore {
             Recovery::of(true, retry)
         };
         let record = (record.token, record.attempt);
-        self.recover_record(m, service, ITEM_INSTANT, item, token, record, how)
+        self.recover_record(m, service, ITEM_INSTANT, item, token, record, how, None)
             .await
     }
 

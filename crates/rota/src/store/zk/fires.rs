@@ -232,6 +232,7 @@ impl ZkStore {
         token: i64,
         record: (i64, i64),
         how: Recovery,
+        note: Option<&str>,
     ) -> Result<ClaimOutcome> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
@@ -272,6 +273,12 @@ impl ZkStore {
                 f.started_at = is_item(key).then_some(now);
                 f.alive_until = None;
                 f.message = Some("retried: its node died mid-run".into());
+            }
+            Recovery::AfterFailure => {
+                f.attempt += 1;
+                f.started_at = None;
+                f.alive_until = None;
+                f.message = note.map(str::to_string);
             }
             Recovery::Abandon => {
                 f.finish(
@@ -698,8 +705,23 @@ impl FireStore for ZkStore {
     ) -> Result<ClaimOutcome> {
         let key = fire_key(fire.instant_ms);
         let how = Recovery::of(fire.begun, retry);
-        self.recover_record(m, task, &key, token, (fire.token, fire.attempt), how)
+        self.recover_record(m, task, &key, token, (fire.token, fire.attempt), how, None)
             .await
+    }
+
+    async fn retry_fire(&self, m: &Member, fire: &Begin, message: &str) -> Result<ClaimOutcome> {
+        let key = fire_key(fire.instant_ms);
+        let record = (fire.token, fire.attempt);
+        self.recover_record(
+            m,
+            &fire.task,
+            &key,
+            fire.token,
+            record,
+            Recovery::AfterFailure,
+            Some(message),
+        )
+        .await
     }
 }
 

@@ -77,6 +77,7 @@ impl ItemStore for ZkStore {
             } else {
                 Recovery::of(true, retry) // an item begins with its claim
             },
+            None,
         )
         .await
     }
