@@ -1,7 +1,8 @@
 //! The duration and cron parsers, and the schedules they make: the first line is a duration
 //! (`every`, `timeout`, ...), the second a cron expression, the third its time zone. Whatever
 //! parses must compute its next instants and plan a late start without a panic, and the
-//! instants must move forward.
+//! instants must move forward; a jittered one (the duration as its jitter) too, and its
+//! description parses back to the same instants.
 #![no_main]
 
 use std::time::Duration;
@@ -46,12 +47,21 @@ fuzz_target!(|data: &[u8]| {
     let duration = lines.next().unwrap_or_default();
     let cron = lines.next().unwrap_or_default();
     let zone = lines.next();
-    if let Ok(period) = parse_duration(duration) {
+    let period = parse_duration(duration).ok();
+    if let Some(period) = period {
         if let Ok(schedule) = Schedule::every(period) {
             exercise(&schedule);
+            // The same duration as a jitter, over the cron line as a task's name.
+            exercise(&schedule.jittered(cron, period));
         }
     }
     if let Ok(schedule) = Schedule::cron(cron, zone) {
         exercise(&schedule);
+        if let Some(jitter) = period {
+            let jittered = schedule.jittered(cron, jitter);
+            exercise(&jittered);
+            let back: Schedule = jittered.describe().parse().expect("a description parses back");
+            assert_eq!(back.next_after(NOW_MS), jittered.next_after(NOW_MS));
+        }
     }
 });

@@ -119,7 +119,7 @@ impl Schedule {
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
         self.base
             .next_after(after_ms.checked_sub(self.offset_ms)?)
-            .map(|t| t + self.offset_ms)
+            .and_then(|t| t.checked_add(self.offset_ms))
     }
 
     /// The key of a run-now fire in the task's history: the time it is due, moved past any
