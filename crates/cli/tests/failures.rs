@@ -1,13 +1,15 @@
 //! When work fails or runs long, with real processes on every store: a failed fire is run
 //! again with its backoff, attempt by attempt under the fence, across a kill of its owner
 //! between two attempts; and each overlap rule (`skip`, `queue`, `replace`) with tasks that
-//! run longer than their period never runs two instances of one task at once.
+//! run longer than their period never runs two instances of one task at once; and each
+//! fire's output is kept (its tail), followed live by `rota ctl logs --follow`, and read
+//! back from another node after its own died.
 
 mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{eventually, wait_alive, Kind, TestStore, LONG};
+use common::{eventually, spawn_with_admin, wait_alive, Kind, TestStore, LONG, READ_TOKEN};
 use rota::Outcome;
 
 /// Unix milliseconds of this host (the stores run here too).
@@ -239,7 +241,178 @@ async fn overlap_rules_never_run_two_at_once(kind: Kind) {
     }
 }
 
+/// A fire whose command writes 8.9 KB to stdout (only the last 4 KiB kept), then a line on
+/// stderr, then more lines seconds apart: `rota ctl logs --follow` on the other node prints
+/// them while the fire runs and ends with it; once the owner is killed, the survivor's API
+/// still serves the whole of what was kept.
+async fn a_fires_output_is_followed_live_and_read_back_after_its_node_died(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("output");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let at = (now_ms() / 1000 + 12) * 1000;
+    let tasks = format!(
+        "[[task]]\nname = \"talker\"\ncron = \"{}\"\noutput_limit = 4096\n\
+         command = [\"sh\", \"-c\", \"seq 1 2000; echo err-1 >&2; sleep 2; echo line-2; sleep 4; echo done\"]\n",
+        daily_at(at)
+    );
+    let ports: Vec<u16> = (0..2).map(|_| rota_testkit::servers::free_port()).collect();
+    for (i, node) in ["node-1", "node-2"].iter().enumerate() {
+        spawn_with_admin(&mut cluster, node, &tasks, ports[i]);
+        wait_alive(&s.store, &cluster, node).await;
+    }
+    let (owner, _) = eventually("talker is placed", LONG, Some(&cluster), || {
+        common::owner(&s.store, "output", "talker")
+    })
+    .await;
+    let survivor_port = if owner == "node-1" {
+        ports[1]
+    } else {
+        ports[0]
+    };
+    let running = || async {
+        let h = s.store.history("output", Some("talker"), 5).await.ok()?;
+        h.into_iter()
+            .find(|f| f.instant_ms == at && f.started_at_ms.is_some())
+    };
+    eventually(
+        "the fire starts",
+        LONG + Duration::from_secs(15),
+        Some(&cluster),
+        running,
+    )
+    .await;
+
+    // Followed from the other node, with a read token.
+    let mut follow = tokio::process::Command::new(common::BIN)
+        .args(["ctl", "logs", "talker", &at.to_string(), "--follow"])
+        .env("ROTA_URL", format!("http://127.0.0.1:{survivor_port}"))
+        .env("ROTA_TOKEN", READ_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let printed = printed.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                printed.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    eventually(
+        "line-2 is printed while the fire runs",
+        LONG,
+        Some(&cluster),
+        || async {
+            String::from_utf8_lossy(&printed.lock().unwrap())
+                .contains("line-2\n")
+                .then_some(())
+        },
+    )
+    .await;
+    let fire = running().await.expect("the fire has a record");
+    assert_eq!(
+        fire.outcome,
+        Outcome::Running,
+        "followed live, before the fire ended"
+    );
+    let status = tokio::time::timeout(LONG, follow.wait())
+        .await
+        .expect("--follow ends with the fire")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    reader.await.unwrap();
+    let mut errors = String::new();
+    use tokio::io::AsyncReadExt;
+    follow
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .await
+        .unwrap();
+    let printed = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+    assert!(printed.ends_with("line-2\ndone\n"), "{printed}");
+    // Followed chunk by chunk: nothing printed twice (the numbers only go up), and what
+    // was no longer kept when asked for is skipped, and said.
+    let numbers: Vec<i64> = printed.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "printed once each, in order"
+    );
+    assert!(numbers.len() < 2000, "only the tail is kept");
+    assert_eq!(printed.matches("line-2").count(), 1);
+    assert!(errors.contains("err-1"), "stderr goes to stderr: {errors}");
+    assert!(
+        errors.contains("not kept"),
+        "what was dropped is said: {errors}"
+    );
+    assert!(!printed.contains("err-1"));
+
+    // The owner dies; the survivor's API still has what was kept.
+    cluster.kill(&owner);
+    let api = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{survivor_port}/api/v1/tasks/talker/fires/{at}/output");
+    let got: serde_json::Value = serde_json::from_str(
+        &api.get(&url)
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let stdout = got["stdout"].as_str().unwrap();
+    let expected_total = (1..=2000)
+        .map(|n: i32| n.to_string().len() + 1)
+        .sum::<usize>()
+        + "line-2\ndone\n".len();
+    assert_eq!(got["stdout_bytes"], expected_total, "{got}");
+    assert_eq!(stdout.len(), 4096, "the tail, at the limit");
+    assert!(stdout.ends_with("1999\n2000\nline-2\ndone\n"), "{stdout}");
+    assert_eq!(got["stderr"], "err-1\n");
+    assert_eq!(
+        (got["done"].as_bool(), got["outcome"].as_str()),
+        (Some(true), Some("ok"))
+    );
+    assert_eq!(
+        api.get(format!("{url}?stdout_from=abc"))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        api.get(format!(
+            "http://127.0.0.1:{survivor_port}/api/v1/tasks/talker/fires/{}/output",
+            at + 1
+        ))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    for node in cluster.nodes() {
+        cluster.stop(&node, LONG).await;
+    }
+}
+
 on_every_store!(
     a_failed_fire_is_retried_with_its_backoff_across_a_kill,
     overlap_rules_never_run_two_at_once,
+    a_fires_output_is_followed_live_and_read_back_after_its_node_died,
 );

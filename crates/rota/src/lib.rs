@@ -18,6 +18,7 @@ mod error;
 pub mod kinds;
 pub mod metrics;
 pub mod node;
+pub mod output;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -27,6 +27,9 @@ pub struct FireContext {
     /// A run-now fire's request (`rota ctl run`): its id, who asked, the environment it adds.
     /// `None` for a scheduled instant.
     pub manual: Option<rota_core::control::ManualRun>,
+    /// Where the work's output is kept ([`FireContext::output`]); `None` when the task keeps
+    /// none (`output_limit` 0) or in contexts made by hand.
+    pub(crate) output: Option<crate::output::OutputRecorder>,
 }
 
 impl FireContext {
@@ -39,6 +42,13 @@ impl FireContext {
                 "this context has no store (made by hand, not by a node)",
             )
         })
+    }
+
+    /// Where the work's output goes: what a handler appends there is kept with the fire
+    /// (the tail, up to the task's `output_limit` per stream) and shown by `rota ctl logs`
+    /// and the dashboard. A command's stdout and stderr go there by themselves.
+    pub fn output(&self) -> Option<&crate::output::OutputRecorder> {
+        self.output.as_ref()
     }
 }
 
@@ -90,6 +100,8 @@ pub struct TaskSpec {
     pub overlap: OverlapPolicy,
     /// Runs a failed or timed-out fire again (default: never).
     pub retry: Option<RetryPolicy>,
+    /// Bytes of each output stream kept per fire, the tail (default 64 KiB; 0: none).
+    pub output_limit: usize,
     /// A fire running longer is cancelled and recorded as timed out.
     pub timeout: Option<Duration>,
     /// Describes the work (for example the command line) so that two nodes declaring one name
@@ -129,6 +141,7 @@ impl TaskSpec {
             recovery: RecoveryPolicy::default(),
             overlap: OverlapPolicy::default(),
             retry: None,
+            output_limit: crate::output::DEFAULT_OUTPUT_LIMIT,
             timeout: None,
             description: String::new(),
             placement: PlacementSpec::default(),
@@ -154,6 +167,12 @@ impl TaskSpec {
 
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Bytes of each output stream kept per fire (at most [`crate::output::MAX_OUTPUT_LIMIT`]).
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes.min(crate::output::MAX_OUTPUT_LIMIT);
         self
     }
 

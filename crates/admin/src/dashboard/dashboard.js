@@ -248,7 +248,10 @@
     if (t.owner) ownerHtml = esc(owner) + ' <span class="muted">#' + esc(t.owner.incarnation) + '</span>';
     else if (per.length) ownerHtml = '<span title="' + esc(per.map((p) => p.node + ' (token ' + p.token + ')').join('\n')) + '">' + plural(per.length, 'node') + '</span>';
     else ownerHtml = '<span class="muted">—</span>';
-    const dots = (t.last || []).map((r) => '<span class="dot o-' + esc(r.outcome) + '" title="' + esc(dotTitle(r)) + '"></span>').join('');
+    // A fire whose work started opens its output.
+    const dots = (t.last || []).map((r) => (r.started_at_ms != null && !svc
+      ? '<button type="button" class="dot o-' + esc(r.outcome) + '" data-output="' + esc(r.instant_ms) + '" title="' + esc(dotTitle(r) + '\n(click: output)') + '"></button>'
+      : '<span class="dot o-' + esc(r.outcome) + '" title="' + esc(dotTitle(r)) + '"></span>')).join('');
     let reason = '';
     if (t.reason && (t.state === 'unplaced' || t.state === 'paused' || (t.paused_on && t.paused_on.length))) reason = '<div class="reason r-' + st + '">' + esc(t.reason) + '</div>';
     else if (t.state === 'unplaced' || t.state === 'paused') reason = '<div class="reason r-' + st + '">' + st + '</div>';
@@ -631,6 +634,12 @@
   }
   const enc = encodeURIComponent;
   function onClick(ev) {
+    const o = ev.target.closest('button[data-output]');
+    if (o) {
+      const tr = o.closest('tr');
+      if (tr) showOutput(tr.getAttribute('data-task'), o.getAttribute('data-output'));
+      return;
+    }
     const b = ev.target.closest('button[data-action]');
     if (!b || b.disabled) return;
     const a = b.dataset.action;
@@ -650,6 +659,47 @@
       if (a === 'pause' || a === 'resume') act('/api/v1/tasks/' + enc(task) + '/' + a, {}, a + ' ' + task);
       else if (a === 'stop' || a === 'start') act('/api/v1/services/' + enc(task) + '/' + a, {}, a + ' ' + task);
     }
+  }
+
+  // ---------- a fire's output ----------
+  // Shown as text (never as HTML), followed once a second while the fire runs.
+  async function showOutput(task, instant) {
+    clearTimeout(S.outputTimer);
+    const seq = (S.outputSeq = (S.outputSeq || 0) + 1);
+    const panel = $('output-panel');
+    panel.hidden = false;
+    panel.setAttribute('data-task', task);
+    panel.setAttribute('data-instant', instant);
+    panel.setAttribute('data-done', 'false');
+    setText($('output-stdout'), ''); setText($('output-stderr'), '');
+    setText($('output-title'), task + ' at ' + full(Number(instant)) + ' · loading…');
+    let from = [0, 0];
+    const poll = async () => {
+      if (seq !== S.outputSeq) return;
+      try {
+        const res = await fetch('/api/v1/tasks/' + enc(task) + '/fires/' + enc(instant) + '/output?stdout_from=' + from[0] + '&stderr_from=' + from[1],
+          { headers: headers({ Accept: 'application/json' }), cache: 'no-store' });
+        if (seq !== S.outputSeq) return;
+        if (!res.ok) { setText($('output-title'), task + ' at ' + full(Number(instant)) + ' · ' + (await errorOf(res))); return; }
+        const o = await res.json();
+        $('output-stdout').textContent += o.stdout || '';
+        $('output-stderr').textContent += o.stderr || '';
+        from = [o.stdout_bytes || 0, o.stderr_bytes || 0];
+        const dropped = (o.stdout_dropped || 0) + (o.stderr_dropped || 0);
+        setText($('output-title'), task + ' at ' + full(o.instant_ms) + ' · attempt ' + o.attempt + ' · ' + o.outcome +
+          (dropped ? ' · ' + dropped + ' earlier bytes not kept' : '') + (o.done ? '' : ' · following…'));
+        panel.setAttribute('data-done', o.done ? 'true' : 'false');
+        if (!o.done) S.outputTimer = setTimeout(poll, 1000);
+      } catch (e) {
+        if (seq === S.outputSeq) S.outputTimer = setTimeout(poll, 2000);
+      }
+    };
+    poll();
+  }
+  function closeOutput() {
+    S.outputSeq = (S.outputSeq || 0) + 1;
+    clearTimeout(S.outputTimer);
+    $('output-panel').hidden = true;
   }
 
   // Rolling restart: two clicks within 5 s, no dialog.
@@ -680,6 +730,7 @@
       if (t.matches && t.matches('select[data-act-as]')) S.actAs[t.getAttribute('data-act-as')] = t.value;
     });
     $('rolling-restart').addEventListener('click', onRolling);
+    $('output-close').addEventListener('click', closeOutput);
     $('token-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const input = $('token');

@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/tasks/{name}"),
     ("GET", "/api/v1/tasks/{name}/history"),
     ("GET", "/api/v1/tasks/{name}/runs/{seq}"),
+    ("GET", "/api/v1/tasks/{name}/fires/{instant}/output"),
     ("GET", "/api/v1/services"),
     ("GET", "/api/v1/services/{name}"),
     ("GET", "/api/v1/commands"),
@@ -334,6 +335,7 @@ fn matches<'a>(template: &str, path: &'a str) -> Option<BTreeMap<&'static str, S
                 "name" => "name",
                 "cache" => "cache",
                 "key" => "key",
+                "instant" => "instant",
                 _ => "seq",
             };
             params.insert(name, ps.to_string());
@@ -437,6 +439,9 @@ async fn dispatch(
         }
         "/api/v1/tasks/{name}/history" => tasks::list_history(api, &param("name"), query).await,
         "/api/v1/tasks/{name}/runs/{seq}" => tasks::run(api, &param("name"), &param("seq")).await,
+        "/api/v1/tasks/{name}/fires/{instant}/output" => {
+            tasks::output(api, &param("name"), &param("instant"), query).await
+        }
         "/api/v1/commands" => commands::list(api, query).await,
         "/api/v1/commands/{seq}" => commands::one(api, &param("seq")).await,
         "/api/v1/events" => events::list(api, query).await,

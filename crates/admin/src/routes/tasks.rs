@@ -1,17 +1,23 @@
 //! The declared tasks and services: `GET /api/v1/tasks`, `/api/v1/services`, one of either
 //! by name, a task's fire history (`GET /api/v1/tasks/{name}/history`), and one run-now
-//! request's fire (`GET /api/v1/tasks/{name}/runs/{seq}`). (Pausing a task, stopping a
+//! request's fire (`GET /api/v1/tasks/{name}/runs/{seq}`), and what a fire's work wrote
+//! (`GET /api/v1/tasks/{name}/fires/{instant}/output`). (Pausing a task, stopping a
 //! service or running a task now is a command: see `commands.rs`.)
 
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::reply::{json_response, limit, Reply};
+use super::reply::{json_response, limit, query_param, Reply};
 use crate::{
     api::{Api, Problem},
     model::{fire_json, Model},
 };
-use rota::{core::control::Operation, node::SERVICE_SCHEDULE, store::RUNS_CACHE};
+use rota::{
+    core::control::Operation,
+    node::SERVICE_SCHEDULE,
+    output::{output_key, FireOutput, Stream, OUTPUT_CACHE},
+    store::RUNS_CACHE,
+};
 
 /// `GET /api/v1/tasks` or `GET /api/v1/services`, as `template` says.
 pub(super) async fn list(api: &Api, template: &str) -> Reply {
@@ -117,4 +123,76 @@ fn exit_status(fire: &rota::store::FireRecord) -> Option<i64> {
         }
         _ => None,
     }
+}
+
+/// `GET /api/v1/tasks/{name}/fires/{instant}/output`: what an attempt of a fire wrote (the
+/// latest attempt unless `attempt` says), as text with invalid UTF-8 replaced. With
+/// `stdout_from` / `stderr_from` (bytes already shown), only what came after: a client
+/// follows a running fire by asking again with the totals it got, until `done`.
+pub(super) async fn output(api: &Api, task: &str, instant: &str, query: &str) -> Reply {
+    let instant_ms: i64 = instant.parse().map_err(|_| {
+        Problem::bad(format!(
+            "`{instant}` is not an instant; give the fire's instant in Unix milliseconds, as its history shows"
+        ))
+    })?;
+    let number = |name: &str| -> Result<Option<i64>, Problem> {
+        match query_param(query, name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(Problem::bad(format!(
+                    "query `{name}` = `{v}` is not a whole number of 0 or more"
+                ))),
+            },
+        }
+    };
+    let (attempt, stdout_from, stderr_from) = (
+        number("attempt")?,
+        number("stdout_from")?,
+        number("stderr_from")?,
+    );
+    let Some(fire) = api.store.fire(&api.cluster, task, instant_ms).await? else {
+        return Err(Problem::not_found(format!(
+            "task `{task}` has no fire at {instant_ms}; its history lists its fires"
+        )));
+    };
+    let attempt = attempt.filter(|a| *a >= 1).unwrap_or(fire.attempt);
+    let entry = api
+        .store
+        .cache_get(
+            &api.cluster,
+            OUTPUT_CACHE,
+            &output_key(task, instant_ms, attempt),
+        )
+        .await?;
+    let kept = entry.and_then(|e| FireOutput::decode(&e.value));
+    let running = fire.outcome == rota::Outcome::Running && attempt == fire.attempt;
+    let output = kept.unwrap_or_else(|| FireOutput {
+        // Nothing kept: the work wrote nothing (yet), or its output expired.
+        done: !running,
+        ..FireOutput::default()
+    });
+    let text = |stream, from: Option<i64>| {
+        let (bytes, dropped) = output.after(stream, from.unwrap_or(0) as u64);
+        (String::from_utf8_lossy(bytes).into_owned(), dropped)
+    };
+    let (stdout, stdout_dropped) = text(Stream::Stdout, stdout_from);
+    let (stderr, stderr_dropped) = text(Stream::Stderr, stderr_from);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "task": task,
+            "instant_ms": instant_ms,
+            "attempt": attempt,
+            "attempts": fire.attempt,
+            "outcome": fire.outcome.as_str(),
+            "done": output.done || !running,
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_bytes": output.stdout_bytes,
+            "stderr_bytes": output.stderr_bytes,
+            "stdout_dropped": stdout_dropped,
+            "stderr_dropped": stderr_dropped,
+        }),
+    ))
 }

@@ -51,6 +51,8 @@ pub struct TaskSection {
     pub overlap: Option<String>,
     /// Moves every instant by a fixed offset below this, derived from the task's name.
     pub jitter: Option<String>,
+    /// Bytes of a command's stdout and of its stderr kept per fire, the tail (default 65536; 0: none).
+    pub output_limit: Option<i64>,
     /// Program and arguments.
     pub command: Option<Vec<String>>,
     /// Extra environment of `command`.
@@ -110,6 +112,7 @@ pub struct TaskDefaults {
     pub retry: Option<RetrySection>,
     pub overlap: Option<String>,
     pub jitter: Option<String>,
+    pub output_limit: Option<i64>,
 }
 
 /// A task's own value of a key, else `[defaults]`'s, with the field to name in a problem.
@@ -365,6 +368,25 @@ fn compile_task(
         .and_then(|(field, section)| compile_retry(p, &field, section));
     let jitter = pick(&t.jitter, f("jitter"), &d.jitter, "jitter")
         .and_then(|(field, text)| duration(p, &field, text));
+    let max_output = rota::output::MAX_OUTPUT_LIMIT as i64;
+    let output_limit = match pick(
+        &t.output_limit,
+        f("output_limit"),
+        &d.output_limit,
+        "output_limit",
+    ) {
+        None => rota::output::DEFAULT_OUTPUT_LIMIT,
+        Some((_, &n)) if (0..=max_output).contains(&n) => n as usize,
+        Some((field, n)) => {
+            p.push(ConfigProblem::new(
+                field,
+                n.to_string(),
+                format!("bytes kept of each stream are from 0 (none) to {max_output}"),
+                "give e.g. output_limit = 65536",
+            ));
+            rota::output::DEFAULT_OUTPUT_LIMIT
+        }
+    };
 
     let placement = t
         .placement_keys()
@@ -383,6 +405,7 @@ fn compile_task(
         .misfire(misfire, threshold)
         .recovery(recovery)
         .overlap(overlap)
+        .output_limit(output_limit)
         .placement(placement?);
     if let Some(timeout) = timeout {
         spec = spec.timeout(timeout);

@@ -97,6 +97,18 @@ pub enum CtlCommand {
         #[arg(long, value_name = "SECS", requires = "wait")]
         wait_timeout: Option<u64>,
     },
+    /// What a fire of a task wrote (stdout, then stderr): its latest fire, or the one at
+    /// INSTANT (Unix ms, as its history shows).
+    Logs {
+        task: String,
+        instant: Option<i64>,
+        /// Which attempt [default: the latest].
+        #[arg(long)]
+        attempt: Option<i64>,
+        /// Follow a running fire: print its output as it comes, until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Stop firing a task (on the given nodes, or everywhere).
     Pause(TaskArgs),
     /// Undo a pause; instants that passed meanwhile are not made up.

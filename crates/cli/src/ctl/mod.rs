@@ -12,6 +12,7 @@ mod cache;
 mod client;
 mod commands;
 mod definitions;
+mod logs;
 mod reads;
 mod run;
 mod table;
@@ -48,6 +49,8 @@ enum Request {
     Export,
     /// Run a task now: task, environment, seconds to wait for its outcome.
     Run(String, Vec<String>, Option<u64>),
+    /// A fire's output: task, instant, attempt, follow.
+    Logs(String, Option<i64>, Option<i64>, bool),
 }
 
 /// `/api/v1/{kind}/{name}/{verb}`.
@@ -120,6 +123,12 @@ fn request(command: CtlCommand) -> Request {
             wait,
             wait_timeout,
         } => Request::Run(task, env, wait.then(|| wait_timeout.unwrap_or(3600))),
+        C::Logs {
+            task,
+            instant,
+            attempt,
+            follow,
+        } => Request::Logs(task, instant, attempt, follow),
         C::RollingRestart {
             scope,
             timeout_secs,
@@ -158,6 +167,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
         }
         Request::Export => definitions::export(&client, json).await,
         Request::Run(task, env, wait) => run::run(&client, json, &task, &env, wait).await,
+        Request::Logs(task, instant, attempt, follow) => {
+            logs::logs(&client, json, &task, instant, attempt, follow).await
+        }
     };
     let unauthorized = matches!(result, Err(Failure::Http { status: 401, .. }));
     let code = result.unwrap_or_else(|f| f.report());

@@ -12,6 +12,7 @@ use std::{
 use tokio::{io::AsyncReadExt, process::Command, time::Instant};
 
 use super::invocation::Invocation;
+use crate::output::{OutputRecorder, Stream};
 use crate::task::{FireContext, Handler, HandlerFuture, TaskError};
 
 /// How much of the end of stderr a failure keeps.
@@ -318,14 +319,20 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
     let _watched = guard.0.map(crate::node::guard::GroupWatch::new);
 
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(drain(s, call.label.clone(), "stdout", None)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(drain(s, call.label.clone(), "stderr", Some(tail.clone()))));
+    let stdout = child.stdout.take().map(|s| {
+        let kept = call.output.clone().map(|o| (o, Stream::Stdout));
+        tokio::spawn(drain(s, call.label.clone(), "stdout", None, kept))
+    });
+    let stderr = child.stderr.take().map(|s| {
+        let kept = call.output.clone().map(|o| (o, Stream::Stderr));
+        tokio::spawn(drain(
+            s,
+            call.label.clone(),
+            "stderr",
+            Some(tail.clone()),
+            kept,
+        ))
+    });
 
     let status = tokio::select! {
         // An exit that is there already wins over a cancel that came at the same time.
@@ -423,12 +430,14 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// Reads a pipe to its end, logging at debug and keeping the last bytes in `tail`.
+/// Reads a pipe to its end, logging at debug (escaped, never as lines of the node's own
+/// log), keeping the last bytes in `tail`, and handing them to the fire's output.
 async fn drain(
     mut pipe: impl tokio::io::AsyncRead + Unpin,
     task: String,
     stream: &'static str,
     tail: Option<Arc<Mutex<Vec<u8>>>>,
+    kept: Option<(OutputRecorder, Stream)>,
 ) {
     let mut buf = vec![0u8; 8192];
     loop {
@@ -438,6 +447,9 @@ async fn drain(
         };
         let chunk = &buf[..n];
         tracing::debug!(task = %task, stream, "{}", super::invocation::printable(chunk.trim_ascii_end()));
+        if let Some((output, which)) = &kept {
+            output.append(*which, chunk);
+        }
         if let Some(tail) = &tail {
             if let Ok(mut t) = tail.lock() {
                 t.extend_from_slice(chunk);
@@ -570,6 +582,7 @@ mod tests {
             body: None,
             cancel: cancel.clone(),
             term_grace: Some(grace),
+            output: None,
         }
     }
 

@@ -261,6 +261,7 @@ impl FileInbound {
             // A handover gives the handler the service's grace to finish the file (a lost
             // lease bounds it: the node then drops the service within its margin).
             term_grace: Some(ctx.grace),
+            output: None,
         };
         match &self.handler {
             FileHandler::Command(c) => c.invoke(call(None)).await,

@@ -17,6 +17,8 @@ pub(crate) struct Invocation {
     /// On cancel, a command gets SIGTERM and this long to exit before SIGKILL; `None`:
     /// SIGKILL at once (a fire whose lease is lost must stop now).
     pub term_grace: Option<std::time::Duration>,
+    /// Where a command's stdout and stderr are kept (a fire's), if anywhere.
+    pub output: Option<crate::output::OutputRecorder>,
 }
 impl Invocation {
     pub fn of_fire(ctx: &FireContext) -> Invocation {
@@ -42,6 +44,7 @@ impl Invocation {
             body: None,
             cancel: ctx.cancel.clone(),
             term_grace: None,
+            output: ctx.output.clone(),
         }
     }
 
@@ -88,5 +91,6 @@ pub(crate) fn test_context(task: &str) -> FireContext {
         cancel: tokio_util::sync::CancellationToken::new(),
         state: None,
         manual: None,
+        output: None,
     }
 }

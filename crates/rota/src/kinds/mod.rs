@@ -105,6 +105,7 @@ impl ServiceHandler for ServiceKind {
                         body: None,
                         cancel: ctx.cancel.clone(),
                         term_grace: Some(ctx.grace),
+                        output: None,
                     };
                     c.invoke(call).await
                 }

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::{active::ActiveRun, shared::Shared};
 use crate::{
     error::Result,
+    output::{output_key, OutputRecorder},
     store::{
         Begin, CacheWrite, Claim, ClaimOutcome, Expect, Finish, Member, RunningFire, RUNS_CACHE,
     },
@@ -748,6 +749,7 @@ impl Fire {
         loop {
             let began = Instant::now();
             let ctx = self.context(attempt);
+            let output = ctx.output.clone();
             let stop_grace = shared.timing.fence_margin / 4;
             let (outcome, message) = shared
                 .guarded(
@@ -755,6 +757,11 @@ impl Fire {
                     execute(spec, ctx, stop_grace, active.replaced.clone()),
                 )
                 .await;
+            // Its output is in the store before its outcome: whoever reads an ended fire
+            // finds all of it.
+            if let Some(output) = output {
+                output.finish().await;
+            }
             shared.metrics.fire(&spec.name, outcome);
             let took = began.elapsed().as_millis() as u64;
             match outcome {
@@ -923,6 +930,15 @@ impl Fire {
                 self.token,
             )),
             manual: self.manual.clone(),
+            output: (self.spec.output_limit > 0).then(|| {
+                OutputRecorder::start(
+                    self.shared.store.clone(),
+                    &self.member.cluster,
+                    output_key(&self.spec.name, self.instant, attempt),
+                    self.spec.output_limit,
+                    self.shared.timing.history_retention,
+                )
+            }),
         }
     }
 }
