@@ -1,7 +1,8 @@
 //! The web dashboard in a real headless Chromium (driven over WebDriver) against three
 //! `rota node` processes on SQLite: it connects with a token and shows the live members and
 //! the task's owner, follows a kill -9 of the owner without reloading, refuses an action to
-//! the read token and carries it out with the admin token. Needs Debian's `chromium` and
+//! the read token and carries it out with the admin token, and opens a fire's output (shown
+//! as text, never as markup). Needs Debian's `chromium` and
 //! `chromium-driver` (./scripts/test installs them); without them it fails, never skips.
 
 mod common;
@@ -28,6 +29,8 @@ use serde_json::{json, Value};
 
 const CLUSTER: &str = "dash";
 const TASK: &str = "report";
+/// A command task whose output the page opens.
+const PRINTER: &str = "printer";
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 /// Deadline of each wait on the page: generous, for a busy 2-core machine.
 const PAGE: Duration = Duration::from_secs(60);
@@ -191,7 +194,10 @@ async fn the_dashboard_follows_a_failover_and_guards_its_actions() {
             .collect(),
     );
     let record = cluster.dir().join("fires.log");
-    let tasks = harness::log_task_toml(TASK, "1s", &record);
+    let tasks = format!(
+        "{}[[task]]\nname = \"{PRINTER}\"\nevery = \"2s\"\ncommand = [\"sh\", \"-c\", \"echo hello $ROTA_FIRE_TIME_MS; echo '<b>bold</b>'; echo warned >&2\"]\n",
+        harness::log_task_toml(TASK, "1s", &record)
+    );
     let mut ports = BTreeMap::new();
     for node in NODES {
         let port = harness::servers::free_port();
@@ -391,6 +397,38 @@ async fn the_dashboard_follows_a_failover_and_guards_its_actions() {
         &format!("document.querySelector('#commands tr[data-seq=\"{seq}\"]')?.textContent.includes('token admin') === true"),
     )
     .await;
+
+    // A fire's output, opened from its dot in the task's row: text, not markup.
+    let printer = format!("#tasks tr[data-task=\"{PRINTER}\"] button[data-output]");
+    page.wait(
+        &format!("{PRINTER} shows a fire that ran"),
+        &format!("document.querySelector({}) !== null", js(&printer)),
+    )
+    .await;
+    page.click(&printer).await;
+    let shown = page
+        .wait(
+            "#output-panel shows the fire's stdout and stderr",
+            "(() => {
+                const panel = document.querySelector('#output-panel');
+                const out = document.querySelector('#output-stdout').textContent;
+                const err = document.querySelector('#output-stderr').textContent;
+                return !panel.hidden && panel.getAttribute('data-done') === 'true'
+                    && out.includes('hello ') && err === 'warned\\n' ? out : null;
+            })()",
+        )
+        .await;
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(
+        shown.contains("<b>bold</b>"),
+        "the markup shows as text: {shown:?}"
+    );
+    assert_eq!(
+        page.run("return document.querySelectorAll('#output-panel b').length;")
+            .await,
+        json!(0),
+        "output is never markup"
+    );
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
     let saved = page.browser.screenshot(&shot).await;

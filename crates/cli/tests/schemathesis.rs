@@ -51,6 +51,18 @@ async fn the_admin_api_keeps_its_openapi_document_as_schemathesis_checks_it() {
     })
     .await;
     let run_seq = run["run"]["seq"].as_i64().expect("a run number");
+    // A fire that ran, so that reading a fire's output reaches a real one.
+    let fired = eventually("report fired", LONG, Some(&cluster), || async {
+        let h = s
+            .store
+            .history("schemathesis", Some("report"), 10)
+            .await
+            .ok()?;
+        h.iter()
+            .find(|f| f.started_at_ms.is_some())
+            .map(|f| f.instant_ms)
+    })
+    .await;
 
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     let run = tokio::process::Command::new("schemathesis")
@@ -72,6 +84,7 @@ async fn the_admin_api_keeps_its_openapi_document_as_schemathesis_checks_it() {
         .env("SCHEMATHESIS_HOOKS", "rota_hooks")
         .env("ROTA_SERVING_NODE", SERVING)
         .env("ROTA_RUN", format!("report/{run_seq}"))
+        .env("ROTA_FIRE", format!("report/{fired}"))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

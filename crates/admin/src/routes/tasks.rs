@@ -130,20 +130,23 @@ fn exit_status(fire: &rota::store::FireRecord) -> Option<i64> {
 /// `stdout_from` / `stderr_from` (bytes already shown), only what came after: a client
 /// follows a running fire by asking again with the totals it got, until `done`.
 pub(super) async fn output(api: &Api, task: &str, instant: &str, query: &str) -> Reply {
-    let instant_ms: i64 = instant.parse().map_err(|_| {
-        Problem::bad(format!(
-            "`{instant}` is not an instant; give the fire's instant in Unix milliseconds, as its history shows"
+    let no_fire = || {
+        Problem::not_found(format!(
+            "task `{task}` has no fire at {instant}; its history lists its fires (instants in Unix ms)"
         ))
-    })?;
+    };
+    // An integer past the range of instants names no fire.
+    let instant_ms: i64 = instant.parse().map_err(|_| no_fire())?;
     let number = |name: &str| -> Result<Option<i64>, Problem> {
         match query_param(query, name) {
             None => Ok(None),
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if n >= 0 => Ok(Some(n)),
-                _ => Err(Problem::bad(format!(
-                    "query `{name}` = `{v}` is not a whole number of 0 or more"
-                ))),
-            },
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                // Past i64: more than anything written or attempted.
+                Ok(Some(v.parse::<i64>().unwrap_or(i64::MAX)))
+            }
+            Some(v) => Err(Problem::bad(format!(
+                "query `{name}` = `{v}` is not a whole number of 0 or more"
+            ))),
         }
     };
     let (attempt, stdout_from, stderr_from) = (
@@ -152,9 +155,7 @@ pub(super) async fn output(api: &Api, task: &str, instant: &str, query: &str) ->
         number("stderr_from")?,
     );
     let Some(fire) = api.store.fire(&api.cluster, task, instant_ms).await? else {
-        return Err(Problem::not_found(format!(
-            "task `{task}` has no fire at {instant_ms}; its history lists its fires"
-        )));
+        return Err(no_fire());
     };
     let attempt = attempt.filter(|a| *a >= 1).unwrap_or(fire.attempt);
     let entry = api

@@ -42,20 +42,28 @@ def map_body(ctx, body):
 
 
 RUN = os.environ.get("ROTA_RUN", "")
+FIRE = os.environ.get("ROTA_FIRE", "")
 
 
 @schemathesis.hook
 def map_path_parameters(ctx, params):
-    """A run that exists (ROTA_RUN, `task/seq`) for reads of a run; only for a well-formed
-    number, so that a malformed one is still sent, and refused."""
+    """A run or a fire that exists for reads of one; only for a well-formed number, so that
+    a malformed one is still sent, and refused."""
     operation = getattr(ctx, "operation", None)
-    is_run = operation is not None and operation.path == "/api/v1/tasks/{name}/runs/{seq}"
-    if is_run and RUN and isinstance(params, dict):
-        seq = params.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            name, number = RUN.split("/")
+    path = operation.path if operation is not None else ""
+    # The parameter that names one record, and the record that exists: a run (ROTA_RUN,
+    # `task/seq`) or a fire (ROTA_FIRE, `task/instant`).
+    known = {
+        "/api/v1/tasks/{name}/runs/{seq}": ("seq", RUN),
+        "/api/v1/tasks/{name}/fires/{instant}/output": ("instant", FIRE),
+    }.get(path)
+    if known and known[1] and isinstance(params, dict):
+        key, record = known
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            name, number = record.split("/")
             params["name"] = name
-            params["seq"] = int(number)
+            params[key] = int(number)
     return params
 
 
