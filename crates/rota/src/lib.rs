@@ -10,6 +10,7 @@
 //! [`rota_core`] (the pure model) and must never import the admin server (`rota-admin`), the
 //! binary (`rota-cli`), a command-line parser or the test kit (`rota-testkit`).
 
+pub mod alerts;
 pub mod cache;
 /// The pure model ([`rota_core`]), re-exported: names, schedules, placement, the control
 /// fold, lease arithmetic and outcomes.

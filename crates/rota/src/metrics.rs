@@ -101,6 +101,10 @@ pub struct Metrics {
     failovers: Mutex<Histogram>,
     leader_changes: AtomicU64,
     retries: Mutex<BTreeMap<String, u64>>,
+    /// Alerts per sink: (delivered, failed deliveries).
+    alerts: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Store time (ms) of each task's last fire that ended ok, as far as this node saw.
+    last_success: Mutex<BTreeMap<String, i64>>,
     commands_applied: Mutex<BTreeMap<(String, &'static str), u64>>,
     commands_issued: Mutex<BTreeMap<String, u64>>,
     store: Mutex<BTreeMap<&'static str, (Histogram, u64)>>,
@@ -114,6 +118,8 @@ impl Default for Metrics {
             failovers: Mutex::new(Histogram::new(FAILOVER_BUCKETS)),
             leader_changes: AtomicU64::new(0),
             retries: Mutex::default(),
+            alerts: Mutex::default(),
+            last_success: Mutex::default(),
             commands_applied: Mutex::default(),
             commands_issued: Mutex::default(),
             store: Mutex::default(),
@@ -145,6 +151,24 @@ impl Metrics {
             .unwrap()
             .entry(task.to_string())
             .or_default() += 1;
+    }
+
+    /// An alert sent to `sink`: delivered, or a delivery that failed.
+    pub fn alert(&self, sink: &str, delivered: bool) {
+        let mut alerts = self.alerts.lock().unwrap();
+        let entry = alerts.entry(sink.to_string()).or_default();
+        if delivered {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// A fire of `task` ended ok at `at_ms` (store time).
+    pub fn last_success(&self, task: &str, at_ms: i64) {
+        let mut last = self.last_success.lock().unwrap();
+        let entry = last.entry(task.to_string()).or_default();
+        *entry = (*entry).max(at_ms);
     }
 
     /// A fire of `task` ended with `outcome`.
@@ -286,6 +310,38 @@ impl Metrics {
                 out,
                 "rota_fire_retries_total{{task=\"{}\"}} {n}",
                 label(task)
+            );
+        }
+        header(
+            &mut out,
+            "rota_task_last_success_timestamp_seconds",
+            "gauge",
+            "When the task's last fire that ended ok ended (store time), as far as this node saw.",
+        );
+        for (task, ms) in self.last_success.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "rota_task_last_success_timestamp_seconds{{task=\"{}\"}} {:.3}",
+                label(task),
+                *ms as f64 / 1000.0
+            );
+        }
+        header(
+            &mut out,
+            "rota_alerts_total",
+            "counter",
+            "Alerts this node sent while it led, by sink and result.",
+        );
+        for (sink, (ok, failed)) in self.alerts.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "rota_alerts_total{{sink=\"{}\",result=\"delivered\"}} {ok}",
+                label(sink)
+            );
+            let _ = writeln!(
+                out,
+                "rota_alerts_total{{sink=\"{}\",result=\"failed\"}} {failed}",
+                label(sink)
             );
         }
         header(

@@ -102,6 +102,8 @@ pub struct TaskSpec {
     pub retry: Option<RetryPolicy>,
     /// Bytes of each output stream kept per fire, the tail (default 64 KiB; 0: none).
     pub output_limit: usize,
+    /// A dead man's switch: an alert (`task_overdue`) when no fire ended ok for this long.
+    pub expect_success_within: Option<Duration>,
     /// A fire running longer is cancelled and recorded as timed out.
     pub timeout: Option<Duration>,
     /// Describes the work (for example the command line) so that two nodes declaring one name
@@ -142,6 +144,7 @@ impl TaskSpec {
             overlap: OverlapPolicy::default(),
             retry: None,
             output_limit: crate::output::DEFAULT_OUTPUT_LIMIT,
+            expect_success_within: None,
             timeout: None,
             description: String::new(),
             placement: PlacementSpec::default(),
@@ -173,6 +176,12 @@ impl TaskSpec {
     /// Bytes of each output stream kept per fire (at most [`crate::output::MAX_OUTPUT_LIMIT`]).
     pub fn output_limit(mut self, bytes: usize) -> Self {
         self.output_limit = bytes.min(crate::output::MAX_OUTPUT_LIMIT);
+        self
+    }
+
+    /// Alerts (`task_overdue`) when no fire of the task ended ok for this long.
+    pub fn expect_success_within(mut self, within: Duration) -> Self {
+        self.expect_success_within = Some(within);
         self
     }
 

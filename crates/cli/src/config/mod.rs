@@ -9,6 +9,7 @@
 //! This file ties them together: [`Config`], [`parse`], [`load`] and the checks of the whole.
 
 mod admin;
+mod alert;
 mod checks;
 pub mod definitions;
 mod log;
@@ -68,6 +69,9 @@ pub struct Config {
     /// `[[service]]` tables, in file order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSection>,
+    /// `[[alert]]` sinks: where the leader sends the cluster's alerts.
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<alert::AlertSection>,
     /// `[admin]`: the HTTP admin API (off unless `listen` is set).
     #[serde(default)]
     pub admin: AdminSection,
@@ -106,7 +110,16 @@ impl Config {
         let mut problems = self.check_settings();
         problems.extend(task::compile_tasks(&self.tasks, &self.defaults, &self.placement).1);
         problems.extend(service::compile_services(&self.services, &self.tasks, &self.placement).1);
+        problems.extend(alert::compile_alerts(&self.alerts).1);
         problems
+    }
+
+    /// The alert sinks, or the problems of the `[[alert]]` tables.
+    pub fn alert_specs(&self) -> Result<Vec<rota::alerts::AlertSpec>, Vec<ConfigProblem>> {
+        match alert::compile_alerts(&self.alerts) {
+            (specs, problems) if problems.is_empty() => Ok(specs),
+            (_, problems) => Err(problems),
+        }
     }
 
     /// The config against this host's file system: every directory a task or service works
@@ -210,13 +223,16 @@ impl Config {
         let (services, service_problems) =
             service::compile_services(&self.services, &self.tasks, &self.placement);
         problems.extend(service_problems);
+        let (alerts, alert_problems) = alert::compile_alerts(&self.alerts);
+        problems.extend(alert_problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         let builder = Node::builder(&self.node.id, &self.node.cluster, &self.store.url)
             .timing(self.timing())
             .migrate(self.store.migrate)
-            .labels(self.node.labels.clone());
+            .labels(self.node.labels.clone())
+            .alerts(alerts);
         let builder = specs.into_iter().fold(builder, NodeBuilder::task);
         Ok(services.into_iter().fold(builder, NodeBuilder::service))
     }

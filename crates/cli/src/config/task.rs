@@ -53,6 +53,8 @@ pub struct TaskSection {
     pub jitter: Option<String>,
     /// Bytes of a command's stdout and of its stderr kept per fire, the tail (default 65536; 0: none).
     pub output_limit: Option<i64>,
+    /// A dead man's switch: alert (`task_overdue`) when no fire ended ok for this long.
+    pub expect_success_within: Option<String>,
     /// Program and arguments.
     pub command: Option<Vec<String>>,
     /// Extra environment of `command`.
@@ -368,6 +370,10 @@ fn compile_task(
         .and_then(|(field, section)| compile_retry(p, &field, section));
     let jitter = pick(&t.jitter, f("jitter"), &d.jitter, "jitter")
         .and_then(|(field, text)| duration(p, &field, text));
+    let expect_success_within = t
+        .expect_success_within
+        .as_deref()
+        .and_then(|text| duration(p, &f("expect_success_within"), text));
     let max_output = rota::output::MAX_OUTPUT_LIMIT as i64;
     let output_limit = match pick(
         &t.output_limit,
@@ -412,6 +418,9 @@ fn compile_task(
     }
     if let Some(retry) = retry {
         spec = spec.retry(retry);
+    }
+    if let Some(within) = expect_success_within {
+        spec = spec.expect_success_within(within);
     }
     Some(spec)
 }

@@ -13,7 +13,7 @@ pub mod log;
 pub use command::CommandTask;
 pub use file_inbound::FileInbound;
 pub use http::HttpTask;
-use invocation::Invocation;
+pub(crate) use invocation::Invocation;
 pub use log::LogTask;
 use rota_core::schedule::Schedule;
 

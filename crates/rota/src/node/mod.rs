@@ -16,6 +16,7 @@
 //! ```
 
 mod active;
+mod alerter;
 mod batch;
 mod clock;
 pub mod commands;
@@ -62,6 +63,7 @@ pub struct NodeBuilder {
     log_level: Option<LogLevelControl>,
     reexec_of: Option<i64>,
     definitions: Option<DefinitionCompiler>,
+    alerts: Vec<crate::alerts::AlertSpec>,
 }
 
 /// Turns the cluster's own definitions (the TOML document of a `define` command, see
@@ -98,6 +100,7 @@ impl Node {
             log_level: None,
             reexec_of: None,
             definitions: None,
+            alerts: Vec::new(),
         }
     }
 }
@@ -175,6 +178,13 @@ impl NodeBuilder {
     /// `compile`. Without it, this node neither runs nor is given any.
     pub fn definitions(mut self, compile: DefinitionCompiler) -> Self {
         self.definitions = Some(compile);
+        self
+    }
+
+    /// Alert sinks: while this node leads, it sends the cluster's alerts to them (see
+    /// [`crate::alerts`]).
+    pub fn alerts(mut self, sinks: Vec<crate::alerts::AlertSpec>) -> Self {
+        self.alerts = sinks;
         self
     }
 
@@ -265,6 +275,7 @@ impl NodeBuilder {
             log_level: self.log_level,
             reexec_of: self.reexec_of,
             definitions: self.definitions,
+            alerts: self.alerts,
         };
         runtime::start::start(config, store).await
     }

@@ -763,6 +763,11 @@ impl Fire {
                 output.finish().await;
             }
             shared.metrics.fire(&spec.name, outcome);
+            if outcome == Outcome::Ok {
+                shared
+                    .metrics
+                    .last_success(&spec.name, shared.clock.now_ms());
+            }
             let took = began.elapsed().as_millis() as u64;
             match outcome {
                 Outcome::Ok => info!(instant, attempt, took_ms = took, "fire ok"),

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Events for the cluster's journal, written in the background.
     pub journal: journal::Journal,
+    /// Where the cluster's alerts go while this node leads.
+    pub alerts: Arc<Vec<crate::alerts::AlertSpec>>,
 }
 
 impl Shared {

@@ -302,8 +302,27 @@ impl Runtime {
         }
     }
 
+    /// The alert sender runs while this node leads (and is not leaving) and has sinks.
+    fn supervise_alerts(&mut self, leaving: bool) {
+        let lead = self.epoch.is_some() && !leaving && !self.shared.alerts.is_empty();
+        let running = self
+            .alerting
+            .as_ref()
+            .is_some_and(|(_, t)| !t.is_finished());
+        if lead && !running {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::node::alerter::run(self.shared.clone(), stop.clone()));
+            self.alerting = Some((stop, task));
+        } else if !lead {
+            if let Some((stop, _)) = self.alerting.take() {
+                stop.cancel();
+            }
+        }
+    }
+
     /// A leaving leader gives up once it owns nothing; the leader purges old history.
     pub(super) async fn after_placement(&mut self, leaving: bool) -> Result<()> {
+        self.supervise_alerts(leaving);
         // Only the leader in office moves rolling restarts on (not one just deposed).
         if !leaving && self.epoch.is_some() {
             self.drive_rolling_restarts().await?;

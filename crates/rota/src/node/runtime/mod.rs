@@ -172,6 +172,8 @@ struct Runtime {
     last_purge: Instant,
     /// The history purge in progress, beside the leader's rounds (see `after_placement`).
     purging: Option<tokio::task::JoinHandle<()>>,
+    /// The alert sender, while this node leads and has sinks; stopped with the leadership.
+    alerting: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// Consecutive failed observations (store unreachable).
     failures: u32,
     /// Cluster commands: the folded log and what is left to apply here.
@@ -360,6 +362,9 @@ impl Runtime {
     async fn finish(&mut self, forced: bool) -> Result<()> {
         if let Some(purge) = self.purging.take() {
             purge.abort();
+        }
+        if let Some((stop, _)) = self.alerting.take() {
+            stop.cancel();
         }
         let mut runners = Vec::new();
         for (_, runner) in self.runners.drain() {

@@ -22,6 +22,8 @@ pub(crate) struct NodeConfig {
     pub reexec_of: Option<i64>,
     /// Compiles the cluster's own definitions; `None`: this node runs none.
     pub definitions: Option<super::super::DefinitionCompiler>,
+    /// Where this node sends the cluster's alerts while it leads.
+    pub alerts: Vec<crate::alerts::AlertSpec>,
 }
 
 /// Joins, then runs the node: the rounds on a task of their own, the heartbeat and the fence
@@ -39,6 +41,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         log_level,
         reexec_of,
         definitions,
+        alerts,
     } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
@@ -110,6 +113,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         batcher: crate::node::batch::Batcher::spawn(store.clone(), member.cluster.clone()),
         metrics: Arc::default(),
         journal: journal::Journal::spawn(store.clone(), member.cluster.clone()),
+        alerts: Arc::new(alerts),
         timing,
     });
     shared.publish_deadline();
@@ -149,6 +153,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         reported: String::new(),
         last_purge: Instant::now(),
         purging: None,
+        alerting: None,
         failures: 0,
         commands: Commands::new(log_level),
         exit: None,
