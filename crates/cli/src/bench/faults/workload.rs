@@ -42,6 +42,10 @@ t=${EPOCHREALTIME/[.,]/}
 echo "E $id $t" >> "$1"
 "#;
 
+/// The run of `flaky`: [`RUN_SCRIPT`], then a failure on its first attempt, so that each of
+/// its instants is retried (`retry`) as attempt 2, under the faults like any start.
+pub(super) const FLAKY_TAIL: &str = "[ \"$ROTA_ATTEMPT\" -gt 1 ] || exit 3\n";
+
 /// Wall clock, Unix ms: the record's clock.
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
@@ -78,10 +82,21 @@ pub(super) fn command_argv(
     .join(", ")
 }
 
-/// The `[[task]]` sections: `short-1..n` and `long`, all every second, default policies.
+/// The `[[task]]` sections: `short-1..n` and `long`, all every second, default policies;
+/// and `flaky`, whose first attempt of each instant fails and is retried 100 ms later.
 pub(super) fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>) {
     let mut toml = String::new();
     let mut tasks = Vec::new();
+    let flaky_script = format!("{RUN_SCRIPT}{FLAKY_TAIL}");
+    let argv = command_argv(&flaky_script, "rota-run", record, fifos, SHORT_WORK);
+    toml.push_str(&format!(
+        "[[task]]\nname = \"flaky\"\nevery = \"1s\"\nretry = {{ max = 2, backoff = \"100ms\", max_backoff = \"100ms\" }}\ncommand = [{argv}]\n\n"
+    ));
+    tasks.push(TaskInfo {
+        name: "flaky".into(),
+        period_ms: PERIOD_MS,
+        retry: true,
+    });
     let names = (1..=short)
         .map(|i| (format!("short-{i}"), SHORT_WORK))
         .chain([("long".to_string(), LONG_WORK)]);
@@ -192,8 +207,17 @@ mod tests {
         let (toml, tasks) = workload(2, Path::new("/tmp/r.log"), Path::new("/tmp/f"));
         let value: toml::Table = toml.parse().expect("valid TOML");
         let sections = value["task"].as_array().unwrap();
-        assert_eq!(sections.len(), 3);
-        assert_eq!(tasks.len(), 3);
+        assert_eq!(sections.len(), 4);
+        assert_eq!(tasks.len(), 4);
+        assert_eq!(
+            tasks
+                .iter()
+                .filter(|t| t.retry)
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["flaky"],
+            "only flaky retries"
+        );
         for s in sections {
             let t = s.as_table().unwrap();
             assert!(!t.contains_key("recovery") && !t.contains_key("misfire"));
@@ -204,10 +228,8 @@ mod tests {
                 .iter()
                 .map(|a| a.as_str().unwrap())
                 .collect();
-            assert_eq!(
-                argv[..6],
-                ["env", "-u", "LD_PRELOAD", "bash", "-c", RUN_SCRIPT]
-            );
+            assert_eq!(argv[..5], ["env", "-u", "LD_PRELOAD", "bash", "-c"]);
+            assert!(argv[5].starts_with(RUN_SCRIPT));
         }
     }
 }
