@@ -153,6 +153,7 @@ struct Recorder {
     /// One write at a time, each of the state as it is then: a running fire's write never
     /// lands after the final one.
     writing: tokio::sync::Mutex<()>,
+    flusher: std::sync::Once,
 }
 
 #[derive(Default)]
@@ -164,15 +165,16 @@ struct Kept {
 
 impl OutputRecorder {
     /// A recorder for `key` in `cluster`, keeping `limit` bytes of each stream, whose entry
-    /// expires after `ttl`. Its flusher runs until [`OutputRecorder::finish`].
-    pub(crate) fn start(
+    /// expires after `ttl`. Its flusher starts with the first output (work that writes
+    /// nothing costs nothing) and runs until [`OutputRecorder::finish`].
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         cluster: &str,
         key: String,
         limit: usize,
         ttl: Duration,
     ) -> OutputRecorder {
-        let recorder = OutputRecorder {
+        OutputRecorder {
             inner: Arc::new(Recorder {
                 store,
                 cluster: cluster.to_string(),
@@ -182,22 +184,9 @@ impl OutputRecorder {
                 state: Mutex::default(),
                 changed: Notify::new(),
                 writing: tokio::sync::Mutex::new(()),
+                flusher: std::sync::Once::new(),
             }),
-        };
-        let inner = recorder.inner.clone();
-        tokio::spawn(async move {
-            loop {
-                inner.changed.notified().await;
-                if inner.state.lock().unwrap().output.done {
-                    return; // `finish` writes the last of it
-                }
-                if let Err(e) = inner.write(false).await {
-                    debug!(error = %e, key = %inner.key, "could not write a running fire's output");
-                }
-                tokio::time::sleep(FLUSH_EVERY).await;
-            }
-        });
-        recorder
+        }
     }
 
     /// Adds what the work wrote to `stream`.
@@ -209,6 +198,21 @@ impl OutputRecorder {
         kept.output.push(stream, bytes, self.inner.limit);
         kept.dirty = true;
         drop(kept);
+        self.inner.flusher.call_once(|| {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                loop {
+                    inner.changed.notified().await;
+                    if inner.state.lock().unwrap().output.done {
+                        return; // `finish` writes the last of it
+                    }
+                    if let Err(e) = inner.write(false).await {
+                        debug!(error = %e, key = %inner.key, "could not write a running fire's output");
+                    }
+                    tokio::time::sleep(FLUSH_EVERY).await;
+                }
+            });
+        });
         self.inner.changed.notify_one();
     }
 

@@ -936,7 +936,7 @@ impl Fire {
             )),
             manual: self.manual.clone(),
             output: (self.spec.output_limit > 0).then(|| {
-                OutputRecorder::start(
+                OutputRecorder::new(
                     self.shared.store.clone(),
                     &self.member.cluster,
                     output_key(&self.spec.name, self.instant, attempt),
