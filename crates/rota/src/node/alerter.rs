@@ -72,6 +72,22 @@ struct Alerter {
 }
 
 impl Alerter {
+    /// Writes the delivery record `key` as `value` if it is as `expect` says; it expires
+    /// with the history.
+    async fn mark(&self, key: &str, value: &str, expect: Expect) -> Result<CacheOutcome> {
+        let write = CacheWrite {
+            cache: ALERTS_CACHE,
+            key,
+            value: value.as_bytes(),
+            ttl_ms: Some(self.shared.timing.history_retention.as_millis() as i64),
+            expect,
+        };
+        self.shared
+            .store
+            .cache_put(&self.shared.member().cluster, &write)
+            .await
+    }
+
     async fn round(&mut self, stop: &CancellationToken) -> Result<()> {
         let alerts = self.gather().await?;
         let specs = self.shared.alerts.clone();
@@ -229,22 +245,10 @@ impl Alerter {
         }
         let member = self.shared.member();
         let store = &self.shared.store;
-        let ttl = Some(self.shared.timing.history_retention.as_millis() as i64);
         let now = self.shared.clock.now_ms();
         let claim = json!({"state": "sending", "by": member.node, "at_ms": now}).to_string();
         // Claim it: nobody else sends it meanwhile.
-        let claimed = store
-            .cache_put(
-                &member.cluster,
-                &CacheWrite {
-                    cache: ALERTS_CACHE,
-                    key: &key,
-                    value: claim.as_bytes(),
-                    ttl_ms: ttl,
-                    expect: Expect::Absent,
-                },
-            )
-            .await?;
+        let claimed = self.mark(&key, &claim, Expect::Absent).await?;
         let version = match claimed {
             CacheOutcome::Done { version } => version,
             CacheOutcome::Conflict { .. } => {
@@ -264,17 +268,8 @@ impl Alerter {
                     }
                     return Ok(());
                 }
-                let retaken = store
-                    .cache_put(
-                        &member.cluster,
-                        &CacheWrite {
-                            cache: ALERTS_CACHE,
-                            key: &key,
-                            value: claim.as_bytes(),
-                            ttl_ms: ttl,
-                            expect: Expect::Version(entry.version),
-                        },
-                    )
+                let retaken = self
+                    .mark(&key, &claim, Expect::Version(entry.version))
                     .await?;
                 match retaken {
                     CacheOutcome::Done { version } => version,
@@ -288,24 +283,13 @@ impl Alerter {
                 info!(sink = %spec.name, alert = %alert.id, "alert delivered");
                 self.shared.metrics.alert(&spec.name, true);
                 let done = json!({"state": "delivered", "by": member.node, "at_ms": self.shared.clock.now_ms(), "attempts": attempts}).to_string();
-                store
-                    .cache_put(
-                        &member.cluster,
-                        &CacheWrite {
-                            cache: ALERTS_CACHE,
-                            key: &key,
-                            value: done.as_bytes(),
-                            ttl_ms: ttl,
-                            expect: Expect::Version(version),
-                        },
-                    )
-                    .await?;
+                self.mark(&key, &done, Expect::Version(version)).await?;
                 self.failing.remove(&key);
                 self.done.insert(key);
             }
             Err(e) => {
                 self.shared.metrics.alert(&spec.name, false);
-                let backoff = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_BACKOFF);
+                let backoff = Duration::from_secs(1u64 << (attempts - 1).min(9)).min(MAX_BACKOFF);
                 warn!(sink = %spec.name, alert = %alert.id, attempts, error = %e, retry_in_s = backoff.as_secs(), "alert not delivered");
                 self.failing
                     .insert(key.clone(), (attempts, Instant::now() + backoff));
