@@ -32,7 +32,10 @@ const FILE_POLL: &str = "200ms";
 /// One run of a service's work, like the tasks' runs (see `RUN_SCRIPT`): the START line once
 /// the END watcher holds the FIFO, the END line whenever the work ends. The key is the file's
 /// name for a file, the service's name for the command service; the attempt is
-/// `ROTA_ATTEMPT` for a file, `ROTA_RESTARTS` for the command service. Once the work is done
+/// `ROTA_ATTEMPT` for a file, `ROTA_RESTARTS` for the command service. Stopped by SIGTERM
+/// (a graceful handover), the run writes its own END line as it exits: the next owner may
+/// start a few milliseconds later, sooner than a busy machine wakes the watcher (which
+/// still writes the END line of a run killed outright). Once the work is done
 /// (never, for the command service), the run ignores SIGTERM, writes a DONE line and exits
 /// 0: a file with a DONE line was handled whole, and must never be handled again; one
 /// without was interrupted. `$1`: record file, `$2`: FIFO directory, `$3`: work seconds
@@ -44,7 +47,8 @@ setsid bash -c 'read -r _ < "$2"; t=${EPOCHREALTIME/[.,]/}; echo "UE $3 $t" >> "
 exec 3> "$f"
 t=${EPOCHREALTIME/[.,]/}
 echo "US $id $t" >> "$1"
-sleep "$3" || exit 1
+trap 't=${EPOCHREALTIME/[.,]/}; echo "UE $id $t" >> "$1"; exit 143' TERM
+sleep "$3" & wait $! || exit 1
 trap '' TERM
 t=${EPOCHREALTIME/[.,]/}
 echo "UD $id $t" >> "$1"
