@@ -223,11 +223,18 @@ impl Runner {
                 // threshold; the ones that come due while an instant waits are recorded
                 // skipped, and `watched` moves to the last of them.
                 let mut watched = plan.start.last().copied().unwrap_or(cursor).max(cursor);
+                let mut waited_until = None;
                 for instant in plan.start {
                     if !self
-                        .claim_and_start(instant, instant, None, &mut elsewhere, &mut watched)
+                        .claim_and_start(instant, instant, None, &mut elsewhere, &mut waited_until)
                         .await?
                     {
+                        return Ok(());
+                    }
+                }
+                // After every instant of the plan has its record (contract 3).
+                if let Some(until) = waited_until {
+                    if !self.skip_due_while_waiting(until, &mut watched).await? {
                         return Ok(());
                     }
                 }
@@ -303,13 +310,7 @@ impl Runner {
         if Instant::now() <= self.latest_start(run.issued_at_ms) {
             info!(run = run.seq, key, "run now");
             return self
-                .claim_and_start(
-                    key,
-                    run.issued_at_ms,
-                    Some(run),
-                    elsewhere,
-                    &mut key.clone(),
-                )
+                .claim_and_start(key, run.issued_at_ms, Some(run), elsewhere, &mut None)
                 .await;
         }
         let message = format!(
@@ -341,17 +342,17 @@ impl Runner {
     /// or on a previous owner still leaving) follows the task's overlap rule: `skip` records
     /// it skipped at once; `queue` waits for the run to end, and `replace` asks it to stop
     /// and waits for that, as long as the fire can still start within the misfire
-    /// threshold (past that it is recorded as skipped, contract 11). While a scheduled
-    /// instant waits, the instants after `watched` that come due are recorded skipped, and
-    /// `watched` moves to the last of them. Returns `false` when fenced or stopped: the
-    /// runner must stop.
+    /// threshold (past that it is recorded as skipped, contract 11). A scheduled instant
+    /// that waited sets `waited_until` to when its wait ended: the instants that came due
+    /// meanwhile are skipped (see [`Runner::skip_due_while_waiting`]). Returns `false` when
+    /// fenced or stopped: the runner must stop.
     async fn claim_and_start(
         &self,
         instant: i64,
         due: i64,
         manual: Option<&ManualRun>,
         elsewhere: &mut bool,
-        watched: &mut i64,
+        waited_until: &mut Option<i64>,
     ) -> Result<bool> {
         let overlap = self.spec.overlap;
         let latest = match overlap {
@@ -362,23 +363,22 @@ impl Runner {
             free = self.previous_run_ended(Instant::now(), elsewhere) => free?,
             _ = self.stop.cancelled() => return Ok(false),
         };
-        let free = if free || overlap == OverlapPolicy::Skip {
-            free
-        } else {
+        let waited = !free && overlap != OverlapPolicy::Skip;
+        let free = if waited {
             if overlap == OverlapPolicy::Replace && self.shared.active.replace(&self.spec.name) {
                 info!(
                     instant,
                     "asking the run going on to stop: this instant replaces it (overlap = replace)"
                 );
             }
-            match self
-                .wait_for_previous_run(instant, latest, manual.is_none(), elsewhere, watched)
-                .await?
-            {
-                Some(free) => free,
-                None => return Ok(false),
+            tokio::select! {
+                free = self.previous_run_ended(latest, elsewhere) => free?,
+                _ = self.stop.cancelled() => return Ok(false),
             }
+        } else {
+            free
         };
+        let waited_until_ms = self.shared.clock.now_ms();
         if !self.shared.lease_valid() || self.stop.is_cancelled() {
             return Ok(false);
         }
@@ -412,48 +412,39 @@ impl Runner {
                 (true, None) => None,
             },
         };
-        match self.shared.batcher.claim(claim).await? {
+        let went_on = match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed if !free => {
                 warn!(instant, "skipped: the previous run is still going");
                 self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
-                Ok(true)
+                true
             }
-            ClaimOutcome::Claimed => self.start(instant, due, 1, manual).await,
+            ClaimOutcome::Claimed => self.start(instant, due, 1, manual).await?,
             ClaimOutcome::AlreadyClaimed => {
                 debug!(instant, "already claimed");
-                Ok(true)
+                true
             }
             ClaimOutcome::Fenced => {
                 info!(instant, "claim refused: this token is no longer current");
-                Ok(false)
+                false
             }
+        };
+        if waited && manual.is_none() {
+            *waited_until = Some(waited_until_ms);
         }
+        Ok(went_on)
     }
 
-    /// Waits, until `latest`, for the previous run of the task to end; while a scheduled
-    /// instant (`watch`) waits, the instants after `watched` that come due are recorded as
-    /// skipped (one instant waits at a time) and `watched` follows them. `Some(true)`: the run
-    /// ended; `Some(false)`: it still goes on at `latest`; `None`: fenced or stopped.
-    async fn wait_for_previous_run(
-        &self,
-        instant: i64,
-        latest: Instant,
-        watch: bool,
-        elsewhere: &mut bool,
-        watched: &mut i64,
-    ) -> Result<Option<bool>> {
-        loop {
-            let following = watch
-                .then(|| self.spec.schedule.next_after((*watched).max(instant)))
-                .flatten();
-            let tick = following.map(|at| self.shared.clock.instant_of(at));
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Ok(None),
-                free = self.previous_run_ended(latest, elsewhere) => return free.map(Some),
-                _ = async { tokio::time::sleep_until(tick.expect("guarded")).await }, if tick.is_some() => {}
-            }
-            let next = following.expect("a tick has an instant");
+    /// One scheduled instant waits at a time: the instants after `watched` that came due by
+    /// `until`, while one waited for the previous run, are recorded skipped, and `watched`
+    /// moves to the last of them. Called once every instant up to `watched` has its record:
+    /// records go in the order of instants, so that a new owner, resuming after the last,
+    /// passes over none (contract 3). `false` when fenced.
+    async fn skip_due_while_waiting(&self, until: i64, watched: &mut i64) -> Result<bool> {
+        for next in self
+            .spec
+            .schedule
+            .instants_between(*watched, until, MISFIRE_LIST_CAP)
+        {
             let claim = Claim {
                 member: self.member.clone(),
                 task: self.spec.name.clone(),
@@ -461,7 +452,7 @@ impl Runner {
                 token: self.token,
                 outcome: Outcome::Skipped,
                 message: Some(format!(
-                    "skipped: instant {instant} was already waiting for the previous run to end (overlap = {})",
+                    "skipped: an earlier instant was waiting for the previous run to end (overlap = {})",
                     self.spec.overlap.as_str()
                 )),
             };
@@ -469,16 +460,16 @@ impl Runner {
                 ClaimOutcome::Claimed => {
                     warn!(
                         instant = next,
-                        waiting = instant,
-                        "skipped: an earlier instant already waits for the run going on"
+                        "skipped: an earlier instant was waiting for the run going on"
                     );
                     self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
                 }
                 ClaimOutcome::AlreadyClaimed => {}
-                ClaimOutcome::Fenced => return Ok(None),
+                ClaimOutcome::Fenced => return Ok(false),
             }
             *watched = next;
         }
+        Ok(true)
     }
 
     /// The latest moment `instant` may still start: its misfire threshold, on this node's
