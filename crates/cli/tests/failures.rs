@@ -587,7 +587,84 @@ async fn alerts_reach_a_receiver_once_each_across_a_kill_of_the_leader(kind: Kin
     );
 }
 
+/// A task every second whose runs take 5 s (overlap `queue`): while a run goes on, one
+/// instant waits and the next ones come due. Its owner stops gracefully 3 s into a run; the
+/// survivor takes over. No instant is left without a record: instants are recorded in order,
+/// so the one waiting when the owner stopped is not passed over by the new owner, which
+/// resumes after the last record (a campaign once found a later instant recorded `skipped`
+/// while the waiting one, stopped, had none).
+async fn an_owner_stopping_while_an_instant_waits_leaves_no_instant_unrecorded(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("waiting");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    let record = cluster.dir().join("runs.log");
+    let tasks = format!(
+        "[[task]]\nname = \"slow\"\nevery = \"1s\"\nmisfire_threshold = \"30s\"\n\
+         command = [\"sh\", \"-c\", \"echo START $ROTA_FIRE_TIME_MS $(date +%s%3N) >> {}; sleep 5\"]\n",
+        record.display()
+    );
+    for node in ["node-1", "node-2"] {
+        cluster.spawn(node, &tasks).unwrap();
+        wait_alive(&s.store, &cluster, node).await;
+    }
+    let (owner, _) = eventually("slow is placed", LONG, Some(&cluster), || {
+        common::owner(&s.store, "waiting", "slow")
+    })
+    .await;
+    // 3 s into a run (the second, so that one instant has waited a while).
+    let started: i64 = eventually(
+        "a run is 3 s old",
+        LONG + Duration::from_secs(10),
+        Some(&cluster),
+        || async {
+            let starts = lines(&record, "START");
+            let t: i64 = starts.get(1)?[2].parse().ok()?;
+            (now_ms() - t >= 3_000).then_some(t)
+        },
+    )
+    .await;
+    cluster.stop(&owner, LONG).await;
+    let stopped = now_ms();
+    assert!(stopped - started < 5_500, "stopped while the run went on");
+    // The survivor runs it, and records what passed.
+    eventually(
+        "the survivor runs slow",
+        LONG + Duration::from_secs(10),
+        Some(&cluster),
+        || async {
+            let h = s.store.history("waiting", Some("slow"), 200).await.ok()?;
+            h.iter()
+                .any(|f| f.node != owner && f.started_at_ms.is_some() && f.instant_ms > stopped)
+                .then_some(())
+        },
+    )
+    .await;
+    for node in cluster.nodes() {
+        cluster.stop(&node, LONG).await;
+    }
+    let history = s
+        .store
+        .history("waiting", Some("slow"), 1000)
+        .await
+        .unwrap();
+    let instants: std::collections::BTreeSet<i64> = history.iter().map(|f| f.instant_ms).collect();
+    let (first, last) = (*instants.first().unwrap(), *instants.last().unwrap());
+    let missing: Vec<i64> = (first..=last)
+        .step_by(1000)
+        .filter(|t| !instants.contains(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "instants with no record: {missing:?}; history: {:?}",
+        history
+            .iter()
+            .map(|f| (f.instant_ms, f.outcome, f.node.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
 on_every_store!(
+    an_owner_stopping_while_an_instant_waits_leaves_no_instant_unrecorded,
     alerts_reach_a_receiver_once_each_across_a_kill_of_the_leader,
     a_failed_fire_is_retried_with_its_backoff_across_a_kill,
     overlap_rules_never_run_two_at_once,
