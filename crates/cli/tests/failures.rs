@@ -170,7 +170,7 @@ async fn overlap_rules_never_run_two_at_once(kind: Kind) {
     let wait = LONG + Duration::from_secs(20);
     eventually("each rule acted twice", wait, Some(&cluster), || async {
         let skipped = records("skips", Outcome::Skipped, "overlap = skip").await?;
-        let waited = records("queues", Outcome::Skipped, "already waiting").await?;
+        let waited = records("queues", Outcome::Skipped, "an earlier instant was waiting").await?;
         let replaced = records("replaces", Outcome::Failed, "replaced").await?;
         let queued_ends = lines(&record, "END")
             .iter()
