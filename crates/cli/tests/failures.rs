@@ -46,9 +46,9 @@ async fn a_failed_fire_is_retried_with_its_backoff_across_a_kill(kind: Kind) {
     std::fs::create_dir_all(cluster.dir()).unwrap();
     let record = cluster.dir().join("attempts.log");
     // Far enough ahead for both nodes to start; a later start still runs it (misfire run-once).
-    let at = (now_ms() / 1000 + 12) * 1000;
+    let at = (now_ms() / 1000 + 8) * 1000;
     let tasks = format!(
-        "[[task]]\nname = \"flaky\"\ncron = \"{cron}\"\nretry = {{ max = 3, backoff = \"4s\", max_backoff = \"8s\" }}\n\
+        "[[task]]\nname = \"flaky\"\ncron = \"{cron}\"\nretry = {{ max = 3, backoff = \"2s\", max_backoff = \"4s\" }}\n\
          command = [\"sh\", \"-c\", \"echo START $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_ATTEMPT $(date +%s%3N) >> {rec}; \
          if [ $ROTA_ATTEMPT -lt 3 ]; then echo END $ROTA_FIRE_TIME_MS $ROTA_NODE $ROTA_ATTEMPT $(date +%s%3N) >> {rec}; exit 3; fi\"]\n",
         cron = daily_at(at),
@@ -111,8 +111,8 @@ async fn a_failed_fire_is_retried_with_its_backoff_across_a_kill(kind: Kind) {
         .unwrap();
     let attempt3_start: i64 = last[4].parse().unwrap();
     assert!(
-        attempt3_start - attempt2_end >= 7_900,
-        "attempt 3 waits the doubled backoff (8 s) after attempt 2 failed: {} ms",
+        attempt3_start - attempt2_end >= 3_900,
+        "attempt 3 waits the doubled backoff (4 s) after attempt 2 failed: {} ms",
         attempt3_start - attempt2_end
     );
     assert_eq!(history.attempt, 3, "{history:?}");
@@ -250,7 +250,7 @@ async fn a_fires_output_is_followed_live_and_read_back_after_its_node_died(kind:
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("output");
     std::fs::create_dir_all(cluster.dir()).unwrap();
-    let at = (now_ms() / 1000 + 12) * 1000;
+    let at = (now_ms() / 1000 + 8) * 1000;
     let tasks = format!(
         "[[task]]\nname = \"talker\"\ncron = \"{}\"\noutput_limit = 4096\n\
          command = [\"sh\", \"-c\", \"seq 1 2000; echo err-1 >&2; sleep 2; echo line-2; sleep 4; echo done\"]\n",
