@@ -45,6 +45,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         done: HashSet::new(),
         failing: HashMap::new(),
         unplaced_since: HashMap::new(),
+        last_ok: HashMap::new(),
     };
     info!(
         sinks = alerter.shared.alerts.len(),
@@ -69,6 +70,10 @@ struct Alerter {
     failing: HashMap<String, (u32, Instant)>,
     /// When this leader first saw each (task, token) unplaced, store time.
     unplaced_since: HashMap<(String, i64), i64>,
+    /// Each watched task's last ok fire as known (`None`: none yet), and whether the task's
+    /// history confirmed it since it looked overdue: the history of a task is read when it is
+    /// first watched and when it looks overdue, not at every round.
+    last_ok: HashMap<String, (Option<i64>, bool)>,
 }
 
 impl Alerter {
@@ -192,12 +197,30 @@ impl Alerter {
                 .iter()
                 .find(|a| a.task == spec.name)
                 .map_or(0, |a| a.placed_at_ms);
-            let recent = store.history(&cluster, Some(&spec.name), 100).await?;
-            let last_ok = recent
+            // Ok fires among the newest of all tasks move the known one on.
+            let seen = fires
                 .iter()
-                .filter(|f| f.outcome == Outcome::Ok)
+                .filter(|f| f.task == spec.name && f.outcome == Outcome::Ok)
                 .filter_map(|f| f.finished_at_ms)
                 .max();
+            let known = self.last_ok.get(&spec.name).copied();
+            let mut last_ok = known.and_then(|(ok, _)| ok).max(seen);
+            let looks_due = |ok: Option<i64>| {
+                ok.or((placed > 0).then_some(placed))
+                    .is_some_and(|base| now > base + within.as_millis() as i64)
+            };
+            let confirmed = known.is_some_and(|(ok, confirmed)| confirmed && ok == last_ok);
+            if known.is_none() || (looks_due(last_ok) && !confirmed) {
+                let recent = store.history(&cluster, Some(&spec.name), 100).await?;
+                let read = recent
+                    .iter()
+                    .filter(|f| f.outcome == Outcome::Ok)
+                    .filter_map(|f| f.finished_at_ms)
+                    .max();
+                last_ok = last_ok.max(read);
+            }
+            self.last_ok
+                .insert(spec.name.clone(), (last_ok, looks_due(last_ok)));
             if let Some(ok) = last_ok {
                 self.shared.metrics.last_success(&spec.name, ok);
             }
