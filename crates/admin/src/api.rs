@@ -24,6 +24,11 @@ impl Problem {
     pub(crate) fn not_found(message: impl Into<String>) -> Problem {
         Problem(StatusCode::NOT_FOUND, message.into())
     }
+
+    /// Worth retrying in a moment: answered 503 with `Retry-After`.
+    pub(crate) fn unavailable(message: impl Into<String>) -> Problem {
+        Problem(StatusCode::SERVICE_UNAVAILABLE, message.into())
+    }
 }
 impl From<Error> for Problem {
     fn from(e: Error) -> Problem {

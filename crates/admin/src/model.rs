@@ -21,6 +21,10 @@ use rota::{
 use crate::api::Api;
 pub(crate) use crate::api::Problem;
 
+/// How long after a registration lapsed a name it declares is answered "retry" rather than
+/// "not found": a few heartbeat timeouts, the time a clock step or a session move takes to settle.
+const LAPSE_IN_FLUX_MS: i64 = 10_000;
+
 /// Who is in the cluster: the view and what each live node declares (what an action needs).
 pub(crate) struct Members {
     pub view: ClusterView,
@@ -62,6 +66,42 @@ impl Members {
             self.live()
                 .any(|n| n.node == l.node && n.incarnation == l.incarnation)
         })
+    }
+
+    /// The answer for `name` (a `kind`) when no live node declares it: 503 when a registration
+    /// that declares it is the serving node's own or lapsed only a moment ago (a store clock
+    /// step, a ZooKeeper session moving, a node paused): the view is in flux and a retry will
+    /// likely find it. 404 when no registration declares it, or only ones long lapsed.
+    pub(crate) async fn undeclared(
+        &self,
+        api: &Api,
+        kind: &str,
+        name: &str,
+        hint: &str,
+    ) -> Problem {
+        let all = match api.store.declarations(&api.cluster, None).await {
+            Ok(all) => all,
+            Err(e) => return e.into(),
+        };
+        let recently_lapsed = |node: &str, incarnation: i64| {
+            node == api.node
+                || self.view.nodes.iter().any(|n| {
+                    n.node == node
+                        && n.incarnation == incarnation
+                        && self.view.now_ms - (n.heartbeat_at_ms + n.timeout_ms) < LAPSE_IN_FLUX_MS
+                })
+        };
+        let declarer = all.iter().find(|d| {
+            d.declared.iter().any(|t| t.name == name) && recently_lapsed(&d.node, d.incarnation)
+        });
+        match declarer {
+            Some(d) => Problem::unavailable(format!(
+                "no live node declares {kind} `{name}` at this moment: `{}` declares it and its \
+                 registration is not live in the store's view now; retry in a second",
+                d.node
+            )),
+            None => Problem::not_found(format!("no live node declares {kind} `{name}`{hint}")),
+        }
     }
 
     /// Declared names with their schedule (`service` for services) and declaring nodes: a

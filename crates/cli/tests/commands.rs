@@ -780,6 +780,70 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
         );
     }
     assert_eq!(admin.send("GET", "/api/v1/nowhere", None).await.0, 404);
+
+    // A name declared only by a registration that lapsed a moment ago (a node paused, a store
+    // clock step, a session moving) is "retry", not "not found": 503 with Retry-After.
+    let lapsing = rota::store::Member {
+        cluster: "api".into(),
+        node: "api-2".into(),
+        incarnation: 1,
+    };
+    let joined = s
+        .store
+        .join(&rota::store::JoinRequest {
+            member: lapsing.clone(),
+            timeout_ms: 300,
+            host: "elsewhere".into(),
+            process: "test:1:1".into(),
+            declared: vec![rota::store::Declaration {
+                name: "elsewhere-only".into(),
+                hash: "h".into(),
+                schedule: "every 1h".into(),
+            }],
+            meta: Default::default(),
+            replaces: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(joined, rota::store::JoinOutcome::Joined { .. }),
+        "{joined:?}"
+    );
+    eventually("api-2's registration lapses", LONG, None, || async {
+        let view = s.store.view("api").await.ok()?;
+        view.nodes
+            .iter()
+            .any(|n| n.node == "api-2" && !n.alive)
+            .then_some(())
+    })
+    .await;
+    for (method, path) in [
+        ("POST", "/api/v1/tasks/elsewhere-only/pause"),
+        ("GET", "/api/v1/tasks/elsewhere-only"),
+    ] {
+        let url = format!("{}{path}", admin.base);
+        let request = if method == "POST" {
+            admin.http.post(&url)
+        } else {
+            admin.http.get(&url)
+        };
+        let response = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{method} {path}"
+        );
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("`api-2` declares it") && error.contains("retry"),
+            "{method} {path}: {error}"
+        );
+    }
     let huge = format!("{{\"nodes\": [\"{}\"]}}", "a".repeat(70_000));
     assert_eq!(
         admin

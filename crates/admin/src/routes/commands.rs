@@ -420,9 +420,8 @@ pub(super) async fn issue(
         };
         match declared.get(name.as_str()) {
             None => {
-                return Err(Problem::not_found(format!(
-                    "no live node declares {kind} `{name}`; see GET /api/v1/{plural}"
-                )))
+                let hint = format!("; see GET /api/v1/{plural}");
+                return Err(m.undeclared(api, kind, name, &hint).await);
             }
             // Not a task (or not a service) of that name: not found as what the path says.
             Some((schedule, _)) if (schedule == SERVICE_SCHEDULE) != service => {

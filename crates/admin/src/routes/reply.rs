@@ -40,9 +40,17 @@ pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
 }
 
 /// An error body: `{"error": ..., "status": ...}`.
+/// A 503 says when to retry: the store is unreachable or the cluster's view is in flux.
 pub(super) fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json_response(
+    let mut response = json_response(
         status,
         &serde_json::json!({ "error": message.into(), "status": status.as_u16() }),
-    )
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+    }
+    response
 }

@@ -44,10 +44,10 @@ pub(super) async fn one(api: &Api, template: &str, name: String) -> Reply {
             t["history"] = json!(history(api, &name, 10).await?);
             Ok(json_response(StatusCode::OK, &t))
         }
-        None => Err(Problem::not_found(format!(
-            "no live node declares {} `{name}`",
-            if services { "a service" } else { "a task" }
-        ))),
+        None => {
+            let kind = if services { "a service" } else { "a task" };
+            Err(m.members.undeclared(api, kind, &name, "").await)
+        }
     }
 }
 

@@ -164,16 +164,31 @@ impl Campaign {
         apply: [&str; 2],
         undo: [&str; 2],
     ) -> Fault {
-        match self.ctl(via, &apply).await {
+        match self.idempotent_ctl(via, &apply).await {
             Ok(()) => f.applied_ms = Some(now_ms()),
             Err(e) => f.failed = Some(e),
         }
         self.hold().await;
         f.end_ms = now_ms();
-        if let Err(e) = self.ctl(via, &undo).await {
+        if let Err(e) = self.idempotent_ctl(via, &undo).await {
             f.failed.get_or_insert(e);
         }
         f
+    }
+
+    /// [`Campaign::ctl`] for a command that may be repeated (pause, drain and their undoing),
+    /// asked again for up to 15 s while the API answers 503: the store unreachable, or the
+    /// cluster's view in flux under a fault, as a user's script would retry.
+    async fn idempotent_ctl(&self, via: &str, args: &[&str]) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.ctl(via, args).await {
+                Err(e) if e.contains("(HTTP 503)") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Sleeps for a random time in [`HOLD_MS`]: how long a fault lasts.
