@@ -601,3 +601,153 @@ async fn programs_a_node_runs_inherit_none_of_its_secrets() {
     );
     assert!(!passed.contains("admin-secret"), "{passed}");
 }
+
+/// `rota_parked_tasks` of an in-process node.
+fn parked_tasks(metrics: &rota::metrics::Metrics) -> u64 {
+    let text = metrics.render(&rota::metrics::Gauges::default());
+    text.lines()
+        .find_map(|l| l.strip_prefix("rota_parked_tasks "))
+        .and_then(|n| n.parse().ok())
+        .expect("rota_parked_tasks is rendered")
+}
+
+/// A task with nothing to do for a while gives up its runner ("parks", `Timing::park_after`)
+/// and is resumed before its next instant: every instant is started once, a run-now reaches
+/// it at once while it is parked (not when it would wake), and it moves to the other node
+/// on a graceful stop like any task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_task_fires_every_instant_takes_a_run_now_at_once_and_moves_on_a_stop() {
+    use std::sync::{Arc, Mutex};
+    let s = TestStore::sqlite().await;
+    const PERIOD_MS: i64 = 6000;
+    // (instant, node, run-now seq, when it started on this test's clock)
+    type Start = (i64, String, Option<i64>, std::time::Instant);
+    let starts: Arc<Mutex<Vec<Start>>> = Arc::default();
+    let node = |id: &str| {
+        let starts = starts.clone();
+        rota::Node::builder(id, "parking", &s.url)
+            .store(s.store.clone())
+            .timing(rota::Timing {
+                node_timeout: Duration::from_secs(3),
+                // Parks whenever the next instant is more than 2 s ahead; woken 1 s before.
+                park_after: Duration::from_secs(2),
+                ..rota::Timing::default()
+            })
+            .task(rota::TaskSpec::new(
+                "sparse",
+                rota::Schedule::every(Duration::from_millis(PERIOD_MS as u64)).unwrap(),
+                move |ctx: rota::FireContext| {
+                    let starts = starts.clone();
+                    async move {
+                        starts.lock().unwrap().push((
+                            ctx.instant_ms,
+                            ctx.node.clone(),
+                            ctx.manual.as_ref().map(|m| m.seq),
+                            std::time::Instant::now(),
+                        ));
+                        Ok(())
+                    }
+                },
+            ))
+            .start()
+    };
+    let first = node("node-1").await.unwrap();
+    let second = node("node-2").await.unwrap();
+    let owner = eventually("sparse is placed", LONG, None, || async {
+        owner(&s.store, "parking", "sparse").await.map(|(n, _)| n)
+    })
+    .await;
+    let (owning, other) = if owner == "node-1" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let owning_metrics = owning.metrics();
+    let scheduled = |starts: &[Start]| starts.iter().filter(|s| s.2.is_none()).count();
+    eventually("two instants started", LONG, None, || async {
+        (scheduled(&starts.lock().unwrap()) >= 2).then_some(())
+    })
+    .await;
+    eventually("the owner's runner parks", LONG, None, || async {
+        (parked_tasks(&owning_metrics) == 1).then_some(())
+    })
+    .await;
+
+    // A run-now while parked starts at once, well before the runner would wake (about
+    // 1 s before the next instant, up to 5 s from now).
+    let (seq, _) = s
+        .store
+        .append_command(
+            "parking",
+            &serde_json::json!({
+                "op": "run", "task": "sparse", "scope": "cluster",
+                "targets": [owner], "issued_by": "test",
+            })
+            .to_string(),
+        )
+        .await
+        .unwrap();
+    let issued = std::time::Instant::now();
+    let started = eventually("the run-now starts", LONG, None, || async {
+        let starts = starts.lock().unwrap();
+        starts.iter().find(|s| s.2 == Some(seq)).map(|s| s.3)
+    })
+    .await;
+    let waited = started.duration_since(issued);
+    let next_wake = Duration::from_millis((PERIOD_MS - 1000) as u64);
+    assert!(
+        waited < Duration::from_secs(3),
+        "the run-now waited {waited:?}: a parked runner must be woken by it, not at its next \
+         instant (up to {next_wake:?} later)"
+    );
+
+    // A graceful stop of the owner: the other node takes the task over and fires on.
+    let before_stop = scheduled(&starts.lock().unwrap());
+    owning.shutdown().await.unwrap();
+    let other_id = if owner == "node-1" {
+        "node-2"
+    } else {
+        "node-1"
+    };
+    eventually(
+        "two instants start on the other node",
+        LONG,
+        None,
+        || async {
+            let starts = starts.lock().unwrap();
+            let theirs = starts
+                .iter()
+                .filter(|s| s.2.is_none() && s.1 == other_id)
+                .count();
+            (theirs >= 2 && scheduled(&starts) >= before_stop + 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        parked_tasks(&owning_metrics),
+        0,
+        "the stopped node keeps no parked runner"
+    );
+
+    // Every instant from the first to the last started once, on one node or the other.
+    let starts = starts.lock().unwrap().clone();
+    let mut instants: Vec<i64> = starts
+        .iter()
+        .filter(|s| s.2.is_none())
+        .map(|s| s.0)
+        .collect();
+    instants.sort();
+    let mut unique = instants.clone();
+    unique.dedup();
+    assert_eq!(unique, instants, "an instant started twice: {starts:?}");
+    for pair in instants.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            PERIOD_MS,
+            "an instant between {} and {} never started: {starts:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    other.shutdown().await.unwrap();
+}

@@ -4,7 +4,12 @@
 //! All instants are Unix milliseconds of *store* time. Interval instants are aligned to the
 //! Unix epoch (`k * period`), so every node computes the same instants whoever owns the task.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    collections::HashMap,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -35,11 +40,32 @@ enum Base {
     Cron {
         expr: String,
         tz: Tz,
-        compiled: Box<cron::Schedule>,
+        /// Shared by every schedule of the same expression (see [`compile_cron`]).
+        compiled: Arc<cron::Schedule>,
     },
     Every {
         period: Duration,
     },
+}
+
+/// Distinct expressions the memo of [`compile_cron`] keeps, at most (more compile alone).
+const CRON_MEMO_CAP: usize = 10_000;
+
+/// A compiled cron expression, shared by every schedule that has it: a compiled expression
+/// holds its fields' sets (about 400 bytes), and a node with 100,000 tasks usually has a
+/// few dozen distinct expressions.
+fn compile_cron(normalized: &str) -> Result<Arc<cron::Schedule>, String> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Arc<cron::Schedule>>>> = OnceLock::new();
+    let memo = COMPILED.get_or_init(Mutex::default);
+    if let Some(compiled) = memo.lock().unwrap().get(normalized) {
+        return Ok(compiled.clone());
+    }
+    let compiled = Arc::new(cron::Schedule::from_str(normalized).map_err(|e| e.to_string())?);
+    let mut memo = memo.lock().unwrap();
+    if memo.len() < CRON_MEMO_CAP {
+        memo.insert(normalized.to_string(), compiled.clone());
+    }
+    Ok(compiled)
 }
 
 impl Schedule {
@@ -64,15 +90,15 @@ impl Schedule {
                 reason: format!("it has {fields} fields"),
             });
         }
-        let compiled = cron::Schedule::from_str(&normalized).map_err(|e| ScheduleError::Cron {
+        let compiled = compile_cron(&normalized).map_err(|reason| ScheduleError::Cron {
             expr: expr.to_string(),
-            reason: e.to_string(),
+            reason,
         })?;
         Ok(Schedule {
             base: Base::Cron {
                 expr: expr.to_string(),
                 tz,
-                compiled: Box::new(compiled),
+                compiled,
             },
             offset_ms: 0,
         })

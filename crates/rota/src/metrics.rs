@@ -100,6 +100,8 @@ pub struct Metrics {
     lateness: Mutex<Histogram>,
     failovers: Mutex<Histogram>,
     leader_changes: AtomicU64,
+    /// Owned tasks whose runner is parked (see `Timing::park_after`).
+    parked: AtomicU64,
     retries: Mutex<BTreeMap<String, u64>>,
     /// Alerts per sink: (delivered, failed deliveries).
     alerts: Mutex<BTreeMap<String, (u64, u64)>>,
@@ -117,6 +119,7 @@ impl Default for Metrics {
             lateness: Mutex::new(Histogram::new(LATENESS_BUCKETS)),
             failovers: Mutex::new(Histogram::new(FAILOVER_BUCKETS)),
             leader_changes: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
             retries: Mutex::default(),
             alerts: Mutex::default(),
             last_success: Mutex::default(),
@@ -140,6 +143,9 @@ pub struct Gauges {
     pub owned: usize,
     /// Registrations by state (`alive`, `leaving`, `dead`), as last seen.
     pub nodes: BTreeMap<&'static str, usize>,
+    /// Statements this node's store handle sent since it opened (SQL statements, or
+    /// ZooKeeper requests).
+    pub statements: crate::store::StatementCounts,
 }
 
 impl Metrics {
@@ -200,6 +206,11 @@ impl Metrics {
             .lock()
             .unwrap()
             .observe(duration_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Owned tasks whose runner is parked now.
+    pub fn parked(&self, n: usize) {
+        self.parked.store(n as u64, Ordering::Relaxed);
     }
 
     pub fn became_leader(&self) {
@@ -276,6 +287,33 @@ impl Metrics {
             "Tasks and services this node owns.",
         );
         let _ = writeln!(out, "rota_owned_tasks {}", g.owned);
+        header(
+            &mut out,
+            "rota_parked_tasks",
+            "gauge",
+            "Owned tasks with nothing to do for a while, whose runner is parked until shortly before their next instant.",
+        );
+        let _ = writeln!(
+            out,
+            "rota_parked_tasks {}",
+            self.parked.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "rota_store_statements_total",
+            "counter",
+            "Statements (ZooKeeper: requests) this node sent to the store, reads and writes.",
+        );
+        let _ = writeln!(
+            out,
+            "rota_store_statements_total{{kind=\"read\"}} {}",
+            g.statements.reads
+        );
+        let _ = writeln!(
+            out,
+            "rota_store_statements_total{{kind=\"write\"}} {}",
+            g.statements.writes
+        );
         header(
             &mut out,
             "rota_cluster_nodes",

@@ -20,6 +20,7 @@ pub(super) async fn metrics(api: &Api) -> Reply {
         leader: status.leader,
         owned: status.owned.len(),
         nodes: BTreeMap::new(),
+        statements: api.store.statements(),
     };
     // Scrapes must answer while the store does not: then the registrations are left out.
     let view = tokio::time::timeout(

@@ -1,6 +1,7 @@
 //! `rota bench`: the benchmarks, one file each: `failover` (a killed owner's tasks resumed on a
 //! survivor), `throughput` (claimed fires per second), `rebalance` (joins and leaves placed),
-//! `faults` (the fault campaign and its checker), `cache`, `control` and `dashboard`. They run
+//! `faults` (the fault campaign and its checker), `idle` (what a node costs at rest), `cache`,
+//! `control` and `dashboard`. They run
 //! real node processes on a store given by URL or on a private server (`bench_store`).
 
 mod bench_store;
@@ -9,6 +10,7 @@ mod control;
 mod dashboard;
 mod failover;
 mod faults;
+mod idle;
 mod measure;
 mod rebalance;
 mod throughput;
@@ -39,6 +41,9 @@ pub enum BenchCommand {
     /// The cluster cache: near-cache hit latency; store-backed get, put and compare-and-set
     /// operations per second from concurrent clients.
     Cache(cache::CacheArgs),
+    /// Idle nodes: CPU, memory and store statements of one node process with 10, 10,000 and
+    /// 100,000 daily tasks, and how long until it is placed.
+    Idle(idle::IdleArgs),
     /// The fault campaign: kills, freezes, cuts, store restarts and graceful stops under a
     /// running workload, one at a time; an independent checker then reports every violation
     /// of the contract it finds in the tasks' own record and the store's history.
@@ -59,5 +64,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,
         BenchCommand::Cache(args) => cache::cache(args).await,
         BenchCommand::Faults(args) => faults::faults(args).await,
+        BenchCommand::Idle(args) => idle::idle(args).await,
     }
 }

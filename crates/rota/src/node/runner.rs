@@ -50,6 +50,45 @@ pub(crate) struct Start {
     pub resumed_at: i64,
 }
 
+/// A runner with nothing to do until `next_ms` (store time) but wait: what it would keep
+/// in memory while sleeping, kept by the supervisor instead (see [`Timing::park_after`](super::Timing::park_after)), without
+/// what the supervisor has anyway (the task's spec, the node, the run-now requests). A
+/// run-now request, a lost task or a stop reaches the supervisor as it would the runner.
+pub(crate) struct Parked {
+    token: i64,
+    stop: CancellationToken,
+    term: CancellationToken,
+    start: Start,
+    progress: Progress,
+    /// Store time of the runner's next instant.
+    pub(crate) next_ms: i64,
+}
+
+impl Parked {
+    /// The stop token the runner's fires share: cancelled when the parked runner is retired.
+    pub(crate) fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+}
+
+/// Where a runner's schedule stands between two rounds of its loop.
+struct Progress {
+    /// Instants up to this one have a record (or are being handled).
+    cursor: i64,
+    /// A previous owner may still be handing the task over.
+    elsewhere: bool,
+    /// Run-now requests looked at.
+    handled: BTreeSet<i64>,
+}
+
+/// How a runner's loop ended without an error.
+enum Step {
+    Stopped,
+    Park(Progress, i64),
+}
+
+/// Runs a newly owned task: takes it over (settles what a previous owner left, finds where
+/// its schedule resumes), then schedules it. Returns the runner's state when it parks.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     spec: TaskSpec,
@@ -57,37 +96,68 @@ pub(crate) async fn run(
     start: Start,
     runs: watch::Receiver<Vec<ManualRun>>,
     stop: CancellationToken,
-) {
+    counted: TakingOver,
+) -> Option<Parked> {
     let member = shared.member();
-    let span = tracing::info_span!("task", node = %member.node, task = %spec.name, token);
-    async move {
-        // The term this runner belongs to: its fires stop when that term ends (lost lease),
-        // even if a later term has begun by the time they would start.
-        let term = shared.work_token();
-        let runner = Runner {
-            known_runs: Mutex::new(runs.borrow().clone()),
-            shared,
-            spec,
-            token,
-            member,
-            stop,
-            term,
-            start,
-        };
-        match runner.schedule(runs).await {
-            Ok(()) => debug!("runner stopped"),
-            Err(e) => {
-                warn!(error = %e, "runner stopped on a store error; it restarts shortly");
-                // Do not spin against a failing store: the supervisor restarts it after this.
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = runner.stop.cancelled() => {}
-                }
-            }
-        }
+    // The term this runner belongs to: its fires stop when that term ends (lost lease),
+    // even if a later term has begun by the time they would start.
+    let term = shared.work_token();
+    let runner = Runner {
+        known_runs: Mutex::new(runs.borrow().clone()),
+        shared,
+        spec,
+        token,
+        member,
+        stop,
+        term,
+        start,
+    };
+    runner.drive(Err(counted), runs).await
+}
+
+/// Counts a runner as taking over its task until dropped (see [`Shared::taking_over`]).
+pub(crate) struct TakingOver(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TakingOver {
+    pub(crate) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> TakingOver {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TakingOver(count.clone())
     }
-    .instrument(span)
-    .await
+}
+
+impl Drop for TakingOver {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Resumes a parked runner where it stopped, with its task's spec (unchanged since: a
+/// changed definition retires a parked runner) and the task's run-now requests now.
+pub(crate) async fn resume(
+    shared: Arc<Shared>,
+    spec: TaskSpec,
+    parked: Parked,
+    runs: watch::Receiver<Vec<ManualRun>>,
+) -> Option<Parked> {
+    let Parked {
+        token,
+        stop,
+        term,
+        start,
+        progress,
+        ..
+    } = parked;
+    let runner = Runner {
+        known_runs: Mutex::new(runs.borrow().clone()),
+        member: shared.member(),
+        shared,
+        spec,
+        token,
+        stop,
+        term,
+        start,
+    };
+    runner.drive(Ok(progress), runs).await
 }
 
 struct Runner {
@@ -103,7 +173,58 @@ struct Runner {
 }
 
 impl Runner {
-    async fn schedule(&self, mut runs: watch::Receiver<Vec<ManualRun>>) -> Result<()> {
+    /// Runs from `progress`, or (`Err`) takes the task over first.
+    async fn drive(
+        self,
+        progress: std::result::Result<Progress, TakingOver>,
+        runs: watch::Receiver<Vec<ManualRun>>,
+    ) -> Option<Parked> {
+        let span = tracing::info_span!("task", node = %self.member.node, task = %self.spec.name, token = self.token);
+        let ended = async {
+            let progress = match progress {
+                Ok(p) => Some(p),
+                Err(counted) => {
+                    let taken = self.take_over().await;
+                    drop(counted);
+                    taken?
+                }
+            };
+            match progress {
+                Some(p) => self.schedule(p, runs).await,
+                None => Ok(Step::Stopped),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
+        match ended {
+            Ok(Step::Park(progress, next_ms)) => {
+                debug!(next_ms, "parked until shortly before the next instant");
+                return Some(Parked {
+                    token: self.token,
+                    stop: self.stop,
+                    term: self.term,
+                    start: self.start,
+                    progress,
+                    next_ms,
+                });
+            }
+            Ok(Step::Stopped) => debug!("runner stopped"),
+            Err(e) => {
+                warn!(error = %e, "runner stopped on a store error; it restarts shortly");
+                // Do not spin against a failing store: the supervisor restarts it after this.
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = self.stop.cancelled() => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// What a new owner does first: settles the fires a previous owner left running, and
+    /// finds the instant its schedule resumes after. `None`: it must stop.
+    async fn take_over(&self) -> Result<Option<Progress>> {
         let store = &self.shared.store;
         let cluster = &self.member.cluster;
         info!("owner now");
@@ -113,8 +234,8 @@ impl Runner {
         let running = store.running_fires(cluster, &self.spec.name).await?;
         // Settling may wait out a dead node's lease: not while holding up other takeovers.
         drop(permit);
-        let Some(mut elsewhere) = self.settle(&running).await? else {
-            return Ok(());
+        let Some(elsewhere) = self.settle(&running).await? else {
+            return Ok(None);
         };
         let permit = self.shared.startups.acquire().await.expect("never closed");
         // Resume after the last instant with a record; a task with none from its first
@@ -152,11 +273,27 @@ impl Runner {
                     .fires(&self.spec.name, Outcome::Misfired, recorded);
             }
         }
-        let mut cursor = cursor.max(self.start.resumed_at);
         drop(permit);
-        // Run-now requests this runner has looked at; the sender goes when the runner is
-        // retired.
-        let mut handled = BTreeSet::new();
+        Ok(Some(Progress {
+            cursor: cursor.max(self.start.resumed_at),
+            elsewhere,
+            handled: BTreeSet::new(),
+        }))
+    }
+
+    async fn schedule(
+        &self,
+        progress: Progress,
+        mut runs: watch::Receiver<Vec<ManualRun>>,
+    ) -> Result<Step> {
+        let store = &self.shared.store;
+        let Progress {
+            mut cursor,
+            mut elsewhere,
+            // Run-now requests this runner has looked at; the sender goes when the runner
+            // is retired.
+            mut handled,
+        } = progress;
         let mut runs_open = true;
         loop {
             let next = self.spec.schedule.next_after(cursor);
@@ -168,7 +305,19 @@ impl Runner {
             if wake_at.is_none() && !runs_open {
                 info!("the schedule has no more instants");
                 self.stop.cancelled().await;
-                return Ok(());
+                return Ok(Step::Stopped);
+            }
+            // Nothing to do for a while: park rather than sleep (see `Timing::park_after`).
+            let park_after = self.shared.timing.park_after.as_millis() as i64;
+            if let Some(at) = wake_at.filter(|_| pending.is_empty() && runs_open) {
+                if at - self.shared.clock.now_ms() > park_after && !self.stop.is_cancelled() {
+                    let progress = Progress {
+                        cursor,
+                        elsewhere,
+                        handled,
+                    };
+                    return Ok(Step::Park(progress, at));
+                }
             }
             let wake = wake_at.map(|at| self.shared.clock.instant_of(at));
             tokio::select! {
@@ -177,7 +326,7 @@ impl Runner {
                     runs_open = changed.is_ok();
                     continue;
                 }
-                _ = self.stop.cancelled() => return Ok(()),
+                _ = self.stop.cancelled() => return Ok(Step::Stopped),
             }
             // Scheduled instants first: a run-now fire is claimed only once every instant up
             // to its key has a record, so that a new owner's resume after the last record
@@ -193,7 +342,7 @@ impl Runner {
                     MISFIRE_LIST_CAP,
                 );
                 if self.stop.is_cancelled() || !self.shared.lease_valid() {
-                    return Ok(());
+                    return Ok(Step::Stopped);
                 }
                 if plan.misfired_total > 0 {
                     let message = format!(
@@ -229,13 +378,13 @@ impl Runner {
                         .claim_and_start(instant, instant, None, &mut elsewhere, &mut waited_until)
                         .await?
                     {
-                        return Ok(());
+                        return Ok(Step::Stopped);
                     }
                 }
                 // After every instant of the plan has its record (contract 3).
                 if let Some(until) = waited_until {
                     if !self.skip_due_while_waiting(until, &mut watched).await? {
-                        return Ok(());
+                        return Ok(Step::Stopped);
                     }
                 }
                 cursor = plan.cursor.max(watched);
@@ -246,7 +395,7 @@ impl Runner {
                 }
                 handled.insert(run.seq);
                 if !self.start_manual(key, &run, &mut elsewhere).await? {
-                    return Ok(());
+                    return Ok(Step::Stopped);
                 }
             }
         }

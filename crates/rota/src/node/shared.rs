@@ -72,6 +72,10 @@ pub(crate) struct Shared {
     pub(super) started: Instant,
     /// Runners reading the store as they take over a task, at most two at once.
     pub startups: tokio::sync::Semaphore,
+    /// New runners that have not finished taking over their task: the supervisor starts
+    /// more only while there are few, so that taking over thousands of tasks queues tasks
+    /// to start rather than thousands of waiting runners.
+    pub taking_over: Arc<std::sync::atomic::AtomicUsize>,
     /// Claims and outcomes go to the store in batches.
     pub batcher: super::batch::Batcher,
     pub metrics: Arc<crate::metrics::Metrics>,

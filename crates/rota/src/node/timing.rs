@@ -23,6 +23,10 @@ pub struct Timing {
     pub handover_timeout: Duration,
     /// How long fire history is kept.
     pub history_retention: Duration,
+    /// A task whose next instant is further ahead than this gives up its runner's memory
+    /// until half this long before the instant ("parks"): an idle node's cost does not grow
+    /// with its tasks. Not in the config file; tests shorten it.
+    pub park_after: Duration,
 }
 
 impl Default for Timing {
@@ -35,6 +39,7 @@ impl Default for Timing {
             shutdown_grace: Duration::from_secs(10),
             handover_timeout: Duration::from_secs(5),
             history_retention: Duration::from_secs(24 * 3600),
+            park_after: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +58,12 @@ impl Timing {
             return Err(Error::config(
                 "timing.watch_interval",
                 "must be more than 0; the default is 50ms",
+            ));
+        }
+        if self.park_after < Duration::from_millis(100) {
+            return Err(Error::config(
+                "timing.park_after",
+                "must be at least 100ms; the default is 60s",
             ));
         }
         if self.fence_margin.is_zero() {

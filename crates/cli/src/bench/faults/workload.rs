@@ -13,6 +13,10 @@ use super::check::{self, RecordLine, TaskInfo, UnitLine};
 /// Every task fires every second (the product's epoch-aligned interval).
 pub(super) const PERIOD_MS: i64 = 1000;
 
+/// The period of `sparse`: longer than `Timing::park_after` (60 s), so that its runner parks
+/// between instants and the faults find it parked.
+pub(super) const SPARSE_PERIOD_MS: i64 = 90_000;
+
 /// How long a short task's work lasts.
 pub(super) const SHORT_WORK: &str = "0.2";
 
@@ -83,7 +87,8 @@ pub(super) fn command_argv(
 }
 
 /// The `[[task]]` sections: `short-1..n` and `long`, all every second, default policies;
-/// and `flaky`, whose first attempt of each instant fails and is retried 100 ms later.
+/// `flaky`, whose first attempt of each instant fails and is retried 100 ms later; and
+/// `sparse`, every 90 s, whose runner parks between instants.
 pub(super) fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Vec<TaskInfo>) {
     let mut toml = String::new();
     let mut tasks = Vec::new();
@@ -98,16 +103,19 @@ pub(super) fn workload(short: usize, record: &Path, fifos: &Path) -> (String, Ve
         retry: true,
     });
     let names = (1..=short)
-        .map(|i| (format!("short-{i}"), SHORT_WORK))
-        .chain([("long".to_string(), LONG_WORK)]);
-    for (name, work) in names {
+        .map(|i| (format!("short-{i}"), SHORT_WORK, PERIOD_MS))
+        .chain([
+            ("long".to_string(), LONG_WORK, PERIOD_MS),
+            ("sparse".to_string(), SHORT_WORK, SPARSE_PERIOD_MS),
+        ]);
+    for (name, work, period_ms) in names {
         let argv = command_argv(RUN_SCRIPT, "rota-run", record, fifos, work);
         toml.push_str(&format!(
-            "[[task]]\nname = \"{name}\"\nevery = \"1s\"\ncommand = [{argv}]\n\n"
+            "[[task]]\nname = \"{name}\"\nevery = \"{period_ms}ms\"\ncommand = [{argv}]\n\n"
         ));
         tasks.push(TaskInfo {
             name,
-            period_ms: PERIOD_MS,
+            period_ms,
             retry: false,
         });
     }
@@ -207,8 +215,13 @@ mod tests {
         let (toml, tasks) = workload(2, Path::new("/tmp/r.log"), Path::new("/tmp/f"));
         let value: toml::Table = toml.parse().expect("valid TOML");
         let sections = value["task"].as_array().unwrap();
-        assert_eq!(sections.len(), 4);
-        assert_eq!(tasks.len(), 4);
+        assert_eq!(sections.len(), 5);
+        assert_eq!(tasks.len(), 5);
+        let sparse = tasks.iter().find(|t| t.name == "sparse").unwrap();
+        assert!(
+            sparse.period_ms > 60_000,
+            "sparse outlasts park_after, so that it parks"
+        );
         assert_eq!(
             tasks
                 .iter()

@@ -71,6 +71,7 @@ impl Runtime {
                 // Only the rows changed since the generation we hold (all at the start).
                 let changed = store.assignments_since(&cluster, self.generation).await?;
                 crate::store::merge_assignments(&mut self.assignments, changed);
+                self.assignments_version += 1;
                 // A registration's declarations never change: read only new registrations.
                 let registered: HashSet<(String, i64)> = view
                     .nodes
@@ -264,6 +265,7 @@ impl Runtime {
                         .assignments_since(&me.cluster, self.generation)
                         .await?;
                     crate::store::merge_assignments(&mut self.assignments, changed);
+                    self.assignments_version += 1;
                     self.placed_with = counted;
                 }
                 LeaderWrite::Deposed => {

@@ -94,7 +94,12 @@ impl Runtime {
             warn!("lease lost: stopping all work");
             work.cancel();
         }
-        let tasks: Vec<String> = self.runners.keys().cloned().collect();
+        let tasks: Vec<String> = self
+            .runners
+            .keys()
+            .chain(self.parked.keys())
+            .cloned()
+            .collect();
         for task in tasks {
             self.retire(&task);
         }

@@ -133,6 +133,8 @@ struct Defined {
 }
 
 struct RunnerHandle {
+    /// Tells this runner's end from an earlier runner's of the same task.
+    id: u64,
     token: i64,
     /// The definition it runs ([`TaskSpec::definition_hash`]): a changed definition retires
     /// it (what it started finishes under the old one) and starts a runner of the new.
@@ -141,6 +143,33 @@ struct RunnerHandle {
     task: tokio::task::JoinHandle<()>,
     /// A task's run-now requests, as the command log folds them (none for a service).
     runs: Option<watch::Sender<Vec<rota_core::control::ManualRun>>>,
+}
+
+/// A runner that parked (see [`Timing::park_after`]), kept by the supervisor.
+struct ParkedRunner {
+    token: i64,
+    definition: String,
+    /// The task's run-now requests as the runner last saw them: others resume it.
+    seen_runs: Vec<rota_core::control::ManualRun>,
+    state: runner::Parked,
+}
+
+/// A runner's end, sent by its task: with its state when it parked.
+struct RunnerExit {
+    task: String,
+    id: u64,
+    parked: Option<runner::Parked>,
+}
+
+/// What supervision depends on besides the runners' ends (see `supervision_inputs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SupervisionInputs {
+    assignments: u64,
+    incarnation: i64,
+    lease_valid: bool,
+    commands: i64,
+    caught_up: bool,
+    definitions: i64,
 }
 
 struct Runtime {
@@ -155,6 +184,21 @@ struct Runtime {
     /// Incarnations of this node whose rejoin failed since the last success: one may have
     /// committed although its reply was lost (see [`join`]).
     failed_joins: Vec<i64>,
+    /// Runners parked until shortly before their next instant, by task, and when each is
+    /// to be resumed (their next instant, store time).
+    parked: HashMap<String, ParkedRunner>,
+    wakes: BTreeSet<(i64, String)>,
+    /// Runners' ends, as their tasks report them.
+    exits: (
+        tokio::sync::mpsc::UnboundedSender<RunnerExit>,
+        tokio::sync::mpsc::UnboundedReceiver<RunnerExit>,
+    ),
+    /// The inputs of the last supervision that looked at every task.
+    supervised: Option<SupervisionInputs>,
+    /// Runners spawned so far (their ids).
+    spawned: u64,
+    /// Counts changes to `assignments`.
+    assignments_version: u64,
     /// Runners told to stop that have not ended yet, by task.
     stopping: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
     view: Option<ClusterView>,
@@ -329,8 +373,8 @@ impl Runtime {
                 Err(_) => warn!("placement round timed out"),
             }
         }
-        self.supervise();
-        self.publish_status();
+        let supervised_all = self.supervise();
+        self.publish_status(supervised_all);
     }
 
     fn observation_failed(&mut self, error: String) {
@@ -341,20 +385,46 @@ impl Runtime {
         self.shared.set_store_error(Some(error));
     }
 
-    fn publish_status(&self) {
+    /// Publishes the node's status; the owned tasks only when `owned_changed` (they are
+    /// computed over every assignment).
+    fn publish_status(&self, owned_changed: bool) {
         let me = self.shared.member();
-        let status = NodeStatus {
-            incarnation: me.incarnation,
-            active: self.shared.lease_valid(),
-            leader: self.epoch.is_some(),
-            owned: self.owned(),
-            store_error: self.shared.store_error.lock().unwrap().clone(),
-            generation: self.generation.max(0),
-        };
+        let owned = owned_changed.then(|| self.owned());
+        let active = self.shared.lease_valid();
+        let leader = self.epoch.is_some();
+        let store_error = self.shared.store_error.lock().unwrap().clone();
+        let generation = self.generation.max(0);
         self.status.send_if_modified(|s| {
-            let changed = *s != status;
-            *s = status;
-            changed
+            let before = (
+                s.incarnation,
+                s.active,
+                s.leader,
+                s.generation,
+                s.owned.len(),
+            );
+            let error_changed = s.store_error != store_error;
+            s.incarnation = me.incarnation;
+            s.active = active;
+            s.leader = leader;
+            s.generation = generation;
+            s.store_error = store_error;
+            let owned_changed = match owned {
+                Some(owned) if s.owned != owned => {
+                    s.owned = owned;
+                    true
+                }
+                _ => false,
+            };
+            error_changed
+                || owned_changed
+                || before
+                    != (
+                        s.incarnation,
+                        s.active,
+                        s.leader,
+                        s.generation,
+                        s.owned.len(),
+                    )
         });
     }
 
@@ -366,6 +436,10 @@ impl Runtime {
         if let Some((stop, _)) = self.alerting.take() {
             stop.cancel();
         }
+        for (_, parked) in self.parked.drain() {
+            parked.state.stop().cancel();
+        }
+        self.wakes.clear();
         let mut runners = Vec::new();
         for (_, runner) in self.runners.drain() {
             runner.stop.cancel();

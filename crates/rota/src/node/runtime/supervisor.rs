@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// New runners taking over their task at once, at most (see `Shared::taking_over`): the
+/// store reads of a takeover go two at a time, so more would only wait, each holding a
+/// runner's memory.
+const MAX_TAKING_OVER: usize = 256;
+
 impl Runtime {
     pub(super) fn owned(&self) -> Vec<(String, i64)> {
         let me = self.shared.member();
@@ -17,8 +22,8 @@ impl Runtime {
             .collect()
     }
 
-    /// One runner per owned task and token; runners of lost tasks stop scheduling.
-    /// Stops the runner of `task` and keeps its handle until it has ended.
+    /// Stops the runner of `task` and keeps its handle until it has ended; a parked one has
+    /// nothing running and is dropped.
     pub(super) fn retire(&mut self, task: &str) {
         if let Some(runner) = self.runners.remove(task) {
             runner.stop.cancel();
@@ -27,9 +32,145 @@ impl Runtime {
                 .or_default()
                 .push(runner.task);
         }
+        if let Some(parked) = self.parked.remove(task) {
+            parked.state.stop().cancel();
+            self.wakes.remove(&(parked.state.next_ms, task.to_string()));
+        }
     }
 
-    pub(super) fn supervise(&mut self) {
+    /// What the supervisor's decisions depend on, besides its runners' ends: while these are
+    /// unchanged and no runner ended, a round has nothing to supervise, whatever the number
+    /// of tasks.
+    fn supervision_inputs(&self) -> SupervisionInputs {
+        SupervisionInputs {
+            assignments: self.assignments_version,
+            incarnation: self.shared.member().incarnation,
+            lease_valid: self.shared.lease_valid(),
+            commands: self.commands.control.through,
+            caught_up: self.commands.caught_up(),
+            definitions: self.defined.version,
+        }
+    }
+
+    /// One runner per owned task and token; runners of lost tasks stop scheduling. Returns
+    /// whether it looked at every task (something changed), so that what depends on the
+    /// owned tasks is computed again.
+    pub(super) fn supervise(&mut self) -> bool {
+        let mut changed = false;
+        while let Ok(exit) = self.exits.1.try_recv() {
+            changed = true;
+            let current = self
+                .runners
+                .get(&exit.task)
+                .is_some_and(|r| r.id == exit.id);
+            match exit.parked {
+                Some(parked) if current => self.park(exit.task, parked),
+                // A retired runner parked as it was told to stop.
+                Some(parked) => parked.stop().cancel(),
+                // Ended on its own (a store error, no more instants): it is replaced once
+                // its task has ended.
+                None if current => self.retire(&exit.task),
+                None => {}
+            }
+        }
+        let stopping = self.stopping.len();
+        self.stopping.retain(|_, handles| {
+            handles.retain(|h| !h.is_finished());
+            !handles.is_empty()
+        });
+        changed |= self.stopping.len() != stopping;
+        let inputs = self.supervision_inputs();
+        if self.supervised.as_ref() != Some(&inputs) {
+            self.supervised = Some(inputs);
+            changed = true;
+        }
+        if changed {
+            self.supervise_all();
+        }
+        self.wake_due();
+        self.shared.metrics.parked(self.parked.len());
+        changed
+    }
+
+    /// Keeps a runner that parked (see [`Timing::park_after`]) until half `park_after`
+    /// before its next instant.
+    fn park(&mut self, task: String, state: runner::Parked) {
+        let Some(handle) = self.runners.remove(&task) else {
+            return;
+        };
+        self.wakes.insert((state.next_ms, task.clone()));
+        let seen_runs = handle
+            .runs
+            .map(|runs| runs.borrow().clone())
+            .unwrap_or_default();
+        self.parked.insert(
+            task,
+            ParkedRunner {
+                token: handle.token,
+                definition: handle.definition,
+                seen_runs,
+                state,
+            },
+        );
+    }
+
+    /// Resumes the parked runners whose next instant is near.
+    fn wake_due(&mut self) {
+        let ahead = self.shared.timing.park_after.as_millis() as i64 / 2;
+        let horizon = self.shared.clock.now_ms() + ahead;
+        while let Some((at, task)) = self.wakes.first().cloned() {
+            if at > horizon {
+                break;
+            }
+            self.wakes.pop_first();
+            self.resume(&task);
+        }
+    }
+
+    fn resume(&mut self, task: &str) {
+        let Some(parked) = self.parked.remove(task) else {
+            return;
+        };
+        self.wakes.remove(&(parked.state.next_ms, task.to_string()));
+        let Some(spec) = self.task_spec(task) else {
+            parked.state.stop().cancel();
+            return;
+        };
+        let stop = parked.state.stop().clone();
+        let (sender, receiver) = watch::channel(runs_of(&self.commands.control, task));
+        let run = runner::resume(self.shared.clone(), spec, parked.state, receiver);
+        let (id, handle) = self.spawn_runner(task, run);
+        self.runners.insert(
+            task.to_string(),
+            RunnerHandle {
+                id,
+                token: parked.token,
+                definition: parked.definition,
+                stop,
+                task: handle,
+                runs: Some(sender),
+            },
+        );
+    }
+
+    /// Spawns a runner whose end (and parked state) reaches the supervisor's next round.
+    fn spawn_runner(
+        &mut self,
+        task: &str,
+        run: impl std::future::Future<Output = Option<runner::Parked>> + Send + 'static,
+    ) -> (u64, tokio::task::JoinHandle<()>) {
+        self.spawned += 1;
+        let id = self.spawned;
+        let exits = self.exits.0.clone();
+        let task = task.to_string();
+        let handle = tokio::spawn(async move {
+            let parked = run.await;
+            let _ = exits.send(RunnerExit { task, id, parked });
+        });
+        (id, handle)
+    }
+
+    fn supervise_all(&mut self) {
         // No task starts before the commands this node missed are applied (contract 8);
         // nothing runs here while drained, or while paused here. A command not yet applied
         // only holds back starts: what runs goes on until a command that applies to it is
@@ -54,34 +195,33 @@ impl Runtime {
         let lost: Vec<String> = self
             .runners
             .iter()
-            .filter(|(task, runner)| {
-                owned.get(*task) != Some(&runner.token)
-                    || runner.task.is_finished()
-                    || (redefined && self.definition_of(task).as_ref() != Some(&runner.definition))
+            .map(|(task, r)| (task, r.token, &r.definition, r.task.is_finished()))
+            .chain(
+                self.parked
+                    .iter()
+                    .map(|(task, p)| (task, p.token, &p.definition, false)),
+            )
+            .filter(|(task, token, definition, finished)| {
+                owned.get(*task) != Some(token)
+                    || *finished
+                    || (redefined && self.definition_of(task).as_ref() != Some(*definition))
             })
-            .map(|(task, _)| task.clone())
+            .map(|(task, ..)| task.clone())
             .collect();
         for task in lost {
             self.retire(&task); // kept in `stopping` until it has ended
         }
-        self.stopping.retain(|_, handles| {
-            handles.retain(|h| !h.is_finished());
-            !handles.is_empty()
-        });
         if !caught_up {
             return;
         }
         // A run-now request reaches the runner of its task (every share of an `all` task);
-        // the runners are told only when the log brought one.
-        let runs_of = |task: &str| {
-            let base = rota_core::placement::split_per_node_name(task).map_or(task, |(t, _)| t);
-            self.commands.control.runs(base)
-        };
+        // the runners are told only when the log brought one, and a parked one is resumed.
         let new_runs = self.commands.control.last_run() != self.runs_pushed;
         self.runs_pushed = self.commands.control.last_run();
+        let mut woken = Vec::new();
         for (task, runner) in self.runners.iter().filter(|_| new_runs) {
             if let Some(runs) = &runner.runs {
-                let now = runs_of(task);
+                let now = runs_of(&self.commands.control, task);
                 runs.send_if_modified(|seen| {
                     let changed = *seen != now;
                     if changed {
@@ -91,18 +231,36 @@ impl Runtime {
                 });
             }
         }
+        for (task, parked) in self.parked.iter().filter(|_| new_runs) {
+            if parked.seen_runs != runs_of(&self.commands.control, task) {
+                woken.push(task.clone());
+            }
+        }
         for (task, token) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
-            if self.runners.contains_key(&task) || self.stopping.contains_key(&task) {
+            if self.runners.contains_key(&task)
+                || self.stopping.contains_key(&task)
+                || self.parked.contains_key(&task)
+            {
                 continue;
+            }
+            // Taking over many tasks: the rest start in the next rounds.
+            if self
+                .shared
+                .taking_over
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= MAX_TAKING_OVER
+            {
+                self.supervised = None;
+                break;
             }
             let stop = self.shared.work_token().child_token();
             let mut runs = None;
             let Some(definition) = self.definition_of(&task) else {
                 continue;
             };
-            let handle = if let Some(spec) = self.task_spec(&task) {
-                let (sender, receiver) = watch::channel(runs_of(&task));
+            let (id, handle) = if let Some(spec) = self.task_spec(&task) {
+                let (sender, receiver) = watch::channel(runs_of(&self.commands.control, &task));
                 runs = Some(sender);
                 let placed_at = self
                     .assignments
@@ -110,7 +268,7 @@ impl Runtime {
                     .find(|a| a.task == task)
                     .map_or(0, |a| a.placed_at_ms);
                 let resumed_at = self.commands.control.resumed_at(&task).unwrap_or(0);
-                tokio::spawn(runner::run(
+                let run = runner::run(
                     self.shared.clone(),
                     spec,
                     token,
@@ -120,20 +278,27 @@ impl Runtime {
                     },
                     receiver,
                     stop.clone(),
-                ))
+                    runner::TakingOver::new(&self.shared.taking_over),
+                );
+                self.spawn_runner(&task, run)
             } else if let Some(spec) = self.service_spec(&task) {
-                tokio::spawn(crate::node::service_runner::run(
+                let run = crate::node::service_runner::run(
                     self.shared.clone(),
                     spec,
                     token,
                     stop.clone(),
-                ))
+                );
+                self.spawn_runner(&task, async move {
+                    run.await;
+                    None
+                })
             } else {
                 continue;
             };
             self.runners.insert(
                 task,
                 RunnerHandle {
+                    id,
                     token,
                     definition,
                     stop,
@@ -141,6 +306,9 @@ impl Runtime {
                     runs,
                 },
             );
+        }
+        for task in woken {
+            self.resume(&task);
         }
     }
 
@@ -200,4 +368,13 @@ impl Runtime {
                 .any(|n| n.alive && !n.leaving && n.node != me.node)
         })
     }
+}
+
+/// A task's run-now requests (every share of an `all` task has its base task's).
+fn runs_of(
+    control: &rota_core::control::ControlState,
+    task: &str,
+) -> Vec<rota_core::control::ManualRun> {
+    let base = placement::split_per_node_name(task).map_or(task, |(t, _)| t);
+    control.runs(base)
 }
