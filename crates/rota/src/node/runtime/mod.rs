@@ -326,7 +326,9 @@ impl Runtime {
             }
         } else if self.shared.work_token().is_cancelled() {
             // A late renewal restored the lease before the store expired it: a new term.
+            // Parked runners belong to the old one: supervise every task again.
             *self.shared.work.lock().unwrap() = CancellationToken::new();
+            self.supervised = None;
         }
         // Bounded: a store that does not answer must not stall the loop (the fence watchdog
         // acts on its own regardless).
