@@ -243,7 +243,7 @@ impl Campaign {
         };
         let owned = owners
             .into_iter()
-            .filter(|(_, n)| *n == target)
+            .filter(|(t, n)| *n == target && t != super::workload::SPARSE_TASK)
             .map(|(t, _)| t)
             .collect();
         let how = if leader.as_deref() == Some(target.as_str()) && how != "leader" {

@@ -262,6 +262,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         ids: ids.clone(),
         tasks: task_infos
             .iter()
+            .filter(|t| t.name != workload::SPARSE_TASK)
             .map(|t| t.name.clone())
             .chain(args.files.then(|| services::FILE_SERVICE.to_string()))
             .collect(),
