@@ -68,14 +68,14 @@ impl Members {
         })
     }
 
-    /// The answer for `name` (a `kind`) when no live node declares it: 503 when a registration
+    /// The answer for `name` (a `kind`, a service or not) when no live node declares it: 503 when a registration
     /// that declares it is the serving node's own or lapsed only a moment ago (a store clock
     /// step, a ZooKeeper session moving, a node paused): the view is in flux and a retry will
     /// likely find it. 404 when no registration declares it, or only ones long lapsed.
     pub(crate) async fn undeclared(
         &self,
         api: &Api,
-        kind: &str,
+        (kind, service): (&str, bool),
         name: &str,
         hint: &str,
     ) -> Problem {
@@ -91,9 +91,13 @@ impl Members {
                         && self.view.now_ms - (n.heartbeat_at_ms + n.timeout_ms) < LAPSE_IN_FLUX_MS
                 })
         };
-        let declarer = all.iter().find(|d| {
-            d.declared.iter().any(|t| t.name == name) && recently_lapsed(&d.node, d.incarnation)
-        });
+        // Only a declaration of what the path names: a service is not a task, lapsed or not.
+        let declares = |t: &rota::store::Declaration| {
+            t.name == name && (t.schedule == SERVICE_SCHEDULE) == service
+        };
+        let declarer = all
+            .iter()
+            .find(|d| d.declared.iter().any(declares) && recently_lapsed(&d.node, d.incarnation));
         match declarer {
             Some(d) => Problem::unavailable(format!(
                 "no live node declares {kind} `{name}` at this moment: `{}` declares it and its \

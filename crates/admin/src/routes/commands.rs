@@ -421,7 +421,7 @@ pub(super) async fn issue(
         match declared.get(name.as_str()) {
             None => {
                 let hint = format!("; see GET /api/v1/{plural}");
-                return Err(m.undeclared(api, kind, name, &hint).await);
+                return Err(m.undeclared(api, (kind, service), name, &hint).await);
             }
             // Not a task (or not a service) of that name: not found as what the path says.
             Some((schedule, _)) if (schedule == SERVICE_SCHEDULE) != service => {

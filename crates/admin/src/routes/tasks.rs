@@ -46,7 +46,7 @@ pub(super) async fn one(api: &Api, template: &str, name: String) -> Reply {
         }
         None => {
             let kind = if services { "a service" } else { "a task" };
-            Err(m.members.undeclared(api, kind, &name, "").await)
+            Err(m.members.undeclared(api, (kind, services), &name, "").await)
         }
     }
 }
