@@ -92,6 +92,12 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric with one value and no labels: its header, then the value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// What a node counts. Shared by its runtime (which records) and its admin API (which
 /// renders); see [`crate::node::NodeHandle::metrics`].
 #[derive(Debug)]
@@ -266,38 +272,28 @@ impl Metrics {
             label(&g.store),
             g.incarnation
         );
-        header(
+        single(
             &mut out,
             "rota_node_up",
             "gauge",
             "1 while this node holds a valid lease (it may run tasks).",
+            u8::from(g.up),
         );
-        let _ = writeln!(out, "rota_node_up {}", u8::from(g.up));
-        header(
+        single(
             &mut out,
             "rota_is_leader",
             "gauge",
             "1 while this node is the cluster's leader.",
+            u8::from(g.leader),
         );
-        let _ = writeln!(out, "rota_is_leader {}", u8::from(g.leader));
-        header(
+        single(
             &mut out,
             "rota_owned_tasks",
             "gauge",
             "Tasks and services this node owns.",
+            g.owned,
         );
-        let _ = writeln!(out, "rota_owned_tasks {}", g.owned);
-        header(
-            &mut out,
-            "rota_parked_tasks",
-            "gauge",
-            "Owned tasks with nothing to do for a while, whose runner is parked until shortly before their next instant.",
-        );
-        let _ = writeln!(
-            out,
-            "rota_parked_tasks {}",
-            self.parked.load(Ordering::Relaxed)
-        );
+        single(&mut out, "rota_parked_tasks", "gauge", "Owned tasks with nothing to do for a while, whose runner is parked until shortly before their next instant.", self.parked.load(Ordering::Relaxed));
         header(
             &mut out,
             "rota_store_statements_total",
@@ -402,16 +398,12 @@ impl Metrics {
             .lock()
             .unwrap()
             .render(&mut out, "rota_failover_duration_seconds", "");
-        header(
+        single(
             &mut out,
             "rota_leader_changes_total",
             "counter",
             "Times this node became the leader.",
-        );
-        let _ = writeln!(
-            out,
-            "rota_leader_changes_total {}",
-            self.leader_changes.load(Ordering::Relaxed)
+            self.leader_changes.load(Ordering::Relaxed),
         );
         header(
             &mut out,
