@@ -156,7 +156,7 @@ async fn entries_expire_by_store_time_and_copies_are_invalidated(kind: Kind) {
 /// killed; the survivor continues from the last saved count, never from zero, and the old
 /// owner's token can no longer save anything.
 async fn a_checkpoint_survives_kill_9_of_its_owner(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("checkpoint");
     std::fs::create_dir_all(cluster.dir()).unwrap();

@@ -6,8 +6,7 @@
 //! the tasks, a command service and a `file_inbound` service fed four files a second, and
 //! not one violation in the independent checker's
 //! report. A failure prints the report, with the seed that replays the run. Two stores'
-//! campaigns run at once (the test threads of a 2-core machine): the contract must hold on a
-//! busy machine too.
+//! campaigns run at once (`scenario_slot`): the contract must hold on a busy machine too.
 
 mod common;
 
@@ -21,6 +20,7 @@ const FAULTS: &str = "30";
 const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(600);
 
 async fn a_campaign_of_every_fault_kind_finds_no_violation(kind: Kind) {
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let seed = rand::random::<u64>().to_string();
     let began = Instant::now();

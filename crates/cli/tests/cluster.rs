@@ -1,6 +1,6 @@
 //! Multi-process tests: real `rota node` processes on one store, killed, frozen, stopped.
-//! They run one at a time (a lock) so a busy 2-core machine does not starve their leases;
-//! timing bounds are generous: the tight numbers live in `rota bench failover`.
+//! At most two run at once (`scenario_slot`), so a busy 2-core machine does not starve their
+//! leases; timing bounds are generous: the tight numbers live in `rota bench failover`.
 
 mod common;
 
@@ -10,7 +10,7 @@ use common::*;
 use rota_testkit as harness;
 
 async fn kill_of_the_owner_moves_every_task_within_the_bound(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "kill-owner").await;
     let (victim, token) = owner(&s.store, "kill-owner", "alpha")
@@ -33,7 +33,7 @@ async fn kill_of_the_owner_moves_every_task_within_the_bound(kind: Kind) {
 }
 
 async fn kill_of_the_leader_elects_another_and_failover_still_works(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("kill-leader");
     let record = cluster.dir().join("fires.log");
@@ -81,7 +81,7 @@ async fn kill_of_the_leader_elects_another_and_failover_still_works(kind: Kind) 
 }
 
 async fn frozen_owner_starts_nothing_after_it_wakes(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let (cluster, record) = three_nodes(&s, "freeze").await;
     let (zombie, _) = owner(&s.store, "freeze", "alpha").await.unwrap();
@@ -161,7 +161,7 @@ async fn frozen_owner_starts_nothing_after_it_wakes(kind: Kind) {
 }
 
 async fn graceful_stop_hands_over_without_a_late_fire(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "graceful").await;
     let (leaving, _) = owner(&s.store, "graceful", "alpha").await.unwrap();
@@ -196,7 +196,7 @@ async fn graceful_stop_hands_over_without_a_late_fire(kind: Kind) {
 }
 
 async fn a_second_node_with_a_live_id_is_refused(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("dup");
     let record = cluster.dir().join("fires.log");
@@ -243,7 +243,7 @@ async fn a_second_node_with_a_live_id_is_refused(kind: Kind) {
 }
 
 async fn a_crashed_node_restarted_at_once_rejoins_without_waiting(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let (mut cluster, record) = three_nodes(&s, "restart").await;
     let (owner_node, _) = owner(&s.store, "restart", "alpha").await.unwrap();
@@ -325,7 +325,7 @@ async fn bad_config_is_refused_before_joining_with_every_problem_named() {
 }
 
 async fn a_fire_whose_node_died_mid_run_is_abandoned_by_default_or_retried_on_opt_in(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("midrun");
     // What this test checks is the recovery policy, not timing: a longer lease keeps a stall
@@ -425,7 +425,7 @@ async fn a_fire_whose_node_died_mid_run_is_abandoned_by_default_or_retried_on_op
 }
 
 async fn instants_missed_while_no_node_runs_are_recorded_as_misfired(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("misfire");
     let record = cluster.dir().join("fires.log");
@@ -548,7 +548,7 @@ async fn a_second_node_with_a_live_id_in_the_same_process_is_refused() {
 /// the programs it runs; a task that needs one passes it on purpose in its `env`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn programs_a_node_runs_inherit_none_of_its_secrets() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("secrets");
     std::fs::create_dir_all(cluster.dir()).unwrap();

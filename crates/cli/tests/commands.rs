@@ -7,8 +7,8 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{
-    assert_nothing_silently_missed, eventually, spawn_with_admin, tasks_toml, wait_alive,
-    wait_fired_after, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN, SERIAL,
+    assert_nothing_silently_missed, eventually, scenario_slot, spawn_with_admin, tasks_toml,
+    wait_alive, wait_fired_after, Kind, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN,
 };
 use rota::store::{AckFilter, AckState, Store};
 use rota_testkit::{self as harness, ProcessCluster};
@@ -282,7 +282,7 @@ async fn a_task_changed_while_it_runs_finishes_under_its_old_definition() {
 /// up, but each one has a record saying why; none is missed silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instants_passed_while_paused_are_recorded_not_made_up() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("paused");
     let record = cluster.dir().join("fires.log");

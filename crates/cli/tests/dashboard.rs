@@ -14,8 +14,8 @@ use std::{
 };
 
 use common::{
-    eventually, owner, spawn_with_admin, wait_alive, TestStore, ADMIN_TOKEN, LONG, READ_TOKEN,
-    SERIAL,
+    eventually, owner, scenario_slot, spawn_with_admin, wait_alive, TestStore, ADMIN_TOKEN, LONG,
+    READ_TOKEN,
 };
 use rota::{
     core::control::Operation,
@@ -181,7 +181,7 @@ fn nodes_expression(want: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_a_failover_and_guards_its_actions() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster(CLUSTER);
     // A lease long enough that a stall of the busy machine (Chromium runs beside the nodes)

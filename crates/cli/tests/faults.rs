@@ -63,7 +63,7 @@ where
 }
 
 async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let db = db_kind(kind);
     // Its own server: restarting the shared one would disturb other tests.
     let server = tokio::task::spawn_blocking(move || DbServer::start(db))
@@ -84,7 +84,7 @@ async fn the_database_restarting_under_a_running_cluster_loses_nothing(kind: Kin
 }
 
 async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let port = match kind {
         Kind::ZooKeeper => zookeeper().port(0),
@@ -159,7 +159,7 @@ async fn a_node_cut_off_from_the_database_starts_nothing_and_rejoins(kind: Kind)
 }
 
 async fn nodes_whose_wall_clocks_are_minutes_off_fire_on_store_time(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("skew");
     let record = cluster.dir().join("fires.log");
@@ -229,7 +229,7 @@ fn first_log_time(log: &str) -> i64 {
 /// running, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zookeeper_server_killed_under_a_running_cluster_loses_nothing() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let ensemble = tokio::task::spawn_blocking(|| rota_testkit::zookeeper::ZkEnsemble::start(3))
         .await
         .unwrap()
@@ -295,7 +295,7 @@ async fn recorded_pids(
 /// which the kernel's parent-death signal does not reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_or_killed_nodes_commands_end_with_its_lease() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("guard");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -350,7 +350,7 @@ fn libfaketime() -> String {
 /// taken records an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_clock_step_forward_starts_nothing_beside_the_old_owners_work() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("step");
     std::fs::create_dir_all(cluster.dir()).unwrap();
@@ -437,7 +437,7 @@ const STUCK_HANDLER_CHILD: &str = "ROTA_TEST_STUCK_HANDLER_CHILD";
 /// out with the handler alive (here the process is frozen), the work guard ends the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let child = std::process::Command::new(std::env::current_exe().unwrap())

@@ -132,7 +132,7 @@ fn sample(page: &str, name: &str) -> Option<f64> {
 }
 
 async fn a_kill_is_journaled_streamed_and_counted(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("watch");
     // Counts below are exact: a lease long enough that a stall of the busy machine cannot
@@ -316,7 +316,7 @@ on_every_store!(a_kill_is_journaled_streamed_and_counted);
 /// With `[log] format = "json"`, every line about a fire names its node, task and token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_node_task_and_token_on_every_line_about_a_fire() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(Kind::Sqlite).await;
     let mut cluster = s.cluster("logs");
     let record = cluster.dir().join("fires.log");
@@ -369,7 +369,7 @@ async fn json_logs_name_node_task_and_token_on_every_line_about_a_fire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_is_bounded_and_the_node_keeps_working() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("flood");
     let record = cluster.dir().join("fires.log");
@@ -481,7 +481,7 @@ async fn a_flood_of_idle_connections_is_bounded_and_the_node_keeps_working() {
 /// never registers, so nothing moves in the cluster on its account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_api_port_is_taken_exits_before_joining() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("port-taken");
     let record = cluster.dir().join("fires.log");

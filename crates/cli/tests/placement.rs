@@ -1,6 +1,6 @@
 //! Multi-process placement scenarios: real `rota node` processes whose tasks carry a
-//! resolver (`round-robin`, `failover`), on every store. Like `tests/cluster.rs`, they run
-//! one at a time and their bounds are generous.
+//! resolver (`round-robin`, `failover`), on every store. Like `tests/cluster.rs`, at most two
+//! run at once and their bounds are generous.
 
 mod common;
 
@@ -167,7 +167,7 @@ fn assert_no_duplicates_in(record: &std::path::Path, cluster: &ProcessCluster) {
 }
 
 async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let name = "round-robin";
     let mut cluster = s.cluster(name);
@@ -319,7 +319,7 @@ async fn round_robin_waits_for_task_server_count_then_spreads(kind: Kind) {
 }
 
 async fn failover_matrix_moves_pinned_work_and_fails_back(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let name = "failover";
     let mut cluster = s.cluster(name);
@@ -367,7 +367,7 @@ async fn failover_matrix_moves_pinned_work_and_fails_back(kind: Kind) {
 }
 
 async fn all_runs_a_share_on_every_node_and_a_dead_node_stops_only_its_own(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let name = "all";
     let mut cluster = s.cluster(name);

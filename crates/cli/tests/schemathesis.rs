@@ -17,7 +17,7 @@ const SERVING: &str = "node-1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_keeps_its_openapi_document_as_schemathesis_checks_it() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("schemathesis");
     let record = cluster.dir().join("fires.log");

@@ -48,7 +48,7 @@ fn handled(record: &Path) -> Vec<(String, String, i64, i64)> {
 /// With `recovery = "retry"` (at least once), every file is handed over, and only a file
 /// whose owner was killed while handling it is handed over once more.
 async fn file_inbound_handles_every_file_once_across_owner_kills(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let name = "inbound";
     let mut cluster = s.cluster(name);
@@ -182,7 +182,7 @@ async fn started_elsewhere(
 }
 
 async fn command_service_moves_with_its_owner_and_never_runs_twice(kind: Kind) {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
     let mut cluster = s.cluster("svc");
     let record = cluster.dir().join("service.log");
@@ -423,7 +423,7 @@ on_every_store!(
 /// nor moved, and the next owner hands it over again as attempt 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_interrupted_by_a_graceful_stop_is_handed_over_not_failed() {
-    let _serial = SERIAL.lock().await;
+    let _slot = scenario_slot().await;
     let s = TestStore::sqlite().await;
     let mut cluster = s.cluster("handover");
     let inbox = cluster.dir().join("in");
