@@ -11,7 +11,7 @@ use rota::{
     store::{
         Ack, AckFilter, AckState, AssignmentChange, Begin, CacheOutcome, CacheWrite, Claim,
         ClaimOutcome, Declaration, Expect, ItemClaim, JoinOutcome, JoinRequest, LeaderWrite,
-        Member, Store, TASK_STATE_CACHE,
+        Member, Store, Takeover, TASK_STATE_CACHE,
     },
     Outcome,
 };
@@ -87,6 +87,22 @@ fn claim(m: &Member, task: &str, instant: i64, token: i64) -> Claim {
 }
 
 /// Runs every conformance check against one store.
+/// `takeovers` answers for many tasks at once (a name twice, one never seen) what
+/// `running_fires` then `last_instant` answer for each alone.
+async fn takeovers_match_each(store: &Arc<dyn Store>, cluster: &str, tasks: &[&str]) {
+    let mut names: Vec<String> = tasks.iter().map(|t| t.to_string()).collect();
+    names.push(tasks[0].to_string());
+    names.push("never-declared".to_string());
+    let mut each = Vec::new();
+    for task in &names {
+        each.push(Takeover {
+            running: store.running_fires(cluster, task).await.unwrap(),
+            last_instant: store.last_instant(cluster, task).await.unwrap(),
+        });
+    }
+    assert_eq!(store.takeovers(cluster, &names).await.unwrap(), each);
+}
+
 async fn suite(store: Arc<dyn Store>) {
     membership_and_same_id_refusal(&store).await;
     clusters_are_isolated(&store).await;
@@ -1014,6 +1030,7 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
         },
     )
     .await;
+    takeovers_match_each(store, "crash", &["t"]).await;
     let by_instant = |i: i64| fires.iter().find(|f| f.instant_ms == i).unwrap().clone();
     let (abandoned, claimed_only, retried) = (by_instant(3000), by_instant(4000), by_instant(5000));
     assert_eq!(
@@ -1275,6 +1292,7 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     // The newest record of each task stays, however old: a new owner resumes after it.
     assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);
     assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
+    takeovers_match_each(store, "hist", &["t"]).await;
 }
 
 /// A fire begun and then finished `misfired` (its runner was stopped before the start) shows
@@ -1385,6 +1403,7 @@ async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) 
         .unwrap()
         .is_empty());
     assert_eq!(store.last_instant("items", "svc").await.unwrap(), None);
+    takeovers_match_each(store, "items", &["svc"]).await;
     assert!(store
         .history("items", Some("svc"), 10)
         .await

@@ -12,8 +12,12 @@ pub(super) fn healthz() -> Reply {
 }
 
 pub(super) fn readyz(api: &Api) -> Reply {
-    let s = api.status.borrow().clone();
-    let (status, reason) = match (&s.store_error, s.active) {
+    // Read in place: the status holds every owned task, thousands of them.
+    let (store_error, active, leader) = {
+        let s = api.status.borrow();
+        (s.store_error.clone(), s.active, s.leader)
+    };
+    let (status, reason) = match (&store_error, active) {
         (Some(e), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unreachable: {e}"),
@@ -26,6 +30,6 @@ pub(super) fn readyz(api: &Api) -> Reply {
     };
     Ok(json_response(
         status,
-        &json!({"ready": status == StatusCode::OK, "reason": reason, "node": api.node, "leader": s.leader}),
+        &json!({"ready": status == StatusCode::OK, "reason": reason, "node": api.node, "leader": leader}),
     ))
 }

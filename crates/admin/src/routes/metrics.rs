@@ -10,15 +10,19 @@ use crate::api::Api;
 
 /// `/metrics`: this node's counters, with the cluster's registrations as last seen.
 pub(super) async fn metrics(api: &Api) -> Reply {
-    let status = api.status.borrow().clone();
+    // Read in place: the status holds every owned task, thousands of them.
+    let (incarnation, up, leader, owned) = {
+        let s = api.status.borrow();
+        (s.incarnation, s.active, s.leader, s.owned.len())
+    };
     let mut gauges = rota::metrics::Gauges {
         node: api.node.clone(),
         cluster: api.cluster.clone(),
         store: api.store.kind().to_string(),
-        incarnation: status.incarnation,
-        up: status.active,
-        leader: status.leader,
-        owned: status.owned.len(),
+        incarnation,
+        up,
+        leader,
+        owned,
         nodes: BTreeMap::new(),
         statements: api.store.statements(),
     };

@@ -18,6 +18,7 @@ use rota::{
         EventRecord, EventStore, Expect, Finish, FireRecord, FireStore, HistoryStore, ItemClaim,
         ItemEnd, ItemRecord, ItemStore, JoinOutcome, JoinRequest, LeaderWrite, Leadership, Member,
         MembershipStore, NodeDeclarations, PlacementStore, RunningFire, StatementCounts, Store,
+        Takeover,
     },
     Error, Result,
 };
@@ -324,6 +325,11 @@ impl FireStore for FaultyStore {
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         self.call("last_instant", self.inner.last_instant(cluster, task))
+            .await
+    }
+
+    async fn takeovers(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Takeover>> {
+        self.call("takeovers", self.inner.takeovers(cluster, tasks))
             .await
     }
 

@@ -1,6 +1,7 @@
 //! Batches a node's claims, begins and outcomes: instants of many tasks often coincide (every task
 //! "every 1s" fires at the same whole second), and one statement for a thousand claims
-//! costs little more than one for a single claim.
+//! costs little more than one for a single claim. So are the reads of new owners (a node
+//! that joins or survives a failover takes over thousands of tasks at once).
 //!
 //! The first request goes out at once; whatever arrives while a batch is in flight makes
 //! the next batch. No request waits for a timer, so a lone claim pays no extra latency.
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
     error::{Error, Result},
-    store::{Begin, Claim, ClaimOutcome, Finish, Member, Store},
+    store::{Begin, Claim, ClaimOutcome, Finish, Member, Store, Takeover},
 };
 
 /// Requests in one batch at most.
@@ -25,12 +26,14 @@ const IN_FLIGHT: usize = 2;
 type ClaimRequest = (Claim, oneshot::Sender<Result<ClaimOutcome>>);
 type FinishRequest = (Finish, oneshot::Sender<Result<()>>);
 type BeginRequest = ((Member, Begin), oneshot::Sender<Result<bool>>);
+type TakeoverRequest = (String, oneshot::Sender<Result<Takeover>>);
 
 #[derive(Clone)]
 pub(crate) struct Batcher {
     claims: mpsc::UnboundedSender<ClaimRequest>,
     begins: mpsc::UnboundedSender<BeginRequest>,
     finishes: mpsc::UnboundedSender<FinishRequest>,
+    takeovers: mpsc::UnboundedSender<TakeoverRequest>,
 }
 
 /// Errors are not `Clone`: every request of a failed batch gets the same message.
@@ -48,6 +51,23 @@ impl Batcher {
         let (claims, claim_rx) = mpsc::unbounded_channel::<ClaimRequest>();
         let (finishes, finish_rx) = mpsc::unbounded_channel::<FinishRequest>();
         let (begins, begin_rx) = mpsc::unbounded_channel::<BeginRequest>();
+        let (takeovers, takeover_rx) = mpsc::unbounded_channel::<TakeoverRequest>();
+        {
+            // Their own slot: a takeover of thousands of tasks must not hold up the claims
+            // of the tasks already running.
+            let (store, cluster) = (store.clone(), cluster.clone());
+            serve(
+                takeover_rx,
+                Arc::new(Semaphore::new(1)),
+                move |batch: Vec<TakeoverRequest>| {
+                    let (store, cluster) = (store.clone(), cluster.clone());
+                    async move {
+                        let (tasks, replies): (Vec<String>, Vec<_>) = batch.into_iter().unzip();
+                        reply_each(replies, store.takeovers(&cluster, &tasks).await);
+                    }
+                },
+            );
+        }
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         // Instants being claimed now: a second claim of one of them (which only a bug
         // elsewhere could make) is answered "already claimed" instead of racing.
@@ -113,6 +133,7 @@ impl Batcher {
             claims,
             begins,
             finishes,
+            takeovers,
         }
     }
 
@@ -129,6 +150,15 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         self.begins
             .send(((member, begin), tx))
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// What a new owner of `task` reads first (see [`crate::store::FireStore::takeovers`]).
+    pub async fn takeover(&self, task: &str) -> Result<Takeover> {
+        let (tx, rx) = oneshot::channel();
+        self.takeovers
+            .send((task.to_string(), tx))
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
     }

@@ -16,7 +16,8 @@ use crate::{
     error::Result,
     output::{output_key, OutputRecorder},
     store::{
-        Begin, CacheWrite, Claim, ClaimOutcome, Expect, Finish, Member, RunningFire, RUNS_CACHE,
+        Begin, CacheWrite, Claim, ClaimOutcome, Expect, Finish, Member, RunningFire, Takeover,
+        RUNS_CACHE,
     },
     task::{FireContext, Outcome, OverlapPolicy, RecoveryPolicy, TaskSpec},
 };
@@ -226,24 +227,23 @@ impl Runner {
     /// finds the instant its schedule resumes after. `None`: it must stop.
     async fn take_over(&self) -> Result<Option<Progress>> {
         let store = &self.shared.store;
-        let cluster = &self.member.cluster;
         info!("owner now");
-        // Taking over reads the store twice per task: after a failover of thousands of tasks,
-        // queue these reads instead of exhausting the connection pool.
-        let permit = self.shared.startups.acquire().await.expect("never closed");
-        let running = store.running_fires(cluster, &self.spec.name).await?;
-        // Settling may wait out a dead node's lease: not while holding up other takeovers.
-        drop(permit);
+        // After a failover of thousands of tasks, their reads go to the store in batches.
+        // Settling adds no instant (it ends or restarts the fires read, whose instants have
+        // records already), so the last instant read before it is the one after it.
+        let Takeover {
+            running,
+            last_instant,
+        } = self.shared.batcher.takeover(&self.spec.name).await?;
         let Some(elsewhere) = self.settle(&running).await? else {
             return Ok(None);
         };
-        let permit = self.shared.startups.acquire().await.expect("never closed");
         // Resume after the last instant with a record; a task with none from its first
         // placement (its first owner may have died before recording anything).
         // A node's share of an `all` task starts afresh: while the node was away, the other
         // nodes ran theirs, so nothing was missed.
         let per_node = self.spec.placement.resolver == ResolverSpec::All;
-        let cursor = match store.last_instant(cluster, &self.spec.name).await? {
+        let cursor = match last_instant {
             Some(last) if per_node => last.max(self.shared.clock.now_ms()),
             Some(last) => last,
             None if self.start.placed_at > 0 && !per_node => self.start.placed_at,
@@ -273,7 +273,6 @@ impl Runner {
                     .fires(&self.spec.name, Outcome::Misfired, recorded);
             }
         }
-        drop(permit);
         Ok(Some(Progress {
             cursor: cursor.max(self.start.resumed_at),
             elsewhere,

@@ -70,8 +70,6 @@ pub(crate) struct Shared {
     pub(super) renewals: Mutex<HashMap<(String, i64), (i64, Instant)>>,
     /// When this node (this process) started: the bound for registrations never seen.
     pub(super) started: Instant,
-    /// Runners reading the store as they take over a task, at most two at once.
-    pub startups: tokio::sync::Semaphore,
     /// New runners that have not finished taking over their task: the supervisor starts
     /// more only while there are few, so that taking over thousands of tasks queues tasks
     /// to start rather than thousands of waiting runners.

@@ -195,6 +195,9 @@ struct Runtime {
     ),
     /// The inputs of the last supervision that looked at every task.
     supervised: Option<SupervisionInputs>,
+    /// Owned tasks whose runner the last round did not start (a takeover starts at most
+    /// `MAX_TAKING_OVER` at once).
+    starts_pending: bool,
     /// Runners spawned so far (their ids).
     spawned: u64,
     /// Counts changes to `assignments`.

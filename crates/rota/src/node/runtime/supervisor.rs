@@ -3,10 +3,10 @@
 
 use super::*;
 
-/// New runners taking over their task at once, at most (see `Shared::taking_over`): the
-/// store reads of a takeover go two at a time, so more would only wait, each holding a
-/// runner's memory.
-const MAX_TAKING_OVER: usize = 256;
+/// New runners taking over their task at once, at most (see `Shared::taking_over`): one
+/// batch of takeover reads (see [`crate::node::batch`]); more would only wait, each holding
+/// a runner's memory.
+const MAX_TAKING_OVER: usize = 1000;
 
 impl Runtime {
     pub(super) fn owned(&self) -> Vec<(String, i64)> {
@@ -53,12 +53,12 @@ impl Runtime {
     }
 
     /// One runner per owned task and token; runners of lost tasks stop scheduling. Returns
-    /// whether it looked at every task (something changed), so that what depends on the
-    /// owned tasks is computed again.
+    /// whether what this node owns may have changed, so that what depends on the owned
+    /// tasks is computed again.
     pub(super) fn supervise(&mut self) -> bool {
-        let mut changed = false;
+        // A runner ended, so its task may need a new one (a parking runner needs none).
+        let mut ended = false;
         while let Ok(exit) = self.exits.1.try_recv() {
-            changed = true;
             let current = self
                 .runners
                 .get(&exit.task)
@@ -69,7 +69,10 @@ impl Runtime {
                 Some(parked) => parked.stop().cancel(),
                 // Ended on its own (a store error, no more instants): it is replaced once
                 // its task has ended.
-                None if current => self.retire(&exit.task),
+                None if current => {
+                    self.retire(&exit.task);
+                    ended = true;
+                }
                 None => {}
             }
         }
@@ -78,13 +81,15 @@ impl Runtime {
             handles.retain(|h| !h.is_finished());
             !handles.is_empty()
         });
-        changed |= self.stopping.len() != stopping;
+        ended |= self.stopping.len() != stopping;
         let inputs = self.supervision_inputs();
-        if self.supervised.as_ref() != Some(&inputs) {
-            self.supervised = Some(inputs);
-            changed = true;
-        }
+        let changed = self.supervised.as_ref() != Some(&inputs);
         if changed {
+            self.supervised = Some(inputs);
+        }
+        // Runners left to start after a round that started its share of a large takeover
+        // are not a change of what this node owns either.
+        if changed || ended || std::mem::take(&mut self.starts_pending) {
             self.supervise_all();
         }
         self.wake_due();
@@ -179,14 +184,23 @@ impl Runtime {
         let me = self.shared.member().node;
         let control = &self.commands.control;
         let caught_up = self.commands.caught_up();
-        let owned: HashMap<String, i64> = if self.shared.lease_valid() && !control.is_drained(&me) {
-            self.owned()
-                .into_iter()
-                .filter(|(task, _)| !control.is_paused(&me, task))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        // Owned tasks, with their token and when they were placed.
+        let owned: HashMap<String, (i64, i64)> =
+            if self.shared.lease_valid() && !control.is_drained(&me) {
+                let member = self.shared.member();
+                self.assignments
+                    .iter()
+                    .filter(|a| {
+                        a.owner
+                            .as_ref()
+                            .is_some_and(|(n, i)| *n == member.node && *i == member.incarnation)
+                            && !control.is_paused(&me, &a.task)
+                    })
+                    .map(|a| (a.task.clone(), (a.token, a.placed_at_ms)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
         // A runner whose definition changed (or went) is retired like one whose task moved:
         // what it started finishes under the old definition, and a runner of the new one
         // starts once it has ended.
@@ -202,7 +216,7 @@ impl Runtime {
                     .map(|(task, p)| (task, p.token, &p.definition, false)),
             )
             .filter(|(task, token, definition, finished)| {
-                owned.get(*task) != Some(token)
+                owned.get(*task).map(|(token, _)| token) != Some(token)
                     || *finished
                     || (redefined && self.definition_of(task).as_ref() != Some(*definition))
             })
@@ -236,7 +250,7 @@ impl Runtime {
                 woken.push(task.clone());
             }
         }
-        for (task, token) in owned {
+        for (task, (token, placed_at)) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
             if self.runners.contains_key(&task)
                 || self.stopping.contains_key(&task)
@@ -251,7 +265,7 @@ impl Runtime {
                 .load(std::sync::atomic::Ordering::SeqCst)
                 >= MAX_TAKING_OVER
             {
-                self.supervised = None;
+                self.starts_pending = true;
                 break;
             }
             let stop = self.shared.work_token().child_token();
@@ -262,11 +276,6 @@ impl Runtime {
             let (id, handle) = if let Some(spec) = self.task_spec(&task) {
                 let (sender, receiver) = watch::channel(runs_of(&self.commands.control, &task));
                 runs = Some(sender);
-                let placed_at = self
-                    .assignments
-                    .iter()
-                    .find(|a| a.task == task)
-                    .map_or(0, |a| a.placed_at_ms);
                 let resumed_at = self.commands.control.resumed_at(&task).unwrap_or(0);
                 let run = runner::run(
                     self.shared.clone(),

@@ -322,6 +322,27 @@ impl SqlStore {
     }
 }
 
+/// The fires recorded as running, with their node's liveness by store time; the caller
+/// adds the task filter and the order.
+const RUNNING_FIRES: &str = "SELECT f.task, f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
+     CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
+     CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
+     FROM rota_fires f LEFT JOIN rota_nodes n \
+     ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
+     WHERE f.cluster = ? AND f.outcome = 'running' AND f.slot = ''";
+
+fn running_fire(r: &sqlx::any::AnyRow) -> Result<RunningFire> {
+    Ok(RunningFire {
+        instant_ms: r.try_get("instant").map_err(unavailable)?,
+        node: r.try_get("node_id").map_err(unavailable)?,
+        incarnation: r.try_get("incarnation").map_err(unavailable)?,
+        token: r.try_get("token").map_err(unavailable)?,
+        attempt: r.try_get("attempt").map_err(unavailable)?,
+        node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
+        begun: r.try_get::<i64, _>("begun").map_err(unavailable)? != 0,
+    })
+}
+
 #[async_trait]
 impl FireStore for SqlStore {
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
@@ -461,33 +482,52 @@ impl FireStore for SqlStore {
     }
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
-        let sql = self.sql(
-            "SELECT f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
-             CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
-             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
-             FROM rota_fires f LEFT JOIN rota_nodes n \
-             ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
-             WHERE f.cluster = ? AND f.outcome = 'running' AND f.task = ? AND f.slot = '' ORDER BY f.instant",
-        );
+        let sql = self.sql(&format!(
+            "{RUNNING_FIRES} AND f.task = ? ORDER BY f.instant"
+        ));
         let rows = sqlx::query(&sql)
             .bind(cluster)
             .bind(task)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunningFire {
-                    instant_ms: r.try_get("instant").map_err(unavailable)?,
-                    node: r.try_get("node_id").map_err(unavailable)?,
-                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
-                    token: r.try_get("token").map_err(unavailable)?,
-                    attempt: r.try_get("attempt").map_err(unavailable)?,
-                    node_alive: r.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
-                    begun: r.try_get::<i64, _>("begun").map_err(unavailable)? != 0,
-                })
-            })
-            .collect()
+        rows.iter().map(running_fire).collect()
+    }
+
+    async fn takeovers(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Takeover>> {
+        let mut by_task: HashMap<String, Takeover> = HashMap::with_capacity(tasks.len());
+        for chunk in tasks.chunks(BATCH_LIMIT) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = self.sql(&format!(
+                "{RUNNING_FIRES} AND f.task IN ({marks}) ORDER BY f.task, f.instant"
+            ));
+            let mut q = sqlx::query(&sql).bind(cluster);
+            for task in chunk {
+                q = q.bind(task);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(unavailable)? {
+                let task: String = r.try_get("task").map_err(unavailable)?;
+                let fire = running_fire(&r)?;
+                by_task.entry(task).or_default().running.push(fire);
+            }
+            let sql = self.sql(&format!(
+                "SELECT task, MAX(instant) AS last FROM rota_fires \
+                 WHERE cluster = ? AND slot = '' AND task IN ({marks}) GROUP BY task"
+            ));
+            let mut q = sqlx::query(&sql).bind(cluster);
+            for task in chunk {
+                q = q.bind(task);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(unavailable)? {
+                let task: String = r.try_get("task").map_err(unavailable)?;
+                let last: Option<i64> = r.try_get("last").map_err(unavailable)?;
+                by_task.entry(task).or_default().last_instant = last;
+            }
+        }
+        Ok(tasks
+            .iter()
+            .map(|t| by_task.get(t).cloned().unwrap_or_default())
+            .collect())
     }
 
     async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
