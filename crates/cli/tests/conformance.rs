@@ -1557,7 +1557,9 @@ async fn a_version_1_schema_is_upgraded_in_place() {
         sqlx::raw_sql(v1).execute(&mut conn).await.unwrap();
         sqlx::raw_sql(
             "INSERT INTO rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason) \
-             VALUES ('c', 'old', NULL, NULL, 7, 1, 0, 0, 'kept')",
+             VALUES ('c', 'old', NULL, NULL, 7, 1, 0, 0, 'kept'); \
+             INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
+             VALUES ('c', 'n1', 3, 0, 0, 1000, 0, 'h', 'p', '{\"tasks\":[{\"name\":\"old\",\"hash\":\"ab\",\"schedule\":\"every 1s\"}]}')",
         )
         .execute(&mut conn)
         .await
@@ -1570,6 +1572,15 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     let rows = store.assignments_since("c", -1).await.unwrap();
     assert_eq!(rows.len(), 1, "rows survive the upgrade");
     assert_eq!((rows[0].task.as_str(), rows[0].token), ("old", 7));
+    // Version 6 moved what registrations declare to a table of its own.
+    let declared = store.declarations("c", None).await.unwrap();
+    assert_eq!(declared.len(), 1, "registrations keep their declarations");
+    assert_eq!(
+        (declared[0].node.as_str(), declared[0].incarnation),
+        ("n1", 3)
+    );
+    assert_eq!(declared[0].declared[0].name, "old");
+    assert_eq!(store.view("c").await.unwrap().nodes.len(), 1);
 }
 
 #[test]

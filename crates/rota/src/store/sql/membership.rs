@@ -1,6 +1,6 @@
 //! Membership and leadership in SQL: `rota_nodes` (registrations, liveness judged by the
-//! database's clock in the statement), `rota_leader` (the holder and its epoch) and the
-//! generation in `rota_clusters`.
+//! database's clock in the statement) with `rota_declarations` (what each declares),
+//! `rota_leader` (the holder and its epoch) and the generation in `rota_clusters`.
 
 use super::*;
 
@@ -106,17 +106,21 @@ impl MembershipStore for SqlStore {
             if record.alive && req.replaces != Some(record.incarnation) {
                 return Ok(JoinOutcome::Occupied(record));
             }
-            let sql = self.sql("DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ?");
-            sqlx::query(&sql)
-                .bind(&m.cluster)
-                .bind(&m.node)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            for statement in [
+                "DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ?",
+                "DELETE FROM rota_declarations WHERE cluster = ? AND node_id = ?",
+            ] {
+                sqlx::query(&self.sql(statement))
+                    .bind(&m.cluster)
+                    .bind(&m.node)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         let sql = self.sql(
-            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
-             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?)",
+            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process) \
+             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(&m.cluster)
@@ -125,6 +129,18 @@ impl MembershipStore for SqlStore {
             .bind(req.timeout_ms)
             .bind(&req.host)
             .bind(&req.process)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        // Apart from the registration: its heartbeats rewrite its row, and a node's
+        // declarations can be megabytes.
+        let sql = self.sql(
+            "INSERT INTO rota_declarations (cluster, node_id, incarnation, declared) VALUES (?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
             .bind(declared)
             .execute(&mut *tx)
             .await
@@ -173,6 +189,7 @@ impl MembershipStore for SqlStore {
         for statement in [
             VACATE_LEADER,
             "DELETE FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            "DELETE FROM rota_declarations WHERE cluster = ? AND node_id = ? AND incarnation = ?",
         ] {
             let sql = self.sql(statement);
             sqlx::query(&sql)
@@ -256,7 +273,7 @@ impl MembershipStore for SqlStore {
             None => String::new(),
         };
         let sql = self.sql(&format!(
-            "SELECT node_id, incarnation, declared FROM rota_nodes WHERE cluster = ?{filter} ORDER BY node_id"
+            "SELECT node_id, incarnation, declared FROM rota_declarations WHERE cluster = ?{filter} ORDER BY node_id"
         ));
         let mut q = sqlx::query(&sql).bind(cluster);
         for (node, incarnation) in only.unwrap_or_default() {
@@ -267,7 +284,7 @@ impl MembershipStore for SqlStore {
             .map(|r| {
                 let declared = text(r, "declared")?.unwrap_or_default();
                 let registration: Registration = serde_json::from_str(&declared).map_err(|e| {
-                    Error::Store(format!("rota_nodes.declared is not valid JSON: {e}"))
+                    Error::Store(format!("rota_declarations.declared is not valid JSON: {e}"))
                 })?;
                 Ok(NodeDeclarations {
                     node: r.try_get("node_id").map_err(unavailable)?,

@@ -10,7 +10,9 @@ use super::dialect::Dialect;
 /// 3: `rota_commands` and `rota_command_acks`, the cluster command log (contract 8).
 /// 4: `rota_events`, the cluster's event journal (the dashboard's timeline).
 /// 5: `rota_cache`, the cluster caches and tasks' own state.
-pub const VERSION: i64 = 5;
+/// 6: `rota_declarations`, what each registration declares, out of `rota_nodes`: a node of
+/// 100,000 tasks declares megabytes, which SQLite read and wrote again at every heartbeat.
+pub const VERSION: i64 = 6;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
 pub fn create_statements(dialect: Dialect) -> Vec<String> {
@@ -23,9 +25,10 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         format!(
             "CREATE TABLE rota_nodes (\n  cluster {key} NOT NULL,\n  node_id {key} NOT NULL,\n  incarnation {int} NOT NULL,\n  \
              joined_at {int} NOT NULL,\n  heartbeat_at {int} NOT NULL,\n  timeout_ms {int} NOT NULL,\n  \
-             leaving {int} NOT NULL,\n  host {key} NOT NULL,\n  process {key} NOT NULL,\n  declared {text} NOT NULL,\n  \
+             leaving {int} NOT NULL,\n  host {key} NOT NULL,\n  process {key} NOT NULL,\n  \
              PRIMARY KEY (cluster, node_id)\n){opts}"
         ),
+        declarations_table(dialect),
         format!(
             "CREATE TABLE rota_leader (\n  cluster {key} NOT NULL PRIMARY KEY,\n  node_id {key} NOT NULL,\n  \
              incarnation {int} NOT NULL,\n  epoch {int} NOT NULL,\n  since {int} NOT NULL\n){opts}"
@@ -57,6 +60,15 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
 
 const ASSIGNMENTS_BY_VERSION: &str =
     "CREATE INDEX rota_assignments_by_version ON rota_assignments (cluster, version)";
+
+/// One row per row of `rota_nodes`, written and deleted with it.
+fn declarations_table(dialect: Dialect) -> String {
+    let (key, int, text, opts) = dialect.types();
+    format!(
+        "CREATE TABLE rota_declarations (\n  cluster {key} NOT NULL,\n  node_id {key} NOT NULL,\n  \
+         incarnation {int} NOT NULL,\n  declared {text} NOT NULL,\n  PRIMARY KEY (cluster, node_id)\n){opts}"
+    )
+}
 
 fn commands_table(dialect: Dialect) -> String {
     let (key, int, text, opts) = dialect.types();
@@ -126,6 +138,16 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
         out.push(cache_table(dialect));
         out.push(CACHE_BY_AGE.to_string());
         out.push("UPDATE rota_meta SET value = 5 WHERE name = 'schema_version'".to_string());
+    }
+    if from < 6 {
+        out.push(declarations_table(dialect));
+        out.push(
+            "INSERT INTO rota_declarations (cluster, node_id, incarnation, declared) \
+             SELECT cluster, node_id, incarnation, declared FROM rota_nodes"
+                .to_string(),
+        );
+        out.push("ALTER TABLE rota_nodes DROP COLUMN declared".to_string());
+        out.push("UPDATE rota_meta SET value = 6 WHERE name = 'schema_version'".to_string());
     }
     out
 }
