@@ -92,6 +92,7 @@ enum ConfigCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    node::tune_allocator();
     let args = Args::parse();
     let result = match args.command {
         Command::Node { config } => node::run(&config).await,

@@ -174,6 +174,19 @@ fn spawn_memory_trim() -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Called first thing in `main`: allocations of 128 KiB or more (a config's text, the rows of
+/// a placement, a batch of a takeover) are mapped on their own and returned when freed.
+/// glibc raises that threshold after the first such buffer is freed, and from then on puts
+/// them among the small long-lived ones, which pins their pages: 10,000 idle tasks held 87 to
+/// 110 MB resident without it.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Replaces this process with a fresh start of the same binary and arguments; returns only
 /// on failure.
 fn reexec(incarnation: i64) -> anyhow::Error {
