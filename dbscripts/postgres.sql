@@ -21,6 +21,7 @@ CREATE TABLE rota_nodes (
   leaving BIGINT NOT NULL,
   host VARCHAR(255) NOT NULL,
   process VARCHAR(255) NOT NULL,
+  declared TEXT NOT NULL,
   PRIMARY KEY (cluster, node_id)
 );
 

@@ -21,6 +21,7 @@ CREATE TABLE rota_nodes (
   leaving INTEGER NOT NULL,
   host TEXT NOT NULL,
   process TEXT NOT NULL,
+  declared TEXT NOT NULL,
   PRIMARY KEY (cluster, node_id)
 );
 

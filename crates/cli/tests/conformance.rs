@@ -1581,6 +1581,24 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     );
     assert_eq!(declared[0].declared[0].name, "old");
     assert_eq!(store.view("c").await.unwrap().nodes.len(), 1);
+    // A node joining now: a rota of version 5 still running in a rolling upgrade reads its
+    // row as declaring nothing (valid, empty); this version reads what it declares.
+    let new = member("c", "n2", 1);
+    join(&store, &new, 60_000).await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let old_view: String =
+            sqlx::query_scalar("SELECT declared FROM rota_nodes WHERE node_id = 'n2'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&old_view).unwrap();
+        assert_eq!(parsed, serde_json::json!({"tasks": []}), "{old_view}");
+    }
+    let only = [("n2".to_string(), 1)];
+    let declared = store.declarations("c", Some(&only)).await.unwrap();
+    assert_eq!(declared[0].declared[0].name, "t");
 }
 
 #[test]

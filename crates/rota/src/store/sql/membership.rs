@@ -118,9 +118,11 @@ impl MembershipStore for SqlStore {
                     .map_err(unavailable)?;
             }
         }
+        // `declared` is empty here: what a rota of schema 5 still running in a rolling
+        // upgrade reads (see `schema::VERSION`).
         let sql = self.sql(
-            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process) \
-             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?)",
+            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
+             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(&m.cluster)
@@ -129,6 +131,7 @@ impl MembershipStore for SqlStore {
             .bind(req.timeout_ms)
             .bind(&req.host)
             .bind(&req.process)
+            .bind(r#"{"tasks":[]}"#)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;

@@ -12,6 +12,9 @@ use super::dialect::Dialect;
 /// 5: `rota_cache`, the cluster caches and tasks' own state.
 /// 6: `rota_declarations`, what each registration declares, out of `rota_nodes`: a node of
 /// 100,000 tasks declares megabytes, which SQLite read and wrote again at every heartbeat.
+/// `rota_nodes.declared` stays, holding an empty declaration, for the nodes of version 5
+/// still running during a rolling upgrade: they read the new nodes as declaring nothing,
+/// so they place nothing on them until a new node leads.
 pub const VERSION: i64 = 6;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
@@ -25,7 +28,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
         format!(
             "CREATE TABLE rota_nodes (\n  cluster {key} NOT NULL,\n  node_id {key} NOT NULL,\n  incarnation {int} NOT NULL,\n  \
              joined_at {int} NOT NULL,\n  heartbeat_at {int} NOT NULL,\n  timeout_ms {int} NOT NULL,\n  \
-             leaving {int} NOT NULL,\n  host {key} NOT NULL,\n  process {key} NOT NULL,\n  \
+             leaving {int} NOT NULL,\n  host {key} NOT NULL,\n  process {key} NOT NULL,\n  declared {text} NOT NULL,\n  \
              PRIMARY KEY (cluster, node_id)\n){opts}"
         ),
         declarations_table(dialect),
@@ -146,7 +149,6 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
              SELECT cluster, node_id, incarnation, declared FROM rota_nodes"
                 .to_string(),
         );
-        out.push("ALTER TABLE rota_nodes DROP COLUMN declared".to_string());
         out.push("UPDATE rota_meta SET value = 6 WHERE name = 'schema_version'".to_string());
     }
     out
