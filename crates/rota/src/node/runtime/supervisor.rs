@@ -10,16 +10,19 @@ const MAX_TAKING_OVER: usize = 1000;
 
 impl Runtime {
     pub(super) fn owned(&self) -> Vec<(String, i64)> {
-        let me = self.shared.member();
-        self.assignments
-            .iter()
-            .filter(|a| {
-                a.owner
-                    .as_ref()
-                    .is_some_and(|(n, i)| *n == me.node && *i == me.incarnation)
-            })
+        self.owned_assignments()
             .map(|a| (a.task.clone(), a.token))
             .collect()
+    }
+
+    /// The assignments whose owner is this node's registration.
+    fn owned_assignments(&self) -> impl Iterator<Item = &Assignment> {
+        let me = self.shared.member();
+        self.assignments.iter().filter(move |a| {
+            a.owner
+                .as_ref()
+                .is_some_and(|(n, i)| *n == me.node && *i == me.incarnation)
+        })
     }
 
     /// Stops the runner of `task` and keeps its handle until it has ended; a parked one has
@@ -187,15 +190,8 @@ impl Runtime {
         // Owned tasks, with their token and when they were placed.
         let owned: HashMap<String, (i64, i64)> =
             if self.shared.lease_valid() && !control.is_drained(&me) {
-                let member = self.shared.member();
-                self.assignments
-                    .iter()
-                    .filter(|a| {
-                        a.owner
-                            .as_ref()
-                            .is_some_and(|(n, i)| *n == member.node && *i == member.incarnation)
-                            && !control.is_paused(&me, &a.task)
-                    })
+                self.owned_assignments()
+                    .filter(|a| !control.is_paused(&me, &a.task))
                     .map(|a| (a.task.clone(), (a.token, a.placed_at_ms)))
                     .collect()
             } else {
