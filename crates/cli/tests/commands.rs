@@ -476,9 +476,15 @@ async fn a_rolling_restart_takes_one_node_at_a_time(kind: Kind) {
     let seq = issued["seq"].as_i64().unwrap();
     let targets: Vec<String> = serde_json::from_value(issued["targets"].clone()).unwrap();
     assert_eq!(targets.len(), 3, "{issued}");
-    // Watch the cluster while it restarts: never two nodes down (or leaving) at once.
+    // Watch the cluster while it restarts: never two nodes down (or leaving) at once. Each
+    // node's incarnation from before counts as seen: the first node may already be leaving
+    // when the first look below is taken.
     let mut incarnations: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
-        Default::default();
+        nodes
+            .iter()
+            .zip(&before)
+            .map(|(n, i)| (n.to_string(), [*i].into()))
+            .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let view = s.store.view("rolling").await.unwrap();
