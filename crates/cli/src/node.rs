@@ -179,11 +179,18 @@ fn spawn_memory_trim() -> tokio::task::JoinHandle<()> {
 /// glibc raises that threshold after the first such buffer is freed, and from then on puts
 /// them among the small long-lived ones, which pins their pages: 10,000 idle tasks held 87 to
 /// 110 MB resident without it.
+///
+/// One arena for every thread: glibc gives each thread that allocates under contention an
+/// arena of its own, and the runtime's threads each kept pages of their own arena pinned
+/// by a few long-lived allocations (10,000 idle tasks: 68 MB resident instead of 89 MB).
+/// Each thread's small-allocation cache (tcache) keeps the shared arena's lock off the
+/// hot path.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tuning parameter of the allocator; any value is valid.
+    // SAFETY: mallopt only sets tuning parameters of the allocator; any value is valid.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

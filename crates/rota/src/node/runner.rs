@@ -92,7 +92,7 @@ enum Step {
 /// its schedule resumes), then schedules it. Returns the runner's state when it parks.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     token: i64,
     start: Start,
     runs: watch::Receiver<Vec<ManualRun>>,
@@ -136,7 +136,7 @@ impl Drop for TakingOver {
 /// changed definition retires a parked runner) and the task's run-now requests now.
 pub(crate) async fn resume(
     shared: Arc<Shared>,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     parked: Parked,
     runs: watch::Receiver<Vec<ManualRun>>,
 ) -> Option<Parked> {
@@ -163,7 +163,7 @@ pub(crate) async fn resume(
 
 struct Runner {
     shared: Arc<Shared>,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     token: i64,
     member: Member,
     stop: CancellationToken,
@@ -227,7 +227,7 @@ impl Runner {
     /// finds the instant its schedule resumes after. `None`: it must stop.
     async fn take_over(&self) -> Result<Option<Progress>> {
         let store = &self.shared.store;
-        info!("owner now");
+        debug!("owner now");
         // After a failover of thousands of tasks, their reads go to the store in batches.
         // Settling adds no instant (it ends or restarts the fires read, whose instants have
         // records already), so the last instant read before it is the one after it.
@@ -868,7 +868,7 @@ fn may_start(shared: &Shared, term: &CancellationToken, member: &Member) -> bool
 /// policy), then its outcome in the store.
 struct Fire {
     shared: Arc<Shared>,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     member: Member,
     token: i64,
     term: CancellationToken,

@@ -40,7 +40,7 @@ impl Drop for InProcessRun {
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub timing: Timing,
-    pub tasks: HashMap<String, TaskSpec>,
+    pub tasks: HashMap<String, Arc<TaskSpec>>,
     pub services: HashMap<String, ServiceSpec>,
     pub(super) member: RwLock<Member>,
     pub(super) lease: Mutex<Lease<Instant>>,

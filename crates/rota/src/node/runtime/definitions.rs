@@ -29,7 +29,10 @@ impl Runtime {
                 );
                 self.defined = Defined {
                     version,
-                    tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+                    tasks: tasks
+                        .into_iter()
+                        .map(|t| (t.name.clone(), Arc::new(t)))
+                        .collect(),
                     services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
                 };
             }

@@ -128,7 +128,7 @@ type PlacementInputs = (i64, Vec<(String, i64, bool)>);
 struct Defined {
     /// The `define` command they come from (0: none yet).
     version: i64,
-    tasks: HashMap<String, TaskSpec>,
+    tasks: HashMap<String, Arc<TaskSpec>>,
     services: HashMap<String, ServiceSpec>,
 }
 

@@ -93,7 +93,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     lease.renewed(sent, Instant::now());
     let shared = Arc::new(Shared {
         store: store.clone(),
-        tasks: tasks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        tasks: tasks
+            .into_iter()
+            .map(|t| (t.name.clone(), Arc::new(t)))
+            .collect(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         member: RwLock::new(member.clone()),
         lease: Mutex::new(lease),

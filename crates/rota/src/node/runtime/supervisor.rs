@@ -7,6 +7,8 @@ use super::*;
 /// batch of takeover reads (see [`crate::node::batch`]); more would only wait, each holding
 /// a runner's memory.
 const MAX_TAKING_OVER: usize = 1000;
+/// Tasks named in the log line of a round that starts runners (the rest are counted).
+const STARTED_NAMED: usize = 10;
 
 impl Runtime {
     pub(super) fn owned(&self) -> Vec<(String, i64)> {
@@ -246,6 +248,9 @@ impl Runtime {
                 woken.push(task.clone());
             }
         }
+        // One line per round for the runners it starts, not one per task: a takeover of
+        // 100,000 tasks wrote 100,000 lines (each runner says so at debug level).
+        let (mut started, mut named) = (0usize, Vec::new());
         for (task, (token, placed_at)) in owned {
             // Never two runners of one task: a new one waits until the old one has ended.
             if self.runners.contains_key(&task)
@@ -300,6 +305,10 @@ impl Runtime {
             } else {
                 continue;
             };
+            started += 1;
+            if named.len() < STARTED_NAMED {
+                named.push(task.clone());
+            }
             self.runners.insert(
                 task,
                 RunnerHandle {
@@ -312,15 +321,22 @@ impl Runtime {
                 },
             );
         }
+        if started > 0 {
+            let mut tasks = named.join(", ");
+            if started > named.len() {
+                tasks.push_str(&format!(" and {} more", started - named.len()));
+            }
+            info!(count = started, %tasks, "owner now: runners started");
+        }
         for task in woken {
             self.resume(&task);
         }
     }
 
-    /// The spec of an owned task: a declared one, or this node's share of an `all` task
-    /// (named `task@node`, under which it is claimed and recorded).
-    /// The spec of an owned task: this node's own, or the cluster's (`rota ctl apply`).
-    pub(super) fn task_spec(&self, owned: &str) -> Option<TaskSpec> {
+    /// The spec of an owned task: this node's own, the cluster's (`rota ctl apply`), or this
+    /// node's share of an `all` task (named `task@node`, under which it is claimed and
+    /// recorded). Shared with the runner: a takeover of many tasks copies none.
+    pub(super) fn task_spec(&self, owned: &str) -> Option<Arc<TaskSpec>> {
         let find = |name: &str| {
             self.shared
                 .tasks
@@ -331,9 +347,9 @@ impl Runtime {
             return Some(spec.clone());
         }
         let (task, _) = placement::split_per_node_name(owned)?;
-        let mut spec = find(task)?.clone();
+        let mut spec = TaskSpec::clone(find(task)?);
         spec.name = owned.to_string();
-        Some(spec)
+        Some(Arc::new(spec))
     }
 
     /// The spec of an owned service: this node's own, or the cluster's.

@@ -147,7 +147,7 @@ impl CommandStore for SqlStore {
                         "SELECT {COLUMNS} FROM rota_command_acks WHERE cluster = ? AND seq IN ({marks}) \
                          ORDER BY seq, node_id"
                     ));
-                    let mut q = sqlx::query(&sql).bind(cluster);
+                    let mut q = batch_query(&sql, chunk.len()).bind(cluster);
                     for seq in chunk {
                         q = q.bind(*seq);
                     }

@@ -67,7 +67,7 @@ impl SqlStore {
             fence("?", "c.task", "c.token", "?", "?"),
             if returning { " RETURNING task, instant" } else { "" }
         ));
-        let mut q = sqlx::query(&sql)
+        let mut q = batch_query(&sql, chunk.len())
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation);
@@ -139,7 +139,7 @@ impl SqlStore {
             "SELECT task, instant, node_id, incarnation, token FROM rota_fires \
              WHERE cluster = ? AND slot = '' AND {pairs}"
         ));
-        let mut q = sqlx::query(&sql).bind(cluster);
+        let mut q = batch_query(&sql, chunk.len()).bind(cluster);
         for c in chunk {
             q = q.bind(&c.task).bind(c.instant_ms);
         }
@@ -272,7 +272,7 @@ impl SqlStore {
             format!("UPDATE rota_fires AS f SET started_at = {{now}} WHERE {mine} AND {tuples} AND {fence}")
         };
         let sql = self.sql(&sql);
-        let mut q = sqlx::query(&sql);
+        let mut q = batch_query(&sql, chunk.len());
         if !postgres {
             q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
         }
@@ -296,7 +296,7 @@ impl SqlStore {
              WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NOT NULL \
              AND node_id = ? AND incarnation = ? AND {pairs}"
         ));
-        let mut q = sqlx::query(&sql)
+        let mut q = batch_query(&sql, chunk.len())
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation);
@@ -433,7 +433,7 @@ impl FireStore for SqlStore {
                      WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}",
                     unstart(outcome)
                 ));
-                let mut q = sqlx::query(&sql)
+                let mut q = batch_query(&sql, chunk.len())
                     .bind(outcome.as_str())
                     .bind(message.map(str::to_string))
                     .bind(cluster);
@@ -501,7 +501,7 @@ impl FireStore for SqlStore {
             let sql = self.sql(&format!(
                 "{RUNNING_FIRES} AND f.task IN ({marks}) ORDER BY f.task, f.instant"
             ));
-            let mut q = sqlx::query(&sql).bind(cluster);
+            let mut q = batch_query(&sql, chunk.len()).bind(cluster);
             for task in chunk {
                 q = q.bind(task);
             }
@@ -514,7 +514,7 @@ impl FireStore for SqlStore {
                 "SELECT task, MAX(instant) AS last FROM rota_fires \
                  WHERE cluster = ? AND slot = '' AND task IN ({marks}) GROUP BY task"
             ));
-            let mut q = sqlx::query(&sql).bind(cluster);
+            let mut q = batch_query(&sql, chunk.len()).bind(cluster);
             for task in chunk {
                 q = q.bind(task);
             }

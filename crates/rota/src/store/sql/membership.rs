@@ -278,7 +278,7 @@ impl MembershipStore for SqlStore {
         let sql = self.sql(&format!(
             "SELECT node_id, incarnation, declared FROM rota_declarations WHERE cluster = ?{filter} ORDER BY node_id"
         ));
-        let mut q = sqlx::query(&sql).bind(cluster);
+        let mut q = batch_query(&sql, only.map_or(0, <[_]>::len)).bind(cluster);
         for (node, incarnation) in only.unwrap_or_default() {
             q = q.bind(node).bind(*incarnation);
         }

@@ -91,7 +91,7 @@ impl PlacementStore for SqlStore {
                     format!("UPDATE rota_assignments AS a SET {set} WHERE cluster = ? AND {tuples}")
                 };
                 let sql = self.sql(&sql);
-                let mut q = sqlx::query(&sql)
+                let mut q = batch_query(&sql, chunk.len())
                     .bind(owner.map(|(n, _)| n.clone()))
                     .bind(owner.map(|(_, i)| *i))
                     .bind(epoch)
@@ -129,7 +129,7 @@ impl PlacementStore for SqlStore {
                 "{{insert_ignore}} rota_assignments (cluster, task, node_id, incarnation, token, epoch, assigned_at, placed_at, reason, version) \
                  VALUES {rows}{{on_conflict_nothing}}"
             ));
-            let mut q = sqlx::query(&sql);
+            let mut q = batch_query(&sql, chunk.len());
             for c in chunk {
                 q = q
                     .bind(&leader.cluster)
