@@ -2,6 +2,7 @@
 //! shell completions and man pages. A thin layer over the library's public API. `anyhow`
 //! lives here, at the edge, and nowhere in the libraries.
 
+mod allocator;
 mod bench;
 mod ctl;
 mod demo;
@@ -90,9 +91,24 @@ enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    node::tune_allocator();
+#[global_allocator]
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
+
+fn main() -> ExitCode {
+    allocator::tune();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Node { config } => node::run(&config).await,

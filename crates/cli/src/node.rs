@@ -99,7 +99,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let trim = spawn_memory_trim();
+    let trim = crate::allocator::spawn_c_trim();
     let mut status = node.watch_status();
     let mut signals = 0;
     {
@@ -150,47 +150,6 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         rota::StopReason::Stopped => Ok(ExitCode::SUCCESS),
-    }
-}
-
-/// How often the node gives memory it freed back to the system.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// glibc's allocator keeps what a burst freed (the config's parse, a takeover of thousands
-/// of tasks, runners parking) in its arenas, where it counts as resident: a node with
-/// 10,000 idle tasks held twice the memory it used. Now and then, give the free pages back
-/// (a few milliseconds of CPU each time).
-fn spawn_memory_trim() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
-        let mut every = tokio::time::interval(TRIM_EVERY);
-        loop {
-            every.tick().await;
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    })
-}
-
-/// Called first thing in `main`: allocations of 128 KiB or more (a config's text, the rows of
-/// a placement, a batch of a takeover) are mapped on their own and returned when freed.
-/// glibc raises that threshold after the first such buffer is freed, and from then on puts
-/// them among the small long-lived ones, which pins their pages: 10,000 idle tasks held 87 to
-/// 110 MB resident without it.
-///
-/// One arena for every thread: glibc gives each thread that allocates under contention an
-/// arena of its own, and the runtime's threads each kept pages of their own arena pinned
-/// by a few long-lived allocations (10,000 idle tasks: 68 MB resident instead of 89 MB).
-/// Each thread's small-allocation cache (tcache) keeps the shared arena's lock off the
-/// hot path.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets tuning parameters of the allocator; any value is valid.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
