@@ -251,9 +251,11 @@ impl DbServer {
                     .arg(self.data())
                     .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
                     .arg(&self.dir)
+                    // A node holds up to six connections (`POOL_SIZE`, the heartbeat's,
+                    // LISTEN): room for the 100-node scale bench and the suite's servers.
                     .args([
                         "-c",
-                        "max_connections=200",
+                        "max_connections=700",
                         "-c",
                         "fsync=on",
                         "-c",
@@ -281,7 +283,7 @@ impl DbServer {
                     .args(["--bind-address=127.0.0.1", &format!("--port={}", self.port)])
                     .args([
                         "--skip-name-resolve",
-                        "--max-connections=300",
+                        "--max-connections=700",
                         "--innodb-buffer-pool-size=128M",
                     ]);
                 if is_root() {
