@@ -72,22 +72,6 @@ impl Runtime {
                 let changed = store.assignments_since(&cluster, self.generation).await?;
                 crate::store::merge_assignments(&mut self.assignments, changed);
                 self.assignments_version += 1;
-                // A registration's declarations never change: read only new registrations.
-                let registered: HashSet<(String, i64)> = view
-                    .nodes
-                    .iter()
-                    .map(|n| (n.node.clone(), n.incarnation))
-                    .collect();
-                self.declarations.retain(|key, _| registered.contains(key));
-                let unseen: Vec<(String, i64)> = registered
-                    .into_iter()
-                    .filter(|key| !self.declarations.contains_key(key))
-                    .collect();
-                for d in store.declarations(&cluster, Some(&unseen)).await? {
-                    let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
-                    self.declarations
-                        .insert((d.node, d.incarnation), (hashes, d.meta));
-                }
                 // Commands take generations too: read what was appended (all, at the start).
                 self.commands
                     .read(store.as_ref(), &self.shared.member())
@@ -138,8 +122,13 @@ impl Runtime {
             }
         }
         let Some(epoch) = self.epoch else {
+            // Only a leader places, so only a leader holds what each node declares: in a
+            // cluster of 100 nodes that each declare 10,000 tasks, every node read and kept
+            // a million declarations.
+            self.declarations = HashMap::new();
             return Ok(());
         };
+        self.read_declarations().await?;
         let view = self.view.as_ref().expect("checked above");
         let control = &self.commands.control;
         // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
@@ -279,6 +268,46 @@ impl Runtime {
             self.placed_with = counted;
         }
         self.after_placement(leaving).await
+    }
+
+    /// Reads the declarations of the registrations in the view that this leader has not read
+    /// yet, and forgets those of registrations gone. A registration's declarations never
+    /// change. Placement never runs without those of every live node: a node whose
+    /// declarations were missing would count as declaring nothing, and lose its tasks.
+    async fn read_declarations(&mut self) -> Result<()> {
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        let registered: HashSet<(String, i64)> = view
+            .nodes
+            .iter()
+            .map(|n| (n.node.clone(), n.incarnation))
+            .collect();
+        self.declarations.retain(|key, _| registered.contains(key));
+        let unseen: Vec<(String, i64)> = registered
+            .into_iter()
+            .filter(|key| !self.declarations.contains_key(key))
+            .collect();
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let cluster = self.shared.member().cluster;
+        for d in self
+            .shared
+            .store
+            .declarations(&cluster, Some(&unseen))
+            .await?
+        {
+            let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
+            self.declarations
+                .insert((d.node, d.incarnation), (hashes, d.meta));
+        }
+        // A registration and its declarations are written together: one with none found
+        // declares nothing (and is not read again at every round).
+        for key in unseen {
+            self.declarations.entry(key).or_default();
+        }
+        Ok(())
     }
 
     /// Tasks paused cluster-wide are unplaced with a reason naming the command (rather than
