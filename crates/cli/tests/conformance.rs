@@ -638,6 +638,42 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
     store.leave(&b).await.unwrap();
     assert!(store.view("m").await.unwrap().nodes.is_empty());
     assert!(store.generation("m").await.unwrap() > g);
+    a_leave_racing_renewals_removes_the_registration(store).await;
+}
+
+/// A node renews until it has left: a renewal between the leave's read and its delete must
+/// not leave the registration behind (ZooKeeper's delete checks the version it read, and
+/// gave up on a change, leaving a gracefully stopped node listed as dead).
+async fn a_leave_racing_renewals_removes_the_registration(store: &Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    for incarnation in 1..=10 {
+        let m = member("race-leave", "n1", incarnation);
+        join(store, &m, 60_000).await;
+        let renewals = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewing = {
+            let (store, m, renewals, stop) =
+                (store.clone(), m.clone(), renewals.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = store.heartbeat(&m, i64::MAX).await;
+                    renewals.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while renewals.load(Ordering::Relaxed) < 3 {
+            tokio::task::yield_now().await;
+        }
+        store.leave(&m).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        renewing.await.unwrap();
+        let view = store.view("race-leave").await.unwrap();
+        assert!(
+            view.nodes.is_empty(),
+            "a leave racing renewals left the registration behind: {:?}",
+            view.nodes
+        );
+    }
 }
 
 async fn clusters_are_isolated(store: &Arc<dyn Store>) {

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Reads and conditional deletes a leave tries before it reports the store unavailable.
+const LEAVE_ATTEMPTS: usize = 5;
+
 /// Bytes per declarations chunk: far below the server's 1 MB znode limit.
 pub(super) const DECL_CHUNK: usize = 256 * 1024;
 
@@ -347,24 +350,33 @@ impl MembershipStore for ZkStore {
     async fn leave(&self, m: &Member) -> Result<()> {
         self.release_leadership(m).await?;
         let z = self.zk().await?;
-        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
-            return Ok(());
-        };
-        if data.incarnation != m.incarnation {
-            return Ok(());
-        }
         let base = Self::base(&m.cluster);
-        let mut w = z.new_multi_writer();
-        w.add_delete(&format!("{base}/nodes/{}", m.node), Some(stat.version))
-            .map_err(unavailable)?;
-        w.add_set_data(&format!("{base}/generation"), b"", None)
-            .map_err(unavailable)?;
-        self.wrote();
-        match w.commit().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e).is_some() => Ok(()),
-            Err(e) => Err(unavailable(e)),
+        // The delete checks the version read: a renewal in between (the heartbeat goes on
+        // until the node has left) changes it, so read again and retry. Giving up left the
+        // registration to expire, listed as a dead node although it left.
+        for _ in 0..LEAVE_ATTEMPTS {
+            let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+                return Ok(());
+            };
+            if data.incarnation != m.incarnation {
+                return Ok(());
+            }
+            let mut w = z.new_multi_writer();
+            w.add_delete(&format!("{base}/nodes/{}", m.node), Some(stat.version))
+                .map_err(unavailable)?;
+            w.add_set_data(&format!("{base}/generation"), b"", None)
+                .map_err(unavailable)?;
+            self.wrote();
+            match w.commit().await {
+                Ok(_) => return Ok(()),
+                Err(e) if condition_failed(&e).is_some() => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
         }
+        Err(Error::StoreUnavailable(format!(
+            "leaving: node {}'s registration kept changing over {LEAVE_ATTEMPTS} attempts",
+            m.node
+        )))
     }
 
     async fn view(&self, cluster: &str) -> Result<ClusterView> {
