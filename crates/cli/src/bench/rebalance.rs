@@ -29,6 +29,9 @@ pub struct RebalanceArgs {
 /// In-process nodes with `tasks` round-robin tasks (that fire once a year). Starts
 /// `nodes - 1` nodes, waits for the spread, then measures one join and one leave: the time
 /// from the event until every task has its new owner written, and how many tasks moved.
+/// How long the idle cluster's statements are counted after the last round.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
 pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     use rota::core::placement::PlacementSpec;
     if args.nodes < 2 {
@@ -186,6 +189,25 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         );
         spread_before = after_leave;
     }
+    // The store's load from the settled, idle cluster: every node's statements over a window.
+    settle().await;
+    let counted = || {
+        stores
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.statements())
+            .fold((0u64, 0u64), |(r, w), c| (r + c.reads, w + c.writes))
+    };
+    let (reads_before, writes_before) = counted();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let (reads_after, writes_after) = counted();
+    let idle_nodes = stores.lock().unwrap().len() as f64;
+    let secs = IDLE_WINDOW.as_secs_f64();
+    let (reads, writes) = (
+        (reads_after - reads_before) as f64 / secs,
+        (writes_after - writes_before) as f64 / secs,
+    );
     for h in handles {
         h.shutdown().await?;
     }
@@ -204,6 +226,13 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         "  graceful leave, all its tasks on others: {}; moved {} (its share)",
         stats(&mut leave_ms),
         moved_leave.iter().copied().max().unwrap_or(0)
+    );
+    println!(
+        "  store's load from the idle cluster ({idle_nodes} nodes, {} s): {reads:.0} reads/s and \
+         {writes:.0} writes/s in all; per node {:.1} reads/s and {:.1} writes/s",
+        IDLE_WINDOW.as_secs(),
+        reads / idle_nodes,
+        writes / idle_nodes
     );
     Ok(ExitCode::SUCCESS)
 }
