@@ -95,10 +95,13 @@ impl ZkEnsemble {
         std::fs::create_dir_all(dir.join("data"))
             .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let m = &self.members[i];
+        // Every client comes from 127.0.0.1: no limit of connections per address (60 by
+        // default; the 100-node scale bench holds more).
         let mut cfg = format!(
             "tickTime={TICK_MS}\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={}\n\
              clientPortAddress=127.0.0.1\nminSessionTimeout={}\nmaxSessionTimeout={}\n\
-             admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n",
+             admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n\
+             maxClientCnxns=0\n",
             dir.join("data").display(),
             m.client_port,
             2 * TICK_MS,
