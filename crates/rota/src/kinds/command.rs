@@ -412,12 +412,15 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
 }
 
 /// The child gets SIGKILL if the node dies (even by SIGKILL): a task or service must not
-/// outlive the node that owns it, or it would run beside its next owner.
+/// outlive the node that owns it, or it would run beside its next owner. It also gets the
+/// system's transparent huge pages back: the `rota` binary turns them off for itself, and a
+/// child would inherit that.
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
     unsafe {
         let parent = libc::getpid();
         cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -498,6 +501,25 @@ mod tests {
         assert_eq!(
             text.trim(),
             format!("t1 1700000000000 42 node-1 1 bar {}", cwd.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_gets_transparent_huge_pages_back() {
+        // As the `rota` binary does for itself (crates/cli/src/allocator.rs).
+        // SAFETY: sets a flag of this test process's memory mappings.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("status");
+        let task = sh(&format!(
+            "grep THP_enabled /proc/self/status > {}",
+            out.display()
+        ));
+        task.run(test_context("t1")).await.unwrap();
+        let status = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            status.split_whitespace().collect::<Vec<_>>(),
+            ["THP_enabled:", "1"]
         );
     }
 
