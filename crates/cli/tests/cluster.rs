@@ -85,6 +85,19 @@ async fn frozen_owner_starts_nothing_after_it_wakes(kind: Kind) {
     let s = TestStore::new(kind).await;
     let (cluster, record) = three_nodes(&s, "freeze").await;
     let (zombie, _) = owner(&s.store, "freeze", "alpha").await.unwrap();
+    // The tokens the frozen incarnation holds: work under them after the freeze would be
+    // the zombie's. Once awake it rejoins as a new incarnation, which may be given tasks
+    // again (under newer tokens) when nobody could take over (SQLite, below).
+    let frozen_tokens: std::collections::HashMap<String, i64> = s
+        .store
+        .assignments("freeze")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.owner.as_ref().is_some_and(|(n, _)| *n == zombie))
+        .map(|a| (a.task, a.token))
+        .collect();
+    let zombies = |task: &str, token: i64| frozen_tokens.get(task).is_some_and(|t| token <= *t);
     assert!(cluster.signal(&zombie, libc::SIGSTOP));
     let frozen_at = s.store.now_ms().await.unwrap();
     // Frozen well past its lease: the others take over.
@@ -136,17 +149,29 @@ async fn frozen_owner_starts_nothing_after_it_wakes(kind: Kind) {
     let h = s.store.history("freeze", None, 1000).await.unwrap();
     let late: Vec<_> = h
         .iter()
-        .filter(|f| f.node == zombie && f.instant_ms > frozen_at)
+        .filter(|f| f.node == zombie && f.instant_ms > frozen_at && zombies(&f.task, f.token))
         .collect();
     assert!(
         late.is_empty(),
         "the zombie recorded fires after it froze: {late:?}"
     );
+    let before_waking: Vec<_> = h
+        .iter()
+        .filter(|f| {
+            f.node == zombie
+                && f.started_at_ms
+                    .is_some_and(|at| at > frozen_at && at < thawed_at)
+        })
+        .collect();
+    assert!(
+        before_waking.is_empty(),
+        "fires started on the frozen node while it was frozen: {before_waking:?}"
+    );
     // ... nor in the tasks' own record.
     let lines = harness::read_fire_lines(&record);
     let zombie_lines: Vec<_> = lines
         .iter()
-        .filter(|l| l.node == zombie && l.instant_ms > frozen_at)
+        .filter(|l| l.node == zombie && l.instant_ms > frozen_at && zombies(&l.task, l.token))
         .collect();
     assert!(
         zombie_lines.is_empty(),
