@@ -128,7 +128,6 @@ impl Runtime {
             self.declarations = HashMap::new();
             return Ok(());
         };
-        self.read_declarations().await?;
         let view = self.view.as_ref().expect("checked above");
         let control = &self.commands.control;
         // Placing thousands of tasks costs CPU: skip it while its inputs are those of a round
@@ -148,6 +147,9 @@ impl Runtime {
         if self.settled.as_ref() == Some(&inputs) {
             return self.after_placement(leaving).await;
         }
+        // Registrations change only with the generation: read their declarations only for
+        // a round that places, not at every tick of a settled leader.
+        self.read_declarations().await?;
         self.journal_deaths().await;
         let view = self.view.as_ref().expect("checked above");
         let control = &self.commands.control;
