@@ -97,7 +97,7 @@ impl Members {
         };
         let declarer = all
             .iter()
-            .find(|d| d.declared.iter().any(declares) && recently_lapsed(&d.node, d.incarnation));
+            .find(|d| d.set.tasks.iter().any(declares) && recently_lapsed(&d.node, d.incarnation));
         match declarer {
             Some(d) => Problem::unavailable(format!(
                 "no live node declares {kind} `{name}` at this moment: `{}` declares it and its \
@@ -113,7 +113,7 @@ impl Members {
     pub(crate) fn declared(&self) -> BTreeMap<String, (String, Vec<String>)> {
         let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
         for d in &self.declarations {
-            for t in &d.declared {
+            for t in &d.set.tasks {
                 let entry = out
                     .entry(t.name.clone())
                     .or_insert_with(|| (t.schedule.clone(), Vec::new()));
@@ -125,7 +125,7 @@ impl Members {
                 .entry(name.clone())
                 .or_insert_with(|| (schedule.clone(), Vec::new()));
             for d in self.declarations.iter().filter(|d| d.meta.runs_definitions) {
-                if !d.declared.iter().any(|t| &t.name == name) {
+                if !d.set.tasks.iter().any(|t| &t.name == name) {
                     entry.1.push(d.node.clone());
                 }
             }

@@ -628,7 +628,7 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
             .is_empty(),
         "a replaced registration"
     );
-    assert_eq!(decl[0].declared[0].name, "t");
+    assert_eq!(decl[0].set.tasks[0].name, "t");
     assert_eq!(
         decl[0].meta.labels["zone"], "a",
         "labels are registered with the declarations"
@@ -639,6 +639,116 @@ async fn membership_and_same_id_refusal(store: &Arc<dyn Store>) {
     assert!(store.view("m").await.unwrap().nodes.is_empty());
     assert!(store.generation("m").await.unwrap() > g);
     a_leave_racing_renewals_removes_the_registration(store).await;
+    identical_declarations_are_stored_once_and_purged_when_unnamed(store).await;
+}
+
+/// Identical nodes declare one set: stored and read once under its digest, whatever each
+/// node's labels; a different set has its own. A set stays while a registration names it
+/// or a join named it recently, and is purged after.
+async fn identical_declarations_are_stored_once_and_purged_when_unnamed(store: &Arc<dyn Store>) {
+    let cluster = "sets";
+    let declares = |m: &Member, zone: &str, tasks: &[&str]| {
+        let mut req = join_req(m, 60_000);
+        req.declared = tasks
+            .iter()
+            .map(|t| Declaration {
+                name: t.to_string(),
+                hash: format!("h-{t}"),
+                schedule: "every 1s".into(),
+            })
+            .collect();
+        req.meta.labels = [("zone".to_string(), zone.to_string())].into();
+        req
+    };
+    let (a, b, c) = (
+        member(cluster, "a", 1),
+        member(cluster, "b", 1),
+        member(cluster, "c", 1),
+    );
+    for req in [
+        declares(&a, "east", &["t1", "t2"]),
+        declares(&b, "west", &["t1", "t2"]),
+        declares(&c, "east", &["t1", "t3"]),
+    ] {
+        assert!(matches!(
+            store.join(&req).await.unwrap(),
+            JoinOutcome::Joined { .. }
+        ));
+    }
+    let regs = store.registrations_declared(cluster, None).await.unwrap();
+    let digest = |node: &str| regs.iter().find(|r| r.node == node).unwrap().digest.clone();
+    assert_eq!(digest("a"), digest("b"), "identical tasks, one set");
+    assert_ne!(digest("a"), digest("c"), "other tasks, another set");
+    assert!(regs.iter().all(|r| r.inline.is_none()));
+    let labels =
+        |node: &str| regs.iter().find(|r| r.node == node).unwrap().meta.labels["zone"].clone();
+    assert_eq!(
+        (labels("a"), labels("b")),
+        ("east".into(), "west".into()),
+        "labels are each node's own"
+    );
+    let sets = store
+        .declared_sets(cluster, &[digest("a"), digest("c"), "0".repeat(64)])
+        .await
+        .unwrap();
+    assert_eq!(sets.len(), 2, "an unknown digest is not found");
+    let names = |d: &str| {
+        sets[d]
+            .tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (names(&digest("a")), names(&digest("c"))),
+        (
+            vec!["t1".into(), "t2".into()],
+            vec!["t1".into(), "t3".into()]
+        )
+    );
+    // Composed: each node with its set and its labels.
+    let all = store.declarations(cluster, None).await.unwrap();
+    let b_decl = all.iter().find(|d| d.node == "b").unwrap();
+    assert_eq!(b_decl.set.tasks.len(), 2);
+    assert_eq!(b_decl.meta.labels["zone"], "west");
+
+    // c leaves: its set is unnamed, but a purge before its last use keeps it.
+    store.leave(&c).await.unwrap();
+    let now = store.now_ms().await.unwrap();
+    store.purge_history(cluster, now - 60_000).await.unwrap();
+    let kept = store.declared_sets(cluster, &[digest("c")]).await.unwrap();
+    assert_eq!(kept.len(), 1, "a set used within the retention stays");
+    // Past the retention: purged. The set a and b still name stays, however old.
+    store.purge_history(cluster, now + 60_000).await.unwrap();
+    let left = store
+        .declared_sets(cluster, &[digest("a"), digest("c")])
+        .await
+        .unwrap();
+    assert!(
+        left.contains_key(&digest("a")),
+        "a named set is never purged"
+    );
+    assert!(
+        !left.contains_key(&digest("c")),
+        "an unnamed, unused set is purged"
+    );
+    // A node declaring the purged set again stores it again.
+    let c2 = member(cluster, "c", 2);
+    assert!(matches!(
+        store
+            .join(&declares(&c2, "east", &["t1", "t3"]))
+            .await
+            .unwrap(),
+        JoinOutcome::Joined { .. }
+    ));
+    let again = store
+        .declarations(cluster, Some(&[("c".to_string(), 2)]))
+        .await
+        .unwrap();
+    assert_eq!(again[0].set.tasks.len(), 2, "{again:?}");
+    for m in [&a, &b, &c2] {
+        store.leave(m).await.unwrap();
+    }
 }
 
 /// A node renews until it has left: a renewal between the leave's read and its delete must
@@ -1615,7 +1725,7 @@ async fn a_version_1_schema_is_upgraded_in_place() {
         (declared[0].node.as_str(), declared[0].incarnation),
         ("n1", 3)
     );
-    assert_eq!(declared[0].declared[0].name, "old");
+    assert_eq!(declared[0].set.tasks[0].name, "old");
     assert_eq!(store.view("c").await.unwrap().nodes.len(), 1);
     // A node joining now: a rota of version 5 still running in a rolling upgrade reads its
     // row as declaring nothing (valid, empty); this version reads what it declares.
@@ -1634,7 +1744,7 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     }
     let only = [("n2".to_string(), 1)];
     let declared = store.declarations("c", Some(&only)).await.unwrap();
-    assert_eq!(declared[0].declared[0].name, "t");
+    assert_eq!(declared[0].set.tasks[0].name, "t");
 }
 
 #[test]

@@ -441,6 +441,14 @@ impl ControlState {
             .is_some_and(|(s, _)| s.get(node).copied().unwrap_or(false))
     }
 
+    /// Tasks and services paused on `node` (cluster-wide, unless it resumed them for itself).
+    pub fn paused_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.paused
+            .keys()
+            .map(String::as_str)
+            .filter(move |task| self.is_paused(node, task))
+    }
+
     /// Tasks paused cluster-wide, with the command that paused them (nodes that override
     /// with a node-scoped resume still run them).
     pub fn paused_in_cluster(&self) -> impl Iterator<Item = (&str, i64)> {

@@ -47,16 +47,18 @@ impl Snapshot {
                 .iter()
                 .any(|r| r.node == n.node && r.incarnation == n.incarnation && r.alive);
             // Reserved declarations (a node's labels and placement specs) are not tasks.
-            for d in n.declared {
+            for d in &n.set.tasks {
                 if alive {
                     definitions
                         .entry(d.name.clone())
                         .or_default()
-                        .entry(d.hash)
+                        .entry(d.hash.clone())
                         .or_default()
                         .push(n.node.clone());
                 }
-                schedules.entry(d.name).or_insert(d.schedule);
+                if !schedules.contains_key(&d.name) {
+                    schedules.insert(d.name.clone(), d.schedule.clone());
+                }
             }
         }
         let mut names: Vec<String> = schedules.keys().cloned().collect();

@@ -96,7 +96,7 @@ pub(super) async fn apply(api: &Api, caller: Option<&Caller>, body: &[u8]) -> Re
     let new = compile(api, &b.document)?;
     let members = Members::read(api).await?;
     for d in &members.declarations {
-        if let Some(t) = d.declared.iter().find(|t| new.contains_key(&t.name)) {
+        if let Some(t) = d.set.tasks.iter().find(|t| new.contains_key(&t.name)) {
             return Err(Problem(
                 StatusCode::CONFLICT,
                 format!(

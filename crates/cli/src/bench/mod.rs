@@ -1,8 +1,9 @@
 //! `rota bench`: the benchmarks, one file each: `failover` (a killed owner's tasks resumed on a
 //! survivor), `throughput` (claimed fires per second), `rebalance` (joins and leaves placed),
-//! `faults` (the fault campaign and its checker), `idle` (what a node costs at rest), `cache`,
-//! `control` and `dashboard`. They run
-//! real node processes on a store given by URL or on a private server (`bench_store`).
+//! `placement` (the placement computation alone, without a store), `faults` (the fault
+//! campaign and its checker), `idle` (what a node costs at rest), `cache`, `control` and
+//! `dashboard`. They run real node processes on a store given by URL or on a private server
+//! (`bench_store`).
 
 mod bench_store;
 mod cache;
@@ -12,6 +13,7 @@ mod failover;
 mod faults;
 mod idle;
 mod measure;
+mod placement;
 mod rebalance;
 mod throughput;
 
@@ -30,6 +32,9 @@ pub enum BenchCommand {
     /// Round-robin over many tasks: how long a join or a leave takes to be placed and written,
     /// and how many tasks it moves compared with the ideal share.
     Rebalance(RebalanceArgs),
+    /// The leader's placement computation alone, without a store: identical nodes that each
+    /// declare many tasks; the first placement, a settled round, a join and a leave.
+    Placement(placement::PlacementArgs),
     /// Cluster commands issued one at a time: how long until every live node applied each.
     Commands(control::CommandsArgs),
     /// Rolling restarts of node processes running a 1-second task: total time, each node's
@@ -59,6 +64,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Failover(args) => failover(args).await,
         BenchCommand::Throughput(args) => throughput(args).await,
         BenchCommand::Rebalance(args) => rebalance(args).await,
+        BenchCommand::Placement(args) => placement::placement(args),
         BenchCommand::Commands(args) => control::commands(args).await,
         BenchCommand::RollingRestart(args) => control::rolling_restart(args).await,
         BenchCommand::Dashboard(args) => dashboard::dashboard(args).await,

@@ -15,10 +15,10 @@ use rota::{
     store::{
         AckFilter, Assignment, AssignmentChange, Begin, CacheChange, CacheEntry, CacheOutcome,
         CacheStore, CacheWrite, Claim, ClaimOutcome, ClusterView, CommandRecord, CommandStore,
-        EventRecord, EventStore, Expect, Finish, FireRecord, FireStore, HistoryStore, ItemClaim,
-        ItemEnd, ItemRecord, ItemStore, JoinOutcome, JoinRequest, LeaderWrite, Leadership, Member,
-        MembershipStore, NodeDeclarations, PlacementStore, RunningFire, StatementCounts, Store,
-        Takeover,
+        DeclaredSet, EventRecord, EventStore, Expect, Finish, FireRecord, FireStore, HistoryStore,
+        ItemClaim, ItemEnd, ItemRecord, ItemStore, JoinOutcome, JoinRequest, LeaderWrite,
+        Leadership, Member, MembershipStore, PlacementStore, RegistrationDeclares, RunningFire,
+        StatementCounts, Store, Takeover,
     },
     Error, Result,
 };
@@ -186,12 +186,24 @@ impl MembershipStore for FaultyStore {
         self.call("view", self.inner.view(cluster)).await
     }
 
-    async fn declarations(
+    async fn registrations_declared(
         &self,
         cluster: &str,
         only: Option<&[(String, i64)]>,
-    ) -> Result<Vec<NodeDeclarations>> {
-        self.call("declarations", self.inner.declarations(cluster, only))
+    ) -> Result<Vec<RegistrationDeclares>> {
+        self.call(
+            "registrations_declared",
+            self.inner.registrations_declared(cluster, only),
+        )
+        .await
+    }
+
+    async fn declared_sets(
+        &self,
+        cluster: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, DeclaredSet>> {
+        self.call("declared_sets", self.inner.declared_sets(cluster, digests))
             .await
     }
 

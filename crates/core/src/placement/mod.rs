@@ -25,7 +25,7 @@ mod resolvers;
 mod spec;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     sync::Arc,
 };
@@ -164,25 +164,58 @@ pub fn place_with(
     let mut ordered: Vec<&NodeInfo> = nodes.iter().collect();
     ordered.sort_by(|a, b| (a.joined_at_ms, &a.id).cmp(&(b.joined_at_ms, &b.id)));
     let candidates: Vec<&NodeInfo> = ordered.iter().copied().filter(|n| !n.leaving).collect();
-
-    let valid_owner = |task: &str| -> Option<&NodeInfo> {
+    let by_id: HashMap<&str, usize> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let valid_owner = |task: &str| -> Option<usize> {
         let owner = current.get(task)?;
-        candidates
-            .iter()
+        by_id
+            .get(owner.node.as_str())
             .copied()
-            .find(|n| n.id == owner.node && n.incarnation == owner.incarnation)
+            .filter(|&i| candidates[i].incarnation == owner.incarnation)
     };
-
-    let names: BTreeSet<&String> = ordered.iter().flat_map(|n| n.declared.keys()).collect();
+    // Nodes that declare the same tasks (usually all of them: identical nodes) form one
+    // class: each task is looked up, and its definitions compared, once per class.
+    let mut classes: Vec<Class> = Vec::new();
+    for n in &ordered {
+        if !classes.iter().any(|c| c.declares(&n.declared)) {
+            classes.push(Class {
+                declared: &n.declared,
+                members: Vec::new(),
+            });
+        }
+    }
+    let mut class_of = Vec::with_capacity(candidates.len());
+    for (i, n) in candidates.iter().enumerate() {
+        let c = classes
+            .iter()
+            .position(|c| c.declares(&n.declared))
+            .expect("every node has its class");
+        classes[c].members.push(i);
+        class_of.push(c);
+    }
+    let names: BTreeSet<&String> = classes.iter().flat_map(|c| c.declared.keys()).collect();
     let mut placement = Placement::default();
     // Tasks grouped by spec; each group goes to one resolver.
     let mut groups: BTreeMap<PlacementSpec, Vec<EligibleTask>> = BTreeMap::new();
     let mut current_valid = BTreeMap::new();
+    // Tasks that the same nodes may run share one list of them: by agreeing classes when
+    // the task selects no labels, else by the nodes themselves.
+    let mut by_classes: HashMap<Vec<usize>, Arc<[String]>> = HashMap::new();
+    let mut by_nodes: HashMap<Vec<usize>, Arc<[String]>> = HashMap::new();
+    let ids = |nodes: &[usize]| -> Arc<[String]> {
+        nodes.iter().map(|&i| candidates[i].id.clone()).collect()
+    };
+    // Classes with live candidates that declare the task, and their definition's hash.
+    let mut declaring: Vec<(usize, &String)> = Vec::new();
     for name in names {
-        let declaring: Vec<(&NodeInfo, &String)> = candidates
-            .iter()
-            .filter_map(|n| n.declared.get(name).map(|h| (*n, h)))
-            .collect();
+        declaring.clear();
+        declaring.extend(classes.iter().enumerate().filter_map(|(c, class)| {
+            let hash = class.declared.get(name)?;
+            (!class.members.is_empty()).then_some((c, hash))
+        }));
         if declaring.is_empty() {
             placement.unplaced.insert(
                 name.clone(),
@@ -191,51 +224,89 @@ pub fn place_with(
             continue;
         }
         let owner = valid_owner(name);
-        let reference = match owner.and_then(|o| o.declared.get(name)) {
-            Some(hash) => hash.clone(),
-            None => most_declared(&declaring),
+        let reference: &String = match owner.and_then(|o| candidates[o].declared.get(name)) {
+            Some(hash) => hash,
+            None => most_declared(&classes, &declaring),
         };
-        let dissenters: Vec<(String, String)> = declaring
+        let agrees = |hash: &String| std::ptr::eq(hash, reference) || hash == reference;
+        let mut dissenters: Vec<(usize, &String)> = declaring
             .iter()
-            .filter(|(_, h)| **h != reference)
-            .map(|(n, h)| (n.id.clone(), (*h).clone()))
+            .filter(|(_, h)| !agrees(h))
+            .flat_map(|&(c, h)| classes[c].members.iter().map(move |&i| (i, h)))
             .collect();
         if !dissenters.is_empty() {
+            dissenters.sort_unstable_by_key(|(i, _)| *i);
             placement.conflicts.push(Conflict {
                 task: name.clone(),
                 reference_hash: reference.clone(),
-                dissenters,
+                dissenters: dissenters
+                    .into_iter()
+                    .map(|(i, h)| (candidates[i].id.clone(), h.clone()))
+                    .collect(),
             });
         }
-        let agreeing: Vec<&NodeInfo> = declaring
+        let agreeing: Vec<usize> = declaring
             .iter()
-            .filter(|(_, h)| **h == reference)
-            .map(|(n, _)| *n)
+            .filter(|(_, h)| agrees(h))
+            .map(|(c, _)| *c)
             .collect();
+        let owner = owner.filter(|&o| agreeing.contains(&class_of[o]));
+        let first_agreeing = agreeing
+            .iter()
+            .map(|&c| classes[c].members[0])
+            .min()
+            .expect("the reference is declared");
         // The spec is part of the definition: every agreeing node declares the same one.
-        let spec = owner
-            .filter(|o| agreeing.iter().any(|n| n.id == o.id))
-            .unwrap_or(agreeing[0])
+        let spec = candidates[owner.unwrap_or(first_agreeing)]
             .placement
             .of(name)
             .clone();
-        let eligible: Vec<String> = agreeing
-            .iter()
-            .filter(|n| spec.selects(&n.labels))
-            .map(|n| n.id.clone())
-            .collect();
-        if eligible.is_empty() {
-            placement.unplaced.insert(
-                name.clone(),
-                format!(
-                    "no live node declaring it has the labels {} (its node_selector)",
-                    fmt_labels(&spec.node_selector)
-                ),
-            );
-            continue;
-        }
-        if let Some(o) = owner.filter(|o| eligible.contains(&o.id)) {
-            current_valid.insert(name.clone(), o.id.clone());
+        // The agreeing nodes with the labels the task selects, in join order.
+        let (eligible, owner) = if spec.node_selector.is_empty() {
+            let shared = match by_classes.get(&agreeing) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let mut nodes: Vec<usize> = agreeing
+                        .iter()
+                        .flat_map(|&c| classes[c].members.iter().copied())
+                        .collect();
+                    nodes.sort_unstable();
+                    let shared = ids(&nodes);
+                    by_classes.insert(agreeing, shared.clone());
+                    shared
+                }
+            };
+            (shared, owner)
+        } else {
+            let mut nodes: Vec<usize> = agreeing
+                .iter()
+                .flat_map(|&c| classes[c].members.iter().copied())
+                .filter(|&i| spec.selects(&candidates[i].labels))
+                .collect();
+            nodes.sort_unstable();
+            if nodes.is_empty() {
+                placement.unplaced.insert(
+                    name.clone(),
+                    format!(
+                        "no live node declaring it has the labels {} (its node_selector)",
+                        fmt_labels(&spec.node_selector)
+                    ),
+                );
+                continue;
+            }
+            let owner = owner.filter(|o| nodes.contains(o));
+            let shared = match by_nodes.get(&nodes) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared = ids(&nodes);
+                    by_nodes.insert(nodes, shared.clone());
+                    shared
+                }
+            };
+            (shared, owner)
+        };
+        if let Some(o) = owner {
+            current_valid.insert(name.clone(), candidates[o].id.clone());
         }
         groups.entry(spec.clone()).or_default().push(EligibleTask {
             name: name.clone(),
@@ -279,11 +350,9 @@ pub fn place_with(
             },
         };
         for (task, node) in decision.owners {
-            let incarnation = candidates
-                .iter()
-                .find(|n| n.id == node)
-                .map(|n| n.incarnation)
-                .unwrap_or(0);
+            let incarnation = by_id
+                .get(node.as_str())
+                .map_or(0, |&i| candidates[i].incarnation);
             placement.owners.insert(task, Owner { node, incarnation });
         }
         placement.unplaced.extend(decision.unplaced);
@@ -312,7 +381,7 @@ fn everywhere(
     placement: &mut Placement,
 ) -> Decision {
     for task in tasks {
-        for node in &task.eligible {
+        for node in task.eligible.iter() {
             let incarnation = candidates
                 .iter()
                 .find(|n| n.id == *node)
@@ -327,28 +396,44 @@ fn everywhere(
         }
         placement
             .everywhere
-            .insert(task.name.clone(), task.eligible.clone());
+            .insert(task.name.clone(), task.eligible.to_vec());
     }
     Decision::default()
 }
 
+/// Nodes (by position among the candidates, in join order) that declare the same tasks
+/// with the same definitions.
+struct Class<'a> {
+    declared: &'a BTreeMap<String, String>,
+    members: Vec<usize>,
+}
+
+impl Class<'_> {
+    /// At once when the node shares the class's map, as identical nodes' registrations do.
+    fn declares(&self, declared: &BTreeMap<String, String>) -> bool {
+        std::ptr::eq(self.declared, declared) || self.declared == declared
+    }
+}
+
 /// The definition most live nodes declare; ties go to the earliest-joined node's.
-fn most_declared(declaring: &[(&NodeInfo, &String)]) -> String {
-    let mut counts: Vec<(&String, usize)> = Vec::new();
-    for (_, hash) in declaring {
-        match counts.iter_mut().find(|(h, _)| h == hash) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((hash, 1)),
+fn most_declared<'a>(classes: &[Class<'_>], declaring: &[(usize, &'a String)]) -> &'a String {
+    // (hash, nodes declaring it, the earliest of them)
+    let mut counts: Vec<(&String, usize, usize)> = Vec::new();
+    for &(c, hash) in declaring {
+        let members = &classes[c].members;
+        match counts.iter_mut().find(|(h, _, _)| *h == hash) {
+            Some((_, count, first)) => {
+                *count += members.len();
+                *first = (*first).min(members[0]);
+            }
+            None => counts.push((hash, members.len(), members[0])),
         }
     }
-    // `counts` is in join order of first declaration; max_by_key keeps the last max, so fold.
-    let mut best = counts[0];
-    for entry in &counts[1..] {
-        if entry.1 > best.1 {
-            best = *entry;
-        }
-    }
-    best.0.clone()
+    counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+        .expect("some class declares the task")
+        .0
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                         incarnation: 1,
                         joined_at_ms: joined,
                         leaving,
-                        declared,
+                        declared: declared.into(),
                         labels,
                         placement: DeclaredPlacement {
                             default: PlacementSpec::default(),
@@ -310,9 +310,11 @@ fn uniform(nodes: usize, leaving: &[bool], tasks: usize, spec: &PlacementSpec) -
             incarnation: 1,
             joined_at_ms: i as i64,
             leaving: leaving[i],
-            declared: (0..tasks)
-                .map(|t| (format!("t{t}"), "h".to_string()))
-                .collect(),
+            declared: Arc::new(
+                (0..tasks)
+                    .map(|t| (format!("t{t}"), "h".to_string()))
+                    .collect(),
+            ),
             labels: BTreeMap::new(),
             placement: DeclaredPlacement {
                 default: spec.clone(),

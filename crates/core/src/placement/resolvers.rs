@@ -2,7 +2,10 @@
 //! Active-passive, round-robin, named nodes and failover lists are built in; a
 //! [`Resolver`] written in Rust is called through the same input.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use super::spec::{why_not_eligible, DeclaredPlacement, PlacementSpec};
 
@@ -15,8 +18,10 @@ pub struct NodeInfo {
     pub joined_at_ms: i64,
     /// Announced a graceful stop: keeps nothing, gets nothing.
     pub leaving: bool,
-    /// Task name -> definition hash.
-    pub declared: BTreeMap<String, String>,
+    /// Task name -> definition hash. Identical nodes may share one map: placement then
+    /// looks each task up once for all of them (100 nodes that declare 100,000 tasks are
+    /// ten million lookups otherwise).
+    pub declared: Arc<BTreeMap<String, String>>,
     /// The node's labels (`[node] labels`), for `node_selector`s and custom resolvers.
     pub labels: BTreeMap<String, String>,
     /// The placement spec of each declared task.
@@ -27,7 +32,8 @@ pub struct NodeInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EligibleTask {
     pub name: String,
-    pub eligible: Vec<String>,
+    /// Shared by the tasks that the same nodes may run (usually all of a group).
+    pub eligible: Arc<[String]>,
     /// The task's spec (the same for every task a resolver is given, but for custom ones).
     pub placement: PlacementSpec,
 }
@@ -76,40 +82,70 @@ impl Resolver for ActivePassive {
         // Rank nodes once: the one already running most tasks, then the one able to run the
         // most, then the first to have joined. Every unowned task goes to its best-ranked
         // eligible node, so the work concentrates on one node whatever the task names.
-        let count = |id: &str, iter: &mut dyn Iterator<Item = &String>| {
-            iter.filter(|n| n.as_str() == id).count()
-        };
-        let rank: BTreeMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> =
+        let (lists, list_of) = shared_lists(input.tasks);
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for owner in input.current.values() {
+            *load.entry(owner.as_str()).or_default() += 1;
+        }
+        let mut able: HashMap<&str, usize> = HashMap::new();
+        for (list, uses) in &lists {
+            for id in list.iter() {
+                *able.entry(id.as_str()).or_default() += uses;
+            }
+        }
+        let count = |counts: &HashMap<&str, usize>, id: &str| counts.get(id).copied().unwrap_or(0);
+        let rank: HashMap<&str, (std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize)> =
             input
                 .nodes
                 .iter()
                 .enumerate()
                 .map(|(order, n)| {
-                    let load = count(&n.id, &mut input.current.values());
-                    let able = count(
-                        &n.id,
-                        &mut input.tasks.iter().flat_map(|t| t.eligible.iter()),
-                    );
+                    let id = n.id.as_str();
+                    let (load, able) = (count(&load, id), count(&able, id));
                     (
-                        n.id.as_str(),
+                        id,
                         (std::cmp::Reverse(load), std::cmp::Reverse(able), order),
                     )
                 })
                 .collect();
+        // The best node of each distinct list, once.
+        let best: Vec<Option<&String>> = lists
+            .iter()
+            .map(|(list, _)| list.iter().min_by_key(|id| rank.get(id.as_str())))
+            .collect();
         input
             .tasks
             .iter()
-            .filter_map(|task| {
+            .zip(list_of)
+            .filter_map(|(task, list)| {
                 let keep = input
                     .current
                     .get(&task.name)
                     .filter(|o| task.eligible.contains(o));
-                let node =
-                    keep.or_else(|| task.eligible.iter().min_by_key(|id| rank.get(id.as_str())))?;
+                let node = keep.or(best[list])?;
                 Some((task.name.clone(), node.clone()))
             })
             .collect()
     }
+}
+
+/// The distinct lists of eligible nodes among `tasks`, with the number of tasks using each,
+/// and the index of each task's list. Tasks share their list when the same nodes may run
+/// them ([`EligibleTask::eligible`]), so work per list is done once, not once per task.
+fn shared_lists(tasks: &[EligibleTask]) -> (Vec<(&[String], usize)>, Vec<usize>) {
+    let mut index: HashMap<*const String, usize> = HashMap::new();
+    let mut lists: Vec<(&[String], usize)> = Vec::new();
+    let mut list_of = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let key = Arc::as_ptr(&task.eligible) as *const String;
+        let i = *index.entry(key).or_insert_with(|| {
+            lists.push((&task.eligible, 0));
+            lists.len() - 1
+        });
+        lists[i].1 += 1;
+        list_of.push(i);
+    }
+    (lists, list_of)
 }
 
 /// Round-robin as a plain [`Resolver`] (for custom resolvers that delegate to it). Tasks
@@ -197,17 +233,18 @@ pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
         .enumerate()
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
-    let eligible: Vec<Vec<usize>> = input
-        .tasks
+    // Node positions of each distinct list of eligible nodes, and of each task's list.
+    let (lists, list_of) = shared_lists(input.tasks);
+    let positions: Vec<Vec<usize>> = lists
         .iter()
-        .map(|t| {
-            t.eligible
-                .iter()
+        .map(|(list, _)| {
+            list.iter()
                 .filter_map(|id| position.get(id.as_str()).copied())
                 .collect()
         })
         .collect();
-    let servers: BTreeSet<usize> = eligible.iter().flatten().copied().collect();
+    let eligible = |t: usize| -> &Vec<usize> { &positions[list_of[t]] };
+    let servers: BTreeSet<usize> = positions.iter().flatten().copied().collect();
     let started = input
         .tasks
         .iter()
@@ -235,7 +272,7 @@ pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
             .current
             .get(&task.name)
             .and_then(|o| position.get(o.as_str()).copied())
-            .filter(|n| eligible[t].contains(n));
+            .filter(|n| eligible(t).contains(n));
         if let Some(n) = kept {
             owner[t] = Some(n);
             load[n] += 1;
@@ -243,13 +280,13 @@ pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
         }
     }
     let lightest = |load: &[usize], t: usize| -> Option<usize> {
-        eligible[t].iter().copied().min_by_key(|&n| (load[n], n))
+        eligible(t).iter().copied().min_by_key(|&n| (load[n], n))
     };
     // Tasks with fewer choices first, so they get them.
     let mut orphans: Vec<usize> = (0..input.tasks.len())
         .filter(|&t| owner[t].is_none())
         .collect();
-    orphans.sort_by_key(|&t| (eligible[t].len(), t));
+    orphans.sort_by_key(|&t| (eligible(t).len(), t));
     for t in orphans {
         if let Some(n) = lightest(&load, t) {
             owner[t] = Some(n);
@@ -296,7 +333,7 @@ pub(super) fn pinned_to(task_nodes: &[String], input: &ResolveInput<'_>) -> Deci
     let mut decision = Decision::default();
     let mut tasks = Vec::new();
     for task in input.tasks {
-        let eligible: Vec<String> = task
+        let eligible: Arc<[String]> = task
             .eligible
             .iter()
             .filter(|n| listed(n))

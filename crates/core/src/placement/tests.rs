@@ -5,10 +5,12 @@ fn node(id: &str, joined: i64, tasks: &[(&str, &str)]) -> NodeInfo {
         id: id.into(),
         incarnation: 1,
         joined_at_ms: joined,
-        declared: tasks
-            .iter()
-            .map(|(t, h)| (t.to_string(), h.to_string()))
-            .collect(),
+        declared: Arc::new(
+            tasks
+                .iter()
+                .map(|(t, h)| (t.to_string(), h.to_string()))
+                .collect(),
+        ),
         ..NodeInfo::default()
     }
 }
@@ -16,7 +18,7 @@ fn node(id: &str, joined: i64, tasks: &[(&str, &str)]) -> NodeInfo {
 /// A node declaring `tasks` (same hash) all with `spec`.
 fn spec_node(id: &str, joined: i64, tasks: &[&str], spec: &PlacementSpec) -> NodeInfo {
     let mut n = node(id, joined, &[]);
-    n.declared = tasks.iter().map(|t| (t.to_string(), "h".into())).collect();
+    n.declared = Arc::new(tasks.iter().map(|t| (t.to_string(), "h".into())).collect());
     n.placement = DeclaredPlacement {
         default: spec.clone(),
         tasks: BTreeMap::new(),
@@ -413,7 +415,7 @@ fn nodes_resolver_keeps_tasks_on_the_listed_nodes() {
     );
     // node-1 is live but declares another definition.
     let mut other = spec_node("node-1", 1, &["t"], &spec);
-    other.declared.insert("t".into(), "h2".into());
+    Arc::make_mut(&mut other.declared).insert("t".into(), "h2".into());
     let p = place(
         &ActivePassive,
         &[spec_node("node-0", 0, &["t"], &spec), other],

@@ -20,7 +20,8 @@ pub trait HistoryStore: Send + Sync {
     async fn fire(&self, cluster: &str, task: &str, instant_ms: i64) -> Result<Option<FireRecord>>;
 
     /// Deletes finished fires with instants before `before_ms` (keeping each task's newest),
-    /// item records finished before it, and events before it. Returns the number of fires and
-    /// items deleted.
+    /// item records finished before it, events before it, and declared sets that no
+    /// registration names, last used before it. Returns the number of fires and items
+    /// deleted.
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64>;
 }

@@ -1,9 +1,14 @@
 //! Membership and leadership: registrations, liveness by store time, the generation, the
 //! leader's epoch.
 
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
 use crate::error::Result;
 use async_trait::async_trait;
-use rota_core::placement::NodeMeta;
+use rota_core::placement::{DeclaredPlacement, NodeMeta};
 
 /// Who a node is in the store: its id and the incarnation of this start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -55,21 +60,120 @@ pub struct NodeRecord {
     pub process: String,
 }
 
+/// The tasks a node declares, with their placement specs. Identical nodes declare the same
+/// set: the store keeps each distinct set once per cluster, under its digest, and each
+/// registration refers to it. 100 nodes that declare 100,000 tasks store and read megabytes
+/// once, not a hundred times.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeclaredSet {
+    pub tasks: Vec<Declaration>,
+    #[serde(default, skip_serializing_if = "DeclaredPlacement::is_default")]
+    pub placement: DeclaredPlacement,
+}
+
+impl DeclaredSet {
+    /// The stored form (JSON, deterministic: tasks in order, specs in a sorted map) and
+    /// its digest (hex SHA-256 of that form).
+    pub(crate) fn encode(&self) -> (String, String) {
+        let json = serde_json::to_string(self).expect("declarations serialize");
+        let digest = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
+        let hex = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        (hex, json)
+    }
+}
+
+/// A registration's declarations as the store keeps them: the digest of the set it
+/// declares, and its own labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationDeclares {
+    pub node: String,
+    pub incarnation: i64,
+    /// Labels and whether it runs the cluster's own definitions (its placement specs are
+    /// in the set).
+    pub meta: NodeMeta,
+    /// Digest of its [`DeclaredSet`].
+    pub digest: String,
+    /// The set itself, when the registration holds it: one written by a rota of the time
+    /// before sets were shared, still running during a rolling upgrade.
+    pub inline: Option<Arc<DeclaredSet>>,
+}
+
 /// The tasks one registration declared, with its labels and placement specs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeDeclarations {
     pub node: String,
     pub incarnation: i64,
-    pub declared: Vec<Declaration>,
+    /// Digest of `set`: registrations with equal digests declare the same.
+    pub digest: String,
+    /// Shared by the registrations that declare the same.
+    pub set: Arc<DeclaredSet>,
+    /// Labels and whether it runs the cluster's own definitions (placement specs: `set`).
     pub meta: NodeMeta,
 }
 
-/// How a registration's declarations are kept in the store (one JSON document).
+/// How a registration's own declarations are kept in the store (one JSON document). Since
+/// sets are shared, `tasks` is empty and `meta` holds the labels; a rota of the time before
+/// keeps everything here (and reads a registration of ours as declaring nothing).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Registration {
     pub tasks: Vec<Declaration>,
     #[serde(default, skip_serializing_if = "NodeMeta::is_empty")]
     pub meta: NodeMeta,
+}
+
+impl Registration {
+    /// What a join stores: the shared set (digest and stored form) and the registration's
+    /// own part.
+    pub(crate) fn split(req: &JoinRequest) -> (String, String, Registration) {
+        let set = DeclaredSet {
+            tasks: req.declared.clone(),
+            placement: req.meta.placement.clone(),
+        };
+        let (digest, json) = set.encode();
+        let own = Registration {
+            tasks: Vec::new(),
+            meta: NodeMeta {
+                placement: DeclaredPlacement::default(),
+                ..req.meta.clone()
+            },
+        };
+        (digest, json, own)
+    }
+
+    /// A stored registration as read: its set's digest if it names one, else (written
+    /// before sets were shared) its set inline.
+    pub(crate) fn read(
+        self,
+        node: String,
+        incarnation: i64,
+        digest: Option<String>,
+    ) -> RegistrationDeclares {
+        match digest {
+            Some(digest) => RegistrationDeclares {
+                node,
+                incarnation,
+                meta: self.meta,
+                digest,
+                inline: None,
+            },
+            None => {
+                let set = DeclaredSet {
+                    tasks: self.tasks,
+                    placement: self.meta.placement.clone(),
+                };
+                RegistrationDeclares {
+                    node,
+                    incarnation,
+                    meta: NodeMeta {
+                        placement: DeclaredPlacement::default(),
+                        ..self.meta
+                    },
+                    digest: set.encode().0,
+                    inline: Some(Arc::new(set)),
+                }
+            }
+        }
+    }
 }
 
 /// Answer to a join.
@@ -130,14 +234,63 @@ pub trait MembershipStore: Send + Sync {
     /// generation as seen must not miss a registration counted in it.
     async fn view(&self, cluster: &str) -> Result<ClusterView>;
 
-    /// What each registered node declared. Declarations change only with registrations, so
-    /// callers re-read them when the generation changes, never at heartbeat rate.
-    /// `only`: just these registrations `(node, incarnation)`; `None`: all of the cluster.
+    /// Which set each registered node declares, and its labels. Declarations change only
+    /// with registrations, so callers re-read them when the generation changes, never at
+    /// heartbeat rate. `only`: just these registrations `(node, incarnation)`; `None`: all
+    /// of the cluster.
+    async fn registrations_declared(
+        &self,
+        cluster: &str,
+        only: Option<&[(String, i64)]>,
+    ) -> Result<Vec<RegistrationDeclares>>;
+
+    /// The declared sets with these digests. A set stays stored while a registration names
+    /// it (and a while after, see [`HistoryStore::purge_history`](super::HistoryStore::purge_history)),
+    /// so a set named by a registration just read is found.
+    async fn declared_sets(
+        &self,
+        cluster: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, DeclaredSet>>;
+
+    /// What each registered node declared: [`MembershipStore::registrations_declared`] with
+    /// their sets, each read once. A set not found counts as declaring nothing.
     async fn declarations(
         &self,
         cluster: &str,
         only: Option<&[(String, i64)]>,
-    ) -> Result<Vec<NodeDeclarations>>;
+    ) -> Result<Vec<NodeDeclarations>> {
+        let registrations = self.registrations_declared(cluster, only).await?;
+        let mut wanted: Vec<String> = registrations
+            .iter()
+            .filter(|r| r.inline.is_none())
+            .map(|r| r.digest.clone())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut sets: BTreeMap<String, Arc<DeclaredSet>> = self
+            .declared_sets(cluster, &wanted)
+            .await?
+            .into_iter()
+            .map(|(digest, set)| (digest, Arc::new(set)))
+            .collect();
+        Ok(registrations
+            .into_iter()
+            .map(|r| {
+                let set = match r.inline {
+                    Some(set) => set,
+                    None => sets.entry(r.digest.clone()).or_default().clone(),
+                };
+                NodeDeclarations {
+                    node: r.node,
+                    incarnation: r.incarnation,
+                    digest: r.digest,
+                    set,
+                    meta: r.meta,
+                }
+            })
+            .collect())
+    }
 
     /// Where the store can push (PostgreSQL LISTEN/NOTIFY), a counter that increases soon
     /// after every generation change of `cluster`, so nodes react at once. `None` where it

@@ -159,7 +159,11 @@ impl Runtime {
             .iter()
             .filter(|n| n.alive)
             .map(|n| {
-                let (mut declared, mut meta) = self
+                let Declared {
+                    tasks: mut declared,
+                    mut meta,
+                    ..
+                } = self
                     .declarations
                     .get(&(n.node.clone(), n.incarnation))
                     .cloned()
@@ -167,16 +171,26 @@ impl Runtime {
                 // The cluster's own definitions: every node that runs them may run each
                 // (a name its own file declares too keeps the file's, and conflicts).
                 if meta.runs_definitions {
+                    let own = Arc::make_mut(&mut declared);
                     for (name, hash, spec) in &defined {
-                        if !declared.contains_key(name) {
-                            declared.insert(name.clone(), hash.clone());
+                        if !own.contains_key(name) {
+                            own.insert(name.clone(), hash.clone());
                             meta.placement.tasks.insert(name.clone(), spec.clone());
                         }
                     }
                 }
                 // Commands: a node is not eligible for what is paused on it, nor for
-                // anything while drained.
-                declared.retain(|task, _| !control.is_paused(&n.node, task));
+                // anything while drained. Nodes keep sharing their declarations otherwise.
+                let paused: Vec<&str> = control
+                    .paused_on(&n.node)
+                    .filter(|task| declared.contains_key(*task))
+                    .collect();
+                if !paused.is_empty() {
+                    let own = Arc::make_mut(&mut declared);
+                    for task in paused {
+                        own.remove(task);
+                    }
+                }
                 NodeInfo {
                     id: n.node.clone(),
                     incarnation: n.incarnation,
@@ -294,15 +308,53 @@ impl Runtime {
             return Ok(());
         }
         let cluster = self.shared.member().cluster;
-        for d in self
-            .shared
-            .store
-            .declarations(&cluster, Some(&unseen))
-            .await?
-        {
-            let hashes = d.declared.into_iter().map(|t| (t.name, t.hash)).collect();
-            self.declarations
-                .insert((d.node, d.incarnation), (hashes, d.meta));
+        let store = self.shared.store.clone();
+        let registrations = store
+            .registrations_declared(&cluster, Some(&unseen))
+            .await?;
+        // Identical nodes declare one set: read it once, and share its map.
+        let mut sets: HashMap<String, Declared> = HashMap::new();
+        for d in self.declarations.values() {
+            sets.entry(d.digest.clone()).or_insert_with(|| d.clone());
+        }
+        let mut wanted: Vec<String> = registrations
+            .iter()
+            .filter(|r| r.inline.is_none() && !sets.contains_key(&r.digest))
+            .map(|r| r.digest.clone())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let as_declared = |digest: &str, set: &crate::store::DeclaredSet| Declared {
+            digest: digest.to_string(),
+            tasks: Arc::new(
+                set.tasks
+                    .iter()
+                    .map(|t| (t.name.clone(), t.hash.clone()))
+                    .collect(),
+            ),
+            meta: NodeMeta {
+                placement: set.placement.clone(),
+                ..NodeMeta::default()
+            },
+        };
+        for (digest, set) in store.declared_sets(&cluster, &wanted).await? {
+            let declared = as_declared(&digest, &set);
+            sets.insert(digest, declared);
+        }
+        for r in registrations {
+            let set = match &r.inline {
+                Some(set) => as_declared(&r.digest, set),
+                // A set not found declares nothing (it cannot be, while named).
+                None => sets.get(&r.digest).cloned().unwrap_or_default(),
+            };
+            let declared = Declared {
+                meta: NodeMeta {
+                    placement: set.meta.placement,
+                    ..r.meta
+                },
+                ..set
+            };
+            self.declarations.insert((r.node, r.incarnation), declared);
         }
         // A registration and its declarations are written together: one with none found
         // declares nothing (and is not read again at every round).
@@ -319,7 +371,7 @@ impl Runtime {
             let declared = live.iter().any(|n| {
                 self.declarations
                     .get(&(n.id.clone(), n.incarnation))
-                    .is_some_and(|(d, _)| d.contains_key(task))
+                    .is_some_and(|d| d.tasks.contains_key(task))
             });
             let running_somewhere = placement.owners.contains_key(task)
                 || placement

@@ -118,6 +118,17 @@ async fn join(
     }
 }
 
+/// What a registration declares, as the leader keeps it.
+#[derive(Debug, Clone, Default)]
+struct Declared {
+    /// Of its set: registrations with one digest share `tasks`.
+    digest: String,
+    /// Task name -> definition hash.
+    tasks: Arc<BTreeMap<String, String>>,
+    /// Labels, placement specs (the set's) and whether it runs the cluster's definitions.
+    meta: NodeMeta,
+}
+
 /// What a placement depends on, besides the assignments and declarations that the
 /// generation covers: the generation and each live node's id, incarnation and leaving flag.
 type PlacementInputs = (i64, Vec<(String, i64, bool)>);
@@ -208,8 +219,8 @@ struct Runtime {
     view_at: Option<Instant>,
     generation: i64,
     assignments: Vec<Assignment>,
-    /// Declared task hashes of each registration, re-read when the generation changes.
-    declarations: HashMap<(String, i64), (BTreeMap<String, String>, NodeMeta)>,
+    /// What each registration declares, read when it appears (only while leading).
+    declarations: HashMap<(String, i64), Declared>,
     /// Our leadership epoch, while we lead.
     epoch: Option<i64>,
     /// The inputs of the last placement round that changed nothing.

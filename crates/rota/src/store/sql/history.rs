@@ -82,6 +82,19 @@ impl HistoryStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        // Declared sets that no registration names, unused since before the retention (a
+        // join marks its set used before it names it).
+        let sql = self.sql(
+            "DELETE FROM rota_declared_sets WHERE cluster = ? AND used_at < ? AND digest NOT IN \
+             (SELECT digest FROM rota_declarations WHERE cluster = ? AND digest IS NOT NULL)",
+        );
+        sqlx::query(&sql)
+            .bind(cluster)
+            .bind(before_ms)
+            .bind(cluster)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(fires.rows_affected() + items.rows_affected())
     }
 }

@@ -1,6 +1,7 @@
 //! Membership and leadership in SQL: `rota_nodes` (registrations, liveness judged by the
-//! database's clock in the statement) with `rota_declarations` (what each declares),
-//! `rota_leader` (the holder and its epoch) and the generation in `rota_clusters`.
+//! database's clock in the statement) with `rota_declarations` (what each declares: its
+//! labels and the digest of its set in `rota_declared_sets`, stored once for identical
+//! nodes), `rota_leader` (the holder and its epoch) and the generation in `rota_clusters`.
 
 use super::*;
 
@@ -80,11 +81,8 @@ impl SqlStore {
 impl MembershipStore for SqlStore {
     async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
         let m = &req.member;
-        let registration = Registration {
-            tasks: req.declared.clone(),
-            meta: req.meta.clone(),
-        };
-        let declared = serde_json::to_string(&registration).expect("declarations serialize");
+        let (digest, set, own) = Registration::split(req);
+        let declared = serde_json::to_string(&own).expect("declarations serialize");
         let mut tx = self.begin().await?;
         let sql = self.sql("{insert_ignore} rota_clusters (cluster, generation) VALUES (?, 0){on_conflict_nothing}");
         sqlx::query(&sql)
@@ -135,16 +133,38 @@ impl MembershipStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        // Apart from the registration: its heartbeats rewrite its row, and a node's
-        // declarations can be megabytes.
+        // The set, once per cluster: marked as used if stored (which also keeps a purge
+        // from deleting it meanwhile), else stored. It can be megabytes.
+        let sql = self
+            .sql("UPDATE rota_declared_sets SET used_at = {now} WHERE cluster = ? AND digest = ?");
+        let touched = sqlx::query(&sql)
+            .bind(&m.cluster)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if touched.rows_affected() == 0 {
+            let sql = self.sql(
+                "{insert_ignore} rota_declared_sets (cluster, digest, declared, used_at) VALUES (?, ?, ?, {now}){on_conflict_nothing}",
+            );
+            sqlx::query(&sql)
+                .bind(&m.cluster)
+                .bind(&digest)
+                .bind(set)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        // Apart from the registration, whose heartbeats rewrite its row.
         let sql = self.sql(
-            "INSERT INTO rota_declarations (cluster, node_id, incarnation, declared) VALUES (?, ?, ?, ?)",
+            "INSERT INTO rota_declarations (cluster, node_id, incarnation, declared, digest) VALUES (?, ?, ?, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation)
             .bind(declared)
+            .bind(&digest)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -260,11 +280,11 @@ impl MembershipStore for SqlStore {
         })
     }
 
-    async fn declarations(
+    async fn registrations_declared(
         &self,
         cluster: &str,
         only: Option<&[(String, i64)]>,
-    ) -> Result<Vec<NodeDeclarations>> {
+    ) -> Result<Vec<RegistrationDeclares>> {
         if only.is_some_and(|o| o.is_empty()) {
             return Ok(Vec::new());
         }
@@ -276,7 +296,7 @@ impl MembershipStore for SqlStore {
             None => String::new(),
         };
         let sql = self.sql(&format!(
-            "SELECT node_id, incarnation, declared FROM rota_declarations WHERE cluster = ?{filter} ORDER BY node_id"
+            "SELECT node_id, incarnation, declared, digest FROM rota_declarations WHERE cluster = ?{filter} ORDER BY node_id"
         ));
         let mut q = batch_query(&sql, only.map_or(0, <[_]>::len)).bind(cluster);
         for (node, incarnation) in only.unwrap_or_default() {
@@ -289,14 +309,42 @@ impl MembershipStore for SqlStore {
                 let registration: Registration = serde_json::from_str(&declared).map_err(|e| {
                     Error::Store(format!("rota_declarations.declared is not valid JSON: {e}"))
                 })?;
-                Ok(NodeDeclarations {
-                    node: r.try_get("node_id").map_err(unavailable)?,
-                    incarnation: r.try_get("incarnation").map_err(unavailable)?,
-                    declared: registration.tasks,
-                    meta: registration.meta,
-                })
+                Ok(registration.read(
+                    r.try_get("node_id").map_err(unavailable)?,
+                    r.try_get("incarnation").map_err(unavailable)?,
+                    text(r, "digest")?,
+                ))
             })
             .collect()
+    }
+
+    async fn declared_sets(
+        &self,
+        cluster: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, DeclaredSet>> {
+        // Usually one set (identical nodes), at most a few: one statement each.
+        let sql =
+            self.sql("SELECT declared FROM rota_declared_sets WHERE cluster = ? AND digest = ?");
+        let mut sets = HashMap::new();
+        for digest in digests {
+            let row = sqlx::query(&sql)
+                .bind(cluster)
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = row {
+                let declared = text(&row, "declared")?.unwrap_or_default();
+                let set: DeclaredSet = serde_json::from_str(&declared).map_err(|e| {
+                    Error::Store(format!(
+                        "rota_declared_sets.declared is not valid JSON: {e}"
+                    ))
+                })?;
+                sets.insert(digest.clone(), set);
+            }
+        }
+        Ok(sets)
     }
 
     async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {

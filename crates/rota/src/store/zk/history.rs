@@ -54,6 +54,7 @@ impl HistoryStore for ZkStore {
 
     async fn purge_history(&self, cluster: &str, before_ms: i64) -> Result<u64> {
         let z = self.zk().await?;
+        self.purge_sets(&z, cluster, before_ms).await?;
         let base = Self::base(cluster);
         let mut purged = 0;
         for t in self.children(&z, &format!("{base}/fires")).await? {

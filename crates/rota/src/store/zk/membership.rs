@@ -2,6 +2,8 @@
 //! by the heartbeat), the election and the `leader` znode whose version every leader write
 //! checks.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Reads and conditional deletes a leave tries before it reports the store unavailable.
@@ -18,9 +20,23 @@ pub(super) struct NodeData {
     pub(super) leaving: bool,
     pub(super) host: String,
     pub(super) process: String,
-    /// The declarations live in `decl/<id>/<incarnation>-<i>` chunks (written once at join):
-    /// the registration itself stays small, since every heartbeat rewrites it.
+    /// The registration's own declarations (its labels) live in `decl/<id>/<incarnation>-<i>`
+    /// chunks (written once at join): the registration itself stays small, since every
+    /// heartbeat rewrites it.
     pub(super) declared_chunks: u32,
+    /// The digest of its declared set, stored once for every registration naming it in
+    /// `sets/<digest>-<i>` chunks under the marker `sets/<digest>`. None: a registration of
+    /// the time before sets were shared, whose own chunks hold everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) set: Option<String>,
+}
+
+/// The marker of a stored set: written after its chunks, so a set whose marker exists is
+/// whole. Each join naming the set rewrites it, so its mtime says when the set was last
+/// named and its version fences a purge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SetMarker {
+    chunks: u32,
 }
 
 /// What a leader's write checks in its multi-op (see [`ZkStore::leader_fence`]).
@@ -207,6 +223,97 @@ impl ZkStore {
     }
 }
 
+impl ZkStore {
+    /// Stores a declared set once per cluster: if its marker exists, the set is whole and
+    /// rewriting the marker marks it as named now (a purge then leaves it); else its chunks,
+    /// then the marker. Chunks are named by digest and index, so one found already written
+    /// (by a join racing this one, or one that stopped halfway) holds the same bytes.
+    async fn store_set(&self, z: &zk::Client, base: &str, digest: &str, set: &[u8]) -> Result<()> {
+        let dir = format!("{base}/sets");
+        self.mkdirs(z, std::slice::from_ref(&dir)).await?;
+        let chunks: Vec<&[u8]> = set.chunks(DECL_CHUNK).collect();
+        let marker = format!("{dir}/{digest}");
+        let data = json(&SetMarker {
+            chunks: chunks.len() as u32,
+        });
+        self.wrote();
+        match z.set_data(&marker, &data, None).await {
+            Ok(_) => return Ok(()),
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.wrote();
+            match z
+                .create(&format!("{marker}-{i}"), chunk, &persistent())
+                .await
+            {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        self.wrote();
+        match z.create(&marker, &data, &persistent()).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Deletes the sets that no registration names and that no join named since
+    /// `before_ms` (server time): each with its chunks in one multi-op under the version of
+    /// its marker, so a join naming it meanwhile keeps it.
+    pub(super) async fn purge_sets(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        before_ms: i64,
+    ) -> Result<()> {
+        let base = Self::base(cluster);
+        let dir = format!("{base}/sets");
+        let markers: Vec<String> = self
+            .children(z, &dir)
+            .await?
+            .into_iter()
+            .filter(|name| !name.contains('-'))
+            .collect();
+        if markers.is_empty() {
+            return Ok(());
+        }
+        let mut named = HashSet::new();
+        for id in self.children(z, &format!("{base}/nodes")).await? {
+            if let Some((d, _)) = self.node(z, cluster, &id).await? {
+                named.extend(d.set);
+            }
+        }
+        for digest in markers.iter().filter(|d| !named.contains(*d)) {
+            let path = format!("{dir}/{digest}");
+            let Some((marker, stat)) = self.get_json::<SetMarker>(z, &path, "set marker").await?
+            else {
+                continue;
+            };
+            if stat.mtime >= before_ms {
+                continue;
+            }
+            let mut w = z.new_multi_writer();
+            w.add_check_version(&path, stat.version)
+                .map_err(unavailable)?;
+            for i in 0..marker.chunks {
+                w.add_delete(&format!("{path}-{i}"), None)
+                    .map_err(unavailable)?;
+            }
+            w.add_delete(&path, None).map_err(unavailable)?;
+            self.wrote();
+            if let Err(e) = w.commit().await {
+                // Named again meanwhile, or purged by another leader: the next purge sees.
+                if condition_failed(&e).is_none() {
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl MembershipStore for ZkStore {
     async fn join(&self, req: &JoinRequest) -> Result<JoinOutcome> {
@@ -216,11 +323,9 @@ impl MembershipStore for ZkStore {
         let base = Self::base(&m.cluster);
         let path = format!("{base}/nodes/{}", m.node);
         let now = self.server_now(&z, &m.cluster).await?;
-        let registration = Registration {
-            tasks: req.declared.clone(),
-            meta: req.meta.clone(),
-        };
-        let declared = serde_json::to_vec(&registration).expect("serializes");
+        let (digest, set, own) = Registration::split(req);
+        self.store_set(&z, &base, &digest, set.as_bytes()).await?;
+        let declared = serde_json::to_vec(&own).expect("serializes");
         let chunks: Vec<&[u8]> = declared.chunks(DECL_CHUNK).collect();
         let decl = format!("{base}/decl/{}", m.node);
         self.mkdirs(&z, std::slice::from_ref(&decl)).await?;
@@ -243,6 +348,7 @@ impl MembershipStore for ZkStore {
             host: req.host.clone(),
             process: req.process.clone(),
             declared_chunks: chunks.len() as u32,
+            set: Some(digest),
         };
         let mut w = z.new_multi_writer();
         if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
@@ -413,11 +519,11 @@ impl MembershipStore for ZkStore {
         })
     }
 
-    async fn declarations(
+    async fn registrations_declared(
         &self,
         cluster: &str,
         only: Option<&[(String, i64)]>,
-    ) -> Result<Vec<NodeDeclarations>> {
+    ) -> Result<Vec<RegistrationDeclares>> {
         let z = self.zk().await?;
         let ids: Vec<String> = match only {
             Some(list) => list.iter().map(|(n, _)| n.clone()).collect(),
@@ -444,14 +550,36 @@ impl MembershipStore for ZkStore {
                 }
             }
             let r: Registration = parse("declarations", &bytes)?;
-            out.push(NodeDeclarations {
-                node: id,
-                incarnation: d.incarnation,
-                declared: r.tasks,
-                meta: r.meta,
-            });
+            out.push(r.read(id, d.incarnation, d.set));
         }
         Ok(out)
+    }
+
+    async fn declared_sets(
+        &self,
+        cluster: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, DeclaredSet>> {
+        let z = self.zk().await?;
+        let dir = format!("{}/sets", Self::base(cluster));
+        let mut sets = HashMap::new();
+        for digest in digests {
+            let path = format!("{dir}/{digest}");
+            let Some((marker, _)) = self.get_json::<SetMarker>(&z, &path, "set marker").await?
+            else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            for i in 0..marker.chunks {
+                self.read();
+                match z.get_data(&format!("{path}-{i}")).await {
+                    Ok((chunk, _)) => bytes.extend_from_slice(&chunk),
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            sets.insert(digest.clone(), parse("declared set", &bytes)?);
+        }
+        Ok(sets)
     }
 
     async fn subscribe(&self, cluster: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
