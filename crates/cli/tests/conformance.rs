@@ -712,14 +712,18 @@ async fn identical_declarations_are_stored_once_and_purged_when_unnamed(store: &
     assert_eq!(b_decl.set.tasks.len(), 2);
     assert_eq!(b_decl.meta.labels["zone"], "west");
 
-    // c leaves: its set is unnamed, but a purge before its last use keeps it.
+    // c leaves: its set is unnamed, but a purge soon after its last use keeps it.
     store.leave(&c).await.unwrap();
     let now = store.now_ms().await.unwrap();
-    store.purge_history(cluster, now - 60_000).await.unwrap();
-    let kept = store.declared_sets(cluster, &[digest("c")]).await.unwrap();
-    assert_eq!(kept.len(), 1, "a set used within the retention stays");
-    // Past the retention: purged. The set a and b still name stays, however old.
     store.purge_history(cluster, now + 60_000).await.unwrap();
+    let kept = store.declared_sets(cluster, &[digest("c")]).await.unwrap();
+    assert_eq!(kept.len(), 1, "a set used just before the cut-off stays");
+    // Unused for hours past the cut-off: purged (a join that found it has an hour to name
+    // it). The set a and b still name stays, however old.
+    store
+        .purge_history(cluster, now + 3 * 3_600_000)
+        .await
+        .unwrap();
     let left = store
         .declared_sets(cluster, &[digest("a"), digest("c")])
         .await

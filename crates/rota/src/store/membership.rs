@@ -82,6 +82,17 @@ impl DeclaredSet {
     }
 }
 
+/// How stale a declared set's last use may be before a join naming it marks it used again.
+/// Joins of identical nodes name one set: marking it at every join would make them all wait
+/// on one lock (100 nodes rejoining under load timed out on it).
+pub(crate) const SET_USE_REFRESH_MS: i64 = 3_600_000;
+
+/// A purge deletes a set that no registration names only once it is this much older than
+/// the history's cut-off. A join that found the set (its use then at most
+/// [`SET_USE_REFRESH_MS`] old) and names it would otherwise race the purge: the margin
+/// gives that join an hour to commit.
+pub(crate) const SET_PURGE_MARGIN_MS: i64 = 2 * SET_USE_REFRESH_MS;
+
 /// A registration's declarations as the store keeps them: the digest of the set it
 /// declares, and its own labels.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,15 +82,15 @@ impl HistoryStore for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        // Declared sets that no registration names, unused since before the retention (a
-        // join marks its set used before it names it).
+        // Declared sets that no registration names, unused since well before the cut-off
+        // (`SET_PURGE_MARGIN_MS`: a join naming one may have found it just now).
         let sql = self.sql(
             "DELETE FROM rota_declared_sets WHERE cluster = ? AND used_at < ? AND digest NOT IN \
              (SELECT digest FROM rota_declarations WHERE cluster = ? AND digest IS NOT NULL)",
         );
         sqlx::query(&sql)
             .bind(cluster)
-            .bind(before_ms)
+            .bind(before_ms - SET_PURGE_MARGIN_MS)
             .bind(cluster)
             .execute(&self.pool)
             .await

@@ -133,17 +133,37 @@ impl MembershipStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        // The set, once per cluster: marked as used if stored (which also keeps a purge
-        // from deleting it meanwhile), else stored. It can be megabytes.
-        let sql = self
-            .sql("UPDATE rota_declared_sets SET used_at = {now} WHERE cluster = ? AND digest = ?");
-        let touched = sqlx::query(&sql)
+        // The set, once per cluster. Found, it is marked as used only when that mark is
+        // old (see `SET_USE_REFRESH_MS`); else stored. It can be megabytes.
+        let sql = self.sql(
+            "SELECT used_at, {now} AS now_ms FROM rota_declared_sets WHERE cluster = ? AND digest = ?",
+        );
+        let found = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&digest)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-        if touched.rows_affected() == 0 {
+        let stale = |row: &AnyRow| -> Result<bool> {
+            let used_at: i64 = row.try_get("used_at").map_err(unavailable)?;
+            let now: i64 = row.try_get("now_ms").map_err(unavailable)?;
+            Ok(used_at < now - SET_USE_REFRESH_MS)
+        };
+        let stored = match &found {
+            Some(row) if stale(row)? => {
+                let sql = self.sql("UPDATE rota_declared_sets SET used_at = {now} WHERE cluster = ? AND digest = ?");
+                let touched = sqlx::query(&sql)
+                    .bind(&m.cluster)
+                    .bind(&digest)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                touched.rows_affected() > 0
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if !stored {
             let sql = self.sql(
                 "{insert_ignore} rota_declared_sets (cluster, digest, declared, used_at) VALUES (?, ?, ?, {now}){on_conflict_nothing}",
             );

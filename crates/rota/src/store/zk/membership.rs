@@ -224,11 +224,19 @@ impl ZkStore {
 }
 
 impl ZkStore {
-    /// Stores a declared set once per cluster: if its marker exists, the set is whole and
-    /// rewriting the marker marks it as named now (a purge then leaves it); else its chunks,
-    /// then the marker. Chunks are named by digest and index, so one found already written
-    /// (by a join racing this one, or one that stopped halfway) holds the same bytes.
-    async fn store_set(&self, z: &zk::Client, base: &str, digest: &str, set: &[u8]) -> Result<()> {
+    /// Stores a declared set once per cluster. If its marker exists, the set is whole; the
+    /// marker is rewritten (its mtime: the set's last use) only when that use is old (see
+    /// `SET_USE_REFRESH_MS`). Else its chunks, then the marker. Chunks are named by digest and
+    /// index, so one found already written (by a join racing this one, or one that stopped
+    /// halfway) holds the same bytes.
+    async fn store_set(
+        &self,
+        z: &zk::Client,
+        base: &str,
+        digest: &str,
+        set: &[u8],
+        now: i64,
+    ) -> Result<()> {
         let dir = format!("{base}/sets");
         self.mkdirs(z, std::slice::from_ref(&dir)).await?;
         let chunks: Vec<&[u8]> = set.chunks(DECL_CHUNK).collect();
@@ -236,11 +244,16 @@ impl ZkStore {
         let data = json(&SetMarker {
             chunks: chunks.len() as u32,
         });
-        self.wrote();
-        match z.set_data(&marker, &data, None).await {
-            Ok(_) => return Ok(()),
-            Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(unavailable(e)),
+        if let Some((_, stat)) = self.get_json::<SetMarker>(z, &marker, "set marker").await? {
+            if stat.mtime >= now - SET_USE_REFRESH_MS {
+                return Ok(());
+            }
+            self.wrote();
+            match z.set_data(&marker, &data, None).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NoNode) => {} // purged meanwhile: store it again
+                Err(e) => return Err(unavailable(e)),
+            }
         }
         for (i, chunk) in chunks.iter().enumerate() {
             self.wrote();
@@ -259,9 +272,9 @@ impl ZkStore {
         }
     }
 
-    /// Deletes the sets that no registration names and that no join named since
-    /// `before_ms` (server time): each with its chunks in one multi-op under the version of
-    /// its marker, so a join naming it meanwhile keeps it.
+    /// Deletes the sets that no registration names and that no join marked used since well
+    /// before `before_ms` (server time; `SET_PURGE_MARGIN_MS`): each with its chunks in one
+    /// multi-op under the version of its marker, so a join marking it meanwhile keeps it.
     pub(super) async fn purge_sets(
         &self,
         z: &zk::Client,
@@ -291,7 +304,7 @@ impl ZkStore {
             else {
                 continue;
             };
-            if stat.mtime >= before_ms {
+            if stat.mtime >= before_ms - SET_PURGE_MARGIN_MS {
                 continue;
             }
             let mut w = z.new_multi_writer();
@@ -324,7 +337,8 @@ impl MembershipStore for ZkStore {
         let path = format!("{base}/nodes/{}", m.node);
         let now = self.server_now(&z, &m.cluster).await?;
         let (digest, set, own) = Registration::split(req);
-        self.store_set(&z, &base, &digest, set.as_bytes()).await?;
+        self.store_set(&z, &base, &digest, set.as_bytes(), now)
+            .await?;
         let declared = serde_json::to_vec(&own).expect("serializes");
         let chunks: Vec<&[u8]> = declared.chunks(DECL_CHUNK).collect();
         let decl = format!("{base}/decl/{}", m.node);
