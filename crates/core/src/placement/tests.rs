@@ -603,3 +603,58 @@ fn each_task_goes_to_the_resolver_of_its_spec() {
     assert_ne!(o["rr1"], o["rr2"], "round-robin: spread");
     assert_eq!(o["fo"], "b", "failover: primary");
 }
+
+#[test]
+fn nodes_sharing_their_declarations_are_placed_as_nodes_with_copies() {
+    // Two nodes sharing one map and one with an equal copy (one class), one dissenting on
+    // `b` and declaring `c` alone (another class).
+    let spec = PlacementSpec::round_robin(1);
+    let tasks = ["a", "b", "c0", "c1", "c2", "c3"];
+    let shared = spec_node("n0", 0, &tasks, &spec);
+    let twin = NodeInfo {
+        id: "n1".into(),
+        joined_at_ms: 1,
+        ..shared.clone()
+    };
+    let copy = spec_node("n2", 2, &tasks, &spec);
+    let mut dissenter = spec_node("n3", 3, &tasks, &spec);
+    let own = Arc::make_mut(&mut dissenter.declared);
+    own.insert("b".into(), "other".into());
+    own.insert("c".into(), "h".into());
+    let with_sharing = vec![shared.clone(), twin, copy.clone(), dissenter.clone()];
+    assert!(Arc::ptr_eq(
+        &with_sharing[0].declared,
+        &with_sharing[1].declared
+    ));
+    let all_copies: Vec<NodeInfo> = with_sharing
+        .iter()
+        .map(|n| NodeInfo {
+            declared: Arc::new((*n.declared).clone()),
+            ..n.clone()
+        })
+        .collect();
+    let p = place(&ActivePassive, &with_sharing, &BTreeMap::new());
+    assert_eq!(p, place(&ActivePassive, &all_copies, &BTreeMap::new()));
+    // The dissenter is reported and not eligible for `b`; `c` is its own.
+    assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
+    assert_eq!(
+        p.conflicts[0].dissenters,
+        vec![("n3".to_string(), "other".to_string())]
+    );
+    assert_ne!(p.owners["b"].node, "n3");
+    assert_eq!(p.owners["c"].node, "n3");
+    // Spread by round-robin over the four nodes (7 tasks), and stable when run again.
+    let l = loads(&p);
+    assert!(
+        l.values().max().unwrap() - l.values().min().unwrap() <= 1,
+        "{l:?}"
+    );
+    assert_eq!(place(&ActivePassive, &with_sharing, &as_current(&p)), p);
+    // A leave of one of the sharing nodes moves only its tasks.
+    let after = place(&ActivePassive, &with_sharing[1..], &as_current(&p));
+    for (task, o) in &p.owners {
+        if o.node != "n0" {
+            assert_eq!(after.owners[task].node, o.node, "{task} stayed");
+        }
+    }
+}
