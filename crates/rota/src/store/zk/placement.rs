@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Judgements of the leader's liveness one multi-op of a placement write tries, when only
+/// the leader's renewals (every `heartbeat`) move its registration meanwhile.
+const FENCE_ATTEMPTS: usize = 5;
+
 /// Change-log entries kept before the oldest half is pruned.
 pub(super) const CHANGE_LOG_KEEP: usize = 256;
 
@@ -150,11 +154,11 @@ impl PlacementStore for ZkStore {
         let z = self.zk().await?;
         let cluster = &leader.cluster;
         let base = Self::base(cluster);
-        let Some(fence) = self.leader_fence(&z, leader, epoch).await? else {
+        if self.leader_fence(&z, leader, epoch).await?.is_none() {
             return Ok(LeaderWrite::Deposed);
-        };
-        let now = fence.now;
-        // Read every changed row (pipelined) to check the token the leader saw.
+        }
+        // Read every changed row (pipelined) to check the token the leader saw. Each row's
+        // version is then checked by the multi-op that writes it.
         let reads: Vec<_> = changes
             .iter()
             .map(|c| z.get_data(&format!("{base}/assign/{}", c.task)))
@@ -189,72 +193,118 @@ impl PlacementStore for ZkStore {
         // Each chunk is one multi-op that takes the next generation.
         for (gversion, chunk) in (gstat.version..).zip(changes.chunks(MULTI_LIMIT)) {
             let generation = i64::from(gversion) + 1;
-            let mut w = z.new_multi_writer();
-            fence.check(&mut w, &base, &leader.node)?;
-            // The change log: which tasks this generation changed, for `assignments_since`.
-            let names: Vec<&str> = chunk.iter().map(|c| c.task.as_str()).collect();
-            w.add_create(
-                &format!("{base}/changes/{generation:020}"),
-                &json(&names),
-                &persistent(),
-            )
-            .map_err(unavailable)?;
-            w.add_set_data(&format!("{base}/generation"), b"", Some(gversion))
-                .map_err(unavailable)?;
-            for c in chunk {
-                let path = format!("{base}/assign/{}", c.task);
-                match current.get(c.task.as_str()) {
-                    Some((old, version)) => {
-                        let placed_at = if c.owner.is_some() && old.placed_at == 0 {
-                            now
-                        } else {
-                            old.placed_at
-                        };
-                        let data = AssignData {
-                            node: c.owner.as_ref().map(|(n, _)| n.clone()),
-                            incarnation: c.owner.as_ref().map(|(_, i)| *i),
-                            token: old.token + 1,
-                            epoch,
-                            placed_at,
-                            reason: c.reason.clone(),
-                            version: generation,
-                        };
-                        w.add_set_data(&path, &json(&data), Some(*version))
-                            .map_err(unavailable)?;
-                    }
-                    None => {
-                        let data = AssignData {
-                            node: c.owner.as_ref().map(|(n, _)| n.clone()),
-                            incarnation: c.owner.as_ref().map(|(_, i)| *i),
-                            token: 1,
-                            epoch,
-                            placed_at: if c.owner.is_some() { now } else { 0 },
-                            reason: c.reason.clone(),
-                            version: generation,
-                        };
-                        w.add_create(&path, &json(&data), &persistent())
-                            .map_err(unavailable)?;
-                    }
+            // The leader's liveness is judged again for each multi-op, and once more when
+            // only its renewal moved meanwhile: thousands of changes take longer to read and
+            // write than a renewal period, so one judgement before all the chunks could never
+            // see them through.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let Some(fence) = self.leader_fence(&z, leader, epoch).await? else {
+                    return Ok(LeaderWrite::Deposed);
+                };
+                let mut w = self.assignment_chunk(
+                    &z,
+                    &base,
+                    &leader.node,
+                    &fence,
+                    epoch,
+                    generation,
+                    gversion,
+                    chunk,
+                    &current,
+                )?;
+                self.wrote();
+                match w.commit().await {
+                    Ok(_) => break,
+                    // Index 1 is the registration's check (see `LeaderFence::check`).
+                    Err(zk::MultiWriteError::OperationFailed { index: 1, .. })
+                        if attempt < FENCE_ATTEMPTS => {}
+                    Err(e) => match condition_failed(&e) {
+                        Some(_) => {
+                            // The leader row moved: deposed; else a row or the generation moved.
+                            let (now_l, _) = self.leader(&z, cluster).await?;
+                            return Ok(if now_l.epoch != epoch || now_l.node != leader.node {
+                                LeaderWrite::Deposed
+                            } else {
+                                LeaderWrite::Stale
+                            });
+                        }
+                        None => return Err(unavailable(e)),
+                    },
                 }
-            }
-            self.wrote();
-            match w.commit().await {
-                Ok(_) => {}
-                Err(e) => match condition_failed(&e) {
-                    Some(_) => {
-                        // The leader row moved: deposed; else a row or the generation moved.
-                        let (now_l, _) = self.leader(&z, cluster).await?;
-                        return Ok(if now_l.epoch != epoch || now_l.node != leader.node {
-                            LeaderWrite::Deposed
-                        } else {
-                            LeaderWrite::Stale
-                        });
-                    }
-                    None => return Err(unavailable(e)),
-                },
             }
         }
         self.prune_changes(&z, cluster).await?;
         Ok(LeaderWrite::Written)
+    }
+}
+
+impl ZkStore {
+    /// One multi-op of a placement write: the leader's fence, the change log entry and the
+    /// generation it takes, and each changed row under the version read.
+    #[allow(clippy::too_many_arguments)]
+    fn assignment_chunk<'a>(
+        &self,
+        z: &'a zk::Client,
+        base: &str,
+        leader: &str,
+        fence: &super::membership::LeaderFence,
+        epoch: i64,
+        generation: i64,
+        gversion: i32,
+        chunk: &[AssignmentChange],
+        current: &HashMap<&str, (AssignData, i32)>,
+    ) -> Result<zk::MultiWriter<'a>> {
+        let now = fence.now;
+        let mut w = z.new_multi_writer();
+        fence.check(&mut w, base, leader)?;
+        // The change log: which tasks this generation changed, for `assignments_since`.
+        let names: Vec<&str> = chunk.iter().map(|c| c.task.as_str()).collect();
+        w.add_create(
+            &format!("{base}/changes/{generation:020}"),
+            &json(&names),
+            &persistent(),
+        )
+        .map_err(unavailable)?;
+        w.add_set_data(&format!("{base}/generation"), b"", Some(gversion))
+            .map_err(unavailable)?;
+        for c in chunk {
+            let path = format!("{base}/assign/{}", c.task);
+            match current.get(c.task.as_str()) {
+                Some((old, version)) => {
+                    let placed_at = if c.owner.is_some() && old.placed_at == 0 {
+                        now
+                    } else {
+                        old.placed_at
+                    };
+                    let data = AssignData {
+                        node: c.owner.as_ref().map(|(n, _)| n.clone()),
+                        incarnation: c.owner.as_ref().map(|(_, i)| *i),
+                        token: old.token + 1,
+                        epoch,
+                        placed_at,
+                        reason: c.reason.clone(),
+                        version: generation,
+                    };
+                    w.add_set_data(&path, &json(&data), Some(*version))
+                        .map_err(unavailable)?;
+                }
+                None => {
+                    let data = AssignData {
+                        node: c.owner.as_ref().map(|(n, _)| n.clone()),
+                        incarnation: c.owner.as_ref().map(|(_, i)| *i),
+                        token: 1,
+                        epoch,
+                        placed_at: if c.owner.is_some() { now } else { 0 },
+                        reason: c.reason.clone(),
+                        version: generation,
+                    };
+                    w.add_create(&path, &json(&data), &persistent())
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        Ok(w)
     }
 }
