@@ -272,6 +272,21 @@ impl ZkStore {
         }
     }
 
+    /// The bytes of a document kept in `chunks` znodes `<prefix>-0`, `<prefix>-1`, ...
+    /// (declarations: far above a znode's 1 MB limit for thousands of tasks).
+    async fn read_chunks(&self, z: &zk::Client, prefix: &str, chunks: u32) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for i in 0..chunks {
+            self.read();
+            let (chunk, _) = z
+                .get_data(&format!("{prefix}-{i}"))
+                .await
+                .map_err(unavailable)?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
     /// Deletes the sets that no registration names and that no join marked used since well
     /// before `before_ms` (server time; `SET_PURGE_MARGIN_MS`): each with its chunks in one
     /// multi-op under the version of its marker, so a join marking it meanwhile keeps it.
@@ -554,15 +569,8 @@ impl MembershipStore for ZkStore {
             if only.is_some_and(|list| !list.iter().any(|(n, i)| *n == id && *i == d.incarnation)) {
                 continue;
             }
-            let mut bytes = Vec::new();
-            let decl = format!("{}/decl/{id}", Self::base(cluster));
-            for i in 0..d.declared_chunks {
-                self.read();
-                match z.get_data(&format!("{decl}/{}-{i}", d.incarnation)).await {
-                    Ok((chunk, _)) => bytes.extend_from_slice(&chunk),
-                    Err(e) => return Err(unavailable(e)),
-                }
-            }
+            let prefix = format!("{}/decl/{id}/{}", Self::base(cluster), d.incarnation);
+            let bytes = self.read_chunks(&z, &prefix, d.declared_chunks).await?;
             let r: Registration = parse("declarations", &bytes)?;
             out.push(r.read(id, d.incarnation, d.set));
         }
@@ -583,14 +591,7 @@ impl MembershipStore for ZkStore {
             else {
                 continue;
             };
-            let mut bytes = Vec::new();
-            for i in 0..marker.chunks {
-                self.read();
-                match z.get_data(&format!("{path}-{i}")).await {
-                    Ok((chunk, _)) => bytes.extend_from_slice(&chunk),
-                    Err(e) => return Err(unavailable(e)),
-                }
-            }
+            let bytes = self.read_chunks(&z, &path, marker.chunks).await?;
             sets.insert(digest.clone(), parse("declared set", &bytes)?);
         }
         Ok(sets)
