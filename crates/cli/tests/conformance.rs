@@ -75,6 +75,9 @@ async fn assign(
         .unwrap()
 }
 
+/// A message that a statement built by pasting text would break.
+const QUOTED: &str = "it's \"quoted\", back\\slashed, ünïcödé, 'Robert'); DROP TABLE rota_fires;--";
+
 fn claim(m: &Member, task: &str, instant: i64, token: i64) -> Claim {
     Claim {
         member: m.clone(),
@@ -83,6 +86,7 @@ fn claim(m: &Member, task: &str, instant: i64, token: i64) -> Claim {
         token,
         outcome: Outcome::Running,
         message: None,
+        begin: false,
     }
 }
 
@@ -110,6 +114,7 @@ async fn suite(store: Arc<dyn Store>) {
     tokens_increase_and_stale_claims_are_refused(&store).await;
     expiry_is_judged_by_store_time_and_final(&store).await;
     crashed_run_is_settled_once(&store).await;
+    a_claim_can_begin_its_fire_in_the_same_write(&store).await;
     a_failed_attempt_is_readied_for_the_next_under_the_fence(&store).await;
     history_is_kept_and_purged(&store).await;
     a_fire_stopped_as_it_began_keeps_no_start_time(&store).await;
@@ -1068,7 +1073,13 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
     store
         .finish_batch(
             "tok",
-            &[finish(5000, Outcome::Ok), finish(7000, Outcome::Failed)],
+            &[
+                finish(5000, Outcome::Ok),
+                rota::store::Finish {
+                    message: Some(QUOTED.into()),
+                    ..finish(7000, Outcome::Failed)
+                },
+            ],
         )
         .await
         .unwrap();
@@ -1077,6 +1088,16 @@ async fn tokens_increase_and_stale_claims_are_refused(store: &Arc<dyn Store>) {
     assert_eq!(
         (outcome_of(5000), outcome_of(7000), outcome_of(6000)),
         (Some(Outcome::Ok), Some(Outcome::Failed), None)
+    );
+    let message_of = |i: i64| {
+        h.iter()
+            .find(|f| f.instant_ms == i)
+            .and_then(|f| f.message.clone())
+    };
+    assert_eq!(
+        message_of(7000).as_deref(),
+        Some(QUOTED),
+        "a batch keeps each message as written"
     );
     // Misfires follow the same fence.
     assert_eq!(
@@ -1263,6 +1284,101 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
     let outcome = |i: i64| history.iter().find(|f| f.instant_ms == i).unwrap().outcome;
     assert_eq!(outcome(3000), Outcome::Abandoned);
     assert_eq!(outcome(4000), Outcome::Running);
+}
+
+/// Contract 9, one write per fire: a claim with `begin` leaves its record as a begin would
+/// (its work may have run), under the claim's fence, and a dead node's fire so claimed is
+/// settled as begun.
+async fn a_claim_can_begin_its_fire_in_the_same_write(store: &Arc<dyn Store>) {
+    let dead = member("eager", "dead", 1);
+    let b = member("eager", "b", 1);
+    join(store, &dead, 1500).await;
+    join(store, &b, 60_000).await;
+    let l = store.acquire_leadership(&b).await.unwrap().unwrap();
+    assign(store, &b, l.epoch, "t", &dead).await;
+    let t1 = store.assignments("eager").await.unwrap()[0].token;
+    let begun = |instant: i64, token: i64| Claim {
+        begin: true,
+        ..claim(&dead, "t", instant, token)
+    };
+    assert_eq!(
+        store
+            .claim_batch(&[
+                begun(1000, t1),
+                claim(&dead, "t", 2000, t1),
+                begun(3000, t1 + 1)
+            ])
+            .await
+            .unwrap(),
+        vec![
+            ClaimOutcome::Claimed,
+            ClaimOutcome::Claimed,
+            ClaimOutcome::Fenced
+        ]
+    );
+    assert_eq!(
+        store.claim(&begun(1000, t1)).await.unwrap(),
+        ClaimOutcome::AlreadyClaimed,
+        "an instant is claimed once, begun or not"
+    );
+    let begin = Begin {
+        task: "t".into(),
+        instant_ms: 1000,
+        token: t1,
+        attempt: 1,
+    };
+    assert_eq!(
+        store.begin_fires(&dead, &[begin]).await.unwrap(),
+        vec![true],
+        "begun already, by its claim"
+    );
+    let running = store.running_fires("eager", "t").await.unwrap();
+    assert_eq!(
+        running
+            .iter()
+            .map(|f| (f.instant_ms, f.begun, f.attempt))
+            .collect::<Vec<_>>(),
+        vec![(1000, true, 1), (2000, false, 1)]
+    );
+    let history = store.history("eager", Some("t"), 10).await.unwrap();
+    let started = |i: i64| {
+        history
+            .iter()
+            .find(|f| f.instant_ms == i)
+            .map(|f| f.started_at_ms.is_some())
+    };
+    assert_eq!(
+        (started(1000), started(2000), started(3000)),
+        (Some(true), Some(false), None)
+    );
+    // Expired, it begins nothing, even with the current token.
+    let fires = common::eventually(
+        "the claimant's node is dead",
+        std::time::Duration::from_secs(10),
+        None,
+        || async {
+            let running = store.running_fires("eager", "t").await.unwrap();
+            running.iter().all(|f| !f.node_alive).then_some(running)
+        },
+    )
+    .await;
+    assert_eq!(
+        store.claim(&begun(4000, t1)).await.unwrap(),
+        ClaimOutcome::Fenced
+    );
+    // Its new owner settles the begun fire as begun: abandoned (at most once).
+    assign(store, &b, l.epoch, "t", &b).await;
+    let t2 = store.assignments("eager").await.unwrap()[0].token;
+    assert_eq!(
+        store
+            .recover_fire(&b, "t", t2, &fires[0], false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let history = store.history("eager", Some("t"), 10).await.unwrap();
+    let outcome = |i: i64| history.iter().find(|f| f.instant_ms == i).unwrap().outcome;
+    assert_eq!(outcome(1000), Outcome::Abandoned);
 }
 
 /// `retry_fire` (a task's retry policy): a begun attempt that failed is made ready for the

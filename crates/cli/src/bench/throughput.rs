@@ -1,18 +1,25 @@
 //! `rota bench throughput`: claimed fires per second and their lateness, and the store's idle
 //! load.
 
-use std::{process::ExitCode, time::Duration};
+use std::{collections::HashMap, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use rota::{
-    core::schedule::{parse_duration, Schedule},
-    store::{self, FireRecord},
+    core::{
+        outcome::Outcome,
+        placement::PlacementSpec,
+        schedule::{parse_duration, Schedule},
+    },
+    store::{self, Claim, ClaimOutcome, Finish, FireRecord, Member, Store},
     Node, TaskSpec, Timing,
 };
 use tokio::time::Instant;
 
-use super::{bench_store::StoreArgs, measure::stats};
+use super::{
+    bench_store::StoreArgs,
+    measure::{owners, stats},
+};
 
 #[derive(Args)]
 pub struct ThroughputArgs {
@@ -96,41 +103,57 @@ pub(super) async fn idle_load(
     Ok((reads as f64 / secs, writes as f64 / secs))
 }
 
-/// In-process nodes (one store handle each) run `tasks` no-op tasks every `period`; the
-/// store's history gives the claimed fires and their lateness (start minus instant).
+/// In-process nodes (one store handle each) run `tasks` no-op round-robin tasks every
+/// `period`; the store's history gives the claimed fires and their lateness (start minus
+/// instant). Then the store's ceiling for the same writes (see [`ceiling`]).
 pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode> {
     let period = parse_duration(&args.period)
         .map_err(anyhow::Error::msg)
         .context("--period")?;
+    if args.nodes == 0 || args.tasks < args.nodes {
+        bail!("--nodes must be at least 1, and --tasks at least --nodes");
+    }
     let run = args.store.open("throughput").await?;
     let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("throughput-{}", std::process::id());
     println!(
-        "bench throughput: {} nodes, {} tasks every {}, {} s measured, store {}",
+        "bench throughput: {} nodes, {} round-robin tasks every {}, {} s measured, store {}",
         args.nodes,
         args.tasks,
         args.period,
         args.seconds,
         store::redact_url(&url)
     );
-    let mut handles = Vec::new();
-    for i in 0..args.nodes {
-        let store = store::open(&url).await?;
-        let mut builder = Node::builder(format!("node-{i}"), &cluster, &url).store(store);
-        for t in 0..args.tasks {
-            let spec = TaskSpec::new(
-                format!("t{t:05}"),
-                Schedule::every(period)?,
-                |_ctx: rota::FireContext| async { Ok(()) },
-            );
-            builder = builder.task(spec);
+    let start_nodes = |cluster: String, schedule: Schedule| {
+        let url = url.clone();
+        let (nodes, tasks) = (args.nodes, args.tasks);
+        async move {
+            let mut handles = Vec::new();
+            for i in 0..nodes {
+                let store = store::open(&url).await?;
+                let mut builder = Node::builder(format!("node-{i}"), &cluster, &url).store(store);
+                for t in 0..tasks {
+                    let spec = TaskSpec::new(
+                        format!("t{t:05}"),
+                        schedule.clone(),
+                        |_ctx: rota::FireContext| async { Ok(()) },
+                    )
+                    .placement(PlacementSpec::round_robin(1));
+                    builder = builder.task(spec);
+                }
+                handles.push(builder.start().await?);
+            }
+            anyhow::Ok(handles)
         }
-        handles.push(builder.start().await?);
-    }
-    tokio::time::sleep(period * 3).await;
+    };
+    let handles = start_nodes(cluster.clone(), Schedule::every(period)?).await?;
+    let before = settled(&probe, &cluster, args.nodes, args.tasks).await?;
+    // Runners take over their tasks; let a few periods pass before counting.
+    tokio::time::sleep((period * 5).max(Duration::from_secs(2))).await;
     let from = probe.now_ms().await?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let to = probe.now_ms().await?;
+    let after = tokens(&probe, &cluster).await?;
     tokio::time::sleep(period * 2).await;
     for h in handles {
         h.shutdown().await?;
@@ -146,16 +169,159 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         .collect();
     let started = lateness.len();
     let expected = args.tasks as u64 * ((to - from) as u64 / period.as_millis() as u64);
+    let moved = before
+        .iter()
+        .filter(|(task, token)| after.get(*task) != Some(token))
+        .count();
+    let secs = (to - from) as f64 / 1000.0;
+    let rate = started as f64 / secs;
     println!("\nRESULTS");
     println!(
-        "  claimed fires: {started} in {:.1} s = {:.0} fires/s (expected about {expected})",
-        (to - from) as f64 / 1000.0,
-        started as f64 * 1000.0 / (to - from) as f64
+        "  claimed fires: {started} in {secs:.1} s = {rate:.0} fires/s (expected about {expected})"
     );
     println!("  lateness (start - instant): {}", stats(&mut lateness));
     println!(
-        "  other records in the window: {} (skipped, misfired)",
+        "  other records in the window: {} (skipped, misfired); tasks that changed owner: {moved}",
         window.len() - started
     );
+
+    // The ceiling: the same nodes, with tasks that never fire, hold their registrations and
+    // assignments alive while clients send the claims, begins and outcomes directly.
+    let ceiling_cluster = format!("{cluster}-ceiling");
+    let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
+    let handles = start_nodes(ceiling_cluster.clone(), yearly).await?;
+    settled(&probe, &ceiling_cluster, args.nodes, args.tasks).await?;
+    let ceiling = ceiling(
+        &url,
+        &probe,
+        &ceiling_cluster,
+        Duration::from_secs(args.seconds),
+    )
+    .await;
+    for h in handles {
+        h.shutdown().await?;
+    }
+    let ceiling = ceiling?;
+    println!(
+        "  store ceiling for the same writes: {ceiling:.0} fires/s; rota's share: {:.0} %",
+        100.0 * rate / ceiling
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every task's token, by task.
+async fn tokens(store: &Arc<dyn Store>, cluster: &str) -> anyhow::Result<HashMap<String, i64>> {
+    Ok(store
+        .assignments(cluster)
+        .await?
+        .into_iter()
+        .map(|a| (a.task, a.token))
+        .collect())
+}
+
+/// Waits until every task has a live owner and each node owns its share (the round-robin
+/// spread is settled); returns the tokens then.
+async fn settled(
+    store: &Arc<dyn Store>,
+    cluster: &str,
+    nodes: usize,
+    tasks: usize,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let owners = owners(store, cluster).await?;
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for (_, node) in &owners {
+            *load.entry(node.as_str()).or_default() += 1;
+        }
+        if owners.len() == tasks
+            && load.len() == nodes
+            && load.values().all(|&n| n >= tasks / nodes)
+        {
+            return tokens(store, cluster).await;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "not spread after 120 s: {} of {tasks} tasks placed, over {} of {nodes} nodes",
+                owners.len(),
+                load.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The store's ceiling for rota's writes: for each owner, two clients (as a node's batcher
+/// keeps two batches in flight) send the claim (which begins the fire) and the outcome of
+/// every task it owns, at
+/// one instant after another, through the same store calls, for `span`, with no scheduling
+/// in between. Returns fires per second.
+async fn ceiling(
+    url: &str,
+    probe: &Arc<dyn Store>,
+    cluster: &str,
+    span: Duration,
+) -> anyhow::Result<f64> {
+    let mut by_owner: HashMap<(String, i64), Vec<(String, i64)>> = HashMap::new();
+    for a in probe.assignments(cluster).await? {
+        if let Some(owner) = a.owner {
+            by_owner.entry(owner).or_default().push((a.task, a.token));
+        }
+    }
+    let stop = Instant::now() + span;
+    let mut clients = tokio::task::JoinSet::new();
+    for ((node, incarnation), owned) in by_owner {
+        let store = store::open(url).await?;
+        let member = Member {
+            cluster: cluster.to_string(),
+            node,
+            incarnation,
+        };
+        let owned = Arc::new(owned);
+        for lane in 0..2i64 {
+            let (store, member, owned) = (store.clone(), member.clone(), owned.clone());
+            clients.spawn(async move {
+                let mut fires = 0u64;
+                let mut instant = lane;
+                while Instant::now() < stop {
+                    instant += 2;
+                    let claims: Vec<Claim> = owned
+                        .iter()
+                        .map(|(task, token)| Claim {
+                            member: member.clone(),
+                            task: task.clone(),
+                            instant_ms: instant,
+                            token: *token,
+                            outcome: Outcome::Running,
+                            message: None,
+                            begin: true,
+                        })
+                        .collect();
+                    let claimed = store.claim_batch(&claims).await?;
+                    let finishes: Vec<Finish> = claims
+                        .iter()
+                        .zip(&claimed)
+                        .filter(|(_, o)| **o == ClaimOutcome::Claimed)
+                        .map(|(c, _)| Finish {
+                            task: c.task.clone(),
+                            instant_ms: instant,
+                            token: c.token,
+                            attempt: 1,
+                            outcome: Outcome::Ok,
+                            message: None,
+                        })
+                        .collect();
+                    store.finish_batch(&member.cluster, &finishes).await?;
+                    fires += finishes.len() as u64;
+                }
+                anyhow::Ok(fires)
+            });
+        }
+    }
+    let began = Instant::now();
+    let mut fires = 0;
+    while let Some(done) = clients.join_next().await {
+        fires += done??;
+    }
+    Ok(fires as f64 / began.elapsed().as_secs_f64())
 }

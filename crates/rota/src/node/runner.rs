@@ -473,6 +473,7 @@ impl Runner {
             token: self.token,
             outcome: Outcome::Misfired,
             message: Some(message.clone()),
+            begin: false,
         };
         match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed => {
@@ -559,6 +560,9 @@ impl Runner {
                 (true, Some(run)) => Some(manual_label(run)),
                 (true, None) => None,
             },
+            // No run of the task goes on here and the lease holds: the work starts as soon
+            // as the claim is accepted, so the claim begins it too (one write, not two).
+            begin: free,
         };
         let went_on = match self.shared.batcher.claim(claim).await? {
             ClaimOutcome::Claimed if !free => {
@@ -566,7 +570,7 @@ impl Runner {
                 self.shared.metrics.fire(&self.spec.name, Outcome::Skipped);
                 true
             }
-            ClaimOutcome::Claimed => self.start(instant, due, 1, manual).await?,
+            ClaimOutcome::Claimed => self.launch(instant, due, 1, manual).await?,
             ClaimOutcome::AlreadyClaimed => {
                 debug!(instant, "already claimed");
                 true
@@ -603,6 +607,7 @@ impl Runner {
                     "skipped: an earlier instant was waiting for the previous run to end (overlap = {})",
                     self.spec.overlap.as_str()
                 )),
+                begin: false,
             };
             match self.shared.batcher.claim(claim).await? {
                 ClaimOutcome::Claimed => {
@@ -768,7 +773,6 @@ impl Runner {
         attempt: i64,
         manual: Option<&ManualRun>,
     ) -> Result<bool> {
-        let label = manual.map(manual_label);
         if !self.may_start() {
             // Not begun: the next owner (or this node's next term) starts it.
             warn!(
@@ -806,6 +810,20 @@ impl Runner {
             info!(instant, "begin refused: this token is no longer current");
             return Ok(false);
         }
+        self.launch(instant, due, attempt, manual).await
+    }
+
+    /// Runs a fire begun in the store (by [`Runner::start`], or by a claim that began it):
+    /// its handler in the background, then its outcome. Returns `false` when the work must
+    /// not start after all: the runner must stop.
+    async fn launch(
+        &self,
+        instant: i64,
+        due: i64,
+        attempt: i64,
+        manual: Option<&ManualRun>,
+    ) -> Result<bool> {
+        let label = manual.map(manual_label);
         let active = self.shared.active.enter(&self.spec.name);
         if !self.may_start() {
             warn!(

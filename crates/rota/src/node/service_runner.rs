@@ -160,6 +160,7 @@ async fn start_instance(
                 token,
                 outcome: Outcome::Running,
                 message: None,
+                begin: false,
             };
             match shared.batcher.claim(claim).await? {
                 // Begun at once: the instance starts right after (see `FireStore::begin_fires`).

@@ -15,6 +15,11 @@ pub struct Claim {
     /// `Running` to start the fire; `Skipped` or `Misfired` to record an instant not started.
     pub outcome: Outcome,
     pub message: Option<String>,
+    /// `Running` only: the record is begun in the same write, under the rule of
+    /// [`FireStore::begin_fires`], for a caller that starts the work as soon as the claim is
+    /// accepted (one write per fire instead of two). Without it, the claim only takes the
+    /// instant, and the work starts after a begin.
+    pub begin: bool,
 }
 
 /// Answer to a claim.
@@ -125,7 +130,9 @@ impl Recovery {
 pub trait FireStore: Send + Sync {
     /// Claims one instant in one write (contract 2): accepted only if `claim.token` is the
     /// task's current token, the assignment names the claimant's incarnation, the claimant's
-    /// registration is alive by store time, and the instant has no record yet.
+    /// registration is alive by store time, and the instant has no record yet. With
+    /// `claim.begin`, an accepted claim is also begun (contract 9): its record is then as
+    /// [`FireStore::begin_fires`] leaves it.
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome>;
 
     /// Claims several instants of one claimant at once, each under the rule of
@@ -174,6 +181,7 @@ pub trait FireStore: Send + Sync {
                 token,
                 outcome: Outcome::Misfired,
                 message: Some(message.to_string()),
+                begin: false,
             })
             .collect();
         let outcomes = self.claim_batch(&claims).await?;

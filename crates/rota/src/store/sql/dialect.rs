@@ -1,6 +1,18 @@
 //! Everything that differs between SQL databases, in one place. Statements elsewhere are
 //! written once, with `?` placeholders and `{name}` fragments that [`Dialect::prepare`] fills.
 
+/// The type of a column of [`Dialect::json_table`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    Int,
+    Text,
+}
+
+/// The parameter of a [`Dialect::json_table`]: `rows` as a JSON array of objects.
+pub fn json_rows(rows: impl IntoIterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(rows.into_iter().collect()).to_string()
+}
+
 /// A supported SQL database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -248,6 +260,63 @@ impl Dialect {
                 let first: Vec<String> = columns.iter().map(|c| format!("? AS {c}")).collect();
                 let rest = format!(" UNION ALL SELECT {}", vec!["?"; columns.len()].join(", "));
                 format!("(SELECT {}{}) c", first.join(", "), rest.repeat(rows - 1))
+            }
+        }
+    }
+
+    /// A derived table `c` of rows passed as one parameter: a JSON array of objects whose
+    /// fields are `columns` (see [`json_rows`]). Its statement's text is the same for one row
+    /// or a thousand, so a connection prepares and plans it once; a list of marks per row
+    /// made each batch size a statement of its own, parsed and planned at every run, and a
+    /// busy node's batches (hundreds of rows) cost the database more to plan than to write.
+    pub fn json_table(self, columns: &[(&str, JsonType)]) -> String {
+        match self {
+            Dialect::Postgres => {
+                let defs: Vec<String> = columns
+                    .iter()
+                    .map(|(name, ty)| {
+                        let ty = match ty {
+                            JsonType::Int => "bigint",
+                            JsonType::Text => "text",
+                        };
+                        format!("{name} {ty}")
+                    })
+                    .collect();
+                format!(
+                    "json_to_recordset(CAST(? AS json)) AS c({})",
+                    defs.join(", ")
+                )
+            }
+            Dialect::Sqlite => {
+                let fields: Vec<String> = columns
+                    .iter()
+                    .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                    .collect();
+                format!("(SELECT {} FROM json_each(?)) c", fields.join(", "))
+            }
+            Dialect::Mysql => {
+                let defs: Vec<String> = columns
+                    .iter()
+                    .map(|(name, ty)| {
+                        let ty = match ty {
+                            JsonType::Int => "BIGINT",
+                            JsonType::Text => "MEDIUMTEXT",
+                        };
+                        format!("{name} {ty} PATH '$.{name}'")
+                    })
+                    .collect();
+                format!("JSON_TABLE(?, '$[*]' COLUMNS ({})) AS c", defs.join(", "))
+            }
+        }
+    }
+
+    /// `UPDATE {table} SET {set} WHERE {cond}`, joined with the derived table `rows`: in
+    /// that order of marks on every database (`set` must hold none).
+    pub fn update_joined(self, table: &str, rows: &str, set: &str, cond: &str) -> String {
+        match self {
+            Dialect::Mysql => format!("UPDATE {table} JOIN {rows} ON 1 = 1 SET {set} WHERE {cond}"),
+            Dialect::Postgres | Dialect::Sqlite => {
+                format!("UPDATE {table} SET {set} FROM {rows} WHERE {cond}")
             }
         }
     }

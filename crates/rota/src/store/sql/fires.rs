@@ -3,6 +3,8 @@
 //! begin, finish and recovery of a row.
 
 use super::*;
+use dialect::{json_rows, JsonType};
+use serde_json::json;
 
 /// What a finish's `SET` adds for `outcome`: a fire that never started its work keeps no
 /// start time ([`Outcome::never_started`]).
@@ -55,30 +57,37 @@ impl SqlStore {
         } else {
             self.recorded(&m.cluster, chunk).await?
         };
-        let rows = self.dialect.rows_table(
-            chunk.len(),
-            &["task", "instant", "token", "outcome", "message"],
-        );
+        let rows = self.dialect.json_table(&[
+            ("task", JsonType::Text),
+            ("instant", JsonType::Int),
+            ("token", JsonType::Int),
+            ("outcome", JsonType::Text),
+            ("message", JsonType::Text),
+            ("begin", JsonType::Int),
+        ]);
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, c.task, c.instant, '', ?, ?, c.token, 1, c.outcome, \
-             NULL, CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
+             CASE WHEN c.outcome = 'running' AND c.begin = 1 THEN {{now}} ELSE NULL END, \
+             CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
              FROM {rows} WHERE {}{{on_conflict_nothing}}{}",
             fence("?", "c.task", "c.token", "?", "?"),
             if returning { " RETURNING task, instant" } else { "" }
         ));
-        let mut q = batch_query(&sql, chunk.len())
+        let q = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
-            .bind(m.incarnation);
-        for c in chunk {
-            q = q
-                .bind(&c.task)
-                .bind(c.instant_ms)
-                .bind(c.token)
-                .bind(c.outcome.as_str())
-                .bind(c.message.clone());
-        }
+            .bind(m.incarnation)
+            .bind(json_rows(chunk.iter().map(|c| {
+                json!({
+                    "task": c.task,
+                    "instant": c.instant_ms,
+                    "token": c.token,
+                    "outcome": c.outcome.as_str(),
+                    "message": c.message,
+                    "begin": i64::from(c.begin),
+                })
+            })));
         let q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
         // `taken`: every instant of the chunk with a record now (read only when needed).
         let (claimed, taken): (HashSet<(String, i64)>, _) = if returning {
@@ -134,15 +143,21 @@ impl SqlStore {
         cluster: &str,
         chunk: &[Claim],
     ) -> Result<HashMap<(String, i64), (String, i64, i64)>> {
-        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
+        let rows = self
+            .dialect
+            .json_table(&[("task", JsonType::Text), ("instant", JsonType::Int)]);
         let sql = self.sql(&format!(
-            "SELECT task, instant, node_id, incarnation, token FROM rota_fires \
-             WHERE cluster = ? AND slot = '' AND {pairs}"
+            "SELECT f.task, f.instant, f.node_id, f.incarnation, f.token FROM {rows} \
+             JOIN rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
+             AND f.slot = ''"
         ));
-        let mut q = batch_query(&sql, chunk.len()).bind(cluster);
-        for c in chunk {
-            q = q.bind(&c.task).bind(c.instant_ms);
-        }
+        let q = sqlx::query(&sql)
+            .bind(json_rows(
+                chunk
+                    .iter()
+                    .map(|c| json!({"task": c.task, "instant": c.instant_ms})),
+            ))
+            .bind(cluster);
         let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter()
             .map(|r| {
@@ -257,52 +272,46 @@ impl SqlStore {
         let mine =
             "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NULL \
              AND f.node_id = ? AND f.incarnation = ?";
-        let columns = ["task", "instant", "token", "attempt"];
-        // PostgreSQL plans a row-value IN list as a scan per tuple: join a VALUES table.
-        let postgres = self.dialect == Dialect::Postgres;
-        let sql = if postgres {
-            let rows = self.dialect.rows_table(chunk.len(), &columns);
-            format!(
-                "UPDATE rota_fires AS f SET started_at = {{now}} FROM {rows} \
-                 WHERE {mine} AND f.task = c.task AND f.instant = c.instant \
+        let rows = self.dialect.json_table(&[
+            ("task", JsonType::Text),
+            ("instant", JsonType::Int),
+            ("token", JsonType::Int),
+            ("attempt", JsonType::Int),
+        ]);
+        let sql = self.sql(&self.dialect.update_joined(
+            "rota_fires AS f",
+            &rows,
+            "started_at = {now}",
+            &format!(
+                "{mine} AND f.task = c.task AND f.instant = c.instant \
                  AND f.token = c.token AND f.attempt = c.attempt AND {fence}"
-            )
-        } else {
-            let tuples = self.dialect.tuples_in(&columns, chunk.len());
-            format!("UPDATE rota_fires AS f SET started_at = {{now}} WHERE {mine} AND {tuples} AND {fence}")
-        };
-        let sql = self.sql(&sql);
-        let mut q = batch_query(&sql, chunk.len());
-        if !postgres {
-            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
-        }
-        for b in chunk {
-            q = q
-                .bind(&b.task)
-                .bind(b.instant_ms)
-                .bind(b.token)
-                .bind(b.attempt);
-        }
-        if postgres {
-            q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
-        }
-        let done = q.execute(&self.pool).await.map_err(unavailable)?;
+            ),
+        ));
+        let json = json_rows(chunk.iter().map(|b| {
+            json!({"task": b.task, "instant": b.instant_ms, "token": b.token, "attempt": b.attempt})
+        }));
+        let done = sqlx::query(&sql)
+            .bind(&json)
+            .bind(&m.cluster)
+            .bind(&m.node)
+            .bind(m.incarnation)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         if done.rows_affected() == chunk.len() as u64 {
             return Ok(vec![true; chunk.len()]);
         }
-        let pairs = self.dialect.tuples_in(&["task", "instant"], chunk.len());
         let sql = self.sql(&format!(
-            "SELECT task, instant, token, attempt FROM rota_fires \
-             WHERE cluster = ? AND slot = '' AND outcome = 'running' AND started_at IS NOT NULL \
-             AND node_id = ? AND incarnation = ? AND {pairs}"
+            "SELECT f.task, f.instant, f.token, f.attempt FROM {rows} \
+             JOIN rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
+             AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NOT NULL \
+             AND f.node_id = ? AND f.incarnation = ?"
         ));
-        let mut q = batch_query(&sql, chunk.len())
+        let q = sqlx::query(&sql)
+            .bind(&json)
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation);
-        for b in chunk {
-            q = q.bind(&b.task).bind(b.instant_ms);
-        }
         let rows = q.fetch_all(&self.pool).await.map_err(unavailable)?;
         let begun: HashSet<(String, i64, i64, i64)> = rows
             .iter()
@@ -347,12 +356,12 @@ fn running_fire(r: &sqlx::any::AnyRow) -> Result<RunningFire> {
 impl FireStore for SqlStore {
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
         let m = &c.member;
-        // A claimed fire gets its start time when it begins (`begin_fires`); an instant
-        // recorded as not started has an end.
-        let (started, finished) = if c.outcome == Outcome::Running {
-            ("NULL", "NULL")
-        } else {
-            ("NULL", "{now}")
+        // A claimed fire gets its start time when it begins (`begin_fires`, or this write
+        // with `begin`); an instant recorded as not started has an end.
+        let (started, finished) = match (c.outcome, c.begin) {
+            (Outcome::Running, true) => ("{now}", "NULL"),
+            (Outcome::Running, false) => ("NULL", "NULL"),
+            _ => ("NULL", "{now}"),
         };
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
@@ -412,39 +421,50 @@ impl FireStore for SqlStore {
     }
 
     async fn finish_batch(&self, cluster: &str, finishes: &[Finish]) -> Result<()> {
-        // One statement per (outcome, message): in steady state, all are `ok` without one.
-        let mut groups: Vec<(Outcome, Option<&str>, Vec<&Finish>)> = Vec::new();
-        for f in finishes {
-            match groups
-                .iter_mut()
-                .find(|(o, m, _)| *o == f.outcome && *m == f.message.as_deref())
-            {
-                Some((_, _, list)) => list.push(f),
-                None => groups.push((f.outcome, f.message.as_deref(), vec![f])),
-            }
-        }
-        for (outcome, message, list) in groups {
-            for chunk in list.chunks(BATCH_LIMIT) {
-                let tuples = self
-                    .dialect
-                    .tuples_in(&["task", "instant", "token", "attempt"], chunk.len());
-                let sql = self.sql(&format!(
-                    "UPDATE rota_fires SET outcome = ?, finished_at = {{now}}, message = ?{} \
-                     WHERE cluster = ? AND slot = '' AND outcome = 'running' AND {tuples}",
-                    unstart(outcome)
+        // One statement per kind of outcome (a fire that never started keeps no start time).
+        let rows = self.dialect.json_table(&[
+            ("task", JsonType::Text),
+            ("instant", JsonType::Int),
+            ("token", JsonType::Int),
+            ("attempt", JsonType::Int),
+            ("ended", JsonType::Text),
+            ("note", JsonType::Text),
+        ]);
+        for never_started in [false, true] {
+            let group: Vec<&Finish> = finishes
+                .iter()
+                .filter(|f| f.outcome.never_started() == never_started)
+                .collect();
+            let unstart = if never_started {
+                ", started_at = NULL"
+            } else {
+                ""
+            };
+            for chunk in group.chunks(BATCH_LIMIT) {
+                let sql = self.sql(&self.dialect.update_joined(
+                    "rota_fires AS f",
+                    &rows,
+                    &format!("outcome = c.ended, finished_at = {{now}}, message = c.note{unstart}"),
+                    "f.cluster = ? AND f.slot = '' AND f.outcome = 'running' \
+                     AND f.task = c.task AND f.instant = c.instant AND f.token = c.token \
+                     AND f.attempt = c.attempt",
                 ));
-                let mut q = batch_query(&sql, chunk.len())
-                    .bind(outcome.as_str())
-                    .bind(message.map(str::to_string))
-                    .bind(cluster);
-                for f in chunk {
-                    q = q
-                        .bind(&f.task)
-                        .bind(f.instant_ms)
-                        .bind(f.token)
-                        .bind(f.attempt);
-                }
-                q.execute(&self.pool).await.map_err(unavailable)?;
+                let json = json_rows(chunk.iter().map(|f| {
+                    json!({
+                        "task": f.task,
+                        "instant": f.instant_ms,
+                        "token": f.token,
+                        "attempt": f.attempt,
+                        "ended": f.outcome.as_str(),
+                        "note": f.message,
+                    })
+                }));
+                sqlx::query(&sql)
+                    .bind(json)
+                    .bind(cluster)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
             }
         }
         Ok(())

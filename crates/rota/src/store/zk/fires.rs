@@ -5,6 +5,11 @@
 use super::*;
 use super::{membership::NodeData, placement::AssignData};
 
+/// Claims per multi-op: at most three ops each, within [`MULTI_LIMIT`].
+const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 3;
+/// Rounds of a batch of claims whose multi-ops failed on a moved registration or one claim.
+const CLAIM_ROUNDS: usize = 5;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct FireData {
     pub(super) instant: i64,
@@ -406,6 +411,142 @@ impl ZkStore {
         })
     }
 
+    /// Claims of one claimant, [`CLAIMS_PER_MULTI`] to a multi-op, all multi-ops sent before
+    /// any answer is awaited: one clock read and one registration read per round. Each
+    /// multi-op checks the exact registration version judged alive (so a begun claim's
+    /// `alive_until`, see [`ZkStore::begun`], holds at its commit), then per claim the
+    /// assignment's version and the new record. A multi-op fails whole: when a heartbeat
+    /// moved the registration, its claims go again with a fresh judgement; when one claim
+    /// failed, that claim is answered alone and the others go again.
+    async fn claim_group(&self, m: &Member, claims: &[&Claim]) -> Result<Vec<ClaimOutcome>> {
+        let z = self.zk().await?;
+        let base = Self::base(&m.cluster);
+        for c in claims {
+            self.record_dirs(&z, &m.cluster, &c.task).await?;
+        }
+        let mut out: Vec<Option<ClaimOutcome>> = vec![None; claims.len()];
+        for _ in 0..CLAIM_ROUNDS {
+            let pending: Vec<usize> = (0..claims.len()).filter(|&i| out[i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let now = self.server_now(&z, &m.cluster).await?;
+            let registration = self
+                .node(&z, &m.cluster, &m.node)
+                .await?
+                .filter(|(d, s)| d.incarnation == m.incarnation && Self::alive(d, s, now));
+            let Some((node, nstat)) = registration else {
+                for i in pending {
+                    out[i] = Some(ClaimOutcome::Fenced);
+                }
+                break;
+            };
+            let reads: Vec<_> = pending
+                .iter()
+                .map(|&i| z.get_data(&format!("{base}/assign/{}", claims[i].task)))
+                .collect();
+            let mut named = Vec::with_capacity(pending.len());
+            for (&i, read) in pending.iter().zip(reads) {
+                self.read();
+                let c = claims[i];
+                match read.await {
+                    Ok((bytes, stat)) => {
+                        let a: AssignData = parse("assignment", &bytes)?;
+                        if a.token == c.token
+                            && a.node.as_deref() == Some(m.node.as_str())
+                            && a.incarnation == Some(m.incarnation)
+                        {
+                            named.push((i, stat.version));
+                        } else {
+                            out[i] = Some(self.taken_or_fenced(&z, c).await?);
+                        }
+                    }
+                    Err(zk::Error::NoNode) => out[i] = Some(self.taken_or_fenced(&z, c).await?),
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            // Each multi-op: the registration check, then per claim its ops; `starts` holds
+            // the index of each claim's first op.
+            let mut multis = Vec::new();
+            for chunk in named.chunks(CLAIMS_PER_MULTI) {
+                let mut w = z.new_multi_writer();
+                w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
+                    .map_err(unavailable)?;
+                let mut starts = Vec::with_capacity(chunk.len());
+                let mut ops = 1;
+                for &(i, version) in chunk {
+                    let c = claims[i];
+                    let running = c.outcome == Outcome::Running;
+                    let begun = running && c.begin;
+                    let data = FireData {
+                        instant: c.instant_ms,
+                        node: m.node.clone(),
+                        incarnation: m.incarnation,
+                        token: c.token,
+                        attempt: 1,
+                        outcome: c.outcome.as_str().to_string(),
+                        started_at: begun.then_some(now),
+                        finished_at: (!running).then_some(now),
+                        message: c.message.clone(),
+                        alive_until: begun.then_some(nstat.mtime + node.timeout_ms),
+                    };
+                    let key = fire_key(c.instant_ms);
+                    starts.push(ops);
+                    w.add_check_version(&format!("{base}/assign/{}", c.task), version)
+                        .map_err(unavailable)?;
+                    w.add_create(
+                        &format!("{base}/fires/{}/{key}", c.task),
+                        &json(&data),
+                        &persistent(),
+                    )
+                    .map_err(unavailable)?;
+                    ops += 2;
+                    if running {
+                        w.add_create(
+                            &format!("{base}/running/{}/{key}", c.task),
+                            b"",
+                            &persistent(),
+                        )
+                        .map_err(unavailable)?;
+                        ops += 1;
+                    }
+                }
+                multis.push((chunk, starts, w));
+            }
+            let commits: Vec<_> = multis.iter_mut().map(|(_, _, w)| w.commit()).collect();
+            for ((chunk, starts, _), commit) in multis.iter().zip(commits) {
+                self.wrote();
+                match commit.await {
+                    Ok(_) => {
+                        for &(i, _) in *chunk {
+                            out[i] = Some(ClaimOutcome::Claimed);
+                        }
+                    }
+                    // The registration moved (a heartbeat): the whole chunk goes again.
+                    Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {}
+                    // One claim failed (taken, or its assignment moved): it alone is
+                    // answered, the rest of the chunk goes again.
+                    Err(zk::MultiWriteError::OperationFailed { index, .. }) => {
+                        let at = starts.partition_point(|&s| s <= index) - 1;
+                        let i = chunk[at].0;
+                        out[i] = Some(self.taken_or_fenced(&z, claims[i]).await?);
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
+        if out.iter().any(Option::is_none) {
+            return Err(Error::StoreUnavailable(format!(
+                "claims of {} still contended after {CLAIM_ROUNDS} rounds (its registration kept moving)",
+                m.node
+            )));
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(ClaimOutcome::Fenced))
+            .collect())
+    }
+
     /// Store time, read once per call and only when needed: `now` keeps it.
     pub(super) async fn now_once(
         &self,
@@ -427,141 +568,22 @@ impl ZkStore {
 #[async_trait]
 impl FireStore for ZkStore {
     async fn claim(&self, c: &Claim) -> Result<ClaimOutcome> {
-        let z = self.zk().await?;
-        let now = self.server_now(&z, &c.member.cluster).await?;
-        let running = c.outcome == Outcome::Running;
-        let data = FireData {
-            instant: c.instant_ms,
-            node: c.member.node.clone(),
-            incarnation: c.member.incarnation,
-            token: c.token,
-            attempt: 1,
-            outcome: c.outcome.as_str().to_string(),
-            started_at: None, // set when it begins (`begin_fires`)
-            finished_at: (!running).then_some(now),
-            message: c.message.clone(),
-            alive_until: None,
-        };
-        let key = fire_key(c.instant_ms);
-        Ok(
-            match self
-                .create_record(&c.member, &c.task, &key, c.token, &data, running, now)
-                .await?
-            {
-                Some(true) => ClaimOutcome::Claimed,
-                Some(false) => ClaimOutcome::AlreadyClaimed,
-                None => self.taken_or_fenced(&z, c).await?,
-            },
-        )
+        Ok(self.claim_batch(std::slice::from_ref(c)).await?[0])
     }
 
     async fn claim_batch(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>> {
-        // One claimant per batch (a node's batcher): one clock read and one registration
-        // check for all, the assignments read and the multi-ops sent pipelined.
-        let Some(first) = claims.first() else {
-            return Ok(Vec::new());
-        };
-        if claims.len() == 1 || claims.iter().any(|c| c.member != first.member) {
-            let mut out = Vec::with_capacity(claims.len());
-            for c in claims {
-                out.push(self.claim(c).await?);
+        // A node's batcher sends one claimant's claims; another claimant's go on their own.
+        let mut out = vec![ClaimOutcome::Fenced; claims.len()];
+        let mut rest: Vec<usize> = (0..claims.len()).collect();
+        while let Some(&first) = rest.first() {
+            let m = &claims[first].member;
+            let (mine, others): (Vec<usize>, Vec<usize>) =
+                rest.into_iter().partition(|&i| claims[i].member == *m);
+            rest = others;
+            let group: Vec<&Claim> = mine.iter().map(|&i| &claims[i]).collect();
+            for (i, outcome) in mine.iter().zip(self.claim_group(m, &group).await?) {
+                out[*i] = outcome;
             }
-            return Ok(out);
-        }
-        let m = &first.member;
-        let z = self.zk().await?;
-        let base = Self::base(&m.cluster);
-        for c in claims {
-            self.record_dirs(&z, &m.cluster, &c.task).await?;
-        }
-        let now = self.server_now(&z, &m.cluster).await?;
-        if self
-            .registration_alive(&z, &m.cluster, &m.node, m.incarnation, now)
-            .await?
-            .is_none()
-        {
-            return Ok(vec![ClaimOutcome::Fenced; claims.len()]);
-        }
-        let reads: Vec<_> = claims
-            .iter()
-            .map(|c| z.get_data(&format!("{base}/assign/{}", c.task)))
-            .collect();
-        let mut versions = Vec::with_capacity(claims.len());
-        for (c, read) in claims.iter().zip(reads) {
-            self.read();
-            versions.push(match read.await {
-                Ok((bytes, stat)) => {
-                    let a: AssignData = parse("assignment", &bytes)?;
-                    let named = a.token == c.token
-                        && a.node.as_deref() == Some(m.node.as_str())
-                        && a.incarnation == Some(m.incarnation);
-                    named.then_some(stat.version)
-                }
-                Err(zk::Error::NoNode) => None,
-                Err(e) => return Err(unavailable(e)),
-            });
-        }
-        let mut writers = Vec::new();
-        for (c, version) in claims.iter().zip(&versions) {
-            let Some(version) = version else {
-                writers.push(None);
-                continue;
-            };
-            let running = c.outcome == Outcome::Running;
-            let data = FireData {
-                instant: c.instant_ms,
-                node: m.node.clone(),
-                incarnation: m.incarnation,
-                token: c.token,
-                attempt: 1,
-                outcome: c.outcome.as_str().to_string(),
-                started_at: None, // set when it begins (`begin_fires`)
-                finished_at: (!running).then_some(now),
-                message: c.message.clone(),
-                alive_until: None,
-            };
-            let key = fire_key(c.instant_ms);
-            let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/assign/{}", c.task), *version)
-                .map_err(unavailable)?;
-            w.add_check_version(&format!("{base}/nodes/{}", m.node), -1)
-                .map_err(unavailable)?;
-            w.add_create(
-                &format!("{base}/fires/{}/{key}", c.task),
-                &json(&data),
-                &persistent(),
-            )
-            .map_err(unavailable)?;
-            if running {
-                w.add_create(
-                    &format!("{base}/running/{}/{key}", c.task),
-                    b"",
-                    &persistent(),
-                )
-                .map_err(unavailable)?;
-            }
-            writers.push(Some(w));
-        }
-        // Every commit is sent before any answer is awaited.
-        let commits: Vec<_> = writers
-            .iter_mut()
-            .map(|w| w.as_mut().map(|w| w.commit()))
-            .collect();
-        let mut out = Vec::with_capacity(claims.len());
-        for (c, commit) in claims.iter().zip(commits) {
-            let Some(commit) = commit else {
-                out.push(self.taken_or_fenced(&z, c).await?);
-                continue;
-            };
-            self.wrote();
-            out.push(match commit.await {
-                Ok(_) => ClaimOutcome::Claimed,
-                Err(e) => match condition_failed(&e) {
-                    Some(zk::Error::NodeExists) => ClaimOutcome::AlreadyClaimed,
-                    Some(_) => self.taken_or_fenced(&z, c).await?,
-                    None => return Err(unavailable(e)),
-                },
-            });
         }
         Ok(out)
     }
