@@ -31,9 +31,14 @@ pub struct ThroughputArgs {
     tasks: usize,
     #[arg(long, default_value = "1s")]
     period: String,
-    /// Seconds measured (after a warm-up of 3 periods).
+    /// Seconds measured, after the warm-up.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Seconds between the spread of the tasks and the measure: the nodes' takeovers, and a
+    /// new store's first statistics (PostgreSQL's first `ANALYZE` of a new `rota_fires`
+    /// comes within a minute; until then its plans are guesses).
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
 }
 
 /// Runs `nodes` idle nodes in this process (tasks that fire once a year) and counts the
@@ -117,11 +122,12 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
     let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("throughput-{}", std::process::id());
     println!(
-        "bench throughput: {} nodes, {} round-robin tasks every {}, {} s measured, store {}",
+        "bench throughput: {} nodes, {} round-robin tasks every {}, {} s measured after {} s of warm-up, store {}",
         args.nodes,
         args.tasks,
         args.period,
         args.seconds,
+        args.warmup,
         store::redact_url(&url)
     );
     let start_nodes = |cluster: String, schedule: Schedule| {
@@ -148,8 +154,7 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
     };
     let handles = start_nodes(cluster.clone(), Schedule::every(period)?).await?;
     let before = settled(&probe, &cluster, args.nodes, args.tasks).await?;
-    // Runners take over their tasks; let a few periods pass before counting.
-    tokio::time::sleep((period * 5).max(Duration::from_secs(2))).await;
+    tokio::time::sleep((period * 5).max(Duration::from_secs(args.warmup))).await;
     let from = probe.now_ms().await?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let to = probe.now_ms().await?;

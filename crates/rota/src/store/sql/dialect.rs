@@ -292,7 +292,13 @@ impl Dialect {
                     .iter()
                     .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
                     .collect();
-                format!("(SELECT {} FROM json_each(?)) c", fields.join(", "))
+                // SQLite's planner would rather scan the table (or its running fires) and
+                // scan the whole JSON for each of them; ordered by position, the JSON is
+                // read once, as the outer loop, and each row found by its key.
+                format!(
+                    "(SELECT {} FROM json_each(?) ORDER BY key) c",
+                    fields.join(", ")
+                )
             }
             Dialect::Mysql => {
                 let defs: Vec<String> = columns
@@ -340,11 +346,23 @@ impl Dialect {
         }
     }
 
-    /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}`, `{lock_share}` and turns `?`
-    /// into `$1, $2, ...` for PostgreSQL. Statements never contain `?` inside literals.
+    /// The join of a [`Dialect::json_table`] to a table that follows it: SQLite's
+    /// `CROSS JOIN` keeps the rows as the outer loop (see `json_table`), an inner join
+    /// elsewhere.
+    fn rows_join(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CROSS JOIN",
+            Dialect::Postgres | Dialect::Mysql => "JOIN",
+        }
+    }
+
+    /// Fills `{now}`, `{insert_ignore}`, `{on_conflict_nothing}`, `{for_update}`,
+    /// `{lock_share}`, `{rows_join}` and turns `?` into `$1, $2, ...` for PostgreSQL.
+    /// Statements never contain `?` inside literals.
     pub fn prepare(self, sql: &str) -> String {
         let (ins, conflict) = self.insert_ignore();
         let filled = sql
+            .replace("{rows_join}", self.rows_join())
             .replace("{now}", self.now())
             .replace("{insert_ignore}", ins)
             .replace("{on_conflict_nothing}", conflict)
@@ -370,7 +388,7 @@ impl Dialect {
 
 #[cfg(test)]
 mod tests {
-    use super::Dialect;
+    use super::{json_rows, Dialect, JsonType};
 
     #[test]
     fn tuple_lists() {
@@ -397,6 +415,28 @@ mod tests {
         assert_eq!(
             Dialect::Mysql.rows_table(2, &["a", "b"]),
             "(SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?) c"
+        );
+    }
+
+    #[test]
+    fn tables_of_rows_in_one_json_parameter() {
+        let columns = [("a", JsonType::Text), ("b", JsonType::Int)];
+        assert_eq!(
+            Dialect::Postgres.json_table(&columns),
+            "json_to_recordset(CAST(? AS json)) AS c(a text, b bigint)"
+        );
+        assert_eq!(
+            Dialect::Sqlite.json_table(&columns),
+            "(SELECT json_extract(value, '$.a') AS a, json_extract(value, '$.b') AS b \
+             FROM json_each(?) ORDER BY key) c"
+        );
+        assert_eq!(
+            Dialect::Mysql.json_table(&columns),
+            "JSON_TABLE(?, '$[*]' COLUMNS (a MEDIUMTEXT PATH '$.a', b BIGINT PATH '$.b')) AS c"
+        );
+        assert_eq!(
+            json_rows([serde_json::json!({"a": "x'y", "b": 1})]),
+            r#"[{"a":"x'y","b":1}]"#
         );
     }
 

@@ -74,7 +74,8 @@ impl SqlStore {
             fence("?", "c.task", "c.token", "?", "?"),
             if returning { " RETURNING task, instant" } else { "" }
         ));
-        let q = sqlx::query(&sql)
+        let q = self
+            .rows_query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
             .bind(m.incarnation)
@@ -148,10 +149,11 @@ impl SqlStore {
             .json_table(&[("task", JsonType::Text), ("instant", JsonType::Int)]);
         let sql = self.sql(&format!(
             "SELECT f.task, f.instant, f.node_id, f.incarnation, f.token FROM {rows} \
-             JOIN rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
+             {{rows_join}} rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
              AND f.slot = ''"
         ));
-        let q = sqlx::query(&sql)
+        let q = self
+            .rows_query(&sql)
             .bind(json_rows(
                 chunk
                     .iter()
@@ -290,7 +292,8 @@ impl SqlStore {
         let json = json_rows(chunk.iter().map(|b| {
             json!({"task": b.task, "instant": b.instant_ms, "token": b.token, "attempt": b.attempt})
         }));
-        let done = sqlx::query(&sql)
+        let done = self
+            .rows_query(&sql)
             .bind(&json)
             .bind(&m.cluster)
             .bind(&m.node)
@@ -303,11 +306,12 @@ impl SqlStore {
         }
         let sql = self.sql(&format!(
             "SELECT f.task, f.instant, f.token, f.attempt FROM {rows} \
-             JOIN rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
+             {{rows_join}} rota_fires f ON f.cluster = ? AND f.task = c.task AND f.instant = c.instant \
              AND f.slot = '' AND f.outcome = 'running' AND f.started_at IS NOT NULL \
              AND f.node_id = ? AND f.incarnation = ?"
         ));
-        let q = sqlx::query(&sql)
+        let q = self
+            .rows_query(&sql)
             .bind(&json)
             .bind(&m.cluster)
             .bind(&m.node)
@@ -459,7 +463,7 @@ impl FireStore for SqlStore {
                         "note": f.message,
                     })
                 }));
-                sqlx::query(&sql)
+                self.rows_query(&sql)
                     .bind(json)
                     .bind(cluster)
                     .execute(&self.pool)
