@@ -605,7 +605,8 @@ impl FireStore for ZkStore {
                 ))
             })
             .collect();
-        let mut writers = Vec::new();
+        // Each finish: its record's new content at the version read, and its running mark.
+        let mut writes = Vec::new();
         for (f, read) in finishes.iter().zip(reads) {
             self.read();
             let (bytes, stat) = match read.await {
@@ -619,26 +620,47 @@ impl FireStore for ZkStore {
             }
             data.finish(f.outcome, f.message.as_deref(), now);
             let key = fire_key(f.instant_ms);
-            let mut w = z.new_multi_writer();
-            w.add_set_data(
-                &format!("{base}/fires/{}/{key}", f.task),
-                &json(&data),
-                Some(stat.version),
-            )
-            .map_err(unavailable)?;
-            w.add_delete(&format!("{base}/running/{}/{key}", f.task), None)
-                .map_err(unavailable)?;
-            writers.push(w);
+            writes.push((
+                format!("{base}/fires/{}/{key}", f.task),
+                json(&data),
+                stat.version,
+                format!("{base}/running/{}/{key}", f.task),
+            ));
         }
-        let commits: Vec<_> = writers.iter_mut().map(|w| w.commit()).collect();
-        for commit in commits {
-            self.wrote();
-            match commit.await {
-                Ok(_) => {}
-                // Changed meanwhile (recovered by another node): not ours to finish.
-                Err(e) if condition_failed(&e).is_some() => {}
-                Err(e) => return Err(unavailable(e)),
+        // Two ops per finish, many finishes per multi-op, all sent before any answer is
+        // awaited. A multi-op fails whole: the finish whose record changed meanwhile
+        // (recovered by another node) is not ours to write, and the others go again.
+        while !writes.is_empty() {
+            let mut multis = Vec::new();
+            for chunk in writes.chunks(MULTI_LIMIT / 2) {
+                let mut w = z.new_multi_writer();
+                for (record, data, version, mark) in chunk {
+                    w.add_set_data(record, data, Some(*version))
+                        .map_err(unavailable)?;
+                    w.add_delete(mark, None).map_err(unavailable)?;
+                }
+                multis.push((chunk, w));
             }
+            let commits: Vec<_> = multis.iter_mut().map(|(_, w)| w.commit()).collect();
+            let mut again = Vec::new();
+            for ((chunk, _), commit) in multis.iter().zip(commits) {
+                self.wrote();
+                match commit.await {
+                    Ok(_) => {}
+                    Err(zk::MultiWriteError::OperationFailed { index, .. }) => {
+                        let failed = index / 2;
+                        again.extend(
+                            chunk
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| *i != failed)
+                                .map(|(_, w)| w.clone()),
+                        );
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            writes = again;
         }
         Ok(())
     }
