@@ -1,6 +1,6 @@
 //! `rota bench failover`: N node processes on one store run T tasks every P; the owner is
-//! killed with SIGKILL K times at random points (and restarted each time), then stopped
-//! gracefully a few times. Prints the delay of the first fire after each kill past its
+//! killed with SIGKILL (or frozen with SIGSTOP, a machine-level failure) K times at random
+//! points (and restarted, or woken, each time), then stopped gracefully a few times. Prints the delay of the first fire after each kill past its
 //! instant, duplicates (from an independent record the tasks write), missed fires, and the
 //! store load of idle nodes for several task counts.
 
@@ -50,6 +50,65 @@ pub struct FailoverArgs {
     /// Random seed for the kill points.
     #[arg(long)]
     seed: Option<u64>,
+    /// How the owner fails: `kill` (SIGKILL: its connections close at once) or `freeze`
+    /// (SIGSTOP until its tasks resumed elsewhere, then SIGCONT: a machine-level failure,
+    /// whose connections nobody closes, and a node that wakes up fenced).
+    #[arg(long, default_value = "kill")]
+    fault: String,
+    /// The nodes' `[timing] profile`: `default` or `fast`.
+    #[arg(long, default_value = "default")]
+    timing: String,
+    /// Busy loops (processes) kept running beside the cluster, to load the CPUs.
+    #[arg(long, default_value_t = 0)]
+    busy: usize,
+}
+
+/// Busy-loop processes, stopped with this guard.
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn start(n: usize) -> anyhow::Result<Busy> {
+        let mut children = Vec::with_capacity(n);
+        for _ in 0..n {
+            children.push(
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .context("starting a busy loop (sh)")?,
+            );
+        }
+        Ok(Busy(children))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Marks in a node's log around a freeze: what the node logs in between is the fault's.
+const FROZEN: &str = "fault: frozen";
+const FAULT_OVER: &str = "fault: over";
+
+/// Times a node's lease deadline passed without a renewal outside its own freezes: each
+/// is a node that stopped its work while nothing was wrong with it.
+fn mistaken_fences(log: &str) -> usize {
+    let mut inside = false;
+    let mut count = 0;
+    for line in log.lines() {
+        if line.contains(FROZEN) {
+            inside = true;
+        } else if line.contains(FAULT_OVER) {
+            inside = false;
+        } else if !inside && line.contains("lease deadline passed without renewal") {
+            count += 1;
+        }
+    }
+    count
 }
 
 pub(super) struct Event {
@@ -64,6 +123,15 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} leaves no survivor; use 2 or more", args.nodes);
     }
+    let freeze = match args.fault.as_str() {
+        "kill" => false,
+        "freeze" => true,
+        other => bail!("--fault {other}: use kill or freeze"),
+    };
+    if rota::Timing::profile(&args.timing).is_none() {
+        bail!("--timing {}: use default or fast", args.timing);
+    }
+    let _busy = Busy::start(args.busy)?;
     let run = args.store.open("bench").await?;
     let (dir, url, store) = (run.dir.clone(), run.url.clone(), run.store.clone());
     let cluster_name = format!("bench-{}", std::process::id());
@@ -71,18 +139,22 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     println!(
-        "bench failover: {} nodes, {} tasks every {}, {} kills (restart {}), {} graceful stops, store {} (seed {seed})",
+        "bench failover: {} nodes, {} tasks every {}, {} {} (restart {}), {} graceful stops, timing {}, {} busy loops, store {} (seed {seed})",
         args.nodes,
         args.tasks,
         args.period,
         args.kills,
-        if args.restart_immediately { "at once" } else { "after failover" },
+        if freeze { "freezes" } else { "kills" },
+        if freeze { "none: SIGCONT after failover" } else if args.restart_immediately { "at once" } else { "after failover" },
         args.stops,
+        args.timing,
+        args.busy,
         store::redact_url(&url)
     );
 
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe, &dir, &url, &cluster_name);
+    cluster.timing_toml = format!("profile = \"{}\"\n", args.timing);
     let names: Vec<String> = (0..args.tasks).map(|i| format!("task-{i:03}")).collect();
     let tasks_toml: String = names
         .iter()
@@ -121,13 +193,23 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             .filter(|(_, n)| *n == victim)
             .map(|(t, _)| t.clone())
             .collect();
+        let incarnation = store
+            .view(&cluster_name)
+            .await?
+            .nodes
+            .iter()
+            .find(|n| n.node == victim)
+            .map(|n| n.incarnation);
         let at_ms = store.now_ms().await?;
         if graceful {
             cluster.stop(&victim, Duration::from_secs(30)).await;
+        } else if freeze {
+            cluster.note(&victim, FROZEN);
+            cluster.signal(&victim, libc::SIGSTOP);
         } else {
             cluster.kill(&victim);
         }
-        let restart_first = graceful || args.restart_immediately;
+        let restart_first = graceful || (args.restart_immediately && !freeze);
         if restart_first {
             cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
         }
@@ -145,12 +227,33 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
                 if graceful { "SIGTERM" } else { "SIGKILL" }
             )
         })?;
-        if !restart_first {
+        if freeze && !graceful {
+            // Woken, it finds its lease gone and comes back as a new incarnation.
+            cluster.signal(&victim, libc::SIGCONT);
+            let back = harness::poll(Duration::from_secs(30), || async {
+                let view = store.view(&cluster_name).await.ok()?;
+                view.nodes
+                    .iter()
+                    .any(|n| n.node == victim && n.alive && Some(n.incarnation) != incarnation)
+                    .then_some(())
+            })
+            .await;
+            if back.is_none() {
+                bail!("{victim} did not rejoin within 30 s of its SIGCONT");
+            }
+            cluster.note(&victim, FAULT_OVER);
+        } else if !restart_first {
             cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
         }
         println!(
             "  {} {victim} ({} tasks) done",
-            if graceful { "SIGTERM" } else { "SIGKILL" },
+            if graceful {
+                "SIGTERM"
+            } else if freeze {
+                "SIGSTOP"
+            } else {
+                "SIGKILL"
+            },
             victim_tasks.len()
         );
         kills.push((
@@ -163,6 +266,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     }
     tokio::time::sleep(period * 2).await;
     let measured_to = store.now_ms().await? - 2 * period.as_millis() as i64;
+    let mistaken: usize = ids.iter().map(|id| mistaken_fences(&cluster.log(id))).sum();
     for id in &ids {
         cluster.stop(id, Duration::from_secs(30)).await;
     }
@@ -223,9 +327,11 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
 
     println!("\nRESULTS (seed {seed})");
     println!(
-        "  first fire after SIGKILL, past its instant: {}",
+        "  first fire after {}, past its instant: {}",
+        if freeze { "SIGSTOP" } else { "SIGKILL" },
         stats(&mut kill_delays)
     );
+    println!("  nodes fenced by mistake (a lease lapsed outside a freeze): {mistaken}");
     println!(
         "  first fire after SIGTERM, past its instant: {}",
         stats(&mut stop_delays)
@@ -260,10 +366,31 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             println!("  {tasks:>6} tasks: writes {writes:.1}/s, reads {reads:.1}/s");
         }
     }
-    let ok = duplicates.is_empty() && silently_missed == 0;
+    let ok = duplicates.is_empty() && silently_missed == 0 && mistaken == 0;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lapses_outside_a_freeze_are_mistakes() {
+        let lapse = r#"{"level":"WARN","message":"lease deadline passed without renewal: cancelling all work"}"#;
+        let log = [
+            lapse,
+            "### harness: fault: frozen",
+            lapse,
+            "### harness: fault: over",
+            "fire started",
+            lapse,
+        ]
+        .join("\n");
+        assert_eq!(mistaken_fences(&log), 2);
+        assert_eq!(mistaken_fences(""), 0);
+    }
 }

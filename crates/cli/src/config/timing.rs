@@ -8,10 +8,12 @@ use rota::{node::Timing, Error};
 
 use super::checks::{duration, ConfigProblem};
 
-/// `[timing]`: durations such as `"200ms"` or `"1s"`; unset keys keep [`Timing::default`].
+/// `[timing]`: a profile (`default` or `fast`), then durations such as `"200ms"` or `"1s"`;
+/// unset keys keep the profile's values.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimingSection {
+    pub profile: Option<String>,
     pub heartbeat: Option<String>,
     pub node_timeout: Option<String>,
     pub fence_margin: Option<String>,
@@ -22,9 +24,19 @@ pub struct TimingSection {
 }
 
 impl TimingSection {
-    /// The timing, defaults for unset keys; a problem per unparsable duration.
+    /// The timing, the profile's values for unset keys; a problem per unknown profile and
+    /// per unparsable duration.
     pub(super) fn resolve(&self, problems: &mut Vec<ConfigProblem>) -> Timing {
-        let mut t = Timing::default();
+        let profile = self.profile.as_deref().unwrap_or("default");
+        let mut t = Timing::profile(profile).unwrap_or_else(|| {
+            problems.push(ConfigProblem::new(
+                "timing.profile",
+                profile,
+                "is not a timing profile",
+                "write profile = \"default\" (failover in about 1 s) or \"fast\" (about 350 ms, see docs/timing.md)",
+            ));
+            Timing::default()
+        });
         let fields: [(&str, &Option<String>, &mut Duration); 7] = [
             ("heartbeat", &self.heartbeat, &mut t.heartbeat),
             ("node_timeout", &self.node_timeout, &mut t.node_timeout),
@@ -125,5 +137,27 @@ mod tests {
             problems[0].to_string(),
             "node.id: is missing; fix: set id = \"node-1\""
         );
+    }
+
+    #[test]
+    fn a_profile_gives_the_unset_durations() {
+        let base = "[node]\nid = \"a\"\ncluster = \"c\"\n[store]\nurl = \"sqlite:///tmp/x.db\"\n";
+        let fast = parse(&format!("{base}[timing]\nprofile = \"fast\"\nfence_margin = \"90ms\"\n")).unwrap();
+        assert!(fast.validate().is_empty(), "{:#?}", fast.validate());
+        let t = fast.timing();
+        assert_eq!(
+            (t.heartbeat, t.node_timeout, t.fence_margin),
+            (
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(250),
+                std::time::Duration::from_millis(90)
+            ),
+            "the profile's values, but the key set"
+        );
+        let unknown = parse(&format!("{base}[timing]\nprofile = \"quick\"\n")).unwrap();
+        let problems = unknown.validate();
+        assert_eq!(fields(&problems), vec!["timing.profile"], "{problems:#?}");
+        assert_eq!(problems[0].value, "quick");
+        assert!(problems[0].fix.contains("\"fast\""), "{}", problems[0]);
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Timing of membership and failover. Defaults give failover within about a second.
+/// Timing of membership and failover. Defaults give failover within about a second;
+/// [`Timing::fast`] within about 350 ms, at a cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timing {
     /// How often the node renews its registration.
@@ -45,6 +46,30 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The fast profile: failover after a machine-level failure (a frozen or unplugged
+    /// host, whose connections nobody closes) within about 350 ms instead of about a
+    /// second. The cost: four times the heartbeats (20 store writes a second per node
+    /// instead of 5), and a node fences itself if its renewals are held up for 150 ms (a
+    /// store or a host so loaded that a write takes that long) instead of 800 ms.
+    pub fn fast() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(50),
+            node_timeout: Duration::from_millis(250),
+            fence_margin: Duration::from_millis(100),
+            watch_interval: Duration::from_millis(20),
+            ..Timing::default()
+        }
+    }
+
+    /// The profile named `name` (`default` or `fast`), as the config file names them.
+    pub fn profile(name: &str) -> Option<Self> {
+        match name {
+            "default" => Some(Timing::default()),
+            "fast" => Some(Timing::fast()),
+            _ => None,
+        }
+    }
+
     /// Checks the relations failover depends on; names the field and the fix.
     pub fn validate(&self) -> Result<()> {
         let ms = |d: Duration| d.as_millis();
