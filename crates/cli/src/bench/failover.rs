@@ -132,7 +132,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         bail!("--timing {}: use default or fast", args.timing);
     }
     let _busy = Busy::start(args.busy)?;
-    let run = args.store.open("bench").await?;
+    let mut run = args.store.open("bench").await?;
     let (dir, url, store) = (run.dir.clone(), run.url.clone(), run.store.clone());
     let cluster_name = format!("bench-{}", std::process::id());
     let record = dir.join("fires.log");
@@ -177,6 +177,8 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let measured_from = store.now_ms().await?;
 
     let mut kills = Vec::new();
+    let mut guard_kills = 0;
+    let faults_began = std::time::Instant::now();
     for k in 0..args.kills + args.stops {
         let graceful = k >= args.kills;
         // A random point in the period, after at least a second of steady state.
@@ -228,8 +230,14 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
         if freeze && !graceful {
-            // Woken, it finds its lease gone and comes back as a new incarnation.
+            // Woken, it finds its lease gone and comes back as a new incarnation; unless
+            // its work guard killed it at its lease deadline (in-process work was still
+            // alive in it, contract 12): then a new process comes back.
             cluster.signal(&victim, libc::SIGCONT);
+            if !cluster.running(&victim) {
+                guard_kills += 1;
+                cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
+            }
             let back = harness::poll(Duration::from_secs(30), || async {
                 let view = store.view(&cluster_name).await.ok()?;
                 view.nodes
@@ -239,7 +247,11 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             })
             .await;
             if back.is_none() {
-                bail!("{victim} did not rejoin within 30 s of its SIGCONT");
+                run.keep = true; // its log says why
+                bail!(
+                    "{victim} did not rejoin within 30 s of its SIGCONT (logs in {})",
+                    dir.display()
+                );
             }
             cluster.note(&victim, FAULT_OVER);
         } else if !restart_first {
@@ -325,13 +337,21 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             .count()
     };
 
-    println!("\nRESULTS (seed {seed})");
+    println!(
+        "\nRESULTS (seed {seed}; faults over {:.1} min)",
+        faults_began.elapsed().as_secs_f64() / 60.0
+    );
     println!(
         "  first fire after {}, past its instant: {}",
         if freeze { "SIGSTOP" } else { "SIGKILL" },
         stats(&mut kill_delays)
     );
     println!("  nodes fenced by mistake (a lease lapsed outside a freeze): {mistaken}");
+    if freeze {
+        println!(
+            "  frozen nodes killed by their work guard at their lease deadline: {guard_kills}"
+        );
+    }
     println!(
         "  first fire after SIGTERM, past its instant: {}",
         stats(&mut stop_delays)

@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn a_profile_gives_the_unset_durations() {
         let base = "[node]\nid = \"a\"\ncluster = \"c\"\n[store]\nurl = \"sqlite:///tmp/x.db\"\n";
-        let fast = parse(&format!("{base}[timing]\nprofile = \"fast\"\nfence_margin = \"90ms\"\n")).unwrap();
+        let fast = parse(&format!(
+            "{base}[timing]\nprofile = \"fast\"\nfence_margin = \"90ms\"\n"
+        ))
+        .unwrap();
         assert!(fast.validate().is_empty(), "{:#?}", fast.validate());
         let t = fast.timing();
         assert_eq!(
