@@ -33,7 +33,7 @@ impl TimingSection {
                 "timing.profile",
                 profile,
                 "is not a timing profile",
-                "write profile = \"default\" (failover in about 1 s) or \"fast\" (about 350 ms, see docs/timing.md)",
+                "write profile = \"default\" (failover in about 1 s) or \"fast\" (about 350 ms, for four times the heartbeats)",
             ));
             Timing::default()
         });
