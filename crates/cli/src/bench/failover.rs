@@ -133,13 +133,15 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     }
     let _busy = Busy::start(args.busy)?;
     let mut run = args.store.open("bench").await?;
+    // Kept unless the run ends well: the nodes' logs say what went wrong.
+    run.keep = true;
     let (dir, url, store) = (run.dir.clone(), run.url.clone(), run.store.clone());
     let cluster_name = format!("bench-{}", std::process::id());
     let record = dir.join("fires.log");
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     println!(
-        "bench failover: {} nodes, {} tasks every {}, {} {} (restart {}), {} graceful stops, timing {}, {} busy loops, store {} (seed {seed})",
+        "bench failover: {} nodes, {} tasks every {}, {} {} (restart {}), {} graceful stops, timing {}, {} busy loops, store {} (seed {seed}; logs in {})",
         args.nodes,
         args.tasks,
         args.period,
@@ -149,7 +151,8 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         args.stops,
         args.timing,
         args.busy,
-        store::redact_url(&url)
+        store::redact_url(&url),
+        dir.display()
     );
 
     let exe = std::env::current_exe()?;
@@ -226,7 +229,13 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| {
             format!(
                 "recovery after {} of {victim}",
-                if graceful { "SIGTERM" } else { "SIGKILL" }
+                if graceful {
+                    "SIGTERM"
+                } else if freeze {
+                    "SIGSTOP"
+                } else {
+                    "SIGKILL"
+                }
             )
         })?;
         if freeze && !graceful {
@@ -279,6 +288,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(period * 2).await;
     let measured_to = store.now_ms().await? - 2 * period.as_millis() as i64;
     let mistaken: usize = ids.iter().map(|id| mistaken_fences(&cluster.log(id))).sum();
+
     for id in &ids {
         cluster.stop(id, Duration::from_secs(30)).await;
     }
@@ -387,6 +397,11 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ok = duplicates.is_empty() && silently_missed == 0 && mistaken == 0;
+    if ok {
+        run.keep = false;
+    } else {
+        println!("  nodes' logs kept in {}", dir.display());
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

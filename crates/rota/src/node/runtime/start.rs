@@ -88,7 +88,20 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         )
     })
     .await?;
-    let sent = sent.get();
+    let mut sent = sent.get();
+    let clock = StoreClock::new(now_ms, sent);
+    // A join slower than half the lease (a loaded store) would start the node with its
+    // lease nearly spent, fencing it before its first heartbeat: renew once at once.
+    let budget = timing.node_timeout - timing.fence_margin;
+    if sent.elapsed() > budget / 2 {
+        let renewal = Instant::now();
+        let not_after = clock.now_ms() + budget.as_millis() as i64;
+        if let Ok(Ok(true)) =
+            tokio::time::timeout(budget, store.heartbeat(&member, not_after)).await
+        {
+            sent = renewal;
+        }
+    }
     let mut lease = Lease::new(timing.node_timeout, timing.fence_margin);
     lease.renewed(sent, Instant::now());
     let shared = Arc::new(Shared {
@@ -100,7 +113,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         member: RwLock::new(member.clone()),
         lease: Mutex::new(lease),
-        clock: StoreClock::new(now_ms, sent),
+        clock,
         work: Mutex::new(CancellationToken::new()),
         expired: AtomicBool::new(false),
         store_error: Mutex::new(None),
