@@ -565,7 +565,8 @@ async fn an_item_handled_across_an_unnoticed_lapse_is_not_given_back() {
 /// A pause applied while a fire's begin is on its way to the store stops that fire from
 /// starting: the runner looks again once the begin is answered, and records the instant as
 /// not started (a ZooKeeper campaign: a `long` run started 3.3 s after its pause was
-/// applied, its begin slowed by the store).
+/// applied, its begin slowed by the store). A fire with nothing to wait for is begun by its
+/// claim, so the claim is the write slowed here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_applied_while_a_begin_is_on_its_way_stops_that_start() {
     let s = TestStore::sqlite().await;
@@ -581,16 +582,16 @@ async fn a_pause_applied_while_a_begin_is_on_its_way_stops_that_start() {
         (!runs.starts().is_empty()).then_some(())
     })
     .await;
-    store.plan("begin_fires", Fault::DelayReply(Duration::from_secs(5)));
+    store.plan("claim_batch", Fault::DelayReply(Duration::from_secs(5)));
     until("a begin is on its way", || async {
-        (store.struck("begin_fires") == 1).then_some(())
+        (store.struck("claim_batch") == 1).then_some(())
     })
     .await;
     let seq = issue(&s, pause_held()).await;
     until_applied("the pause is applied", &s, seq).await;
     let started = runs.starts().len();
     assert_eq!(
-        store.replied("begin_fires"),
+        store.replied("claim_batch"),
         0,
         "the pause was applied before the begin's reply (else the test proves nothing)"
     );
@@ -598,7 +599,7 @@ async fn a_pause_applied_while_a_begin_is_on_its_way_stops_that_start() {
         "the slowed begin is answered and nothing is running",
         || async {
             let history = s.store.history("injected", Some("held"), 20).await.ok()?;
-            (store.replied("begin_fires") == 1
+            (store.replied("claim_batch") == 1
                 && history.iter().all(|f| f.outcome != Outcome::Running))
             .then_some(())
         },
