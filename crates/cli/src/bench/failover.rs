@@ -205,6 +205,13 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .find(|n| n.node == victim)
             .map(|n| n.incarnation);
+        let signal = if graceful {
+            "SIGTERM"
+        } else if freeze {
+            "SIGSTOP"
+        } else {
+            "SIGKILL"
+        };
         let at_ms = store.now_ms().await?;
         if graceful {
             cluster.stop(&victim, Duration::from_secs(30)).await;
@@ -226,18 +233,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             Duration::from_secs(30),
         )
         .await
-        .with_context(|| {
-            format!(
-                "recovery after {} of {victim}",
-                if graceful {
-                    "SIGTERM"
-                } else if freeze {
-                    "SIGSTOP"
-                } else {
-                    "SIGKILL"
-                }
-            )
-        })?;
+        .with_context(|| format!("recovery after {signal} of {victim}"))?;
         if freeze && !graceful {
             // Woken, it finds its lease gone and comes back as a new incarnation; unless
             // its work guard killed it at its lease deadline (in-process work was still
@@ -266,17 +262,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         } else if !restart_first {
             cluster.spawn_with_config(&victim, &cluster.config_path(&victim))?;
         }
-        println!(
-            "  {} {victim} ({} tasks) done",
-            if graceful {
-                "SIGTERM"
-            } else if freeze {
-                "SIGSTOP"
-            } else {
-                "SIGKILL"
-            },
-            victim_tasks.len()
-        );
+        println!("  {signal} {victim} ({} tasks) done", victim_tasks.len());
         kills.push((
             graceful,
             Event {
