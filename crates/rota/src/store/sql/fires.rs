@@ -439,11 +439,10 @@ impl FireStore for SqlStore {
                 .iter()
                 .filter(|f| f.outcome.never_started() == never_started)
                 .collect();
-            let unstart = if never_started {
-                ", started_at = NULL"
-            } else {
-                ""
+            let Some(first) = group.first() else {
+                continue;
             };
+            let unstart = unstart(first.outcome);
             for chunk in group.chunks(BATCH_LIMIT) {
                 let sql = self.sql(&self.dialect.update_joined(
                     "rota_fires AS f",

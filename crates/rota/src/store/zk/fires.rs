@@ -36,6 +36,15 @@ pub(super) fn is_item(key: &str) -> bool {
 }
 
 impl FireData {
+    /// Begun at server time `now` by a claimant whose registration, read at `nstat` with
+    /// its `timeout_ms`, was alive then: until when it was alive is kept, for
+    /// [`ZkStore::begun`] to judge the write's commit against (every begin, alone or by a
+    /// claim, goes through here).
+    pub(super) fn begin(&mut self, now: i64, nstat: &zk::Stat, timeout_ms: i64) {
+        self.started_at = Some(now);
+        self.alive_until = Some(nstat.mtime + timeout_ms);
+    }
+
     /// Its outcome, set at store time `now` (every finish, alone or batched, goes through
     /// here): a fire that never started its work keeps no start time.
     pub(super) fn finish(&mut self, outcome: Outcome, message: Option<&str>, now: i64) {
@@ -202,8 +211,7 @@ impl ZkStore {
             {
                 return Ok(false);
             }
-            f.started_at = Some(now);
-            f.alive_until = Some(nstat.mtime + node.timeout_ms);
+            f.begin(now, &nstat, node.timeout_ms);
             let mut w = z.new_multi_writer();
             w.add_check_version(&format!("{base}/assign/{}", b.task), astat.version)
                 .map_err(unavailable)?;
@@ -477,19 +485,21 @@ impl ZkStore {
                 for &(i, version) in chunk {
                     let c = claims[i];
                     let running = c.outcome == Outcome::Running;
-                    let begun = running && c.begin;
-                    let data = FireData {
+                    let mut data = FireData {
                         instant: c.instant_ms,
                         node: m.node.clone(),
                         incarnation: m.incarnation,
                         token: c.token,
                         attempt: 1,
                         outcome: c.outcome.as_str().to_string(),
-                        started_at: begun.then_some(now),
+                        started_at: None,
                         finished_at: (!running).then_some(now),
                         message: c.message.clone(),
-                        alive_until: begun.then_some(nstat.mtime + node.timeout_ms),
+                        alive_until: None,
                     };
+                    if running && c.begin {
+                        data.begin(now, &nstat, node.timeout_ms);
+                    }
                     let key = fire_key(c.instant_ms);
                     starts.push(ops);
                     w.add_check_version(&format!("{base}/assign/{}", c.task), version)
@@ -805,5 +815,14 @@ mod tests {
         assert!(!ZkStore::begun(&fire(None, None), &committed_at(1)));
         // Records from before alive_until was kept: begun as before.
         assert!(ZkStore::begun(&fire(Some(5), None), &committed_at(99)));
+        // A begin keeps the deadline of the registration it was judged by.
+        let mut begun = fire(None, None);
+        begun.begin(7, &committed_at(4), 1_000);
+        assert_eq!(
+            (begun.started_at, begun.alive_until),
+            (Some(7), Some(1_004))
+        );
+        assert!(ZkStore::begun(&begun, &committed_at(1_004)));
+        assert!(!ZkStore::begun(&begun, &committed_at(1_005)));
     }
 }
