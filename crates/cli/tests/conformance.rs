@@ -40,6 +40,7 @@ fn join_req(m: &Member, timeout_ms: i64) -> JoinRequest {
             ..NodeMeta::default()
         },
         replaces: None,
+        session_key: None,
     }
 }
 
@@ -124,6 +125,7 @@ async fn suite(store: Arc<dyn Store>) {
     events_are_recorded_once_newest_first_and_purged(&store).await;
     cache_entries_are_versioned_conditional_and_expire(&store).await;
     task_state_is_saved_only_under_the_current_token(&store).await;
+    a_released_session_lock_ends_its_registration(&store).await;
 }
 
 fn write<'a>(
@@ -1782,6 +1784,83 @@ async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) 
         store.claim_item(&b, "svc", t2, "c.csv").await.unwrap(),
         ItemClaim::Recorded(_)
     ));
+}
+
+/// Session locks: a watcher sees a held lock let go when its holder's session closes
+/// without unlocking (as at a death); ending the registration needs its key, happens once,
+/// and from then on the registration starts nothing, renews no more and leads no more,
+/// while its begun fire stays recorded as begun.
+async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
+    let Some(hold) = store.hold_session().await.unwrap() else {
+        assert_eq!(store.kind(), "zookeeper", "every SQL store has session locks");
+        return;
+    };
+    let key = hold.key;
+    let a = member("session", "a", 1);
+    let b = member("session", "b", 1);
+    let joined = store
+        .join(&JoinRequest {
+            session_key: Some(key),
+            ..join_req(&a, 60_000)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(joined, JoinOutcome::Joined { .. }));
+    join(store, &b, 60_000).await;
+    let la = store.acquire_leadership(&a).await.unwrap().unwrap();
+    assert_eq!(la.node, "a");
+    assign(store, &a, la.epoch, "t", &a).await;
+    let token = store.assignments("session").await.unwrap()[0].token;
+    let begun = Claim {
+        begin: true,
+        ..claim(&a, "t", 1000, token)
+    };
+    assert_eq!(store.claim(&begun).await.unwrap(), ClaimOutcome::Claimed);
+    let view = store.view("session").await.unwrap();
+    assert_eq!(view.nodes[0].session_key, Some(key), "the registration names its key");
+
+    let stop = rota::store::CancellationToken::new();
+    let mut watch = tokio::spawn(store.watch_session(key, stop.clone()).expect("a watch"));
+    // Pending while held (long enough for the watcher's first look to see it held).
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), &mut watch)
+            .await
+            .is_err(),
+        "a held lock is not reported"
+    );
+    hold.sever();
+    tokio::time::timeout(std::time::Duration::from_secs(20), watch)
+        .await
+        .expect("the watcher sees the lock let go")
+        .unwrap();
+
+    assert!(!store.end_registration(&a, key + 1).await.unwrap(), "another key ends nothing");
+    let generation = store.generation("session").await.unwrap();
+    assert!(store.end_registration(&a, key).await.unwrap());
+    assert!(!store.end_registration(&a, key).await.unwrap(), "ended once");
+    assert_eq!(store.generation("session").await.unwrap(), generation + 1);
+
+    let view = store.view("session").await.unwrap();
+    assert!(!view.nodes[0].alive && view.nodes[0].ended_at_ms.is_some());
+    assert!(!store.heartbeat(&a, i64::MAX).await.unwrap(), "an ended registration cannot renew");
+    assert_eq!(
+        store.claim(&claim(&a, "t", 2000, token)).await.unwrap(),
+        ClaimOutcome::Fenced,
+        "an ended registration claims nothing"
+    );
+    let running = store.running_fires("session", "t").await.unwrap();
+    assert!(
+        running.len() == 1 && running[0].begun && !running[0].node_alive,
+        "its begun fire stays begun, for its successor to wait out: {running:?}"
+    );
+    let lb = store.acquire_leadership(&b).await.unwrap().unwrap();
+    assert_eq!((lb.node.as_str(), lb.epoch), ("b", la.epoch + 1), "a live node takes over the leadership");
+    assert_eq!(
+        assign(store, &a, la.epoch, "t", &b).await,
+        LeaderWrite::Deposed
+    );
+    // Its id is free again at once for a new incarnation.
+    join(store, &member("session", "a", 2), 60_000).await;
 }
 
 async fn keeps_the_contract(kind: common::Kind) {

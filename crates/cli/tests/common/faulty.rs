@@ -18,7 +18,7 @@ use rota::{
         DeclaredSet, EventRecord, EventStore, Expect, Finish, FireRecord, FireStore, HistoryStore,
         ItemClaim, ItemEnd, ItemRecord, ItemStore, JoinOutcome, JoinRequest, LeaderWrite,
         Leadership, Member, MembershipStore, PlacementStore, RegistrationDeclares, RunningFire,
-        StatementCounts, Store, Takeover,
+        SessionStore, StatementCounts, Store, Takeover,
     },
     Error, Result,
 };
@@ -142,6 +142,9 @@ impl FaultyStore {
         reply
     }
 }
+
+/// No session locks: the faults injected here are judged by the node timeout.
+impl SessionStore for FaultyStore {}
 
 #[async_trait]
 impl Store for FaultyStore {

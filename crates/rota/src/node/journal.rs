@@ -218,6 +218,8 @@ mod tests {
             alive,
             host: "h".into(),
             process: "p".into(),
+            session_key: None,
+            ended_at_ms: None,
         }
     }
 

@@ -64,6 +64,7 @@ pub struct NodeBuilder {
     reexec_of: Option<i64>,
     definitions: Option<DefinitionCompiler>,
     alerts: Vec<crate::alerts::AlertSpec>,
+    session_locks: bool,
 }
 
 /// Turns the cluster's own definitions (the TOML document of a `define` command, see
@@ -101,6 +102,7 @@ impl Node {
             reexec_of: None,
             definitions: None,
             alerts: Vec::new(),
+            session_locks: true,
         }
     }
 }
@@ -253,6 +255,16 @@ impl NodeBuilder {
         Ok(())
     }
 
+    /// Whether the node holds a session lock and watches the others' (default true, on the
+    /// SQL stores): a node whose process dies is then noticed as soon as its connection
+    /// closes, not after the node timeout. Turn it off behind a transaction pooler
+    /// (PgBouncer in transaction mode, ProxySQL) or on Galera, where a lock does not follow
+    /// the node's session.
+    pub fn session_locks(mut self, on: bool) -> Self {
+        self.session_locks = on;
+        self
+    }
+
     /// Validates, connects, prepares the schema, joins the cluster and starts working.
     /// Fails with [`Error::DuplicateNode`] if a live node already uses this id.
     pub async fn start(self) -> Result<NodeHandle> {
@@ -276,6 +288,7 @@ impl NodeBuilder {
             reexec_of: self.reexec_of,
             definitions: self.definitions,
             alerts: self.alerts,
+            session_locks: self.session_locks,
         };
         runtime::start::start(config, store).await
     }

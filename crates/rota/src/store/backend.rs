@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::{
     cache::CacheStore, commands::CommandStore, events::EventStore, fires::FireStore,
     history::HistoryStore, items::ItemStore, membership::MembershipStore,
-    placement::PlacementStore,
+    placement::PlacementStore, session::SessionStore,
 };
 use crate::error::Result;
 
@@ -25,6 +25,7 @@ pub trait Store:
     + CommandStore
     + EventStore
     + CacheStore
+    + SessionStore
     + Send
     + Sync
     + 'static

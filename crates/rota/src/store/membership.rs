@@ -43,6 +43,9 @@ pub struct JoinRequest {
     pub meta: NodeMeta,
     /// Replace this live incarnation of the same id (it is our own crashed predecessor).
     pub replaces: Option<i64>,
+    /// The key of the session lock this process holds (see [`SessionStore`](super::SessionStore)),
+    /// if any: others watch it.
+    pub session_key: Option<i64>,
 }
 
 /// A registered node as the store sees it.
@@ -54,10 +57,16 @@ pub struct NodeRecord {
     pub heartbeat_at_ms: i64,
     pub timeout_ms: i64,
     pub leaving: bool,
-    /// Judged by the store: its last renewal is no older than its timeout.
+    /// Judged by the store: its last renewal is no older than its timeout, and its session
+    /// has not ended. Only a live registration may claim, begin, renew or lead.
     pub alive: bool,
     pub host: String,
     pub process: String,
+    /// The key of its session lock, if it holds one.
+    pub session_key: Option<i64>,
+    /// When its session ended (store time), seen to be over by the release of its session
+    /// lock. Its begun work keeps its lease: `heartbeat_at_ms + timeout_ms`.
+    pub ended_at_ms: Option<i64>,
 }
 
 /// The tasks a node declares, with their placement specs. Identical nodes declare the same

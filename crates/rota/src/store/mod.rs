@@ -22,6 +22,7 @@ mod history;
 mod items;
 mod membership;
 mod placement;
+mod session;
 pub mod sql;
 mod url;
 #[cfg(feature = "zookeeper")]
@@ -33,7 +34,7 @@ pub use rota_core::control::{Ack, AckState, Command};
 
 pub use self::{
     backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
-    placement::*, url::*,
+    placement::*, session::*, url::*,
 };
 use crate::error::{Error, Result};
 

@@ -124,6 +124,7 @@ impl Runtime {
                 &self.meta,
                 None,
                 &self.failed_joins,
+                self.session.as_ref().map(|h| h.key),
             ),
         )
         .await

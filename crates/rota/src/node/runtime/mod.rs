@@ -8,6 +8,7 @@ mod definitions;
 mod leader;
 mod liveness;
 mod rolling;
+mod sessions;
 pub(super) mod start;
 mod supervisor;
 
@@ -72,6 +73,7 @@ async fn join(
     meta: &NodeMeta,
     reexec_of: Option<i64>,
     ours: &[i64],
+    session_key: Option<i64>,
 ) -> Result<i64> {
     let mut req = JoinRequest {
         member: member.clone(),
@@ -81,6 +83,7 @@ async fn join(
         declared: declared.to_vec(),
         meta: meta.clone(),
         replaces: None,
+        session_key,
     };
     loop {
         match store.join(&req).await? {
@@ -252,6 +255,10 @@ struct Runtime {
     supervised_version: i64,
     /// The last run-now request the runners were told of (see `ControlState::last_run`).
     runs_pushed: i64,
+    /// This process's session lock, for all its incarnations; `None` without one.
+    session: Option<crate::store::SessionHold>,
+    /// The other nodes' session locks this node watches.
+    watches: sessions::Watches,
 }
 
 impl Runtime {
@@ -303,6 +310,9 @@ impl Runtime {
                 }
             }
             let pause = match self.failures {
+                // A new leadership or a rejoin: observe again at once.
+                0 if self.view_at.is_none() => Duration::ZERO,
+                0 if self.watches.hot() => sessions::HOT_WATCH,
                 0 => watch,
                 // Back off while the store is unreachable, with jitter so that nodes do not
                 // hammer a recovering database in step.
@@ -324,6 +334,7 @@ impl Runtime {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = push => self.view_at = None,
+                _ = self.watches.ended() => self.view_at = None,
                 _ = graceful.cancelled(), if leaving_since.is_none() => {}
                 _ = forced.cancelled() => {}
             }
@@ -391,6 +402,7 @@ impl Runtime {
         }
         let supervised_all = self.supervise();
         self.publish_status(supervised_all);
+        self.watch_sessions();
     }
 
     fn observation_failed(&mut self, error: String) {
@@ -496,6 +508,12 @@ impl Runtime {
                 warn!(error = %e, "could not leave cleanly; the registration will expire")
             }
             Err(_) => warn!("leaving timed out; the registration will expire"),
+        }
+        // Only once the registration is gone: a watcher that sees the lock free then finds
+        // nothing to end (and if the leave failed, nothing of ours runs any more).
+        self.watches.stop_all();
+        if let Some(hold) = self.session.take() {
+            hold.release().await;
         }
         Ok(())
     }

@@ -24,6 +24,8 @@ pub(crate) struct NodeConfig {
     pub definitions: Option<super::super::DefinitionCompiler>,
     /// Where this node sends the cluster's alerts while it leads.
     pub alerts: Vec<crate::alerts::AlertSpec>,
+    /// Hold a session lock and watch the others' (see [`crate::store::SessionStore`]).
+    pub session_locks: bool,
 }
 
 /// Joins, then runs the node: the rounds on a task of their own, the heartbeat and the fence
@@ -42,6 +44,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         reexec_of,
         definitions,
         alerts,
+        session_locks,
     } = config;
     let declared: Vec<Declaration> = tasks
         .iter()
@@ -71,6 +74,21 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         node: id,
         incarnation: new_incarnation(),
     };
+    // Taken before the join: no registration names a key that is not held.
+    let session = if session_locks {
+        match crate::store::retry_transient("taking the session lock", || store.hold_session())
+            .await
+        {
+            Ok(hold) => hold,
+            Err(e) => {
+                warn!(error = %e, "cannot take a session lock; a death of this node will be noticed by its timeout");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let session_key = session.as_ref().map(|h| h.key);
     // The lease runs from the send time of the attempt that succeeded: from the first one, a
     // join that took several tries against a slow store would start with its lease spent,
     // and the node would fence itself at once.
@@ -85,6 +103,7 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
             &meta,
             reexec_of,
             &[],
+            session_key,
         )
     })
     .await?;
@@ -187,6 +206,8 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
         compiler: definitions,
         supervised_version: 0,
         runs_pushed: 0,
+        session,
+        watches: super::sessions::Watches::default(),
     };
     // The heartbeat and the fence watchdog run beside the rounds, on tasks of their own, so
     // that a slow round never delays a renewal or the fence.

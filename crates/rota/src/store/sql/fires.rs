@@ -17,8 +17,8 @@ pub(super) fn unstart(outcome: Outcome) -> &'static str {
 }
 
 /// The fence every claim-like write checks (contract 2): the assignment of `task` names the
-/// claimant `(node, incarnation)` with `token`, and the claimant's registration is alive by
-/// store time, judged in the same statement. Each argument is a SQL expression: a `?` bound
+/// claimant `(node, incarnation)` with `token`, and the claimant's registration is live by
+/// store time (renewed in time, its session not ended), judged in the same statement. Each argument is a SQL expression: a `?` bound
 /// in this order, or a column of the statement. The assignment row is share-locked, so the
 /// fence serializes with a reassignment in flight.
 pub(super) fn fence(
@@ -33,7 +33,8 @@ pub(super) fn fence(
          ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
          WHERE a.cluster = {cluster} AND a.task = {task} AND a.token = {token} \
          AND a.node_id = {node} AND a.incarnation = {incarnation} \
-         AND n.heartbeat_at + n.timeout_ms >= {{now}}{{lock_share}})"
+         AND {}{{lock_share}})",
+        super::membership::live("n.")
     )
 }
 
@@ -337,12 +338,17 @@ impl SqlStore {
 
 /// The fires recorded as running, with their node's liveness by store time; the caller
 /// adds the task filter and the order.
-const RUNNING_FIRES: &str = "SELECT f.task, f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
-     CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
-     CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {now} THEN 1 ELSE 0 END AS alive \
-     FROM rota_fires f LEFT JOIN rota_nodes n \
-     ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
-     WHERE f.cluster = ? AND f.outcome = 'running' AND f.slot = ''";
+fn running_fires() -> String {
+    format!(
+        "SELECT f.task, f.instant, f.node_id, f.incarnation, f.token, f.attempt, \
+         CASE WHEN f.started_at IS NULL THEN 0 ELSE 1 END AS begun, \
+         CASE WHEN n.node_id IS NOT NULL AND {} THEN 1 ELSE 0 END AS alive \
+         FROM rota_fires f LEFT JOIN rota_nodes n \
+         ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
+         WHERE f.cluster = ? AND f.outcome = 'running' AND f.slot = ''",
+        super::membership::live("n.")
+    )
+}
 
 fn running_fire(r: &sqlx::any::AnyRow) -> Result<RunningFire> {
     Ok(RunningFire {
@@ -506,7 +512,7 @@ impl FireStore for SqlStore {
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
         let sql = self.sql(&format!(
-            "{RUNNING_FIRES} AND f.task = ? ORDER BY f.instant"
+            "{} AND f.task = ? ORDER BY f.instant", running_fires()
         ));
         let rows = sqlx::query(&sql)
             .bind(cluster)
@@ -522,7 +528,7 @@ impl FireStore for SqlStore {
         for chunk in tasks.chunks(BATCH_LIMIT) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
-                "{RUNNING_FIRES} AND f.task IN ({marks}) ORDER BY f.task, f.instant"
+                "{} AND f.task IN ({marks}) ORDER BY f.task, f.instant", running_fires()
             ));
             let mut q = batch_query(&sql, chunk.len()).bind(cluster);
             for task in chunk {

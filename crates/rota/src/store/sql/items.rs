@@ -41,10 +41,11 @@ impl ItemStore for SqlStore {
         }
         let sql = self.sql(&format!(
             "SELECT f.node_id, f.incarnation, f.token, f.attempt, f.outcome, \
-             CASE WHEN n.node_id IS NOT NULL AND n.heartbeat_at + n.timeout_ms >= {{now}} THEN 1 ELSE 0 END AS alive \
+             CASE WHEN n.node_id IS NOT NULL AND {} THEN 1 ELSE 0 END AS alive \
              FROM rota_fires f LEFT JOIN rota_nodes n \
              ON n.cluster = f.cluster AND n.node_id = f.node_id AND n.incarnation = f.incarnation \
-             WHERE f.cluster = ? AND f.task = ? AND f.instant = {ITEM_INSTANT} AND f.slot = ?"
+             WHERE f.cluster = ? AND f.task = ? AND f.instant = {ITEM_INSTANT} AND f.slot = ?",
+            super::membership::live("n.")
         ));
         let row = sqlx::query(&sql)
             .bind(&m.cluster)

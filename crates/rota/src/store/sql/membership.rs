@@ -9,9 +9,21 @@ use super::*;
 pub(super) const VACATE_LEADER: &str =
     "UPDATE rota_leader SET node_id = '', incarnation = 0 WHERE cluster = ? AND node_id = ? AND incarnation = ?";
 
-pub(super) const NODE_COLUMNS: &str =
-    "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
-     CASE WHEN heartbeat_at + timeout_ms >= {now} THEN 1 ELSE 0 END AS alive";
+/// A live registration, `alias` being the table's alias with its dot (or nothing): renewed
+/// within its timeout by the store's clock, and its session not ended. Only a live
+/// registration may claim, begin, renew or lead. Its begun work may run until
+/// `heartbeat_at + timeout_ms` whether or not its session ended (see `SessionStore`).
+pub(super) fn live(alias: &str) -> String {
+    format!("{alias}heartbeat_at + {alias}timeout_ms >= {{now}} AND {alias}ended_at IS NULL")
+}
+
+fn node_columns() -> String {
+    format!(
+        "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
+         session_key, ended_at, CASE WHEN {} THEN 1 ELSE 0 END AS alive",
+        live("")
+    )
+}
 
 impl SqlStore {
     /// Whether the registration `(node, incarnation)` is alive by store time.
@@ -22,10 +34,10 @@ impl SqlStore {
         node: &str,
         incarnation: i64,
     ) -> Result<bool> {
-        let sql = self.sql(
-            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
-             AND heartbeat_at + timeout_ms >= {now}",
-        );
+        let sql = self.sql(&format!(
+            "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? AND {}",
+            live("")
+        ));
         let alive: i64 = sqlx::query_scalar(&sql)
             .bind(cluster)
             .bind(node)
@@ -47,6 +59,8 @@ impl SqlStore {
             alive: row.try_get::<i64, _>("alive").map_err(unavailable)? != 0,
             host: row.try_get("host").map_err(unavailable)?,
             process: row.try_get("process").map_err(unavailable)?,
+            session_key: row.try_get("session_key").map_err(unavailable)?,
+            ended_at_ms: row.try_get("ended_at").map_err(unavailable)?,
         })
     }
 
@@ -91,7 +105,8 @@ impl MembershipStore for SqlStore {
             .await
             .map_err(unavailable)?;
         let sql = self.sql(&format!(
-            "SELECT {NODE_COLUMNS} FROM rota_nodes WHERE cluster = ? AND node_id = ?{{for_update}}"
+            "SELECT {} FROM rota_nodes WHERE cluster = ? AND node_id = ?{{for_update}}",
+            node_columns()
         ));
         let existing = sqlx::query(&sql)
             .bind(&m.cluster)
@@ -119,8 +134,8 @@ impl MembershipStore for SqlStore {
         // `declared` is empty here: what a rota of schema 5 still running in a rolling
         // upgrade reads (see `schema::VERSION`).
         let sql = self.sql(
-            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared) \
-             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?)",
+            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared, session_key) \
+             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(&m.cluster)
@@ -130,6 +145,7 @@ impl MembershipStore for SqlStore {
             .bind(&req.host)
             .bind(&req.process)
             .bind(r#"{"tasks":[]}"#)
+            .bind(req.session_key)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -198,10 +214,11 @@ impl MembershipStore for SqlStore {
     }
 
     async fn heartbeat(&self, m: &Member, not_after_ms: i64) -> Result<bool> {
-        let sql = self.sql(
-            "UPDATE rota_nodes SET heartbeat_at = {now} \
-             WHERE cluster = ? AND node_id = ? AND incarnation = ? AND heartbeat_at + timeout_ms >= {now} AND {now} <= ?",
-        );
+        let sql = self.sql(&format!(
+            "UPDATE rota_nodes SET heartbeat_at = {{now}} \
+             WHERE cluster = ? AND node_id = ? AND incarnation = ? AND {} AND {{now}} <= ?",
+            live("")
+        ));
         let done = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&m.node)
@@ -259,7 +276,7 @@ impl MembershipStore for SqlStore {
             .fetch_optional(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let sql = self.sql(&format!("SELECT {NODE_COLUMNS}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id"));
+        let sql = self.sql(&format!("SELECT {}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id", node_columns()));
         let rows = sqlx::query(&sql)
             .bind(cluster)
             .fetch_all(&mut *conn)
@@ -398,10 +415,11 @@ impl MembershipStore for SqlStore {
             .await
             .map_err(unavailable)?;
         // Only a live, non-leaving candidate may take over.
-        let sql = self.sql(
+        let sql = self.sql(&format!(
             "SELECT COUNT(*) FROM rota_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ? \
-             AND leaving = 0 AND heartbeat_at + timeout_ms >= {now}",
-        );
+             AND leaving = 0 AND {}",
+            live("")
+        ));
         let eligible: i64 = sqlx::query_scalar(&sql)
             .bind(&m.cluster)
             .bind(&m.node)

@@ -13,6 +13,7 @@ mod listen;
 mod membership;
 mod placement;
 pub mod schema;
+mod session;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -33,7 +34,7 @@ use sqlx::{
 use self::dialect::Dialect;
 use super::{
     backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
-    placement::*, url::*,
+    placement::*, session::*, url::*,
 };
 use crate::error::{Error, Result};
 
@@ -67,8 +68,8 @@ pub struct SqlStore {
     /// (a leader's large write, a takeover of many tasks), which could fence a healthy node.
     heartbeat_pool: AnyPool,
     dialect: Dialect,
-    /// For PostgreSQL's LISTEN connections.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// For the connections outside the pools: PostgreSQL's LISTEN, session locks (and the
+    /// SQLite lock file's path).
     url: String,
     reads: AtomicU64,
     writes: AtomicU64,

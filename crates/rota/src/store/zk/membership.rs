@@ -101,6 +101,8 @@ impl ZkStore {
             alive: Self::alive(d, s, now),
             host: d.host.clone(),
             process: d.process.clone(),
+            session_key: None,
+            ended_at_ms: None,
         }
     }
 

@@ -55,7 +55,7 @@ use zookeeper_client as zk;
 
 use super::{
     backend::*, cache::*, commands::*, events::*, fires::*, history::*, items::*, membership::*,
-    placement::*, url::*,
+    placement::*, session::*, url::*,
 };
 use crate::error::{Error, Result};
 
@@ -354,6 +354,10 @@ impl ZkStore {
         }
     }
 }
+
+/// A ZooKeeper session outlives its client's connection by design (it may reconnect to
+/// another server until it times out): no session locks, the node timeout notices deaths.
+impl SessionStore for ZkStore {}
 
 #[async_trait]
 impl Store for ZkStore {
