@@ -414,6 +414,10 @@ url = {store}
 # Create or upgrade the schema at start. With false, the node refuses to start unless the
 # schema is present and current (`rota schema --db postgres` prints it for a DBA).
 migrate = true
+# A session lock per node, watched by the others: a node whose process dies is noticed
+# within milliseconds. Set false behind a transaction pooler (PgBouncer in transaction
+# mode, ProxySQL) or on Galera.
+session_locks = true
 
 [admin]
 # The HTTP admin API: JSON under /api/v1, the dashboard at /, metrics at /metrics, and

@@ -32,6 +32,8 @@ pub struct ProcessCluster {
     cluster: String,
     /// `[timing]` section written into every node's config (may be empty).
     pub timing_toml: String,
+    /// Lines added to every node's `[store]` section (may be empty).
+    pub store_toml: String,
     children: BTreeMap<String, Child>,
     /// Per-node store URL (for example through a [`proxy::CutProxy`]).
     pub store_url_of: BTreeMap<String, String>,
@@ -64,6 +66,7 @@ impl ProcessCluster {
             store_url: store_url.into(),
             cluster: cluster.into(),
             timing_toml: String::new(),
+            store_toml: String::new(),
             children: BTreeMap::new(),
             store_url_of: BTreeMap::new(),
             env_of: BTreeMap::new(),
@@ -85,9 +88,10 @@ impl ProcessCluster {
     /// The config file of `node` with the given `[[task]]` sections.
     pub fn config_text(&self, node: &str, tasks_toml: &str) -> String {
         format!(
-            "[node]\nid = \"{node}\"\ncluster = \"{}\"\n\n[store]\nurl = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{}\n\n{tasks_toml}\n",
+            "[node]\nid = \"{node}\"\ncluster = \"{}\"\n\n[store]\nurl = \"{}\"\n{}\n[log]\nformat = \"json\"\nlevel = \"info\"\n\n{}\n\n{tasks_toml}\n",
             self.cluster,
             self.store_url_of.get(node).unwrap_or(&self.store_url),
+            self.store_toml,
             if self.timing_toml.is_empty() { String::new() } else { format!("[timing]\n{}", self.timing_toml) }
         )
     }

@@ -61,6 +61,14 @@ pub struct FailoverArgs {
     /// Busy loops (processes) kept running beside the cluster, to load the CPUs.
     #[arg(long, default_value_t = 0)]
     busy: usize,
+    /// When the owner fails: `random` (a random point of the period) or `before-instant`
+    /// (10 to 30 ms before its tasks' next instant, all idle: the time from the fault to
+    /// their start on a survivor is then the whole failover).
+    #[arg(long, default_value = "random")]
+    aim: String,
+    /// The nodes' `[store] session_locks` (`false`: deaths noticed by the node timeout).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    session_locks: bool,
 }
 
 /// Busy-loop processes, stopped with this guard.
@@ -131,6 +139,11 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     if rota::Timing::profile(&args.timing).is_none() {
         bail!("--timing {}: use default or fast", args.timing);
     }
+    let before_instant = match args.aim.as_str() {
+        "random" => false,
+        "before-instant" => true,
+        other => bail!("--aim {other}: use random or before-instant"),
+    };
     let _busy = Busy::start(args.busy)?;
     let mut run = args.store.open("bench").await?;
     // Kept unless the run ends well: the nodes' logs say what went wrong.
@@ -141,15 +154,17 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     println!(
-        "bench failover: {} nodes, {} tasks every {}, {} {} (restart {}), {} graceful stops, timing {}, {} busy loops, store {} (seed {seed}; logs in {})",
+        "bench failover: {} nodes, {} tasks every {}, {} {} aimed {} (restart {}), {} graceful stops, timing {}, session locks {}, {} busy loops, store {} (seed {seed}; logs in {})",
         args.nodes,
         args.tasks,
         args.period,
         args.kills,
         if freeze { "freezes" } else { "kills" },
+        args.aim,
         if freeze { "none: SIGCONT after failover" } else if args.restart_immediately { "at once" } else { "after failover" },
         args.stops,
         args.timing,
+        args.session_locks,
         args.busy,
         store::redact_url(&url),
         dir.display()
@@ -158,6 +173,8 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe, &dir, &url, &cluster_name);
     cluster.timing_toml = format!("profile = \"{}\"\n", args.timing);
+    cluster.store_toml = format!("session_locks = {}\n", args.session_locks);
+    let schedule = Schedule::every(period)?;
     let names: Vec<String> = (0..args.tasks).map(|i| format!("task-{i:03}")).collect();
     let tasks_toml: String = names
         .iter()
@@ -212,6 +229,13 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         } else {
             "SIGKILL"
         };
+        if before_instant && !graceful {
+            let now = store.now_ms().await?;
+            let instant = schedule.next_after(now + 40).expect("intervals never end");
+            let ahead = rng.random_range(10..=30);
+            tokio::time::sleep(Duration::from_millis((instant - ahead - now).max(0) as u64))
+                .await;
+        }
         let at_ms = store.now_ms().await?;
         if graceful {
             cluster.stop(&victim, Duration::from_secs(30)).await;
@@ -283,7 +307,6 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     let history = store.history(&cluster_name, None, i64::MAX / 2).await?;
     let lines = harness::read_fire_lines(&record);
     let duplicates = harness::duplicates(&lines);
-    let schedule = Schedule::every(period)?;
     let find = |task: &str, instant: i64| {
         history
             .iter()
@@ -291,6 +314,24 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     };
     let mut kill_delays = Vec::new();
     let mut stop_delays = Vec::new();
+    // From the fault to the start of its tasks' next instant, the slowest of them (store
+    // times): the whole failover when they were idle at the fault.
+    let mut resumes = Vec::new();
+    for (_, e) in kills.iter().filter(|(graceful, _)| !graceful) {
+        let instant = schedule.next_after(e.at_ms).expect("intervals never end");
+        let slowest = e
+            .tasks
+            .iter()
+            .map(|task| find(task, instant).and_then(|f| f.started_at_ms))
+            .try_fold(i64::MIN, |worst, s| s.map(|s| worst.max(s - e.at_ms)));
+        if let Some(slowest) = slowest {
+            resumes.push(slowest);
+        }
+    }
+    let noticed_by_session: usize = ids
+        .iter()
+        .map(|id| cluster.log(id).matches("session lock was let go").count())
+        .sum();
     for (graceful, e) in &kills {
         for task in &e.tasks {
             let instant = schedule.next_after(e.at_ms).expect("intervals never end");
@@ -342,6 +383,13 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         if freeze { "SIGSTOP" } else { "SIGKILL" },
         stats(&mut kill_delays)
     );
+    if before_instant {
+        println!(
+            "  from the fault to its tasks' start on a survivor, per fault (slowest task): {}",
+            stats(&mut resumes)
+        );
+    }
+    println!("  registrations ended by their session lock's release: {noticed_by_session}");
     println!("  nodes fenced by mistake (a lease lapsed outside a freeze): {mistaken}");
     if freeze {
         println!(

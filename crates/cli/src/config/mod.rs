@@ -231,6 +231,7 @@ impl Config {
         let builder = Node::builder(&self.node.id, &self.node.cluster, &self.store.url)
             .timing(self.timing())
             .migrate(self.store.migrate)
+            .session_locks(self.store.session_locks)
             .labels(self.node.labels.clone())
             .alerts(alerts);
         let builder = specs.into_iter().fold(builder, NodeBuilder::task);

@@ -29,6 +29,12 @@ pub struct StoreSection {
     /// Create or upgrade the schema at start (default true).
     #[serde(default = "yes")]
     pub migrate: bool,
+    /// Hold a session lock and watch the other nodes' (default true; SQL stores): a node
+    /// whose process dies is noticed when its connection closes, not after its timeout.
+    /// `false` behind a transaction pooler (PgBouncer in transaction mode, ProxySQL) or on
+    /// Galera, where a lock does not follow the node's session.
+    #[serde(default = "yes")]
+    pub session_locks: bool,
 }
 
 fn yes() -> bool {
@@ -40,6 +46,7 @@ impl Default for StoreSection {
         StoreSection {
             url: String::new(),
             migrate: true,
+            session_locks: true,
         }
     }
 }
@@ -50,6 +57,7 @@ impl fmt::Debug for StoreSection {
         f.debug_struct("StoreSection")
             .field("url", &redact_url(&self.url))
             .field("migrate", &self.migrate)
+            .field("session_locks", &self.session_locks)
             .finish()
     }
 }
