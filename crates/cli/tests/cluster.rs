@@ -32,6 +32,73 @@ async fn kill_of_the_owner_moves_every_task_within_the_bound(kind: Kind) {
     assert_no_duplicates(&record);
 }
 
+/// A killed node's session lock is let go with its connections: a survivor ends its
+/// registration and its tasks start elsewhere long before its lease would have run out (a
+/// 5 s node timeout here, so that the bound is far from what load can stretch).
+async fn a_killed_owner_is_noticed_by_its_session_before_its_lease_runs_out(kind: Kind) {
+    let _slot = scenario_slot().await;
+    let s = TestStore::new(kind).await;
+    let mut cluster = s.cluster("session");
+    cluster.timing_toml = "node_timeout = \"5s\"\n".into();
+    let record = cluster.dir().join("fires.log");
+    std::fs::create_dir_all(cluster.dir()).unwrap();
+    for id in ["node-1", "node-2", "node-3"] {
+        spawn_registered(&mut cluster, &s.store, id, &tasks_toml(&record)).await;
+    }
+    let since = s.store.now_ms().await.unwrap();
+    wait_fired_after(&s.store, &cluster, since, None).await;
+    let (victim, _) = owner(&s.store, "session", "alpha").await.unwrap();
+    let incarnation = |v: &rota::store::ClusterView| {
+        v.nodes.iter().find(|n| n.node == victim).map(|n| n.incarnation)
+    };
+    let before = incarnation(&s.store.view("session").await.unwrap());
+    // Killed while its tasks are idle, mid-way between two instants (they fire every
+    // second): a fire it had begun would rightly wait for its lease (it may be running
+    // still, for all a survivor on another host can tell).
+    eventually("the victim's tasks idle", LONG, Some(&cluster), || async {
+        let now = s.store.now_ms().await.ok()?;
+        let history = s.store.history("session", None, 20).await.ok()?;
+        let idle = !history
+            .iter()
+            .any(|f| f.node == victim && f.outcome == rota::Outcome::Running);
+        (idle && (300..600).contains(&now.rem_euclid(1000))).then_some(())
+    })
+    .await;
+    cluster.kill(&victim);
+    let killed_at = s.store.now_ms().await.unwrap();
+    let firsts = wait_fired_after(&s.store, &cluster, killed_at, None).await;
+    let dead = s
+        .store
+        .view("session")
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.node == victim)
+        .unwrap();
+    assert_eq!(Some(dead.incarnation), before, "not restarted");
+    let lease_end = dead.heartbeat_at_ms + dead.timeout_ms;
+    let ended = dead.ended_at_ms.expect("its registration was ended by its session's end");
+    assert!(!dead.alive && ended < lease_end, "ended at {ended}, lease to {lease_end}");
+    for f in &firsts {
+        assert_ne!(f.node, victim);
+        let started = f.started_at_ms.unwrap();
+        assert!(
+            started < lease_end,
+            "{} started at {started} on {}, after the dead node's lease ({lease_end})",
+            f.task,
+            f.node
+        );
+    }
+    assert!(
+        ["node-1", "node-2", "node-3"]
+            .iter()
+            .any(|id| cluster.log(id).contains("session lock was let go")),
+        "a survivor logged the ending"
+    );
+    assert_no_duplicates(&record);
+}
+
 async fn kill_of_the_leader_elects_another_and_failover_still_works(kind: Kind) {
     let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
@@ -526,6 +593,11 @@ async fn instants_missed_while_no_node_runs_are_recorded_as_misfired(kind: Kind)
     }
     assert_no_duplicates(&record);
 }
+
+on_stores!(
+    [sqlite => Sqlite, postgres => Postgres, mariadb => MariaDb];
+    a_killed_owner_is_noticed_by_its_session_before_its_lease_runs_out,
+);
 
 on_every_store!(
     kill_of_the_owner_moves_every_task_within_the_bound,
