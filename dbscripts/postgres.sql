@@ -24,6 +24,7 @@ CREATE TABLE rota_nodes (
   declared TEXT NOT NULL,
   session_key BIGINT,
   ended_at BIGINT,
+  guard VARCHAR(255),
   PRIMARY KEY (cluster, node_id)
 );
 

@@ -24,6 +24,7 @@ CREATE TABLE rota_nodes (
   declared TEXT NOT NULL,
   session_key INTEGER,
   ended_at INTEGER,
+  guard TEXT,
   PRIMARY KEY (cluster, node_id)
 );
 

@@ -809,6 +809,7 @@ async fn the_api_refuses_bad_tokens_and_malformed_requests(kind: Kind) {
             meta: Default::default(),
             replaces: None,
             session_key: None,
+            guard: None,
         })
         .await
         .unwrap();

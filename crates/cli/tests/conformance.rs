@@ -41,6 +41,7 @@ fn join_req(m: &Member, timeout_ms: i64) -> JoinRequest {
         },
         replaces: None,
         session_key: None,
+        guard: None,
     }
 }
 

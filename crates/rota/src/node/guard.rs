@@ -42,6 +42,9 @@ const IN_PROCESS: u32 = 4;
 pub(crate) struct WorkGuard {
     pipe: Mutex<OwnedFd>,
     next_slot: AtomicU32,
+    /// The guard's fingerprint (see `identity`): once it is gone, so is every command group
+    /// it held.
+    fingerprint: String,
 }
 
 /// One node's side of the guard.
@@ -101,6 +104,11 @@ impl WorkGuard {
                 }
             })
             .as_ref()
+    }
+
+    /// The guard process's fingerprint, registered with each node of this process.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// A slot for one node of this process.
@@ -184,7 +192,7 @@ fn spawn() -> std::io::Result<WorkGuard> {
             Err(e)
         }
         0 => unsafe { guard_main(read, write, node) },
-        _ => {
+        child => {
             unsafe {
                 libc::close(read);
                 // The node never waits on the guard's pipe.
@@ -195,6 +203,7 @@ fn spawn() -> std::io::Result<WorkGuard> {
                 // SAFETY: `write` is ours and open.
                 pipe: Mutex::new(unsafe { OwnedFd::from_raw_fd(write) }),
                 next_slot: AtomicU32::new(0),
+                fingerprint: super::identity::fingerprint_of(child as u32),
             })
         }
     }

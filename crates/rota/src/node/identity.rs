@@ -10,7 +10,11 @@
 /// This process's fingerprint, `boot-id:pid-namespace:pid:start-time` (`unknown` parts off
 /// Linux).
 pub fn process_fingerprint() -> String {
-    let pid = std::process::id();
+    fingerprint_of(std::process::id())
+}
+
+/// The fingerprint of process `pid` of this host (the work guard's, for one).
+pub(crate) fn fingerprint_of(pid: u32) -> String {
     format!(
         "{}:{}:{pid}:{}",
         boot_id(),
@@ -54,10 +58,22 @@ fn boot_id() -> String {
 
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
 fn start_time(pid: u32) -> Option<String> {
+    stat_fields(pid)?.nth(19)
+}
+
+/// The fields of `/proc/PID/stat` from the third (the state) on.
+fn stat_fields(pid: u32) -> Option<std::vec::IntoIter<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19).map(str::to_string)
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>().into_iter())
+}
+
+/// Whether `pid` has exited and waits to be reaped (or is being reaped): it runs nothing.
+fn exited(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|mut f| f.next())
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// Whether `existing` is this very process's registration from before it re-executed itself
@@ -97,8 +113,15 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
     };
     match start_time(pid) {
         None => true,                      // no such process
-        Some(current) => current != start, // the pid was reused by another process
+        Some(current) => current != start || exited(pid), // reused, or a zombie
     }
+}
+
+/// Whether a registration of this host is proven to run nothing any more: its process is
+/// gone, and so is its work guard, which exits only after killing the command groups it
+/// held. Without a guard (or on another host) nothing is proven.
+pub fn runs_nothing(host: &str, process: &str, guard: Option<&str>) -> bool {
+    guard.is_some_and(|guard| is_dead_predecessor(host, process) && is_dead_predecessor(host, guard))
 }
 
 #[cfg(test)]
@@ -131,6 +154,34 @@ mod tests {
             start.unwrap_or_else(|| "1".into())
         );
         assert!(is_dead_predecessor(&host_name(), &fingerprint));
+    }
+
+    #[test]
+    fn an_unreaped_child_is_gone_and_a_live_one_is_not() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let fingerprint = fingerprint_of(child.id());
+        assert!(!is_dead_predecessor(&host_name(), &fingerprint), "running");
+        assert!(!runs_nothing(&host_name(), &fingerprint, Some(&process_fingerprint())));
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let zombie = poll_for(|| exited(child.id()));
+        assert!(zombie, "killed, not yet reaped");
+        assert!(is_dead_predecessor(&host_name(), &fingerprint), "a zombie runs nothing");
+        assert!(runs_nothing(&host_name(), &fingerprint, Some(&fingerprint)));
+        assert!(!runs_nothing(&host_name(), &fingerprint, None), "no guard, no proof");
+        child.wait().unwrap();
+    }
+
+    /// Polls `check` for up to 10 s.
+    fn poll_for(mut check: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if check() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
     }
 
     #[test]

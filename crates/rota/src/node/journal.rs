@@ -220,6 +220,7 @@ mod tests {
             process: "p".into(),
             session_key: None,
             ended_at_ms: None,
+            guard: None,
         }
     }
 

@@ -65,9 +65,9 @@ pub(crate) struct Shared {
     pub guard: Option<super::guard::GuardSlot>,
     /// In-process handlers alive (library closures, HTTP calls), told to the guard.
     pub(super) in_process: Arc<std::sync::atomic::AtomicUsize>,
-    /// The last renewal seen of each registration (its `heartbeat_at_ms`), and when this
-    /// node first saw it, on its monotonic clock: see [`Shared::wait_out_lease`].
-    pub(super) renewals: Mutex<HashMap<(String, i64), (i64, Instant)>>,
+    /// The last renewal seen of each registration, and who made it: see
+    /// [`Shared::wait_out_lease`].
+    pub(super) renewals: Mutex<HashMap<(String, i64), SeenRenewal>>,
     /// When this node (this process) started: the bound for registrations never seen.
     pub(super) started: Instant,
     /// New runners that have not finished taking over their task: the supervisor starts
@@ -81,6 +81,22 @@ pub(crate) struct Shared {
     pub journal: journal::Journal,
     /// Where the cluster's alerts go while this node leads.
     pub alerts: Arc<Vec<crate::alerts::AlertSpec>>,
+}
+
+/// How long [`Shared::wait_out_lease`] looks for proof that a dead node of this host runs
+/// nothing, and how often.
+const PROOF_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+const PROOF_STEP: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A registration's last renewal as this node saw it.
+#[derive(Debug, Clone)]
+pub(super) struct SeenRenewal {
+    pub heartbeat_at_ms: i64,
+    /// When this node first saw it, on its monotonic clock.
+    pub seen_at: Instant,
+    pub host: String,
+    pub process: String,
+    pub guard: Option<String>,
 }
 
 impl Shared {
@@ -115,9 +131,18 @@ impl Shared {
         for n in &view.nodes {
             let key = (n.node.clone(), n.incarnation);
             match renewals.get(&key) {
-                Some((hb, _)) if *hb == n.heartbeat_at_ms => {}
+                Some(seen) if seen.heartbeat_at_ms == n.heartbeat_at_ms => {}
                 _ => {
-                    renewals.insert(key, (n.heartbeat_at_ms, received));
+                    renewals.insert(
+                        key,
+                        SeenRenewal {
+                            heartbeat_at_ms: n.heartbeat_at_ms,
+                            seen_at: received,
+                            host: n.host.clone(),
+                            process: n.process.clone(),
+                            guard: n.guard.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -129,6 +154,11 @@ impl Shared {
     /// say so early: its last renewal was sent before this node first saw it, so its own
     /// deadline (and its work guard's) passed `node_timeout` after that at the latest.
     /// Without a step this ends about when the store expired it. `false` if `stop` fired.
+    ///
+    /// It ends at once when the registration is proven to run nothing any more: made on
+    /// this host by a process that is gone, whose work guard is gone too
+    /// ([`identity::runs_nothing`](super::identity::runs_nothing)). The guard exits moments
+    /// after its node: it is looked for during [`PROOF_WINDOW`].
     pub async fn wait_out_lease(
         &self,
         node: &str,
@@ -140,9 +170,25 @@ impl Shared {
             .lock()
             .unwrap()
             .get(&(node.to_string(), incarnation))
-            .map(|(_, at)| *at);
+            .cloned();
         // Renewals are noted only after this node started: `started` bounds the unseen.
-        let over = seen.unwrap_or(self.started) + self.timing.node_timeout;
+        let over = seen.as_ref().map_or(self.started, |s| s.seen_at) + self.timing.node_timeout;
+        let proven = || {
+            seen.as_ref().is_some_and(|s| {
+                super::identity::runs_nothing(&s.host, &s.process, s.guard.as_deref())
+            })
+        };
+        let looking_until = Instant::now() + PROOF_WINDOW;
+        while Instant::now() < looking_until.min(over) {
+            if proven() {
+                debug!(node, incarnation, "a dead node of this host runs nothing: not waiting out its lease");
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROOF_STEP) => {}
+                _ = stop.cancelled() => return false,
+            }
+        }
         if over > Instant::now() {
             debug!(
                 node,

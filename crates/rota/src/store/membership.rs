@@ -46,6 +46,9 @@ pub struct JoinRequest {
     /// The key of the session lock this process holds (see [`SessionStore`](super::SessionStore)),
     /// if any: others watch it.
     pub session_key: Option<i64>,
+    /// The fingerprint of the process's work guard (see `process`), if it has one: once
+    /// both are gone, the node runs nothing any more.
+    pub guard: Option<String>,
 }
 
 /// A registered node as the store sees it.
@@ -67,6 +70,8 @@ pub struct NodeRecord {
     /// When its session ended (store time), seen to be over by the release of its session
     /// lock. Its begun work keeps its lease: `heartbeat_at_ms + timeout_ms`.
     pub ended_at_ms: Option<i64>,
+    /// Its work guard's fingerprint, if it has one.
+    pub guard: Option<String>,
 }
 
 /// The tasks a node declares, with their placement specs. Identical nodes declare the same

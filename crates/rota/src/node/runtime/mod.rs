@@ -84,6 +84,7 @@ async fn join(
         meta: meta.clone(),
         replaces: None,
         session_key,
+        guard: crate::node::guard::WorkGuard::get().map(|g| g.fingerprint().to_string()),
     };
     loop {
         match store.join(&req).await? {

@@ -20,7 +20,7 @@ pub(super) fn live(alias: &str) -> String {
 fn node_columns() -> String {
     format!(
         "node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, \
-         session_key, ended_at, CASE WHEN {} THEN 1 ELSE 0 END AS alive",
+         session_key, ended_at, guard, CASE WHEN {} THEN 1 ELSE 0 END AS alive",
         live("")
     )
 }
@@ -61,6 +61,7 @@ impl SqlStore {
             process: row.try_get("process").map_err(unavailable)?,
             session_key: row.try_get("session_key").map_err(unavailable)?,
             ended_at_ms: row.try_get("ended_at").map_err(unavailable)?,
+            guard: text(row, "guard")?,
         })
     }
 
@@ -134,8 +135,8 @@ impl MembershipStore for SqlStore {
         // `declared` is empty here: what a rota of schema 5 still running in a rolling
         // upgrade reads (see `schema::VERSION`).
         let sql = self.sql(
-            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared, session_key) \
-             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?, ?)",
+            "INSERT INTO rota_nodes (cluster, node_id, incarnation, joined_at, heartbeat_at, timeout_ms, leaving, host, process, declared, session_key, guard) \
+             VALUES (?, ?, ?, {now}, {now}, ?, 0, ?, ?, ?, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(&m.cluster)
@@ -146,6 +147,7 @@ impl MembershipStore for SqlStore {
             .bind(&req.process)
             .bind(r#"{"tasks":[]}"#)
             .bind(req.session_key)
+            .bind(&req.guard)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;

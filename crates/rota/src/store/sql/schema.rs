@@ -19,10 +19,10 @@ use super::dialect::Dialect;
 /// `rota_declarations.digest`: 100 identical nodes of 100,000 tasks stored and read the same
 /// megabytes a hundred times. A row without a digest (written by version 6 during a
 /// rolling upgrade) still holds its set; version 6 reads a row of ours as declaring nothing.
-/// 8: `rota_nodes.session_key` and `ended_at`: the key of the node's session lock, and when
-/// its release ended the registration. A node of version 7 still running in a rolling
-/// upgrade holds no key and is never ended; while one leads, a dead node's tasks wait for
-/// its expiry, as before.
+/// 8: `rota_nodes.session_key`, `ended_at` and `guard`: the key of the node's session lock,
+/// when its release ended the registration, and the fingerprint of the node's work guard.
+/// A node of version 7 still running in a rolling upgrade holds no key and is never ended;
+/// while one leads, a dead node's tasks wait for its expiry, as before.
 pub const VERSION: i64 = 8;
 
 /// The statements that create schema version [`VERSION`] from nothing, in order.
@@ -37,7 +37,7 @@ pub fn create_statements(dialect: Dialect) -> Vec<String> {
             "CREATE TABLE rota_nodes (\n  cluster {key} NOT NULL,\n  node_id {key} NOT NULL,\n  incarnation {int} NOT NULL,\n  \
              joined_at {int} NOT NULL,\n  heartbeat_at {int} NOT NULL,\n  timeout_ms {int} NOT NULL,\n  \
              leaving {int} NOT NULL,\n  host {key} NOT NULL,\n  process {key} NOT NULL,\n  declared {text} NOT NULL,\n  \
-             session_key {int},\n  ended_at {int},\n  PRIMARY KEY (cluster, node_id)\n){opts}"
+             session_key {int},\n  ended_at {int},\n  guard {key},\n  PRIMARY KEY (cluster, node_id)\n){opts}"
         ),
         declarations_table(dialect),
         declared_sets_table(dialect),
@@ -185,6 +185,8 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
     if from < 8 {
         out.push(format!("ALTER TABLE rota_nodes ADD COLUMN session_key {int}"));
         out.push(format!("ALTER TABLE rota_nodes ADD COLUMN ended_at {int}"));
+        let (key, ..) = dialect.types();
+        out.push(format!("ALTER TABLE rota_nodes ADD COLUMN guard {key}"));
         out.push("UPDATE rota_meta SET value = 8 WHERE name = 'schema_version'".to_string());
     }
     out

@@ -103,6 +103,7 @@ impl ZkStore {
             process: d.process.clone(),
             session_key: None,
             ended_at_ms: None,
+            guard: None,
         }
     }
 
