@@ -49,7 +49,10 @@ async fn a_killed_owner_is_noticed_by_its_session_before_its_lease_runs_out(kind
     wait_fired_after(&s.store, &cluster, since, None).await;
     let (victim, _) = owner(&s.store, "session", "alpha").await.unwrap();
     let incarnation = |v: &rota::store::ClusterView| {
-        v.nodes.iter().find(|n| n.node == victim).map(|n| n.incarnation)
+        v.nodes
+            .iter()
+            .find(|n| n.node == victim)
+            .map(|n| n.incarnation)
     };
     let before = incarnation(&s.store.view("session").await.unwrap());
     // Killed while its tasks are idle, mid-way between two instants (they fire every
@@ -78,8 +81,13 @@ async fn a_killed_owner_is_noticed_by_its_session_before_its_lease_runs_out(kind
         .unwrap();
     assert_eq!(Some(dead.incarnation), before, "not restarted");
     let lease_end = dead.heartbeat_at_ms + dead.timeout_ms;
-    let ended = dead.ended_at_ms.expect("its registration was ended by its session's end");
-    assert!(!dead.alive && ended < lease_end, "ended at {ended}, lease to {lease_end}");
+    let ended = dead
+        .ended_at_ms
+        .expect("its registration was ended by its session's end");
+    assert!(
+        !dead.alive && ended < lease_end,
+        "ended at {ended}, lease to {lease_end}"
+    );
     for f in &firsts {
         assert_ne!(f.node, victim);
         let started = f.started_at_ms.unwrap();

@@ -1793,7 +1793,11 @@ async fn items_are_claimed_once_under_the_current_token(store: &Arc<dyn Store>) 
 /// while its begun fire stays recorded as begun.
 async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
     let Some(hold) = store.hold_session().await.unwrap() else {
-        assert_eq!(store.kind(), "zookeeper", "every SQL store has session locks");
+        assert_eq!(
+            store.kind(),
+            "zookeeper",
+            "every SQL store has session locks"
+        );
         return;
     };
     let key = hold.key;
@@ -1818,7 +1822,11 @@ async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
     };
     assert_eq!(store.claim(&begun).await.unwrap(), ClaimOutcome::Claimed);
     let view = store.view("session").await.unwrap();
-    assert_eq!(view.nodes[0].session_key, Some(key), "the registration names its key");
+    assert_eq!(
+        view.nodes[0].session_key,
+        Some(key),
+        "the registration names its key"
+    );
 
     let stop = rota::store::CancellationToken::new();
     let mut watch = tokio::spawn(store.watch_session(key, stop.clone()).expect("a watch"));
@@ -1835,15 +1843,24 @@ async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
         .expect("the watcher sees the lock let go")
         .unwrap();
 
-    assert!(!store.end_registration(&a, key + 1).await.unwrap(), "another key ends nothing");
+    assert!(
+        !store.end_registration(&a, key + 1).await.unwrap(),
+        "another key ends nothing"
+    );
     let generation = store.generation("session").await.unwrap();
     assert!(store.end_registration(&a, key).await.unwrap());
-    assert!(!store.end_registration(&a, key).await.unwrap(), "ended once");
+    assert!(
+        !store.end_registration(&a, key).await.unwrap(),
+        "ended once"
+    );
     assert_eq!(store.generation("session").await.unwrap(), generation + 1);
 
     let view = store.view("session").await.unwrap();
     assert!(!view.nodes[0].alive && view.nodes[0].ended_at_ms.is_some());
-    assert!(!store.heartbeat(&a, i64::MAX).await.unwrap(), "an ended registration cannot renew");
+    assert!(
+        !store.heartbeat(&a, i64::MAX).await.unwrap(),
+        "an ended registration cannot renew"
+    );
     assert_eq!(
         store.claim(&claim(&a, "t", 2000, token)).await.unwrap(),
         ClaimOutcome::Fenced,
@@ -1855,7 +1872,11 @@ async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
         "its begun fire stays begun, for its successor to wait out: {running:?}"
     );
     let lb = store.acquire_leadership(&b).await.unwrap().unwrap();
-    assert_eq!((lb.node.as_str(), lb.epoch), ("b", la.epoch + 1), "a live node takes over the leadership");
+    assert_eq!(
+        (lb.node.as_str(), lb.epoch),
+        ("b", la.epoch + 1),
+        "a live node takes over the leadership"
+    );
     assert_eq!(
         assign(store, &a, la.epoch, "t", &b).await,
         LeaderWrite::Deposed

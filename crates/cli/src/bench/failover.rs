@@ -233,8 +233,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             let now = store.now_ms().await?;
             let instant = schedule.next_after(now + 40).expect("intervals never end");
             let ahead = rng.random_range(10..=30);
-            tokio::time::sleep(Duration::from_millis((instant - ahead - now).max(0) as u64))
-                .await;
+            tokio::time::sleep(Duration::from_millis((instant - ahead - now).max(0) as u64)).await;
         }
         let at_ms = store.now_ms().await?;
         if graceful {

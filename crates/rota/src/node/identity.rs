@@ -66,7 +66,12 @@ fn stat_fields(pid: u32) -> Option<std::vec::IntoIter<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>().into_iter())
+    Some(
+        rest.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    )
 }
 
 /// Whether `pid` has exited and waits to be reaped (or is being reaped): it runs nothing.
@@ -112,7 +117,7 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
         return false;
     };
     match start_time(pid) {
-        None => true,                      // no such process
+        None => true,                                     // no such process
         Some(current) => current != start || exited(pid), // reused, or a zombie
     }
 }
@@ -121,7 +126,8 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
 /// gone, and so is its work guard, which exits only after killing the command groups it
 /// held. Without a guard (or on another host) nothing is proven.
 pub fn runs_nothing(host: &str, process: &str, guard: Option<&str>) -> bool {
-    guard.is_some_and(|guard| is_dead_predecessor(host, process) && is_dead_predecessor(host, guard))
+    guard
+        .is_some_and(|guard| is_dead_predecessor(host, process) && is_dead_predecessor(host, guard))
 }
 
 #[cfg(test)]
@@ -158,17 +164,30 @@ mod tests {
 
     #[test]
     fn an_unreaped_child_is_gone_and_a_live_one_is_not() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let fingerprint = fingerprint_of(child.id());
         assert!(!is_dead_predecessor(&host_name(), &fingerprint), "running");
-        assert!(!runs_nothing(&host_name(), &fingerprint, Some(&process_fingerprint())));
+        assert!(!runs_nothing(
+            &host_name(),
+            &fingerprint,
+            Some(&process_fingerprint())
+        ));
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let zombie = poll_for(|| exited(child.id()));
         assert!(zombie, "killed, not yet reaped");
-        assert!(is_dead_predecessor(&host_name(), &fingerprint), "a zombie runs nothing");
+        assert!(
+            is_dead_predecessor(&host_name(), &fingerprint),
+            "a zombie runs nothing"
+        );
         assert!(runs_nothing(&host_name(), &fingerprint, Some(&fingerprint)));
-        assert!(!runs_nothing(&host_name(), &fingerprint, None), "no guard, no proof");
+        assert!(
+            !runs_nothing(&host_name(), &fingerprint, None),
+            "no guard, no proof"
+        );
         child.wait().unwrap();
     }
 

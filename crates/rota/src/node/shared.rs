@@ -181,7 +181,10 @@ impl Shared {
         let looking_until = Instant::now() + PROOF_WINDOW;
         while Instant::now() < looking_until.min(over) {
             if proven() {
-                debug!(node, incarnation, "a dead node of this host runs nothing: not waiting out its lease");
+                debug!(
+                    node,
+                    incarnation, "a dead node of this host runs nothing: not waiting out its lease"
+                );
                 return true;
             }
             tokio::select! {

@@ -45,7 +45,11 @@ pub struct SessionHold {
 }
 
 impl SessionHold {
-    pub(crate) fn new(key: i64, stop: CancellationToken, keeper: tokio::task::JoinHandle<()>) -> Self {
+    pub(crate) fn new(
+        key: i64,
+        stop: CancellationToken,
+        keeper: tokio::task::JoinHandle<()>,
+    ) -> Self {
         SessionHold {
             key,
             stop,
@@ -78,7 +82,9 @@ impl Drop for SessionHold {
 
 impl std::fmt::Debug for SessionHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionHold").field("key", &self.key).finish()
+        f.debug_struct("SessionHold")
+            .field("key", &self.key)
+            .finish()
     }
 }
 
@@ -95,8 +101,8 @@ pub trait SessionStore: Send + Sync {
         Ok(None)
     }
 
-    /// Which registrations each node watches.
-    fn watch_scope(&self) -> WatchScope {
+    /// Which registrations each node watches, when `others` other nodes hold a lock.
+    fn watch_scope(&self, _others: usize) -> WatchScope {
         WatchScope::Everyone
     }
 

@@ -118,13 +118,15 @@ impl Runtime {
             STORE_CALL_BOUND,
             join(
                 self.shared.store.as_ref(),
-                &member,
-                &self.shared.timing,
-                &self.declared,
-                &self.meta,
+                join_request(
+                    &member,
+                    &self.shared.timing,
+                    &self.declared,
+                    &self.meta,
+                    self.session.as_ref().map(|h| h.key),
+                ),
                 None,
                 &self.failed_joins,
-                self.session.as_ref().map(|h| h.key),
             ),
         )
         .await

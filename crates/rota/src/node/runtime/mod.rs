@@ -60,22 +60,16 @@ fn new_incarnation() -> i64 {
     (rand::random::<u64>() >> 11).max(1) as i64
 }
 
-/// Joins, replacing the registration of our own crashed predecessor if that is what holds
-/// the id; refuses if a live, different process holds it (contract 10). `ours`: earlier
-/// incarnations of this very node whose join may have committed although its reply was
-/// lost: a registration of one of them is replaced, not taken for another node's. One
-/// whose incarnation is `member`'s is this join's own, already done.
-async fn join(
-    store: &dyn Store,
+/// What this process asks for when `member` joins: its timeout, identity, declarations,
+/// session lock and work guard.
+fn join_request(
     member: &Member,
     timing: &Timing,
     declared: &[Declaration],
     meta: &NodeMeta,
-    reexec_of: Option<i64>,
-    ours: &[i64],
     session_key: Option<i64>,
-) -> Result<i64> {
-    let mut req = JoinRequest {
+) -> JoinRequest {
+    JoinRequest {
         member: member.clone(),
         timeout_ms: timing.node_timeout.as_millis() as i64,
         host: identity::host_name(),
@@ -85,7 +79,21 @@ async fn join(
         replaces: None,
         session_key,
         guard: crate::node::guard::WorkGuard::get().map(|g| g.fingerprint().to_string()),
-    };
+    }
+}
+
+/// Joins with `req`, replacing the registration of our own crashed predecessor if that is
+/// what holds the id; refuses if a live, different process holds it (contract 10). `ours`:
+/// earlier incarnations of this very node whose join may have committed although its reply
+/// was lost: a registration of one of them is replaced, not taken for another node's. One
+/// whose incarnation is `req`'s is this join's own, already done.
+async fn join(
+    store: &dyn Store,
+    mut req: JoinRequest,
+    reexec_of: Option<i64>,
+    ours: &[i64],
+) -> Result<i64> {
+    let member = req.member.clone();
     loop {
         match store.join(&req).await? {
             JoinOutcome::Joined { now_ms } => return Ok(now_ms),

@@ -56,16 +56,26 @@ impl Runtime {
             return; // session locks are off
         }
         let me = self.shared.member();
-        let everyone = self.shared.store.watch_scope() == WatchScope::Everyone || self.epoch.is_some();
+        let others = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive && n.node != me.node && n.session_key.is_some())
+            .count();
+        let everyone =
+            self.shared.store.watch_scope(others) == WatchScope::Everyone || self.epoch.is_some();
         let leader = view.leader.as_ref();
         let wanted: HashMap<(String, i64), i64> = view
             .nodes
             .iter()
             .filter(|n| n.alive && n.node != me.node)
             .filter(|n| {
-                everyone || leader.is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation)
+                everyone
+                    || leader.is_some_and(|l| l.node == n.node && l.incarnation == n.incarnation)
             })
-            .filter_map(|n| n.session_key.map(|key| ((n.node.clone(), n.incarnation), key)))
+            .filter_map(|n| {
+                n.session_key
+                    .map(|key| ((n.node.clone(), n.incarnation), key))
+            })
             .collect();
         self.watches.running.retain(|registration, stop| {
             let keep = wanted.contains_key(registration) && !stop.is_cancelled();
@@ -75,7 +85,11 @@ impl Runtime {
             keep
         });
         for ((node, incarnation), key) in wanted {
-            if self.watches.running.contains_key(&(node.clone(), incarnation)) {
+            if self
+                .watches
+                .running
+                .contains_key(&(node.clone(), incarnation))
+            {
                 continue;
             }
             let stop = CancellationToken::new();

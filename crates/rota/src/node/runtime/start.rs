@@ -93,18 +93,10 @@ pub(crate) async fn start(config: NodeConfig, store: Arc<dyn Store>) -> Result<N
     // join that took several tries against a slow store would start with its lease spent,
     // and the node would fence itself at once.
     let sent = std::cell::Cell::new(Instant::now());
+    let req = join_request(&member, &timing, &declared, &meta, session_key);
     let now_ms = crate::store::retry_transient("joining", || {
         sent.set(Instant::now());
-        join(
-            store.as_ref(),
-            &member,
-            &timing,
-            &declared,
-            &meta,
-            reexec_of,
-            &[],
-            session_key,
-        )
+        join(store.as_ref(), req.clone(), reexec_of, &[])
     })
     .await?;
     let mut sent = sent.get();

@@ -512,7 +512,8 @@ impl FireStore for SqlStore {
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
         let sql = self.sql(&format!(
-            "{} AND f.task = ? ORDER BY f.instant", running_fires()
+            "{} AND f.task = ? ORDER BY f.instant",
+            running_fires()
         ));
         let rows = sqlx::query(&sql)
             .bind(cluster)
@@ -528,7 +529,8 @@ impl FireStore for SqlStore {
         for chunk in tasks.chunks(BATCH_LIMIT) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
-                "{} AND f.task IN ({marks}) ORDER BY f.task, f.instant", running_fires()
+                "{} AND f.task IN ({marks}) ORDER BY f.task, f.instant",
+                running_fires()
             ));
             let mut q = batch_query(&sql, chunk.len()).bind(cluster);
             for task in chunk {

@@ -278,7 +278,10 @@ impl MembershipStore for SqlStore {
             .fetch_optional(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let sql = self.sql(&format!("SELECT {}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id", node_columns()));
+        let sql = self.sql(&format!(
+            "SELECT {}, {{now}} AS now_ms FROM rota_nodes WHERE cluster = ? ORDER BY node_id",
+            node_columns()
+        ));
         let rows = sqlx::query(&sql)
             .bind(cluster)
             .fetch_all(&mut *conn)

@@ -183,7 +183,9 @@ pub fn upgrade_statements(dialect: Dialect, from: i64) -> Vec<String> {
         out.push("UPDATE rota_meta SET value = 7 WHERE name = 'schema_version'".to_string());
     }
     if from < 8 {
-        out.push(format!("ALTER TABLE rota_nodes ADD COLUMN session_key {int}"));
+        out.push(format!(
+            "ALTER TABLE rota_nodes ADD COLUMN session_key {int}"
+        ));
         out.push(format!("ALTER TABLE rota_nodes ADD COLUMN ended_at {int}"));
         let (key, ..) = dialect.types();
         out.push(format!("ALTER TABLE rota_nodes ADD COLUMN guard {key}"));

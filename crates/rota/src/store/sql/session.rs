@@ -20,6 +20,9 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 const CALL_BOUND: Duration = Duration::from_secs(2);
 /// Pause between tries to take a lost lock again.
 const RETAKE_PAUSE: Duration = Duration::from_millis(100);
+/// Up to this many other nodes, every MySQL/MariaDB node watches every other (it cannot be
+/// told of the new placement, so it learns of a death itself); beyond, only the leader does.
+const MESH_LIMIT: usize = 8;
 /// How soon a watcher looks again at a key it found free, or after a connection error.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
@@ -70,7 +73,11 @@ fn lock_sql(dialect: Dialect) -> Option<LockSql> {
 }
 
 /// One lock statement's 0/1 reply.
-async fn ask(conn: &mut sqlx::AnyConnection, sql: &str, key: i64) -> std::result::Result<bool, sqlx::Error> {
+async fn ask(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    key: i64,
+) -> std::result::Result<bool, sqlx::Error> {
     let v: i64 = sqlx::query_scalar(sql)
         .bind(key)
         .persistent(false)
@@ -122,7 +129,10 @@ async fn keep_server_lock(
             }
             _ = tokio::time::sleep(KEEPALIVE) => {}
         }
-        if matches!(tokio::time::timeout(CALL_BOUND, conn.ping()).await, Ok(Ok(()))) {
+        if matches!(
+            tokio::time::timeout(CALL_BOUND, conn.ping()).await,
+            Ok(Ok(()))
+        ) {
             continue;
         }
         warn!("the session lock's connection is lost; taking the lock again");
@@ -180,7 +190,9 @@ async fn watch_server_lock(url: String, dialect: Dialect, key: i64) {
 /// The file whose bytes are the SQLite store's session locks, `None` for an in-memory
 /// database.
 fn sqlite_lock_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
         return None;
@@ -207,7 +219,11 @@ fn byte_lock(file: &File, kind: libc::c_int, key: i64, wait: bool) -> std::io::R
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = key as libc::off_t;
     lock.l_len = 1;
-    let command = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    let command = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
     loop {
         // SAFETY: a valid descriptor and a valid `flock` for the duration of the call.
         if unsafe { libc::fcntl(file.as_raw_fd(), command, &mut lock) } == 0 {
@@ -284,13 +300,15 @@ impl SessionStore for SqlStore {
                 return Ok(None);
             };
             let file = open_lock_file(&path).map_err(|e| {
-                Error::Store(format!("cannot open the session lock file {}: {e}", path.display()))
+                Error::Store(format!(
+                    "cannot open the session lock file {}: {e}",
+                    path.display()
+                ))
             })?;
             for _ in 0..8 {
                 let key = new_key();
-                let taken = byte_lock(&file, libc::F_WRLCK, key, false).map_err(|e| {
-                    Error::Store(format!("cannot lock {}: {e}", path.display()))
-                })?;
+                let taken = byte_lock(&file, libc::F_WRLCK, key, false)
+                    .map_err(|e| Error::Store(format!("cannot lock {}: {e}", path.display())))?;
                 if taken {
                     let keeper_stop = stop.clone();
                     let keeper = tokio::spawn(async move {
@@ -326,9 +344,13 @@ impl SessionStore for SqlStore {
         Err(Error::StoreUnavailable("no free session lock key".into()))
     }
 
-    fn watch_scope(&self) -> WatchScope {
+    fn watch_scope(&self, others: usize) -> WatchScope {
         match self.dialect {
+            // NOTIFY tells every node of the new placement.
             Dialect::Postgres => WatchScope::Leader,
+            // Each watch is a connection: beyond a few nodes, the leader's alone.
+            Dialect::Mysql if others > MESH_LIMIT => WatchScope::Leader,
+            // A watch is a thread blocked in the kernel.
             Dialect::Mysql | Dialect::Sqlite => WatchScope::Everyone,
         }
     }
@@ -381,20 +403,35 @@ mod tests {
         let holder = open_lock_file(&path).unwrap();
         let other = open_lock_file(&path).unwrap();
         assert!(byte_lock(&holder, libc::F_WRLCK, 42, false).unwrap());
-        assert!(byte_held(&other, 42).unwrap(), "held by another description");
+        assert!(
+            byte_held(&other, 42).unwrap(),
+            "held by another description"
+        );
         assert!(!byte_held(&other, 43).unwrap(), "another byte is free");
-        assert!(!byte_lock(&other, libc::F_WRLCK, 42, false).unwrap(), "a held key is refused");
+        assert!(
+            !byte_lock(&other, libc::F_WRLCK, 42, false).unwrap(),
+            "a held key is refused"
+        );
         let waiter = std::thread::spawn(move || wait_for_byte(&path, 42));
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!waiter.is_finished(), "the wait lasts while the byte is held");
+        assert!(
+            !waiter.is_finished(),
+            "the wait lasts while the byte is held"
+        );
         drop(holder);
-        assert!(waiter.join().unwrap(), "closing the holder's description lets the byte go");
+        assert!(
+            waiter.join().unwrap(),
+            "closing the holder's description lets the byte go"
+        );
     }
 
     #[test]
     fn an_in_memory_database_has_no_lock_file() {
         assert_eq!(sqlite_lock_path("sqlite::memory:"), None);
-        assert_eq!(sqlite_lock_path("sqlite://x.db?mode=memory&cache=shared"), None);
+        assert_eq!(
+            sqlite_lock_path("sqlite://x.db?mode=memory&cache=shared"),
+            None
+        );
         assert_eq!(
             sqlite_lock_path("sqlite:///var/lib/rota/rota.db?mode=rwc"),
             Some(PathBuf::from("/var/lib/rota/rota.db-rota.lock"))
