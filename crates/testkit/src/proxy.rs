@@ -1,7 +1,8 @@
 //! A TCP proxy between one node and its store's server that can cut the node off (while cut,
 //! its connections are dropped and new ones are closed at once, as if the server were down
-//! for that node only) or slow it down (every byte delivered a set time after it was sent,
-//! both ways, as over a congested link).
+//! for that node only), sever it (the server's side of every connection closed, the node's
+//! side kept open and silent: what a middlebox that drops a session does), or slow it down
+//! (every byte delivered a set time after it was sent, both ways, as over a congested link).
 
 use std::{
     net::SocketAddr,
@@ -23,6 +24,12 @@ use tokio::{
 pub struct CutProxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    /// Set while severed: connections go nowhere, and say nothing.
+    severing: Arc<AtomicBool>,
+    /// Moves at each sever (live connections let their server side go) ...
+    sever: watch::Sender<u64>,
+    /// ... and at each heal (silent connections are closed).
+    healed: watch::Sender<u64>,
     /// Added one-way latency, ms (0: none).
     delay_ms: Arc<AtomicU64>,
     severed: watch::Sender<u64>,
@@ -35,31 +42,48 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let cut = Arc::new(AtomicBool::new(false));
+        let severing = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let (severed, _) = watch::channel(0u64);
+        let (sever, _) = watch::channel(0u64);
+        let (healed, _) = watch::channel(0u64);
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
         let accept = {
             let cut = cut.clone();
+            let severing = severing.clone();
             let delay_ms = delay_ms.clone();
-            let severed = severed.clone();
+            let (severed, sever, healed) = (severed.clone(), sever.clone(), healed.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
+                    let healed = healed.subscribe();
+                    if severing.load(Ordering::SeqCst) {
+                        tokio::spawn(blackhole(client, healed));
+                        continue;
+                    }
                     let mut severed = severed.subscribe();
+                    let mut sever = sever.subscribe();
                     let delay_ms = delay_ms.clone();
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(target).await else {
                             return;
                         };
-                        let (client_in, client_out) = client.into_split();
-                        let (server_in, server_out) = server.into_split();
-                        tokio::select! {
-                            _ = pump(client_in, server_out, delay_ms.clone()) => {}
-                            _ = pump(server_in, client_out, delay_ms) => {}
-                            _ = severed.changed() => {}
+                        let (mut client_in, mut client_out) = client.into_split();
+                        let (mut server_in, mut server_out) = server.into_split();
+                        let severed_only_server = tokio::select! {
+                            _ = pump(&mut client_in, &mut server_out, delay_ms.clone()) => false,
+                            _ = pump(&mut server_in, &mut client_out, delay_ms) => false,
+                            _ = severed.changed() => false,
+                            _ = sever.changed() => true,
+                        };
+                        drop((server_in, server_out));
+                        if severed_only_server {
+                            if let Ok(client) = client_in.reunite(client_out) {
+                                blackhole(client, healed).await;
+                            }
                         }
                     });
                 }
@@ -68,6 +92,9 @@ impl CutProxy {
         Ok(CutProxy {
             port,
             cut,
+            severing,
+            sever,
+            healed,
             delay_ms,
             severed,
             accept,
@@ -84,8 +111,19 @@ impl CutProxy {
         self.severed.send_modify(|n| *n += 1);
     }
 
+    /// Closes the server's side of every connection through the proxy (the server sees the
+    /// session end) and keeps the node's side open and silent: what the node sends is read
+    /// and dropped, nothing comes back. New connections are accepted the same way, never
+    /// forwarded. Until [`CutProxy::heal`], which closes the silent connections.
+    pub fn sever(&self) {
+        self.severing.store(true, Ordering::SeqCst);
+        self.sever.send_modify(|n| *n += 1);
+    }
+
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.severing.store(false, Ordering::SeqCst);
+        self.healed.send_modify(|n| *n += 1);
     }
 
     /// From now on every byte, either way, is delivered `latency` after it was read (bytes
@@ -99,8 +137,8 @@ impl CutProxy {
 /// Copies `from` to `to`, each chunk held until the latency in force when it was read has
 /// passed. Order is kept; returns when either side closes.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     delay_ms: Arc<AtomicU64>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -130,6 +168,22 @@ async fn pump(
     };
     // The writer drains what was read before the reader saw the end.
     tokio::join!(read, write);
+}
+
+/// Reads and drops what `client` sends, answering nothing, until it closes or the proxy
+/// heals; then closes it.
+async fn blackhole(mut client: TcpStream, mut healed: watch::Receiver<u64>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = client.read(&mut buf) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+            _ = healed.changed() => return,
+        }
+    }
 }
 
 impl Drop for CutProxy {

@@ -424,6 +424,21 @@ impl Campaign {
         Ok(f)
     }
 
+    /// The server's side of one node's connections closed, the node's side left open and
+    /// silent, for longer than the lease.
+    pub(super) async fn sever(&mut self) -> anyhow::Result<Fault> {
+        let (target, owned, how) = self.choose_node().await;
+        let mut f = self.fault(FaultKind::Sever, &target, owned, how);
+        let links = self.proxies.get(&target).context("no proxy")?;
+        links.iter().for_each(|p| p.sever());
+        f.start_ms = now_ms();
+        let hold = self.rng.random_range(HOLD_MS);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        f.end_ms = now_ms();
+        links.iter().for_each(|p| p.heal());
+        Ok(f)
+    }
+
     /// One node's link to the store slowed: every byte both ways late by more than the node
     /// timeout, for a while.
     pub(super) async fn slow(&mut self) -> anyhow::Result<Fault> {

@@ -110,6 +110,7 @@ fn allowed_kinds(run: &BenchStore) -> Vec<FaultKind> {
         kinds.extend([
             FaultKind::Cut,
             FaultKind::CutAll,
+            FaultKind::Sever,
             FaultKind::RestartStore,
             FaultKind::Slow,
         ]);
@@ -229,9 +230,14 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cluster = ProcessCluster::new(exe.clone(), &run.dir, &run.url, &cluster_name);
     let ids: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
-    let proxies = if [FaultKind::Cut, FaultKind::CutAll, FaultKind::Slow]
-        .iter()
-        .any(|k| kinds.contains(k))
+    let proxies = if [
+        FaultKind::Cut,
+        FaultKind::CutAll,
+        FaultKind::Sever,
+        FaultKind::Slow,
+    ]
+    .iter()
+    .any(|k| kinds.contains(k))
     {
         proxies(&mut cluster, &run, &ids).await?
     } else {
@@ -358,6 +364,14 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
             &store::redact_url(&c.run.url),
             origin_ms,
         );
+        // Kills and cuts close the node's connections: on the SQL stores a survivor then
+        // ends it by its session lock, whether it died or lives on, cut off.
+        let ended: usize = c
+            .ids
+            .iter()
+            .map(|id| c.cluster.log(id).matches("session lock was let go").count())
+            .sum();
+        println!("  registrations ended by their session lock's release (nodes' logs): {ended}");
     }
     if args.keep {
         eprintln!("kept {}", c.run.dir.display());
@@ -552,6 +566,7 @@ impl Campaign {
             FaultKind::Graceful => self.graceful().await,
             FaultKind::Cut => self.cut(false).await,
             FaultKind::CutAll => self.cut(true).await,
+            FaultKind::Sever => self.sever().await,
             FaultKind::RestartStore => self.restart_store().await,
             FaultKind::ZkLeader => self.zk_leader().await,
             FaultKind::Drain => self.drain().await,

@@ -20,6 +20,10 @@ pub enum FaultKind {
     Cut,
     /// The store cut off from every node.
     CutAll,
+    /// The server's side of one node's connections closed by its proxy, the node's side
+    /// kept open and silent, for longer than the lease: the server ends its sessions (and
+    /// lets its session lock go) while the node lives on, cut off.
+    Sever,
     /// The store's server restarted.
     RestartStore,
     /// SIGTERM of a node (a graceful stop), then a new process.
@@ -54,6 +58,7 @@ impl FaultKind {
             FaultKind::Stop => "stop",
             FaultKind::Cut => "cut",
             FaultKind::CutAll => "cut-all",
+            FaultKind::Sever => "sever",
             FaultKind::RestartStore => "restart-store",
             FaultKind::Graceful => "graceful",
             FaultKind::ZkLeader => "zk-leader",
