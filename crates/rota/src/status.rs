@@ -150,10 +150,12 @@ impl Snapshot {
             "ID", "STATE", "LEADER", "INCARNATION", "HEARTBEAT"
         );
         for n in &self.nodes {
-            let state = match (n.alive, n.leaving) {
-                (true, false) => "alive",
-                (true, true) => "leaving",
-                (false, _) => "dead",
+            let state = match (n.alive, n.leaving, n.ended_at_ms) {
+                (true, false, _) => "alive",
+                (true, true, _) => "leaving",
+                // Its session lock was let go: its process died, or its connections closed.
+                (false, _, Some(_)) => "ended",
+                (false, _, None) => "dead",
             };
             let leader = match &self.leader {
                 Some((id, epoch)) if *id == n.node => format!("yes/{epoch}"),

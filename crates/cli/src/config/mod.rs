@@ -317,6 +317,7 @@ mod tests {
             [store]
             url = "sqlite:///tmp/rota.db"
             migrate = false
+            session_locks = false
             [timing]
             heartbeat = "100ms"
             node_timeout = "2s"
@@ -352,6 +353,14 @@ mod tests {
         assert_eq!(t.history_retention, Duration::from_secs(86_400));
         assert_eq!(t.fence_margin, Timing::default().fence_margin);
         assert!(!config.store.migrate);
+        assert!(!config.store.session_locks);
+        assert!(
+            parse("[store]\nurl = \"sqlite:///x.db\"")
+                .unwrap()
+                .store
+                .session_locks,
+            "on by default"
+        );
         let specs = config.task_specs().unwrap();
         let ftp = &specs[0];
         assert_eq!(
