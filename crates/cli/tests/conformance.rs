@@ -1832,7 +1832,7 @@ async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
     let mut watch = tokio::spawn(store.watch_session(key, stop.clone()).expect("a watch"));
     // Pending while held (long enough for the watcher's first look to see it held).
     assert!(
-        tokio::time::timeout(std::time::Duration::from_secs(3), &mut watch)
+        tokio::time::timeout(std::time::Duration::from_secs(5), &mut watch)
             .await
             .is_err(),
         "a held lock is not reported"
