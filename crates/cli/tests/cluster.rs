@@ -38,15 +38,7 @@ async fn kill_of_the_owner_moves_every_task_within_the_bound(kind: Kind) {
 async fn a_killed_owner_is_noticed_by_its_session_before_its_lease_runs_out(kind: Kind) {
     let _slot = scenario_slot().await;
     let s = TestStore::new(kind).await;
-    let mut cluster = s.cluster("session");
-    cluster.timing_toml = "node_timeout = \"5s\"\n".into();
-    let record = cluster.dir().join("fires.log");
-    std::fs::create_dir_all(cluster.dir()).unwrap();
-    for id in ["node-1", "node-2", "node-3"] {
-        spawn_registered(&mut cluster, &s.store, id, &tasks_toml(&record)).await;
-    }
-    let since = s.store.now_ms().await.unwrap();
-    wait_fired_after(&s.store, &cluster, since, None).await;
+    let (mut cluster, record) = three_nodes_timed(&s, "session", "node_timeout = \"5s\"\n").await;
     let (victim, _) = owner(&s.store, "session", "alpha").await.unwrap();
     let incarnation = |v: &rota::store::ClusterView| {
         v.nodes

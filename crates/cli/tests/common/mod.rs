@@ -225,7 +225,17 @@ pub fn tasks_toml(record: &Path) -> String {
 
 /// Starts node-1..3 (node-1 first, so it leads and owns) and waits until every task fired.
 pub async fn three_nodes(s: &TestStore, name: &str) -> (ProcessCluster, std::path::PathBuf) {
+    three_nodes_timed(s, name, "").await
+}
+
+/// [`three_nodes`] with this `[timing]` section (its lines).
+pub async fn three_nodes_timed(
+    s: &TestStore,
+    name: &str,
+    timing_toml: &str,
+) -> (ProcessCluster, std::path::PathBuf) {
     let mut cluster = s.cluster(name);
+    cluster.timing_toml = timing_toml.to_string();
     let record = cluster.dir().join("fires.log");
     std::fs::create_dir_all(cluster.dir()).unwrap();
     for id in ["node-1", "node-2", "node-3"] {

@@ -401,13 +401,16 @@ impl Campaign {
         }
     }
 
-    /// The store cut off from one node (`all`: from every node) for longer than the lease.
-    pub(super) async fn cut(&mut self, all: bool) -> anyhow::Result<Fault> {
+    /// The store cut off from one node (`CutAll`: from every node), or one node's
+    /// connections severed (`Sever`: their server side closed, the node's side left open
+    /// and silent), for longer than the lease.
+    pub(super) async fn cut(&mut self, kind: FaultKind) -> anyhow::Result<Fault> {
+        let all = kind == FaultKind::CutAll;
         let mut f = if all {
-            self.fault(FaultKind::CutAll, "all nodes", Vec::new(), String::new())
+            self.fault(kind, "all nodes", Vec::new(), String::new())
         } else {
             let (target, owned, how) = self.choose_node().await;
-            self.fault(FaultKind::Cut, &target, owned, how)
+            self.fault(kind, &target, owned, how)
         };
         let cut: Vec<&CutProxy> = self
             .proxies
@@ -415,27 +418,16 @@ impl Campaign {
             .filter(|(node, _)| all || **node == f.target)
             .flat_map(|(_, p)| p)
             .collect();
-        cut.iter().for_each(|p| p.cut());
+        if kind == FaultKind::Sever {
+            cut.iter().for_each(|p| p.sever());
+        } else {
+            cut.iter().for_each(|p| p.cut());
+        }
         f.start_ms = now_ms();
         let hold = self.rng.random_range(HOLD_MS);
         tokio::time::sleep(Duration::from_millis(hold)).await;
         f.end_ms = now_ms();
         cut.iter().for_each(|p| p.heal());
-        Ok(f)
-    }
-
-    /// The server's side of one node's connections closed, the node's side left open and
-    /// silent, for longer than the lease.
-    pub(super) async fn sever(&mut self) -> anyhow::Result<Fault> {
-        let (target, owned, how) = self.choose_node().await;
-        let mut f = self.fault(FaultKind::Sever, &target, owned, how);
-        let links = self.proxies.get(&target).context("no proxy")?;
-        links.iter().for_each(|p| p.sever());
-        f.start_ms = now_ms();
-        let hold = self.rng.random_range(HOLD_MS);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
-        f.end_ms = now_ms();
-        links.iter().for_each(|p| p.heal());
         Ok(f)
     }
 
