@@ -106,6 +106,8 @@ pub struct Metrics {
     lateness: Mutex<Histogram>,
     failovers: Mutex<Histogram>,
     leader_changes: AtomicU64,
+    /// Registrations this node ended because their session lock was let go.
+    sessions_ended: AtomicU64,
     /// Owned tasks whose runner is parked (see `Timing::park_after`).
     parked: AtomicU64,
     retries: Mutex<BTreeMap<String, u64>>,
@@ -125,6 +127,7 @@ impl Default for Metrics {
             lateness: Mutex::new(Histogram::new(LATENESS_BUCKETS)),
             failovers: Mutex::new(Histogram::new(FAILOVER_BUCKETS)),
             leader_changes: AtomicU64::new(0),
+            sessions_ended: AtomicU64::new(0),
             parked: AtomicU64::new(0),
             retries: Mutex::default(),
             alerts: Mutex::default(),
@@ -221,6 +224,11 @@ impl Metrics {
 
     pub fn became_leader(&self) {
         self.leader_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This node ended a registration whose session lock was let go.
+    pub fn session_ended(&self) {
+        self.sessions_ended.fetch_add(1, Ordering::Relaxed);
     }
 
     /// This node acknowledged a command of operation `op` with `state`.
@@ -405,6 +413,13 @@ impl Metrics {
             "Times this node became the leader.",
             self.leader_changes.load(Ordering::Relaxed),
         );
+        single(
+            &mut out,
+            "rota_sessions_ended_total",
+            "counter",
+            "Registrations this node ended because their session lock was let go (their process died, or their connections closed).",
+            self.sessions_ended.load(Ordering::Relaxed),
+        );
         header(
             &mut out,
             "rota_commands_applied_total",
@@ -473,6 +488,7 @@ mod tests {
         m.lateness(60_000);
         m.failover(870);
         m.became_leader();
+        m.session_ended();
         m.command_applied("pause", "applied");
         m.store_call("heartbeat", 0.002, false);
         m.store_call("heartbeat", 0.2, true);
@@ -492,6 +508,7 @@ mod tests {
             "rota_failover_duration_seconds_bucket{le=\"0.75\"} 0",
             "rota_failover_duration_seconds_bucket{le=\"1\"} 1",
             "rota_leader_changes_total 1",
+            "rota_sessions_ended_total 1",
             "rota_commands_applied_total{op=\"pause\",state=\"applied\"} 1",
             "rota_store_request_duration_seconds_bucket{op=\"heartbeat\",le=\"0.0025\"} 1",
             "rota_store_request_duration_seconds_count{op=\"heartbeat\"} 2",

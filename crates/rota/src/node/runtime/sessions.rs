@@ -111,6 +111,7 @@ impl Runtime {
                 watch,
                 stop,
                 self.watches.ended.clone(),
+                self.shared.metrics.clone(),
             ));
         }
     }
@@ -124,6 +125,7 @@ async fn watcher(
     watch: SessionWatch,
     stop: CancellationToken,
     ended: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     tokio::select! {
         _ = watch => {}
@@ -132,6 +134,7 @@ async fn watcher(
     for attempt in 1..=END_TRIES {
         match store.end_registration(&member, key).await {
             Ok(true) => {
+                metrics.session_ended();
                 info!(node = %member.node, incarnation = member.incarnation, "its session lock was let go: registration ended");
                 break;
             }
