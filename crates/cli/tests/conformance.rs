@@ -1828,8 +1828,7 @@ async fn a_released_session_lock_ends_its_registration(store: &Arc<dyn Store>) {
         "the registration names its key"
     );
 
-    let stop = rota::store::CancellationToken::new();
-    let mut watch = tokio::spawn(store.watch_session(key, stop.clone()).expect("a watch"));
+    let mut watch = tokio::spawn(store.watch_session(key).expect("a watch"));
     // Pending while held (long enough for the watcher's first look to see it held).
     assert!(
         tokio::time::timeout(std::time::Duration::from_secs(5), &mut watch)

@@ -58,27 +58,15 @@ fn boot_id() -> String {
 
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
 fn start_time(pid: u32) -> Option<String> {
-    stat_fields(pid)?.nth(19)
+    stat_fields(pid)?.into_iter().nth(19)
 }
 
 /// The fields of `/proc/PID/stat` from the third (the state) on.
-fn stat_fields(pid: u32) -> Option<std::vec::IntoIter<String>> {
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(
-        rest.split_whitespace()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-            .into_iter(),
-    )
-}
-
-/// Whether `pid` has exited and waits to be reaped (or is being reaped): it runs nothing.
-fn exited(pid: u32) -> bool {
-    stat_fields(pid)
-        .and_then(|mut f| f.next())
-        .is_some_and(|state| state == "Z" || state == "X")
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// Whether `existing` is this very process's registration from before it re-executed itself
@@ -116,10 +104,14 @@ pub fn is_dead_predecessor(host: &str, fingerprint: &str) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    match start_time(pid) {
-        None => true,                                     // no such process
-        Some(current) => current != start || exited(pid), // reused, or a zombie
-    }
+    let Some(fields) = stat_fields(pid) else {
+        return true; // no such process
+    };
+    // The pid was reused by another process, or it exited and waits to be reaped.
+    fields.get(19).is_none_or(|current| current != start)
+        || fields
+            .first()
+            .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// Whether a registration of this host is proven to run nothing any more: its process is
@@ -177,6 +169,8 @@ mod tests {
         ));
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let exited =
+            |pid| stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z" || s == "X"));
         let zombie = poll_for(|| exited(child.id()));
         assert!(zombie, "killed, not yet reaped");
         assert!(

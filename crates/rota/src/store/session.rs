@@ -16,7 +16,7 @@
 use std::{future::Future, pin::Pin};
 
 use async_trait::async_trait;
-pub use tokio_util::sync::CancellationToken;
+use tokio_util::sync::CancellationToken;
 
 use super::membership::Member;
 use crate::error::Result;
@@ -110,7 +110,7 @@ pub trait SessionStore: Send + Sync {
     /// server that restarted shows every key free: that is no death). Connection errors are
     /// retried, never reported. `None`: this store has no session locks. Dropping the
     /// future stops the watch (a server-side wait may linger up to a few seconds).
-    fn watch_session(&self, _key: i64, _stop: CancellationToken) -> Option<SessionWatch> {
+    fn watch_session(&self, _key: i64) -> Option<SessionWatch> {
         None
     }
 

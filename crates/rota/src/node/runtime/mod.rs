@@ -397,11 +397,10 @@ impl Runtime {
                 Err(_) => warn!("applying cluster commands timed out; retrying"),
             }
         }
-        // Place only on fresh observations: nothing else can change the decision.
-        if self.shared.lease_valid()
-            && self.failures == 0
-            && self.view_at.is_some_and(|at| at >= tick_started)
-        {
+        // Place, and choose what to watch, only on fresh observations: nothing else can
+        // change either.
+        let fresh = self.view_at.is_some_and(|at| at >= tick_started);
+        if self.shared.lease_valid() && self.failures == 0 && fresh {
             // Placing thousands of tasks takes one long transaction: a wider bound.
             match tokio::time::timeout(bound * 15, self.lead(leaving)).await {
                 Ok(Ok(())) => {}
@@ -411,7 +410,9 @@ impl Runtime {
         }
         let supervised_all = self.supervise();
         self.publish_status(supervised_all);
-        self.watch_sessions();
+        if fresh {
+            self.watch_sessions();
+        }
     }
 
     fn observation_failed(&mut self, error: String) {

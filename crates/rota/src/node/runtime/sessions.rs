@@ -92,10 +92,10 @@ impl Runtime {
             {
                 continue;
             }
-            let stop = CancellationToken::new();
-            let Some(watch) = self.shared.store.watch_session(key, stop.clone()) else {
+            let Some(watch) = self.shared.store.watch_session(key) else {
                 return; // this store has no session locks
             };
+            let stop = CancellationToken::new();
             self.watches
                 .running
                 .insert((node.clone(), incarnation), stop.clone());

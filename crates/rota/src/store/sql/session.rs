@@ -355,17 +355,11 @@ impl SessionStore for SqlStore {
         }
     }
 
-    fn watch_session(&self, key: i64, stop: CancellationToken) -> Option<SessionWatch> {
-        let watch: SessionWatch = match self.dialect {
+    fn watch_session(&self, key: i64) -> Option<SessionWatch> {
+        Some(match self.dialect {
             Dialect::Sqlite => Box::pin(watch_file_lock(sqlite_lock_path(&self.url)?, key)),
             dialect => Box::pin(watch_server_lock(self.url.clone(), dialect, key)),
-        };
-        Some(Box::pin(async move {
-            tokio::select! {
-                _ = watch => {}
-                _ = stop.cancelled() => std::future::pending::<()>().await,
-            }
-        }))
+        })
     }
 
     async fn end_registration(&self, m: &Member, key: i64) -> Result<bool> {
