@@ -251,11 +251,12 @@ impl DbServer {
                     .arg(self.data())
                     .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
                     .arg(&self.dir)
-                    // A node holds up to six connections (`POOL_SIZE`, the heartbeat's,
-                    // LISTEN): room for the 100-node scale bench and the suite's servers.
+                    // A node holds up to eight connections (`POOL_SIZE`, the heartbeat's,
+                    // LISTEN, its session lock and a watch) and a leader one more per node
+                    // it watches: room for the 100-node scale bench.
                     .args([
                         "-c",
-                        "max_connections=700",
+                        "max_connections=1000",
                         "-c",
                         "fsync=on",
                         "-c",
@@ -283,7 +284,7 @@ impl DbServer {
                     .args(["--bind-address=127.0.0.1", &format!("--port={}", self.port)])
                     .args([
                         "--skip-name-resolve",
-                        "--max-connections=700",
+                        "--max-connections=1000",
                         "--innodb-buffer-pool-size=128M",
                     ]);
                 if is_root() {

@@ -10,7 +10,10 @@ use clap::Args;
 use rota_testkit::{self as harness, ProcessCluster};
 use tokio::time::Instant;
 
-use super::bench_store::StoreArgs;
+use super::{
+    bench_store::StoreArgs,
+    measure::{cpu_ticks, memory_kb, NodeMetrics},
+};
 
 #[derive(Args)]
 pub struct IdleArgs {
@@ -137,7 +140,7 @@ async fn watch(
             .text()
             .await
             .ok()?;
-        Some(Metrics::parse(&text))
+        Some(NodeMetrics::parse(&text))
     };
     let deadline = began + Duration::from_secs(300);
     let placed = loop {
@@ -186,87 +189,9 @@ async fn watch(
     })
 }
 
-/// What the bench reads of a node's `/metrics`.
-#[derive(Debug, Default, PartialEq)]
-struct Metrics {
-    owned: u64,
-    parked: u64,
-    reads: u64,
-    writes: u64,
-}
-
-impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        let mut m = Metrics::default();
-        for line in text.lines() {
-            let Some((name, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<u64>() else {
-                continue;
-            };
-            match name {
-                "rota_owned_tasks" => m.owned = value,
-                "rota_parked_tasks" => m.parked = value,
-                "rota_store_statements_total{kind=\"read\"}" => m.reads = value,
-                "rota_store_statements_total{kind=\"write\"}" => m.writes = value,
-                _ => {}
-            }
-        }
-        m
-    }
-}
-
-/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat`).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (did the node exit?)"))?;
-    // The command name, in parentheses, may hold spaces: count fields after it.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let field = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
-    };
-    Ok(field(11)? + field(12)?)
-}
-
-/// Resident memory now and at its peak, in kB (`/proc/PID/status`).
-fn memory_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok((kb("VmRSS:"), kb("VmHWM:")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_metrics_it_needs_and_ignores_the_rest() {
-        let text = "# HELP rota_owned_tasks x\nrota_owned_tasks 12\nrota_parked_tasks 10\n\
-                    rota_store_statements_total{kind=\"read\"} 345\n\
-                    rota_store_statements_total{kind=\"write\"} 67\nrota_node_up 1\n";
-        assert_eq!(
-            Metrics::parse(text),
-            Metrics {
-                owned: 12,
-                parked: 10,
-                reads: 345,
-                writes: 67
-            }
-        );
-    }
 
     #[test]
     fn daily_tasks_are_valid_tables_with_unique_names() {

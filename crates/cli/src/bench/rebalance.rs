@@ -2,16 +2,20 @@
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use rota::{
-    core::schedule::Schedule,
+    core::{placement::PlacementSpec, schedule::Schedule},
     store::{self, Store},
-    Node, TaskSpec,
+    Node, NodeHandle, TaskSpec,
 };
+use rota_testkit::{self as harness, ProcessCluster};
 use tokio::time::Instant;
 
-use super::{bench_store::StoreArgs, measure::stats};
+use super::{
+    bench_store::StoreArgs,
+    measure::{cpu_ticks, memory_kb, stats, NodeMetrics},
+};
 
 #[derive(Args)]
 pub struct RebalanceArgs {
@@ -24,16 +28,21 @@ pub struct RebalanceArgs {
     /// Join-and-leave rounds to measure.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// One `rota node` process per node (command tasks from a config file), as deployed,
+    /// instead of all nodes in this process.
+    #[arg(long)]
+    processes: bool,
 }
 
-/// In-process nodes with `tasks` round-robin tasks (that fire once a year). Starts
-/// `nodes - 1` nodes, waits for the spread, then measures one join and one leave: the time
-/// from the event until every task has its new owner written, and how many tasks moved.
 /// How long the idle cluster's statements are counted after the last round.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// How long the bench waits for a spread, a join or a settled cluster.
+const PATIENCE: Duration = Duration::from_secs(120);
 
+/// `tasks` round-robin tasks that fire once a year on every node. Starts `nodes - 1` nodes,
+/// waits for the spread, then measures joins and leaves: the time from the event until every
+/// task has its new owner written, and how many tasks moved.
 pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
-    use rota::core::placement::PlacementSpec;
     if args.nodes < 2 {
         bail!("--nodes {} cannot show a join; use 2 or more", args.nodes);
     }
@@ -41,38 +50,38 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("rebalance-{}", std::process::id());
     println!(
-        "bench rebalance: {} tasks round-robin over {} nodes, store {}",
+        "bench rebalance: {} tasks round-robin over {} nodes ({}), store {}",
         args.tasks,
         args.nodes,
+        if args.processes {
+            "one process each"
+        } else {
+            "in this process"
+        },
         store::redact_url(&url)
     );
-    // Every node's store handle, to tell when the cluster's traffic is back to idle.
-    let stores: std::sync::Mutex<Vec<Arc<dyn Store>>> = std::sync::Mutex::default();
-    let start = |i: usize| {
-        let url = url.clone();
-        let cluster = cluster.clone();
-        let tasks = args.tasks;
-        let stores = &stores;
-        async move {
-            let store = store::open(&url).await?;
-            stores.lock().unwrap().push(store.clone());
-            let mut builder = Node::builder(format!("node-{i:02}"), &cluster, &url).store(store);
-            for t in 0..tasks {
-                let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
-                let spec = TaskSpec::new(
-                    format!("t{t:05}"),
-                    yearly,
-                    |_ctx: rota::FireContext| async { Ok(()) },
-                )
-                .placement(PlacementSpec::round_robin(1));
-                builder = builder.task(spec);
-            }
-            anyhow::Ok(builder.start().await?)
+    let mut fleet = if args.processes {
+        Fleet::Processes {
+            cluster: ProcessCluster::new(std::env::current_exe()?, &run.dir, &url, &cluster),
+            tasks_toml: yearly_tasks_toml(args.tasks),
+            nodes: Vec::new(),
+            probe: probe.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        }
+    } else {
+        Fleet::InProcess {
+            url: url.clone(),
+            cluster: cluster.clone(),
+            tasks: args.tasks,
+            handles: Vec::new(),
+            stores: Vec::new(),
         }
     };
-    let mut handles = Vec::new();
+    let began = Instant::now();
     for i in 0..args.nodes - 1 {
-        handles.push(start(i).await?);
+        fleet.start(i).await?;
     }
     let spread = |map: &std::collections::HashMap<String, String>, n: usize| {
         let mut load: std::collections::HashMap<&String, usize> = std::collections::HashMap::new();
@@ -85,12 +94,12 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     };
     // The reader follows changes as the nodes do: the generation, then the changed rows.
     let held = std::sync::Mutex::new((-1i64, Vec::new()));
-    let wait_spread = |n: usize| {
+    let wait_spread = |n: usize, patience: Duration| {
         let probe = probe.clone();
         let cluster = cluster.clone();
         let held = &held;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let deadline = Instant::now() + patience;
             loop {
                 let view = probe.view(&cluster).await?;
                 let seen = held.lock().unwrap().0;
@@ -117,47 +126,30 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
                     return anyhow::Ok(map);
                 }
                 if Instant::now() >= deadline {
-                    bail!("the tasks were not spread over {n} nodes after 120 s");
+                    bail!(
+                        "the tasks were not spread over {n} nodes after {} s",
+                        patience.as_secs()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     };
-    // Each event is measured on a settled cluster: new owners take over their tasks (two
-    // reads each) after a rebalance, and a leave timed during that would measure both.
-    let settle = || async {
-        let total = || -> u64 {
-            stores
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    let c = s.statements();
-                    c.reads + c.writes
-                })
-                .sum()
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (before, nodes) = (total(), stores.lock().unwrap().len() as u64);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            // Idle is about 9 statements per node per 250 ms on SQL stores, 16 on ZooKeeper
-            // (heartbeats, polls, clock reads).
-            if total() - before <= nodes * 25 || Instant::now() >= deadline {
-                return;
-            }
-        }
-    };
     let ideal = args.tasks / args.nodes;
-    let mut spread_before = wait_spread(args.nodes - 1).await?;
+    let mut spread_before = wait_spread(args.nodes - 1, PATIENCE).await?;
+    println!(
+        "  {} nodes started and spread in {:.1} s",
+        args.nodes - 1,
+        began.elapsed().as_secs_f64()
+    );
     let (mut join_ms, mut leave_ms, mut moved_join, mut moved_leave) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
-        settle().await;
+        fleet.settle().await?;
         // `start` returns once the join is committed: time the placement from there.
-        let joining = start(args.nodes - 1).await?;
+        fleet.start(args.nodes - 1).await?;
         let began = Instant::now();
-        let after_join = wait_spread(args.nodes).await?;
+        let after_join = wait_spread(args.nodes, PATIENCE).await?;
         join_ms.push(began.elapsed().as_millis() as i64);
         moved_join.push(
             after_join
@@ -167,13 +159,12 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         );
         // The newcomer leaves gracefully: timed until its tasks are written to others (its
         // own stop then waits for that and leaves the cluster).
-        settle().await;
+        fleet.settle().await?;
         let began = Instant::now();
-        joining.begin_shutdown();
-        let after_leave = wait_spread(args.nodes - 1).await?;
+        fleet.begin_leave();
+        let after_leave = wait_spread(args.nodes - 1, PATIENCE).await?;
         leave_ms.push(began.elapsed().as_millis() as i64);
-        joining.wait().await?;
-        stores.lock().unwrap().pop(); // the newcomer's
+        fleet.finish_leave().await?;
         moved_leave.push(
             after_leave
                 .iter()
@@ -190,27 +181,20 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         spread_before = after_leave;
     }
     // The store's load from the settled, idle cluster: every node's statements over a window.
-    settle().await;
-    let counted = || {
-        stores
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.statements())
-            .fold((0u64, 0u64), |(r, w), c| (r + c.reads, w + c.writes))
-    };
-    let (reads_before, writes_before) = counted();
+    fleet.settle().await?;
+    let (reads_before, writes_before) = fleet.statements().await?;
+    let cpu_before = fleet.cpu_ticks();
     tokio::time::sleep(IDLE_WINDOW).await;
-    let (reads_after, writes_after) = counted();
-    let idle_nodes = stores.lock().unwrap().len() as f64;
+    let cpu_after = fleet.cpu_ticks();
+    let (reads_after, writes_after) = fleet.statements().await?;
+    let idle_nodes = fleet.len() as f64;
     let secs = IDLE_WINDOW.as_secs_f64();
     let (reads, writes) = (
         (reads_after - reads_before) as f64 / secs,
         (writes_after - writes_before) as f64 / secs,
     );
-    for h in handles {
-        h.shutdown().await?;
-    }
+    let resident_kb = fleet.resident_kb();
+    fleet.shutdown().await?;
     let worst_moves = moved_join.iter().copied().max().unwrap_or(0);
     println!("\nRESULTS ({} rounds)", args.rounds);
     println!(
@@ -234,5 +218,268 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         reads / idle_nodes,
         writes / idle_nodes
     );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let percent = after.saturating_sub(before) as f64 / ticks_per_s / secs * 100.0;
+        println!(
+            "  node processes' CPU at rest: {percent:.1} % of one core in all, {:.2} % per node",
+            percent / idle_nodes
+        );
+    }
+    if let Some(kb) = resident_kb {
+        println!(
+            "  node processes' resident memory at rest: {:.0} MB in all, {:.0} MB per node",
+            kb as f64 / 1024.0,
+            kb as f64 / 1024.0 / idle_nodes
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark's nodes: in this process, or one `rota node` process each.
+enum Fleet {
+    InProcess {
+        url: String,
+        cluster: String,
+        tasks: usize,
+        handles: Vec<NodeHandle>,
+        /// Every node's store handle, to count the cluster's statements.
+        stores: Vec<Arc<dyn Store>>,
+    },
+    Processes {
+        cluster: ProcessCluster,
+        /// The same `[placement]` and `[[task]]` sections for every node.
+        tasks_toml: String,
+        /// Node name and admin port, in start order.
+        nodes: Vec<(String, u16)>,
+        probe: Arc<dyn Store>,
+        http: reqwest::Client,
+    },
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i:02}")
+}
+
+impl Fleet {
+    fn len(&self) -> usize {
+        match self {
+            Fleet::InProcess { handles, .. } => handles.len(),
+            Fleet::Processes { nodes, .. } => nodes.len(),
+        }
+    }
+
+    /// Starts node `i` and returns once its join is committed: in process, when `start`
+    /// returns; a process, once its registration is seen alive (polled every 20 ms).
+    async fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        match self {
+            Fleet::InProcess {
+                url,
+                cluster,
+                tasks,
+                handles,
+                stores,
+            } => {
+                let store = store::open(url).await?;
+                stores.push(store.clone());
+                let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
+                let mut builder =
+                    Node::builder(node_name(i), cluster.as_str(), url.as_str()).store(store);
+                for t in 0..*tasks {
+                    let spec = TaskSpec::new(
+                        format!("t{t:05}"),
+                        yearly.clone(),
+                        |_ctx: rota::FireContext| async { Ok(()) },
+                    )
+                    .placement(PlacementSpec::round_robin(1));
+                    builder = builder.task(spec);
+                }
+                handles.push(builder.start().await?);
+                Ok(())
+            }
+            Fleet::Processes {
+                cluster,
+                tasks_toml,
+                nodes,
+                probe,
+                ..
+            } => {
+                let name = node_name(i);
+                let port = harness::servers::free_port();
+                cluster
+                    .spawn_with_admin(&name, tasks_toml, Some((port, None)))
+                    .with_context(|| format!("starting {name}"))?;
+                nodes.push((name.clone(), port));
+                let deadline = Instant::now() + Duration::from_secs(300);
+                loop {
+                    let view = probe.view(cluster.cluster()).await?;
+                    if view.nodes.iter().any(|n| n.node == name && n.alive) {
+                        return Ok(());
+                    }
+                    if !cluster.running(&name) {
+                        bail!(
+                            "{name} exited; its log: {}",
+                            cluster.log_path(&name).display()
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "{name} had not joined after 300 s; its log: {}",
+                            cluster.log_path(&name).display()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Asks the newest node to leave gracefully (see [`Fleet::finish_leave`]).
+    fn begin_leave(&mut self) {
+        match self {
+            Fleet::InProcess { handles, .. } => {
+                if let Some(h) = handles.last() {
+                    h.begin_shutdown();
+                }
+            }
+            Fleet::Processes { cluster, nodes, .. } => {
+                if let Some((name, _)) = nodes.last() {
+                    cluster.signal(name, libc::SIGTERM);
+                }
+            }
+        }
+    }
+
+    /// Waits for the node asked to leave to be gone.
+    async fn finish_leave(&mut self) -> anyhow::Result<()> {
+        match self {
+            Fleet::InProcess {
+                handles, stores, ..
+            } => {
+                stores.pop();
+                if let Some(h) = handles.pop() {
+                    h.wait().await?;
+                }
+            }
+            Fleet::Processes { cluster, nodes, .. } => {
+                if let Some((name, _)) = nodes.pop() {
+                    if cluster
+                        .wait_exit(&name, Duration::from_secs(60))
+                        .await
+                        .is_none()
+                    {
+                        bail!("{name} did not stop within 60 s of SIGTERM");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Statements (reads, writes) the nodes have sent to the store so far, summed.
+    async fn statements(&self) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Fleet::InProcess { stores, .. } => Ok(stores
+                .iter()
+                .map(|s| s.statements())
+                .fold((0, 0), |(r, w), c| (r + c.reads, w + c.writes))),
+            Fleet::Processes { nodes, http, .. } => {
+                let (mut reads, mut writes) = (0, 0);
+                for (name, port) in nodes {
+                    let text = http
+                        .get(format!("http://127.0.0.1:{port}/metrics"))
+                        .send()
+                        .await
+                        .and_then(|r| r.error_for_status())
+                        .with_context(|| format!("reading {name}'s /metrics"))?
+                        .text()
+                        .await?;
+                    let m = NodeMetrics::parse(&text);
+                    reads += m.reads;
+                    writes += m.writes;
+                }
+                Ok((reads, writes))
+            }
+        }
+    }
+
+    /// Waits until the cluster's statements are back to idle (or [`PATIENCE`] passes): each
+    /// event is measured on a settled cluster. New owners take over their tasks (two reads
+    /// each) after a rebalance, and a leave timed during that would measure both.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (r, w) = self.statements().await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (r2, w2) = self.statements().await?;
+            // Idle is about 9 statements per node per 250 ms on SQL stores, 16 on
+            // ZooKeeper (heartbeats, polls, clock reads).
+            if (r2 + w2) - (r + w) <= self.len() as u64 * 25 || Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    /// CPU time of the node processes in all, in clock ticks (none in process).
+    fn cpu_ticks(&self) -> Option<u64> {
+        match self {
+            Fleet::InProcess { .. } => None,
+            Fleet::Processes { cluster, nodes, .. } => Some(
+                nodes
+                    .iter()
+                    .filter_map(|(name, _)| cluster.pid(name))
+                    .filter_map(|pid| cpu_ticks(pid).ok())
+                    .sum(),
+            ),
+        }
+    }
+
+    /// Resident memory of the node processes in all, in kB (none in process: the bench's own).
+    fn resident_kb(&self) -> Option<u64> {
+        match self {
+            Fleet::InProcess { .. } => None,
+            Fleet::Processes { cluster, nodes, .. } => Some(
+                nodes
+                    .iter()
+                    .filter_map(|(name, _)| cluster.pid(name))
+                    .filter_map(|pid| memory_kb(pid).ok())
+                    .map(|(rss, _)| rss)
+                    .sum(),
+            ),
+        }
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            Fleet::InProcess { handles, .. } => {
+                for h in handles {
+                    h.shutdown().await?;
+                }
+            }
+            Fleet::Processes {
+                mut cluster, nodes, ..
+            } => {
+                for (name, _) in &nodes {
+                    cluster.signal(name, libc::SIGTERM);
+                }
+                for (name, _) in &nodes {
+                    cluster.stop(name, Duration::from_secs(30)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[placement]` (round-robin) and `n` command tasks that fire once a year, as TOML.
+fn yearly_tasks_toml(n: usize) -> String {
+    let mut toml = String::with_capacity(n * 70 + 64);
+    toml.push_str("[placement]\nresolver = \"round-robin\"\n\n");
+    for t in 0..n {
+        toml.push_str(&format!(
+            "[[task]]\nname = \"t{t:05}\"\ncron = \"0 0 0 1 1 *\"\ncommand = [\"true\"]\n\n"
+        ));
+    }
+    toml
 }

@@ -57,11 +57,11 @@ impl Runtime {
     pub(super) async fn observe(&mut self) -> Result<()> {
         let store = &self.shared.store;
         let cluster = self.shared.member().cluster;
-        let generation = store.generation(&cluster).await?;
         let stale = self
             .view_at
             .is_none_or(|at| at.elapsed() >= self.shared.timing.heartbeat);
-        if generation != self.generation || stale {
+        // A view due anyway carries the generation: no separate read then.
+        if stale || store.generation(&cluster).await? != self.generation {
             let sent = Instant::now();
             let view = store.view(&cluster).await?;
             let received = Instant::now();
@@ -222,7 +222,7 @@ impl Runtime {
             .leader(&me.node)
             .acting_as(&acting_as);
         let placing = Instant::now();
-        let mut placement = placement::place_with(&context, &live, &current);
+        let mut placement = cpu_bound(|| placement::place_with(&context, &live, &current));
         self.mark_paused(&mut placement, &live);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);
@@ -246,24 +246,7 @@ impl Runtime {
             match written? {
                 LeaderWrite::Written => {
                     self.journal_failovers(&changes, &counted, epoch).await;
-                    debug!(
-                        changes = changes.len(),
-                        written_in_ms = placing.elapsed().as_millis() as u64,
-                        "placement written"
-                    );
-                    for c in &changes {
-                        match &c.owner {
-                            Some((node, _)) => match placement.acting.get(&c.task) {
-                                Some(primary) => {
-                                    info!(task = %c.task, owner = %node, acting_for = %primary, "assigned")
-                                }
-                                None => info!(task = %c.task, owner = %node, "assigned"),
-                            },
-                            None => {
-                                warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
-                            }
-                        }
-                    }
+                    log_written(&changes, &placement.acting, placing.elapsed());
                     let changed = self
                         .shared
                         .store
@@ -483,5 +466,58 @@ impl Runtime {
                 "nodes declare different definitions of this task; the dissenting nodes are not eligible for it until their config agrees"
             );
         }
+    }
+}
+
+/// Placement changes logged one line each at `info` up to this many; beyond, one summary
+/// line (a join among 100 nodes of 100,000 tasks moves a thousand, and a first placement
+/// all of them), each task at `debug`.
+const CHANGES_LOGGED_EACH: usize = 20;
+
+/// Logs a written placement: where each task went, or a summary of a large one.
+fn log_written(
+    changes: &[AssignmentChange],
+    acting: &std::collections::BTreeMap<String, String>,
+    took: std::time::Duration,
+) {
+    let unplaced: Vec<&AssignmentChange> = changes.iter().filter(|c| c.owner.is_none()).collect();
+    let each = changes.len() <= CHANGES_LOGGED_EACH;
+    for c in changes {
+        match (&c.owner, acting.get(&c.task)) {
+            (Some((node, _)), Some(primary)) if each => {
+                info!(task = %c.task, owner = %node, acting_for = %primary, "assigned")
+            }
+            (Some((node, _)), None) if each => info!(task = %c.task, owner = %node, "assigned"),
+            (Some((node, _)), _) => debug!(task = %c.task, owner = %node, "assigned"),
+            (None, _) if each => {
+                warn!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
+            }
+            (None, _) => {
+                debug!(task = %c.task, reason = c.reason.as_deref().unwrap_or(""), "unplaced")
+            }
+        }
+    }
+    if each {
+        return;
+    }
+    let mut owners: HashMap<&str, usize> = HashMap::new();
+    for c in changes {
+        if let Some((node, _)) = &c.owner {
+            *owners.entry(node.as_str()).or_default() += 1;
+        }
+    }
+    info!(
+        changes = changes.len(),
+        new_owners = owners.len(),
+        written_in_ms = took.as_millis() as u64,
+        "placement written (each task at debug level)"
+    );
+    if let Some(first) = unplaced.first() {
+        warn!(
+            tasks = unplaced.len(),
+            first = %first.task,
+            reason = first.reason.as_deref().unwrap_or(""),
+            "unplaced (each task at debug level)"
+        );
     }
 }

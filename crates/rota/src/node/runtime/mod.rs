@@ -54,6 +54,17 @@ pub const SERVICE_SCHEDULE: &str = "service";
 /// Longest wait for one store call of the main loop (join, leave, mark leaving).
 const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
 
+/// Runs a long computation (placing 100,000 tasks takes a few hundred milliseconds) off the
+/// runtime's worker: on a multi-thread runtime the worker's other tasks (the heartbeat, the
+/// runners) move to another thread meanwhile. On a current-thread runtime (tests) it runs
+/// inline.
+fn cpu_bound<R>(compute: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(compute),
+        _ => compute(),
+    }
+}
+
 fn new_incarnation() -> i64 {
     // Positive and never 0 (0 marks a vacant leadership); below 2^53, so JSON readers that
     // hold numbers as doubles (JavaScript: the dashboard, most scripts) read it exactly.
@@ -322,6 +333,10 @@ impl Runtime {
                 // A new leadership or a rejoin: observe again at once.
                 0 if self.view_at.is_none() => Duration::ZERO,
                 0 if self.watches.hot() => sessions::HOT_WATCH,
+                // The store pushes changes: the poll is only the safety net, and the view
+                // read every heartbeat carries the generation anyway. 100 nodes polling
+                // every 50 ms made 2,000 of PostgreSQL's 3,400 reads a second at rest.
+                0 if pushed.is_some() => watch.max(self.shared.timing.heartbeat),
                 0 => watch,
                 // Back off while the store is unreachable, with jitter so that nodes do not
                 // hammer a recovering database in step.
@@ -332,17 +347,18 @@ impl Runtime {
                 }
             };
             let push = async {
-                let closed = match pushed.as_mut() {
-                    Some(rx) => rx.changed().await.is_err(),
-                    None => true,
-                };
-                if closed {
-                    std::future::pending::<()>().await;
+                match pushed.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = push => self.view_at = None,
+                live = push => match live {
+                    true => self.view_at = None,
+                    // The push ended (a ZooKeeper session's end): poll as without one.
+                    false => pushed = None,
+                },
                 _ = self.watches.ended() => self.view_at = None,
                 _ = graceful.cancelled(), if leaving_since.is_none() => {}
                 _ = forced.cancelled() => {}

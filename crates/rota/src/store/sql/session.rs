@@ -92,7 +92,10 @@ async fn lock_connection(
     dialect: Dialect,
     extra: &[&str],
 ) -> std::result::Result<sqlx::AnyConnection, sqlx::Error> {
-    let mut conn = sqlx::AnyConnection::connect(url).await?;
+    use sqlx::ConnectOptions;
+    // A watcher's statement waits by design, as long as the lock is held: not a slow one.
+    let options: sqlx::any::AnyConnectOptions = url.parse()?;
+    let mut conn = options.disable_statement_logging().connect().await?;
     for stmt in dialect.session_setup().iter().chain(extra) {
         conn.execute(*stmt).await?;
     }
