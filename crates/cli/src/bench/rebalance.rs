@@ -194,6 +194,7 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         (writes_after - writes_before) as f64 / secs,
     );
     let resident_kb = fleet.resident_kb();
+    let lapses = fleet.lease_lapses();
     fleet.shutdown().await?;
     let worst_moves = moved_join.iter().copied().max().unwrap_or(0);
     println!("\nRESULTS ({} rounds)", args.rounds);
@@ -225,6 +226,12 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
         println!(
             "  node processes' CPU at rest: {percent:.1} % of one core in all, {:.2} % per node",
             percent / idle_nodes
+        );
+    }
+    if let Some(lapses) = lapses {
+        println!(
+            "  leases lapsed (nodes' logs, start-up included): {lapses}; a lapse during a \
+             round moves more than the ideal share"
         );
     }
     if let Some(kb) = resident_kb {
@@ -430,6 +437,24 @@ impl Fleet {
                     .iter()
                     .filter_map(|(name, _)| cluster.pid(name))
                     .filter_map(|pid| cpu_ticks(pid).ok())
+                    .sum(),
+            ),
+        }
+    }
+
+    /// How many times a node process's lease lapsed, from their logs (none in process).
+    fn lease_lapses(&self) -> Option<usize> {
+        match self {
+            Fleet::InProcess { .. } => None,
+            Fleet::Processes { cluster, nodes, .. } => Some(
+                nodes
+                    .iter()
+                    .map(|(name, _)| {
+                        cluster
+                            .log(name)
+                            .matches("lease deadline passed without renewal")
+                            .count()
+                    })
                     .sum(),
             ),
         }

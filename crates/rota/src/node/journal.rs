@@ -145,6 +145,7 @@ pub(crate) struct Failover {
 
 /// The failovers in a placement round that was written at `at_ms`: tasks moved to a new
 /// owner from an owner that is no longer live. A graceful handover is not a failover.
+/// `before` is sorted by task, as `merge_assignments` keeps it.
 pub(crate) fn failovers(
     before: &[Assignment],
     changes: &[AssignmentChange],
@@ -152,13 +153,16 @@ pub(crate) fn failovers(
     view: &ClusterView,
     at_ms: i64,
 ) -> Vec<Failover> {
-    let previous: BTreeMap<&str, &(String, i64)> = before
-        .iter()
-        .filter_map(|a| a.owner.as_ref().map(|o| (a.task.as_str(), o)))
-        .collect();
+    // `before` is sorted by task (see `merge_assignments`): no index of every task.
+    let previous = |task: &str| {
+        before
+            .binary_search_by(|a| a.task.as_str().cmp(task))
+            .ok()
+            .and_then(|i| before[i].owner.as_ref())
+    };
     let mut moved: BTreeMap<(String, i64), Vec<(String, String)>> = BTreeMap::new();
     for c in changes {
-        let (Some((to, _)), Some(&from)) = (&c.owner, previous.get(c.task.as_str())) else {
+        let (Some((to, _)), Some(from)) = (&c.owner, previous(&c.task)) else {
             continue;
         };
         if !live.contains(from) {

@@ -3,31 +3,40 @@
 
 use super::*;
 
-/// The assignment changes that turn `current` into `placement`.
+/// The assignment changes that turn `current` (sorted by task, as
+/// [`merge_assignments`](crate::store::merge_assignments) keeps it) into `placement`. Each
+/// task is found by binary search and compared in place: nothing is copied but the changes.
 pub(super) fn diff(
     current: &[Assignment],
     placement: &placement::Placement,
 ) -> Vec<AssignmentChange> {
-    let by_task: HashMap<&str, &Assignment> =
-        current.iter().map(|a| (a.task.as_str(), a)).collect();
+    let find = |task: &str| {
+        current
+            .binary_search_by(|a| a.task.as_str().cmp(task))
+            .ok()
+            .map(|i| &current[i])
+    };
     let mut changes = Vec::new();
-    let mut want = |task: &str, owner: Option<(String, i64)>, reason: Option<String>| {
-        let existing = by_task.get(task);
-        let same = existing.is_some_and(|a| a.owner == owner && a.reason == reason);
+    let mut want = |task: &str, owner: Option<(&str, i64)>, reason: Option<&str>| {
+        let existing = find(task);
+        let same = existing.is_some_and(|a| {
+            a.owner.as_ref().map(|(n, i)| (n.as_str(), *i)) == owner
+                && a.reason.as_deref() == reason
+        });
         if !same {
             changes.push(AssignmentChange {
                 task: task.to_string(),
-                owner,
-                reason,
+                owner: owner.map(|(n, i)| (n.to_string(), i)),
+                reason: reason.map(str::to_string),
                 expected_token: existing.map(|a| a.token),
             });
         }
     };
     for (task, o) in &placement.owners {
-        want(task, Some((o.node.clone(), o.incarnation)), None);
+        want(task, Some((o.node.as_str(), o.incarnation)), None);
     }
     for (task, reason) in &placement.unplaced {
-        want(task, None, Some(reason.clone()));
+        want(task, None, Some(reason));
     }
     for (task, nodes) in &placement.everywhere {
         let on = if nodes.is_empty() {
@@ -39,7 +48,7 @@ pub(super) fn diff(
             "{}, as {task}@<node> (now on {on})",
             placement::EVERYWHERE_REASON
         );
-        want(task, None, Some(reason));
+        want(task, None, Some(&reason));
     }
     for a in current {
         if !placement.owners.contains_key(&a.task)
@@ -47,7 +56,7 @@ pub(super) fn diff(
             && !placement.everywhere.contains_key(&a.task)
             && a.owner.is_some()
         {
-            want(&a.task, None, Some("declared by no live node".to_string()));
+            want(&a.task, None, Some("declared by no live node"));
         }
     }
     changes
@@ -518,6 +527,68 @@ fn log_written(
             first = %first.task,
             reason = first.reason.as_deref().unwrap_or(""),
             "unplaced (each task at debug level)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::placement::{Owner, Placement};
+
+    fn held(
+        task: &str,
+        owner: Option<(&str, i64)>,
+        token: i64,
+        reason: Option<&str>,
+    ) -> Assignment {
+        Assignment {
+            task: task.into(),
+            owner: owner.map(|(n, i)| (n.into(), i)),
+            token,
+            reason: reason.map(Into::into),
+            placed_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn diff_writes_only_what_changed_with_the_token_it_read() {
+        let current = [
+            held("a", Some(("n1", 1)), 3, None),
+            held("b", Some(("n1", 1)), 4, None),
+            held("c", None, 2, Some("waiting for 2 servers")),
+            held("d", Some(("n2", 7)), 5, None),
+        ];
+        let mut placement = Placement::default();
+        let owner = |node: &str, incarnation| Owner {
+            node: node.into(),
+            incarnation,
+        };
+        placement.owners.insert("a".into(), owner("n1", 1)); // unchanged
+        placement.owners.insert("b".into(), owner("n2", 7)); // moved
+        placement.owners.insert("c".into(), owner("n1", 1)); // placed at last
+        placement.owners.insert("e".into(), owner("n2", 7)); // new task
+                                                             // "d" is declared by no live node any more.
+        let changes = diff(&current, &placement);
+        let seen: Vec<(&str, Option<(&str, i64)>, Option<&str>, Option<i64>)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.task.as_str(),
+                    c.owner.as_ref().map(|(n, i)| (n.as_str(), *i)),
+                    c.reason.as_deref(),
+                    c.expected_token,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("b", Some(("n2", 7)), None, Some(4)),
+                ("c", Some(("n1", 1)), None, Some(2)),
+                ("e", Some(("n2", 7)), None, None),
+                ("d", None, Some("declared by no live node"), Some(5)),
+            ]
         );
     }
 }

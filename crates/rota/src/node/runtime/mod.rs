@@ -383,8 +383,15 @@ impl Runtime {
         // Bounded: a store that does not answer must not stall the loop (the fence watchdog
         // acts on its own regardless).
         let bound = self.shared.timing.node_timeout.max(Duration::from_secs(2));
+        // The first observation reads every assignment: 100,000 reads on ZooKeeper take
+        // longer than a round's bound, and cut short they would start over at every round.
+        let observe_bound = if self.generation < 0 {
+            bound * 15
+        } else {
+            bound
+        };
         let observing = Instant::now();
-        let observed = tokio::time::timeout(bound, self.observe()).await;
+        let observed = tokio::time::timeout(observe_bound, self.observe()).await;
         let failed = !matches!(observed, Ok(Ok(())));
         self.shared
             .metrics
@@ -392,7 +399,8 @@ impl Runtime {
         match observed {
             Ok(Ok(())) => self.failures = 0,
             Ok(Err(e)) => self.observation_failed(e.to_string()),
-            Err(_) => self.observation_failed(format!("no answer from the store within {bound:?}")),
+            Err(_) => self
+                .observation_failed(format!("no answer from the store within {observe_bound:?}")),
         }
         if self.failures == 0 && self.exit.is_none() && self.commands.has_queued() {
             let me = self.shared.member();
