@@ -570,7 +570,9 @@ mod tests {
         placement.owners.insert("e".into(), owner("n2", 7)); // new task
                                                              // "d" is declared by no live node any more.
         let changes = diff(&current, &placement);
-        let seen: Vec<(&str, Option<(&str, i64)>, Option<&str>, Option<i64>)> = changes
+        // Task, new owner, reason, the token the leader read.
+        type Seen<'a> = (&'a str, Option<(&'a str, i64)>, Option<&'a str>, Option<i64>);
+        let seen: Vec<Seen> = changes
             .iter()
             .map(|c| {
                 (
