@@ -32,6 +32,9 @@ pub struct RebalanceArgs {
     /// instead of all nodes in this process.
     #[arg(long)]
     processes: bool,
+    /// Keep the run's directory (the node processes' configs and logs) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// How long the idle cluster's statements are counted after the last round.
@@ -46,7 +49,11 @@ pub(super) async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     if args.nodes < 2 {
         bail!("--nodes {} cannot show a join; use 2 or more", args.nodes);
     }
-    let run = args.store.open("rebalance").await?;
+    let mut run = args.store.open("rebalance").await?;
+    if args.keep {
+        run.keep = true;
+        println!("  the run's directory, kept: {}", run.dir.display());
+    }
     let (url, probe) = (run.url.clone(), run.store.clone());
     let cluster = format!("rebalance-{}", std::process::id());
     println!(

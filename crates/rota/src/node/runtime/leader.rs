@@ -571,7 +571,12 @@ mod tests {
                                                              // "d" is declared by no live node any more.
         let changes = diff(&current, &placement);
         // Task, new owner, reason, the token the leader read.
-        type Seen<'a> = (&'a str, Option<(&'a str, i64)>, Option<&'a str>, Option<i64>);
+        type Seen<'a> = (
+            &'a str,
+            Option<(&'a str, i64)>,
+            Option<&'a str>,
+            Option<i64>,
+        );
         let seen: Vec<Seen> = changes
             .iter()
             .map(|c| {
