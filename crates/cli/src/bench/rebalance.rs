@@ -393,13 +393,22 @@ impl Fleet {
 
     /// Statements (reads, writes) the nodes have sent to the store so far, summed.
     async fn statements(&self) -> anyhow::Result<(u64, u64)> {
+        let m = self.metrics().await?;
+        Ok((m.reads, m.writes))
+    }
+
+    /// The nodes' metrics, summed: statements sent to the store, and (node processes only)
+    /// tasks owned and runners parked.
+    async fn metrics(&self) -> anyhow::Result<NodeMetrics> {
+        let mut sum = NodeMetrics::default();
         match self {
-            Fleet::InProcess { stores, .. } => Ok(stores
-                .iter()
-                .map(|s| s.statements())
-                .fold((0, 0), |(r, w), c| (r + c.reads, w + c.writes))),
+            Fleet::InProcess { stores, .. } => {
+                for c in stores.iter().map(|s| s.statements()) {
+                    sum.reads += c.reads;
+                    sum.writes += c.writes;
+                }
+            }
             Fleet::Processes { nodes, http, .. } => {
-                let (mut reads, mut writes) = (0, 0);
                 for (name, port) in nodes {
                     let text = http
                         .get(format!("http://127.0.0.1:{port}/metrics"))
@@ -410,26 +419,32 @@ impl Fleet {
                         .text()
                         .await?;
                     let m = NodeMetrics::parse(&text);
-                    reads += m.reads;
-                    writes += m.writes;
+                    sum.reads += m.reads;
+                    sum.writes += m.writes;
+                    sum.owned += m.owned;
+                    sum.parked += m.parked;
                 }
-                Ok((reads, writes))
             }
         }
+        Ok(sum)
     }
 
-    /// Waits until the cluster's statements are back to idle (or [`PATIENCE`] passes): each
-    /// event is measured on a settled cluster. New owners take over their tasks (two reads
-    /// each) after a rebalance, and a leave timed during that would measure both.
+    /// Waits until the cluster is settled (or [`PATIENCE`] passes): its statements back to
+    /// idle and, for node processes, every owned task's runner parked. Each event is
+    /// measured on a settled cluster: new owners take over their tasks after a rebalance,
+    /// and a leave timed during that would measure both (the takeover's reads go in
+    /// batches of a thousand, so the statements alone do not show it).
     async fn settle(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let (r, w) = self.statements().await?;
+            let before = self.metrics().await?;
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let (r2, w2) = self.statements().await?;
-            // Idle is about 9 statements per node per 250 ms on SQL stores, 16 on
+            let after = self.metrics().await?;
+            // Idle is about 5 statements per node per 250 ms on SQL stores, more on
             // ZooKeeper (heartbeats, polls, clock reads).
-            if (r2 + w2) - (r + w) <= self.len() as u64 * 25 || Instant::now() >= deadline {
+            let quiet = (after.reads + after.writes) - (before.reads + before.writes)
+                <= self.len() as u64 * 25;
+            if (quiet && after.parked == after.owned) || Instant::now() >= deadline {
                 return Ok(());
             }
         }
