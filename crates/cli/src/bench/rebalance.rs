@@ -450,51 +450,43 @@ impl Fleet {
         }
     }
 
-    /// CPU time of the node processes in all, in clock ticks (none in process).
+    /// `measure` of each node process, summed; none in process, where the nodes share the
+    /// bench's own process.
+    fn over_processes<T: std::iter::Sum>(
+        &self,
+        measure: impl Fn(&ProcessCluster, &str) -> Option<T>,
+    ) -> Option<T> {
+        match self {
+            Fleet::InProcess { .. } => None,
+            Fleet::Processes { cluster, nodes, .. } => Some(
+                nodes
+                    .iter()
+                    .filter_map(|(name, _)| measure(cluster, name))
+                    .sum(),
+            ),
+        }
+    }
+
+    /// CPU time of the node processes in all, in clock ticks.
     fn cpu_ticks(&self) -> Option<u64> {
-        match self {
-            Fleet::InProcess { .. } => None,
-            Fleet::Processes { cluster, nodes, .. } => Some(
-                nodes
-                    .iter()
-                    .filter_map(|(name, _)| cluster.pid(name))
-                    .filter_map(|pid| cpu_ticks(pid).ok())
-                    .sum(),
-            ),
-        }
+        self.over_processes(|cluster, name| cpu_ticks(cluster.pid(name)?).ok())
     }
 
-    /// How many times a node process's lease lapsed, from their logs (none in process).
+    /// How many times a node process's lease lapsed, from their logs.
     fn lease_lapses(&self) -> Option<usize> {
-        match self {
-            Fleet::InProcess { .. } => None,
-            Fleet::Processes { cluster, nodes, .. } => Some(
-                nodes
-                    .iter()
-                    .map(|(name, _)| {
-                        cluster
-                            .log(name)
-                            .matches("lease deadline passed without renewal")
-                            .count()
-                    })
-                    .sum(),
-            ),
-        }
+        self.over_processes(|cluster, name| {
+            Some(
+                cluster
+                    .log(name)
+                    .matches("lease deadline passed without renewal")
+                    .count(),
+            )
+        })
     }
 
-    /// Resident memory of the node processes in all, in kB (none in process: the bench's own).
+    /// Resident memory of the node processes in all, in kB.
     fn resident_kb(&self) -> Option<u64> {
-        match self {
-            Fleet::InProcess { .. } => None,
-            Fleet::Processes { cluster, nodes, .. } => Some(
-                nodes
-                    .iter()
-                    .filter_map(|(name, _)| cluster.pid(name))
-                    .filter_map(|pid| memory_kb(pid).ok())
-                    .map(|(rss, _)| rss)
-                    .sum(),
-            ),
-        }
+        self.over_processes(|cluster, name| Some(memory_kb(cluster.pid(name)?).ok()?.0))
     }
 
     async fn shutdown(self) -> anyhow::Result<()> {
