@@ -230,40 +230,6 @@ impl Dialect {
         }
     }
 
-    /// A derived table of `rows` rows of `?` placeholders, with the given column names:
-    /// VALUES where the database plans it well, UNION ALL where VALUES cannot name columns.
-    pub fn rows_table(self, rows: usize, columns: &[&str]) -> String {
-        let row = format!("({})", vec!["?"; columns.len()].join(", "));
-        match self {
-            Dialect::Postgres => {
-                format!(
-                    "(VALUES {}) AS c({})",
-                    vec![row.as_str(); rows].join(", "),
-                    columns.join(", ")
-                )
-            }
-            // SQLite names VALUES columns column1, column2, ...
-            Dialect::Sqlite => {
-                let names: Vec<String> = columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("column{} AS {c}", i + 1))
-                    .collect();
-                format!(
-                    "(SELECT {} FROM (VALUES {})) c",
-                    names.join(", "),
-                    vec![row.as_str(); rows].join(", ")
-                )
-            }
-            // MariaDB cannot alias VALUES columns; MySQL spells VALUES rows differently.
-            Dialect::Mysql => {
-                let first: Vec<String> = columns.iter().map(|c| format!("? AS {c}")).collect();
-                let rest = format!(" UNION ALL SELECT {}", vec!["?"; columns.len()].join(", "));
-                format!("(SELECT {}{}) c", first.join(", "), rest.repeat(rows - 1))
-            }
-        }
-    }
-
     /// A derived table `c` of rows passed as one parameter: a JSON array of objects whose
     /// fields are `columns` (see [`json_rows`]). Its statement's text is the same for one row
     /// or a thousand, so a connection prepares and plans it once; a list of marks per row
@@ -399,22 +365,6 @@ mod tests {
         assert_eq!(
             Dialect::Mysql.tuples_in(&["a", "b"], 2),
             "((a = ? AND b = ?) OR (a = ? AND b = ?))"
-        );
-    }
-
-    #[test]
-    fn derived_tables_of_rows() {
-        assert_eq!(
-            Dialect::Postgres.rows_table(2, &["a", "b"]),
-            "(VALUES (?, ?), (?, ?)) AS c(a, b)"
-        );
-        assert_eq!(
-            Dialect::Sqlite.rows_table(2, &["a", "b"]),
-            "(SELECT column1 AS a, column2 AS b FROM (VALUES (?, ?), (?, ?))) c"
-        );
-        assert_eq!(
-            Dialect::Mysql.rows_table(2, &["a", "b"]),
-            "(SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?) c"
         );
     }
 

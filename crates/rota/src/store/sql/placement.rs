@@ -67,7 +67,7 @@ impl PlacementStore for SqlStore {
             ("ep", JsonType::Int),
             ("ver", JsonType::Int),
         ]);
-        let update = self.sql(&self.dialect.update_joined(
+        let update = self.dialect.update_joined(
             "rota_assignments AS a",
             &rows,
             // The first time a task gets an owner is its placement (see `placed_at_ms`).
@@ -76,8 +76,9 @@ impl PlacementStore for SqlStore {
              placed_at = CASE WHEN c.owner IS NOT NULL AND a.placed_at = 0 THEN {now} \
              ELSE a.placed_at END",
             "a.cluster = ? AND a.task = c.task AND a.token = c.seen",
-        ));
+        );
         for chunk in moves.chunks(BATCH_LIMIT) {
+            let update = self.sql(&update);
             let json = json_rows(chunk.iter().map(|c| {
                 json!({
                     "task": c.task,
