@@ -18,7 +18,7 @@ use rota_testkit::{self as harness, ProcessCluster};
 
 use super::{
     bench_store::StoreArgs,
-    measure::{owners, stats, wait_all_fired},
+    measure::{owners, stats, wait_all_fired, LEASE_LAPSE},
     throughput::idle_load,
 };
 
@@ -112,7 +112,7 @@ fn mistaken_fences(log: &str) -> usize {
             inside = true;
         } else if line.contains(FAULT_OVER) {
             inside = false;
-        } else if !inside && line.contains("lease deadline passed without renewal") {
+        } else if !inside && line.contains(LEASE_LAPSE) {
             count += 1;
         }
     }

@@ -7,6 +7,31 @@ use anyhow::{bail, Context};
 use rota::store::Store;
 use tokio::time::Instant;
 
+/// What a node logs when its lease deadline passed without a renewal (a lapse).
+pub(super) const LEASE_LAPSE: &str = "lease deadline passed without renewal";
+
+/// An in-process node of the benchmarks' cluster on `store` (opened from `url`): `tasks`
+/// round-robin tasks `t00000`, `t00001`, ... on `schedule`, whose fires do nothing.
+pub(super) async fn round_robin_node(
+    node: String,
+    cluster: &str,
+    (url, store): (&str, Arc<dyn Store>),
+    tasks: usize,
+    schedule: &rota::core::schedule::Schedule,
+) -> anyhow::Result<rota::NodeHandle> {
+    let mut builder = rota::Node::builder(node, cluster, url).store(store);
+    for t in 0..tasks {
+        let spec = rota::TaskSpec::new(
+            format!("t{t:05}"),
+            schedule.clone(),
+            |_ctx: rota::FireContext| async { Ok(()) },
+        )
+        .placement(rota::core::placement::PlacementSpec::round_robin(1));
+        builder = builder.task(spec);
+    }
+    Ok(builder.start().await?)
+}
+
 /// `median, p99, max` of a sample, in ms.
 pub(super) fn stats(samples: &mut [i64]) -> String {
     if samples.is_empty() {

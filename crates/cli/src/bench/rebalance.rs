@@ -5,16 +5,16 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::{bail, Context};
 use clap::Args;
 use rota::{
-    core::{placement::PlacementSpec, schedule::Schedule},
+    core::schedule::Schedule,
     store::{self, Store},
-    Node, NodeHandle, TaskSpec,
+    NodeHandle,
 };
 use rota_testkit::{self as harness, ProcessCluster};
 use tokio::time::Instant;
 
 use super::{
     bench_store::StoreArgs,
-    measure::{cpu_ticks, memory_kb, stats, NodeMetrics},
+    measure::{cpu_ticks, memory_kb, round_robin_node, stats, NodeMetrics, LEASE_LAPSE},
 };
 
 #[derive(Args)]
@@ -298,18 +298,8 @@ impl Fleet {
                 let store = store::open(url).await?;
                 stores.push(store.clone());
                 let yearly = Schedule::cron("0 0 0 1 1 *", None)?;
-                let mut builder =
-                    Node::builder(node_name(i), cluster.as_str(), url.as_str()).store(store);
-                for t in 0..*tasks {
-                    let spec = TaskSpec::new(
-                        format!("t{t:05}"),
-                        yearly.clone(),
-                        |_ctx: rota::FireContext| async { Ok(()) },
-                    )
-                    .placement(PlacementSpec::round_robin(1));
-                    builder = builder.task(spec);
-                }
-                handles.push(builder.start().await?);
+                let on = (url.as_str(), store);
+                handles.push(round_robin_node(node_name(i), cluster, on, *tasks, &yearly).await?);
                 Ok(())
             }
             Fleet::Processes {
@@ -436,8 +426,8 @@ impl Fleet {
     /// batches of a thousand, so the statements alone do not show it).
     async fn settle(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + PATIENCE;
+        let mut before = self.metrics().await?;
         loop {
-            let before = self.metrics().await?;
             tokio::time::sleep(Duration::from_millis(250)).await;
             let after = self.metrics().await?;
             // Idle is about 5 statements per node per 250 ms on SQL stores, more on
@@ -447,6 +437,7 @@ impl Fleet {
             if (quiet && after.parked == after.owned) || Instant::now() >= deadline {
                 return Ok(());
             }
+            before = after;
         }
     }
 
@@ -474,14 +465,7 @@ impl Fleet {
 
     /// How many times a node process's lease lapsed, from their logs.
     fn lease_lapses(&self) -> Option<usize> {
-        self.over_processes(|cluster, name| {
-            Some(
-                cluster
-                    .log(name)
-                    .matches("lease deadline passed without renewal")
-                    .count(),
-            )
-        })
+        self.over_processes(|cluster, name| Some(cluster.log(name).matches(LEASE_LAPSE).count()))
     }
 
     /// Resident memory of the node processes in all, in kB.

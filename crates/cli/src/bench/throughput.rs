@@ -8,7 +8,6 @@ use clap::Args;
 use rota::{
     core::{
         outcome::Outcome,
-        placement::PlacementSpec,
         schedule::{parse_duration, Schedule},
     },
     store::{self, Claim, ClaimOutcome, Finish, FireRecord, Member, Store},
@@ -18,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{
     bench_store::StoreArgs,
-    measure::{owners, stats},
+    measure::{owners, round_robin_node, stats},
 };
 
 #[derive(Args)]
@@ -136,18 +135,9 @@ pub(super) async fn throughput(args: ThroughputArgs) -> anyhow::Result<ExitCode>
         async move {
             let mut handles = Vec::new();
             for i in 0..nodes {
-                let store = store::open(&url).await?;
-                let mut builder = Node::builder(format!("node-{i}"), &cluster, &url).store(store);
-                for t in 0..tasks {
-                    let spec = TaskSpec::new(
-                        format!("t{t:05}"),
-                        schedule.clone(),
-                        |_ctx: rota::FireContext| async { Ok(()) },
-                    )
-                    .placement(PlacementSpec::round_robin(1));
-                    builder = builder.task(spec);
-                }
-                handles.push(builder.start().await?);
+                let store = (url.as_str(), store::open(&url).await?);
+                let node = format!("node-{i}");
+                handles.push(round_robin_node(node, &cluster, store, tasks, &schedule).await?);
             }
             anyhow::Ok(handles)
         }
