@@ -2062,3 +2062,68 @@ on_stores!(
     [postgres => Postgres, mariadb => MariaDb];
     a_claim_racing_a_reassignment_is_fenced
 );
+
+/// A PostgreSQL statement that waits holds a snapshot, and no row deleted or updated after
+/// it began can be cleaned up until it ends, in rota's tables and the user's. A watch on a
+/// held session lock waits for as long as the holder lives: it must do so in short waits.
+/// (Waits of 5 s kept every dead version of a busy `rota_fires` that long, and finishing a
+/// batch of fires went from milliseconds to over 100 ms.)
+async fn a_session_watch_holds_no_snapshot_for_long(kind: Kind) {
+    let s = TestStore::new(kind).await;
+    let hold = s
+        .store
+        .hold_session()
+        .await
+        .unwrap()
+        .expect("a session lock");
+    let watch = tokio::spawn(s.store.watch_session(hold.key).expect("a watch"));
+    let mut probe = {
+        use sqlx::Connection;
+        sqlx::AnyConnection::connect(&s.url).await.unwrap()
+    };
+    let oldest = "SELECT CAST(COALESCE(MAX(EXTRACT(EPOCH FROM clock_timestamp() - query_start)) \
+                  * 1000, 0) AS BIGINT) FROM pg_stat_activity WHERE datname = current_database() \
+                  AND backend_xmin IS NOT NULL AND state = 'active' AND pid <> pg_backend_pid()";
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND wait_event = 'advisory'";
+    // Until the watcher waits on the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&mut probe)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never waited on the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Over 6 s of waiting, no statement of the database has held its snapshot for 2.5 s.
+    let watched = std::time::Instant::now();
+    let mut longest = 0;
+    while watched.elapsed() < std::time::Duration::from_secs(6) {
+        let age: i64 = sqlx::query_scalar(oldest)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        longest = longest.max(age);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        longest < 2_500,
+        "a statement held its snapshot for {longest} ms while the watch waited"
+    );
+    assert!(!watch.is_finished(), "a held lock is not reported");
+    hold.sever();
+    tokio::time::timeout(std::time::Duration::from_secs(20), watch)
+        .await
+        .expect("the watcher sees the lock let go")
+        .unwrap();
+}
+
+on_stores!(
+    [postgres => Postgres];
+    a_session_watch_holds_no_snapshot_for_long
+);

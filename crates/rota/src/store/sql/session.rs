@@ -38,9 +38,9 @@ struct LockSql {
     release: &'static str,
     /// Whether another session holds the key: 1 held, 0 free.
     held: &'static str,
-    /// Waits up to 5 s to get the key (shared where possible); succeeds only once the
-    /// holder let it go. Its reply: 1 got it, 0 the wait ran out. A cancelled watch lingers
-    /// on the server that long at most.
+    /// Waits a while (PostgreSQL half a second, MySQL 5 s) to get the key, shared where
+    /// possible; succeeds only once the holder let it go. Its reply: 1 got it, 0 the wait
+    /// ran out. A cancelled watch lingers on the server that long at most.
     wait: &'static str,
     /// Lets go of what `wait` got.
     wait_release: &'static str,
@@ -55,10 +55,20 @@ fn lock_sql(dialect: Dialect) -> Option<LockSql> {
             release: "SELECT CASE WHEN pg_advisory_unlock(CAST($1 AS BIGINT)) THEN 1 ELSE 0 END",
             held: "SELECT CASE WHEN pg_try_advisory_lock_shared(CAST($1 AS BIGINT)) \
                    THEN CASE WHEN pg_advisory_unlock_shared(CAST($1 AS BIGINT)) THEN 0 ELSE 0 END ELSE 1 END",
-            // A lock timeout ends the wait with an error (55P03), told apart below.
-            wait: "SELECT 1 FROM (SELECT pg_advisory_lock_shared(CAST($1 AS BIGINT))) AS w",
+            wait: "SELECT pg_temp.rota_wait_lock(CAST($1 AS BIGINT))",
             wait_release: "SELECT CASE WHEN pg_advisory_unlock_shared(CAST($1 AS BIGINT)) THEN 1 ELSE 0 END",
-            watcher_setup: &["SET lock_timeout = 5000", "SET statement_timeout = 7000"],
+            // A statement that waits holds a snapshot, and keeps every row deleted or
+            // updated since then from being cleaned up, in rota's tables and the user's
+            // alike: a wait ends after half a second. Ended by `lock_timeout` it would be an
+            // error, and every server logs each error; the wait catches it instead (a
+            // function of the session's own, gone with it).
+            watcher_setup: &[
+                "SET lock_timeout = 500",
+                "SET statement_timeout = 7000",
+                "CREATE FUNCTION pg_temp.rota_wait_lock(key bigint) RETURNS bigint \
+                 LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_lock_shared(key); RETURN 1; \
+                 EXCEPTION WHEN lock_not_available THEN RETURN 0; END $$",
+            ],
         }),
         Dialect::Mysql => Some(LockSql {
             take: "SELECT COALESCE(GET_LOCK(CONCAT('rota.', ?), 0), 0)",
@@ -183,7 +193,6 @@ async fn watch_server_lock(url: String, dialect: Dialect, key: i64) {
                     return;
                 }
                 Ok(false) => continue,
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => continue,
                 Err(_) => break, // a new connection, and a new first look
             }
         }
