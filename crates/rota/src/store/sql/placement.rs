@@ -2,7 +2,7 @@
 //! checks its epoch, each change of owner with a higher token.
 
 use super::*;
-use dialect::{json_rows, JsonType};
+use dialect::{json_rows, JsonType, KeyedUpdate};
 use serde_json::json;
 
 #[async_trait]
@@ -54,8 +54,10 @@ impl PlacementStore for SqlStore {
         // parameter. One UPDATE per target made a leave among 100 nodes 99 statements, each
         // of its own size and so planned anew: 0.7 s of a 2 s budget. Any token mismatch
         // rolls everything back.
-        let (moves, inserts): (Vec<&AssignmentChange>, Vec<&AssignmentChange>) =
+        let (mut moves, inserts): (Vec<&AssignmentChange>, Vec<&AssignmentChange>) =
             changes.iter().partition(|c| c.expected_token.is_some());
+        // In the order claims lock them (see `fires::in_lock_order`).
+        moves.sort_by(|a, b| a.task.cmp(&b.task));
         // Named apart from the table's columns: MySQL's joined UPDATE would find them
         // ambiguous in SET.
         let rows = self.dialect.json_table(&[
@@ -67,16 +69,19 @@ impl PlacementStore for SqlStore {
             ("ep", JsonType::Int),
             ("ver", JsonType::Int),
         ]);
-        let update = self.dialect.update_joined(
-            "rota_assignments AS a",
-            &rows,
+        let update = self.dialect.update_keyed(KeyedUpdate {
+            table: "rota_assignments",
+            alias: "a",
+            rows: &rows,
+            key: &[("cluster", "?"), ("task", "c.task")],
             // The first time a task gets an owner is its placement (see `placed_at_ms`).
-            "node_id = c.owner, incarnation = c.inc, token = a.token + 1, epoch = c.ep, \
+            set: "node_id = c.owner, incarnation = c.inc, token = a.token + 1, epoch = c.ep, \
              assigned_at = {now}, reason = c.why, version = c.ver, \
              placed_at = CASE WHEN c.owner IS NOT NULL AND a.placed_at = 0 THEN {now} \
              ELSE a.placed_at END",
-            "a.cluster = ? AND a.task = c.task AND a.token = c.seen",
-        );
+            checks: &[("token", "c.seen")],
+            cond: "",
+        });
         for chunk in moves.chunks(BATCH_LIMIT) {
             let update = self.sql(&update);
             let json = json_rows(chunk.iter().map(|c| {
