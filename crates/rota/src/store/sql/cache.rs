@@ -281,8 +281,7 @@ impl CacheStore for SqlStore {
     ) -> Option<tokio::sync::broadcast::Receiver<CacheChange>> {
         #[cfg(feature = "postgres")]
         if self.dialect == Dialect::Postgres {
-            let sender = listen::spawn_cache(self.url.clone(), cluster.to_string());
-            return Some(sender.subscribe());
+            return Some(listen::spawn_cache(self.url.clone(), cluster.to_string()));
         }
         let _ = cluster;
         None

@@ -25,15 +25,13 @@ pub fn spawn(url: String, cluster: String) -> watch::Receiver<u64> {
     rx
 }
 
-/// Cache changes of `cluster`, while anyone subscribes to the returned sender.
-pub fn spawn_cache(url: String, cluster: String) -> broadcast::Sender<CacheChange> {
-    let (tx, _) = broadcast::channel(1024);
-    let sink = CacheChanges {
-        tx: tx.clone(),
-        cluster,
-    };
-    spawn_listener(url, CACHE_CHANNEL, sink);
-    tx
+/// Cache changes of `cluster`, while the returned receiver (or a copy) lives. It exists
+/// before the listener starts: a listener that ran first would find nobody listening, end
+/// at once, and the cache would never be pushed to.
+pub fn spawn_cache(url: String, cluster: String) -> broadcast::Receiver<CacheChange> {
+    let (tx, rx) = broadcast::channel(1024);
+    spawn_listener(url, CACHE_CHANNEL, CacheChanges { tx, cluster });
+    rx
 }
 
 /// Where one listener's notifications go.
