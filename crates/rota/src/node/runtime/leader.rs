@@ -226,12 +226,20 @@ impl Runtime {
             .commands
             .control
             .acting_map(live.iter().map(|n| n.id.as_str()));
-        let context = PlaceContext::new(self.resolver.as_ref())
-            .custom(&self.resolvers)
-            .leader(&me.node)
-            .acting_as(&acting_as);
+        let (resolver, resolvers, leader) = (
+            self.resolver.clone(),
+            self.resolvers.clone(),
+            me.node.clone(),
+        );
         let placing = Instant::now();
-        let mut placement = cpu_bound(|| placement::place_with(&context, &live, &current));
+        let (mut placement, live) = cpu_bound(move || {
+            let context = PlaceContext::new(resolver.as_ref())
+                .custom(&resolvers)
+                .leader(&leader)
+                .acting_as(&acting_as);
+            (placement::place_with(&context, &live, &current), live)
+        })
+        .await;
         self.mark_paused(&mut placement, &live);
         self.report(&placement);
         let changes = diff(&self.assignments, &placement);

@@ -55,12 +55,22 @@ pub const SERVICE_SCHEDULE: &str = "service";
 const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
 
 /// Runs a long computation (placing 100,000 tasks takes a few hundred milliseconds) off the
-/// runtime's worker: on a multi-thread runtime the worker's other tasks (the heartbeat, the
-/// runners) move to another thread meanwhile. On a current-thread runtime (tests) it runs
-/// inline.
-fn cpu_bound<R>(compute: impl FnOnce() -> R) -> R {
+/// runtime's workers, on a thread of the blocking pool, so that the heartbeat and the runners
+/// never wait behind it. On a current-thread runtime (tests) it runs inline.
+///
+/// Not `block_in_place`: it turns the calling worker into a blocking thread, which exits
+/// once idle, and a child process gets its parent-death signal when the *thread* that
+/// spawned it exits (`PR_SET_PDEATHSIG`, see `kinds::command`). A command service started
+/// from that worker was killed ten seconds after its node placed tasks, while its own
+/// children went on, and the service was started again beside them.
+async fn cpu_bound<R: Send + 'static>(compute: impl FnOnce() -> R + Send + 'static) -> R {
     match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(compute),
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            match tokio::task::spawn_blocking(compute).await {
+                Ok(result) => result,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
         _ => compute(),
     }
 }
