@@ -412,7 +412,10 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
 }
 
 /// The child gets SIGKILL if the node dies (even by SIGKILL): a task or service must not
-/// outlive the node that owns it, or it would run beside its next owner. It also gets the
+/// outlive the node that owns it, or it would run beside its next owner. The kernel sends it
+/// when the *thread* that spawned the child ends, not the process: commands are spawned on
+/// the runtime's workers, which live as long as the node, and nothing may turn a worker into
+/// a thread that ends (`block_in_place`; see `node::runtime::cpu_bound`). It also gets the
 /// system's transparent huge pages back: the `rota` binary turns them off for itself, and a
 /// child would inherit that.
 fn die_with_parent(cmd: &mut Command) {
