@@ -418,7 +418,7 @@ async fn run(inner: &Inner, call: Invocation) -> Result<(), TaskError> {
 /// a thread that ends (`block_in_place`; see `node::runtime::cpu_bound`). It also gets the
 /// system's transparent huge pages back: the `rota` binary turns them off for itself, and a
 /// child would inherit that.
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
     unsafe {
         let parent = libc::getpid();

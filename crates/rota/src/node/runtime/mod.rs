@@ -562,3 +562,46 @@ impl Runtime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A command dies with the thread that spawned it (its parent-death signal): placing
+    /// tasks must leave that thread, a runtime worker, alive. With `block_in_place` the
+    /// worker became a blocking thread that ended once idle, and took the command with it.
+    #[test]
+    fn placing_leaves_alive_the_worker_that_spawned_a_command() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_keep_alive(Duration::from_millis(100))
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Spawned and placed in one task, with no await between: on one thread.
+            let mut child = tokio::spawn(async {
+                let mut command = tokio::process::Command::new("sleep");
+                command.arg("30").kill_on_drop(true);
+                crate::kinds::command::die_with_parent(&mut command);
+                let child = command.spawn().expect("sleep starts");
+                // As long as a large placement: long enough for another thread to take
+                // over this worker's queue meanwhile.
+                super::cpu_bound(|| std::thread::sleep(Duration::from_millis(300))).await;
+                child
+            })
+            .await
+            .unwrap();
+            // Ten times the idle threads' keep-alive: a thread that ended took `sleep` along.
+            let watched = tokio::time::Instant::now();
+            while watched.elapsed() < Duration::from_secs(1) {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the command was killed when the thread that spawned it ended"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            child.kill().await.unwrap();
+        });
+    }
+}
