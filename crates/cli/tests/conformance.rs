@@ -2063,6 +2063,96 @@ on_stores!(
     a_claim_racing_a_reassignment_is_fenced
 );
 
+/// Contracts 9 and 11 across a takeover: a finish sent while a successor's recovery of the
+/// same record is in flight (its transaction open) waits for it, then ends nothing: the
+/// record is the successor's attempt now. A finish that matched the row as it found it
+/// before the recovery would record the successor's run as over while it goes on.
+async fn a_finish_racing_a_takeover_is_refused(kind: Kind) {
+    use sqlx::{Connection, Executor};
+    let s = TestStore::new(kind).await;
+    let store = &s.store;
+    let c = "finrace";
+    let a = member(c, "a", 1);
+    join(store, &a, 60_000).await;
+    let epoch = store.acquire_leadership(&a).await.unwrap().unwrap().epoch;
+    assert_eq!(
+        assign(store, &a, epoch, "t", &a).await,
+        LeaderWrite::Written
+    );
+    let token = store.assignments(c).await.unwrap()[0].token;
+    let begun = Claim {
+        begin: true,
+        ..claim(&a, "t", 1_000, token)
+    };
+    assert_eq!(store.claim(&begun).await.unwrap(), ClaimOutcome::Claimed);
+
+    // The successor's recovery, held open in its own transaction: a new token and attempt.
+    let mut conn = sqlx::AnyConnection::connect(&s.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(
+        "UPDATE rota_fires SET token = token + 1, attempt = attempt + 1 \
+         WHERE cluster = 'finrace' AND task = 't' AND instant = 1000",
+    )
+    .await
+    .unwrap();
+
+    let finisher = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let end = rota::store::Finish {
+                task: "t".into(),
+                instant_ms: 1_000,
+                token,
+                attempt: 1,
+                outcome: Outcome::Ok,
+                message: None,
+            };
+            store.finish_batch("finrace", &[end]).await
+        })
+    };
+    // Until the finish waits on the recovery's row lock (or has already answered).
+    let waiting = match kind {
+        Kind::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database()"
+        }
+        _ => {
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE() AND INFO LIKE 'UPDATE rota_fires AS f%' AND TIME >= 0"
+        }
+    };
+    let mut probe = sqlx::AnyConnection::connect(&s.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        if n > 0 || finisher.is_finished() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finish neither waited nor answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tx.commit().await.unwrap();
+    finisher.await.unwrap().unwrap();
+    let record = store.history(c, Some("t"), 10).await.unwrap();
+    assert_eq!(record.len(), 1);
+    assert_eq!(
+        record[0].outcome,
+        Outcome::Running,
+        "a finish of the superseded attempt ended its successor's: {record:?}"
+    );
+}
+
+on_stores!(
+    [postgres => Postgres, mariadb => MariaDb];
+    a_finish_racing_a_takeover_is_refused
+);
+
 /// A PostgreSQL statement that waits holds a snapshot, and no row deleted or updated after
 /// it began can be cleaned up until it ends, in rota's tables and the user's. A watch on a
 /// held session lock waits for as long as the holder lives: it must do so in short waits.

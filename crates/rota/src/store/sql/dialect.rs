@@ -27,6 +27,11 @@ pub struct KeyedUpdate<'a> {
     pub cond: &'a str,
 }
 
+/// The conditions joined by `AND`.
+fn all_of(conditions: impl Iterator<Item = String>) -> String {
+    conditions.collect::<Vec<_>>().join(" AND ")
+}
+
 /// A supported SQL database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -298,11 +303,11 @@ impl Dialect {
 
     /// `UPDATE {table} AS {alias} SET {set}` for each row of `table` whose primary key is
     /// that of a row `c` of the derived table `rows`, whose `checks` hold (each a column of
-    /// `alias` equal to an expression over `c`) and which passes `cond` (over `alias`, no
-    /// `c`; may be empty). `key`: the primary key's columns in index order, each with its value; the first
-    /// may be a mark, the others are expressions over `c`, as are the checks' values, without
-    /// marks. Marks come in the order `rows`, the key, `cond` (`set`, which may read `c`,
-    /// holds none).
+    /// `alias` equal to an expression over `c`) and which passes `cond` (over `alias`, not
+    /// `c`; may be empty). `key`: the primary key's columns in index order, each with its
+    /// value; the first may be a mark, the others are expressions over `c`, as are the
+    /// checks' values, without marks. Marks come in the order `rows`, the key, `cond` (`set`,
+    /// which may read `c`, holds none).
     ///
     /// On PostgreSQL each row of `rows` seeks its row in the primary key (the first row at
     /// or after the key, in key order, then compared), and the row is updated by its
@@ -313,7 +318,9 @@ impl Dialect {
     /// snapshot (a finish of 300 rows: 60 to 400 ms at 10,000 fires/s), or, without
     /// statistics, hash the batch against the table on a token and probe each of the
     /// products (100 s for 1,000 moves). A row updated by another transaction after the
-    /// seek is re-checked in its new version (`READ COMMITTED`), checks and `cond` alike.
+    /// seek is left as that transaction made it: its new version has another physical id.
+    /// (Callers count on that being a refusal: a running fire is updated meanwhile only by
+    /// a successor's recovery, and a placement move that changes nothing rolls back.)
     pub fn update_keyed(self, update: KeyedUpdate) -> String {
         let KeyedUpdate {
             table,
@@ -331,43 +338,43 @@ impl Dialect {
         } else {
             format!(" AND {cond}")
         };
-        let equal =
-            |pairs: &mut dyn Iterator<Item = String>| pairs.collect::<Vec<_>>().join(" AND ");
+        let matched = || {
+            all_of(
+                key.iter()
+                    .chain(checks)
+                    .map(|(column, value)| format!("{alias}.{column} = {value}")),
+            )
+        };
         match self {
-            Dialect::Mysql | Dialect::Sqlite => {
-                let matched = equal(
-                    &mut key
-                        .iter()
-                        .chain(checks)
-                        .map(|(column, value)| format!("{alias}.{column} = {value}")),
-                );
-                if self == Dialect::Mysql {
-                    format!("UPDATE {table} AS {alias} JOIN {rows} ON 1 = 1 SET {set} WHERE {matched}{cond}")
-                } else {
-                    format!("UPDATE {table} AS {alias} SET {set} FROM {rows} WHERE {matched}{cond}")
-                }
-            }
+            Dialect::Mysql => format!(
+                "UPDATE {table} AS {alias} JOIN {rows} ON 1 = 1 SET {set} WHERE {}{cond}",
+                matched()
+            ),
+            Dialect::Sqlite => format!(
+                "UPDATE {table} AS {alias} SET {set} FROM {rows} WHERE {}{cond}",
+                matched()
+            ),
             Dialect::Postgres => {
-                let (first, rest) = key.split_first().expect("a key has a column");
-                let columns = |on: &str| -> String {
-                    key.iter()
-                        .map(|(column, _)| format!("{on}.{column}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 // The first key value goes in once, as a table of its own, since it may be
                 // a mark: the seek starts from it and the row found is compared to it.
-                let values: Vec<&str> = std::iter::once("first.value")
+                let (first, rest) = key.split_first().expect("a key has a column");
+                let seek_columns = key
+                    .iter()
+                    .map(|(column, _)| format!("seek.{column}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let values = std::iter::once("first.value")
                     .chain(rest.iter().map(|(_, value)| *value))
-                    .collect();
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let wanted: String = checks
                     .iter()
                     .enumerate()
                     .map(|(i, (_, value))| format!(", {value} AS check{i}"))
                     .collect();
                 let found =
-                    equal(
-                        &mut std::iter::once(format!("keyed.{} = first.value", first.0))
+                    all_of(
+                        std::iter::once(format!("keyed.{} = first.value", first.0))
                             .chain(
                                 rest.iter()
                                     .map(|(column, value)| format!("keyed.{column} = {value}")),
@@ -383,8 +390,6 @@ impl Dialect {
                      WHERE ({seek_columns}) >= ({values}) ORDER BY {seek_columns} LIMIT 1) AS keyed \
                      WHERE {alias}.ctid = keyed.row_id AND {found}{cond}",
                     value = first.1,
-                    seek_columns = columns("seek"),
-                    values = values.join(", "),
                 )
             }
         }
