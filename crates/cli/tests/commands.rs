@@ -1111,7 +1111,7 @@ async fn a_run_now_is_started_once_across_a_failover(kind: Kind) {
         "[[task]]\nname = \"report\"\nevery = \"1h\"\ncommand = [\"sh\", \"-c\", \"echo START $ROTA_RUN $ROTA_NODE $ROTA_ATTEMPT $GREETING >> {0}; sleep 4; echo END $ROTA_RUN >> {0}\"]\n",
         record.display()
     );
-    let ports: Vec<u16> = (0..2).map(|_| harness::servers::free_port()).collect();
+    let ports: Vec<u16> = harness::servers::free_ports(2);
     for (i, node) in ["node-1", "node-2"].iter().enumerate() {
         spawn_with_admin(&mut cluster, node, &tasks, ports[i]);
         wait_alive(&s.store, &cluster, node).await;
@@ -1268,7 +1268,7 @@ async fn a_task_applied_at_run_time_survives_every_node_and_reaches_a_node_that_
         cluster.dir().join("v2.log"),
         cluster.dir().join("filed.log"),
     );
-    let ports: Vec<u16> = (0..2).map(|_| harness::servers::free_port()).collect();
+    let ports: Vec<u16> = harness::servers::free_ports(2);
     let spawn = |cluster: &mut ProcessCluster, i: usize| {
         let node = format!("node-{}", i + 1);
         // node-1's own file declares `filed`; both nodes run the cluster's definitions.

@@ -139,7 +139,7 @@ async fn a_kill_is_journaled_streamed_and_counted(kind: Kind) {
     // fence a survivor (and add deaths, failovers or leaders of its own).
     cluster.timing_toml = "node_timeout = \"3s\"\n".into();
     let record = cluster.dir().join("fires.log");
-    let ports: Vec<u16> = (0..3).map(|_| harness::servers::free_port()).collect();
+    let ports: Vec<u16> = harness::servers::free_ports(3);
     // node-1 first: it leads and, active-passive, owns the task.
     spawn_with_admin(&mut cluster, "node-1", &task_toml(&record), ports[0]);
     wait_alive(&s.store, &cluster, "node-1").await;
