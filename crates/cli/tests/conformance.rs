@@ -1988,7 +1988,8 @@ fn dbscripts_match_the_migrations() {
 /// Contract 2 whatever the server's isolation level: a claim sent while a reassignment is in
 /// flight (its transaction open) waits for it and is then fenced. Under READ COMMITTED a
 /// fence that read the assignment from its snapshot accepted such a claim under the old
-/// token, and the old owner started an instant beside the new owner.
+/// token, and the old owner started an instant beside the new owner. Both claim shapes: a
+/// lone claim, and a batch whose other task stays the claimant's (claimed).
 async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
     use sqlx::{Connection, Executor};
     let s = TestStore::new(kind).await;
@@ -1998,13 +1999,21 @@ async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
     join(store, &a, 60_000).await;
     join(store, &b, 60_000).await;
     let epoch = store.acquire_leadership(&a).await.unwrap().unwrap().epoch;
-    assert_eq!(
-        assign(store, &a, epoch, "t", &a).await,
-        LeaderWrite::Written
-    );
-    let token = store.assignments(c).await.unwrap()[0].token;
+    for task in ["t", "u"] {
+        assert_eq!(
+            assign(store, &a, epoch, task, &a).await,
+            LeaderWrite::Written
+        );
+    }
+    let tokens: std::collections::HashMap<String, i64> = store
+        .assignments(c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.task, x.token))
+        .collect();
 
-    // The reassignment to b, held open in its own transaction as a leader's write would be.
+    // The reassignment of t to b, held open in its own transaction as a leader's write would be.
     let mut conn = sqlx::AnyConnection::connect(&s.url).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     tx.execute(
@@ -2014,17 +2023,26 @@ async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
     .await
     .unwrap();
 
-    let claimer = {
-        let (store, a) = (store.clone(), a.clone());
+    // A lone claim of t, and a batch of t and u (each claim shape has its own statement).
+    let single = {
+        let (store, a, token) = (store.clone(), a.clone(), tokens["t"]);
         tokio::spawn(async move { store.claim(&claim(&a, "t", 1_000, token)).await })
     };
-    // Until the claim waits on the reassignment's row lock (or has already answered).
+    let batch = {
+        let (store, a) = (store.clone(), a.clone());
+        let claims = [
+            claim(&a, "t", 2_000, tokens["t"]),
+            claim(&a, "u", 2_000, tokens["u"]),
+        ];
+        tokio::spawn(async move { store.claim_batch(&claims).await })
+    };
+    // Until both claims wait on the reassignment's row lock (or have already answered).
     let waiting = match kind {
         Kind::Postgres => {
             "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
              AND datname = current_database()"
         }
-        // The claim's statement is at the server, behind the reassignment's lock.
+        // The claims' statements are at the server, behind the reassignment's lock.
         _ => {
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
              WHERE DB = DATABASE() AND INFO LIKE '%INTO rota_fires%' AND TIME >= 0"
@@ -2037,24 +2055,30 @@ async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
             .fetch_one(&mut probe)
             .await
             .unwrap();
-        if n > 0 || claimer.is_finished() {
+        let answered = i64::from(single.is_finished()) + i64::from(batch.is_finished());
+        if n + answered >= 2 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the claim neither waited nor answered"
+            "the claims neither waited nor answered"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     tx.commit().await.unwrap();
     assert_eq!(
-        claimer.await.unwrap().unwrap(),
+        single.await.unwrap().unwrap(),
         ClaimOutcome::Fenced,
         "a claim under the old token was accepted across a reassignment"
     );
+    assert_eq!(
+        batch.await.unwrap().unwrap(),
+        vec![ClaimOutcome::Fenced, ClaimOutcome::Claimed],
+        "in a batch, the moved task's claim is refused and the other task's accepted"
+    );
     assert!(
         store.history(c, Some("t"), 10).await.unwrap().is_empty(),
-        "nothing may be recorded for the fenced claim"
+        "nothing may be recorded for the fenced claims"
     );
 }
 

@@ -40,11 +40,19 @@ fn in_lock_order<T>(rows: &[T], key: impl Fn(&T) -> (&String, i64)) -> impl Iter
 }
 
 /// The fence every claim-like write checks (contract 2): the assignment of `task` names the
-/// claimant `(node, incarnation)` with `token`, and the claimant's registration is live by
-/// store time (renewed in time, its session not ended), judged in the same statement. Each argument is a SQL expression: a `?` bound
-/// in this order, or a column of the statement. The assignment row is share-locked, so the
-/// fence serializes with a reassignment in flight.
+/// claimant `(node, incarnation)` with `token` ([`Dialect::assignment_fence`], which
+/// share-locks it, so the fence serializes with a reassignment in flight), and the
+/// claimant's registration is live by store time (renewed in time, its session not ended),
+/// judged in the same statement. Each argument is a SQL expression: a column of the
+/// statement, or a `?` bound in the order the text reads them: cluster, task, token, node,
+/// incarnation for the assignment, then cluster, node, incarnation again for the
+/// registration ([`bind_fence`] does it).
+///
+/// The registration is a test of its own: given as binds, it names no column of the row
+/// being claimed, so PostgreSQL judges it once per statement (an init plan), not once per
+/// row of a batch beside each assignment.
 pub(super) fn fence(
+    dialect: Dialect,
     cluster: &str,
     task: &str,
     token: &str,
@@ -52,18 +60,34 @@ pub(super) fn fence(
     incarnation: &str,
 ) -> String {
     format!(
-        "EXISTS (SELECT 1 FROM rota_assignments a JOIN rota_nodes n \
-         ON n.cluster = a.cluster AND n.node_id = a.node_id AND n.incarnation = a.incarnation \
-         WHERE a.cluster = {cluster} AND a.task = {task} AND a.token = {token} \
-         AND a.node_id = {node} AND a.incarnation = {incarnation} \
-         AND {}{{lock_share}})",
+        "{} AND EXISTS (SELECT 1 FROM rota_nodes n \
+         WHERE n.cluster = {cluster} AND n.node_id = {node} AND n.incarnation = {incarnation} \
+         AND {}{{lock_share_registration}})",
+        dialect.assignment_fence(cluster, task, token, node, incarnation),
         super::membership::live("n.")
     )
 }
 
-/// [`fence`] with every part bound: cluster, task, token, node, incarnation.
-pub(super) fn bound_fence() -> String {
-    fence("?", "?", "?", "?", "?")
+/// [`fence`] with every part bound, by [`bind_fence`].
+pub(super) fn bound_fence(dialect: Dialect) -> String {
+    fence(dialect, "?", "?", "?", "?", "?")
+}
+
+/// Binds a [`bound_fence`]'s parts for claimant `m`, in the order its text reads them.
+pub(super) fn bind_fence<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    m: &'q Member,
+    task: &'q str,
+    token: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&m.cluster)
+        .bind(task)
+        .bind(token)
+        .bind(&m.node)
+        .bind(m.incarnation)
+        .bind(&m.cluster)
+        .bind(&m.node)
+        .bind(m.incarnation)
 }
 
 impl SqlStore {
@@ -95,7 +119,7 @@ impl SqlStore {
              CASE WHEN c.outcome = 'running' AND c.begin = 1 THEN {{now}} ELSE NULL END, \
              CASE WHEN c.outcome = 'running' THEN NULL ELSE {{now}} END, c.message \
              FROM {rows} WHERE {}{{on_conflict_nothing}}{}",
-            fence("?", "c.task", "c.token", "?", "?"),
+            fence(self.dialect, "?", "c.task", "c.token", "?", "?"),
             if returning { " RETURNING task, instant" } else { "" }
         ));
         let q = self
@@ -115,6 +139,8 @@ impl SqlStore {
                     })
                 }),
             ));
+        // The fence's assignment part, then its registration part.
+        let q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
         let q = q.bind(&m.cluster).bind(&m.node).bind(m.incarnation);
         // `taken`: every instant of the chunk with a record now (read only when needed).
         let (claimed, taken): (HashSet<(String, i64)>, _) = if returning {
@@ -256,7 +282,7 @@ impl SqlStore {
         let sql = self.sql(&format!(
             "UPDATE rota_fires SET {set} WHERE cluster = ? AND task = ? AND instant = ? AND slot = ? \
              AND token = ? AND attempt = ? AND {state} AND {}",
-            bound_fence()
+            bound_fence(self.dialect)
         ));
         let mut query = sqlx::query(&sql);
         if how != Recovery::Abandon {
@@ -265,18 +291,14 @@ impl SqlStore {
         if how == Recovery::AfterFailure {
             query = query.bind(note.unwrap_or_default());
         }
-        let done = query
+        let query = query
             .bind(&m.cluster)
             .bind(task)
             .bind(instant)
             .bind(slot)
             .bind(record.0)
-            .bind(record.1)
-            .bind(&m.cluster)
-            .bind(task)
-            .bind(token)
-            .bind(&m.node)
-            .bind(m.incarnation)
+            .bind(record.1);
+        let done = bind_fence(query, m, task, token)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -291,6 +313,7 @@ impl SqlStore {
     /// change are read back, since an earlier call whose reply was lost may have begun them.
     pub(super) async fn begin_chunk(&self, m: &Member, chunk: &[Begin]) -> Result<Vec<bool>> {
         let fence = fence(
+            self.dialect,
             "f.cluster",
             "f.task",
             "f.token",
@@ -400,9 +423,9 @@ impl FireStore for SqlStore {
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, ?, ?, '', ?, ?, ?, 1, ?, {started}, {finished}, ? FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
-            bound_fence()
+            bound_fence(self.dialect)
         ));
-        let done = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(&c.task)
             .bind(c.instant_ms)
@@ -410,12 +433,8 @@ impl FireStore for SqlStore {
             .bind(m.incarnation)
             .bind(c.token)
             .bind(c.outcome.as_str())
-            .bind(c.message.clone())
-            .bind(&m.cluster)
-            .bind(&c.task)
-            .bind(c.token)
-            .bind(&m.node)
-            .bind(m.incarnation)
+            .bind(c.message.clone());
+        let done = bind_fence(query, m, &c.task, c.token)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -1,6 +1,6 @@
 //! Items in SQL: a service's units of work, rows of `rota_fires` keyed by their slot.
 
-use super::fires::bound_fence;
+use super::fires::{bind_fence, bound_fence};
 use super::*;
 
 /// Items of services are kept in `rota_fires` at this instant, keyed by their `slot`;
@@ -19,20 +19,16 @@ impl ItemStore for SqlStore {
         let sql = self.sql(&format!(
             "{{insert_ignore}} rota_fires (cluster, task, instant, slot, node_id, incarnation, token, attempt, outcome, started_at, finished_at, message) \
              SELECT ?, ?, {ITEM_INSTANT}, ?, ?, ?, ?, 1, 'running', {{now}}, NULL, NULL FROM rota_meta WHERE name = 'schema_version' AND {}{{on_conflict_nothing}}",
-            bound_fence()
+            bound_fence(self.dialect)
         ));
-        let done = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(&m.cluster)
             .bind(service)
             .bind(item)
             .bind(&m.node)
             .bind(m.incarnation)
-            .bind(token)
-            .bind(&m.cluster)
-            .bind(service)
-            .bind(token)
-            .bind(&m.node)
-            .bind(m.incarnation)
+            .bind(token);
+        let done = bind_fence(query, m, service, token)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
