@@ -228,6 +228,19 @@ pub struct ClusterView {
     pub leader: Option<Leadership>,
 }
 
+impl ClusterView {
+    /// The store time at which the first of the live registrations other than `except`'s
+    /// expires if it is not renewed: when a node that watches them should look again.
+    pub fn next_expiry_ms(&self, except: &str) -> Option<i64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive && n.node != except)
+            .map(|n| n.heartbeat_at_ms + n.timeout_ms)
+            .filter(|&expiry| expiry >= self.now_ms)
+            .min()
+    }
+}
+
 /// Who is in the cluster and who leads it: registrations judged alive by store time, the
 /// cluster's generation, and the leadership with its epoch (contract 6 and 10).
 #[async_trait]
@@ -335,4 +348,49 @@ pub trait MembershipStore: Send + Sync {
 
     /// Gives up leadership if `member` holds it; others may acquire at once.
     async fn release_leadership(&self, member: &Member) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, alive: bool, heartbeat_at_ms: i64) -> NodeRecord {
+        NodeRecord {
+            node: id.into(),
+            incarnation: 1,
+            joined_at_ms: 0,
+            heartbeat_at_ms,
+            timeout_ms: 250,
+            leaving: false,
+            alive,
+            host: "h".into(),
+            process: "p".into(),
+            session_key: None,
+            ended_at_ms: None,
+            guard: None,
+        }
+    }
+
+    #[test]
+    fn the_next_expiry_is_the_first_live_registration_of_another_node_to_lapse() {
+        let view = ClusterView {
+            now_ms: 1_000,
+            generation: 1,
+            nodes: vec![
+                node("me", true, 800),      // my own: never watched
+                node("fresh", true, 990),   // lapses at 1,240
+                node("frozen", true, 900),  // lapses at 1,150
+                node("dead", false, 100),   // already judged dead
+                node("at-edge", true, 740), // lapsed at 990, before the view: not ahead
+            ],
+            leader: None,
+        };
+        assert_eq!(view.next_expiry_ms("me"), Some(1_150));
+        assert_eq!(view.next_expiry_ms("frozen"), Some(1_050)); // "me" is watched by others
+        let alone = ClusterView {
+            nodes: vec![node("me", true, 990)],
+            ..view
+        };
+        assert_eq!(alone.next_expiry_ms("me"), None);
+    }
 }

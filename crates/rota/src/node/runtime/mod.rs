@@ -54,6 +54,10 @@ pub const SERVICE_SCHEDULE: &str = "service";
 /// Longest wait for one store call of the main loop (join, leave, mark leaving).
 const STORE_CALL_BOUND: Duration = Duration::from_secs(5);
 
+/// How long after a registration's expiry, by the estimate of the store's clock, a node
+/// looks again: the estimate is off by up to half a store read.
+const EXPIRY_SLACK: Duration = Duration::from_millis(5);
+
 /// Runs a long computation (placing 100,000 tasks takes a few hundred milliseconds) off the
 /// runtime's workers, on a thread of the blocking pool, so that the heartbeat and the runners
 /// never wait behind it. On a current-thread runtime (tests) it runs inline.
@@ -356,6 +360,19 @@ impl Runtime {
                     base + Duration::from_millis(jitter)
                 }
             };
+            // A registration that stops renewing expires at a time the view tells: look
+            // again right then, not up to a poll interval later (the fast profile polls
+            // every 50 ms, a fifth of its failover).
+            let expiry = match self.failures {
+                0 => self
+                    .next_expiry()
+                    .map(|at| at.saturating_duration_since(Instant::now())),
+                _ => None,
+            };
+            let (pause, at_expiry) = match expiry {
+                Some(until) if until < pause => (until, true),
+                _ => (pause, false),
+            };
             let push = async {
                 match pushed.as_mut() {
                     Some(rx) => rx.changed().await.is_ok(),
@@ -363,7 +380,9 @@ impl Runtime {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(pause) => if at_expiry {
+                    self.view_at = None;
+                },
                 live = push => match live {
                     true => self.view_at = None,
                     // The push ended (a ZooKeeper session's end): poll as without one.
@@ -374,6 +393,14 @@ impl Runtime {
                 _ = forced.cancelled() => {}
             }
         }
+    }
+
+    /// The local instant just after the first expiry [`ClusterView::next_expiry_ms`] names,
+    /// by this node's estimate of the store's clock.
+    fn next_expiry(&self) -> Option<Instant> {
+        let me = self.shared.member();
+        let expiry = self.view.as_ref()?.next_expiry_ms(&me.node)?;
+        Some(self.shared.clock.instant_of(expiry) + EXPIRY_SLACK)
     }
 
     /// One round: keep membership, observe, lead, supervise.

@@ -688,16 +688,61 @@ impl FireStore for ZkStore {
         .await
     }
 
+    /// Every task's two listings are sent before any answer is awaited: the client sends a
+    /// request when it is made, and the session answers in order. Task by task, a survivor
+    /// taking over 20 tasks waited for 40 round trips one after the other (48 ms median on
+    /// a loaded server, a sixth of the fast profile's failover). Running listings are all
+    /// sent before the fire listings, so each task's running fires are read before its last
+    /// instant; a task with running fires (rare: they need a clock read and each fire) is
+    /// read again by itself, in that order.
+    async fn takeovers(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Takeover>> {
+        let z = self.zk().await?;
+        let base = Self::base(cluster);
+        let running_paths: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{base}/running/{t}"))
+            .collect();
+        let fire_paths: Vec<String> = tasks.iter().map(|t| format!("{base}/fires/{t}")).collect();
+        let listings: Vec<_> = running_paths
+            .iter()
+            .chain(&fire_paths)
+            .map(|path| {
+                self.read();
+                z.list_children(path)
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(listings.len());
+        for listing in listings {
+            answers.push(match listing.await {
+                Ok(children) => children,
+                Err(zk::Error::NoNode) => Vec::new(),
+                Err(e) => return Err(unavailable(e)),
+            });
+        }
+        let (running, fires) = answers.split_at(tasks.len());
+        let mut out = Vec::with_capacity(tasks.len());
+        for (i, task) in tasks.iter().enumerate() {
+            if running[i].iter().any(|k| !is_item(k)) {
+                out.push(Takeover {
+                    running: self.running_fires(cluster, task).await?,
+                    last_instant: self.last_instant(cluster, task).await?,
+                });
+            } else {
+                out.push(Takeover {
+                    running: Vec::new(),
+                    last_instant: last_fire_key(&fires[i]),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         let z = self.zk().await?;
         let keys = self
             .children(&z, &format!("{}/fires/{task}", Self::base(cluster)))
             .await?;
-        Ok(keys
-            .iter()
-            .filter(|k| !is_item(k))
-            .filter_map(|k| k.parse::<i64>().ok())
-            .max())
+        Ok(last_fire_key(&keys))
     }
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
@@ -777,6 +822,14 @@ impl FireStore for ZkStore {
         )
         .await
     }
+}
+
+/// The latest instant among a task's record keys (items have keys of their own).
+fn last_fire_key(keys: &[String]) -> Option<i64> {
+    keys.iter()
+        .filter(|k| !is_item(k))
+        .filter_map(|k| k.parse::<i64>().ok())
+        .max()
 }
 
 #[cfg(test)]
