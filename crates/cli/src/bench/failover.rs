@@ -101,6 +101,8 @@ impl Drop for Busy {
 /// Marks in a node's log around a freeze: what the node logs in between is the fault's.
 const FROZEN: &str = "fault: frozen";
 const FAULT_OVER: &str = "fault: over";
+/// Mark in the log of a node found gone outside a fault, before it is started again.
+const DIED: &str = "died outside a fault: restarted";
 
 /// Times a node's lease deadline passed without a renewal outside its own freezes: each
 /// is a node that stopped its work while nothing was wrong with it.
@@ -117,6 +119,23 @@ fn mistaken_fences(log: &str) -> usize {
         }
     }
     count
+}
+
+/// Starts again every node of `ids` whose process is gone though no fault hit it, as a
+/// supervisor (systemd) would, and says how many. Such a node was killed by its work guard
+/// (its lease lapsed while in-process work was alive: a fence by mistake, which its own log
+/// cannot tell) or crashed; left down, the cluster ran out of nodes and a later fault's
+/// tasks had no one to move to.
+fn restart_the_dead(cluster: &mut ProcessCluster, ids: &[String]) -> anyhow::Result<usize> {
+    let mut died = 0;
+    for id in ids {
+        if !cluster.running(id) {
+            died += 1;
+            cluster.note(id, DIED);
+            cluster.spawn_with_config(id, &cluster.config_path(id))?;
+        }
+    }
+    Ok(died)
 }
 
 pub(super) struct Event {
@@ -198,6 +217,8 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
 
     let mut kills = Vec::new();
     let mut guard_kills = 0;
+    // Nodes found gone though no fault hit them (see `restart_the_dead`).
+    let mut died = 0;
     let faults_began = std::time::Instant::now();
     for k in 0..args.kills + args.stops {
         let graceful = k >= args.kills;
@@ -206,6 +227,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             1000 + rng.random_range(0..period.as_millis().max(1) as u64 + 1000),
         );
         tokio::time::sleep(pause).await;
+        died += restart_the_dead(&mut cluster, &ids)?;
         let owners = owners(&store, &cluster_name).await?;
         let Some(victim) = owners.iter().map(|(_, n)| n.clone()).next() else {
             bail!("no task has a live owner")
@@ -295,6 +317,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     tokio::time::sleep(period * 2).await;
+    died += restart_the_dead(&mut cluster, &ids)?;
     let measured_to = store.now_ms().await? - 2 * period.as_millis() as i64;
     let mistaken: usize = ids.iter().map(|id| mistaken_fences(&cluster.log(id))).sum();
 
@@ -390,6 +413,10 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  registrations ended by their session lock's release: {noticed_by_session}");
     println!("  nodes fenced by mistake (a lease lapsed outside a freeze): {mistaken}");
+    println!(
+        "  nodes that died outside a fault (killed by their work guard when their lease lapsed \
+         with work alive, or crashed), restarted: {died}"
+    );
     if freeze {
         println!(
             "  frozen nodes killed by their work guard at their lease deadline: {guard_kills}"
@@ -429,7 +456,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             println!("  {tasks:>6} tasks: writes {writes:.1}/s, reads {reads:.1}/s");
         }
     }
-    let ok = duplicates.is_empty() && silently_missed == 0 && mistaken == 0;
+    let ok = duplicates.is_empty() && silently_missed == 0 && mistaken == 0 && died == 0;
     if ok {
         run.keep = false;
     } else {
