@@ -219,14 +219,13 @@ async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
     let first = rx.recv().await?;
     let mut batch = vec![first];
     loop {
-        let before = batch.len();
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
-        if batch.len() >= MAX_BATCH || (batch.len() == before && before > 1) {
+        if batch.len() >= MAX_BATCH {
             return Some(batch);
         }
         tokio::task::yield_now().await;
