@@ -48,10 +48,7 @@ pub(crate) fn err(message: impl Into<String>) -> ServerError {
 
 /// A free TCP port on 127.0.0.1 (the listener is closed before returning).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    free_ports(1)[0]
 }
 
 /// `n` distinct free ports: each stays bound until all are chosen, since a port let go can
