@@ -1985,6 +1985,46 @@ fn dbscripts_match_the_migrations() {
     }
 }
 
+/// Polls until `wanted` statements wait at the server on a row lock held by the test's open
+/// transaction, counting those `answered` says have already returned. On MySQL/MariaDB, the
+/// running statements whose text is `LIKE` `statement` count as waiting.
+async fn until_waiting(
+    kind: Kind,
+    url: &str,
+    statement: &str,
+    wanted: i64,
+    what: &str,
+    answered: impl Fn() -> i64,
+) {
+    use sqlx::Connection;
+    let waiting = match kind {
+        Kind::Postgres => "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database()"
+            .to_string(),
+        // The statements are at the server, behind the transaction's lock.
+        _ => format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE() AND INFO LIKE '{statement}' AND TIME >= 0"
+        ),
+    };
+    let mut probe = sqlx::AnyConnection::connect(url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar(&waiting)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        if n + answered() >= wanted {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} neither waited nor answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Contract 2 whatever the server's isolation level: a claim sent while a reassignment is in
 /// flight (its transaction open) waits for it and is then fenced. Under READ COMMITTED a
 /// fence that read the assignment from its snapshot accepted such a claim under the old
@@ -2037,34 +2077,10 @@ async fn a_claim_racing_a_reassignment_is_fenced(kind: Kind) {
         tokio::spawn(async move { store.claim_batch(&claims).await })
     };
     // Until both claims wait on the reassignment's row lock (or have already answered).
-    let waiting = match kind {
-        Kind::Postgres => {
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND datname = current_database()"
-        }
-        // The claims' statements are at the server, behind the reassignment's lock.
-        _ => {
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-             WHERE DB = DATABASE() AND INFO LIKE '%INTO rota_fires%' AND TIME >= 0"
-        }
-    };
-    let mut probe = sqlx::AnyConnection::connect(&s.url).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let n: i64 = sqlx::query_scalar(waiting)
-            .fetch_one(&mut probe)
-            .await
-            .unwrap();
-        let answered = i64::from(single.is_finished()) + i64::from(batch.is_finished());
-        if n + answered >= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the claims neither waited nor answered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_waiting(kind, &s.url, "%INTO rota_fires%", 2, "the claims", || {
+        i64::from(single.is_finished()) + i64::from(batch.is_finished())
+    })
+    .await;
     tx.commit().await.unwrap();
     assert_eq!(
         single.await.unwrap().unwrap(),
@@ -2135,32 +2151,15 @@ async fn a_finish_racing_a_takeover_is_refused(kind: Kind) {
         })
     };
     // Until the finish waits on the recovery's row lock (or has already answered).
-    let waiting = match kind {
-        Kind::Postgres => {
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND datname = current_database()"
-        }
-        _ => {
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-             WHERE DB = DATABASE() AND INFO LIKE 'UPDATE rota_fires AS f%' AND TIME >= 0"
-        }
-    };
-    let mut probe = sqlx::AnyConnection::connect(&s.url).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let n: i64 = sqlx::query_scalar(waiting)
-            .fetch_one(&mut probe)
-            .await
-            .unwrap();
-        if n > 0 || finisher.is_finished() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the finish neither waited nor answered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_waiting(
+        kind,
+        &s.url,
+        "UPDATE rota_fires AS f%",
+        1,
+        "the finish",
+        || i64::from(finisher.is_finished()),
+    )
+    .await;
     tx.commit().await.unwrap();
     finisher.await.unwrap().unwrap();
     let record = store.history(c, Some("t"), 10).await.unwrap();
