@@ -213,18 +213,8 @@ mod tests {
 
     fn node(id: &str, inc: i64, alive: bool, leaving: bool, heartbeat: i64) -> NodeRecord {
         NodeRecord {
-            node: id.into(),
-            incarnation: inc,
-            joined_at_ms: 0,
-            heartbeat_at_ms: heartbeat,
-            timeout_ms: 1_000,
             leaving,
-            alive,
-            host: "h".into(),
-            process: "p".into(),
-            session_key: None,
-            ended_at_ms: None,
-            guard: None,
+            ..NodeRecord::for_test(id, inc, alive, heartbeat, 1_000)
         }
     }
 

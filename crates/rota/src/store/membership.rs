@@ -351,16 +351,22 @@ pub trait MembershipStore: Send + Sync {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: &str, alive: bool, heartbeat_at_ms: i64) -> NodeRecord {
+impl NodeRecord {
+    /// A registration for unit tests: renewed at `heartbeat_at_ms` with a lease of
+    /// `timeout_ms`, not leaving, no session lock, no guard.
+    pub(crate) fn for_test(
+        node: &str,
+        incarnation: i64,
+        alive: bool,
+        heartbeat_at_ms: i64,
+        timeout_ms: i64,
+    ) -> NodeRecord {
         NodeRecord {
-            node: id.into(),
-            incarnation: 1,
+            node: node.into(),
+            incarnation,
             joined_at_ms: 0,
             heartbeat_at_ms,
-            timeout_ms: 250,
+            timeout_ms,
             leaving: false,
             alive,
             host: "h".into(),
@@ -369,6 +375,15 @@ mod tests {
             ended_at_ms: None,
             guard: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, alive: bool, heartbeat_at_ms: i64) -> NodeRecord {
+        NodeRecord::for_test(id, 1, alive, heartbeat_at_ms, 250)
     }
 
     #[test]
