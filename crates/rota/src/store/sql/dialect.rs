@@ -27,6 +27,29 @@ pub struct KeyedUpdate<'a> {
     pub cond: &'a str,
 }
 
+/// PostgreSQL: the first row of `table` (as `alias`) at or after `values`, in the order of
+/// `columns`, which must be its primary key: no other index serves that order, so the
+/// planner has one plan whatever it knows of the table. `select` reads the row; `lock`
+/// follows `LIMIT 1`, so only the row found is locked.
+fn seek_first(
+    table: &str,
+    alias: &str,
+    columns: &[&str],
+    values: &str,
+    select: &str,
+    lock: &str,
+) -> String {
+    let columns = columns
+        .iter()
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "(SELECT {select} FROM {table} AS {alias} WHERE ({columns}) >= ({values}) \
+         ORDER BY {columns} LIMIT 1{lock})"
+    )
+}
+
 /// The conditions joined by `AND`.
 fn all_of(conditions: impl Iterator<Item = String>) -> String {
     conditions.collect::<Vec<_>>().join(" AND ")
@@ -392,12 +415,19 @@ impl Dialect {
                                 format!("{alias}.{column} = keyed.check{i}")
                             })),
                     );
+                let columns: Vec<&str> = key.iter().map(|(column, _)| *column).collect();
                 format!(
                     "UPDATE {table} AS {alias} SET {set} FROM {rows} \
                      CROSS JOIN (SELECT {value} AS value) AS first CROSS JOIN LATERAL \
-                     (SELECT seek.ctid AS row_id, {seek_columns}{wanted} FROM {table} AS seek \
-                     WHERE ({seek_columns}) >= ({values}) ORDER BY {seek_columns} LIMIT 1) AS keyed \
-                     WHERE {alias}.ctid = keyed.row_id AND {found}{cond}",
+                     {} AS keyed WHERE {alias}.ctid = keyed.row_id AND {found}{cond}",
+                    seek_first(
+                        table,
+                        "seek",
+                        &columns,
+                        &values,
+                        &format!("seek.ctid AS row_id, {seek_columns}{wanted}"),
+                        ""
+                    ),
                     value = first.1,
                 )
             }
@@ -427,12 +457,17 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!(
                 "EXISTS (SELECT 1 FROM (SELECT {cluster} AS cluster, {task} AS task) AS wanted \
-                 CROSS JOIN LATERAL (SELECT a.cluster, a.task, a.token, a.node_id, a.incarnation \
-                 FROM rota_assignments a WHERE (a.cluster, a.task) >= (wanted.cluster, wanted.task) \
-                 ORDER BY a.cluster, a.task LIMIT 1{lock}) AS found \
+                 CROSS JOIN LATERAL {} AS found \
                  WHERE found.cluster = wanted.cluster AND found.task = wanted.task \
                  AND found.token = {token} AND found.node_id = {node} AND found.incarnation = {incarnation})",
-                lock = self.lock_share()
+                seek_first(
+                    "rota_assignments",
+                    "a",
+                    &["cluster", "task"],
+                    "wanted.cluster, wanted.task",
+                    "a.cluster, a.task, a.token, a.node_id, a.incarnation",
+                    self.lock_share()
+                ),
             ),
             Dialect::Mysql | Dialect::Sqlite => format!(
                 "EXISTS (SELECT 1 FROM rota_assignments a \
