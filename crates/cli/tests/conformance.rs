@@ -1550,6 +1550,9 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assert!(h
         .iter()
         .all(|f| f.outcome == Outcome::Ok && f.finished_at_ms.is_some()));
+    // The newest of several records, alone and among other tasks.
+    assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
+    takeovers_match_each(store, "hist", &["t"]).await;
     // One fire read by its instant is the history's record of it; none where nothing is.
     let one = store.fire("hist", "t", 2000).await.unwrap();
     assert_eq!(one.as_ref(), h.iter().find(|f| f.instant_ms == 2000));

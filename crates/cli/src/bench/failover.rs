@@ -69,6 +69,10 @@ pub struct FailoverArgs {
     /// The nodes' `[store] session_locks` (`false`: deaths noticed by the node timeout).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     session_locks: bool,
+    /// Keep the nodes' logs even when the run ends well (to see where a slow failover's
+    /// time went).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Busy-loop processes, stopped with this guard.
@@ -457,7 +461,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ok = duplicates.is_empty() && silently_missed == 0 && mistaken == 0 && died == 0;
-    if ok {
+    if ok && !args.keep {
         run.keep = false;
     } else {
         println!("  nodes' logs kept in {}", dir.display());

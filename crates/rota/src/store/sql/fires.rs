@@ -397,6 +397,18 @@ fn running_fires() -> String {
     )
 }
 
+/// The latest instant of the task `task` (an expression: a mark, or a column of an outer
+/// row) with a record, or none: a seek from the end of the task's rows in the primary key.
+/// `MAX(instant) ... GROUP BY task` read every record of the task instead: a takeover of 20
+/// tasks with ten minutes of history at 10 fires a second each took 60 to 180 ms, on the
+/// failover's path, and a day's retention would make it seconds.
+fn last_instant_of(task: &str) -> String {
+    format!(
+        "SELECT f.instant FROM rota_fires f WHERE f.cluster = ? AND f.task = {task} AND f.slot = '' \
+         ORDER BY f.instant DESC LIMIT 1"
+    )
+}
+
 fn running_fire(r: &sqlx::any::AnyRow) -> Result<RunningFire> {
     Ok(RunningFire {
         instant_ms: r.try_get("instant").map_err(unavailable)?,
@@ -545,13 +557,11 @@ impl FireStore for SqlStore {
     }
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
-        let sql = self.sql(
-            "SELECT MAX(instant) FROM rota_fires WHERE cluster = ? AND task = ? AND slot = ''",
-        );
+        let sql = self.sql(&last_instant_of("?"));
         sqlx::query_scalar(&sql)
             .bind(cluster)
             .bind(task)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)
     }
@@ -588,15 +598,15 @@ impl FireStore for SqlStore {
                 by_task.entry(task).or_default().running.push(fire);
             }
             let sql = self.sql(&format!(
-                "SELECT task, MAX(instant) AS last FROM rota_fires \
-                 WHERE cluster = ? AND slot = '' AND task IN ({marks}) GROUP BY task"
+                "SELECT c.task, ({}) AS last FROM {}",
+                last_instant_of("c.task"),
+                self.dialect.json_table(&[("task", JsonType::Text)])
             ));
-            let mut q = batch_query(&sql, chunk.len()).bind(cluster);
-            for task in chunk {
-                q = q.bind(task);
-            }
+            let rows = json_rows(chunk.iter().map(|task| json!({ "task": task })));
+            let q = sqlx::query(&sql).bind(cluster).bind(rows);
             for r in q.fetch_all(&self.pool).await.map_err(unavailable)? {
-                let task: String = r.try_get("task").map_err(unavailable)?;
+                // MySQL types the JSON table's text column as a blob.
+                let task = text(&r, "task")?.unwrap_or_default();
                 let last: Option<i64> = r.try_get("last").map_err(unavailable)?;
                 by_task.entry(task).or_default().last_instant = last;
             }
