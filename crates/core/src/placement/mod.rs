@@ -169,8 +169,7 @@ pub fn place_with(
         .enumerate()
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
-    let valid_owner = |task: &str| -> Option<usize> {
-        let owner = current.get(task)?;
+    let valid_owner = |owner: &Owner| -> Option<usize> {
         by_id
             .get(owner.node.as_str())
             .copied()
@@ -198,9 +197,17 @@ pub fn place_with(
     }
     let names: BTreeSet<&String> = classes.iter().flat_map(|c| c.declared.keys()).collect();
     let mut placement = Placement::default();
-    // Tasks grouped by spec; each group goes to one resolver.
-    let mut groups: BTreeMap<PlacementSpec, Vec<EligibleTask>> = BTreeMap::new();
-    let mut current_valid = BTreeMap::new();
+    // Tasks grouped by spec; each group goes to one resolver, with the valid current owner
+    // of each of its tasks. Names come in order, so each group's tasks are in order too.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut last_group = 0;
+    // Every map below is sorted by task, as `names` is: each is read by a cursor that moves
+    // forward with the names, not searched for each of 100,000 tasks.
+    let mut recorded = current.iter().peekable();
+    let mut declared_by: Vec<_> = classes
+        .iter()
+        .map(|c| c.declared.iter().peekable())
+        .collect();
     // Tasks that the same nodes may run share one list of them: by agreeing classes when
     // the task selects no labels, else by the nodes themselves.
     let mut by_classes: HashMap<Vec<usize>, Arc<[String]>> = HashMap::new();
@@ -212,10 +219,15 @@ pub fn place_with(
     let mut declaring: Vec<(usize, &String)> = Vec::new();
     for name in names {
         declaring.clear();
-        declaring.extend(classes.iter().enumerate().filter_map(|(c, class)| {
-            let hash = class.declared.get(name)?;
-            (!class.members.is_empty()).then_some((c, hash))
-        }));
+        for (c, cursor) in declared_by.iter_mut().enumerate() {
+            let Some((_, hash)) = next_at(cursor, name) else {
+                continue;
+            };
+            if !classes[c].members.is_empty() {
+                declaring.push((c, hash));
+            }
+        }
+        let owner = next_at(&mut recorded, name).and_then(|(_, o)| valid_owner(o));
         if declaring.is_empty() {
             placement.unplaced.insert(
                 name.clone(),
@@ -223,8 +235,14 @@ pub fn place_with(
             );
             continue;
         }
-        let owner = valid_owner(name);
-        let reference: &String = match owner.and_then(|o| candidates[o].declared.get(name)) {
+        // The owner's definition, if its class declares the task.
+        let owners_hash = owner.and_then(|o| {
+            declaring
+                .iter()
+                .find(|(c, _)| *c == class_of[o])
+                .map(|(_, hash)| *hash)
+        });
+        let reference: &String = match owners_hash {
             Some(hash) => hash,
             None => most_declared(&classes, &declaring),
         };
@@ -305,25 +323,43 @@ pub fn place_with(
             };
             (shared, owner)
         };
-        if let Some(o) = owner {
-            current_valid.insert(name.clone(), candidates[o].id.clone());
+        // Most tasks share the previous task's spec (usually all: the default).
+        if groups.get(last_group).is_none_or(|g| g.spec != spec) {
+            last_group = match groups.iter().position(|g| g.spec == spec) {
+                Some(i) => i,
+                None => {
+                    groups.push(Group {
+                        spec: spec.clone(),
+                        tasks: Vec::new(),
+                        current: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
         }
-        groups.entry(spec.clone()).or_default().push(EligibleTask {
+        let group = &mut groups[last_group];
+        if let Some(o) = owner {
+            group.current.push((name.clone(), candidates[o].id.clone()));
+        }
+        group.tasks.push(EligibleTask {
             name: name.clone(),
             eligible,
             placement: spec,
         });
     }
+    // In the order of their specs, as resolvers always ran.
+    groups.sort_by(|a, b| a.spec.cmp(&b.spec));
 
-    for (spec, tasks) in &groups {
-        let current: BTreeMap<String, String> = tasks
-            .iter()
-            .filter_map(|t| {
-                current_valid
-                    .get(&t.name)
-                    .map(|o| (t.name.clone(), o.clone()))
-            })
-            .collect();
+    let mut owners: Vec<(String, Owner)> = Vec::new();
+    for Group {
+        spec,
+        tasks,
+        current,
+    } in groups
+    {
+        let tasks = &tasks[..];
+        // Built from rows in order: no search per row.
+        let current: BTreeMap<String, String> = current.into_iter().collect();
         let input = ResolveInput {
             nodes: &candidates,
             tasks,
@@ -349,15 +385,18 @@ pub fn place_with(
                 ),
             },
         };
-        for (task, node) in decision.owners {
+        owners.extend(decision.owners.into_iter().map(|(task, node)| {
             let incarnation = by_id
                 .get(node.as_str())
                 .map_or(0, |&i| candidates[i].incarnation);
-            placement.owners.insert(task, Owner { node, incarnation });
-        }
+            (task, Owner { node, incarnation })
+        }));
         placement.unplaced.extend(decision.unplaced);
         placement.acting.extend(decision.acting);
     }
+    // One build of the whole map (a task is in one group only) instead of a search per task.
+    let mut owners: BTreeMap<String, Owner> = owners.into_iter().collect();
+    placement.owners.append(&mut owners);
     // Shares of `all` tasks held by nodes that no longer run them.
     for name in current.keys() {
         if let Some((task, node)) = split_per_node_name(name) {
@@ -372,6 +411,24 @@ pub fn place_with(
         }
     }
     placement
+}
+
+/// The tasks of one spec, for one resolver, with the valid current owner of those that
+/// have one; both sorted by task.
+struct Group {
+    spec: PlacementSpec,
+    tasks: Vec<EligibleTask>,
+    current: Vec<(String, String)>,
+}
+
+/// The entry of the sorted `cursor` whose key is `name`, if any, after moving the cursor past
+/// every smaller key. Called with names in increasing order, it visits each entry once.
+fn next_at<'m, V>(
+    cursor: &mut std::iter::Peekable<std::collections::btree_map::Iter<'m, String, V>>,
+    name: &str,
+) -> Option<(&'m String, &'m V)> {
+    while cursor.next_if(|(key, _)| key.as_str() < name).is_some() {}
+    cursor.next_if(|(key, _)| key.as_str() == name)
 }
 
 /// The `all` resolver: every eligible node gets its own share of each task.

@@ -227,7 +227,7 @@ pub(super) fn run_resolver(resolver: &dyn Resolver, input: &ResolveInput<'_>) ->
 /// the leaver's tasks.
 pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
     let count = count.max(1);
-    let position: BTreeMap<&str, usize> = input
+    let position: HashMap<&str, usize> = input
         .nodes
         .iter()
         .enumerate()
@@ -241,6 +241,17 @@ pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
             list.iter()
                 .filter_map(|id| position.get(id.as_str()).copied())
                 .collect()
+        })
+        .collect();
+    // Whether node n is in list l: `admits[l][n]`, instead of a scan of the list per task.
+    let admits: Vec<Vec<bool>> = positions
+        .iter()
+        .map(|list| {
+            let mut admits = vec![false; input.nodes.len()];
+            for &n in list {
+                admits[n] = true;
+            }
+            admits
         })
         .collect();
     let eligible = |t: usize| -> &Vec<usize> { &positions[list_of[t]] };
@@ -267,12 +278,18 @@ pub(super) fn round_robin(count: usize, input: &ResolveInput<'_>) -> Decision {
     let mut load = vec![0usize; input.nodes.len()];
     let mut owner: Vec<Option<usize>> = vec![None; input.tasks.len()];
     let mut tasks_on: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); input.nodes.len()];
+    // Tasks in name order (as placement gives them) read the current owners with a cursor.
+    let in_order = input.tasks.windows(2).all(|w| w[0].name < w[1].name);
+    let mut owners = input.current.iter().peekable();
     for (t, task) in input.tasks.iter().enumerate() {
-        let kept = input
-            .current
-            .get(&task.name)
+        let recorded = if in_order {
+            super::next_at(&mut owners, &task.name).map(|(_, o)| o)
+        } else {
+            input.current.get(&task.name)
+        };
+        let kept = recorded
             .and_then(|o| position.get(o.as_str()).copied())
-            .filter(|n| eligible(t).contains(n));
+            .filter(|&n| admits[list_of[t]][n]);
         if let Some(n) = kept {
             owner[t] = Some(n);
             load[n] += 1;
