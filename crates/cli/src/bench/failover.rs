@@ -323,6 +323,18 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(period * 2).await;
     died += restart_the_dead(&mut cluster, &ids)?;
     let measured_to = store.now_ms().await? - 2 * period.as_millis() as i64;
+    // Every task past the window before the nodes stop: an instant whose owner died near the
+    // end (a node just restarted above) is then recorded by its new owner, run or skipped,
+    // or truly missed; stopped before, the new owner would never have had the chance.
+    wait_all_fired(
+        &store,
+        &cluster_name,
+        &names,
+        measured_to + period.as_millis() as i64,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("the end of the run")?;
     let mistaken: usize = ids.iter().map(|id| mistaken_fences(&cluster.log(id))).sum();
 
     for id in &ids {
@@ -381,6 +393,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         recorded.insert((f.task.clone(), f.instant_ms));
     }
     let mut expected = 0;
+    let mut missed_examples = Vec::new();
     for task in &names {
         let mut t = schedule
             .next_after(measured_from)
@@ -389,6 +402,7 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
             expected += 1;
             if !recorded.contains(&(task.clone(), t)) {
                 silently_missed += 1;
+                missed_examples.push((t, task.clone()));
             }
             t = schedule.next_after(t).expect("intervals never end");
         }
@@ -436,6 +450,10 @@ pub(super) async fn failover(args: FailoverArgs) -> anyhow::Result<ExitCode> {
         duplicates.len()
     );
     println!("  silently missed instants: {silently_missed}");
+    missed_examples.sort();
+    for (instant, task) in missed_examples.iter().take(10) {
+        println!("    missed: {task} at {instant} (store ms)");
+    }
     println!(
         "  recorded: ok {}, skipped {}, misfired {}, abandoned {}, failed {}",
         count(Outcome::Ok),
