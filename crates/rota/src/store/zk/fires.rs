@@ -706,18 +706,11 @@ impl FireStore for ZkStore {
         let listings: Vec<_> = running_paths
             .iter()
             .chain(&fire_paths)
-            .map(|path| {
-                self.read();
-                z.list_children(path)
-            })
+            .map(|path| self.listing(&z, path))
             .collect();
         let mut answers = Vec::with_capacity(listings.len());
         for listing in listings {
-            answers.push(match listing.await {
-                Ok(children) => children,
-                Err(zk::Error::NoNode) => Vec::new(),
-                Err(e) => return Err(unavailable(e)),
-            });
+            answers.push(listing.await?);
         }
         let (running, fires) = answers.split_at(tasks.len());
         let mut out = Vec::with_capacity(tasks.len());

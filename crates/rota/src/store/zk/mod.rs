@@ -346,11 +346,24 @@ impl ZkStore {
 
     /// Children of `path`, or none if it does not exist.
     async fn children(&self, z: &zk::Client, path: &str) -> Result<Vec<String>> {
+        self.listing(z, path).await
+    }
+
+    /// The children of `path` (none if it does not exist). The request is sent now, before
+    /// the answer is awaited: several listings made in a row share one round trip's wait.
+    fn listing<'z>(
+        &self,
+        z: &'z zk::Client,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<String>>> + 'z {
         self.read();
-        match z.list_children(path).await {
-            Ok(c) => Ok(c),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(e) => Err(unavailable(e)),
+        let listed = z.list_children(path);
+        async move {
+            match listed.await {
+                Ok(c) => Ok(c),
+                Err(zk::Error::NoNode) => Ok(Vec::new()),
+                Err(e) => Err(unavailable(e)),
+            }
         }
     }
 }
