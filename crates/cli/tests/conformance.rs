@@ -1565,6 +1565,18 @@ async fn history_is_kept_and_purged(store: &Arc<dyn Store>) {
     assert_eq!(store.purge_history("hist", 10_000).await.unwrap(), 0);
     assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(3000));
     takeovers_match_each(store, "hist", &["t"]).await;
+    // Claims out of order, in one batch and one by one: the last instant is the latest.
+    let late = store
+        .claim_batch(&[claim(&a, "t", 5000, token), claim(&a, "t", 4000, token)])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![ClaimOutcome::Claimed; 2]);
+    assert_eq!(
+        store.claim(&claim(&a, "t", 3500, token)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(store.last_instant("hist", "t").await.unwrap(), Some(5000));
+    takeovers_match_each(store, "hist", &["t"]).await;
 }
 
 /// A fire begun and then finished `misfired` (its runner was stopped before the start) shows

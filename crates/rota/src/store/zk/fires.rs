@@ -5,8 +5,8 @@
 use super::*;
 use super::{membership::NodeData, placement::AssignData};
 
-/// Claims per multi-op: at most three ops each, within [`MULTI_LIMIT`].
-const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 3;
+/// Claims per multi-op: at most four ops each, within [`MULTI_LIMIT`].
+const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 4;
 /// Rounds of a batch of claims whose multi-ops failed on a moved registration or one claim.
 const CLAIM_ROUNDS: usize = 5;
 
@@ -474,13 +474,17 @@ impl ZkStore {
                 }
             }
             // Each multi-op: the registration check, then per claim its ops; `starts` holds
-            // the index of each claim's first op.
+            // the index of each claim's first op, `lasts` the task last instants it sets.
+            // A task's last instant only moves forward: within a round, past what earlier
+            // multi-ops set; across rounds, past what committed ones did.
+            let mut planned: HashMap<&str, i64> = HashMap::new();
             let mut multis = Vec::new();
             for chunk in named.chunks(CLAIMS_PER_MULTI) {
                 let mut w = z.new_multi_writer();
                 w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
                     .map_err(unavailable)?;
                 let mut starts = Vec::with_capacity(chunk.len());
+                let mut lasts = Vec::new();
                 let mut ops = 1;
                 for &(i, version) in chunk {
                     let c = claims[i];
@@ -520,16 +524,32 @@ impl ZkStore {
                         .map_err(unavailable)?;
                         ops += 1;
                     }
+                    let dir = format!("{base}/fires/{}", c.task);
+                    let last = *planned
+                        .entry(c.task.as_str())
+                        .or_insert_with(|| self.last_set_of(&dir));
+                    if c.instant_ms > last {
+                        planned.insert(c.task.as_str(), c.instant_ms);
+                        w.add_set_data(&dir, c.instant_ms.to_string().as_bytes(), None)
+                            .map_err(unavailable)?;
+                        ops += 1;
+                        lasts.push((dir, c.instant_ms));
+                    }
                 }
-                multis.push((chunk, starts, w));
+                multis.push((chunk, starts, lasts, w));
             }
-            let commits: Vec<_> = multis.iter_mut().map(|(_, _, w)| w.commit()).collect();
-            for ((chunk, starts, _), commit) in multis.iter().zip(commits) {
+            let commits: Vec<_> = multis.iter_mut().map(|(.., w)| w.commit()).collect();
+            for ((chunk, starts, lasts, _), commit) in multis.iter().zip(commits) {
                 self.wrote();
                 match commit.await {
                     Ok(_) => {
                         for &(i, _) in *chunk {
                             out[i] = Some(ClaimOutcome::Claimed);
+                        }
+                        let mut set = self.last_set.lock().unwrap();
+                        for (dir, instant) in lasts {
+                            let known = set.entry(dir.clone()).or_insert(*instant);
+                            *known = (*known).max(*instant);
                         }
                     }
                     // The registration moved (a heartbeat): the whole chunk goes again.
@@ -555,6 +575,40 @@ impl ZkStore {
             .into_iter()
             .map(|o| o.unwrap_or(ClaimOutcome::Fenced))
             .collect())
+    }
+
+    /// The highest last instant this process set for the task whose records are under `dir`.
+    fn last_set_of(&self, dir: &str) -> i64 {
+        self.last_set
+            .lock()
+            .unwrap()
+            .get(dir)
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// The latest instant with a record of the task whose records are under `dir`, read
+    /// from `dir`'s data (one small read, sent now). `Err(())` inside: `dir` keeps no last
+    /// instant (written before it was kept, or a service with only items), and its records
+    /// must be listed.
+    fn kept_last<'z>(
+        &self,
+        z: &'z zk::Client,
+        dir: &str,
+    ) -> impl std::future::Future<Output = Result<std::result::Result<Option<i64>, ()>>> + 'z {
+        self.read();
+        let read = z.get_data(dir);
+        async move {
+            match read.await {
+                Ok((bytes, _)) => Ok(std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .map(Some)
+                    .ok_or(())),
+                Err(zk::Error::NoNode) => Ok(Ok(None)),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
     }
 
     /// Store time, read once per call and only when needed: `now` keeps it.
@@ -688,42 +742,44 @@ impl FireStore for ZkStore {
         .await
     }
 
-    /// Every task's two listings are sent before any answer is awaited: the client sends a
+    /// Every task's two reads are sent before any answer is awaited: the client sends a
     /// request when it is made, and the session answers in order. Task by task, a survivor
     /// taking over 20 tasks waited for 40 round trips one after the other (48 ms median on
     /// a loaded server, a sixth of the fast profile's failover). Running listings are all
-    /// sent before the fire listings, so each task's running fires are read before its last
+    /// sent before the last instants, so each task's running fires are read before its last
     /// instant; a task with running fires (rare: they need a clock read and each fire) is
     /// read again by itself, in that order.
     async fn takeovers(&self, cluster: &str, tasks: &[String]) -> Result<Vec<Takeover>> {
         let z = self.zk().await?;
         let base = Self::base(cluster);
-        let running_paths: Vec<String> = tasks
+        let running: Vec<_> = tasks
             .iter()
-            .map(|t| format!("{base}/running/{t}"))
+            .map(|t| self.listing(&z, &format!("{base}/running/{t}")))
             .collect();
-        let fire_paths: Vec<String> = tasks.iter().map(|t| format!("{base}/fires/{t}")).collect();
-        let listings: Vec<_> = running_paths
+        let lasts: Vec<_> = tasks
             .iter()
-            .chain(&fire_paths)
-            .map(|path| self.listing(&z, path))
+            .map(|t| self.kept_last(&z, &format!("{base}/fires/{t}")))
             .collect();
-        let mut answers = Vec::with_capacity(listings.len());
-        for listing in listings {
-            answers.push(listing.await?);
+        let mut running_answers = Vec::with_capacity(tasks.len());
+        for listing in running {
+            running_answers.push(listing.await?);
         }
-        let (running, fires) = answers.split_at(tasks.len());
         let mut out = Vec::with_capacity(tasks.len());
-        for (i, task) in tasks.iter().enumerate() {
-            if running[i].iter().any(|k| !is_item(k)) {
+        for ((task, running), last) in tasks.iter().zip(running_answers).zip(lasts) {
+            let last = last.await?;
+            if running.iter().any(|k| !is_item(k)) {
                 out.push(Takeover {
                     running: self.running_fires(cluster, task).await?,
                     last_instant: self.last_instant(cluster, task).await?,
                 });
             } else {
+                let last_instant = match last {
+                    Ok(kept) => kept,
+                    Err(()) => self.listed_last(&z, cluster, task).await?,
+                };
                 out.push(Takeover {
                     running: Vec::new(),
-                    last_instant: last_fire_key(&fires[i]),
+                    last_instant,
                 });
             }
         }
@@ -732,10 +788,13 @@ impl FireStore for ZkStore {
 
     async fn last_instant(&self, cluster: &str, task: &str) -> Result<Option<i64>> {
         let z = self.zk().await?;
-        let keys = self
-            .children(&z, &format!("{}/fires/{task}", Self::base(cluster)))
-            .await?;
-        Ok(last_fire_key(&keys))
+        match self
+            .kept_last(&z, &format!("{}/fires/{task}", Self::base(cluster)))
+            .await?
+        {
+            Ok(kept) => Ok(kept),
+            Err(()) => self.listed_last(&z, cluster, task).await,
+        }
     }
 
     async fn running_fires(&self, cluster: &str, task: &str) -> Result<Vec<RunningFire>> {
@@ -814,6 +873,17 @@ impl FireStore for ZkStore {
             Some(message),
         )
         .await
+    }
+}
+
+impl ZkStore {
+    /// The latest instant of `task` with a record, from the listing of its records: for
+    /// records written before their task's last instant was kept with them.
+    async fn listed_last(&self, z: &zk::Client, cluster: &str, task: &str) -> Result<Option<i64>> {
+        let keys = self
+            .children(z, &format!("{}/fires/{task}", Self::base(cluster)))
+            .await?;
+        Ok(last_fire_key(&keys))
     }
 }
 

@@ -9,7 +9,9 @@
 //! - `leader`: the holder and its epoch; every leader write checks its version.
 //! - `assign/<task>`: the assignment (JSON with its token); claims check its version.
 //! - `fires/<task>/<instant>` and `fires/<task>/i-<hex key>` (items): one znode per record,
-//!   created in the claim's multi-op, so a second claim fails with `NodeExists`.
+//!   created in the claim's multi-op, so a second claim fails with `NodeExists`. The data of
+//!   `fires/<task>` is the latest instant a claim recorded (decimal), set in the same
+//!   multi-op: a new owner reads it instead of listing the task's whole history.
 //! - `running/<task>/<fire key>`: an index of records still running.
 //! - `commands/<seq>`: the command log, one znode per command (its JSON body), created in
 //!   the multi-op that takes generation `seq`; its `ctime` is the issue time.
@@ -97,6 +99,10 @@ pub struct ZkStore {
     /// never changes, so later purges skip it until it is old enough, instead of reading
     /// every item of a service's history every time.
     finished_items: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The highest instant this process set a task's last instant to (by `fires/<task>`
+    /// path): a claim of an earlier instant, retried after a later one committed, leaves
+    /// the last instant alone.
+    last_set: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -160,6 +166,7 @@ impl ZkStore {
             beat: Mutex::new(None),
             known_dirs: Default::default(),
             finished_items: Default::default(),
+            last_set: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
         };
