@@ -33,6 +33,12 @@ pub(super) struct NodeData {
     /// the time before sets were shared, whose own chunks hold everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) set: Option<String>,
+    /// The `mtime` of the version this one replaced (every write after the join keeps
+    /// it). A write committed more than the timeout after it came too late: the
+    /// registration it leaves is dead to every reader, even before the writer takes it back,
+    /// so expiry stays final whatever the writer believed of the time when it sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) renews: Option<i64>,
 }
 
 /// The marker of a stored set: written after its chunks, so a set whose marker exists is
@@ -63,6 +69,28 @@ impl LeaderFence {
     }
 }
 
+/// A renewal this process wrote: the registration's version and `mtime` it left, and when
+/// its request was sent.
+pub(super) struct Renewal {
+    version: i32,
+    mtime: i64,
+    sent: std::time::Instant,
+}
+
+impl Renewal {
+    /// An upper bound of the server's time now, if `stat` is still this renewal's: the
+    /// server stamped it (`mtime`, in whole ms) no earlier than the request was sent, and
+    /// both clocks have run for the same time since. Real time, not `tokio::time`: the
+    /// bound is about the server's clock, which a paused test clock does not stop.
+    fn server_now_at_most(&self, stat: &zk::Stat) -> Option<i64> {
+        if (stat.version, stat.mtime) != (self.version, self.mtime) {
+            return None;
+        }
+        let elapsed = self.sent.elapsed();
+        Some(self.mtime + elapsed.as_millis() as i64 + 2)
+    }
+}
+
 impl ZkStore {
     pub(super) async fn node(
         &self,
@@ -76,6 +104,9 @@ impl ZkStore {
 
     pub(super) fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
         stat.mtime + data.timeout_ms >= now
+            && data
+                .renews
+                .is_none_or(|before| stat.mtime - before <= data.timeout_ms)
     }
 
     /// Is the registration `(node, incarnation)` alive by server time `now`?
@@ -385,6 +416,7 @@ impl MembershipStore for ZkStore {
             process: req.process.clone(),
             declared_chunks: chunks.len() as u32,
             set: Some(digest),
+            renews: None,
         };
         let mut w = z.new_multi_writer();
         if let Some((old, stat)) = self.node(&z, &m.cluster, &m.node).await? {
@@ -438,25 +470,49 @@ impl MembershipStore for ZkStore {
             return Ok(false);
         }
         let z = self.zk_beat().await?;
-        let Some((data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
+        let Some((mut data, stat)) = self.node(&z, &m.cluster, &m.node).await? else {
             return Ok(false);
         };
         if data.incarnation != m.incarnation {
             return Ok(false);
         }
-        let now = self.server_now(&z, &m.cluster).await?;
+        let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
+        // Server time now: bounded from this process's last renewal when the registration
+        // is still as it left it, else read (a write on ZooKeeper, as slow as the renewal).
+        let bound = self
+            .renewals
+            .lock()
+            .unwrap()
+            .get(&path)
+            .and_then(|r| r.server_now_at_most(&stat));
+        let now = match bound {
+            Some(at_most) if Self::alive(&data, &stat, at_most) && at_most <= not_after_ms => {
+                at_most
+            }
+            _ => self.server_now(&z, &m.cluster).await?,
+        };
         if !Self::alive(&data, &stat, now) || now > not_after_ms {
             return Ok(false);
         }
-        let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
+        data.renews = Some(stat.mtime);
         self.wrote();
+        let sent = std::time::Instant::now();
         match z.set_data(&path, &json(&data), Some(stat.version)).await {
             // Expiry is final: a renewal that came later than the timeout is taken back.
             Ok(new) if new.mtime - stat.mtime > data.timeout_ms => {
+                self.renewals.lock().unwrap().remove(&path);
                 let _ = z.delete(&path, Some(new.version)).await;
                 Ok(false)
             }
-            Ok(_) => Ok(true),
+            Ok(new) => {
+                let renewal = Renewal {
+                    version: new.version,
+                    mtime: new.mtime,
+                    sent,
+                };
+                self.renewals.lock().unwrap().insert(path, renewal);
+                Ok(true)
+            }
             Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
@@ -471,6 +527,7 @@ impl MembershipStore for ZkStore {
             return Ok(());
         }
         data.leaving = true;
+        data.renews = Some(stat.mtime);
         let base = Self::base(&m.cluster);
         let mut w = z.new_multi_writer();
         w.add_set_data(
@@ -735,5 +792,82 @@ impl MembershipStore for ZkStore {
             Err(e) if condition_failed(&e).is_some() => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(version: i32, mtime: i64) -> zk::Stat {
+        zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            pzxid: 1,
+            ctime: 0,
+            mtime,
+            version,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        }
+    }
+
+    fn registration(renews: Option<i64>) -> NodeData {
+        NodeData {
+            incarnation: 1,
+            joined_at: 0,
+            timeout_ms: 250,
+            leaving: false,
+            host: "h".into(),
+            process: "p".into(),
+            declared_chunks: 0,
+            set: None,
+            renews,
+        }
+    }
+
+    #[test]
+    fn a_renewal_written_after_its_registration_expired_leaves_it_dead() {
+        // In time: alive until its own mtime + timeout.
+        assert!(ZkStore::alive(
+            &registration(Some(1_000)),
+            &written(2, 1_200),
+            1_450
+        ));
+        assert!(!ZkStore::alive(
+            &registration(Some(1_000)),
+            &written(2, 1_200),
+            1_451
+        ));
+        // Committed 251 ms after the version it replaced: dead at once, however recent.
+        assert!(!ZkStore::alive(
+            &registration(Some(1_000)),
+            &written(2, 1_251),
+            1_251
+        ));
+        // A registration as joined renews nothing.
+        assert!(ZkStore::alive(
+            &registration(None),
+            &written(0, 1_000),
+            1_250
+        ));
+    }
+
+    #[test]
+    fn the_server_time_bound_holds_only_for_the_renewal_it_was_taken_from() {
+        let sent = std::time::Instant::now();
+        let renewal = Renewal {
+            version: 3,
+            mtime: 5_000,
+            sent,
+        };
+        let elapsed = sent.elapsed().as_millis() as i64;
+        let bound = renewal.server_now_at_most(&written(3, 5_000)).unwrap();
+        assert!(bound > 5_000 + elapsed, "above the time that has passed");
+        assert_eq!(renewal.server_now_at_most(&written(4, 5_000)), None);
+        assert_eq!(renewal.server_now_at_most(&written(3, 5_001)), None);
     }
 }

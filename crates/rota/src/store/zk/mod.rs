@@ -103,6 +103,9 @@ pub struct ZkStore {
     /// path): a claim of an earlier instant, retried after a later one committed, leaves
     /// the last instant alone.
     last_set: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Each registration's last renewal by this process (by `nodes/<id>` path): the next
+    /// one needs no clock write while it is recent (see [`membership::Renewal`]).
+    renewals: std::sync::Mutex<HashMap<String, membership::Renewal>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -167,6 +170,7 @@ impl ZkStore {
             known_dirs: Default::default(),
             finished_items: Default::default(),
             last_set: Default::default(),
+            renewals: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
         };
