@@ -190,10 +190,15 @@ impl ZkStore {
                 return Ok(ours); // begun already by an earlier call whose reply was lost
             }
             if judged.is_none() {
-                let now = self.server_now(z, &m.cluster).await?;
                 let Some((node, nstat)) = self.node(z, &m.cluster, &m.node).await? else {
                     return Ok(false);
                 };
+                if node.incarnation != m.incarnation {
+                    return Ok(false);
+                }
+                let now = self
+                    .judging_time(z, &m.cluster, (&m.node, &node, &nstat), None)
+                    .await?;
                 *judged = Some((node, nstat, now));
             }
             let Some((node, nstat, now)) = judged.clone() else {
@@ -438,21 +443,29 @@ impl ZkStore {
             if pending.is_empty() {
                 break;
             }
-            let now = self.server_now(&z, &m.cluster).await?;
-            let registration = self
-                .node(&z, &m.cluster, &m.node)
-                .await?
-                .filter(|(d, s)| d.incarnation == m.incarnation && Self::alive(d, s, now));
-            let Some((node, nstat)) = registration else {
+            // The registration and the assignments read in one round trip; the store time
+            // they are judged by needs no clock write while this process's last renewal
+            // bounds it (see `ZkStore::judging_time`).
+            let registration = self.node_read(&z, &m.cluster, &m.node);
+            let reads: Vec<_> = pending
+                .iter()
+                .map(|&i| z.get_data(&format!("{base}/assign/{}", claims[i].task)))
+                .collect();
+            let registration = match registration.await? {
+                Some((d, s)) if d.incarnation == m.incarnation => {
+                    let now = self
+                        .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
+                        .await?;
+                    Self::alive(&d, &s, now).then_some((d, s, now))
+                }
+                _ => None,
+            };
+            let Some((node, nstat, now)) = registration else {
                 for i in pending {
                     out[i] = Some(ClaimOutcome::Fenced);
                 }
                 break;
             };
-            let reads: Vec<_> = pending
-                .iter()
-                .map(|&i| z.get_data(&format!("{base}/assign/{}", claims[i].task)))
-                .collect();
             let mut named = Vec::with_capacity(pending.len());
             for (&i, read) in pending.iter().zip(reads) {
                 self.read();

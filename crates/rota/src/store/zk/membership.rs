@@ -98,8 +98,53 @@ impl ZkStore {
         cluster: &str,
         id: &str,
     ) -> Result<Option<(NodeData, zk::Stat)>> {
+        self.node_read(z, cluster, id).await
+    }
+
+    /// [`ZkStore::node`] with the request sent now, before the answer is awaited (see
+    /// [`ZkStore::listing`]).
+    pub(super) fn node_read<'z>(
+        &self,
+        z: &'z zk::Client,
+        cluster: &str,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<(NodeData, zk::Stat)>>> + 'z {
+        self.read();
+        let read = z.get_data(&format!("{}/nodes/{id}", Self::base(cluster)));
+        async move {
+            match read.await {
+                Ok((bytes, stat)) => Ok(Some((parse("node", &bytes)?, stat))),
+                Err(zk::Error::NoNode) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        }
+    }
+
+    /// Store time to judge this process's own registration `(data, stat)` of `cluster` by:
+    /// bounded from above by its last renewal when `stat` is still that renewal's and the
+    /// registration is alive at the bound, else read (a write on ZooKeeper, a round trip
+    /// through the server's whole write path). `not_after`: the bound must not pass it.
+    pub(super) async fn judging_time(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        (id, data, stat): (&str, &NodeData, &zk::Stat),
+        not_after: Option<i64>,
+    ) -> Result<i64> {
         let path = format!("{}/nodes/{id}", Self::base(cluster));
-        self.get_json(z, &path, "node").await
+        let bound = self
+            .renewals
+            .lock()
+            .unwrap()
+            .get(&path)
+            .and_then(|r| r.server_now_at_most(stat))
+            .filter(|&at_most| {
+                Self::alive(data, stat, at_most) && not_after.is_none_or(|n| at_most <= n)
+            });
+        match bound {
+            Some(at_most) => Ok(at_most),
+            None => self.server_now(z, cluster).await,
+        }
     }
 
     pub(super) fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
@@ -477,20 +522,9 @@ impl MembershipStore for ZkStore {
             return Ok(false);
         }
         let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
-        // Server time now: bounded from this process's last renewal when the registration
-        // is still as it left it, else read (a write on ZooKeeper, as slow as the renewal).
-        let bound = self
-            .renewals
-            .lock()
-            .unwrap()
-            .get(&path)
-            .and_then(|r| r.server_now_at_most(&stat));
-        let now = match bound {
-            Some(at_most) if Self::alive(&data, &stat, at_most) && at_most <= not_after_ms => {
-                at_most
-            }
-            _ => self.server_now(&z, &m.cluster).await?,
-        };
+        let now = self
+            .judging_time(&z, &m.cluster, (&m.node, &data, &stat), Some(not_after_ms))
+            .await?;
         if !Self::alive(&data, &stat, now) || now > not_after_ms {
             return Ok(false);
         }
