@@ -3,7 +3,10 @@
 //! `running/` index; begin, finish and recovery of a record.
 
 use super::*;
-use super::{membership::NodeData, placement::AssignData};
+use super::{
+    membership::{NodeData, StoreTime},
+    placement::AssignData,
+};
 
 /// Claims per multi-op: at most four ops each, within [`MULTI_LIMIT`].
 const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 4;
@@ -173,7 +176,7 @@ impl ZkStore {
         z: &zk::Client,
         m: &Member,
         b: &Begin,
-        judged: &mut Option<(NodeData, zk::Stat, i64)>,
+        judged: &mut Option<(NodeData, zk::Stat, StoreTime)>,
     ) -> Result<bool> {
         let base = Self::base(&m.cluster);
         let key = fire_key(b.instant_ms);
@@ -201,12 +204,13 @@ impl ZkStore {
                     .await?;
                 *judged = Some((node, nstat, now));
             }
-            let Some((node, nstat, now)) = judged.clone() else {
+            let Some((node, nstat, time)) = judged.clone() else {
                 return Ok(false);
             };
-            if node.incarnation != m.incarnation || !Self::alive(&node, &nstat, now) {
+            if node.incarnation != m.incarnation || !Self::alive(&node, &nstat, time.at_most) {
                 return Ok(false);
             }
+            let now = time.at_least;
             let Some((a, astat)) = self.assignment(z, &m.cluster, &b.task).await? else {
                 return Ok(false);
             };
@@ -453,10 +457,10 @@ impl ZkStore {
                 .collect();
             let registration = match registration.await? {
                 Some((d, s)) if d.incarnation == m.incarnation => {
-                    let now = self
+                    let t = self
                         .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
                         .await?;
-                    Self::alive(&d, &s, now).then_some((d, s, now))
+                    Self::alive(&d, &s, t.at_most).then_some((d, s, t.at_least))
                 }
                 _ => None,
             };

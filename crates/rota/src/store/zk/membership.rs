@@ -56,7 +56,7 @@ pub(super) struct LeaderFence {
     /// The leader's registration as its liveness was judged: a renewal in between makes
     /// the write stale, to be retried.
     pub(super) registration: i32,
-    /// Server time of the judgement.
+    /// Server time of the judgement, at least.
     pub(super) now: i64,
 }
 
@@ -70,24 +70,45 @@ impl LeaderFence {
 }
 
 /// A renewal this process wrote: the registration's version and `mtime` it left, and when
-/// its request was sent.
+/// its request was sent and its answer came.
 pub(super) struct Renewal {
-    version: i32,
-    mtime: i64,
-    sent: std::time::Instant,
+    pub(super) version: i32,
+    pub(super) mtime: i64,
+    pub(super) sent: std::time::Instant,
+    pub(super) received: std::time::Instant,
+}
+
+/// The server's time now, as far as this process knows it: between `at_least` and
+/// `at_most` (equal when read from the server's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StoreTime {
+    pub(super) at_least: i64,
+    pub(super) at_most: i64,
+}
+
+impl StoreTime {
+    pub(super) fn read(now: i64) -> Self {
+        StoreTime {
+            at_least: now,
+            at_most: now,
+        }
+    }
 }
 
 impl Renewal {
-    /// An upper bound of the server's time now, if `stat` is still this renewal's: the
-    /// server stamped it (`mtime`, in whole ms) no earlier than the request was sent, and
-    /// both clocks have run for the same time since. Real time, not `tokio::time`: the
-    /// bound is about the server's clock, which a paused test clock does not stop.
-    fn server_now_at_most(&self, stat: &zk::Stat) -> Option<i64> {
+    /// Bounds of the server's time now, if `stat` is still this renewal's: the server
+    /// stamped it (`mtime`, in whole ms) after the request was sent and before its answer
+    /// came, and both clocks have run for the same time since. Real time, not
+    /// `tokio::time`: the bounds are about the server's clock, which a paused test clock
+    /// does not stop.
+    pub(super) fn bounds(&self, stat: &zk::Stat) -> Option<StoreTime> {
         if (stat.version, stat.mtime) != (self.version, self.mtime) {
             return None;
         }
-        let elapsed = self.sent.elapsed();
-        Some(self.mtime + elapsed.as_millis() as i64 + 2)
+        Some(StoreTime {
+            at_least: self.mtime + self.received.elapsed().as_millis() as i64,
+            at_most: self.mtime + self.sent.elapsed().as_millis() as i64 + 2,
+        })
     }
 }
 
@@ -120,30 +141,32 @@ impl ZkStore {
         }
     }
 
-    /// Store time to judge this process's own registration `(data, stat)` of `cluster` by:
-    /// bounded from above by its last renewal when `stat` is still that renewal's and the
-    /// registration is alive at the bound, else read (a write on ZooKeeper, a round trip
-    /// through the server's whole write path). `not_after`: the bound must not pass it.
+    /// Store time to judge this process's own registration `(data, stat)` of `cluster` by
+    /// (alive at `at_most`): bounded by its last renewal when `stat` is still that
+    /// renewal's and the registration is alive at the upper bound, else read (a write on
+    /// ZooKeeper, a round trip through the server's whole write path). `not_after`: the
+    /// upper bound must not pass it. Never for judging another registration dead: that
+    /// needs the clock.
     pub(super) async fn judging_time(
         &self,
         z: &zk::Client,
         cluster: &str,
         (id, data, stat): (&str, &NodeData, &zk::Stat),
         not_after: Option<i64>,
-    ) -> Result<i64> {
+    ) -> Result<StoreTime> {
         let path = format!("{}/nodes/{id}", Self::base(cluster));
-        let bound = self
+        let bounds = self
             .renewals
             .lock()
             .unwrap()
             .get(&path)
-            .and_then(|r| r.server_now_at_most(stat))
-            .filter(|&at_most| {
-                Self::alive(data, stat, at_most) && not_after.is_none_or(|n| at_most <= n)
+            .and_then(|r| r.bounds(stat))
+            .filter(|t| {
+                Self::alive(data, stat, t.at_most) && not_after.is_none_or(|n| t.at_most <= n)
             });
-        match bound {
-            Some(at_most) => Ok(at_most),
-            None => self.server_now(z, cluster).await,
+        match bounds {
+            Some(t) => Ok(t),
+            None => Ok(StoreTime::read(self.server_now(z, cluster).await?)),
         }
     }
 
@@ -278,31 +301,41 @@ impl ZkStore {
 
     /// The versions a fenced leader write checks, if `leader` holds `epoch` and is alive by
     /// server time (contract 6).
-    pub(super) async fn leader_fence(
-        &self,
-        z: &zk::Client,
-        leader: &Member,
+    /// Its reads are sent at the call, before the answer is awaited: a write sends its
+    /// own reads right after, to share the round trip. The leader's judgement of its own
+    /// registration needs no clock write while its last renewal bounds the time (see
+    /// [`ZkStore::judging_time`]); the fence's time is the lower bound.
+    pub(super) fn leader_fence<'a>(
+        &'a self,
+        z: &'a zk::Client,
+        leader: &'a Member,
         epoch: i64,
-    ) -> Result<Option<LeaderFence>> {
-        let (l, lstat) = self.leader(z, &leader.cluster).await?;
-        let now = self.server_now(z, &leader.cluster).await?;
-        let alive = self
-            .registration_alive(z, &leader.cluster, &leader.node, leader.incarnation, now)
-            .await?;
-        Ok(match alive {
-            Some(registration)
-                if l.node == leader.node
-                    && l.incarnation == leader.incarnation
-                    && l.epoch == epoch =>
+    ) -> impl std::future::Future<Output = Result<Option<LeaderFence>>> + 'a {
+        self.read();
+        let held = z.get_data(&format!("{}/leader", Self::base(&leader.cluster)));
+        let registration = self.node_read(z, &leader.cluster, &leader.node);
+        async move {
+            let (bytes, lstat) = held.await.map_err(unavailable)?;
+            let l: LeaderData = parse("leader", &bytes)?;
+            let Some((d, s)) = registration.await? else {
+                return Ok(None);
+            };
+            if d.incarnation != leader.incarnation
+                || l.node != leader.node
+                || l.incarnation != leader.incarnation
+                || l.epoch != epoch
             {
-                Some(LeaderFence {
-                    leader: lstat.version,
-                    registration: registration.version,
-                    now,
-                })
+                return Ok(None);
             }
-            _ => None,
-        })
+            let t = self
+                .judging_time(z, &leader.cluster, (&leader.node, &d, &s), None)
+                .await?;
+            Ok(Self::alive(&d, &s, t.at_most).then_some(LeaderFence {
+                leader: lstat.version,
+                registration: s.version,
+                now: t.at_least,
+            }))
+        }
     }
 }
 
@@ -524,7 +557,8 @@ impl MembershipStore for ZkStore {
         let path = format!("{}/nodes/{}", Self::base(&m.cluster), m.node);
         let now = self
             .judging_time(&z, &m.cluster, (&m.node, &data, &stat), Some(not_after_ms))
-            .await?;
+            .await?
+            .at_most;
         if !Self::alive(&data, &stat, now) || now > not_after_ms {
             return Ok(false);
         }
@@ -543,6 +577,7 @@ impl MembershipStore for ZkStore {
                     version: new.version,
                     mtime: new.mtime,
                     sent,
+                    received: std::time::Instant::now(),
                 };
                 self.renewals.lock().unwrap().insert(path, renewal);
                 Ok(true)
@@ -616,9 +651,31 @@ impl MembershipStore for ZkStore {
         let z = self.zk().await?;
         self.ensure_cluster(&z, cluster).await?;
         let base = Self::base(cluster);
-        let generation = self.generation(cluster).await?;
-        let now = self.server_now(&z, cluster).await?;
-        let mut ids = self.children(&z, &format!("{base}/nodes")).await?;
+        // The generation, the clock, the registrations' names and the leader in one round
+        // trip, in that order (a session's requests are answered in order).
+        self.read();
+        let generation = z.check_stat(&format!("{base}/generation"));
+        self.wrote();
+        let clock = z.set_data(&format!("{base}/clock"), b"", None);
+        let listed = self.listing(&z, &format!("{base}/nodes"));
+        self.read();
+        let held = z.get_data(&format!("{base}/leader"));
+        let generation = match generation.await {
+            Ok(stat) => stat.map_or(0, |s| i64::from(s.version)),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let now = match clock.await {
+            Ok(stat) => stat.mtime,
+            // The tree is gone: `server_now` makes it again.
+            Err(zk::Error::NoNode) => self.server_now(&z, cluster).await?,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut ids = listed.await?;
+        let leader = match held.await {
+            Ok((bytes, _)) => parse::<LeaderData>("leader", &bytes)?.holder(),
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(unavailable(e)),
+        };
         ids.sort();
         // Issued together: the client pipelines them on the session.
         let reads: Vec<_> = ids
@@ -637,7 +694,6 @@ impl MembershipStore for ZkStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        let leader = self.leader(&z, cluster).await?.0.holder();
         Ok(ClusterView {
             now_ms: now,
             generation,
@@ -740,9 +796,21 @@ impl MembershipStore for ZkStore {
         let z = self.zk().await?;
         self.ensure_cluster(&z, &m.cluster).await?;
         let base = Self::base(&m.cluster);
-        let (current, lstat) = self.leader(&z, &m.cluster).await?;
-        let now = self.server_now(&z, &m.cluster).await?;
-        let candidate = self.node(&z, &m.cluster, &m.node).await?.filter(|(d, s)| {
+        // The leader, the clock (it judges the holder dead) and the candidate's own
+        // registration in one round trip, in that order.
+        self.read();
+        let held = z.get_data(&format!("{base}/leader"));
+        self.wrote();
+        let clock = z.set_data(&format!("{base}/clock"), b"", None);
+        let own = self.node_read(&z, &m.cluster, &m.node);
+        let (bytes, lstat) = held.await.map_err(unavailable)?;
+        let current: LeaderData = parse("leader", &bytes)?;
+        let now = match clock.await {
+            Ok(stat) => stat.mtime,
+            Err(zk::Error::NoNode) => self.server_now(&z, &m.cluster).await?,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let candidate = own.await?.filter(|(d, s)| {
             d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now)
         });
         let holder = current.holder();
@@ -891,17 +959,24 @@ mod tests {
     }
 
     #[test]
-    fn the_server_time_bound_holds_only_for_the_renewal_it_was_taken_from() {
+    fn the_store_time_bounds_hold_only_for_the_renewal_they_come_from() {
         let sent = std::time::Instant::now();
+        let received = std::time::Instant::now();
         let renewal = Renewal {
             version: 3,
             mtime: 5_000,
             sent,
+            received,
         };
-        let elapsed = sent.elapsed().as_millis() as i64;
-        let bound = renewal.server_now_at_most(&written(3, 5_000)).unwrap();
-        assert!(bound > 5_000 + elapsed, "above the time that has passed");
-        assert_eq!(renewal.server_now_at_most(&written(4, 5_000)), None);
-        assert_eq!(renewal.server_now_at_most(&written(3, 5_001)), None);
+        let before = received.elapsed().as_millis() as i64;
+        let t = renewal.bounds(&written(3, 5_000)).unwrap();
+        let after = sent.elapsed().as_millis() as i64;
+        // Stamped between sending and receiving: the server's clock has run at least the
+        // time since the answer and at most the time since the request (plus its rounding).
+        assert!(t.at_least >= 5_000 + before && t.at_least <= 5_000 + after);
+        assert!(t.at_most > 5_000 + before && t.at_most <= 5_000 + after + 2);
+        assert!(t.at_least < t.at_most);
+        assert_eq!(renewal.bounds(&written(4, 5_000)), None);
+        assert_eq!(renewal.bounds(&written(3, 5_001)), None);
     }
 }

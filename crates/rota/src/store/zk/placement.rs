@@ -154,15 +154,20 @@ impl PlacementStore for ZkStore {
         let z = self.zk().await?;
         let cluster = &leader.cluster;
         let base = Self::base(cluster);
-        if self.leader_fence(&z, leader, epoch).await?.is_none() {
-            return Ok(LeaderWrite::Deposed);
-        }
-        // Read every changed row (pipelined) to check the token the leader saw. Each row's
-        // version is then checked by the multi-op that writes it.
+        // The fence, every changed row (to check the token the leader saw; each row's
+        // version is then checked by the multi-op that writes it) and the generation, read
+        // in one round trip.
+        let fence = self.leader_fence(&z, leader, epoch);
         let reads: Vec<_> = changes
             .iter()
             .map(|c| z.get_data(&format!("{base}/assign/{}", c.task)))
             .collect();
+        self.read();
+        let generation = z.check_stat(&format!("{base}/generation"));
+        let Some(fence) = fence.await? else {
+            return Ok(LeaderWrite::Deposed);
+        };
+        let mut judged = Some(fence);
         let mut current: HashMap<&str, (AssignData, i32)> = HashMap::new();
         for (c, read) in changes.iter().zip(reads) {
             self.read();
@@ -183,9 +188,7 @@ impl PlacementStore for ZkStore {
                 return Ok(LeaderWrite::Stale);
             }
         }
-        self.read();
-        let gstat = z
-            .check_stat(&format!("{base}/generation"))
+        let gstat = generation
             .await
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("the cluster's generation znode is missing"))?;
@@ -200,8 +203,13 @@ impl PlacementStore for ZkStore {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let Some(fence) = self.leader_fence(&z, leader, epoch).await? else {
-                    return Ok(LeaderWrite::Deposed);
+                // The first multi-op goes with the judgement read with the rows.
+                let fence = match judged.take() {
+                    Some(fence) => fence,
+                    None => match self.leader_fence(&z, leader, epoch).await? {
+                        Some(fence) => fence,
+                        None => return Ok(LeaderWrite::Deposed),
+                    },
                 };
                 let mut w = self.assignment_chunk(
                     &z,
