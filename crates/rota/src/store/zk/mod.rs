@@ -106,6 +106,9 @@ pub struct ZkStore {
     /// Each registration's last renewal by this process (by `nodes/<id>` path): the next
     /// one needs no clock write while it is recent (see [`membership::Renewal`]).
     renewals: std::sync::Mutex<HashMap<String, membership::Renewal>>,
+    /// The registrations' names each cluster's last view found: the next view reads them
+    /// with the listing, in one request.
+    view_ids: std::sync::Mutex<HashMap<String, Vec<String>>>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
 }
@@ -171,6 +174,7 @@ impl ZkStore {
             finished_items: Default::default(),
             last_set: Default::default(),
             renewals: Default::default(),
+            view_ids: Default::default(),
             reads: Default::default(),
             writes: Default::default(),
         };
