@@ -664,8 +664,7 @@ impl MembershipStore for ZkStore {
             .get(cluster)
             .cloned()
             .unwrap_or_default();
-        self.wrote();
-        let clock = z.set_data(&format!("{base}/clock"), b"", None);
+        let clock = self.clock(&z, cluster);
         let mut reader = z.new_multi_reader();
         reader
             .add_get_data(&format!("{base}/generation"))
@@ -681,12 +680,7 @@ impl MembershipStore for ZkStore {
         }
         self.read();
         let read = reader.commit();
-        let now = match clock.await {
-            Ok(stat) => stat.mtime,
-            // The tree is gone: `server_now` makes it again.
-            Err(zk::Error::NoNode) => self.server_now(&z, cluster).await?,
-            Err(e) => return Err(unavailable(e)),
-        };
+        let now = clock.await?;
         let mut results = read.await.map_err(unavailable)?.into_iter();
         let mut next = |what: &str| {
             results
@@ -856,16 +850,11 @@ impl MembershipStore for ZkStore {
         // registration in one round trip, in that order.
         self.read();
         let held = z.get_data(&format!("{base}/leader"));
-        self.wrote();
-        let clock = z.set_data(&format!("{base}/clock"), b"", None);
+        let clock = self.clock(&z, &m.cluster);
         let own = self.node_read(&z, &m.cluster, &m.node);
         let (bytes, lstat) = held.await.map_err(unavailable)?;
         let current: LeaderData = parse("leader", &bytes)?;
-        let now = match clock.await {
-            Ok(stat) => stat.mtime,
-            Err(zk::Error::NoNode) => self.server_now(&z, &m.cluster).await?,
-            Err(e) => return Err(unavailable(e)),
-        };
+        let now = clock.await?;
         let candidate = own.await?.filter(|(d, s)| {
             d.incarnation == m.incarnation && !d.leaving && Self::alive(d, s, now)
         });

@@ -309,24 +309,44 @@ impl ZkStore {
 
     /// Server time, in Unix ms: the `mtime` of a write.
     async fn server_now(&self, z: &zk::Client, cluster: &str) -> Result<i64> {
+        self.clock(z, cluster).await
+    }
+
+    /// [`ZkStore::server_now`] with the write sent now, before the answer is awaited: the
+    /// requests made after it share its round trip (and are answered after it).
+    fn clock<'a>(
+        &'a self,
+        z: &'a zk::Client,
+        cluster: &'a str,
+    ) -> impl std::future::Future<Output = Result<i64>> + 'a {
         self.wrote();
         let path = format!("{}/clock", Self::base(cluster));
-        match z.set_data(&path, b"", None).await {
-            Ok(stat) => Ok(stat.mtime),
-            Err(zk::Error::NoNode) => {
-                // The tree is gone (or never was): create it, and forget the directories this
-                // process believed it had.
-                let base = Self::base(cluster);
-                self.known_dirs
-                    .lock()
-                    .unwrap()
-                    .retain(|d| !d.starts_with(&format!("{base}/")));
-                self.create_cluster(z, cluster).await?;
-                let stat = z.set_data(&path, b"", None).await.map_err(unavailable)?;
-                Ok(stat.mtime)
+        let written = z.set_data(&path, b"", None);
+        async move {
+            match written.await {
+                Ok(stat) => Ok(stat.mtime),
+                Err(zk::Error::NoNode) => self.clock_after_tree_gone(z, cluster, &path).await,
+                Err(e) => Err(unavailable(e)),
             }
-            Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// The tree is gone (or never was): create it, forget the directories this process
+    /// believed it had, and write the clock again.
+    async fn clock_after_tree_gone(
+        &self,
+        z: &zk::Client,
+        cluster: &str,
+        path: &str,
+    ) -> Result<i64> {
+        let base = Self::base(cluster);
+        self.known_dirs
+            .lock()
+            .unwrap()
+            .retain(|d| !d.starts_with(&format!("{base}/")));
+        self.create_cluster(z, cluster).await?;
+        let stat = z.set_data(path, b"", None).await.map_err(unavailable)?;
+        Ok(stat.mtime)
     }
 
     /// A znode's JSON and stat; `None` if it does not exist.
