@@ -453,8 +453,16 @@ async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out(
             format!("sqlite://{}", dir.path().join("rota.db").display()),
         )
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Read to its end: once the process and its guard (which shares it) are gone.
+    let said = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     eventually("the stuck handler runs", LONG, None, || async {
         started.exists().then_some(())
     })
@@ -471,4 +479,13 @@ async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out(
     .await;
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    // The death has its cause in the node's log.
+    let said = tokio::time::timeout(LONG, said)
+        .await
+        .expect("the guard exits once its node is gone")
+        .unwrap();
+    assert!(
+        said.contains("work guard: the node's lease deadline passed while its in-process work was alive"),
+        "the guard did not say why it killed the node: {said}"
+    );
 }

@@ -170,6 +170,11 @@ impl ProcessCluster {
         }
     }
 
+    /// How `node`'s process ended, if it has (`None` while it runs or if never started).
+    pub fn exit_status(&mut self, node: &str) -> Option<ExitStatus> {
+        self.children.get_mut(node)?.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self, node: &str) -> Option<u32> {
         self.children.get(node).map(|c| c.id())
     }

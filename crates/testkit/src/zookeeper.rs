@@ -126,7 +126,15 @@ impl ZkEnsemble {
         let dir = self.member_dir(i);
         let log = std::fs::File::create(dir.join("server.log")).map_err(|e| err(e.to_string()))?;
         let mut cmd = Command::new("java");
+        // Pauses of the server's own (garbage collection, safepoints, a slow fsync of its
+        // log) in its directory: a node fenced because its renewals were held up is told
+        // apart from one held up in itself.
         cmd.arg("-Xmx256m")
+            .arg(format!(
+                "-Xlog:gc,safepoint:file={}:uptime,time",
+                dir.join("gc.log").display()
+            ))
+            .arg("-Dzookeeper.fsync.warningthresholdms=50")
             .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
             .arg("-cp")
             .arg(JAR)
@@ -198,6 +206,20 @@ impl ZkEnsemble {
     /// The store URL of a private tree `/name` on this ensemble.
     pub fn url(&self, name: &str) -> String {
         format!("zookeeper://{}/{name}", self.hosts())
+    }
+
+    /// Copies every server's log and pause log into `to` (`zk1-server.log`,
+    /// `zk1-gc.log`, ...), for a run kept to be read afterwards.
+    pub fn copy_logs(&self, to: &std::path::Path) -> std::io::Result<()> {
+        for i in 0..self.members.len() {
+            for name in ["server.log", "gc.log"] {
+                let from = self.member_dir(i).join(name);
+                if from.exists() {
+                    std::fs::copy(&from, to.join(format!("zk{}-{name}", i + 1)))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Kills server `i` (SIGKILL).

@@ -36,6 +36,9 @@ impl Drop for BenchStore {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
+        } else if let Some(PrivateServer::ZooKeeper(zk)) = &self.server {
+            // The server's directory goes with it: its logs stay with the nodes'.
+            let _ = zk.copy_logs(&self.dir);
         }
     }
 }

@@ -135,7 +135,10 @@ fn restart_the_dead(cluster: &mut ProcessCluster, ids: &[String]) -> anyhow::Res
     for id in ids {
         if !cluster.running(id) {
             died += 1;
-            cluster.note(id, DIED);
+            let how = cluster
+                .exit_status(id)
+                .map_or_else(|| "never started".to_string(), |s| s.to_string());
+            cluster.note(id, &format!("{DIED} ({how})"));
             cluster.spawn_with_config(id, &cluster.config_path(id))?;
         }
     }

@@ -17,7 +17,7 @@
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
         Mutex, OnceLock,
     },
     time::Duration,
@@ -117,11 +117,16 @@ impl WorkGuard {
     }
 
     fn send(&self, slot: GuardSlot, kind: u32, value: i64) {
+        let pipe = self.pipe.lock().unwrap();
+        self.write(&pipe, slot, kind, value);
+    }
+
+    /// One message on the pipe, whose lock the caller holds.
+    fn write(&self, pipe: &OwnedFd, slot: GuardSlot, kind: u32, value: i64) {
         let mut message = [0u8; MESSAGE];
         message[..4].copy_from_slice(&slot.0.to_le_bytes());
         message[4..8].copy_from_slice(&kind.to_le_bytes());
         message[8..].copy_from_slice(&value.to_le_bytes());
-        let pipe = self.pipe.lock().unwrap();
         // SAFETY: a write of a local buffer to a pipe we own; non-blocking.
         let written = unsafe { libc::write(pipe.as_raw_fd(), message.as_ptr().cast(), MESSAGE) };
         if written != MESSAGE as isize {
@@ -154,10 +159,27 @@ impl GuardSlot {
         guard.send(self, DEADLINE, value);
     }
 
-    /// How many in-process handlers of this node are alive now.
-    pub fn set_in_process(self, count: usize) {
-        if let Some(guard) = WorkGuard::get() {
-            guard.send(self, IN_PROCESS, count as i64);
+    /// Counts an in-process handler of this node started (`started`) or ended, and tells
+    /// the guard the new count. Counted and sent under the pipe's lock: two threads' counts
+    /// reach the guard in the order they were made (a stale count sent last would have the
+    /// guard see work alive that ended, or none where some runs).
+    pub fn count_in_process(slot: Option<Self>, count: &AtomicUsize, started: bool) {
+        let update = || {
+            if started {
+                count.fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                count.fetch_sub(1, Ordering::SeqCst) - 1
+            }
+        };
+        match (slot, WorkGuard::get()) {
+            (Some(slot), Some(guard)) => {
+                let pipe = guard.pipe.lock().unwrap();
+                let now = update();
+                guard.write(&pipe, slot, IN_PROCESS, now as i64);
+            }
+            _ => {
+                update();
+            }
         }
     }
 }
@@ -238,9 +260,69 @@ unsafe fn guard_main(read: i32, write: i32, node: i32) -> ! {
     let mut count = 0usize;
     let mut buf = [0u8; MESSAGE * 64];
     let mut filled = 0usize;
+    // How long to wait for a message: 0 while catching up, then until the next deadline.
+    let mut timeout = 0;
     loop {
+        let mut poll = libc::pollfd {
+            fd: 3,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut poll, 1, timeout) > 0 {
+            let n = libc::read(3, buf.as_mut_ptr().add(filled).cast(), buf.len() - filled);
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                // The node is gone: so is all of its work.
+                for &(_, pgid) in &groups[..count] {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+                libc::_exit(0);
+            }
+            if n > 0 {
+                filled += n as usize;
+                let whole = filled / MESSAGE * MESSAGE;
+                let mut at = 0;
+                while at < whole {
+                    let m = &buf[at..at + MESSAGE];
+                    let slot = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) as usize % SLOTS;
+                    let kind = u32::from_le_bytes([m[4], m[5], m[6], m[7]]);
+                    let value =
+                        i64::from_le_bytes([m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]]);
+                    match kind {
+                        DEADLINE => deadlines[slot] = value,
+                        IN_PROCESS => in_process[slot] = value,
+                        ADD_GROUP if count < GROUPS => {
+                            groups[count] = (slot as u32, value as i32);
+                            count += 1;
+                        }
+                        REMOVE_GROUP => {
+                            if let Some(i) = groups[..count]
+                                .iter()
+                                .position(|g| g.0 as usize == slot && g.1 == value as i32)
+                            {
+                                count -= 1;
+                                groups[i] = groups[count];
+                            }
+                        }
+                        _ => {}
+                    }
+                    at += MESSAGE;
+                }
+                // Keep a partial message for the next read.
+                let rest = filled - whole;
+                let mut i = 0;
+                while i < rest {
+                    buf[i] = buf[whole + i];
+                    i += 1;
+                }
+                filled = rest;
+            }
+            // Read everything sent before acting on a deadline: a renewal that came while
+            // this process waited for a CPU still counts.
+            timeout = 0;
+            continue;
+        }
+        // Nothing more to read: act on passed deadlines.
         let now = monotonic_ns();
-        // Act on passed deadlines.
         for slot in 0..SLOTS {
             let deadline = deadlines[slot];
             if deadline == 0 || now < deadline {
@@ -257,72 +339,20 @@ unsafe fn guard_main(read: i32, write: i32, node: i32) -> ! {
                 }
             }
             if in_process[slot] > 0 {
-                // In-process work outlives the lease: the node must end itself.
+                // In-process work outlives the lease: the node must end itself. Said on
+                // the node's standard error, its log, so that the death has a cause.
+                let line = b"{\"level\":\"ERROR\",\"message\":\"work guard: the node's lease deadline passed while its in-process work was alive: killing the node\",\"target\":\"rota::node::guard\"}\n";
+                libc::write(2, line.as_ptr().cast(), line.len());
                 libc::kill(node, libc::SIGKILL);
             }
             deadlines[slot] = 0;
         }
-        let mut timeout = -1;
+        timeout = -1;
         for &deadline in &deadlines {
             if deadline != 0 {
                 let ms = ((deadline - now) / 1_000_000 + 1).clamp(0, 60_000) as i32;
                 timeout = if timeout < 0 { ms } else { timeout.min(ms) };
             }
         }
-        let mut poll = libc::pollfd {
-            fd: 3,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if libc::poll(&mut poll, 1, timeout) <= 0 {
-            continue;
-        }
-        let n = libc::read(3, buf.as_mut_ptr().add(filled).cast(), buf.len() - filled);
-        if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-            // The node is gone: so is all of its work.
-            for &(_, pgid) in &groups[..count] {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-            libc::_exit(0);
-        }
-        if n < 0 {
-            continue;
-        }
-        filled += n as usize;
-        let whole = filled / MESSAGE * MESSAGE;
-        let mut at = 0;
-        while at < whole {
-            let m = &buf[at..at + MESSAGE];
-            let slot = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) as usize % SLOTS;
-            let kind = u32::from_le_bytes([m[4], m[5], m[6], m[7]]);
-            let value = i64::from_le_bytes([m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]]);
-            match kind {
-                DEADLINE => deadlines[slot] = value,
-                IN_PROCESS => in_process[slot] = value,
-                ADD_GROUP if count < GROUPS => {
-                    groups[count] = (slot as u32, value as i32);
-                    count += 1;
-                }
-                REMOVE_GROUP => {
-                    if let Some(i) = groups[..count]
-                        .iter()
-                        .position(|g| g.0 as usize == slot && g.1 == value as i32)
-                    {
-                        count -= 1;
-                        groups[i] = groups[count];
-                    }
-                }
-                _ => {}
-            }
-            at += MESSAGE;
-        }
-        // Keep a partial message for the next read.
-        let rest = filled - whole;
-        let mut i = 0;
-        while i < rest {
-            buf[i] = buf[whole + i];
-            i += 1;
-        }
-        filled = rest;
     }
 }

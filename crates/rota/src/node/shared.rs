@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::AtomicBool,
         Arc, Mutex, RwLock,
     },
 };
@@ -29,10 +29,7 @@ pub(crate) struct InProcessRun {
 
 impl Drop for InProcessRun {
     fn drop(&mut self) {
-        let count = self.count.fetch_sub(1, Ordering::SeqCst) - 1;
-        if let Some(slot) = self.slot {
-            slot.set_in_process(count);
-        }
+        super::guard::GuardSlot::count_in_process(self.slot, &self.count, false);
     }
 }
 
@@ -236,10 +233,7 @@ impl Shared {
 
     /// Counts an in-process handler until the returned value is dropped.
     pub(super) fn in_process_run(&self) -> InProcessRun {
-        let count = self.in_process.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(slot) = self.guard {
-            slot.set_in_process(count);
-        }
+        super::guard::GuardSlot::count_in_process(self.guard, &self.in_process, true);
         InProcessRun {
             count: self.in_process.clone(),
             slot: self.guard,

@@ -15,9 +15,18 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
         let renewal =
             tokio::time::timeout(budget, shared.store.heartbeat(&member, not_after)).await;
         let failed = !matches!(renewal, Ok(Ok(_)));
+        let took = sent.elapsed();
         shared
             .metrics
-            .store_call("heartbeat", sent.elapsed().as_secs_f64(), failed);
+            .store_call("heartbeat", took.as_secs_f64(), failed);
+        if !failed && took > budget / 2 {
+            // Half the lease gone in one renewal: the store (or the way to it) is slow.
+            warn!(
+                took_ms = took.as_millis() as u64,
+                budget_ms = budget.as_millis() as u64,
+                "slow renewal"
+            );
+        }
         match renewal {
             Ok(Ok(true)) => {
                 // Only renew the lease of the incarnation the heartbeat was for.
@@ -55,9 +64,16 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
                 shared.set_store_error(Some("heartbeat timed out".into()));
             }
         }
+        let due = sent + timing.heartbeat;
         tokio::select! {
-            _ = tokio::time::sleep_until(sent + timing.heartbeat) => {}
+            _ = tokio::time::sleep_until(due) => {}
             _ = stop.cancelled() => return,
+        }
+        let late = Instant::now().saturating_duration_since(due);
+        if late > timing.heartbeat {
+            // This process was not run (a frozen or starved host, or blocking work on the
+            // runtime's threads): the cause of a lease lost though the store was fine.
+            warn!(late_ms = late.as_millis() as u64, "heartbeat held up in this process");
         }
     }
 }
