@@ -3,10 +3,7 @@
 //! `running/` index; begin, finish and recovery of a record.
 
 use super::*;
-use super::{
-    membership::{NodeData, StoreTime},
-    placement::AssignData,
-};
+use super::placement::AssignData;
 
 /// Claims per multi-op: at most four ops each, within [`MULTI_LIMIT`].
 const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 4;
@@ -90,15 +87,15 @@ impl ZkStore {
         Ok(Some(astat.version))
     }
 
-    pub(super) async fn fire(
+    pub(super) fn fire<'z>(
         &self,
-        z: &zk::Client,
+        z: &'z zk::Client,
         cluster: &str,
         task: &str,
         key: &str,
-    ) -> Result<Option<(FireData, zk::Stat)>> {
+    ) -> impl std::future::Future<Output = Result<Option<(FireData, zk::Stat)>>> + 'z {
         let path = format!("{}/fires/{task}/{key}", Self::base(cluster));
-        self.get_json(z, &path, "fire").await
+        self.get_json(z, &path, "fire")
     }
 
     /// Creates `fires/<task>` and `running/<task>` unless this process knows they exist.
@@ -166,82 +163,6 @@ impl ZkStore {
         }
     }
 
-    /// Begins one fire claimed by `m` (see [`FireStore::begin_fires`]). The multi-op checks the
-    /// assignment and the exact registration version whose liveness was judged, and records
-    /// until when that registration was alive (see [`ZkStore::begun`]).
-    /// `judged`: the claimant's registration and the server time it was judged alive at,
-    /// shared by the fires of one batch; read again when a write finds it moved.
-    pub(super) async fn begin_fire(
-        &self,
-        z: &zk::Client,
-        m: &Member,
-        b: &Begin,
-        judged: &mut Option<(NodeData, zk::Stat, StoreTime)>,
-    ) -> Result<bool> {
-        let base = Self::base(&m.cluster);
-        let key = fire_key(b.instant_ms);
-        // A heartbeat moving the registration between the read and the write: read again.
-        for _ in 0..5 {
-            let Some((mut f, fstat)) = self.fire(z, &m.cluster, &b.task, &key).await? else {
-                return Ok(false);
-            };
-            let ours = f.outcome == "running"
-                && f.node == m.node
-                && f.incarnation == m.incarnation
-                && (f.token, f.attempt) == (b.token, b.attempt);
-            if !ours || f.started_at.is_some() {
-                return Ok(ours); // begun already by an earlier call whose reply was lost
-            }
-            if judged.is_none() {
-                let Some((node, nstat)) = self.node(z, &m.cluster, &m.node).await? else {
-                    return Ok(false);
-                };
-                if node.incarnation != m.incarnation {
-                    return Ok(false);
-                }
-                let now = self
-                    .judging_time(z, &m.cluster, (&m.node, &node, &nstat), None)
-                    .await?;
-                *judged = Some((node, nstat, now));
-            }
-            let Some((node, nstat, time)) = judged.clone() else {
-                return Ok(false);
-            };
-            if node.incarnation != m.incarnation || !Self::alive(&node, &nstat, time.at_most) {
-                return Ok(false);
-            }
-            let now = time.at_least;
-            let Some((a, astat)) = self.assignment(z, &m.cluster, &b.task).await? else {
-                return Ok(false);
-            };
-            if a.token != b.token
-                || a.node.as_deref() != Some(m.node.as_str())
-                || a.incarnation != Some(m.incarnation)
-            {
-                return Ok(false);
-            }
-            f.begin(now, &nstat, node.timeout_ms);
-            let mut w = z.new_multi_writer();
-            w.add_check_version(&format!("{base}/assign/{}", b.task), astat.version)
-                .map_err(unavailable)?;
-            w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
-                .map_err(unavailable)?;
-            w.add_set_data(
-                &format!("{base}/fires/{}/{key}", b.task),
-                &json(&f),
-                Some(fstat.version),
-            )
-            .map_err(unavailable)?;
-            self.wrote();
-            match w.commit().await {
-                Ok(_) => return Ok(true),
-                Err(e) if condition_failed(&e).is_some() => *judged = None,
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Ok(false)
-    }
-
     /// Updates a running record `(task, key)` at `(token, attempt)` under the fence, as
     /// `how` says. Fires begin with `begin_fires`, so a fire claimed again has no start
     /// time; an item begins at once.
@@ -258,7 +179,14 @@ impl ZkStore {
     ) -> Result<ClaimOutcome> {
         let z = self.zk().await?;
         let base = Self::base(&m.cluster);
-        let Some((mut f, fstat)) = self.fire(&z, &m.cluster, task, key).await? else {
+        // The record, the assignment and the registration in one round trip; the store time
+        // the registration is judged by needs no clock write while this process's last
+        // renewal bounds it (see `ZkStore::judging_time`). A new owner settles a dead
+        // node's fires right on the failover's path, each task at once.
+        let fire = self.fire(&z, &m.cluster, task, key);
+        let assignment = self.assignment(&z, &m.cluster, task);
+        let registration = self.node_read(&z, &m.cluster, &m.node);
+        let Some((mut f, fstat)) = fire.await? else {
             return Ok(ClaimOutcome::Fenced);
         };
         let begun = Self::begun(&f, &fstat);
@@ -273,9 +201,28 @@ impl ZkStore {
         {
             return Ok(ClaimOutcome::Fenced);
         }
-        let now = self.server_now(&z, &m.cluster).await?;
-        let Some(aver) = self.fence(&z, m, task, token, now).await? else {
-            return Ok(ClaimOutcome::Fenced);
+        let aver = match assignment.await? {
+            Some((a, astat))
+                if a.token == token
+                    && a.node.as_deref() == Some(m.node.as_str())
+                    && a.incarnation == Some(m.incarnation) =>
+            {
+                astat.version
+            }
+            _ => return Ok(ClaimOutcome::Fenced),
+        };
+        let now = match registration.await? {
+            Some((d, s)) if d.incarnation == m.incarnation => {
+                let t = self
+                    .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
+                    .await?;
+                if !Self::alive(&d, &s, t.at_most) {
+                    return Ok(ClaimOutcome::Fenced);
+                }
+                // What this write records happened no earlier than this.
+                t.at_least
+            }
+            _ => return Ok(ClaimOutcome::Fenced),
         };
         let retry = how != Recovery::Abandon;
         match how {
@@ -851,16 +798,106 @@ impl FireStore for ZkStore {
         Ok(out)
     }
 
+    /// Begins fires claimed by `m`. Each begin's multi-op checks the assignment and the
+    /// exact registration version whose liveness was judged, and records until when that
+    /// registration was alive (see [`ZkStore::begun`]). Per round, every read goes out
+    /// before any answer is awaited (the registration, each record, each assignment), then
+    /// every multi-op: a batch costs two round trips, not three per fire. A heartbeat
+    /// moving the registration between the reads and the writes fails the multi-ops
+    /// that checked it: those go again with fresh reads.
     async fn begin_fires(&self, m: &Member, fires: &[Begin]) -> Result<Vec<bool>> {
         let z = self.zk().await?;
-        // One clock read and one registration read for the batch (reading store time is a
-        // write on ZooKeeper), not one per fire.
-        let mut judged = None;
-        let mut out = Vec::with_capacity(fires.len());
-        for b in fires {
-            out.push(self.begin_fire(&z, m, b, &mut judged).await?);
+        let base = Self::base(&m.cluster);
+        let mut out: Vec<Option<bool>> = vec![None; fires.len()];
+        for _ in 0..5 {
+            let pending: Vec<usize> = (0..fires.len()).filter(|&i| out[i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let registration = self.node_read(&z, &m.cluster, &m.node);
+            let reads: Vec<_> = pending
+                .iter()
+                .map(|&i| {
+                    let b = &fires[i];
+                    let record = self.fire(&z, &m.cluster, &b.task, &fire_key(b.instant_ms));
+                    (record, self.assignment(&z, &m.cluster, &b.task))
+                })
+                .collect();
+            // The store time needs no clock write while this process's last renewal
+            // bounds it (see `ZkStore::judging_time`).
+            let judged = match registration.await? {
+                Some((d, s)) if d.incarnation == m.incarnation => {
+                    let t = self
+                        .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
+                        .await?;
+                    Self::alive(&d, &s, t.at_most).then_some((d, s, t.at_least))
+                }
+                _ => None,
+            };
+            let mut writes = Vec::new();
+            for (&i, (record, assignment)) in pending.iter().zip(reads) {
+                let b = &fires[i];
+                let (record, assignment) = (record.await?, assignment.await?);
+                let Some((mut f, fstat)) = record else {
+                    out[i] = Some(false);
+                    continue;
+                };
+                let ours = f.outcome == "running"
+                    && f.node == m.node
+                    && f.incarnation == m.incarnation
+                    && (f.token, f.attempt) == (b.token, b.attempt);
+                if !ours || f.started_at.is_some() {
+                    out[i] = Some(ours); // begun already by an earlier call whose reply was lost
+                    continue;
+                }
+                let Some((node, nstat, now)) = &judged else {
+                    out[i] = Some(false);
+                    continue;
+                };
+                let astat = match assignment {
+                    Some((a, astat))
+                        if a.token == b.token
+                            && a.node.as_deref() == Some(m.node.as_str())
+                            && a.incarnation == Some(m.incarnation) =>
+                    {
+                        astat
+                    }
+                    _ => {
+                        out[i] = Some(false);
+                        continue;
+                    }
+                };
+                f.begin(*now, nstat, node.timeout_ms);
+                let mut w = z.new_multi_writer();
+                w.add_check_version(&format!("{base}/assign/{}", b.task), astat.version)
+                    .map_err(unavailable)?;
+                w.add_check_version(&format!("{base}/nodes/{}", m.node), nstat.version)
+                    .map_err(unavailable)?;
+                w.add_set_data(
+                    &format!("{base}/fires/{}/{}", b.task, fire_key(b.instant_ms)),
+                    &json(&f),
+                    Some(fstat.version),
+                )
+                .map_err(unavailable)?;
+                writes.push((i, w));
+            }
+            let commits: Vec<_> = writes
+                .iter_mut()
+                .map(|(_, w)| {
+                    self.wrote();
+                    w.commit()
+                })
+                .collect();
+            for ((i, _), commit) in writes.iter().zip(commits) {
+                match commit.await {
+                    Ok(_) => out[*i] = Some(true),
+                    // The registration or the assignment moved: read again next round.
+                    Err(e) if condition_failed(&e).is_some() => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
         }
-        Ok(out)
+        Ok(out.into_iter().map(|o| o.unwrap_or(false)).collect())
     }
 
     async fn recover_fire(

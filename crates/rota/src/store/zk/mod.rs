@@ -350,17 +350,22 @@ impl ZkStore {
     }
 
     /// A znode's JSON and stat; `None` if it does not exist.
-    async fn get_json<T: for<'de> Deserialize<'de>>(
+    /// Reads and parses the JSON data of `path`: the request is sent at the call, so that
+    /// several reads go out together and share a round trip.
+    fn get_json<'z, T: for<'de> Deserialize<'de>>(
         &self,
-        z: &zk::Client,
+        z: &'z zk::Client,
         path: &str,
-        what: &str,
-    ) -> Result<Option<(T, zk::Stat)>> {
+        what: &'static str,
+    ) -> impl std::future::Future<Output = Result<Option<(T, zk::Stat)>>> + 'z {
         self.read();
-        match z.get_data(path).await {
-            Ok((bytes, stat)) => Ok(Some((parse(what, &bytes)?, stat))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(unavailable(e)),
+        let read = z.get_data(path);
+        async move {
+            match read.await {
+                Ok((bytes, stat)) => Ok(Some((parse(what, &bytes)?, stat))),
+                Err(zk::Error::NoNode) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
         }
     }
 

@@ -26,14 +26,14 @@ pub(super) struct AssignData {
 }
 
 impl ZkStore {
-    pub(super) async fn assignment(
+    pub(super) fn assignment<'z>(
         &self,
-        z: &zk::Client,
+        z: &'z zk::Client,
         cluster: &str,
         task: &str,
-    ) -> Result<Option<(AssignData, zk::Stat)>> {
+    ) -> impl std::future::Future<Output = Result<Option<(AssignData, zk::Stat)>>> + 'z {
         let path = format!("{}/assign/{task}", Self::base(cluster));
-        self.get_json(z, &path, "assignment").await
+        self.get_json(z, &path, "assignment")
     }
 
     /// The tasks whose assignments changed after `generation`, from the change log; `None`
