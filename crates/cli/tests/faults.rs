@@ -485,7 +485,9 @@ async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out(
         .expect("the guard exits once its node is gone")
         .unwrap();
     assert!(
-        said.contains("work guard: the node's lease deadline passed while its in-process work was alive"),
+        said.contains(
+            "work guard: the node's lease deadline passed while its in-process work was alive"
+        ),
         "the guard did not say why it killed the node: {said}"
     );
 }

@@ -3,10 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::AtomicBool,
-        Arc, Mutex, RwLock,
-    },
+    sync::{atomic::AtomicBool, Arc, Mutex, RwLock},
 };
 
 use tokio::time::Instant;

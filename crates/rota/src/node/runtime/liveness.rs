@@ -73,7 +73,10 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
         if late > timing.heartbeat {
             // This process was not run (a frozen or starved host, or blocking work on the
             // runtime's threads): the cause of a lease lost though the store was fine.
-            warn!(late_ms = late.as_millis() as u64, "heartbeat held up in this process");
+            warn!(
+                late_ms = late.as_millis() as u64,
+                "heartbeat held up in this process"
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! multi-op (which checks the assignment's and the registration's versions), with the
 //! `running/` index; begin, finish and recovery of a record.
 
-use super::*;
 use super::placement::AssignData;
+use super::*;
 
 /// Claims per multi-op: at most four ops each, within [`MULTI_LIMIT`].
 const CLAIMS_PER_MULTI: usize = (MULTI_LIMIT - 1) / 4;
