@@ -440,7 +440,7 @@ async fn a_handler_ignoring_its_cancel_ends_its_process_when_the_lease_runs_out(
     let _slot = scenario_slot().await;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "stuck_handler_child",
