@@ -211,18 +211,9 @@ impl ZkStore {
             }
             _ => return Ok(ClaimOutcome::Fenced),
         };
-        let now = match registration.await? {
-            Some((d, s)) if d.incarnation == m.incarnation => {
-                let t = self
-                    .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
-                    .await?;
-                if !Self::alive(&d, &s, t.at_most) {
-                    return Ok(ClaimOutcome::Fenced);
-                }
-                // What this write records happened no earlier than this.
-                t.at_least
-            }
-            _ => return Ok(ClaimOutcome::Fenced),
+        // What this write records happened no earlier than `now`.
+        let Some((.., now)) = self.judged_own(&z, m, registration.await?).await? else {
+            return Ok(ClaimOutcome::Fenced);
         };
         let retry = how != Recovery::Abandon;
         match how {
@@ -402,15 +393,7 @@ impl ZkStore {
                 .iter()
                 .map(|&i| z.get_data(&format!("{base}/assign/{}", claims[i].task)))
                 .collect();
-            let registration = match registration.await? {
-                Some((d, s)) if d.incarnation == m.incarnation => {
-                    let t = self
-                        .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
-                        .await?;
-                    Self::alive(&d, &s, t.at_most).then_some((d, s, t.at_least))
-                }
-                _ => None,
-            };
+            let registration = self.judged_own(&z, m, registration.await?).await?;
             let Some((node, nstat, now)) = registration else {
                 for i in pending {
                     out[i] = Some(ClaimOutcome::Fenced);
@@ -823,17 +806,7 @@ impl FireStore for ZkStore {
                     (record, self.assignment(&z, &m.cluster, &b.task))
                 })
                 .collect();
-            // The store time needs no clock write while this process's last renewal
-            // bounds it (see `ZkStore::judging_time`).
-            let judged = match registration.await? {
-                Some((d, s)) if d.incarnation == m.incarnation => {
-                    let t = self
-                        .judging_time(&z, &m.cluster, (&m.node, &d, &s), None)
-                        .await?;
-                    Self::alive(&d, &s, t.at_most).then_some((d, s, t.at_least))
-                }
-                _ => None,
-            };
+            let judged = self.judged_own(&z, m, registration.await?).await?;
             let mut writes = Vec::new();
             for (&i, (record, assignment)) in pending.iter().zip(reads) {
                 let b = &fires[i];

@@ -170,6 +170,25 @@ impl ZkStore {
         }
     }
 
+    /// This process's own registration `m`, as read (`read`), judged alive by store time
+    /// without a clock write while its last renewal bounds that time (see
+    /// [`ZkStore::judging_time`]): the registration, its stat, and the lower bound of store
+    /// time (what a write records as its time). `None`: gone, replaced, or dead.
+    pub(super) async fn judged_own(
+        &self,
+        z: &zk::Client,
+        m: &Member,
+        read: Option<(NodeData, zk::Stat)>,
+    ) -> Result<Option<(NodeData, zk::Stat, i64)>> {
+        let Some((d, s)) = read.filter(|(d, _)| d.incarnation == m.incarnation) else {
+            return Ok(None);
+        };
+        let t = self
+            .judging_time(z, &m.cluster, (&m.node, &d, &s), None)
+            .await?;
+        Ok(Self::alive(&d, &s, t.at_most).then_some((d, s, t.at_least)))
+    }
+
     pub(super) fn alive(data: &NodeData, stat: &zk::Stat, now: i64) -> bool {
         stat.mtime + data.timeout_ms >= now
             && data
