@@ -118,11 +118,11 @@ impl WorkGuard {
 
     fn send(&self, slot: GuardSlot, kind: u32, value: i64) {
         let pipe = self.pipe.lock().unwrap();
-        self.write(&pipe, slot, kind, value);
+        Self::write(&pipe, slot, kind, value);
     }
 
     /// One message on the pipe, whose lock the caller holds.
-    fn write(&self, pipe: &OwnedFd, slot: GuardSlot, kind: u32, value: i64) {
+    fn write(pipe: &OwnedFd, slot: GuardSlot, kind: u32, value: i64) {
         let mut message = [0u8; MESSAGE];
         message[..4].copy_from_slice(&slot.0.to_le_bytes());
         message[4..8].copy_from_slice(&kind.to_le_bytes());
@@ -175,7 +175,7 @@ impl GuardSlot {
             (Some(slot), Some(guard)) => {
                 let pipe = guard.pipe.lock().unwrap();
                 let now = update();
-                guard.write(&pipe, slot, IN_PROCESS, now as i64);
+                WorkGuard::write(&pipe, slot, IN_PROCESS, now as i64);
             }
             _ => {
                 update();

@@ -2,7 +2,6 @@
 //! multi-op (which checks the assignment's and the registration's versions), with the
 //! `running/` index; begin, finish and recovery of a record.
 
-use super::placement::AssignData;
 use super::*;
 
 /// Claims per multi-op: at most four ops each, within [`MULTI_LIMIT`].
@@ -71,10 +70,7 @@ impl ZkStore {
         let Some((a, astat)) = self.assignment(z, &m.cluster, task).await? else {
             return Ok(None);
         };
-        if a.token != token
-            || a.node.as_deref() != Some(m.node.as_str())
-            || a.incarnation != Some(m.incarnation)
-        {
+        if !a.names(m, token) {
             return Ok(None);
         }
         if self
@@ -202,13 +198,7 @@ impl ZkStore {
             return Ok(ClaimOutcome::Fenced);
         }
         let aver = match assignment.await? {
-            Some((a, astat))
-                if a.token == token
-                    && a.node.as_deref() == Some(m.node.as_str())
-                    && a.incarnation == Some(m.incarnation) =>
-            {
-                astat.version
-            }
+            Some((a, astat)) if a.names(m, token) => astat.version,
             _ => return Ok(ClaimOutcome::Fenced),
         };
         // What this write records happened no earlier than `now`.
@@ -391,7 +381,7 @@ impl ZkStore {
             let registration = self.node_read(&z, &m.cluster, &m.node);
             let reads: Vec<_> = pending
                 .iter()
-                .map(|&i| z.get_data(&format!("{base}/assign/{}", claims[i].task)))
+                .map(|&i| self.assignment(&z, &m.cluster, &claims[i].task))
                 .collect();
             let registration = self.judged_own(&z, m, registration.await?).await?;
             let Some((node, nstat, now)) = registration else {
@@ -402,22 +392,10 @@ impl ZkStore {
             };
             let mut named = Vec::with_capacity(pending.len());
             for (&i, read) in pending.iter().zip(reads) {
-                self.read();
                 let c = claims[i];
-                match read.await {
-                    Ok((bytes, stat)) => {
-                        let a: AssignData = parse("assignment", &bytes)?;
-                        if a.token == c.token
-                            && a.node.as_deref() == Some(m.node.as_str())
-                            && a.incarnation == Some(m.incarnation)
-                        {
-                            named.push((i, stat.version));
-                        } else {
-                            out[i] = Some(self.taken_or_fenced(&z, c).await?);
-                        }
-                    }
-                    Err(zk::Error::NoNode) => out[i] = Some(self.taken_or_fenced(&z, c).await?),
-                    Err(e) => return Err(unavailable(e)),
+                match read.await? {
+                    Some((a, stat)) if a.names(m, c.token) => named.push((i, stat.version)),
+                    _ => out[i] = Some(self.taken_or_fenced(&z, c).await?),
                 }
             }
             // Each multi-op: the registration check, then per claim its ops; `starts` holds
@@ -828,13 +806,7 @@ impl FireStore for ZkStore {
                     continue;
                 };
                 let astat = match assignment {
-                    Some((a, astat))
-                        if a.token == b.token
-                            && a.node.as_deref() == Some(m.node.as_str())
-                            && a.incarnation == Some(m.incarnation) =>
-                    {
-                        astat
-                    }
+                    Some((a, astat)) if a.names(m, b.token) => astat,
                     _ => {
                         out[i] = Some(false);
                         continue;

@@ -683,7 +683,7 @@ impl MembershipStore for ZkStore {
             .get(cluster)
             .cloned()
             .unwrap_or_default();
-        let clock = self.clock(&z, cluster);
+        let clock = self.server_now(&z, cluster);
         let mut reader = z.new_multi_reader();
         reader
             .add_get_data(&format!("{base}/generation"))
@@ -869,7 +869,7 @@ impl MembershipStore for ZkStore {
         // registration in one round trip, in that order.
         self.read();
         let held = z.get_data(&format!("{base}/leader"));
-        let clock = self.clock(&z, &m.cluster);
+        let clock = self.server_now(&z, &m.cluster);
         let own = self.node_read(&z, &m.cluster, &m.node);
         let (bytes, lstat) = held.await.map_err(unavailable)?;
         let current: LeaderData = parse("leader", &bytes)?;

@@ -307,14 +307,10 @@ impl ZkStore {
         }
     }
 
-    /// Server time, in Unix ms: the `mtime` of a write.
-    async fn server_now(&self, z: &zk::Client, cluster: &str) -> Result<i64> {
-        self.clock(z, cluster).await
-    }
-
-    /// [`ZkStore::server_now`] with the write sent now, before the answer is awaited: the
-    /// requests made after it share its round trip (and are answered after it).
-    fn clock<'a>(
+    /// Server time, in Unix ms: the `mtime` of a write of the cluster's `clock` znode. The
+    /// write is sent at the call, before the answer is awaited: requests made after it
+    /// share its round trip (and are answered after it).
+    fn server_now<'a>(
         &'a self,
         z: &'a zk::Client,
         cluster: &'a str,
@@ -349,9 +345,8 @@ impl ZkStore {
         Ok(stat.mtime)
     }
 
-    /// A znode's JSON and stat; `None` if it does not exist.
-    /// Reads and parses the JSON data of `path`: the request is sent at the call, so that
-    /// several reads go out together and share a round trip.
+    /// A znode's JSON and stat; `None` if it does not exist. The request is sent at the
+    /// call, so that several reads go out together and share a round trip.
     fn get_json<'z, T: for<'de> Deserialize<'de>>(
         &self,
         z: &'z zk::Client,

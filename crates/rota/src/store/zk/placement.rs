@@ -25,6 +25,16 @@ pub(super) struct AssignData {
     pub(super) version: i64,
 }
 
+impl AssignData {
+    /// Does this assignment give the task to `m` under `token`? The fence every write of a
+    /// fire checks before its multi-op (which then checks the version read).
+    pub(super) fn names(&self, m: &Member, token: i64) -> bool {
+        self.token == token
+            && self.node.as_deref() == Some(m.node.as_str())
+            && self.incarnation == Some(m.incarnation)
+    }
+}
+
 impl ZkStore {
     pub(super) fn assignment<'z>(
         &self,
