@@ -1220,6 +1220,15 @@ async fn crashed_run_is_settled_once(store: &Arc<dyn Store>) {
         store.claim(&claim(&dead, "t", 6000, t1)).await.unwrap(),
         ClaimOutcome::Fenced
     );
+    // Nor settles a fire (contract 9: only a live current owner does).
+    assert_eq!(
+        store
+            .recover_fire(&dead, "t", t1, &claimed_only, false)
+            .await
+            .unwrap(),
+        ClaimOutcome::Fenced,
+        "an expired registration settles nothing"
+    );
     assign(store, &b, l.epoch, "t", &b).await;
     let t2 = store.assignments("crash").await.unwrap()[0].token;
     assert_eq!(
